@@ -1,0 +1,1 @@
+//! History checker (see ARCHITECTURE.md).

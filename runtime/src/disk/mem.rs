@@ -1,0 +1,429 @@
+//! `MemDisk`: an in-memory `Disk` that models a page cache and a journaling file system, so tests
+//! and the simulator can crash a node and see exactly what a real disk could have kept.
+//!
+//! Model. Each file keeps `cached` bytes (what the running process reads) and `durable` bytes (what
+//! survives a crash); `sync_data` copies the first to the second. Namespace operations go to an
+//! ordered journal; `sync_dir` commits the journal up to the last operation touching that directory.
+//! `crash` then keeps a random in-order prefix of the uncommitted journal and, for every file, a
+//! random length between its durable and cached lengths, taking each unsynced 512-byte sector from
+//! either the old or the new contents: lost writes, torn writes and holes, never invented bytes.
+//! Handles opened before a crash fail afterwards, as a dead process's file descriptors would.
+
+use super::{Disk, DiskFile, OpenMode};
+use rand::{Rng, RngCore};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The unit a crash tears at: a disk sector.
+pub const SECTOR_BYTES: usize = 512;
+
+/// What a crash does to unsynced state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashOptions {
+    /// Every unsynced byte and namespace change is lost; synced state is intact.
+    LoseUnsynced,
+    /// Unsynced sectors and journal entries each survive or not at random (torn writes).
+    Tear,
+}
+
+#[derive(Debug, Default)]
+struct FileData {
+    cached: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+type Inode = Arc<Mutex<FileData>>;
+
+#[derive(Debug, Clone)]
+enum Entry {
+    Dir,
+    File(Inode),
+}
+
+#[derive(Debug, Clone)]
+enum JournalOp {
+    Insert { path: PathBuf, entry: Entry },
+    Remove { path: PathBuf },
+    Rename { from: PathBuf, to: PathBuf },
+    RemoveTree { path: PathBuf },
+}
+
+type Namespace = BTreeMap<PathBuf, Entry>;
+
+#[derive(Debug, Default)]
+struct State {
+    generation: u64,
+    namespace: Namespace,
+    namespace_durable: Namespace,
+    journal: Vec<JournalOp>,
+}
+
+/// The in-memory disk. Clone the `Arc` to share it across a node's restarts.
+#[derive(Debug, Default)]
+pub struct MemDisk {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug)]
+struct MemFile {
+    inode: Inode,
+    generation: u64,
+    state: Arc<Mutex<State>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not hide the disk from the test that is reporting it.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", path.display()))
+}
+
+fn is_root(path: &Path) -> bool {
+    path.as_os_str().is_empty() || path == Path::new("/") || path == Path::new(".")
+}
+
+fn parent_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
+}
+
+fn journal_apply(namespace: &mut Namespace, op: &JournalOp) {
+    match op {
+        JournalOp::Insert { path, entry } => {
+            namespace.insert(path.clone(), entry.clone());
+        }
+        JournalOp::Remove { path } => {
+            namespace.remove(path);
+        }
+        JournalOp::Rename { from, to } => {
+            if let Some(entry) = namespace.remove(from) {
+                namespace.insert(to.clone(), entry);
+            }
+        }
+        JournalOp::RemoveTree { path } => namespace.retain(|name, _| !name.starts_with(path)),
+    }
+}
+
+fn journal_touches(op: &JournalOp, dir: &Path) -> bool {
+    match op {
+        JournalOp::Insert { path, .. } | JournalOp::Remove { path } => parent_of(path) == dir,
+        JournalOp::Rename { from, to } => parent_of(from) == dir || parent_of(to) == dir,
+        JournalOp::RemoveTree { path } => parent_of(path) == dir || path == dir,
+    }
+}
+
+impl MemDisk {
+    pub fn new() -> Arc<MemDisk> {
+        Arc::new(MemDisk::default())
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Simulates power loss: see the module doc for what survives.
+    pub fn crash(&self, options: CrashOptions, rng: &mut dyn RngCore) {
+        let mut state = self.state();
+        state.generation += 1;
+        let journal = std::mem::take(&mut state.journal);
+        let kept = match options {
+            CrashOptions::LoseUnsynced => 0,
+            CrashOptions::Tear => rng.gen_range(0..=journal.len()),
+        };
+        let mut namespace = std::mem::take(&mut state.namespace_durable);
+        for op in &journal[..kept] {
+            journal_apply(&mut namespace, op);
+        }
+        for entry in namespace.values() {
+            if let Entry::File(inode) = entry {
+                file_crash(&mut lock(inode), options, rng);
+            }
+        }
+        state.namespace = namespace.clone();
+        state.namespace_durable = namespace;
+    }
+
+    /// Flips one bit of a file's contents, cached and durable alike: corruption at rest.
+    pub fn flip_bit(&self, path: &Path, bit_position: u64) -> io::Result<()> {
+        let state = self.state();
+        let Some(Entry::File(inode)) = state.namespace.get(path) else { return Err(not_found(path)) };
+        let mut guard = lock(inode);
+        let data = &mut *guard;
+        let byte = usize::try_from(bit_position / 8).map_err(io::Error::other)?;
+        let mask = 1u8 << (bit_position % 8);
+        for contents in [&mut data.cached, &mut data.durable] {
+            if let Some(value) = contents.get_mut(byte) {
+                *value ^= mask;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every file and its cached length, for tests and traces.
+    pub fn files(&self) -> Vec<(PathBuf, u64)> {
+        let state = self.state();
+        state
+            .namespace
+            .iter()
+            .filter_map(|(path, entry)| match entry {
+                Entry::File(inode) => Some((path.clone(), lock(inode).cached.len() as u64)),
+                Entry::Dir => None,
+            })
+            .collect()
+    }
+
+    fn journal_push(state: &mut State, op: JournalOp) {
+        journal_apply(&mut state.namespace, &op);
+        state.journal.push(op);
+    }
+
+    fn parent_check(state: &State, path: &Path) -> io::Result<()> {
+        let parent = parent_of(path);
+        match state.namespace.get(parent) {
+            Some(Entry::Dir) => Ok(()),
+            _ if is_root(parent) => Ok(()),
+            _ => Err(not_found(parent)),
+        }
+    }
+}
+
+fn file_crash(data: &mut FileData, options: CrashOptions, rng: &mut dyn RngCore) {
+    if options == CrashOptions::LoseUnsynced || data.cached == data.durable {
+        data.cached = data.durable.clone();
+        return;
+    }
+    let (len_old, len_new) = (data.durable.len(), data.cached.len());
+    let len = match rng.gen_range(0..3) {
+        0 => len_old,
+        1 => len_new,
+        _ => rng.gen_range(len_old.min(len_new)..=len_old.max(len_new)),
+    };
+    let mut contents = vec![0; len];
+    for (index, sector) in contents.chunks_mut(SECTOR_BYTES).enumerate() {
+        let start = index * SECTOR_BYTES;
+        let source = if rng.gen_bool(0.5) { &data.cached } else { &data.durable };
+        for (offset, byte) in sector.iter_mut().enumerate() {
+            *byte = source.get(start + offset).copied().unwrap_or(0);
+        }
+    }
+    data.durable = contents.clone();
+    data.cached = contents;
+}
+
+impl Disk for MemDisk {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
+        let mut state = self.state();
+        let inode = match (state.namespace.get(path), mode) {
+            (Some(Entry::Dir), _) => {
+                return Err(io::Error::other(format!("{}: is a directory", path.display())))
+            }
+            (Some(Entry::File(_)), OpenMode::CreateNew) => {
+                let message = format!("{}: already exists", path.display());
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, message));
+            }
+            (Some(Entry::File(inode)), _) => inode.clone(),
+            (None, OpenMode::Existing) => return Err(not_found(path)),
+            (None, OpenMode::Create | OpenMode::CreateNew) => {
+                MemDisk::parent_check(&state, path)?;
+                let inode = Inode::default();
+                let entry = Entry::File(inode.clone());
+                MemDisk::journal_push(&mut state, JournalOp::Insert { path: path.into(), entry });
+                inode
+            }
+        };
+        Ok(Arc::new(MemFile { inode, generation: state.generation, state: self.state.clone() }))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        let mut missing: Vec<&Path> = path
+            .ancestors()
+            .take_while(|dir| !is_root(dir) && !state.namespace.contains_key(*dir))
+            .collect();
+        missing.reverse();
+        for dir in missing {
+            let op = JournalOp::Insert { path: dir.into(), entry: Entry::Dir };
+            MemDisk::journal_push(&mut state, op);
+        }
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let state = self.state();
+        if !is_root(dir) && !matches!(state.namespace.get(dir), Some(Entry::Dir)) {
+            return Err(not_found(dir));
+        }
+        Ok(state.namespace.keys().filter(|path| parent_of(path) == dir).cloned().collect())
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        is_root(path) || self.state().namespace.contains_key(path)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        is_root(path) || matches!(self.state().namespace.get(path), Some(Entry::Dir))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        if !state.namespace.contains_key(from) {
+            return Err(not_found(from));
+        }
+        MemDisk::parent_check(&state, to)?;
+        MemDisk::journal_push(&mut state, JournalOp::Rename { from: from.into(), to: to.into() });
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        match state.namespace.get(path) {
+            Some(Entry::File(_)) => {}
+            Some(Entry::Dir) => return Err(io::Error::other("is a directory")),
+            None => return Err(not_found(path)),
+        }
+        MemDisk::journal_push(&mut state, JournalOp::Remove { path: path.into() });
+        Ok(())
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        if !state.namespace.contains_key(path) {
+            return Err(not_found(path));
+        }
+        MemDisk::journal_push(&mut state, JournalOp::RemoveTree { path: path.into() });
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        let Some(last) = state.journal.iter().rposition(|op| journal_touches(op, dir)) else {
+            return Ok(());
+        };
+        let committed: Vec<JournalOp> = state.journal.drain(..=last).collect();
+        for op in &committed {
+            journal_apply(&mut state.namespace_durable, op);
+        }
+        Ok(())
+    }
+}
+
+impl MemFile {
+    fn data(&self) -> io::Result<MutexGuard<'_, FileData>> {
+        if lock(&self.state).generation != self.generation {
+            return Err(io::Error::other("stale file handle: the disk crashed since it was opened"));
+        }
+        Ok(lock(&self.inode))
+    }
+}
+
+impl DiskFile for MemFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.data()?.cached.len() as u64)
+    }
+
+    fn read_at(&self, buffer: &mut [u8], position: u64) -> io::Result<usize> {
+        let data = self.data()?;
+        let start = usize::try_from(position).map_err(io::Error::other)?.min(data.cached.len());
+        let count = buffer.len().min(data.cached.len() - start);
+        buffer[..count].copy_from_slice(&data.cached[start..start + count]);
+        Ok(count)
+    }
+
+    fn write_at(&self, bytes: &[u8], position: u64) -> io::Result<()> {
+        let mut data = self.data()?;
+        let start = usize::try_from(position).map_err(io::Error::other)?;
+        let end = start + bytes.len();
+        if data.cached.len() < end {
+            data.cached.resize(end, 0);
+        }
+        data.cached[start..end].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        self.data()?.cached.resize(len, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut data = self.data()?;
+        data.durable = data.cached.clone();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn rng() -> rand_chacha::ChaCha8Rng {
+        rand_chacha::ChaCha8Rng::seed_from_u64(7)
+    }
+
+    #[test]
+    fn synced_bytes_survive_and_unsynced_are_lost() {
+        let disk = MemDisk::new();
+        disk.create_dir_all(Path::new("data/t-0")).unwrap();
+        disk.sync_dir(Path::new("data")).unwrap();
+        disk.sync_dir(Path::new("data/t-0")).unwrap();
+        let file = disk.open(Path::new("data/t-0/a.log"), OpenMode::CreateNew).unwrap();
+        disk.sync_dir(Path::new("data/t-0")).unwrap();
+        file.append(b"hello").unwrap();
+        file.sync_data().unwrap();
+        file.append(b" world").unwrap();
+        disk.crash(CrashOptions::LoseUnsynced, &mut rng());
+        assert!(file.len().is_err(), "handles die with the crash");
+        let contents = super::super::read_all(&*disk, Path::new("data/t-0/a.log")).unwrap();
+        assert_eq!(contents, b"hello");
+    }
+
+    #[test]
+    fn unsynced_create_is_lost() {
+        let disk = MemDisk::new();
+        disk.open(Path::new("a"), OpenMode::Create).unwrap().sync_data().unwrap();
+        disk.crash(CrashOptions::LoseUnsynced, &mut rng());
+        assert!(!disk.exists(Path::new("a")));
+    }
+
+    #[test]
+    fn write_atomic_is_old_or_new_after_any_crash() {
+        for seed in 0..200 {
+            let disk = MemDisk::new();
+            super::super::write_atomic(&*disk, Path::new("meta"), b"old contents").unwrap();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let new = vec![b'n'; 2000];
+            let file = disk.open(Path::new("meta.tmp"), OpenMode::Create).unwrap();
+            file.write_at(&new, 0).unwrap();
+            if rng.gen_bool(0.5) {
+                file.sync_data().unwrap();
+                disk.rename(Path::new("meta.tmp"), Path::new("meta")).unwrap();
+            }
+            disk.crash(CrashOptions::Tear, &mut rng);
+            let contents = super::super::read_all(&*disk, Path::new("meta")).unwrap();
+            assert!(contents == b"old contents" || contents == new, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn tear_keeps_synced_prefix_and_invents_nothing() {
+        for seed in 0..200 {
+            let disk = MemDisk::new();
+            let file = disk.open(Path::new("f"), OpenMode::Create).unwrap();
+            disk.sync_dir(Path::new("")).unwrap();
+            file.write_at(&[1; 1000], 0).unwrap();
+            file.sync_data().unwrap();
+            file.write_at(&[2; 3000], 1000).unwrap();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            disk.crash(CrashOptions::Tear, &mut rng);
+            let contents = super::super::read_all(&*disk, Path::new("f")).unwrap();
+            assert!(contents.len() >= 1000 && contents.len() <= 4000);
+            assert!(contents[..1000].iter().all(|byte| *byte == 1));
+            assert!(contents[1000..].iter().all(|byte| *byte == 2 || *byte == 0));
+        }
+    }
+}
