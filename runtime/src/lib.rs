@@ -35,7 +35,7 @@ pub mod sync {
     pub use tokio::sync::*;
 }
 
-pub use tokio::select;
+pub use tokio::{pin, select};
 pub use tokio::task::{yield_now, JoinHandle};
 
 /// Spawns a task on the current runtime (the current simulated node under madsim).
