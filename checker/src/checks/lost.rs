@@ -1,0 +1,140 @@
+//! lost-write and unseen (the liveness check).
+//!
+//! lost-write follows Jepsen's bound rule exactly. Per partition, walk the log in offset order;
+//! a value's index is its position among the log's non-empty offsets. Every value read by an `Ok`
+//! poll has a first index; the largest is the bound: some poll read that far. Every value whose
+//! *last* index is at or below the bound should then have been read by someone; one that no `Ok`
+//! poll read, and whose operation must have committed, is lost. First and last indices differ
+//! only when a value is duplicated; taking the earliest for the bound and the latest for the
+//! candidates keeps a duplicate from manufacturing a loss.
+//!
+//! unseen: if the history has final polls, every send acknowledged (`Ok`) before the first final
+//! poll was invoked must have been read by some `Ok` poll. Sends acknowledged later raced the final
+//! polls and are not required. Values already reported as lost writes are not repeated here, so
+//! an unseen value is one nobody read past: lag, reported as `partition t-0: lag N after heal`.
+
+use crate::checks::Analysis;
+use crate::history::{MicroOp, Op, Partition};
+use crate::index::PartitionIndex;
+use crate::operations::Outcome;
+use crate::report::{listed, Anomaly};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
+    let mut lost: BTreeMap<&Partition, BTreeSet<i64>> = BTreeMap::new();
+    for (partition, index) in &analysis.index.partitions {
+        for anomaly in lost_writes(analysis, partition, index) {
+            if let Anomaly::LostWrite { value, .. } = anomaly {
+                lost.entry(*partition).or_default().insert(value);
+            }
+            anomalies.push(anomaly);
+        }
+    }
+    let Some(cutoff) = final_polls_start(analysis) else {
+        return;
+    };
+    for (partition, index) in &analysis.index.partitions {
+        let mut unseen: Vec<(i64, usize)> = Vec::new();
+        for (value, writer) in &index.writers {
+            let operation = &analysis.operations.list[writer.op];
+            let acknowledged = operation.outcome == Outcome::Ok
+                && operation.complete.is_some_and(|complete| complete < cutoff);
+            let lost_here = lost
+                .get(partition)
+                .is_some_and(|values| values.contains(value));
+            if acknowledged && !lost_here && !index.reads_ok.contains_key(value) {
+                unseen.push((*value, operation.event()));
+            }
+        }
+        if !unseen.is_empty() {
+            anomalies.push(Anomaly::Unseen {
+                partition: (*partition).clone(),
+                count: unseen.len(),
+                values: listed(&unseen).iter().map(|u| u.0).collect(),
+                writers: listed(&unseen).iter().map(|u| u.1).collect(),
+            });
+        }
+    }
+}
+
+/// Where a value sits in the log: first and last index, and the offset of the first.
+struct Placement {
+    index_first: usize,
+    index_last: usize,
+    offset_first: i64,
+}
+
+fn lost_writes(analysis: &Analysis, partition: &Partition, index: &PartitionIndex) -> Vec<Anomaly> {
+    let mut placements: BTreeMap<i64, Placement> = BTreeMap::new();
+    let mut offsets: Vec<i64> = Vec::with_capacity(index.log.len());
+    for (position, (offset, seen)) in index.log.iter().enumerate() {
+        offsets.push(*offset);
+        for s in seen {
+            let placement = placements.entry(s.value).or_insert(Placement {
+                index_first: position,
+                index_last: position,
+                offset_first: *offset,
+            });
+            placement.index_last = position;
+        }
+    }
+    // The bound: the furthest first placement of any value an `Ok` poll read.
+    let Some((bound, bound_value)) = index
+        .reads_ok
+        .keys()
+        .filter_map(|value| placements.get(value).map(|p| (p.index_first, *value)))
+        .max()
+    else {
+        return Vec::new();
+    };
+    let mut lost: Vec<(i64, i64)> = placements
+        .iter()
+        .filter(|(value, placement)| {
+            placement.index_last <= bound && !index.reads_ok.contains_key(value)
+        })
+        .filter(|(value, _)| {
+            index
+                .writers
+                .get(value)
+                .is_some_and(|writer| analysis.index.committed[writer.op])
+        })
+        .map(|(value, placement)| (placement.offset_first, *value))
+        .collect();
+    lost.sort_unstable();
+    lost.into_iter()
+        .map(|(offset, value)| Anomaly::LostWrite {
+            partition: partition.clone(),
+            offset,
+            value,
+            writer: analysis.operations.list[index.writers[&value].op].event(),
+            bound_offset: offsets[bound],
+            bound_value,
+            bound_reader: index.reads_ok[&bound_value].event,
+        })
+        .collect()
+}
+
+/// The invocation of the first final poll, if the history has any.
+fn final_polls_start(analysis: &Analysis) -> Option<usize> {
+    analysis
+        .operations
+        .list
+        .iter()
+        .find(|operation| {
+            let invoked = &analysis.history.events[operation.invoke].op;
+            is_final_poll(invoked) || is_final_poll(operation.op)
+        })
+        .map(|operation| operation.invoke)
+}
+
+fn is_final_poll(op: &Op) -> bool {
+    op.micro_ops().iter().any(|m| {
+        matches!(
+            m,
+            MicroOp::Poll {
+                final_poll: true,
+                ..
+            }
+        )
+    })
+}

@@ -1,0 +1,191 @@
+//! poll-skip and nonmonotonic-poll, across operations and within one (internal).
+//!
+//! Each process's consumer has a position per partition: the offset of the last record it read in
+//! an `Ok` operation. Walking the history in order, every record a process polls is compared with
+//! that position:
+//! - nonmonotonic-poll: the record's offset is at or before the position.
+//! - poll-skip: some offset strictly between the position and the record is known to hold a
+//!   committed record (it is in the index's log), yet the consumer jumped over it.
+//!
+//! Compared with Jepsen, which measures both with value indices, we compare offsets: a consumer's
+//! position is an offset, and offsets stay exact when values are duplicated. Gaps without known
+//! records (transaction markers, aborted records) are not skips.
+//!
+//! Positions reset (are forgotten) on what legitimately moves a consumer: `Assign` (partitions no
+//! longer assigned; all of them with `seek_to_beginning`), `Subscribe`, `Seek`, `Rebalance`,
+//! `Crash`, and any `Fail` or `Info` operation that polled (its consumer may have advanced while
+//! the operation did not count). If a rebalance happens while an operation is open, its poll
+//! micro-ops are not compared with each other either: we cannot tell which side of the rebalance
+//! each was on.
+
+use crate::checks::Analysis;
+use crate::history::{Event, EventKind, MicroOp, Op, Partition, Record};
+use crate::index::PartitionIndex;
+use crate::operations::{OpId, Outcome};
+use crate::report::{Anomaly, LISTED_MAX};
+use std::collections::BTreeMap;
+
+#[derive(Default)]
+struct Consumer<'h> {
+    positions: BTreeMap<&'h Partition, Position>,
+    open: bool,
+    rebalanced_while_open: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Position {
+    offset: i64,
+    /// The operation that read it, and that operation's completion event.
+    op: OpId,
+    event: usize,
+}
+
+pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
+    let mut consumers: BTreeMap<u64, Consumer> = BTreeMap::new();
+    for (position, event) in analysis.history.events.iter().enumerate() {
+        let consumer = consumers.entry(event.process).or_default();
+        if event.op.is_marker() {
+            consumer.positions.clear();
+            consumer.rebalanced_while_open |= consumer.open;
+            continue;
+        }
+        if event.kind == EventKind::Invoke {
+            consumer.open = true;
+            consumer.rebalanced_while_open = false;
+            continue;
+        }
+        let Some(id) = analysis.operations.completed_at[position] else {
+            continue;
+        };
+        consumer.open = false;
+        let outcome = analysis.operations.list[id].outcome;
+        match (&event.op, outcome) {
+            (Op::Txn(micro_ops), Outcome::Ok) => {
+                consume(anomalies, analysis, consumer, event, id, micro_ops);
+            }
+            (Op::Txn(micro_ops), Outcome::Fail | Outcome::Info) => {
+                if micro_ops.iter().any(|m| matches!(m, MicroOp::Poll { .. })) {
+                    consumer.positions.clear();
+                }
+            }
+            (_, Outcome::Fail) => {}
+            (op, Outcome::Ok | Outcome::Info) => reset(consumer, op),
+        }
+    }
+}
+
+/// Applies a completed `Assign`, `Subscribe` or `Seek` (an `Info` one may have applied).
+fn reset(consumer: &mut Consumer, op: &Op) {
+    match op {
+        Op::Assign {
+            seek_to_beginning: true,
+            ..
+        }
+        | Op::Subscribe { .. } => {
+            consumer.positions.clear();
+        }
+        Op::Assign {
+            partitions,
+            seek_to_beginning: false,
+        } => {
+            consumer
+                .positions
+                .retain(|partition, _| partitions.contains(partition));
+        }
+        Op::Seek { offsets } => {
+            consumer
+                .positions
+                .retain(|partition, _| !offsets.contains_key(*partition));
+        }
+        _ => {}
+    }
+}
+
+fn consume<'h>(
+    anomalies: &mut Vec<Anomaly>,
+    analysis: &Analysis<'h>,
+    consumer: &mut Consumer<'h>,
+    event: &'h Event,
+    id: OpId,
+    micro_ops: &'h [MicroOp],
+) {
+    for micro_op in micro_ops {
+        let MicroOp::Poll { records, .. } = micro_op else {
+            continue;
+        };
+        if consumer.rebalanced_while_open {
+            consumer.positions.clear();
+        }
+        for (partition, records) in records {
+            let index = &analysis.index.partitions[partition];
+            for record in records {
+                let next = Position {
+                    offset: record.offset,
+                    op: id,
+                    event: event.index,
+                };
+                if let Some(previous) = consumer.positions.insert(partition, next) {
+                    let step = Step {
+                        partition,
+                        process: event.process,
+                        previous,
+                        next,
+                    };
+                    anomalies.extend(compare(index, step));
+                }
+            }
+        }
+    }
+}
+
+struct Step<'a> {
+    partition: &'a Partition,
+    process: u64,
+    previous: Position,
+    next: Position,
+}
+
+fn compare(index: &PartitionIndex, step: Step) -> Option<Anomaly> {
+    let Step {
+        partition,
+        process,
+        previous,
+        next,
+    } = step;
+    let internal = previous.op == next.op;
+    if next.offset <= previous.offset {
+        return Some(Anomaly::NonmonotonicPoll {
+            partition: partition.clone(),
+            process,
+            internal,
+            previous: previous.event,
+            next: next.event,
+            offset_previous: previous.offset,
+            offset_next: next.offset,
+        });
+    }
+    let skipped_count = index.offsets_between(previous.offset, next.offset);
+    if skipped_count == 0 {
+        return None;
+    }
+    let skipped = index
+        .log
+        .range(previous.offset + 1..next.offset)
+        .take(LISTED_MAX)
+        .map(|(offset, seen)| Record {
+            offset: *offset,
+            value: seen[0].value,
+        })
+        .collect();
+    Some(Anomaly::PollSkip {
+        partition: partition.clone(),
+        process,
+        internal,
+        previous: previous.event,
+        next: next.event,
+        offset_previous: previous.offset,
+        offset_next: next.offset,
+        skipped_count,
+        skipped,
+    })
+}

@@ -1,0 +1,254 @@
+//! The history model: what a workload records and the checker reads.
+//!
+//! A history is a list of [`Event`]s in real-time order. Every client operation is two events from
+//! the same process: an `Invoke` when the client starts it and a completion (`Ok`, `Fail` or
+//! `Info`) when it learns the outcome. A process runs one operation at a time. Two operations are
+//! single events instead of pairs ("markers"): [`Op::Crash`] and [`Op::Rebalance`].
+//!
+//! Values are unique integers per partition: a workload never sends one value twice to one
+//! partition, so a value names the send that wrote it (Jepsen's Kafka workload model).
+//!
+//! Completion kinds:
+//! - `Ok`: the operation happened. Its op carries results: send offsets, polled records.
+//! - `Fail`: the operation definitely did not happen. A failed `Txn` was aborted.
+//! - `Info`: indeterminate; it may or may not have happened, now or at any later time.
+//!
+//! An operation never completed (the history ended, or a [`Op::Crash`] of its process came first)
+//! is treated as `Info`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// A recorded history: events in the real-time order they happened.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    pub events: Vec<Event>,
+}
+
+/// One invocation, completion or marker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position of this event in `History::events`; reports name events by it.
+    pub index: usize,
+    /// Simulated time when the event happened; only displayed, ordering comes from `index`.
+    pub time_ns: u64,
+    /// The client process; one operation at a time per process.
+    pub process: u64,
+    pub kind: EventKind,
+    pub op: Op,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Invoke,
+    Ok,
+    Fail,
+    Info,
+}
+
+/// What a process did. See each variant for what the invocation and the completion carry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Sends and polls, in the order the client issued them. A plain send is `Txn([Send])`, a
+    /// plain poll `Txn([Poll])`. More than one send makes it a Kafka transaction: all its sends
+    /// commit (`Ok`) or abort (`Fail`) together. The completion repeats the micro-ops, with
+    /// results filled in on `Ok`.
+    Txn(Vec<MicroOp>),
+    /// `consumer.assign(partitions)`. Positions of partitions that stay assigned are kept, unless
+    /// `seek_to_beginning` is set, which resets every position to the log start.
+    Assign {
+        partitions: Vec<Partition>,
+        seek_to_beginning: bool,
+    },
+    /// `consumer.subscribe(topics)`: the group decides the partitions; every position resets.
+    Subscribe { topics: Vec<String> },
+    /// `consumer.seek(partition, offset)` for each entry: those positions reset.
+    Seek { offsets: BTreeMap<Partition, i64> },
+    /// Marker (a single event, kind `Ok`): the consumer group rebalanced this process's consumer,
+    /// which now owns `assigned`. Every position resets (eager rebalance: resume from the
+    /// committed offset). A workload using `Subscribe` must record these, or the poll checks see
+    /// the jumps a rebalance legitimately causes.
+    Rebalance { assigned: Vec<Partition> },
+    /// Consumer offset commit for `group`: `offsets` are the next offsets to read.
+    Commit {
+        group: String,
+        generation: Option<i32>,
+        offsets: BTreeMap<Partition, i64>,
+    },
+    /// Fetch of `group`'s committed offsets. The invocation lists the partitions asked for (any
+    /// offsets); the `Ok` completion has each asked partition's committed offset, `-1` for none.
+    ListCommitted {
+        group: String,
+        offsets: BTreeMap<Partition, i64>,
+    },
+    /// Marker (a single event, kind `Info`): the client process crashed. Its open operation, if
+    /// any, becomes indeterminate and its consumer positions are forgotten.
+    Crash,
+}
+
+/// One step of a `Txn`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MicroOp {
+    /// Append `value` to `partition`. `offset` is `None` at invocation and filled in on `Ok`
+    /// (the offset the broker acknowledged); on `Info` fill it only if the client learned it.
+    Send {
+        partition: Partition,
+        value: i64,
+        offset: Option<i64>,
+    },
+    /// One `consumer.poll()`. `records` is empty at invocation and, on `Ok`, holds what the poll
+    /// returned, per partition in the order returned. `final_poll` marks the polls of the
+    /// liveness phase, after every fault is healed, that must observe every acknowledged send;
+    /// set it on the invocation and the completion alike.
+    Poll {
+        records: BTreeMap<Partition, Vec<Record>>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        final_poll: bool,
+    },
+}
+
+/// A record returned by a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Record {
+    pub offset: i64,
+    pub value: i64,
+}
+
+/// A topic partition. Displays and serializes as `topic-partition`, e.g. `t-0`, so it can key a
+/// JSON object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Partition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl Partition {
+    pub fn new(topic: &str, partition: i32) -> Partition {
+        Partition {
+            topic: topic.to_string(),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+impl FromStr for Partition {
+    type Err = String;
+
+    /// Splits at the last `-`, so topics may contain dashes.
+    fn from_str(text: &str) -> Result<Partition, String> {
+        let (topic, number) = text
+            .rsplit_once('-')
+            .ok_or_else(|| format!("partition {text:?} is not topic-N"))?;
+        let partition = number
+            .parse()
+            .map_err(|_| format!("partition {text:?} is not topic-N"))?;
+        if topic.is_empty() {
+            return Err(format!("partition {text:?} has an empty topic"));
+        }
+        Ok(Partition::new(topic, partition))
+    }
+}
+
+impl From<Partition> for String {
+    fn from(partition: Partition) -> String {
+        partition.to_string()
+    }
+}
+
+impl TryFrom<String> for Partition {
+    type Error = String;
+    fn try_from(text: String) -> Result<Partition, String> {
+        text.parse()
+    }
+}
+
+impl History {
+    /// Appends an event, filling in its index; returns that index.
+    pub fn push(&mut self, time_ns: u64, process: u64, kind: EventKind, op: Op) -> usize {
+        let index = self.events.len();
+        self.events.push(Event {
+            index,
+            time_ns,
+            process,
+            kind,
+            op,
+        });
+        index
+    }
+}
+
+impl Op {
+    /// A plain send invocation: `Txn([Send])` with no offset yet.
+    pub fn send(partition: Partition, value: i64) -> Op {
+        Op::Txn(vec![MicroOp::Send {
+            partition,
+            value,
+            offset: None,
+        }])
+    }
+
+    /// A plain poll invocation: `Txn([Poll])` with no records yet.
+    pub fn poll(final_poll: bool) -> Op {
+        Op::Txn(vec![MicroOp::Poll {
+            records: BTreeMap::new(),
+            final_poll,
+        }])
+    }
+
+    /// Single-event operations: they have no completion.
+    pub fn is_marker(&self) -> bool {
+        matches!(self, Op::Crash | Op::Rebalance { .. })
+    }
+
+    /// A short name for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Txn(micro_ops) => match micro_ops.as_slice() {
+                [MicroOp::Send { .. }] => "send",
+                [MicroOp::Poll {
+                    final_poll: true, ..
+                }] => "final-poll",
+                [MicroOp::Poll { .. }] => "poll",
+                _ => "txn",
+            },
+            Op::Assign { .. } => "assign",
+            Op::Subscribe { .. } => "subscribe",
+            Op::Seek { .. } => "seek",
+            Op::Rebalance { .. } => "rebalance",
+            Op::Commit { .. } => "commit",
+            Op::ListCommitted { .. } => "list-committed",
+            Op::Crash => "crash",
+        }
+    }
+
+    /// The micro-ops of a `Txn`, empty for every other op.
+    pub fn micro_ops(&self) -> &[MicroOp] {
+        match self {
+            Op::Txn(micro_ops) => micro_ops,
+            _ => &[],
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EventKind::Invoke => "invoke",
+            EventKind::Ok => "ok",
+            EventKind::Fail => "fail",
+            EventKind::Info => "info",
+        })
+    }
+}

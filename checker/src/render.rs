@@ -1,0 +1,249 @@
+//! Text rendering of one anomaly: a title line `kind: partition P, ...`, then indented proof lines
+//! naming event indices as `event N`. Kept apart from `report.rs` so the types read on their own.
+
+use crate::history::Record;
+use crate::report::{Anomaly, PrecommitReason};
+
+pub(crate) fn anomaly(anomaly: &Anomaly) -> String {
+    let kind = anomaly.kind();
+    let body = match anomaly {
+        Anomaly::MalformedHistory { event, reason } => format!("event {event}: {reason}"),
+        Anomaly::InconsistentOffsets {
+            partition,
+            offset,
+            values,
+            events,
+        } => {
+            let seen: Vec<String> = values
+                .iter()
+                .zip(events)
+                .map(|(v, e)| format!("value {v} (event {e})"))
+                .collect();
+            format!(
+                "partition {partition}, offset {offset}\n  holds {}",
+                seen.join(", ")
+            )
+        }
+        Anomaly::Duplicate {
+            partition,
+            value,
+            offsets,
+            events,
+        } => {
+            let seen: Vec<String> = offsets
+                .iter()
+                .zip(events)
+                .map(|(o, e)| format!("offset {o} (event {e})"))
+                .collect();
+            format!(
+                "partition {partition}, value {value}\n  at {}",
+                seen.join(", ")
+            )
+        }
+        Anomaly::PhantomRead {
+            partition,
+            offset,
+            value,
+            reader,
+        } => format!(
+            "partition {partition}, offset {offset}, value {value}\n  read by event {reader}, \
+             but no operation sent it"
+        ),
+        Anomaly::LostWrite { .. } | Anomaly::Unseen { .. } => lost(anomaly),
+        Anomaly::PollSkip { .. } | Anomaly::NonmonotonicPoll { .. } => poll(anomaly),
+        Anomaly::NonmonotonicSend { .. } | Anomaly::SendRealtimeOrder { .. } => send(anomaly),
+        _ => transaction(anomaly),
+    };
+    format!("{kind}: {body}\n")
+}
+
+fn lost(anomaly: &Anomaly) -> String {
+    match anomaly {
+        Anomaly::LostWrite {
+            partition,
+            offset,
+            value,
+            writer,
+            bound_offset,
+            bound_value,
+            bound_reader,
+        } => format!(
+            "partition {partition}, offset {offset}, value {value}\n  sent by event {writer}, \
+             never polled, but event {bound_reader} polled offset {bound_offset} value \
+             {bound_value} after it"
+        ),
+        Anomaly::Unseen {
+            partition,
+            count,
+            values,
+            writers,
+        } => format!(
+            "partition {partition}: lag {count} after heal\n  acknowledged but never polled: \
+             values {} (sent by events {}){}",
+            join(values),
+            join(writers),
+            if *count > values.len() { ", ..." } else { "" },
+        ),
+        _ => unreachable!("lost() takes lost-write and unseen"),
+    }
+}
+
+fn poll(anomaly: &Anomaly) -> String {
+    match anomaly {
+        Anomaly::PollSkip {
+            partition,
+            process,
+            internal,
+            previous,
+            next,
+            offset_previous,
+            offset_next,
+            skipped_count,
+            skipped,
+        } => format!(
+            "partition {partition}, process {process}{}\n  read offset {offset_previous} (event \
+             {previous}) then offset {offset_next} (event {next}), skipping {skipped_count}: {}",
+            scope(*internal),
+            records(skipped),
+        ),
+        Anomaly::NonmonotonicPoll {
+            partition,
+            process,
+            internal,
+            previous,
+            next,
+            offset_previous,
+            offset_next,
+        } => format!(
+            "partition {partition}, process {process}{}\n  read offset {offset_previous} (event \
+             {previous}) then offset {offset_next} (event {next})",
+            scope(*internal),
+        ),
+        _ => unreachable!("poll() takes poll-skip and nonmonotonic-poll"),
+    }
+}
+
+fn send(anomaly: &Anomaly) -> String {
+    match anomaly {
+        Anomaly::NonmonotonicSend {
+            partition,
+            process,
+            internal,
+            previous,
+            next,
+            send_previous,
+            send_next,
+        } => format!(
+            "partition {partition}, process {process}{}\n  sent {} (event {previous}) then {} \
+             (event {next})",
+            scope(*internal),
+            record(send_previous),
+            record(send_next),
+        ),
+        Anomaly::SendRealtimeOrder {
+            partition,
+            earlier_complete,
+            earlier_send,
+            later_invoke,
+            later_complete,
+            later_send,
+        } => format!(
+            "partition {partition}\n  {} acknowledged at event {earlier_complete}, before {} was \
+             invoked at event {later_invoke} (acknowledged at event {later_complete})",
+            record(earlier_send),
+            record(later_send),
+        ),
+        _ => unreachable!("send() takes nonmonotonic-send and send-realtime-order"),
+    }
+}
+
+fn transaction(anomaly: &Anomaly) -> String {
+    match anomaly {
+        Anomaly::AbortedRead {
+            partition,
+            offset,
+            value,
+            writer,
+            reader,
+            reader_count,
+        } => format!(
+            "partition {partition}, offset {offset}, value {value}\n  sent by failed event \
+             {writer}, yet read by event {reader} ({reader_count} readers)"
+        ),
+        Anomaly::PrecommittedRead {
+            partition,
+            offset,
+            value,
+            writer,
+            reader,
+            reason,
+        } => {
+            let why = match reason {
+                PrecommitReason::OwnWrite => "the reading transaction sent it itself".to_string(),
+                PrecommitReason::ReadBeforeWriteInvoked => {
+                    format!("the read completed before event {writer} was invoked")
+                }
+            };
+            format!(
+                "partition {partition}, offset {offset}, value {value}\n  sent by event {writer}, \
+                 read by event {reader}: {why}"
+            )
+        }
+        Anomaly::TornTransaction {
+            writer,
+            reader,
+            observed_partition,
+            observed,
+            missed_partition,
+            missed,
+        } => format!(
+            "partition {missed_partition}, offset {}, value {}\n  transaction event {writer}: \
+             event {reader} read {observed_partition} {} and read across {missed_partition} \
+             offset {} without it",
+            missed.offset,
+            missed.value,
+            record(observed),
+            missed.offset,
+        ),
+        Anomaly::CommittedOffsetRegression {
+            group,
+            partition,
+            commit,
+            offset_committed,
+            list,
+            offset_listed,
+        } => format!(
+            "partition {partition}, group {group}\n  offset {offset_committed} committed by \
+             event {commit}, later listed as {offset_listed} by event {list}"
+        ),
+        _ => unreachable!("transaction() takes the remaining kinds"),
+    }
+}
+
+fn scope(internal: bool) -> &'static str {
+    if internal {
+        " (within one operation)"
+    } else {
+        ""
+    }
+}
+
+fn record(record: &Record) -> String {
+    format!("value {} at offset {}", record.value, record.offset)
+}
+
+fn records(records: &[Record]) -> String {
+    let listed: Vec<String> = records
+        .iter()
+        .map(|r| format!("{}:{}", r.offset, r.value))
+        .collect();
+    format!("[{}]", listed.join(" "))
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,270 @@
+//! The checker's output: [`Anomaly`] (one proof of one broken guarantee), [`Stats`], and
+//! [`Report`] with its text rendering. Every anomaly names its partition, offsets, values and the
+//! event indices (positions in `History::events`) that prove it. Rules live in `checks/`.
+
+use crate::history::{Partition, Record};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// How many anomalies of one kind `render_text` prints before summarising the rest.
+pub const RENDERED_PER_KIND_MAX: usize = 10;
+
+/// How many values or records one anomaly lists; counts always cover all of them.
+pub const LISTED_MAX: usize = 16;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Anomaly {
+    /// The history itself breaks the recording rules (see `history.rs`); the event is ignored.
+    MalformedHistory { event: usize, reason: String },
+    /// One offset was seen holding different values. `events[i]` first saw `values[i]` there.
+    InconsistentOffsets {
+        partition: Partition,
+        offset: i64,
+        values: Vec<i64>,
+        events: Vec<usize>,
+    },
+    /// One value was seen at different offsets. `events[i]` first saw it at `offsets[i]`.
+    Duplicate {
+        partition: Partition,
+        value: i64,
+        offsets: Vec<i64>,
+        events: Vec<usize>,
+    },
+    /// A poll returned a value that no operation ever sent to that partition.
+    PhantomRead {
+        partition: Partition,
+        offset: i64,
+        value: i64,
+        reader: usize,
+    },
+    /// A committed send was never polled although a poll read past it: `bound_reader` read
+    /// `bound_value` at `bound_offset`, which the log places after `offset`.
+    LostWrite {
+        partition: Partition,
+        offset: i64,
+        value: i64,
+        writer: usize,
+        bound_offset: i64,
+        bound_value: i64,
+        bound_reader: usize,
+    },
+    /// Liveness: the history has final polls, yet `count` sends acknowledged before they began
+    /// were never polled (and no poll read past them, which would make them lost writes).
+    Unseen {
+        partition: Partition,
+        count: usize,
+        values: Vec<i64>,
+        writers: Vec<usize>,
+    },
+    /// A consumer jumped over offsets known to hold committed records. `internal` when both
+    /// reads are in the same operation.
+    PollSkip {
+        partition: Partition,
+        process: u64,
+        internal: bool,
+        previous: usize,
+        next: usize,
+        offset_previous: i64,
+        offset_next: i64,
+        skipped_count: usize,
+        skipped: Vec<Record>,
+    },
+    /// A consumer read an offset at or before one it had already read, with no reset between.
+    NonmonotonicPoll {
+        partition: Partition,
+        process: u64,
+        internal: bool,
+        previous: usize,
+        next: usize,
+        offset_previous: i64,
+        offset_next: i64,
+    },
+    /// A process's later acknowledged send got an offset at or before its earlier one.
+    NonmonotonicSend {
+        partition: Partition,
+        process: u64,
+        internal: bool,
+        previous: usize,
+        next: usize,
+        send_previous: Record,
+        send_next: Record,
+    },
+    /// Send A was acknowledged (`earlier_complete`) before send B was invoked (`later_invoke`), by
+    /// different processes, yet B's offset is not after A's.
+    SendRealtimeOrder {
+        partition: Partition,
+        earlier_complete: usize,
+        earlier_send: Record,
+        later_invoke: usize,
+        later_complete: usize,
+        later_send: Record,
+    },
+    /// G1a: an `Ok` poll read a value whose operation failed (an aborted transaction's record).
+    AbortedRead {
+        partition: Partition,
+        offset: i64,
+        value: i64,
+        writer: usize,
+        reader: usize,
+        reader_count: usize,
+    },
+    /// A poll read a value before its transaction could have committed (see `reason`). `writer`
+    /// is the writing operation's invocation event, `reader` the reading one's completion.
+    PrecommittedRead {
+        partition: Partition,
+        offset: i64,
+        value: i64,
+        writer: usize,
+        reader: usize,
+        reason: PrecommitReason,
+    },
+    /// One operation's poll read some of a committed transaction's records and read across the
+    /// offset of another of its records without seeing it.
+    TornTransaction {
+        writer: usize,
+        reader: usize,
+        observed_partition: Partition,
+        observed: Record,
+        missed_partition: Partition,
+        missed: Record,
+    },
+    /// A group's committed offset went backwards: `commit` was acknowledged before `list` was
+    /// invoked, yet `list` returned less, and no commit of `offset_listed` could have come after.
+    CommittedOffsetRegression {
+        group: String,
+        partition: Partition,
+        commit: usize,
+        offset_committed: i64,
+        list: usize,
+        offset_listed: i64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrecommitReason {
+    /// The reading operation is the writing transaction: it saw its own uncommitted record.
+    OwnWrite,
+    /// The reading operation completed before the writing operation was even invoked.
+    ReadBeforeWriteInvoked,
+}
+
+/// Counts that say how much the history exercised.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub events: usize,
+    pub operations: usize,
+    pub sends_ok: usize,
+    pub sends_fail: usize,
+    pub sends_info: usize,
+    pub polls_ok: usize,
+    pub final_polls_ok: usize,
+    pub records_polled: usize,
+    pub values_observed: usize,
+    pub partitions: usize,
+    pub commits_ok: usize,
+    pub lists_committed_ok: usize,
+    pub crashes: usize,
+    pub rebalances: usize,
+    /// Anomaly kind (as in the JSON `kind` field) -> count.
+    pub anomalies: BTreeMap<String, usize>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The simulation seed, filled in by the caller so a report names how to replay it.
+    pub seed: Option<u64>,
+    pub anomalies: Vec<Anomaly>,
+    pub stats: Stats,
+}
+
+impl Report {
+    pub fn is_valid(&self) -> bool {
+        self.anomalies.is_empty()
+    }
+
+    /// The liveness verdict, as the simulator prints it: `partition t-0: lag 12 after heal` for
+    /// the first partition with unseen acknowledged sends, or `None`.
+    pub fn liveness_reason(&self) -> Option<String> {
+        self.anomalies.iter().find_map(|anomaly| match anomaly {
+            Anomaly::Unseen {
+                partition, count, ..
+            } => Some(format!("partition {partition}: lag {count} after heal")),
+            _ => None,
+        })
+    }
+
+    /// A header line, then one paragraph per anomaly (at most `RENDERED_PER_KIND_MAX` per kind).
+    pub fn render_text(&self) -> String {
+        let mut text = String::new();
+        let verdict = if self.is_valid() { "valid" } else { "INVALID" };
+        let seed = self
+            .seed
+            .map(|seed| format!(", seed {seed}"))
+            .unwrap_or_default();
+        let stats = &self.stats;
+        let _ = writeln!(
+            text,
+            "{verdict}: {} anomalies in {} events{seed} ({} sends ok, {} polls ok, {} values \
+             observed)",
+            self.anomalies.len(),
+            stats.events,
+            stats.sends_ok,
+            stats.polls_ok,
+            stats.values_observed,
+        );
+        let mut rendered: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for anomaly in &self.anomalies {
+            let count = rendered.entry(anomaly.kind()).or_default();
+            *count += 1;
+            if *count <= RENDERED_PER_KIND_MAX {
+                text.push('\n');
+                text.push_str(&anomaly.render());
+            }
+        }
+        for (kind, count) in &rendered {
+            if *count > RENDERED_PER_KIND_MAX {
+                let _ = write!(
+                    text,
+                    "\n... {} more {kind}\n",
+                    count - RENDERED_PER_KIND_MAX
+                );
+            }
+        }
+        text
+    }
+}
+
+impl Anomaly {
+    /// The kebab-case kind, as serialized in the JSON `kind` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Anomaly::MalformedHistory { .. } => "malformed-history",
+            Anomaly::InconsistentOffsets { .. } => "inconsistent-offsets",
+            Anomaly::Duplicate { .. } => "duplicate",
+            Anomaly::PhantomRead { .. } => "phantom-read",
+            Anomaly::LostWrite { .. } => "lost-write",
+            Anomaly::Unseen { .. } => "unseen",
+            Anomaly::PollSkip { .. } => "poll-skip",
+            Anomaly::NonmonotonicPoll { .. } => "nonmonotonic-poll",
+            Anomaly::NonmonotonicSend { .. } => "nonmonotonic-send",
+            Anomaly::SendRealtimeOrder { .. } => "send-realtime-order",
+            Anomaly::AbortedRead { .. } => "aborted-read",
+            Anomaly::PrecommittedRead { .. } => "precommitted-read",
+            Anomaly::TornTransaction { .. } => "torn-transaction",
+            Anomaly::CommittedOffsetRegression { .. } => "committed-offset-regression",
+        }
+    }
+
+    /// One paragraph: a title line naming the kind and the partition, then the proof.
+    pub fn render(&self) -> String {
+        crate::render::anomaly(self)
+    }
+}
+
+/// Lists at most `LISTED_MAX` items.
+pub(crate) fn listed<T: Clone>(items: &[T]) -> Vec<T> {
+    items[..items.len().min(LISTED_MAX)].to_vec()
+}

@@ -1,0 +1,272 @@
+//! A compact text form of histories, for tests and regression cases.
+//!
+//! Statements are separated by `;` or newlines; `#` starts a comment. Each statement is
+//! `p<process> [invoke|ok|fail|info] <op>` and becomes one event, with `time_ns` equal to its
+//! index. Without a kind, an operation becomes two events: an invocation (results stripped) and
+//! an `Ok` completion; a marker (`crash`, `rebalance`) becomes one event.
+//!
+//! ```text
+//! send t-0 5            send value 5 to t-0, offset unknown
+//! send t-0 5@3          ... acknowledged at offset 3
+//! poll t-0 [0:5 1:6]    a poll returning offset 0 value 5 and offset 1 value 6
+//! final-poll t-0 [0:5]  the same, marked as a final poll
+//! txn send t-0 1@0, send t-1 2@0, poll t-0 [0:1]    micro-ops separated by commas
+//! assign t-0 t-1 [from-beginning]
+//! subscribe t
+//! seek t-0=4
+//! rebalance t-0
+//! commit g1 [gen=3] t-0=4 t-1=2
+//! list g1 t-0=4         list-committed; -1 means none
+//! crash
+//! ```
+//!
+//! Example: `p0 send t-0 1@0; p1 invoke send t-0 2; p1 info send t-0 2; p2 poll t-0 [0:1]`.
+
+use crate::history::{EventKind, History, MicroOp, Op, Partition, Record};
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptError {
+    /// Zero-based statement number.
+    pub statement: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "statement {}: {}", self.statement, self.message)
+    }
+}
+
+impl std::error::Error for ScriptError {}
+
+/// Parses a script into a history.
+pub fn parse(script: &str) -> Result<History, ScriptError> {
+    let mut history = History::default();
+    let statements = script
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .flat_map(|line| line.split(';'))
+        .map(str::trim)
+        .filter(|statement| !statement.is_empty());
+    for (number, statement) in statements.enumerate() {
+        statement_add(&mut history, statement).map_err(|message| ScriptError {
+            statement: number,
+            message,
+        })?;
+    }
+    Ok(history)
+}
+
+fn statement_add(history: &mut History, statement: &str) -> Result<(), String> {
+    let spaced = statement
+        .replace('[', " [ ")
+        .replace(']', " ] ")
+        .replace(',', " , ");
+    let mut tokens: Vec<&str> = spaced.split_whitespace().collect();
+    let process = tokens
+        .first()
+        .and_then(|token| token.strip_prefix('p'))
+        .and_then(|number| number.parse::<u64>().ok())
+        .ok_or_else(|| format!("{statement:?} does not start with p<process>"))?;
+    tokens.remove(0);
+    let kind = match tokens.first().copied() {
+        Some("invoke") => Some(EventKind::Invoke),
+        Some("ok") => Some(EventKind::Ok),
+        Some("fail") => Some(EventKind::Fail),
+        Some("info") => Some(EventKind::Info),
+        _ => None,
+    };
+    if kind.is_some() {
+        tokens.remove(0);
+    }
+    let op = op_parse(&tokens)?;
+    let time = |history: &History| history.events.len() as u64;
+    match kind {
+        Some(kind) => {
+            history.push(time(history), process, kind, op);
+        }
+        None if op.is_marker() => {
+            let kind = if matches!(op, Op::Crash) {
+                EventKind::Info
+            } else {
+                EventKind::Ok
+            };
+            history.push(time(history), process, kind, op);
+        }
+        None => {
+            history.push(
+                time(history),
+                process,
+                EventKind::Invoke,
+                results_stripped(&op),
+            );
+            history.push(time(history), process, EventKind::Ok, op);
+        }
+    }
+    Ok(())
+}
+
+/// The invocation of an op: no send offsets, no polled records.
+fn results_stripped(op: &Op) -> Op {
+    match op {
+        Op::Txn(micro_ops) => Op::Txn(
+            micro_ops
+                .iter()
+                .map(|micro_op| match micro_op {
+                    MicroOp::Send {
+                        partition, value, ..
+                    } => MicroOp::Send {
+                        partition: partition.clone(),
+                        value: *value,
+                        offset: None,
+                    },
+                    MicroOp::Poll { final_poll, .. } => MicroOp::Poll {
+                        records: BTreeMap::new(),
+                        final_poll: *final_poll,
+                    },
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn op_parse(tokens: &[&str]) -> Result<Op, String> {
+    let Some((name, arguments)) = tokens.split_first() else {
+        return Err("missing op".to_string());
+    };
+    match *name {
+        "send" | "poll" | "final-poll" => Ok(Op::Txn(vec![micro_op_parse(tokens)?])),
+        "txn" => {
+            let micro_ops: Result<Vec<MicroOp>, String> = arguments
+                .split(|token| *token == ",")
+                .map(micro_op_parse)
+                .collect();
+            Ok(Op::Txn(micro_ops?))
+        }
+        "assign" => {
+            let seek_to_beginning = arguments.last() == Some(&"from-beginning");
+            let partitions = arguments.iter().filter(|token| **token != "from-beginning");
+            let partitions: Result<Vec<Partition>, String> =
+                partitions.map(|t| t.parse()).collect();
+            Ok(Op::Assign {
+                partitions: partitions?,
+                seek_to_beginning,
+            })
+        }
+        "subscribe" => Ok(Op::Subscribe {
+            topics: arguments.iter().map(|t| t.to_string()).collect(),
+        }),
+        "seek" => Ok(Op::Seek {
+            offsets: offsets_parse(arguments)?,
+        }),
+        "rebalance" => {
+            let assigned: Result<Vec<Partition>, String> =
+                arguments.iter().map(|t| t.parse()).collect();
+            Ok(Op::Rebalance {
+                assigned: assigned?,
+            })
+        }
+        "commit" | "list" => group_op_parse(name, arguments),
+        "crash" => Ok(Op::Crash),
+        other => Err(format!("unknown op {other:?}")),
+    }
+}
+
+fn group_op_parse(name: &str, arguments: &[&str]) -> Result<Op, String> {
+    let Some((group, mut rest)) = arguments.split_first() else {
+        return Err(format!("{name} needs a group"));
+    };
+    let mut generation = None;
+    if let Some(number) = rest.first().and_then(|token| token.strip_prefix("gen=")) {
+        generation = Some(
+            number
+                .parse()
+                .map_err(|_| format!("bad generation {number:?}"))?,
+        );
+        rest = &rest[1..];
+    }
+    let offsets = offsets_parse(rest)?;
+    let group = group.to_string();
+    Ok(match name {
+        "commit" => Op::Commit {
+            group,
+            generation,
+            offsets,
+        },
+        _ => Op::ListCommitted { group, offsets },
+    })
+}
+
+fn micro_op_parse(tokens: &[&str]) -> Result<MicroOp, String> {
+    match tokens {
+        ["send", partition, value] => {
+            let (value, offset) = match value.split_once('@') {
+                Some((value, offset)) => (value, Some(integer(offset)?)),
+                None => (*value, None),
+            };
+            Ok(MicroOp::Send {
+                partition: partition.parse()?,
+                value: integer(value)?,
+                offset,
+            })
+        }
+        ["poll", rest @ ..] => Ok(MicroOp::Poll {
+            records: records_parse(rest)?,
+            final_poll: false,
+        }),
+        ["final-poll", rest @ ..] => Ok(MicroOp::Poll {
+            records: records_parse(rest)?,
+            final_poll: true,
+        }),
+        _ => Err(format!("bad micro-op {:?}", tokens.join(" "))),
+    }
+}
+
+/// `t-0 [ 0:5 1:6 ] t-1 [ ]` (brackets already spaced apart).
+fn records_parse(tokens: &[&str]) -> Result<BTreeMap<Partition, Vec<Record>>, String> {
+    let mut records = BTreeMap::new();
+    let mut rest = tokens;
+    while let [partition, "[", tail @ ..] = rest {
+        let end = tail
+            .iter()
+            .position(|token| *token == "]")
+            .ok_or("unclosed [")?;
+        let parsed: Result<Vec<Record>, String> = tail[..end]
+            .iter()
+            .map(|pair| {
+                let (offset, value) = pair.split_once(':').ok_or(format!("bad record {pair:?}"))?;
+                Ok(Record {
+                    offset: integer(offset)?,
+                    value: integer(value)?,
+                })
+            })
+            .collect();
+        records.insert(partition.parse()?, parsed?);
+        rest = &tail[end + 1..];
+    }
+    if !rest.is_empty() {
+        return Err(format!("bad poll records near {:?}", rest.join(" ")));
+    }
+    Ok(records)
+}
+
+/// `t-0=4 t-1=2`.
+fn offsets_parse(tokens: &[&str]) -> Result<BTreeMap<Partition, i64>, String> {
+    tokens
+        .iter()
+        .map(|token| {
+            let (partition, offset) = token
+                .split_once('=')
+                .ok_or(format!("expected partition=offset, got {token:?}"))?;
+            Ok((partition.parse()?, integer(offset)?))
+        })
+        .collect()
+}
+
+fn integer(text: &str) -> Result<i64, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not an integer"))
+}
