@@ -18,6 +18,8 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod metadata;
+pub mod partitioner;
+pub mod records;
 pub mod versions;
 
 pub use cluster::{Cluster, Target};

@@ -1,0 +1,468 @@
+//! Records as callers see them, and the RecordBatch v2 bytes they travel in.
+//!
+//! Producing: `batch_encode` turns timestamped records into one batch with `wire`'s builder (the
+//! `kafka-protocol` encoder, compression included). Consuming: `records_decode` walks the batches of
+//! one partition's Fetch data, where Kafka's rules apply: a fetch may start mid-batch (skip records
+//! below the fetch offset), the last batch may be cut short at `max_bytes` (ignore it; the next
+//! fetch starts there), control batches are skipped, and under read_committed, batches of aborted
+//! transactions are dropped using the response's aborted-transaction list.
+//!
+//! Known limit: `kafka-protocol` keeps record headers in a map, so duplicate header names within
+//! one record (legal in Kafka) collapse to the last one.
+
+use crate::error::ClientError;
+use bytes::Bytes;
+use std::collections::{BTreeSet, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use wire::batch::build::{batch_encode_with, RecordSpec};
+use wire::batch::{BatchHeader, ValidatedBatch};
+use wire::protocol::records::{Compression, Record, RecordBatchDecoder};
+
+/// Kafka's `DefaultRecord.MAX_RECORD_OVERHEAD`: the most a record's framing (length, attributes,
+/// timestamp and offset deltas, key and value lengths, header count) adds to its payload.
+pub const RECORD_OVERHEAD_BYTES_MAX: usize = 21;
+
+/// The fewest bytes one uncompressed record can take: seven one-byte fields. A batch claiming more
+/// records than its bytes allow is corrupt, and is refused before the decoder allocates for them.
+const RECORD_BYTES_MIN: usize = 7;
+
+/// Records a compressed batch may claim. Decompression can legitimately expand far beyond the
+/// batch's size, so this bounds the decoder's up-front allocation instead: a 1 MiB batch of
+/// minimal records holds about 150 000, and this leaves room for compression on top.
+pub const BATCH_RECORD_COUNT_MAX: i32 = 1 << 20;
+
+/// A record to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerRecord {
+    pub topic: String,
+    /// Chosen by the partitioner when `None`.
+    pub partition: Option<i32>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// CreateTime; the producer's clock (`ClientConfig::clock`) when `None`.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record with a key and a value, no headers, partitioned and timestamped by the producer.
+    pub fn new(
+        topic: impl Into<String>,
+        key: Option<Bytes>,
+        value: Option<Bytes>,
+    ) -> ProducerRecord {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            key,
+            value,
+            headers: Vec::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    /// An upper bound on the bytes this record adds to a batch, before compression.
+    pub fn size_estimate(&self) -> usize {
+        let header_bytes: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| 10 + name.len() + value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        RECORD_OVERHEAD_BYTES_MAX
+            + self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.as_ref().map_or(0, Bytes::len)
+            + header_bytes
+    }
+}
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: String,
+    pub partition: i32,
+    /// -1 when sent with acks=0: the broker does not say.
+    pub offset: i64,
+    /// The broker's LogAppendTime if the topic uses it, else the record's CreateTime.
+    pub timestamp: i64,
+}
+
+/// A record read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    pub timestamp: i64,
+}
+
+/// Encodes records (key, value, headers, timestamp) as one batch with base offset 0.
+pub fn batch_encode(
+    records: &[ProducerRecord],
+    timestamps: &[i64],
+    compression: Compression,
+) -> Bytes {
+    assert_eq!(records.len(), timestamps.len());
+    let specs: Vec<RecordSpec> = records
+        .iter()
+        .zip(timestamps)
+        .map(|(record, timestamp)| RecordSpec {
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: record.headers.clone(),
+            timestamp: *timestamp,
+        })
+        .collect();
+    batch_encode_with(&specs, compression, -1, -1, -1, false).into_bytes()
+}
+
+/// A transaction the broker says was aborted: skip its producer's batches from `first_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTransaction {
+    pub producer_id: i64,
+    pub first_offset: i64,
+}
+
+/// One partition's Fetch data, ready to decode.
+#[derive(Debug, Clone)]
+pub struct FetchedData<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub fetch_offset: i64,
+    pub records: Bytes,
+    /// `Some` under read_committed (possibly empty); `None` under read_uncommitted.
+    pub aborted: Option<Vec<AbortedTransaction>>,
+}
+
+/// Decodes `data` into `out`; returns the offset after the last whole batch, or `None` when no
+/// whole batch arrived (empty data, or only a cut-off one).
+pub fn records_decode(
+    data: FetchedData<'_>,
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<Option<i64>, ClientError> {
+    let corrupt = |reason: String| ClientError::CorruptBatch {
+        topic: data.topic.to_string(),
+        partition: data.partition,
+        reason,
+    };
+    // The tail after the last whole batch is a batch cut at max_bytes: not an error.
+    let (batches, _partial) = ValidatedBatch::validate_prefix(data.records.clone())
+        .map_err(|error| corrupt(error.to_string()))?;
+    let read_committed = data.aborted.is_some();
+    let mut aborted_pending: VecDeque<AbortedTransaction> =
+        data.aborted.clone().unwrap_or_default().into();
+    aborted_pending
+        .make_contiguous()
+        .sort_by_key(|aborted| aborted.first_offset);
+    let mut aborting: BTreeSet<i64> = BTreeSet::new();
+    let mut next_offset = None;
+    for batch in batches {
+        let header = *batch.header();
+        next_offset = Some(header.next_offset());
+        if header.last_offset() < data.fetch_offset {
+            continue;
+        }
+        if read_committed {
+            while aborted_pending
+                .front()
+                .is_some_and(|aborted| aborted.first_offset <= header.last_offset())
+            {
+                aborting.insert(
+                    aborted_pending
+                        .pop_front()
+                        .expect("front exists")
+                        .producer_id,
+                );
+            }
+        }
+        let records = batch_records(&batch).map_err(corrupt)?;
+        if header.is_control() {
+            if records.iter().any(control_record_is_abort) {
+                aborting.remove(&header.producer_id);
+            }
+            continue;
+        }
+        if read_committed && header.is_transactional() && aborting.contains(&header.producer_id) {
+            continue;
+        }
+        let first = records.partition_point(|record| record.offset < data.fetch_offset);
+        out.extend(
+            records
+                .into_iter()
+                .skip(first)
+                .map(|record| consumer_record(&data, &header, record)),
+        );
+    }
+    Ok(next_offset)
+}
+
+/// The records of one validated batch, decompressed. The decoder is guarded: bytes from the
+/// network must not crash the client.
+fn batch_records(batch: &ValidatedBatch) -> Result<Vec<Record>, String> {
+    let header = batch.header();
+    let count_max = if header.compression() == 0 {
+        i32::try_from(batch.size() / RECORD_BYTES_MIN).unwrap_or(i32::MAX)
+    } else {
+        BATCH_RECORD_COUNT_MAX
+    };
+    if header.record_count() > count_max {
+        return Err(format!(
+            "batch claims {} records, at most {count_max} fit",
+            header.record_count()
+        ));
+    }
+    let mut bytes = batch.bytes().clone();
+    let decoded = catch_unwind(AssertUnwindSafe(|| RecordBatchDecoder::decode(&mut bytes)));
+    match decoded {
+        Ok(Ok(set)) => Ok(set.records),
+        Ok(Err(error)) => Err(format!("{error:#}")),
+        Err(_) => Err("record decoder panicked on malformed input".to_string()),
+    }
+}
+
+/// A control record's key is (version i16, type i16); type 0 is ABORT, 1 is COMMIT.
+fn control_record_is_abort(record: &Record) -> bool {
+    record
+        .key
+        .as_ref()
+        .is_some_and(|key| key.len() >= 4 && key[2..4] == [0, 0])
+}
+
+fn consumer_record(data: &FetchedData<'_>, header: &BatchHeader, record: Record) -> ConsumerRecord {
+    // Under LogAppendTime the broker stamps only the batch's max timestamp; it applies to all.
+    let timestamp = if header.is_log_append_time() {
+        header.max_timestamp
+    } else {
+        record.timestamp
+    };
+    ConsumerRecord {
+        topic: data.topic.to_string(),
+        partition: data.partition,
+        offset: record.offset,
+        leader_epoch: header.partition_leader_epoch,
+        key: record.key,
+        value: record.value,
+        headers: record
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect(),
+        timestamp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use wire::batch::build::batch_encode_with;
+
+    fn record(index: usize) -> ProducerRecord {
+        ProducerRecord {
+            headers: vec![("h".into(), Some(Bytes::from(format!("hv{index}"))))],
+            ..ProducerRecord::new(
+                "t",
+                Some(Bytes::from(format!("k{index}"))),
+                Some(Bytes::from(format!("v{index}"))),
+            )
+        }
+    }
+
+    /// A batch of `count` records placed at `base_offset`.
+    fn batch(base_offset: i64, count: usize, compression: Compression) -> Bytes {
+        let records: Vec<ProducerRecord> = (0..count)
+            .map(|i| record(base_offset as usize + i))
+            .collect();
+        let timestamps: Vec<i64> = (0..count).map(|i| 1_000 + i as i64).collect();
+        let bytes = batch_encode(&records, &timestamps, compression);
+        ValidatedBatch::validate(bytes)
+            .unwrap()
+            .with_placement(base_offset, 4)
+            .into_bytes()
+    }
+
+    /// A transactional batch (or a control marker when `marker` is given) of `producer_id`.
+    fn txn_batch(base_offset: i64, producer_id: i64, marker: Option<i16>) -> Bytes {
+        let spec = match marker {
+            None => RecordSpec {
+                value: Some(Bytes::from("txn")),
+                timestamp: 5,
+                ..RecordSpec::default()
+            },
+            Some(kind) => {
+                let key = [0u8, 0, (kind >> 8) as u8, kind as u8];
+                RecordSpec {
+                    key: Some(Bytes::copy_from_slice(&key)),
+                    timestamp: 5,
+                    ..RecordSpec::default()
+                }
+            }
+        };
+        let batch = batch_encode_with(&[spec], Compression::None, producer_id, 0, 0, true);
+        let mut bytes = BytesMut::from(&batch.into_bytes()[..]);
+        if marker.is_some() {
+            // Set the control bit (attributes at byte 21..23, bit 5) and fix the CRC it covers.
+            bytes[22] |= 0x20;
+            let crc = wire::batch::crc_compute(&bytes);
+            bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        }
+        ValidatedBatch::validate(bytes.freeze())
+            .unwrap()
+            .with_placement(base_offset, 4)
+            .into_bytes()
+    }
+
+    fn concat(parts: &[Bytes]) -> Bytes {
+        let mut all = BytesMut::new();
+        for part in parts {
+            all.extend_from_slice(part);
+        }
+        all.freeze()
+    }
+
+    fn decode(
+        fetch_offset: i64,
+        records: Bytes,
+        aborted: Option<Vec<AbortedTransaction>>,
+    ) -> (Vec<String>, Option<i64>) {
+        let mut out = Vec::new();
+        let data = FetchedData {
+            topic: "t",
+            partition: 0,
+            fetch_offset,
+            records,
+            aborted,
+        };
+        let next = records_decode(data, &mut out).unwrap();
+        let rendered = out
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}:{}",
+                    r.offset,
+                    String::from_utf8_lossy(r.value.as_deref().unwrap_or(b"-"))
+                )
+            })
+            .collect();
+        (rendered, next)
+    }
+
+    #[test]
+    fn batches_round_trip_through_encode_and_decode_with_every_codec() {
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut out = Vec::new();
+            let data = FetchedData {
+                topic: "t",
+                partition: 2,
+                fetch_offset: 10,
+                records: batch(10, 3, compression),
+                aborted: None,
+            };
+            assert_eq!(
+                records_decode(data, &mut out).unwrap(),
+                Some(13),
+                "{compression:?}"
+            );
+            assert_eq!(out.len(), 3);
+            assert_eq!(out[1].offset, 11);
+            assert_eq!(out[1].key.as_deref(), Some(&b"k11"[..]));
+            assert_eq!(
+                out[1].headers,
+                vec![("h".to_string(), Some(Bytes::from("hv11")))]
+            );
+            assert_eq!(out[1].timestamp, 1_001);
+            assert_eq!(out[1].leader_epoch, 4);
+            assert_eq!(out[1].partition, 2);
+        }
+    }
+
+    #[test]
+    fn a_fetch_starting_mid_batch_skips_the_records_below_it() {
+        let records = concat(&[
+            batch(0, 3, Compression::None),
+            batch(3, 2, Compression::Lz4),
+        ]);
+        assert_eq!(
+            decode(2, records.clone(), None),
+            (vec!["2:v2".into(), "3:v3".into(), "4:v4".into()], Some(5))
+        );
+        assert_eq!(decode(4, records, None), (vec!["4:v4".into()], Some(5)));
+    }
+
+    #[test]
+    fn a_batch_cut_at_max_bytes_is_left_for_the_next_fetch() {
+        let second = batch(2, 2, Compression::None);
+        let records = concat(&[
+            batch(0, 2, Compression::None),
+            second.slice(..second.len() - 5),
+        ]);
+        assert_eq!(
+            decode(0, records, None),
+            (vec!["0:v0".into(), "1:v1".into()], Some(2))
+        );
+        assert_eq!(decode(2, second.slice(..30), None), (vec![], None));
+        assert_eq!(decode(0, Bytes::new(), None), (vec![], None));
+    }
+
+    #[test]
+    fn read_committed_drops_aborted_transactions_and_control_batches() {
+        let records = concat(&[
+            txn_batch(0, 7, None),    // aborted below
+            txn_batch(1, 8, None),    // committed
+            txn_batch(2, 7, Some(0)), // ABORT marker for 7
+            txn_batch(3, 8, Some(1)), // COMMIT marker for 8
+            txn_batch(4, 7, None),    // a later transaction of 7, not aborted
+        ]);
+        let aborted = vec![AbortedTransaction {
+            producer_id: 7,
+            first_offset: 0,
+        }];
+        assert_eq!(
+            decode(0, records.clone(), Some(aborted)),
+            (vec!["1:txn".into(), "4:txn".into()], Some(5))
+        );
+        let uncommitted = decode(0, records, None).0;
+        assert_eq!(
+            uncommitted,
+            ["0:txn", "1:txn", "4:txn"],
+            "read_uncommitted sees all but markers"
+        );
+    }
+
+    #[test]
+    fn corrupt_batches_are_errors_not_panics() {
+        let mut bytes = BytesMut::from(&batch(0, 2, Compression::None)[..]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        let mut out = Vec::new();
+        let data = FetchedData {
+            topic: "t",
+            partition: 0,
+            fetch_offset: 0,
+            records: bytes.freeze(),
+            aborted: None,
+        };
+        assert!(matches!(
+            records_decode(data, &mut out),
+            Err(ClientError::CorruptBatch { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_fetch_data_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let mut out = Vec::new();
+            let data = FetchedData { topic: "t", partition: 0, fetch_offset: 0, records: Bytes::from(bytes), aborted: Some(vec![]) };
+            let _ = records_decode(data, &mut out);
+        }
+    }
+}
