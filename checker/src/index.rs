@@ -66,8 +66,10 @@ impl PartitionIndex {
 
     fn observe(&mut self, offset: i64, value: i64, event: usize) {
         let values = self.log.entry(offset).or_default();
-        if !values.iter().any(|seen| seen.value == value) {
-            values.push(Seen { value, event });
+        match values.iter_mut().find(|seen| seen.value == value) {
+            // Keep the earliest witness: sends are indexed after polls.
+            Some(seen) => seen.event = seen.event.min(event),
+            None => values.push(Seen { value, event }),
         }
     }
 }

@@ -1,0 +1,315 @@
+//! One bad history per anomaly (tripping only that anomaly where the rule allows) and a good
+//! neighbour that passes, written in the `checker::script` text form.
+
+use checker::{check, script, Report};
+
+fn report(script: &str) -> Report {
+    check(&script::parse(script).expect("script parses"))
+}
+
+/// The anomaly kinds a script trips, in report order.
+fn kinds(script: &str) -> Vec<&'static str> {
+    report(script)
+        .anomalies
+        .iter()
+        .map(|anomaly| anomaly.kind())
+        .collect()
+}
+
+fn text(script: &str) -> String {
+    report(script).render_text()
+}
+
+const SENDS_THREE: &str = "p1 send t-0 1@0; p1 send t-0 2@1; p1 send t-0 3@2";
+
+#[test]
+fn clean_history_is_valid() {
+    let script = format!("p0 assign t-0; {SENDS_THREE}; p0 poll t-0 [0:1 1:2]; p0 poll t-0 [2:3]");
+    let report = report(&script);
+    assert!(report.is_valid(), "{}", report.render_text());
+    assert_eq!(report.stats.sends_ok, 3);
+    assert_eq!(report.stats.values_observed, 3);
+}
+
+#[test]
+fn inconsistent_offsets() {
+    // Offset 0 acknowledged as value 1 (and read so by p3), but p0 reads value 2 there.
+    let bad = "p1 send t-0 1@0; p2 invoke send t-0 2; p2 info send t-0 2; p3 poll t-0 [0:1]; \
+               p0 poll t-0 [0:2]";
+    assert_eq!(kinds(bad), ["inconsistent-offsets"]);
+    let good = "p1 send t-0 1@0; p2 invoke send t-0 2; p2 info send t-0 2; p3 poll t-0 [0:1]; \
+                p0 poll t-0 [1:2]";
+    assert_eq!(kinds(good), [""; 0]);
+}
+
+#[test]
+fn duplicate() {
+    let bad = "p1 send t-0 1@0; p1 send t-0 2@1; p0 poll t-0 [0:1 1:2 2:1]";
+    assert_eq!(kinds(bad), ["duplicate"]);
+    insta::assert_snapshot!(text(bad), @r"
+    INVALID: 1 anomalies in 6 events (2 sends ok, 1 polls ok, 2 values observed)
+
+    duplicate: partition t-0, value 1
+      at offset 0 (event 1), offset 2 (event 5)
+    ");
+    assert_eq!(
+        kinds("p1 send t-0 1@0; p1 send t-0 2@1; p0 poll t-0 [0:1 1:2]"),
+        [""; 0]
+    );
+}
+
+#[test]
+fn phantom_read() {
+    assert_eq!(
+        kinds("p1 send t-0 1@0; p0 poll t-0 [0:1 1:7]"),
+        ["phantom-read"]
+    );
+    assert_eq!(kinds("p1 send t-0 1@0; p0 poll t-0 [0:1]"), [""; 0]);
+}
+
+#[test]
+fn lost_write() {
+    // p2 read offset 2, so offset 1 (value 2, acknowledged) should have been read by someone.
+    let bad = format!("{SENDS_THREE}; p0 poll t-0 [0:1]; p2 poll t-0 [2:3]");
+    assert_eq!(kinds(&bad), ["lost-write"]);
+    insta::assert_snapshot!(text(&bad), @r"
+    INVALID: 1 anomalies in 10 events (3 sends ok, 2 polls ok, 2 values observed)
+
+    lost-write: partition t-0, offset 1, value 2
+      sent by event 3, never polled, but event 9 polled offset 2 value 3 after it
+    ");
+    let good = format!("{SENDS_THREE}; p0 poll t-0 [0:1 1:2]; p2 poll t-0 [2:3]");
+    assert_eq!(kinds(&good), [""; 0]);
+}
+
+#[test]
+fn lost_write_needs_a_committed_writer() {
+    // The send of 2 is indeterminate and nobody read it: it may never have happened.
+    let good = "p1 send t-0 1@0; p1 invoke send t-0 2; p1 info send t-0 2@1; p1 send t-0 3@2; \
+                p0 poll t-0 [0:1]; p2 poll t-0 [2:3]";
+    assert_eq!(kinds(good), [""; 0]);
+}
+
+#[test]
+fn unseen_after_final_poll() {
+    let bad = "p1 send t-0 1@0; p1 send t-0 2@1; p1 send t-0 3@2; p0 final-poll t-0 [0:1]";
+    assert_eq!(kinds(bad), ["unseen"]);
+    let report = report(bad);
+    assert_eq!(
+        report.liveness_reason().as_deref(),
+        Some("partition t-0: lag 2 after heal")
+    );
+    insta::assert_snapshot!(report.render_text(), @r"
+    INVALID: 1 anomalies in 8 events (3 sends ok, 1 polls ok, 1 values observed)
+
+    unseen: partition t-0: lag 2 after heal
+      acknowledged but never polled: values 2, 3 (sent by events 3, 5)
+    ");
+    // Without final polls nothing promised that the consumers caught up.
+    let good = "p1 send t-0 1@0; p1 send t-0 2@1; p1 send t-0 3@2; p0 poll t-0 [0:1]";
+    assert_eq!(kinds(good), [""; 0]);
+    // A send acknowledged after the final polls began raced them and is not required.
+    let raced = "p1 send t-0 1@0; p0 invoke final-poll; p1 send t-0 2@1; \
+                 p0 ok final-poll t-0 [0:1]";
+    assert_eq!(kinds(raced), [""; 0]);
+}
+
+#[test]
+fn poll_skip_across_polls() {
+    let bad = format!("{SENDS_THREE}; p0 poll t-0 [0:1]; p0 poll t-0 [2:3]; p2 poll t-0 [1:2]");
+    assert_eq!(kinds(&bad), ["poll-skip"]);
+    insta::assert_snapshot!(text(&bad), @r"
+    INVALID: 1 anomalies in 12 events (3 sends ok, 3 polls ok, 3 values observed)
+
+    poll-skip: partition t-0, process 0
+      read offset 0 (event 7) then offset 2 (event 9), skipping 1: [1:2]
+    ");
+    // A seek, an assign from the beginning, a rebalance or a crash in between resets the position.
+    for reset in [
+        "p0 seek t-0=2",
+        "p0 assign t-0 from-beginning",
+        "p0 rebalance t-0",
+        "p0 crash",
+    ] {
+        let good = format!(
+            "{SENDS_THREE}; p0 poll t-0 [0:1]; {reset}; p0 poll t-0 [2:3]; p2 poll t-0 [1:2]"
+        );
+        assert_eq!(kinds(&good), [""; 0], "{reset}");
+    }
+    // Offsets nobody saw a record at (transaction markers) are not skipped records.
+    let gap = "p1 send t-0 1@0; p1 send t-0 2@5; p0 poll t-0 [0:1]; p0 poll t-0 [5:2]";
+    assert_eq!(kinds(gap), [""; 0]);
+}
+
+#[test]
+fn poll_skip_within_one_poll() {
+    let bad = format!("{SENDS_THREE}; p0 poll t-0 [0:1 2:3]; p2 poll t-0 [1:2]");
+    let report = report(&bad);
+    assert_eq!(kinds(&bad), ["poll-skip"]);
+    assert!(matches!(
+        report.anomalies[0],
+        checker::Anomaly::PollSkip { internal: true, .. }
+    ));
+}
+
+#[test]
+fn nonmonotonic_poll() {
+    let bad = "p1 send t-0 1@0; p1 send t-0 2@1; p0 poll t-0 [0:1 1:2]; p0 poll t-0 [1:2]";
+    assert_eq!(kinds(bad), ["nonmonotonic-poll"]);
+    let good = "p1 send t-0 1@0; p1 send t-0 2@1; p0 poll t-0 [0:1 1:2]; \
+                p0 assign t-0 from-beginning; p0 poll t-0 [0:1]";
+    assert_eq!(kinds(good), [""; 0]);
+    // Another process reading the same offsets is fine.
+    let other = "p1 send t-0 1@0; p1 send t-0 2@1; p0 poll t-0 [0:1 1:2]; p2 poll t-0 [1:2]";
+    assert_eq!(kinds(other), [""; 0]);
+}
+
+#[test]
+fn nonmonotonic_poll_within_one_poll() {
+    let bad = "p1 send t-0 1@0; p1 send t-0 2@1; p0 poll t-0 [1:2 0:1]";
+    assert_eq!(kinds(bad), ["nonmonotonic-poll"]);
+    assert!(matches!(
+        report(bad).anomalies[0],
+        checker::Anomaly::NonmonotonicPoll {
+            internal: true,
+            offset_previous: 1,
+            offset_next: 0,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn nonmonotonic_send() {
+    assert_eq!(
+        kinds("p1 send t-0 1@5; p1 send t-0 2@3"),
+        ["nonmonotonic-send"]
+    );
+    let internal = "p1 txn send t-0 1@5, send t-0 2@3";
+    assert_eq!(kinds(internal), ["nonmonotonic-send"]);
+    assert!(matches!(
+        report(internal).anomalies[0],
+        checker::Anomaly::NonmonotonicSend { internal: true, .. }
+    ));
+    assert_eq!(
+        kinds("p1 send t-0 1@3; p1 send t-0 2@5; p1 send t-1 3@0"),
+        [""; 0]
+    );
+}
+
+#[test]
+fn send_realtime_order() {
+    let bad = "p1 send t-0 1@5; p2 send t-0 2@3";
+    assert_eq!(kinds(bad), ["send-realtime-order"]);
+    insta::assert_snapshot!(text(bad), @r"
+    INVALID: 1 anomalies in 4 events (2 sends ok, 0 polls ok, 0 values observed)
+
+    send-realtime-order: partition t-0
+      value 1 at offset 5 acknowledged at event 1, before value 2 at offset 3 was invoked at event 2 (acknowledged at event 3)
+    ");
+    // Concurrent sends may land in either order.
+    let good = "p1 invoke send t-0 1; p2 invoke send t-0 2; p1 ok send t-0 1@5; p2 ok send t-0 2@3";
+    assert_eq!(kinds(good), [""; 0]);
+}
+
+#[test]
+fn aborted_read() {
+    let bad = "p1 invoke txn send t-0 1, send t-1 2; p1 fail txn send t-0 1, send t-1 2; \
+               p0 poll t-0 [0:1]";
+    assert_eq!(kinds(bad), ["aborted-read"]);
+    let good = "p1 invoke txn send t-0 1, send t-1 2; p1 fail txn send t-0 1, send t-1 2; \
+                p1 send t-0 3@2; p0 poll t-0 [2:3]";
+    assert_eq!(kinds(good), [""; 0]);
+}
+
+#[test]
+fn precommitted_read_own_write() {
+    let bad = "p1 txn send t-0 1@0, poll t-0 [0:1]";
+    assert_eq!(kinds(bad), ["precommitted-read"]);
+    assert!(matches!(
+        report(bad).anomalies[0],
+        checker::Anomaly::PrecommittedRead {
+            reason: checker::PrecommitReason::OwnWrite,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn precommitted_read_before_write_invoked() {
+    let bad = "p0 poll t-0 [0:1]; p1 send t-0 1@0";
+    assert_eq!(kinds(bad), ["precommitted-read"]);
+    // The read may complete before the writer hears its acknowledgement.
+    let good = "p1 invoke send t-0 1; p0 poll t-0 [0:1]; p1 ok send t-0 1@0";
+    assert_eq!(kinds(good), [""; 0]);
+}
+
+#[test]
+fn torn_transaction() {
+    // p0 reads t-1 across offset 1 (the transaction's second record) but sees only the first.
+    let bad = "p3 send t-1 3@0; p1 txn send t-0 1@0, send t-1 2@1; p4 send t-1 4@2; \
+               p0 poll t-0 [0:1] t-1 [0:3 2:4]; p2 poll t-1 [1:2]";
+    assert_eq!(kinds(bad), ["poll-skip", "torn-transaction"]);
+    insta::assert_snapshot!(report(bad).anomalies[1].render(), @r"
+    torn-transaction: partition t-1, offset 1, value 2
+      transaction event 3: event 7 read t-0 value 1 at offset 0 and read across t-1 offset 1 without it
+    ");
+    let good = "p3 send t-1 3@0; p1 txn send t-0 1@0, send t-1 2@1; p4 send t-1 4@2; \
+                p0 poll t-0 [0:1] t-1 [0:3 1:2 2:4]";
+    assert_eq!(kinds(good), [""; 0]);
+}
+
+#[test]
+fn committed_offset_regression() {
+    let bad = "p0 commit g t-0=5; p1 list g t-0=3";
+    assert_eq!(kinds(bad), ["committed-offset-regression"]);
+    insta::assert_snapshot!(text(bad), @r"
+    INVALID: 1 anomalies in 4 events (0 sends ok, 0 polls ok, 0 values observed)
+
+    committed-offset-regression: partition t-0, group g
+      offset 5 committed by event 1, later listed as 3 by event 3
+    ");
+    // The commit of 3 finished before the commit of 5 began: 3 cannot be the latest.
+    let stale = "p2 commit g t-0=3; p0 commit g t-0=5; p1 list g t-0=3";
+    assert_eq!(kinds(stale), ["committed-offset-regression"]);
+    assert_eq!(
+        kinds("p0 commit g t-0=5; p1 list g t-0=-1"),
+        ["committed-offset-regression"]
+    );
+    // A rewind after, or a concurrent commit of 3, explains it.
+    assert_eq!(
+        kinds("p0 commit g t-0=5; p2 commit g t-0=3; p1 list g t-0=3"),
+        [""; 0]
+    );
+    let concurrent = "p2 invoke commit g t-0=3; p0 commit g t-0=5; p2 ok commit g t-0=3; \
+                      p1 list g t-0=3";
+    assert_eq!(kinds(concurrent), [""; 0]);
+    // Other groups and failed commits do not count.
+    assert_eq!(kinds("p0 commit h t-0=5; p1 list g t-0=3"), [""; 0]);
+    assert_eq!(
+        kinds("p0 invoke commit g t-0=5; p0 fail commit g t-0=5; p1 list g t-0=3"),
+        [""; 0]
+    );
+    assert_eq!(kinds("p0 commit g t-0=5; p1 list g t-0=5"), [""; 0]);
+}
+
+#[test]
+fn malformed_history() {
+    assert_eq!(kinds("p0 ok send t-0 1@0"), ["malformed-history"]);
+    assert_eq!(
+        kinds("p0 invoke send t-0 1; p0 ok send t-0 2@0"),
+        ["malformed-history"]
+    );
+    // Values must be unique per partition; this one also lands at two offsets.
+    assert_eq!(
+        kinds("p0 send t-0 1@0; p1 send t-0 1@1"),
+        ["malformed-history", "duplicate"]
+    );
+}
+
+#[test]
+fn crash_makes_the_open_operation_indeterminate() {
+    // The crashed send may have happened; reading it is fine, and no completion is expected.
+    let good = "p1 invoke send t-0 1; p1 crash; p0 poll t-0 [0:1]";
+    assert_eq!(kinds(good), [""; 0]);
+}
