@@ -8,6 +8,9 @@
 //! - `connection`: one TCP connection: framing, correlation ids, timeouts.
 //! - `metadata`: brokers, topics, partition leaders; routing by leader (pure data).
 //! - `cluster`: `Cluster`, the metadata cache plus a connection pool per node id.
+//! - `partitioner`: Kafka's murmur2 key partitioning and the sticky keyless one.
+//! - `records`: record types; RecordBatch encoding and Fetch data decoding.
+//! - `producer`: `Producer`, a batching background task behind a cheap handle.
 //!
 //! Every network wait has an application-level timeout (a partitioned link in madsim stalls
 //! rather than failing), every frame is flushed (madsim delivers bytes only on flush), and no state
@@ -19,6 +22,7 @@ pub mod connection;
 pub mod error;
 pub mod metadata;
 pub mod partitioner;
+pub mod producer;
 pub mod records;
 pub mod versions;
 
@@ -27,3 +31,5 @@ pub use config::ClientConfig;
 pub use connection::Connection;
 pub use error::ClientError;
 pub use metadata::{Metadata, TopicPartition};
+pub use producer::{Acks, Producer, ProducerConfig};
+pub use records::{ConsumerRecord, ProducerRecord, RecordMetadata};

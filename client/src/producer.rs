@@ -1,0 +1,802 @@
+//! `Producer`: a handle to a background task that batches records per partition and sends one
+//! Produce request per leader.
+//!
+//! The model is Kafka's Java producer in miniature. `send` hands a record to the task over a
+//! bounded channel and awaits its acknowledgement. The task (`Accumulator` + `Cluster`) appends
+//! each record to its partition's open batch; a batch is sent when it reaches `batch_bytes_max`,
+//! when it is `linger` old, on `flush`, or at once for `send_batch`. Concurrent `send` callers so
+//! share batches and requests, which is how throughput benchmarks pipeline.
+//!
+//! Delivery is at least once: a batch whose request failed or timed out is retried (up to
+//! `ClientConfig::retries`) even though the broker may have appended it, so a retried record can
+//! appear twice. Idempotence (producer ids and sequence numbers) is a later issue. A `send` future
+//! dropped after the record reached the task does not withdraw the record.
+
+use crate::cluster::{Cluster, Target};
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::metadata::{group_by_leader, TopicPartition};
+use crate::partitioner::Partitioner;
+use crate::records::{batch_encode, ProducerRecord, RecordMetadata};
+use bytes::Bytes;
+use runtime::sync::{mpsc, oneshot};
+use runtime::time::Instant;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use wire::protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use wire::protocol::messages::{
+    ProduceRequest, ProduceResponse, RequestKind, ResponseKind, TopicName,
+};
+use wire::protocol::protocol::StrBytes;
+use wire::protocol::records::Compression;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+
+/// Record bytes accepted but not yet acknowledged before the task stops reading new records and
+/// sends everything it holds. Kafka's `buffer.memory` default.
+pub const ACCUMULATOR_BYTES_MAX: usize = 32 * MIB;
+
+/// Commands waiting for the task. Beyond this `send` waits: the channel is the backpressure. One
+/// command can carry a whole `send_batch`, so this bounds callers, not records.
+pub const PRODUCER_COMMANDS_MAX: usize = 1024;
+
+/// Commands folded into one round of batching before anything is sent, so that concurrent
+/// callers share requests even with `linger` zero, while a flood cannot starve the sending half.
+const COMMANDS_COALESCED_MAX: usize = 256;
+
+/// How many replicas must have a record before the broker acknowledges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Fire and forget: no response, offsets unknown (-1).
+    None,
+    Leader,
+    /// Every in-sync replica (and, in gregor, its fsync).
+    All,
+}
+
+impl Acks {
+    fn code(self) -> i16 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub acks: Acks,
+    /// How long a batch waits for more records before it is sent. Kafka's `linger.ms`.
+    pub linger: Duration,
+    /// A partition's batch is sent once it holds this many bytes. Kafka's `batch.size`.
+    pub batch_bytes_max: usize,
+    /// The largest record, and the most record bytes in one Produce request. Kafka's
+    /// `max.request.size`.
+    pub request_bytes_max: usize,
+    pub compression: Compression,
+    /// Bound on one `send`, from call to acknowledgement, retries included. Kafka's
+    /// `delivery.timeout.ms`. On expiry the outcome is unknown.
+    pub delivery_timeout: Duration,
+    /// Where keyless records start their round robin; give producers different seeds to spread.
+    pub partitioner_seed: u64,
+}
+
+impl ProducerConfig {
+    /// Kafka 4's defaults: acks=all, linger 5 ms, 16 KiB batches, 1 MiB requests, no compression,
+    /// 120 s delivery timeout.
+    pub fn kafka_defaults() -> ProducerConfig {
+        ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::from_millis(5),
+            batch_bytes_max: 16 * KIB,
+            request_bytes_max: MIB,
+            compression: Compression::None,
+            delivery_timeout: Duration::from_secs(120),
+            partitioner_seed: 0,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<RecordMetadata, ClientError>>;
+
+enum Command {
+    /// Records to batch; `send_now` skips the linger (for `send_batch`).
+    Send {
+        records: Vec<(ProducerRecord, Reply)>,
+        send_now: bool,
+    },
+    Flush {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A handle to the producer task. Dropping every handle lets the task send what it holds and stop.
+#[derive(Debug, Clone)]
+pub struct Producer {
+    commands: mpsc::Sender<Command>,
+    delivery_timeout: Duration,
+}
+
+impl Producer {
+    /// Starts the producer task on the current runtime (the current node under madsim).
+    pub fn new(client: ClientConfig, config: ProducerConfig) -> Producer {
+        assert!(config.batch_bytes_max > 0);
+        assert!(
+            config.batch_bytes_max <= config.request_bytes_max,
+            "a batch fits a request"
+        );
+        let (commands, receiver) = mpsc::channel(PRODUCER_COMMANDS_MAX);
+        let delivery_timeout = config.delivery_timeout;
+        let task = ProducerTask::new(client, config);
+        runtime::spawn(task.run(receiver));
+        Producer {
+            commands,
+            delivery_timeout,
+        }
+    }
+
+    /// Sends one record and waits for its acknowledgement (batched with concurrent sends).
+    pub async fn send(&self, record: ProducerRecord) -> Result<RecordMetadata, ClientError> {
+        let (reply, acknowledged) = oneshot::channel();
+        let command = Command::Send {
+            records: vec![(record, reply)],
+            send_now: false,
+        };
+        self.delivered(async {
+            self.commands
+                .send(command)
+                .await
+                .map_err(|_| ClientError::ProducerClosed)?;
+            acknowledged
+                .await
+                .map_err(|_| ClientError::ProducerClosed)?
+        })
+        .await
+    }
+
+    /// Sends many records at once, one batch per partition and one request per leader, without
+    /// lingering. Results come back in input order.
+    pub async fn send_batch(
+        &self,
+        records: Vec<ProducerRecord>,
+    ) -> Vec<Result<RecordMetadata, ClientError>> {
+        let (with_replies, waits): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .map(|record| {
+                let (reply, acknowledged) = oneshot::channel();
+                ((record, reply), acknowledged)
+            })
+            .unzip();
+        let command = Command::Send {
+            records: with_replies,
+            send_now: true,
+        };
+        if self.commands.send(command).await.is_err() {
+            return waits
+                .iter()
+                .map(|_| Err(ClientError::ProducerClosed))
+                .collect();
+        }
+        let mut results = Vec::with_capacity(waits.len());
+        for acknowledged in waits {
+            let result = self
+                .delivered(async {
+                    acknowledged
+                        .await
+                        .map_err(|_| ClientError::ProducerClosed)?
+                })
+                .await;
+            results.push(result);
+        }
+        results
+    }
+
+    /// Sends everything accepted so far and waits until each of it is acknowledged or failed.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        let (reply, flushed) = oneshot::channel();
+        self.delivered(async {
+            self.commands
+                .send(Command::Flush { reply })
+                .await
+                .map_err(|_| ClientError::ProducerClosed)?;
+            flushed.await.map_err(|_| ClientError::ProducerClosed)
+        })
+        .await
+    }
+
+    async fn delivered<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        match runtime::time::timeout(self.delivery_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Timeout {
+                address: "producer".to_string(),
+                what: "record delivery".to_string(),
+                after: self.delivery_timeout,
+            }),
+        }
+    }
+}
+
+/// A record waiting in a batch, with its CreateTime fixed at acceptance.
+struct Pending {
+    record: ProducerRecord,
+    timestamp: i64,
+    reply: Reply,
+}
+
+/// The records of one partition that will travel as one RecordBatch.
+struct Batch {
+    pending: Vec<Pending>,
+    bytes: usize,
+    created: Instant,
+    /// Why the last attempt failed, reported if no attempt succeeds.
+    error_last: Option<ClientError>,
+}
+
+impl Batch {
+    fn fail(self, error: &ClientError) {
+        for pending in self.pending {
+            let _ = pending.reply.send(Err(error.clone()));
+        }
+    }
+}
+
+/// Which batches a drain sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// Full batches only.
+    Full,
+    /// Full ones and those that have lingered long enough.
+    Due,
+    All,
+}
+
+struct ProducerTask {
+    cluster: Cluster,
+    config: ProducerConfig,
+    partitioner: Partitioner,
+    open: BTreeMap<TopicPartition, Batch>,
+    full: Vec<(TopicPartition, Batch)>,
+    bytes_buffered: usize,
+}
+
+impl ProducerTask {
+    fn new(client: ClientConfig, config: ProducerConfig) -> ProducerTask {
+        ProducerTask {
+            cluster: Cluster::new(client),
+            partitioner: Partitioner::new(config.partitioner_seed),
+            config,
+            open: BTreeMap::new(),
+            full: Vec::new(),
+            bytes_buffered: 0,
+        }
+    }
+
+    #[tracing::instrument(name = "producer", skip_all)]
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            let linger_end = self
+                .open
+                .values()
+                .map(|batch| batch.created + self.config.linger)
+                .min();
+            let far = self.cluster.config().clock.now() + Duration::from_secs(3600);
+            let command = runtime::select! {
+                biased;
+                command = commands.recv() => command,
+                () = runtime::time::sleep_until(linger_end.unwrap_or(far)), if linger_end.is_some() => {
+                    self.drain(Drain::Due).await;
+                    continue;
+                }
+            };
+            let Some(command) = command else {
+                self.drain(Drain::All).await;
+                return;
+            };
+            let mut flushes = Vec::new();
+            let mut send_now = self.command_apply(command, &mut flushes).await;
+            for _ in 1..COMMANDS_COALESCED_MAX {
+                let Ok(command) = commands.try_recv() else {
+                    break;
+                };
+                send_now |= self.command_apply(command, &mut flushes).await;
+            }
+            let drain = if send_now || self.config.linger.is_zero() {
+                Drain::All
+            } else {
+                Drain::Due
+            };
+            self.drain(drain).await;
+            for reply in flushes {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Takes in one command; returns whether its records should go out without lingering.
+    async fn command_apply(
+        &mut self,
+        command: Command,
+        flushes: &mut Vec<oneshot::Sender<()>>,
+    ) -> bool {
+        match command {
+            Command::Send { records, send_now } => {
+                for (record, reply) in records {
+                    self.accept(record, reply).await;
+                    if self.bytes_buffered > ACCUMULATOR_BYTES_MAX {
+                        self.drain(Drain::All).await;
+                    }
+                }
+                send_now
+            }
+            Command::Flush { reply } => {
+                flushes.push(reply);
+                true
+            }
+        }
+    }
+
+    /// Chooses the record's partition and appends it to that partition's open batch, or fails it.
+    async fn accept(&mut self, record: ProducerRecord, reply: Reply) {
+        let bytes = record.size_estimate();
+        if bytes > self.config.request_bytes_max {
+            let _ = reply.send(Err(ClientError::RecordTooLarge {
+                bytes,
+                limit: self.config.request_bytes_max,
+            }));
+            return;
+        }
+        let partition = match self.partition_choose(&record).await {
+            Ok(partition) => partition,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let topic_partition = TopicPartition::new(record.topic.clone(), partition);
+        let clock = self.cluster.config().clock;
+        let timestamp = record.timestamp_ms.unwrap_or_else(|| clock.wall_ms());
+        let batch_full = self
+            .open
+            .get(&topic_partition)
+            .is_some_and(|batch| batch.bytes + bytes > self.config.batch_bytes_max);
+        if batch_full {
+            let batch = self.open.remove(&topic_partition).expect("checked above");
+            self.partitioner.batch_closed(&topic_partition.topic);
+            self.full.push((topic_partition.clone(), batch));
+        }
+        let batch = self.open.entry(topic_partition).or_insert_with(|| Batch {
+            pending: Vec::new(),
+            bytes: 0,
+            created: clock.now(),
+            error_last: None,
+        });
+        batch.pending.push(Pending {
+            record,
+            timestamp,
+            reply,
+        });
+        batch.bytes += bytes;
+        self.bytes_buffered += bytes;
+    }
+
+    /// The record's partition: explicit, by key, or sticky. Needs the topic's partition count,
+    /// retrying the metadata lookup as configured (a just-created topic may not be known yet).
+    async fn partition_choose(&mut self, record: &ProducerRecord) -> Result<i32, ClientError> {
+        let topics = [record.topic.clone()];
+        let mut error_last = None;
+        for attempt in 0..=self.cluster.config().retries {
+            if attempt > 0 {
+                self.cluster.metadata_invalidate();
+                self.cluster.backoff().await;
+            }
+            let partition_count = match self.cluster.metadata_for(&topics).await {
+                Ok(metadata) => metadata.partition_count(&record.topic),
+                Err(error) if error.is_retriable() => {
+                    error_last = Some(error);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let unknown = |partition: i32, partition_count| ClientError::UnknownPartition {
+                topic: record.topic.clone(),
+                partition,
+                partition_count,
+            };
+            match (partition_count, record.partition) {
+                (Some(count), Some(partition)) if (0..count).contains(&partition) => {
+                    return Ok(partition)
+                }
+                (Some(count), Some(partition)) => return Err(unknown(partition, count)),
+                (Some(count), None) if count > 0 => {
+                    let key = record.key.as_deref();
+                    return Ok(self.partitioner.partition(&record.topic, key, count));
+                }
+                _ => error_last = Some(unknown(record.partition.unwrap_or(0), 0)),
+            }
+        }
+        Err(error_last.expect("the loop runs at least once"))
+    }
+
+    /// Sends the batches `drain` selects, retrying retriable failures.
+    async fn drain(&mut self, drain: Drain) {
+        let now = self.cluster.config().clock.now();
+        let mut batches = std::mem::take(&mut self.full);
+        if drain != Drain::Full {
+            let linger = self.config.linger;
+            let due: Vec<TopicPartition> = self
+                .open
+                .iter()
+                .filter(|(_, batch)| drain == Drain::All || batch.created + linger <= now)
+                .map(|(partition, _)| partition.clone())
+                .collect();
+            for partition in due {
+                let batch = self.open.remove(&partition).expect("key just listed");
+                self.partitioner.batch_closed(&partition.topic);
+                batches.push((partition, batch));
+            }
+        }
+        if batches.is_empty() {
+            return;
+        }
+        let bytes: usize = batches.iter().map(|(_, batch)| batch.bytes).sum();
+        self.batches_send(batches).await;
+        self.bytes_buffered -= bytes;
+    }
+
+    /// Routes batches to their leaders and sends them, retrying those that fail retriably.
+    async fn batches_send(&mut self, mut batches: Vec<(TopicPartition, Batch)>) {
+        let retries = self.cluster.config().retries;
+        for attempt in 0..=retries {
+            if batches.is_empty() {
+                return;
+            }
+            if attempt > 0 {
+                self.cluster.backoff().await;
+            }
+            let mut topics: Vec<String> = batches.iter().map(|(tp, _)| tp.topic.clone()).collect();
+            topics.sort();
+            topics.dedup();
+            if let Err(error) = self.cluster.metadata_for(&topics).await {
+                for (_, batch) in &mut batches {
+                    batch.error_last = Some(error.clone());
+                }
+                continue;
+            }
+            let routed = group_by_leader(self.cluster.metadata(), batches);
+            batches = Vec::new();
+            for (partition, mut batch, error) in routed.unroutable {
+                self.cluster.metadata_invalidate();
+                batch.error_last = Some(error);
+                batches.push((partition, batch));
+            }
+            for (node_id, items) in routed.by_node {
+                for request in requests_split(items, self.config.request_bytes_max) {
+                    batches.extend(self.produce(node_id, request).await);
+                }
+            }
+        }
+        for (partition, batch) in batches {
+            let error = batch.error_last.clone().unwrap_or(ClientError::NoLeader {
+                topic: partition.topic.clone(),
+                partition: partition.partition,
+            });
+            tracing::debug!(%partition, %error, "batch failed after retries");
+            batch.fail(&error);
+        }
+    }
+
+    /// Sends one Produce request to `node_id`; completes what succeeded or failed for good and
+    /// returns the batches worth retrying.
+    async fn produce(
+        &mut self,
+        node_id: i32,
+        items: Vec<(TopicPartition, Batch)>,
+    ) -> Vec<(TopicPartition, Batch)> {
+        let request = produce_request(&items, &self.config, self.cluster.config().request_timeout);
+        let target = Target::Node(node_id);
+        if self.config.acks == Acks::None {
+            let sent = self
+                .cluster
+                .send_no_response(target, RequestKind::Produce(request))
+                .await;
+            return batches_complete_unacknowledged(items, sent);
+        }
+        match self
+            .cluster
+            .request(target, RequestKind::Produce(request))
+            .await
+        {
+            Ok(ResponseKind::Produce(response)) => {
+                self.produce_response_apply(node_id, items, &response)
+            }
+            Ok(other) => unreachable!("a Produce request is answered by {other:?}"),
+            Err(error) => batches_retry_or_fail(items, &error),
+        }
+    }
+
+    fn produce_response_apply(
+        &mut self,
+        node_id: i32,
+        items: Vec<(TopicPartition, Batch)>,
+        response: &ProduceResponse,
+    ) -> Vec<(TopicPartition, Batch)> {
+        let mut retry = Vec::new();
+        for (partition, batch) in items {
+            let Some(answer) = response
+                .responses
+                .iter()
+                .filter(|topic| topic.name.as_str() == partition.topic)
+                .flat_map(|topic| topic.partition_responses.iter())
+                .find(|answer| answer.index == partition.partition)
+            else {
+                let reason = format!("Produce response from node {node_id} lacks {partition}");
+                batch.fail(&ClientError::protocol(&format!("node {node_id}"), reason));
+                continue;
+            };
+            if let Err(error) =
+                ClientError::from_code(answer.error_code, || format!("produce to {partition}"))
+            {
+                if error.is_metadata_stale() {
+                    self.cluster.metadata_invalidate();
+                }
+                retry.extend(batches_retry_or_fail(vec![(partition, batch)], &error));
+                continue;
+            }
+            for (index, pending) in batch.pending.into_iter().enumerate() {
+                let timestamp = if answer.log_append_time_ms >= 0 {
+                    answer.log_append_time_ms
+                } else {
+                    pending.timestamp
+                };
+                let metadata = RecordMetadata {
+                    topic: partition.topic.clone(),
+                    partition: partition.partition,
+                    offset: answer.base_offset + index as i64,
+                    timestamp,
+                };
+                let _ = pending.reply.send(Ok(metadata));
+            }
+        }
+        retry
+    }
+}
+
+/// Splits one node's batches into requests of at most `request_bytes_max` record bytes each
+/// (a single batch is never split: `batch_bytes_max <= request_bytes_max`).
+fn requests_split<T: BatchBytes>(
+    items: Vec<(TopicPartition, T)>,
+    request_bytes_max: usize,
+) -> Vec<Vec<(TopicPartition, T)>> {
+    let mut requests: Vec<Vec<(TopicPartition, T)>> = Vec::new();
+    let mut bytes_current = 0;
+    for (partition, batch) in items {
+        let bytes = batch.bytes();
+        let fits = bytes_current + bytes <= request_bytes_max;
+        // A request carries at most one batch per partition: Kafka rejects duplicates.
+        let duplicate = requests
+            .last()
+            .is_some_and(|request| request.iter().any(|(p, _)| *p == partition));
+        if requests.is_empty() || !fits || duplicate {
+            requests.push(Vec::new());
+            bytes_current = 0;
+        }
+        bytes_current += bytes;
+        requests
+            .last_mut()
+            .expect("pushed above")
+            .push((partition, batch));
+    }
+    requests
+}
+
+/// Anything with a byte size, so that request splitting is testable without replies.
+trait BatchBytes {
+    fn bytes(&self) -> usize;
+}
+
+impl BatchBytes for Batch {
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+fn produce_request(
+    items: &[(TopicPartition, Batch)],
+    config: &ProducerConfig,
+    timeout: Duration,
+) -> ProduceRequest {
+    let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
+    for (partition, batch) in items {
+        let records: Vec<ProducerRecord> = batch.pending.iter().map(|p| p.record.clone()).collect();
+        let timestamps: Vec<i64> = batch.pending.iter().map(|p| p.timestamp).collect();
+        let encoded: Bytes = batch_encode(&records, &timestamps, config.compression);
+        let data = PartitionProduceData::default()
+            .with_index(partition.partition)
+            .with_records(Some(encoded));
+        topics
+            .entry(partition.topic.as_str())
+            .or_default()
+            .push(data);
+    }
+    let topic_data = topics
+        .into_iter()
+        .map(|(topic, partitions)| {
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(partitions)
+        })
+        .collect();
+    ProduceRequest::default()
+        .with_acks(config.acks.code())
+        .with_timeout_ms(i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX))
+        .with_topic_data(topic_data)
+}
+
+/// acks=0: nothing comes back, so a sent batch counts as done with unknown offsets (-1).
+fn batches_complete_unacknowledged(
+    items: Vec<(TopicPartition, Batch)>,
+    sent: Result<(), ClientError>,
+) -> Vec<(TopicPartition, Batch)> {
+    if let Err(error) = sent {
+        return batches_retry_or_fail(items, &error);
+    }
+    for (partition, batch) in items {
+        for pending in batch.pending {
+            let metadata = RecordMetadata {
+                topic: partition.topic.clone(),
+                partition: partition.partition,
+                offset: -1,
+                timestamp: pending.timestamp,
+            };
+            let _ = pending.reply.send(Ok(metadata));
+        }
+    }
+    Vec::new()
+}
+
+/// Keeps retriable failures for another attempt and fails the rest now.
+fn batches_retry_or_fail(
+    items: Vec<(TopicPartition, Batch)>,
+    error: &ClientError,
+) -> Vec<(TopicPartition, Batch)> {
+    if !error.is_retriable() {
+        for (_, batch) in items {
+            batch.fail(error);
+        }
+        return Vec::new();
+    }
+    items
+        .into_iter()
+        .map(|(partition, mut batch)| {
+            batch.error_last = Some(error.clone());
+            (partition, batch)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl BatchBytes for usize {
+        fn bytes(&self) -> usize {
+            *self
+        }
+    }
+
+    fn split(items: &[(&str, i32, usize)], limit: usize) -> Vec<String> {
+        let items = items
+            .iter()
+            .map(|(t, p, bytes)| (TopicPartition::new(*t, *p), *bytes))
+            .collect();
+        requests_split(items, limit)
+            .iter()
+            .map(|request| {
+                let parts: Vec<String> = request
+                    .iter()
+                    .map(|(tp, bytes)| format!("{tp}:{bytes}"))
+                    .collect();
+                parts.join(" ")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn requests_are_split_by_size_and_never_carry_a_partition_twice() {
+        let items = [
+            ("t", 0, 400),
+            ("t", 1, 500),
+            ("t", 2, 200),
+            ("u", 0, 1000),
+            ("t", 2, 10),
+        ];
+        assert_eq!(
+            split(&items, 1000),
+            ["t-0:400 t-1:500", "t-2:200", "u-0:1000", "t-2:10"]
+        );
+        assert_eq!(
+            split(&items, 1 << 20),
+            ["t-0:400 t-1:500 t-2:200 u-0:1000", "t-2:10"]
+        );
+        assert!(split(&[], 1000).is_empty());
+    }
+
+    fn batch(values: &[&str]) -> Batch {
+        let pending = values
+            .iter()
+            .enumerate()
+            .map(|(index, value)| Pending {
+                record: ProducerRecord::new("ignored", None, Some(Bytes::from(value.to_string()))),
+                timestamp: 100 + index as i64,
+                reply: oneshot::channel().0,
+            })
+            .collect();
+        Batch {
+            pending,
+            bytes: 0,
+            created: runtime::Clock::system().now(),
+            error_last: None,
+        }
+    }
+
+    #[test]
+    fn produce_requests_carry_one_batch_per_partition_grouped_by_topic() {
+        let items = vec![
+            (TopicPartition::new("u", 1), batch(&["a"])),
+            (TopicPartition::new("t", 0), batch(&["b", "c"])),
+            (TopicPartition::new("t", 1), batch(&["d"])),
+        ];
+        let config = ProducerConfig {
+            acks: Acks::Leader,
+            ..ProducerConfig::kafka_defaults()
+        };
+        let request = produce_request(&items, &config, Duration::from_secs(7));
+        assert_eq!(request.acks, 1);
+        assert_eq!(request.timeout_ms, 7_000);
+        let mut rendered = Vec::new();
+        for topic in &request.topic_data {
+            for partition in &topic.partition_data {
+                let records = partition.records.clone().unwrap();
+                let mut out = Vec::new();
+                let data = crate::records::FetchedData {
+                    topic: topic.name.as_str(),
+                    partition: partition.index,
+                    fetch_offset: 0,
+                    records,
+                    aborted: None,
+                };
+                crate::records::records_decode(data, &mut out).unwrap();
+                let values: Vec<String> = out
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}@{}",
+                            String::from_utf8_lossy(r.value.as_deref().unwrap()),
+                            r.timestamp
+                        )
+                    })
+                    .collect();
+                rendered.push(format!(
+                    "{}-{}: {}",
+                    topic.name.as_str(),
+                    partition.index,
+                    values.join(" ")
+                ));
+            }
+        }
+        assert_eq!(rendered, ["t-0: b@100 c@101", "t-1: d@100", "u-1: a@100"]);
+    }
+
+    #[test]
+    fn acks_map_to_kafkas_codes() {
+        assert_eq!(
+            [Acks::None, Acks::Leader, Acks::All].map(Acks::code),
+            [0, 1, -1]
+        );
+    }
+}
