@@ -11,6 +11,8 @@
 //! - `partitioner`: Kafka's murmur2 key partitioning and the sticky keyless one.
 //! - `records`: record types; RecordBatch encoding and Fetch data decoding.
 //! - `producer`: `Producer`, a batching background task behind a cheap handle.
+//! - `offsets`: ListOffsets (earliest, latest, by timestamp).
+//! - `consumer`: `Consumer`, manual assignment and Fetch.
 //!
 //! Every network wait has an application-level timeout (a partitioned link in madsim stalls
 //! rather than failing), every frame is flushed (madsim delivers bytes only on flush), and no state
@@ -19,8 +21,10 @@
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod consumer;
 pub mod error;
 pub mod metadata;
+pub mod offsets;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
@@ -29,7 +33,9 @@ pub mod versions;
 pub use cluster::{Cluster, Target};
 pub use config::ClientConfig;
 pub use connection::Connection;
+pub use consumer::{Consumer, ConsumerConfig, Offset, OffsetReset};
 pub use error::ClientError;
 pub use metadata::{Metadata, TopicPartition};
+pub use offsets::{IsolationLevel, ListedOffset};
 pub use producer::{Acks, Producer, ProducerConfig};
 pub use records::{ConsumerRecord, ProducerRecord, RecordMetadata};
