@@ -392,3 +392,33 @@ fn generator_exercises_every_operation() {
         "{total:?}"
     );
 }
+
+/// About 10^5 events, the size of a long simulation run; in release this checks in well under a
+/// second (measure with `cargo test -p checker --release --test model large -- --nocapture`).
+#[test]
+fn large_history_is_valid() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let action =
+        (0..PROCESS_COUNT, any::<u8>(), any::<u8>()).prop_map(|(process, choice, parameter)| {
+            Action {
+                process,
+                choice,
+                parameter,
+            }
+        });
+    let mut runner = TestRunner::deterministic();
+    let actions = prop::collection::vec(action, 100_000)
+        .new_tree(&mut runner)
+        .expect("generates")
+        .current();
+    let history = history(&actions);
+    assert!(
+        history.events.len() > 90_000,
+        "{} events",
+        history.events.len()
+    );
+    let report = check(&history);
+    assert!(report.is_valid(), "{}", report.render_text());
+    println!("{:?}", report.stats);
+}

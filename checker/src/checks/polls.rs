@@ -19,7 +19,7 @@
 //! each was on.
 
 use crate::checks::Analysis;
-use crate::history::{Event, EventKind, MicroOp, Op, Partition, Record};
+use crate::history::{EventKind, MicroOp, Op, Partition, Record};
 use crate::index::PartitionIndex;
 use crate::operations::{OpId, Outcome};
 use crate::report::{Anomaly, LISTED_MAX};
@@ -61,7 +61,12 @@ pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
         let outcome = analysis.operations.list[id].outcome;
         match (&event.op, outcome) {
             (Op::Txn(micro_ops), Outcome::Ok) => {
-                consume(anomalies, analysis, consumer, event, id, micro_ops);
+                let polled = Polled {
+                    process: event.process,
+                    op: id,
+                    event: position,
+                };
+                consume(anomalies, analysis, consumer, polled, micro_ops);
             }
             (Op::Txn(micro_ops), Outcome::Fail | Outcome::Info) => {
                 if micro_ops.iter().any(|m| matches!(m, MicroOp::Poll { .. })) {
@@ -101,12 +106,19 @@ fn reset(consumer: &mut Consumer, op: &Op) {
     }
 }
 
+/// Who polled: the process, its operation and that operation's completion event.
+#[derive(Clone, Copy)]
+struct Polled {
+    process: u64,
+    op: OpId,
+    event: usize,
+}
+
 fn consume<'h>(
     anomalies: &mut Vec<Anomaly>,
     analysis: &Analysis<'h>,
     consumer: &mut Consumer<'h>,
-    event: &'h Event,
-    id: OpId,
+    polled: Polled,
     micro_ops: &'h [MicroOp],
 ) {
     for micro_op in micro_ops {
@@ -121,13 +133,13 @@ fn consume<'h>(
             for record in records {
                 let next = Position {
                     offset: record.offset,
-                    op: id,
-                    event: event.index,
+                    op: polled.op,
+                    event: polled.event,
                 };
                 if let Some(previous) = consumer.positions.insert(partition, next) {
                     let step = Step {
                         partition,
-                        process: event.process,
+                        process: polled.process,
                         previous,
                         next,
                     };
