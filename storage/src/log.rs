@@ -1,0 +1,517 @@
+//! `PartitionLog`: one partition's log in one directory, the API the broker uses. It owns the
+//! segment list (the last segment is the active one, the only one appended to), the log start
+//! offset, the recovery point and the leader-epoch cache, and keeps their invariants; the work
+//! is delegated to `segment`, `read`, `recovery`, `retention` and `compaction`.
+//!
+//! Durability: appends go to the page cache only. A byte is durable once a `FlushTicket`
+//! covering it synced and `flush_complete` ran (the recovery point), or once a roll, a
+//! truncation or recovery synced it. Metadata changes (new and removed files, checkpoints, the
+//! epoch cache) are made durable before the call that made them returns.
+
+use crate::checkpoint::LogCheckpoint;
+use crate::config::{LogConfig, TimestampType, MESSAGE_BYTES_MAX};
+use crate::epoch_cache::EpochCache;
+use crate::error::{IoContext, LogError};
+use crate::flush::FlushTicket;
+use crate::layout::{segment_path, INDEX_SUFFIX};
+use crate::read::{batches_read, ReadResult};
+use crate::records::{records_parse, records_section};
+use crate::segment::{index_files_remove, segment_files_remove, Segment};
+use runtime::Disk;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use wire::ValidatedBatch;
+
+/// What an append stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker's timestamp for LogAppendTime topics; -1 otherwise.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct PartitionLog {
+    pub(crate) disk: Arc<dyn Disk>,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    /// By base offset. Never empty; the last is the active segment.
+    pub(crate) segments: BTreeMap<i64, Segment>,
+    pub(crate) log_start_offset: i64,
+    pub(crate) recovery_point: i64,
+    pub(crate) epochs: EpochCache,
+    /// Bumped by every truncation, so flush tickets taken before it complete as no-ops.
+    pub(crate) generation: u64,
+    /// The latest wall time a caller passed in: the clock for follower appends, which carry none.
+    pub(crate) clock_ms: i64,
+}
+
+impl PartitionLog {
+    /// Opens (creating if missing) and recovers the log in `dir`. On return every byte of the
+    /// log is synced: the recovery point equals the log end offset.
+    pub fn open(
+        disk: Arc<dyn Disk>,
+        dir: PathBuf,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<PartitionLog, LogError> {
+        config.validate()?;
+        let log = crate::recovery::recover(disk, dir, config, now_ms)?;
+        log.invariants_check();
+        Ok(log)
+    }
+
+    /// The leader path: the batch gets offsets from the log end and the leader's epoch, and the
+    /// broker's timestamp on LogAppendTime topics.
+    pub fn append(
+        &mut self,
+        batch: ValidatedBatch,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.clock_observe(now_ms);
+        let limit = self.config.max_message_bytes;
+        if batch.size() > limit as usize {
+            return Err(LogError::RecordTooLarge {
+                bytes: batch.size(),
+                limit,
+            });
+        }
+        if let Some(latest) = self
+            .epochs
+            .latest_epoch()
+            .filter(|latest| leader_epoch < *latest)
+        {
+            return Err(LogError::EpochRegression {
+                epoch: leader_epoch,
+                latest,
+            });
+        }
+        let (batch, log_append_time_ms) = match self.config.message_timestamp_type {
+            TimestampType::CreateTime => (batch, -1),
+            TimestampType::LogAppendTime => (batch.with_log_append_time(now_ms), now_ms),
+        };
+        let batch = batch.with_placement(self.log_end_offset(), leader_epoch);
+        let mut info = self.append_placed(batch, now_ms)?;
+        info.log_append_time_ms = log_append_time_ms;
+        Ok(info)
+    }
+
+    /// The follower path: the batch keeps the leader's offsets, epoch and timestamps. Its base
+    /// offset must be the log end offset (the replica fetched from there).
+    pub fn append_replicated(&mut self, batch: ValidatedBatch) -> Result<AppendInfo, LogError> {
+        let header = *batch.header();
+        if batch.size() > MESSAGE_BYTES_MAX as usize {
+            return Err(LogError::RecordTooLarge {
+                bytes: batch.size(),
+                limit: MESSAGE_BYTES_MAX,
+            });
+        }
+        if header.base_offset != self.log_end_offset() {
+            let log_end_offset = self.log_end_offset();
+            return Err(LogError::OffsetMismatch {
+                base_offset: header.base_offset,
+                log_end_offset,
+            });
+        }
+        let epoch = header.partition_leader_epoch;
+        if let Some(latest) = self.epochs.latest_epoch().filter(|latest| epoch < *latest) {
+            return Err(LogError::EpochRegression { epoch, latest });
+        }
+        self.append_placed(batch, self.clock_ms)
+    }
+
+    fn append_placed(
+        &mut self,
+        batch: ValidatedBatch,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let header = *batch.header();
+        let log_end_offset = self.log_end_offset();
+        assert_eq!(
+            header.base_offset, log_end_offset,
+            "appended offsets are contiguous"
+        );
+        if self.roll_due(&batch, now_ms) {
+            self.roll(now_ms)?;
+        }
+        if self
+            .epochs
+            .assign(header.partition_leader_epoch, header.base_offset)
+        {
+            self.epochs.write(&*self.disk, &self.dir)?;
+        }
+        self.active_mut().append(&batch, now_ms)?;
+        assert_eq!(self.log_end_offset(), header.next_offset());
+        Ok(AppendInfo {
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+            log_append_time_ms: -1,
+            log_start_offset: self.log_start_offset,
+        })
+    }
+
+    fn roll_due(&self, batch: &ValidatedBatch, now_ms: i64) -> bool {
+        let active = self.active();
+        if active.is_empty() {
+            return false;
+        }
+        let bytes_over = active.size_bytes() + batch.size() as u64 > self.config.segment_bytes;
+        let relative_last = batch.header().last_offset() - active.base_offset();
+        bytes_over || relative_last > i64::from(u32::MAX) || self.roll_due_by_time(now_ms)
+    }
+
+    pub(crate) fn roll_due_by_time(&self, now_ms: i64) -> bool {
+        let active = self.active();
+        let since_ms = active
+            .rolling_ms()
+            .map_or(0, |rolling_ms| now_ms.saturating_sub(rolling_ms));
+        !active.is_empty() && since_ms > self.config.segment_ms
+    }
+
+    /// Closes the active segment and starts a new one at the log end. The closed segment is
+    /// synced and its indexes written before the new file exists, and the checkpoint moves the
+    /// recovery point to the new base last, so a crash anywhere in between recovers by scanning.
+    pub(crate) fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let base_offset = self.log_end_offset();
+        let interval = self.config.index_interval_bytes;
+        let active = self.active_mut();
+        assert!(!active.is_empty(), "empty segments are not rolled");
+        active.seal();
+        active.sync()?;
+        self.active().index_files_write(&*self.disk, &self.dir)?;
+        let mut segment = Segment::create(&*self.disk, &self.dir, base_offset, interval)?;
+        self.disk.sync_dir(&self.dir).context("sync", &self.dir)?;
+        segment.rolling_start(now_ms);
+        self.segments.insert(base_offset, segment);
+        self.recovery_point = self.recovery_point.max(base_offset);
+        self.checkpoint_write()?;
+        tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
+        Ok(())
+    }
+
+    /// Captures what a flush must sync: the active segment if it holds unsynced batches (closed
+    /// segments were synced at roll).
+    pub fn flush_begin(&self) -> FlushTicket {
+        let offset_end = self.log_end_offset();
+        let files = match offset_end > self.recovery_point {
+            true => vec![self.active().file().clone()],
+            false => Vec::new(),
+        };
+        FlushTicket {
+            files,
+            offset_end,
+            generation: self.generation,
+        }
+    }
+
+    /// Records a ticket whose `sync` returned `Ok`.
+    pub fn flush_complete(&mut self, ticket: FlushTicket) {
+        if ticket.generation != self.generation {
+            return;
+        }
+        assert!(
+            ticket.offset_end <= self.log_end_offset(),
+            "the log only grew since the ticket"
+        );
+        self.recovery_point = self.recovery_point.max(ticket.offset_end);
+        self.invariants_check();
+    }
+
+    /// Syncs everything appended so far.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        let ticket = self.flush_begin();
+        ticket.sync().context("sync", self.active().path())?;
+        self.flush_complete(ticket);
+        Ok(())
+    }
+
+    /// Whole batches from the one containing `offset`, below `max_offset` (exclusive: the high
+    /// watermark), at least one, then while they fit `max_bytes`.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<ReadResult, LogError> {
+        self.offset_check(offset)?;
+        batches_read(
+            &self.segments,
+            offset,
+            max_bytes,
+            max_offset.min(self.log_end_offset()),
+        )
+    }
+
+    /// The first record at or after the log start with a timestamp at or above `timestamp_ms`:
+    /// its offset and timestamp (ListOffsets). `None` if there is none.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for segment in self.segments.values() {
+            if segment.timestamp_max() < timestamp_ms
+                || segment.next_offset() <= self.log_start_offset
+            {
+                continue;
+            }
+            let relative = segment.time_index().start_for(timestamp_ms);
+            let start = (segment.base_offset() + i64::from(relative)).max(self.log_start_offset);
+            let Some((mut position, mut header)) = segment.locate(start)? else {
+                continue;
+            };
+            // Bounded: each step moves forward by a whole batch.
+            loop {
+                if header.max_timestamp >= timestamp_ms {
+                    if let Some(found) =
+                        self.record_for_timestamp(segment, position, timestamp_ms)?
+                    {
+                        return Ok(Some(found));
+                    }
+                }
+                position += header.size() as u64;
+                if position >= segment.size_bytes() {
+                    break;
+                }
+                header = segment.header_at(position)?;
+            }
+        }
+        Ok(None)
+    }
+
+    fn record_for_timestamp(
+        &self,
+        segment: &Segment,
+        position: u64,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
+        let header = segment.header_at(position)?;
+        let mut bytes = vec![0; header.size()];
+        segment.read_exact(&mut bytes, position)?;
+        let corrupt = |reason: String| LogError::Corrupt {
+            path: segment.path().to_path_buf(),
+            position,
+            reason,
+        };
+        let batch =
+            ValidatedBatch::validate(bytes.into()).map_err(|error| corrupt(error.to_string()))?;
+        let section = records_section(&batch).map_err(corrupt)?;
+        let records = records_parse(&section, batch.header()).map_err(corrupt)?;
+        Ok(records
+            .iter()
+            .find(|record| {
+                record.offset >= self.log_start_offset && record.timestamp >= timestamp_ms
+            })
+            .map(|record| (record.offset, record.timestamp)))
+    }
+
+    /// Removes every batch at or above `offset` (a follower truncating to its leader's history).
+    /// Batches are indivisible: a batch containing `offset` goes too. Durable on return, so a
+    /// crash never brings truncated batches back.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        if offset < self.log_start_offset {
+            return self.truncate_fully_and_start_at(offset.max(0));
+        }
+        self.generation += 1;
+        let base = *self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map(|(base, _)| base)
+            .unwrap_or(self.segments.keys().next().expect("never empty"));
+        let position = match self.segments[&base].locate(offset)? {
+            Some((position, _)) => position,
+            None => self.segments[&base].size_bytes(),
+        };
+        let later: Vec<i64> = self
+            .segments
+            .range(base + 1..)
+            .map(|(base, _)| *base)
+            .collect();
+        for later_base in later.into_iter().rev() {
+            self.segments.remove(&later_base);
+            segment_files_remove(&*self.disk, &self.dir, later_base)?;
+        }
+        // The segment becomes the active one: its index files on disk no longer describe it.
+        index_files_remove(&*self.disk, &self.dir, base)?;
+        self.disk.sync_dir(&self.dir).context("sync", &self.dir)?;
+        let segment = self.segments.remove(&base).expect("located above");
+        let segment = segment.truncate(
+            &*self.disk,
+            &self.dir,
+            position,
+            self.config.index_interval_bytes,
+        )?;
+        self.segments.insert(base, segment);
+        let log_end_offset = self.log_end_offset();
+        self.log_start_offset = self.log_start_offset.min(log_end_offset);
+        self.recovery_point = self.recovery_point.min(log_end_offset);
+        self.checkpoint_write()?;
+        if self.epochs.truncate_from_end(log_end_offset) {
+            self.epochs.write(&*self.disk, &self.dir)?;
+        }
+        tracing::info!(dir = %self.dir.display(), offset, log_end_offset, "truncated");
+        self.invariants_check();
+        Ok(())
+    }
+
+    /// Empties the log and restarts it at `offset` (a follower far behind a leader whose log
+    /// starts past this one's end). Durable on return.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        assert!(offset >= 0);
+        self.generation += 1;
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        for base in bases.into_iter().rev() {
+            self.segments.remove(&base);
+            segment_files_remove(&*self.disk, &self.dir, base)?;
+        }
+        let segment = Segment::create(
+            &*self.disk,
+            &self.dir,
+            offset,
+            self.config.index_interval_bytes,
+        )?;
+        self.disk.sync_dir(&self.dir).context("sync", &self.dir)?;
+        self.segments.insert(offset, segment);
+        self.log_start_offset = offset;
+        self.recovery_point = offset;
+        self.checkpoint_write()?;
+        self.epochs.clear();
+        self.epochs.write(&*self.disk, &self.dir)?;
+        tracing::info!(dir = %self.dir.display(), offset, "truncated fully");
+        self.invariants_check();
+        Ok(())
+    }
+
+    /// Moves the log start offset up (DeleteRecords); durable on return. Offsets below it are
+    /// no longer readable; retention removes the segments wholly below it.
+    pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset <= self.log_start_offset {
+            return Ok(());
+        }
+        if offset > self.log_end_offset() {
+            return Err(self.out_of_range(offset));
+        }
+        // The start must not pass the recovery point: a crash could then lose the bytes the
+        // start points at. Deleting records the replicas have not synced is rare; sync them.
+        if offset > self.recovery_point {
+            self.flush()?;
+        }
+        self.log_start_offset = offset;
+        self.checkpoint_write()?;
+        self.epochs_truncate_from_start()?;
+        self.invariants_check();
+        Ok(())
+    }
+
+    /// New settings take effect from the next operation (a smaller `segment_bytes` rolls at the
+    /// next append). The broker validates topic configs on the way in.
+    pub fn config_update(&mut self, config: LogConfig) {
+        assert_eq!(
+            config.validate(),
+            Ok(()),
+            "configs are validated before they reach the log"
+        );
+        self.config = config;
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size_bytes).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// OffsetForLeaderEpoch (KIP-101): the largest epoch at or below `leader_epoch` and the
+    /// start offset of the next higher epoch, or the log end offset if it is the latest. Asked
+    /// for an epoch older than all, answers that epoch and the first known epoch's start.
+    pub fn epoch_end_offset(&self, leader_epoch: i32) -> Option<(i32, i64)> {
+        self.epochs
+            .end_offset_for(leader_epoch, self.log_end_offset())
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    pub(crate) fn clock_observe(&mut self, now_ms: i64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
+    }
+
+    fn offset_check(&self, offset: i64) -> Result<(), LogError> {
+        match offset < self.log_start_offset || offset > self.log_end_offset() {
+            true => Err(self.out_of_range(offset)),
+            false => Ok(()),
+        }
+    }
+
+    fn out_of_range(&self, offset: i64) -> LogError {
+        LogError::OffsetOutOfRange {
+            offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset(),
+        }
+    }
+
+    pub(crate) fn checkpoint_write(&self) -> Result<(), LogError> {
+        let checkpoint = LogCheckpoint {
+            log_start_offset: self.log_start_offset,
+            recovery_point: self.recovery_point,
+        };
+        checkpoint.write(&*self.disk, &self.dir)
+    }
+
+    pub(crate) fn epochs_truncate_from_start(&mut self) -> Result<(), LogError> {
+        if self.epochs.truncate_from_start(self.log_start_offset) {
+            self.epochs.write(&*self.disk, &self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Cheap invariants, checked after every state change (assertions are on in release).
+    pub(crate) fn invariants_check(&self) {
+        assert!(self.log_start_offset <= self.recovery_point);
+        assert!(self.recovery_point <= self.log_end_offset());
+        if let Some(entry) = self.epochs.entries().last() {
+            assert!(entry.start_offset <= self.log_end_offset());
+        }
+        // The index path of the active segment never exists on disk: it would be stale.
+        debug_assert!(!self.disk.exists(&segment_path(
+            &self.dir,
+            self.active().base_offset(),
+            INDEX_SUFFIX
+        )));
+    }
+}

@@ -1,0 +1,347 @@
+//! Recovery: turning whatever a crash left in a partition directory into a consistent log.
+//!
+//! In order: discard interrupted writes (`*.tmp`, compaction's `.cleaned`); finish committed
+//! compaction swaps (`.swap`); drop segments wholly below the checkpointed log start offset (an
+//! interrupted retention) and index files without a segment; then load segments oldest first.
+//! A closed segment that ends at or below the checkpointed recovery point is clean: it opens
+//! from its index files (validated, else rebuilt). Every other segment is scanned batch by
+//! batch, CRC included, and the log is cut at the first byte that is not a valid batch with a
+//! higher offset than the one before: the file is truncated there and later segments removed.
+//! Finally the scanned segments are synced, so the whole log is durable and the recovery point
+//! is the log end, and the leader-epoch cache is reconciled with the batches.
+
+use crate::checkpoint::LogCheckpoint;
+use crate::config::LogConfig;
+use crate::epoch_cache::EpochCache;
+use crate::error::{IoContext, LogError};
+use crate::layout::{file_kind, segment_path, FileKind, LOG_SUFFIX};
+use crate::log::PartitionLog;
+use crate::segment::{index_files_remove, segment_files_remove, Segment};
+use runtime::Disk;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wire::BatchHeader;
+
+pub(crate) fn recover(
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    config: LogConfig,
+    now_ms: i64,
+) -> Result<PartitionLog, LogError> {
+    dir_prepare(&*disk, &dir)?;
+    leftovers_remove(&*disk, &dir)?;
+    swaps_complete(&*disk, &dir)?;
+    let checkpoint = LogCheckpoint::read(&*disk, &dir)?;
+    let log_start_hint = checkpoint.map_or(0, |checkpoint| checkpoint.log_start_offset);
+    let recovery_point_hint = checkpoint.map_or(0, |checkpoint| checkpoint.recovery_point);
+    let bases = segments_list(&*disk, &dir, log_start_hint)?;
+    let loaded = segments_load(
+        &*disk,
+        &dir,
+        &bases,
+        recovery_point_hint,
+        config.index_interval_bytes,
+    )?;
+    let mut segments = loaded.segments;
+    if segments.is_empty() {
+        let segment = Segment::create(&*disk, &dir, log_start_hint, config.index_interval_bytes)?;
+        disk.sync_dir(&dir).context("sync", &dir)?;
+        segments.insert(log_start_hint, segment);
+    }
+    for base in &loaded.scanned {
+        segments[base].sync()?;
+    }
+    let last = segments.values_mut().next_back().expect("not empty");
+    if !last.is_empty() {
+        last.rolling_start(now_ms);
+    }
+    let log_end_offset = last.next_offset();
+    let first_base = *segments.keys().next().expect("not empty");
+    let log_start_offset = log_start_hint.max(first_base.min(log_end_offset));
+    let mut log = PartitionLog {
+        disk,
+        dir,
+        config,
+        segments,
+        log_start_offset: log_start_offset.min(log_end_offset),
+        recovery_point: log_end_offset,
+        epochs: EpochCache::default(),
+        generation: 0,
+        clock_ms: now_ms,
+    };
+    log.checkpoint_write()?;
+    epochs_recover(&mut log, &loaded.epoch_starts)?;
+    if log_start_offset > log_end_offset {
+        // The checkpoint's start lies past every batch that survived: start afresh there.
+        log.truncate_fully_and_start_at(log_start_offset)?;
+    }
+    tracing::info!(
+        dir = %log.dir.display(), log_start_offset = log.log_start_offset, log_end_offset = log.log_end_offset(),
+        segments = log.segments.len(), scanned = loaded.scanned.len(), "recovered"
+    );
+    Ok(log)
+}
+
+/// Creates the directory and makes it and its entry in the parent durable.
+fn dir_prepare(disk: &dyn Disk, dir: &Path) -> Result<(), LogError> {
+    disk.create_dir_all(dir).context("create", dir)?;
+    if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        disk.sync_dir(parent).context("sync", parent)?;
+    }
+    disk.sync_dir(dir).context("sync", dir)
+}
+
+/// Removes interrupted atomic writes and unfinished compaction output: the old files they were
+/// meant to replace are intact.
+fn leftovers_remove(disk: &dyn Disk, dir: &Path) -> Result<(), LogError> {
+    let mut removed = false;
+    for path in disk.list(dir).context("list", dir)? {
+        if matches!(file_kind(&path), FileKind::Temporary | FileKind::Cleaned) {
+            tracing::info!(path = %path.display(), "removing an interrupted write");
+            disk.remove_file(&path).context("remove", &path)?;
+            removed = true;
+        }
+    }
+    if removed {
+        disk.sync_dir(dir).context("sync", dir)?;
+    }
+    Ok(())
+}
+
+/// Finishes compaction swaps that were committed (named `.swap`, contents synced): the swap
+/// replaces every segment with a base offset in its range.
+fn swaps_complete(disk: &dyn Disk, dir: &Path) -> Result<(), LogError> {
+    let files = disk.list(dir).context("list", dir)?;
+    for swap in &files {
+        let FileKind::Swap {
+            base_offset,
+            end_offset,
+        } = file_kind(swap)
+        else {
+            continue;
+        };
+        tracing::info!(path = %swap.display(), "finishing an interrupted compaction swap");
+        swap_install(disk, dir, swap, base_offset, end_offset, &files)?;
+    }
+    Ok(())
+}
+
+/// Replaces the segments [base, end) by the swap file: their indexes and logs go, then the swap
+/// is renamed over `<base>.log` (or removed if compaction left nothing). Used by compaction
+/// itself and by recovery to finish its work, so both end in the same state.
+pub(crate) fn swap_install(
+    disk: &dyn Disk,
+    dir: &Path,
+    swap: &Path,
+    base_offset: i64,
+    end_offset: i64,
+    files: &[PathBuf],
+) -> Result<(), LogError> {
+    let replaced: BTreeSet<i64> = files
+        .iter()
+        .filter_map(|path| match file_kind(path) {
+            FileKind::Log { base_offset }
+            | FileKind::Index { base_offset }
+            | FileKind::TimeIndex { base_offset } => Some(base_offset),
+            _ => None,
+        })
+        .filter(|base| (base_offset..end_offset).contains(base))
+        .collect();
+    for base in &replaced {
+        index_files_remove(disk, dir, *base)?;
+        if *base != base_offset {
+            segment_files_remove(disk, dir, *base)?;
+        }
+    }
+    let empty = disk
+        .open(swap, runtime::OpenMode::Existing)
+        .and_then(|file| file.len())
+        .context("size", swap)?
+        == 0;
+    let target = segment_path(dir, base_offset, LOG_SUFFIX);
+    if empty {
+        segment_files_remove(disk, dir, base_offset)?;
+        disk.remove_file(swap).context("remove", swap)?;
+    } else {
+        disk.rename(swap, &target).context("rename", swap)?;
+    }
+    disk.sync_dir(dir).context("sync", dir)
+}
+
+/// The base offsets of the segments to load, after removing segments wholly below the log start
+/// and index files whose segment is gone.
+fn segments_list(disk: &dyn Disk, dir: &Path, log_start_offset: i64) -> Result<Vec<i64>, LogError> {
+    let files = disk.list(dir).context("list", dir)?;
+    let mut bases: Vec<i64> = files
+        .iter()
+        .filter_map(|path| match file_kind(path) {
+            FileKind::Log { base_offset } => Some(base_offset),
+            _ => None,
+        })
+        .collect();
+    bases.sort_unstable();
+    let below_start = bases
+        .windows(2)
+        .take_while(|pair| pair[1] <= log_start_offset)
+        .count();
+    let mut changed = below_start > 0;
+    for base in bases.drain(..below_start) {
+        tracing::info!(dir = %dir.display(), base, "removing a segment below the log start");
+        segment_files_remove(disk, dir, base)?;
+    }
+    for path in &files {
+        let orphan = match file_kind(path) {
+            FileKind::Index { base_offset } | FileKind::TimeIndex { base_offset } => {
+                bases.binary_search(&base_offset).is_err()
+            }
+            _ => false,
+        };
+        if orphan && disk.exists(path) {
+            disk.remove_file(path).context("remove", path)?;
+            changed = true;
+        }
+    }
+    if changed {
+        disk.sync_dir(dir).context("sync", dir)?;
+    }
+    Ok(bases)
+}
+
+struct Loaded {
+    segments: BTreeMap<i64, Segment>,
+    /// Segments whose bytes were scanned: not known durable, synced before the log opens.
+    scanned: Vec<i64>,
+    /// The first batch of each leader epoch seen in the scanned segments.
+    epoch_starts: Vec<(i32, i64)>,
+}
+
+fn segments_load(
+    disk: &dyn Disk,
+    dir: &Path,
+    bases: &[i64],
+    recovery_point: i64,
+    interval: u32,
+) -> Result<Loaded, LogError> {
+    let mut loaded = Loaded {
+        segments: BTreeMap::new(),
+        scanned: Vec::new(),
+        epoch_starts: Vec::new(),
+    };
+    let mut offset_floor = 0;
+    for (index, &base) in bases.iter().enumerate() {
+        let next_base = bases.get(index + 1).copied();
+        let clean = next_base.is_some_and(|next| next <= recovery_point) && base >= offset_floor;
+        let opened = match clean {
+            true => Segment::index_open(disk, dir, base)?
+                .filter(|segment| segment.base_offset() >= offset_floor),
+            false => None,
+        };
+        let (segment, mut stop) = match opened {
+            Some(segment) => (segment, None),
+            None => {
+                let mut visit =
+                    |header: &BatchHeader| epoch_observe(&mut loaded.epoch_starts, header);
+                loaded.scanned.push(base);
+                Segment::scan_open(disk, dir, base, offset_floor, interval, &mut visit)?
+            }
+        };
+        if stop.is_none() && next_base.is_some_and(|next| segment.next_offset() > next) {
+            stop = Some(crate::segment::ScanStop {
+                position: segment.size_bytes(),
+                reason: "overlaps the next segment".into(),
+            });
+        }
+        offset_floor = segment.next_offset();
+        let path = segment.path().to_path_buf();
+        loaded.segments.insert(base, segment);
+        if let Some(stop) = stop {
+            tracing::warn!(path = %path.display(), position = stop.position, reason = %stop.reason, "truncating the log at a bad batch");
+            tail_cut(disk, dir, &path, stop.position, &bases[index + 1..])?;
+            break;
+        }
+    }
+    indexes_settle(disk, dir, &loaded)?;
+    Ok(loaded)
+}
+
+/// Truncates the segment file at `position` and removes the segments after it, newest first so
+/// any crash in between leaves a log without holes.
+fn tail_cut(
+    disk: &dyn Disk,
+    dir: &Path,
+    path: &Path,
+    position: u64,
+    later: &[i64],
+) -> Result<(), LogError> {
+    let file = disk
+        .open(path, runtime::OpenMode::Existing)
+        .context("open", path)?;
+    file.truncate(position).context("truncate", path)?;
+    file.sync_data().context("sync", path)?;
+    for base in later.iter().rev() {
+        segment_files_remove(disk, dir, *base)?;
+    }
+    disk.sync_dir(dir).context("sync", dir)
+}
+
+/// Writes the indexes of closed segments that were rebuilt by a scan, and removes any index
+/// files of the active segment (its indexes live in memory; files there would go stale).
+fn indexes_settle(disk: &dyn Disk, dir: &Path, loaded: &Loaded) -> Result<(), LogError> {
+    let Some((&last, _)) = loaded.segments.iter().next_back() else {
+        return Ok(());
+    };
+    for base in &loaded.scanned {
+        if *base != last {
+            loaded.segments[base].index_files_write(disk, dir)?;
+        }
+    }
+    index_files_remove(disk, dir, last)?;
+    disk.sync_dir(dir).context("sync", dir)
+}
+
+fn epoch_observe(starts: &mut Vec<(i32, i64)>, header: &BatchHeader) {
+    let epoch = header.partition_leader_epoch;
+    if starts.last().is_none_or(|(latest, _)| epoch > *latest) && epoch >= 0 {
+        starts.push((epoch, header.base_offset));
+    }
+}
+
+/// Reconciles the epoch cache with the recovered batches: the persisted file (or, if it is
+/// missing or unreadable, a header walk of every segment), plus epochs first seen in scanned
+/// batches, minus entries past the log end or wholly before the log start.
+fn epochs_recover(log: &mut PartitionLog, scanned_starts: &[(i32, i64)]) -> Result<(), LogError> {
+    let persisted = EpochCache::read(&*log.disk, &log.dir)?;
+    let mut epochs = match &persisted {
+        Some(cache) => cache.clone(),
+        None => epochs_walk(log)?,
+    };
+    for &(epoch, start_offset) in scanned_starts {
+        epochs.assign(epoch, start_offset);
+    }
+    epochs.truncate_from_end(log.log_end_offset());
+    epochs.truncate_from_start(log.log_start_offset);
+    if persisted.as_ref() != Some(&epochs) {
+        epochs.write(&*log.disk, &log.dir)?;
+    }
+    log.epochs = epochs;
+    Ok(())
+}
+
+fn epochs_walk(log: &PartitionLog) -> Result<EpochCache, LogError> {
+    let mut starts = Vec::new();
+    for segment in log.segments.values() {
+        let mut position = 0;
+        // Bounded: each step moves forward by a whole batch.
+        while position < segment.size_bytes() {
+            let header = segment.header_at(position)?;
+            epoch_observe(&mut starts, &header);
+            position += header.size() as u64;
+        }
+    }
+    let mut cache = EpochCache::default();
+    for (epoch, start_offset) in starts {
+        cache.assign(epoch, start_offset);
+    }
+    Ok(cache)
+}

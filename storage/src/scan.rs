@@ -1,0 +1,148 @@
+//! Reading the batches of a segment file from its bytes, trusting nothing: a sequential scanner
+//! that validates every batch (length, magic, counts, CRC) for recovery and compaction, and a
+//! single-header reader for index-guided walks.
+//!
+//! A scan stops at the first byte that is not a valid batch and reports where, so the caller can
+//! truncate there. Lengths are checked against the file size before any allocation, so a garbage
+//! length in a torn header never allocates gigabytes.
+
+use crate::error::IoContext;
+use crate::error::LogError;
+use bytes::Bytes;
+use runtime::DiskFile;
+use std::path::Path;
+use wire::batch::{batch_size_peek, header_parse, BATCH_HEADER_BYTES, BATCH_LENGTH_OVERHEAD};
+use wire::{BatchHeader, ValidatedBatch};
+
+/// Bytes read per scanner refill: big enough that a scan is a few large reads, small enough to
+/// bound the memory a recovery or compaction holds at once (plus one batch).
+pub(crate) const SCAN_CHUNK_BYTES: u64 = 1024 * 1024;
+
+/// One step of a scan.
+#[derive(Debug)]
+pub(crate) enum ScanItem {
+    Batch {
+        position: u64,
+        batch: ValidatedBatch,
+    },
+    /// The scan reached the end of the file exactly on a batch boundary.
+    End,
+    /// The bytes at `position` are not a whole valid batch.
+    Invalid { position: u64, reason: String },
+}
+
+/// Validates the batches of `file[position..file_bytes]` in order, in chunks.
+pub(crate) struct BatchScan<'a> {
+    file: &'a dyn DiskFile,
+    path: &'a Path,
+    file_bytes: u64,
+    position: u64,
+    chunk: Bytes,
+    chunk_start: u64,
+}
+
+impl<'a> BatchScan<'a> {
+    pub fn new(file: &'a dyn DiskFile, path: &'a Path, file_bytes: u64) -> BatchScan<'a> {
+        BatchScan {
+            file,
+            path,
+            file_bytes,
+            position: 0,
+            chunk: Bytes::new(),
+            chunk_start: 0,
+        }
+    }
+
+    /// Makes `[position, position + bytes)` available in the chunk.
+    fn fill(&mut self, bytes: u64) -> Result<(), LogError> {
+        let chunk_end = self.chunk_start + self.chunk.len() as u64;
+        if self.position >= self.chunk_start && self.position + bytes <= chunk_end {
+            return Ok(());
+        }
+        let remaining = self.file_bytes - self.position;
+        let length = bytes.max(SCAN_CHUNK_BYTES.min(remaining));
+        assert!(length <= remaining);
+        let mut buffer = vec![0; length as usize];
+        self.file
+            .read_exact_at(&mut buffer, self.position)
+            .context("scan", self.path)?;
+        self.chunk = Bytes::from(buffer);
+        self.chunk_start = self.position;
+        Ok(())
+    }
+
+    pub fn next(&mut self) -> Result<ScanItem, LogError> {
+        let position = self.position;
+        let remaining = self.file_bytes - position;
+        if remaining == 0 {
+            return Ok(ScanItem::End);
+        }
+        let invalid = |reason: String| Ok(ScanItem::Invalid { position, reason });
+        if remaining < BATCH_LENGTH_OVERHEAD as u64 {
+            return invalid(format!(
+                "{remaining} trailing bytes are too short for a batch"
+            ));
+        }
+        self.fill(BATCH_LENGTH_OVERHEAD as u64)?;
+        let relative = (position - self.chunk_start) as usize;
+        let size = match batch_size_peek(&self.chunk[relative..]).expect("12 bytes are available") {
+            Ok(size) => size as u64,
+            Err(error) => return invalid(error.to_string()),
+        };
+        if size > remaining {
+            return invalid(format!(
+                "a {size}-byte batch runs past the end ({remaining} left)"
+            ));
+        }
+        self.fill(size)?;
+        let relative = (position - self.chunk_start) as usize;
+        let bytes = self.chunk.slice(relative..relative + size as usize);
+        match ValidatedBatch::validate(bytes) {
+            Ok(batch) => {
+                self.position += size;
+                Ok(ScanItem::Batch { position, batch })
+            }
+            Err(error) => invalid(error.to_string()),
+        }
+    }
+}
+
+/// Reads and parses the header of the batch at `position` without checking its CRC: for walks
+/// that only need offsets and sizes. `Ok(Err(reason))` if the bytes are not a plausible header
+/// of a batch that ends within `file_bytes`.
+pub(crate) fn header_read(
+    file: &dyn DiskFile,
+    path: &Path,
+    position: u64,
+    file_bytes: u64,
+) -> Result<Result<BatchHeader, String>, LogError> {
+    if position + BATCH_HEADER_BYTES as u64 > file_bytes {
+        return Ok(Err(format!(
+            "no whole header at {position} in {file_bytes} bytes"
+        )));
+    }
+    let mut buffer = [0; BATCH_HEADER_BYTES];
+    file.read_exact_at(&mut buffer, position)
+        .context("read header", path)?;
+    let size = match batch_size_peek(&buffer).expect("a whole header") {
+        Ok(size) => size as u64,
+        Err(error) => return Ok(Err(error.to_string())),
+    };
+    if position + size > file_bytes {
+        return Ok(Err(format!(
+            "a {size}-byte batch at {position} runs past {file_bytes}"
+        )));
+    }
+    // `header_parse` wants the whole batch for its length check; the walk only needs the header.
+    let mut header = [0; BATCH_HEADER_BYTES];
+    header.copy_from_slice(&buffer);
+    let minimum = (BATCH_HEADER_BYTES - BATCH_LENGTH_OVERHEAD) as i32;
+    header[8..12].copy_from_slice(&minimum.to_be_bytes());
+    Ok(match header_parse(&header) {
+        Ok(parsed) => Ok(BatchHeader {
+            batch_length: (size as usize - BATCH_LENGTH_OVERHEAD) as i32,
+            ..parsed
+        }),
+        Err(error) => Err(error.to_string()),
+    })
+}

@@ -1,0 +1,429 @@
+//! `Segment`: one `<base_offset>.log` file, its in-memory indexes and what the log needs to know
+//! about it (size, next offset, newest timestamp). It appends, locates batches by offset, and is
+//! opened either by a full validating scan (unclean tail, rebuilt indexes) or from its index files
+//! (a clean closed segment). Directory-level decisions are `recovery`'s and `log`'s.
+
+use crate::error::{IoContext, LogError};
+use crate::index::{IndexBuilder, OffsetEntry, OffsetIndex, TimeIndex, TIMESTAMP_NONE};
+use crate::layout::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::scan::{header_read, BatchScan, ScanItem};
+use runtime::disk::{read_all, write_atomic};
+use runtime::{Disk, DiskFile, OpenMode};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wire::{BatchHeader, ValidatedBatch};
+
+/// Why a scan stopped before the end of a segment file: recovery truncates there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScanStop {
+    pub position: u64,
+    pub reason: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base_offset: i64,
+    path: PathBuf,
+    file: Arc<dyn DiskFile>,
+    size_bytes: u64,
+    /// The offset after the last batch; `base_offset` while empty.
+    next_offset: i64,
+    indexes: IndexBuilder,
+    /// Wall time of the first append since this process opened the segment: its age for
+    /// `segment_ms`. A restart restarts the age, which only delays a time-based roll.
+    rolling_ms: Option<i64>,
+}
+
+impl Segment {
+    /// Creates an empty segment file (emptying a leftover of the same name). The caller makes
+    /// the new name durable with `sync_dir`.
+    pub fn create(
+        disk: &dyn Disk,
+        dir: &Path,
+        base_offset: i64,
+        interval: u32,
+    ) -> Result<Self, LogError> {
+        let path = segment_path(dir, base_offset, LOG_SUFFIX);
+        let file = disk
+            .open(&path, OpenMode::Create)
+            .context("create", &path)?;
+        file.truncate(0).context("truncate", &path)?;
+        let indexes = IndexBuilder::new(base_offset, interval);
+        Ok(Segment {
+            base_offset,
+            path,
+            file,
+            size_bytes: 0,
+            next_offset: base_offset,
+            indexes,
+            rolling_ms: None,
+        })
+    }
+
+    /// A segment just written in full elsewhere (compaction) and renamed into place; `file` is
+    /// the handle it was written through.
+    pub fn installed(
+        dir: &Path,
+        file: Arc<dyn DiskFile>,
+        base_offset: i64,
+        size_bytes: u64,
+        next_offset: i64,
+        indexes: IndexBuilder,
+    ) -> Segment {
+        assert!(size_bytes > 0 && next_offset > base_offset);
+        let path = segment_path(dir, base_offset, LOG_SUFFIX);
+        Segment {
+            base_offset,
+            path,
+            file,
+            size_bytes,
+            next_offset,
+            indexes,
+            rolling_ms: None,
+        }
+    }
+
+    /// Opens a segment by validating every batch, showing each valid header to `visit`. Stops
+    /// at the first byte that is not a valid batch following `offset_floor` and returns the
+    /// segment up to there plus why it stopped; the file itself is not modified.
+    pub fn scan_open(
+        disk: &dyn Disk,
+        dir: &Path,
+        base_offset: i64,
+        offset_floor: i64,
+        interval: u32,
+        visit: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(Segment, Option<ScanStop>), LogError> {
+        let path = segment_path(dir, base_offset, LOG_SUFFIX);
+        let file = disk
+            .open(&path, OpenMode::Existing)
+            .context("open", &path)?;
+        let file_bytes = file.len().context("size", &path)?;
+        let mut segment = Segment {
+            base_offset,
+            path: path.clone(),
+            file: file.clone(),
+            size_bytes: 0,
+            next_offset: base_offset.max(offset_floor),
+            indexes: IndexBuilder::new(base_offset, interval),
+            rolling_ms: None,
+        };
+        let mut scan = BatchScan::new(&*file, &path, file_bytes);
+        let stop = loop {
+            match scan.next()? {
+                ScanItem::End => break None,
+                ScanItem::Invalid { position, reason } => {
+                    break Some(ScanStop { position, reason })
+                }
+                ScanItem::Batch { position, batch } => {
+                    if let Err(reason) = segment.offsets_check(batch.header()) {
+                        break Some(ScanStop { position, reason });
+                    }
+                    segment.observe(batch.header(), position);
+                    visit(batch.header());
+                }
+            }
+        };
+        Ok((segment, stop))
+    }
+
+    /// Opens a clean closed segment from its index files, walking only the batch headers after
+    /// the last index entry. `None` if an index file is missing or does not match the segment:
+    /// the caller then falls back to `scan_open`, which rebuilds it.
+    pub fn index_open(
+        disk: &dyn Disk,
+        dir: &Path,
+        base_offset: i64,
+    ) -> Result<Option<Segment>, LogError> {
+        let path = segment_path(dir, base_offset, LOG_SUFFIX);
+        let file = disk
+            .open(&path, OpenMode::Existing)
+            .context("open", &path)?;
+        let size_bytes = file.len().context("size", &path)?;
+        let index_path = segment_path(dir, base_offset, INDEX_SUFFIX);
+        let time_path = segment_path(dir, base_offset, TIME_INDEX_SUFFIX);
+        if !disk.exists(&index_path) || !disk.exists(&time_path) {
+            return Ok(None);
+        }
+        let index_bytes = read_all(disk, &index_path).context("read", &index_path)?;
+        let Ok(offsets) = OffsetIndex::decode(&index_bytes, size_bytes) else {
+            return Ok(None);
+        };
+        // Every index entry must name a batch that starts there with that offset; the first is
+        // checked here and the last by the walk below.
+        let walk_start = offsets.entries().last().copied().unwrap_or_default();
+        if let Some(first) = offsets.entries().first() {
+            match header_read(&*file, &path, u64::from(first.position), size_bytes)? {
+                Ok(header)
+                    if header.base_offset == base_offset + i64::from(first.relative_offset) => {}
+                _ => return Ok(None),
+            }
+        }
+        let Some(walk) = header_walk(&*file, &path, base_offset, walk_start, size_bytes)? else {
+            return Ok(None);
+        };
+        let time_bytes = read_all(disk, &time_path).context("read", &time_path)?;
+        let relative_end = (walk.next_offset - base_offset) as u64;
+        let Ok(times) = TimeIndex::decode(&time_bytes, relative_end.max(1)) else {
+            return Ok(None);
+        };
+        let timestamp_max = times.timestamp_last().max(walk.timestamp_max);
+        let indexes = IndexBuilder::loaded(base_offset, offsets, times, timestamp_max);
+        let next_offset = walk.next_offset;
+        Ok(Some(Segment {
+            base_offset,
+            path,
+            file,
+            size_bytes,
+            next_offset,
+            indexes,
+            rolling_ms: None,
+        }))
+    }
+
+    /// The offset checks a scanned batch must pass on top of its own validity: offsets only go
+    /// up, and stay within `u32` of the segment's base (the index's relative offsets).
+    fn offsets_check(&self, header: &BatchHeader) -> Result<(), String> {
+        if header.base_offset < self.next_offset {
+            return Err(format!(
+                "batch at offset {} does not follow offset {}",
+                header.base_offset, self.next_offset
+            ));
+        }
+        if header.last_offset() - self.base_offset > i64::from(u32::MAX) {
+            return Err(format!(
+                "offset {} is too far from the base",
+                header.last_offset()
+            ));
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, header: &BatchHeader, position: u64) {
+        assert_eq!(position, self.size_bytes);
+        let position = u32::try_from(position).expect("segment positions fit u32 (config limit)");
+        self.indexes.observe(header, position);
+        self.size_bytes += header.size() as u64;
+        self.next_offset = header.next_offset();
+    }
+
+    /// Appends a placed batch at the end. On a write error the file may hold a partial batch
+    /// past `size_bytes`; it is cut off (best effort) and is in any case never read, and the
+    /// next append overwrites it.
+    pub fn append(&mut self, batch: &ValidatedBatch, now_ms: i64) -> Result<(), LogError> {
+        assert!(batch.header().base_offset >= self.next_offset);
+        if let Err(error) = self.file.write_at(batch.bytes(), self.size_bytes) {
+            let _ = self.file.truncate(self.size_bytes);
+            return Err(error).context("append", &self.path);
+        }
+        self.observe(batch.header(), self.size_bytes);
+        self.rolling_ms.get_or_insert(now_ms);
+        Ok(())
+    }
+
+    /// Cuts the segment at `position` (a batch boundary found by `locate`) and syncs the cut,
+    /// then reopens by a scan so sizes and indexes match. Truncation is durable on return.
+    pub fn truncate(
+        self,
+        disk: &dyn Disk,
+        dir: &Path,
+        position: u64,
+        interval: u32,
+    ) -> Result<Segment, LogError> {
+        assert!(position <= self.size_bytes);
+        self.file
+            .truncate(position)
+            .context("truncate", &self.path)?;
+        self.file.sync_data().context("sync", &self.path)?;
+        let (segment, stop) = Segment::scan_open(
+            disk,
+            dir,
+            self.base_offset,
+            self.base_offset,
+            interval,
+            &mut |_| {},
+        )?;
+        if let Some(stop) = stop {
+            return Err(LogError::Corrupt {
+                path: self.path,
+                position: stop.position,
+                reason: stop.reason,
+            });
+        }
+        assert_eq!(segment.size_bytes, position);
+        Ok(Segment {
+            rolling_ms: self.rolling_ms,
+            ..segment
+        })
+    }
+
+    /// The batch containing `offset`, or the first one after it, within this segment: its
+    /// position and header. `None` if every batch here ends below `offset`.
+    pub fn locate(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        let mut position = u64::from(self.indexes.offsets.floor(relative).position);
+        // Bounded: each step moves forward by a whole batch of at least a header.
+        while position < self.size_bytes {
+            let header = self.header_at(position)?;
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
+            }
+            position += header.size() as u64;
+        }
+        Ok(None)
+    }
+
+    /// The header at `position`, which must be a batch boundary; a bad header there means the
+    /// file changed under us (corruption at rest).
+    pub fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
+        match header_read(&*self.file, &self.path, position, self.size_bytes)? {
+            Ok(header) => Ok(header),
+            Err(reason) => Err(LogError::Corrupt {
+                path: self.path.clone(),
+                position,
+                reason,
+            }),
+        }
+    }
+
+    /// A position no batch starting below `offset` extends past: reads bounded by `offset`
+    /// need no bytes after it.
+    pub fn position_bound(&self, offset: i64) -> u64 {
+        if offset >= self.next_offset {
+            return self.size_bytes;
+        }
+        let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        self.indexes
+            .offsets
+            .ceiling(relative)
+            .map_or(self.size_bytes, |e| u64::from(e.position))
+    }
+
+    pub fn read_exact(&self, buffer: &mut [u8], position: u64) -> Result<(), LogError> {
+        assert!(position + buffer.len() as u64 <= self.size_bytes);
+        self.file
+            .read_exact_at(buffer, position)
+            .context("read", &self.path)
+    }
+
+    /// Marks the segment closed: the final time index entry records its maximum timestamp.
+    pub fn seal(&mut self) {
+        self.indexes.seal();
+    }
+
+    /// Writes both index files atomically (a torn index is never mistaken for a valid one).
+    pub fn index_files_write(&self, disk: &dyn Disk, dir: &Path) -> Result<(), LogError> {
+        let files = [
+            (INDEX_SUFFIX, self.indexes.offsets.encode()),
+            (TIME_INDEX_SUFFIX, self.indexes.times.encode()),
+        ];
+        for (suffix, bytes) in files {
+            let path = segment_path(dir, self.base_offset, suffix);
+            write_atomic(disk, &path, &bytes).context("write index", &path)?;
+        }
+        Ok(())
+    }
+
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.file.sync_data().context("sync", &self.path)
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+    pub fn is_empty(&self) -> bool {
+        self.size_bytes == 0
+    }
+    pub fn timestamp_max(&self) -> i64 {
+        self.indexes.timestamp_max()
+    }
+    pub fn rolling_ms(&self) -> Option<i64> {
+        self.rolling_ms
+    }
+    pub fn rolling_start(&mut self, now_ms: i64) {
+        self.rolling_ms.get_or_insert(now_ms);
+    }
+    pub fn file(&self) -> &Arc<dyn DiskFile> {
+        &self.file
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn time_index(&self) -> &TimeIndex {
+        &self.indexes.times
+    }
+}
+
+/// Removes a segment's files: indexes first, so a crash in between leaves an orphan index
+/// (removed by recovery) rather than a log whose stale index survives.
+pub(crate) fn segment_files_remove(
+    disk: &dyn Disk,
+    dir: &Path,
+    base_offset: i64,
+) -> Result<(), LogError> {
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+        let path = segment_path(dir, base_offset, suffix);
+        if disk.exists(&path) {
+            disk.remove_file(&path).context("remove", &path)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn index_files_remove(
+    disk: &dyn Disk,
+    dir: &Path,
+    base_offset: i64,
+) -> Result<(), LogError> {
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = segment_path(dir, base_offset, suffix);
+        if disk.exists(&path) {
+            disk.remove_file(&path).context("remove", &path)?;
+        }
+    }
+    Ok(())
+}
+
+struct Walk {
+    next_offset: i64,
+    timestamp_max: i64,
+}
+
+/// Walks headers from an index entry to the end of the file. `None` unless the first header
+/// matches the entry, offsets increase, and the last batch ends exactly at the end of the file.
+fn header_walk(
+    file: &dyn DiskFile,
+    path: &Path,
+    base_offset: i64,
+    start: OffsetEntry,
+    file_bytes: u64,
+) -> Result<Option<Walk>, LogError> {
+    let mut position = u64::from(start.position);
+    let mut walk = Walk {
+        next_offset: base_offset,
+        timestamp_max: TIMESTAMP_NONE,
+    };
+    let expected_first = base_offset + i64::from(start.relative_offset);
+    // Bounded: each step moves forward by a whole batch of at least a header.
+    while position < file_bytes {
+        let Ok(header) = header_read(file, path, position, file_bytes)? else {
+            return Ok(None);
+        };
+        let first = position == u64::from(start.position);
+        if (first && start.position > 0 && header.base_offset != expected_first)
+            || header.base_offset < walk.next_offset
+        {
+            return Ok(None);
+        }
+        walk.next_offset = header.next_offset();
+        walk.timestamp_max = walk.timestamp_max.max(header.max_timestamp);
+        position += header.size() as u64;
+    }
+    Ok((position == file_bytes).then_some(walk))
+}
