@@ -313,3 +313,34 @@ fn crash_makes_the_open_operation_indeterminate() {
     let good = "p1 invoke send t-0 1; p1 crash; p0 poll t-0 [0:1]";
     assert_eq!(kinds(good), [""; 0]);
 }
+
+#[test]
+fn poll_positions_under_subscribe_and_rebalance() {
+    let polls = format!("{SENDS_THREE}; p2 poll t-0 [1:2]; p0 subscribe t; p0 poll t-0 [0:1]");
+    // Between rebalances a subscribed consumer reads contiguously, like an assigned one.
+    assert_eq!(kinds(&format!("{polls}; p0 poll t-0 [2:3]")), ["poll-skip"]);
+    assert_eq!(
+        kinds(&format!("{polls}; p0 rebalance t-0; p0 poll t-0 [2:3]")),
+        [""; 0]
+    );
+    // A rebalance while a transaction is open splits its polls: they are not compared.
+    let open = format!(
+        "{SENDS_THREE}; p2 poll t-0 [1:2]; p0 invoke txn poll, poll; p0 rebalance t-0; \
+         p0 ok txn poll t-0 [0:1], poll t-0 [2:3]"
+    );
+    assert_eq!(kinds(&open), [""; 0]);
+    assert_eq!(
+        kinds(&open.replace("p0 rebalance t-0; ", "")),
+        ["poll-skip"]
+    );
+}
+
+#[test]
+fn indeterminate_poll_forgets_the_position() {
+    // The timed-out poll may have consumed offset 1 on the client side.
+    let good = format!(
+        "{SENDS_THREE}; p2 poll t-0 [1:2]; p0 poll t-0 [0:1]; p0 invoke poll; p0 info poll; \
+         p0 poll t-0 [2:3]"
+    );
+    assert_eq!(kinds(&good), [""; 0]);
+}
