@@ -99,8 +99,20 @@ impl Cluster {
                 .get(node_id)
                 .is_some_and(|broker| broker.address() == connection.address())
         });
+        // Fresh only if every cached topic was just asked about: a broker-only refresh (the
+        // admin's controller lookup) says nothing about who leads the cached partitions.
+        let covered = match &scope {
+            MetadataScope::All => true,
+            MetadataScope::Topics(names) => self
+                .metadata
+                .topics
+                .keys()
+                .all(|topic| names.contains(topic)),
+        };
         self.metadata.merge(fresh, &scope);
-        self.metadata_stale = false;
+        if covered {
+            self.metadata_stale = false;
+        }
         Ok(&self.metadata)
     }
 

@@ -13,11 +13,13 @@
 //! - `producer`: `Producer`, a batching background task behind a cheap handle.
 //! - `offsets`: ListOffsets (earliest, latest, by timestamp).
 //! - `consumer`: `Consumer`, manual assignment and Fetch.
+//! - `admin`: `Admin`: create, delete, list and describe topics; topic configs.
 //!
 //! Every network wait has an application-level timeout (a partitioned link in madsim stalls
 //! rather than failing), every frame is flushed (madsim delivers bytes only on flush), and no state
 //! is global: each client object owns its metadata cache and connections.
 
+pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod connection;
@@ -30,6 +32,7 @@ pub mod producer;
 pub mod records;
 pub mod versions;
 
+pub use admin::{Admin, ConfigEntry, NewTopic};
 pub use cluster::{Cluster, Target};
 pub use config::ClientConfig;
 pub use connection::Connection;

@@ -1,0 +1,432 @@
+//! `Admin`: topics and their configuration, as `gregor topic create|list|describe|delete` needs.
+//!
+//! Topic changes go to the controller (in KRaft any broker forwards them, so without a known
+//! controller any broker will do); descriptions come from Metadata and DescribeConfigs on any
+//! broker. Per-topic answers are returned per topic, so one bad name does not hide the others.
+//!
+//! Retrying a timed-out CreateTopics may report TOPIC_ALREADY_EXISTS for a topic the first
+//! attempt did create: the outcome of a timed-out request is unknown, as everywhere in Kafka.
+
+use crate::cluster::{Cluster, Target};
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::metadata::{Metadata, MetadataScope, TopicMetadata};
+use std::collections::BTreeMap;
+use wire::protocol::error::ResponseError;
+use wire::protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use wire::protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use wire::protocol::messages::describe_configs_request::DescribeConfigsResource;
+use wire::protocol::messages::{CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest};
+use wire::protocol::messages::{DescribeConfigsRequest, RequestKind, ResponseKind, TopicName};
+use wire::protocol::protocol::StrBytes;
+
+/// DescribeConfigs resource type for topics (Kafka's `ConfigResource.Type.TOPIC`).
+const RESOURCE_TYPE_TOPIC: i8 = 2;
+/// DescribeConfigs config source meaning "not set anywhere; the built-in default".
+const CONFIG_SOURCE_DEFAULT: i8 = 5;
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    /// Topic-level overrides such as `cleanup.policy=compact` or `retention.ms`.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// One configuration value of a topic, as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    /// `None` for sensitive values the broker will not disclose.
+    pub value: Option<String>,
+    pub read_only: bool,
+    /// True when no override is set and the broker's default applies.
+    pub is_default: bool,
+    pub is_sensitive: bool,
+}
+
+/// Per-topic outcomes of a multi-topic operation.
+pub type TopicResults = BTreeMap<String, Result<(), ClientError>>;
+
+#[derive(Debug)]
+pub struct Admin {
+    cluster: Cluster,
+}
+
+impl Admin {
+    pub fn new(client: ClientConfig) -> Admin {
+        Admin {
+            cluster: Cluster::new(client),
+        }
+    }
+
+    /// Creates one topic; `Err` carries the broker's reason (e.g. TOPIC_ALREADY_EXISTS).
+    pub async fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), ClientError> {
+        let topic = NewTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            configs,
+        };
+        let mut results = self.create_topics(vec![topic]).await?;
+        results
+            .remove(name)
+            .unwrap_or_else(|| Err(missing("CreateTopics", name)))
+    }
+
+    /// Creates topics; the outer `Err` means no answer was had at all.
+    pub async fn create_topics(
+        &mut self,
+        topics: Vec<NewTopic>,
+    ) -> Result<TopicResults, ClientError> {
+        let timeout_ms = self.timeout_ms();
+        let creatable = topics
+            .iter()
+            .map(|topic| {
+                let configs = topic
+                    .configs
+                    .iter()
+                    .map(|(name, value)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(name.clone()))
+                            .with_value(Some(StrBytes::from_string(value.clone())))
+                    })
+                    .collect();
+                CreatableTopic::default()
+                    .with_name(topic_name(&topic.name))
+                    .with_num_partitions(topic.partitions)
+                    .with_replication_factor(topic.replication_factor)
+                    .with_configs(configs)
+            })
+            .collect();
+        let request = CreateTopicsRequest::default()
+            .with_topics(creatable)
+            .with_timeout_ms(timeout_ms);
+        let response = match self
+            .request_controller(RequestKind::CreateTopics(request))
+            .await?
+        {
+            ResponseKind::CreateTopics(response) => response,
+            other => unreachable!("CreateTopics answered by {other:?}"),
+        };
+        let answers = response.topics.iter().map(|topic| {
+            let context = || {
+                format!(
+                    "create topic {}: {}",
+                    topic.name.as_str(),
+                    message(&topic.error_message)
+                )
+            };
+            (
+                topic.name.to_string(),
+                ClientError::from_code(topic.error_code, context),
+            )
+        });
+        Ok(self.results_collect(
+            topics.iter().map(|topic| topic.name.as_str()),
+            answers,
+            "CreateTopics",
+        ))
+    }
+
+    /// Deletes topics by name.
+    pub async fn delete_topics(&mut self, names: &[String]) -> Result<TopicResults, ClientError> {
+        let request = DeleteTopicsRequest::default()
+            .with_topic_names(names.iter().map(|name| topic_name(name)).collect())
+            .with_timeout_ms(self.timeout_ms());
+        let response = match self
+            .request_controller(RequestKind::DeleteTopics(request))
+            .await?
+        {
+            ResponseKind::DeleteTopics(response) => response,
+            other => unreachable!("DeleteTopics answered by {other:?}"),
+        };
+        let answers = response.responses.iter().filter_map(|topic| {
+            let name = topic.name.as_ref()?.to_string();
+            let context = || format!("delete topic {name}: {}", message(&topic.error_message));
+            let result = ClientError::from_code(topic.error_code, context);
+            Some((name, result))
+        });
+        Ok(self.results_collect(names.iter().map(String::as_str), answers, "DeleteTopics"))
+    }
+
+    /// Grows `topic` to `partition_count` partitions in total.
+    pub async fn create_partitions(
+        &mut self,
+        topic: &str,
+        partition_count: i32,
+    ) -> Result<(), ClientError> {
+        let request = CreatePartitionsRequest::default()
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(topic_name(topic))
+                .with_count(partition_count)])
+            .with_timeout_ms(self.timeout_ms());
+        let response = match self
+            .request_controller(RequestKind::CreatePartitions(request))
+            .await?
+        {
+            ResponseKind::CreatePartitions(response) => response,
+            other => unreachable!("CreatePartitions answered by {other:?}"),
+        };
+        let answers = response.results.iter().map(|result| {
+            let context = || {
+                format!(
+                    "create partitions of {topic}: {}",
+                    message(&result.error_message)
+                )
+            };
+            (
+                result.name.to_string(),
+                ClientError::from_code(result.error_code, context),
+            )
+        });
+        let mut results = self.results_collect([topic], answers, "CreatePartitions");
+        results
+            .remove(topic)
+            .expect("results_collect answers every name")
+    }
+
+    /// Names of all non-internal topics, sorted.
+    pub async fn list_topics(&mut self) -> Result<Vec<String>, ClientError> {
+        let metadata = self.cluster.metadata_refresh(MetadataScope::All).await?;
+        Ok(metadata
+            .topics
+            .values()
+            .filter(|topic| !topic.is_internal)
+            .map(|topic| topic.name.clone())
+            .collect())
+    }
+
+    /// Partitions, leaders, replicas and ISR of each named topic; a missing topic is an error.
+    pub async fn describe_topics(
+        &mut self,
+        names: &[String],
+    ) -> Result<Vec<TopicMetadata>, ClientError> {
+        let metadata = self
+            .cluster
+            .metadata_refresh(MetadataScope::Topics(names.to_vec()))
+            .await?;
+        names
+            .iter()
+            .map(|name| {
+                let topic = metadata
+                    .topics
+                    .get(name)
+                    .ok_or_else(|| missing("Metadata", name))?;
+                let code = topic.error.map_or(0, |error| error.code());
+                ClientError::from_code(code, || format!("describe topic {name}"))?;
+                Ok(topic.clone())
+            })
+            .collect()
+    }
+
+    /// Brokers, controller and every topic, freshly fetched.
+    pub async fn describe_cluster(&mut self) -> Result<Metadata, ClientError> {
+        Ok(self
+            .cluster
+            .metadata_refresh(MetadataScope::All)
+            .await?
+            .clone())
+    }
+
+    /// Every configuration value of `topic`, overrides and defaults alike.
+    pub async fn describe_configs(
+        &mut self,
+        topic: &str,
+    ) -> Result<BTreeMap<String, ConfigEntry>, ClientError> {
+        let resource = DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_TYPE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configuration_keys(None);
+        let request = DescribeConfigsRequest::default().with_resources(vec![resource]);
+        let response = match self
+            .request_retrying(Target::Any, RequestKind::DescribeConfigs(request))
+            .await?
+        {
+            ResponseKind::DescribeConfigs(response) => response,
+            other => unreachable!("DescribeConfigs answered by {other:?}"),
+        };
+        let result = response
+            .results
+            .iter()
+            .find(|result| result.resource_name.as_str() == topic)
+            .ok_or_else(|| missing("DescribeConfigs", topic))?;
+        ClientError::from_code(result.error_code, || {
+            format!(
+                "describe configs of {topic}: {}",
+                message(&result.error_message)
+            )
+        })?;
+        let entries = result.configs.iter().map(|config| {
+            let entry = ConfigEntry {
+                value: config.value.as_ref().map(ToString::to_string),
+                read_only: config.read_only,
+                is_default: config.config_source == CONFIG_SOURCE_DEFAULT,
+                is_sensitive: config.is_sensitive,
+            };
+            (config.name.to_string(), entry)
+        });
+        Ok(entries.collect())
+    }
+
+    /// Sends to the controller; NOT_CONTROLLER and transport failures refresh and retry.
+    async fn request_controller(&mut self, body: RequestKind) -> Result<ResponseKind, ClientError> {
+        self.request_retrying(Target::Controller, body).await
+    }
+
+    async fn request_retrying(
+        &mut self,
+        target: Target,
+        body: RequestKind,
+    ) -> Result<ResponseKind, ClientError> {
+        let retries = self.cluster.config().retries;
+        let mut attempt = 0;
+        loop {
+            if self.cluster.metadata_is_stale() {
+                // Learning the controller is best effort: without it any broker will forward.
+                let _ = self
+                    .cluster
+                    .metadata_refresh(MetadataScope::Topics(Vec::new()))
+                    .await;
+            }
+            let result = self.cluster.request(target, body.clone()).await;
+            let retry = match &result {
+                Err(error) => error.is_retriable(),
+                Ok(response) => response_is_not_controller(response),
+            };
+            if !retry || attempt == retries {
+                return result;
+            }
+            attempt += 1;
+            self.cluster.metadata_invalidate();
+            self.cluster.backoff().await;
+        }
+    }
+
+    /// One result per name asked about; a name the broker did not answer is a protocol error.
+    fn results_collect<'a>(
+        &mut self,
+        names: impl IntoIterator<Item = &'a str>,
+        answers: impl Iterator<Item = (String, Result<(), ClientError>)>,
+        api: &str,
+    ) -> TopicResults {
+        // Topics changed: the next lookup must not trust the cache.
+        self.cluster.metadata_invalidate();
+        let mut answers: TopicResults = answers.collect();
+        names
+            .into_iter()
+            .map(|name| {
+                let result = answers
+                    .remove(name)
+                    .unwrap_or_else(|| Err(missing(api, name)));
+                (name.to_string(), result)
+            })
+            .collect()
+    }
+
+    fn timeout_ms(&self) -> i32 {
+        i32::try_from(self.cluster.config().request_timeout.as_millis()).unwrap_or(i32::MAX)
+    }
+}
+
+/// Whether an admin response says "ask the controller", for every topic it names.
+fn response_is_not_controller(response: &ResponseKind) -> bool {
+    let not_controller = ResponseError::NotController.code();
+    let codes: Vec<i16> = match response {
+        ResponseKind::CreateTopics(response) => {
+            response.topics.iter().map(|t| t.error_code).collect()
+        }
+        ResponseKind::DeleteTopics(response) => {
+            response.responses.iter().map(|t| t.error_code).collect()
+        }
+        ResponseKind::CreatePartitions(response) => {
+            response.results.iter().map(|t| t.error_code).collect()
+        }
+        _ => Vec::new(),
+    };
+    !codes.is_empty() && codes.iter().all(|code| *code == not_controller)
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn message(error_message: &Option<StrBytes>) -> &str {
+    error_message
+        .as_ref()
+        .map_or("", |message| message.as_str())
+}
+
+fn missing(api: &str, name: &str) -> ClientError {
+    ClientError::protocol(api, format!("response does not mention {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wire::protocol::messages::create_topics_response::CreatableTopicResult;
+    use wire::protocol::messages::CreateTopicsResponse;
+
+    fn create_response(codes: &[(&str, i16)]) -> ResponseKind {
+        let topics = codes
+            .iter()
+            .map(|(name, code)| {
+                CreatableTopicResult::default()
+                    .with_name(topic_name(name))
+                    .with_error_code(*code)
+                    .with_error_message(Some(StrBytes::from_static_str("because")))
+            })
+            .collect();
+        ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(topics))
+    }
+
+    #[test]
+    fn only_an_all_not_controller_answer_is_retried() {
+        assert!(response_is_not_controller(&create_response(&[
+            ("a", 41),
+            ("b", 41)
+        ])));
+        assert!(!response_is_not_controller(&create_response(&[
+            ("a", 41),
+            ("b", 0)
+        ])));
+        assert!(!response_is_not_controller(&create_response(&[])));
+    }
+
+    #[test]
+    fn per_topic_results_name_every_topic_asked_about() {
+        let mut admin = Admin::new(ClientConfig::new(["127.0.0.1:1"]));
+        let answers = vec![
+            (
+                "b".to_string(),
+                ClientError::from_code(36, || "create topic b: because".to_string()),
+            ),
+            ("a".to_string(), Ok(())),
+            ("stranger".to_string(), Ok(())),
+        ];
+        let results = admin.results_collect(["a", "b", "c"], answers.into_iter(), "CreateTopics");
+        let rendered: Vec<String> = results
+            .iter()
+            .map(|(name, result)| match result {
+                Ok(()) => format!("{name}: ok"),
+                Err(error) => format!("{name}: {error}"),
+            })
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                "a: ok",
+                "b: create topic b: because: TopicAlreadyExists (code 36)",
+                "c: protocol violation by CreateTopics: response does not mention c",
+            ]
+        );
+        assert!(admin.cluster.metadata_is_stale());
+    }
+}
