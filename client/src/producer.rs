@@ -117,6 +117,7 @@ enum Command {
 pub struct Producer {
     commands: mpsc::Sender<Command>,
     delivery_timeout: Duration,
+    clock: runtime::Clock,
 }
 
 impl Producer {
@@ -129,11 +130,13 @@ impl Producer {
         );
         let (commands, receiver) = mpsc::channel(PRODUCER_COMMANDS_MAX);
         let delivery_timeout = config.delivery_timeout;
+        let clock = client.clock;
         let task = ProducerTask::new(client, config);
         runtime::spawn(task.run(receiver));
         Producer {
             commands,
             delivery_timeout,
+            clock,
         }
     }
 
@@ -173,21 +176,23 @@ impl Producer {
             records: with_replies,
             send_now: true,
         };
+        let started = self.clock.now();
         if self.commands.send(command).await.is_err() {
             return waits
                 .iter()
                 .map(|_| Err(ClientError::ProducerClosed))
                 .collect();
         }
+        // One delivery deadline for the whole batch, not one per record.
+        let deadline = started + self.delivery_timeout;
         let mut results = Vec::with_capacity(waits.len());
         for acknowledged in waits {
-            let result = self
-                .delivered(async {
-                    acknowledged
-                        .await
-                        .map_err(|_| ClientError::ProducerClosed)?
-                })
-                .await;
+            let remaining = deadline.saturating_duration_since(self.clock.now());
+            let result = match runtime::time::timeout(remaining, acknowledged).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(ClientError::ProducerClosed),
+                Err(_) => Err(self.delivery_timed_out()),
+            };
             results.push(result);
         }
         results
@@ -206,17 +211,27 @@ impl Producer {
         .await
     }
 
+    /// Sends what was accepted, then lets go of this handle. The task stops once every handle
+    /// (clones included) is gone.
+    pub async fn close(self) -> Result<(), ClientError> {
+        self.flush().await
+    }
+
     async fn delivered<T>(
         &self,
         work: impl std::future::Future<Output = Result<T, ClientError>>,
     ) -> Result<T, ClientError> {
         match runtime::time::timeout(self.delivery_timeout, work).await {
             Ok(result) => result,
-            Err(_) => Err(ClientError::Timeout {
-                address: "producer".to_string(),
-                what: "record delivery".to_string(),
-                after: self.delivery_timeout,
-            }),
+            Err(_) => Err(self.delivery_timed_out()),
+        }
+    }
+
+    fn delivery_timed_out(&self) -> ClientError {
+        ClientError::Timeout {
+            address: "producer".to_string(),
+            what: "record delivery".to_string(),
+            after: self.delivery_timeout,
         }
     }
 }
