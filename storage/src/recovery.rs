@@ -261,7 +261,7 @@ fn segments_load(
             break;
         }
     }
-    indexes_settle(disk, dir, &loaded)?;
+    indexes_settle(disk, dir, &mut loaded)?;
     Ok(loaded)
 }
 
@@ -285,15 +285,21 @@ fn tail_cut(
     disk.sync_dir(dir).context("sync", dir)
 }
 
-/// Writes the indexes of closed segments that were rebuilt by a scan, and removes any index
-/// files of the active segment (its indexes live in memory; files there would go stale).
-fn indexes_settle(disk: &dyn Disk, dir: &Path, loaded: &Loaded) -> Result<(), LogError> {
+/// Seals and writes the indexes of closed segments that were rebuilt by a scan (as a roll
+/// would have), and removes any index files of the active segment (its indexes live in
+/// memory; files there would go stale).
+fn indexes_settle(disk: &dyn Disk, dir: &Path, loaded: &mut Loaded) -> Result<(), LogError> {
     let Some((&last, _)) = loaded.segments.iter().next_back() else {
         return Ok(());
     };
     for base in &loaded.scanned {
         if *base != last {
-            loaded.segments[base].index_files_write(disk, dir)?;
+            let segment = loaded
+                .segments
+                .get_mut(base)
+                .expect("scanned segments are loaded");
+            segment.seal();
+            segment.index_files_write(disk, dir)?;
         }
     }
     index_files_remove(disk, dir, last)?;

@@ -186,9 +186,16 @@ mod tests {
         let log_bytes = 400;
         let by_time = config(Some(45), None, CleanupPolicy::Delete);
         let stops = deletable_count(&closed, log_bytes, &by_time, 100, 0);
-        assert_eq!(stops, 1, "stops at the kept one, though the one after it expired");
+        assert_eq!(
+            stops, 1,
+            "stops at the kept one, though the one after it expired"
+        );
         assert_eq!(deletable_count(&closed, log_bytes, &by_time, 110, 0), 3);
-        assert_eq!(deletable_count(&closed, log_bytes, &by_time, 55, 0), 0, "45 ms is not older");
+        assert_eq!(
+            deletable_count(&closed, log_bytes, &by_time, 55, 0),
+            0,
+            "45 ms is not older"
+        );
         let by_size = config(None, Some(150), CleanupPolicy::Delete);
         assert_eq!(
             deletable_count(&closed, log_bytes, &by_size, 0, 0),
