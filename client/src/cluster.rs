@@ -156,8 +156,9 @@ impl Cluster {
         result
     }
 
-    /// Sleeps the configured retry backoff.
-    pub async fn backoff(&self) {
+    /// Sleeps the configured retry backoff. Takes `&mut self` so the future stays `Send` (under
+    /// madsim a `TcpStream`, and so a `Cluster`, is not `Sync`).
+    pub async fn backoff(&mut self) {
         runtime::time::sleep(self.config.retry_backoff).await;
     }
 

@@ -434,19 +434,7 @@ impl Consumer {
 
     /// Applies `offset_reset` to partitions whose position fell outside the log.
     async fn offsets_reset(&mut self, partitions: Vec<TopicPartition>) -> Result<(), ClientError> {
-        let offset = match self.config.offset_reset {
-            OffsetReset::Earliest => Offset::Earliest,
-            OffsetReset::Latest => Offset::Latest,
-            OffsetReset::Error => {
-                let partition = &partitions[0];
-                let position = self.partitions[partition].position;
-                return Err(ClientError::OffsetOutOfRange {
-                    topic: partition.topic.clone(),
-                    partition: partition.partition,
-                    offset: position,
-                });
-            }
-        };
+        let offset = self.offset_reset_target(&partitions)?;
         let assignments: Vec<(TopicPartition, Offset)> =
             partitions.into_iter().map(|tp| (tp, offset)).collect();
         for (partition, position) in self.offsets_resolve(&assignments).await? {
@@ -458,6 +446,22 @@ impl Consumer {
             state.position = position;
         }
         Ok(())
+    }
+
+    /// Where `offset_reset` sends out-of-range partitions, or the error it asks for.
+    fn offset_reset_target(&self, partitions: &[TopicPartition]) -> Result<Offset, ClientError> {
+        match self.config.offset_reset {
+            OffsetReset::Earliest => Ok(Offset::Earliest),
+            OffsetReset::Latest => Ok(Offset::Latest),
+            OffsetReset::Error => {
+                let partition = &partitions[0];
+                Err(ClientError::OffsetOutOfRange {
+                    topic: partition.topic.clone(),
+                    partition: partition.partition,
+                    offset: self.partitions[partition].position,
+                })
+            }
+        }
     }
 }
 
@@ -607,14 +611,23 @@ mod tests {
     }
 
     #[test]
-    fn the_error_reset_policy_reports_the_out_of_range_position() {
-        let mut consumer = consumer(OffsetReset::Error, &[(0, 42)]);
-        let reset =
-            runtime::run_main(consumer.offsets_reset(vec![TopicPartition::new("t", 0)])).unwrap();
-        assert!(
-            matches!(reset, Err(ClientError::OffsetOutOfRange { offset: 42, .. })),
-            "{reset:?}"
+    fn the_reset_policy_picks_the_new_position_or_reports_the_old_one() {
+        let partitions = [TopicPartition::new("t", 0)];
+        let earliest = consumer(OffsetReset::Earliest, &[(0, 42)]);
+        assert_eq!(
+            earliest.offset_reset_target(&partitions).unwrap(),
+            Offset::Earliest
         );
-        assert_eq!(consumer.position(&TopicPartition::new("t", 0)), Some(42));
+        let latest = consumer(OffsetReset::Latest, &[(0, 42)]);
+        assert_eq!(
+            latest.offset_reset_target(&partitions).unwrap(),
+            Offset::Latest
+        );
+        let strict = consumer(OffsetReset::Error, &[(0, 42)]);
+        let error = strict.offset_reset_target(&partitions).unwrap_err();
+        assert!(
+            matches!(error, ClientError::OffsetOutOfRange { offset: 42, .. }),
+            "{error:?}"
+        );
     }
 }
