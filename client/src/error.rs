@@ -49,8 +49,8 @@ pub enum ClientError {
         ours_min: i16,
         ours_max: i16,
     },
-    #[error("{api_key:?} is not implemented by this client")]
-    UnsupportedRequest { api_key: ApiKey },
+    #[error("{request} is not implemented by this client")]
+    UnsupportedRequest { request: String },
     /// The broker answered with a Kafka error code.
     #[error("{context}: {error} (code {code})", code = error.code())]
     Kafka {

@@ -56,11 +56,11 @@ pub fn request_api_key(body: &RequestKind) -> Result<ApiKey, ClientError> {
         RequestKind::DeleteTopics(_) => ApiKey::DeleteTopics,
         RequestKind::DescribeConfigs(_) => ApiKey::DescribeConfigs,
         RequestKind::CreatePartitions(_) => ApiKey::CreatePartitions,
-        // The fallback key only names the error; the request is never sent.
-        _ => {
-            return Err(ClientError::UnsupportedRequest {
-                api_key: ApiKey::ApiVersions,
-            })
+        other => {
+            // The variant's name, e.g. "JoinGroup", from its Debug form: only on this error path.
+            let rendered = format!("{other:?}");
+            let request = rendered.split('(').next().unwrap_or("request").to_string();
+            return Err(ClientError::UnsupportedRequest { request });
         }
     };
     Ok(api_key)
@@ -97,7 +97,9 @@ impl BrokerVersions {
     /// The version to send `api_key` at, or why there is none.
     pub fn version_choose(&self, api_key: ApiKey) -> Result<i16, ClientError> {
         let Some(ours) = versions_ours(api_key) else {
-            return Err(ClientError::UnsupportedRequest { api_key });
+            return Err(ClientError::UnsupportedRequest {
+                request: format!("{api_key:?}"),
+            });
         };
         let broker = self
             .range(api_key)
@@ -203,6 +205,18 @@ mod tests {
             check(&old, ApiKey::JoinGroup),
             "JoinGroup is not implemented by this client"
         );
+    }
+
+    #[test]
+    fn requests_outside_our_set_are_refused_by_name() {
+        let join = RequestKind::JoinGroup(Default::default());
+        let error = request_api_key(&join).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "JoinGroup is not implemented by this client"
+        );
+        let fetch = RequestKind::Fetch(Default::default());
+        assert_eq!(request_api_key(&fetch).unwrap(), ApiKey::Fetch);
     }
 
     #[test]
