@@ -315,13 +315,19 @@ impl PartitionLog {
         if offset < self.log_start_offset {
             return self.truncate_fully_and_start_at(offset.max(0));
         }
+        let first_base = *self.segments.keys().next().expect("never empty");
+        if offset < first_base {
+            // Compaction emptied the head of the log: no batch below `offset` remains.
+            self.segments_reset(offset)?;
+            return self.truncation_finish(offset);
+        }
         self.generation += 1;
         let base = *self
             .segments
             .range(..=offset)
             .next_back()
-            .map(|(base, _)| base)
-            .unwrap_or(self.segments.keys().next().expect("never empty"));
+            .expect("offset >= first base")
+            .0;
         let position = match self.segments[&base].locate(offset)? {
             Some((position, _)) => position,
             None => self.segments[&base].size_bytes(),
@@ -346,9 +352,16 @@ impl PartitionLog {
             self.config.index_interval_bytes,
         )?;
         self.segments.insert(base, segment);
+        self.truncation_finish(offset)
+    }
+
+    /// The bookkeeping after a truncation: offsets, checkpoint, epoch cache.
+    fn truncation_finish(&mut self, offset: i64) -> Result<(), LogError> {
         let log_end_offset = self.log_end_offset();
         self.log_start_offset = self.log_start_offset.min(log_end_offset);
-        self.recovery_point = self.recovery_point.min(log_end_offset);
+        // The truncated segment was synced whole by the cut and the ones before it at their
+        // rolls: everything left is durable.
+        self.recovery_point = log_end_offset;
         self.checkpoint_write()?;
         if self.epochs.truncate_from_end(log_end_offset) {
             self.epochs.write(&*self.disk, &self.dir)?;
@@ -361,21 +374,7 @@ impl PartitionLog {
     /// Empties the log and restarts it at `offset` (a follower far behind a leader whose log
     /// starts past this one's end). Durable on return.
     pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
-        assert!(offset >= 0);
-        self.generation += 1;
-        let bases: Vec<i64> = self.segments.keys().copied().collect();
-        for base in bases.into_iter().rev() {
-            self.segments.remove(&base);
-            segment_files_remove(&*self.disk, &self.dir, base)?;
-        }
-        let segment = Segment::create(
-            &*self.disk,
-            &self.dir,
-            offset,
-            self.config.index_interval_bytes,
-        )?;
-        self.disk.sync_dir(&self.dir).context("sync", &self.dir)?;
-        self.segments.insert(offset, segment);
+        self.segments_reset(offset)?;
         self.log_start_offset = offset;
         self.recovery_point = offset;
         self.checkpoint_write()?;
@@ -383,6 +382,22 @@ impl PartitionLog {
         self.epochs.write(&*self.disk, &self.dir)?;
         tracing::info!(dir = %self.dir.display(), offset, "truncated fully");
         self.invariants_check();
+        Ok(())
+    }
+
+    /// Replaces every segment by one empty segment at `offset`, durably.
+    fn segments_reset(&mut self, offset: i64) -> Result<(), LogError> {
+        assert!(offset >= 0);
+        self.generation += 1;
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        for base in bases.into_iter().rev() {
+            self.segments.remove(&base);
+            segment_files_remove(&*self.disk, &self.dir, base)?;
+        }
+        let interval = self.config.index_interval_bytes;
+        let segment = Segment::create(&*self.disk, &self.dir, offset, interval)?;
+        self.disk.sync_dir(&self.dir).context("sync", &self.dir)?;
+        self.segments.insert(offset, segment);
         Ok(())
     }
 

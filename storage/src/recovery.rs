@@ -36,13 +36,11 @@ pub(crate) fn recover(
     let log_start_hint = checkpoint.map_or(0, |checkpoint| checkpoint.log_start_offset);
     let recovery_point_hint = checkpoint.map_or(0, |checkpoint| checkpoint.recovery_point);
     let bases = segments_list(&*disk, &dir, log_start_hint)?;
-    let loaded = segments_load(
-        &*disk,
-        &dir,
-        &bases,
-        recovery_point_hint,
-        config.index_interval_bytes,
-    )?;
+    let hints = Hints {
+        log_start_offset: log_start_hint,
+        recovery_point: recovery_point_hint,
+    };
+    let loaded = segments_load(&*disk, &dir, &bases, hints, config.index_interval_bytes)?;
     let mut segments = loaded.segments;
     if segments.is_empty() {
         let segment = Segment::create(&*disk, &dir, log_start_hint, config.index_interval_bytes)?;
@@ -57,8 +55,13 @@ pub(crate) fn recover(
         last.rolling_start(now_ms);
     }
     let log_end_offset = last.next_offset();
+    // Without a checkpoint the first segment's base is the best guess. With one, the checkpoint
+    // is the truth: compaction may have emptied the first segments without moving the start.
     let first_base = *segments.keys().next().expect("not empty");
-    let log_start_offset = log_start_hint.max(first_base.min(log_end_offset));
+    let log_start_offset = match checkpoint {
+        Some(checkpoint) => checkpoint.log_start_offset,
+        None => first_base.min(log_end_offset),
+    };
     let mut log = PartitionLog {
         disk,
         dir,
@@ -216,11 +219,18 @@ struct Loaded {
     epoch_starts: Vec<(i32, i64)>,
 }
 
+/// What the checkpoint says, if anything (zeros otherwise).
+#[derive(Debug, Clone, Copy)]
+struct Hints {
+    log_start_offset: i64,
+    recovery_point: i64,
+}
+
 fn segments_load(
     disk: &dyn Disk,
     dir: &Path,
     bases: &[i64],
-    recovery_point: i64,
+    hints: Hints,
     interval: u32,
 ) -> Result<Loaded, LogError> {
     let mut loaded = Loaded {
@@ -231,7 +241,8 @@ fn segments_load(
     let mut offset_floor = 0;
     for (index, &base) in bases.iter().enumerate() {
         let next_base = bases.get(index + 1).copied();
-        let clean = next_base.is_some_and(|next| next <= recovery_point) && base >= offset_floor;
+        let clean =
+            next_base.is_some_and(|next| next <= hints.recovery_point) && base >= offset_floor;
         let opened = match clean {
             true => Segment::index_open(disk, dir, base)?
                 .filter(|segment| segment.base_offset() >= offset_floor),
@@ -240,8 +251,12 @@ fn segments_load(
         let (segment, mut stop) = match opened {
             Some(segment) => (segment, None),
             None => {
-                let mut visit =
-                    |header: &BatchHeader| epoch_observe(&mut loaded.epoch_starts, header);
+                // Batches wholly below the log start name no epoch the cache should know.
+                let mut visit = |header: &BatchHeader| {
+                    if header.last_offset() >= hints.log_start_offset {
+                        epoch_observe(&mut loaded.epoch_starts, header);
+                    }
+                };
                 loaded.scanned.push(base);
                 Segment::scan_open(disk, dir, base, offset_floor, interval, &mut visit)?
             }
