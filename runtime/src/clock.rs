@@ -28,7 +28,9 @@ impl Clock {
 
     /// Wall-clock time in milliseconds since the Unix epoch, as Kafka timestamps are. May jump.
     pub fn wall_ms(&self) -> i64 {
-        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
         i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX) + self.wall_offset_ms
     }
 }

@@ -35,8 +35,8 @@ pub mod sync {
     pub use tokio::sync::*;
 }
 
-pub use tokio::{pin, select};
 pub use tokio::task::{yield_now, JoinHandle};
+pub use tokio::{pin, select};
 
 /// Spawns a task on the current runtime (the current simulated node under madsim).
 pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
@@ -88,6 +88,8 @@ pub async fn shutdown_signal() {
 /// Runs `main` to completion on a multi-threaded tokio runtime: the production entry point.
 #[cfg(not(madsim))]
 pub fn run_main<F: std::future::Future>(main: F) -> std::io::Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     Ok(runtime.block_on(main))
 }

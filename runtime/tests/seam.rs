@@ -51,7 +51,11 @@ async fn echo_on_madsim() {
     let server_ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
     let address = SocketAddr::new(server_ip, 9092);
     let server = handle.create_node().name("server").ip(server_ip).build();
-    let client = handle.create_node().name("client").ip("10.0.0.2".parse().unwrap()).build();
+    let client = handle
+        .create_node()
+        .name("client")
+        .ip("10.0.0.2".parse().unwrap())
+        .build();
     server.spawn(async move { echo_server(TcpListener::bind(address).await.unwrap()).await });
     sleep(Duration::from_millis(1)).await;
     let reply = client.spawn(echo_round_trip(address)).await.unwrap();

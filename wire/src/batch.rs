@@ -116,9 +116,14 @@ pub fn header_parse(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     if bytes.len() < BATCH_HEADER_BYTES {
         // The magic byte sits before the v2 header's end: report old formats as such.
         if bytes.len() > MAGIC_POSITION && bytes[MAGIC_POSITION] as i8 != MAGIC_V2 {
-            return Err(BatchError::Magic { magic: bytes[MAGIC_POSITION] as i8 });
+            return Err(BatchError::Magic {
+                magic: bytes[MAGIC_POSITION] as i8,
+            });
         }
-        return Err(BatchError::Truncated { available: bytes.len(), needed: BATCH_HEADER_BYTES });
+        return Err(BatchError::Truncated {
+            available: bytes.len(),
+            needed: BATCH_HEADER_BYTES,
+        });
     }
     let magic = bytes[MAGIC_POSITION] as i8;
     if magic != MAGIC_V2 {
@@ -126,7 +131,10 @@ pub fn header_parse(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     }
     let size = batch_size_peek(bytes).expect("header is long enough")?;
     if bytes.len() < size {
-        return Err(BatchError::Truncated { available: bytes.len(), needed: size });
+        return Err(BatchError::Truncated {
+            available: bytes.len(),
+            needed: size,
+        });
     }
     let header = BatchHeader {
         base_offset: i64_at(bytes, 0),
@@ -172,11 +180,16 @@ impl ValidatedBatch {
     pub fn validate(bytes: Bytes) -> Result<ValidatedBatch, BatchError> {
         let header = header_parse(&bytes)?;
         if header.size() != bytes.len() {
-            return Err(BatchError::Length { length: header.batch_length });
+            return Err(BatchError::Length {
+                length: header.batch_length,
+            });
         }
         let computed = crc_compute(&bytes);
         if computed != header.crc {
-            return Err(BatchError::Crc { stored: header.crc, computed });
+            return Err(BatchError::Crc {
+                stored: header.crc,
+                computed,
+            });
         }
         Ok(ValidatedBatch { bytes, header })
     }
@@ -187,7 +200,10 @@ impl ValidatedBatch {
     pub fn validate_all(bytes: Bytes) -> Result<Vec<ValidatedBatch>, BatchError> {
         let (batches, rest) = ValidatedBatch::validate_prefix(bytes)?;
         if !rest.is_empty() {
-            return Err(BatchError::Truncated { available: rest.len(), needed: BATCH_HEADER_BYTES });
+            return Err(BatchError::Truncated {
+                available: rest.len(),
+                needed: BATCH_HEADER_BYTES,
+            });
         }
         Ok(batches)
     }
@@ -221,24 +237,45 @@ impl ValidatedBatch {
     /// The same batch with the broker's fields written in place: baseOffset and
     /// partitionLeaderEpoch (both outside the CRC, so it stays valid).
     pub fn with_placement(self, base_offset: i64, partition_leader_epoch: i32) -> ValidatedBatch {
-        let mut bytes = self.bytes.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let mut bytes = self
+            .bytes
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         bytes[0..8].copy_from_slice(&base_offset.to_be_bytes());
         bytes[12..16].copy_from_slice(&partition_leader_epoch.to_be_bytes());
-        let header = BatchHeader { base_offset, partition_leader_epoch, ..self.header };
+        let header = BatchHeader {
+            base_offset,
+            partition_leader_epoch,
+            ..self.header
+        };
         debug_assert_eq!(crc_compute(&bytes), header.crc);
-        ValidatedBatch { bytes: bytes.freeze(), header }
+        ValidatedBatch {
+            bytes: bytes.freeze(),
+            header,
+        }
     }
 
     /// The same batch with maxTimestamp replaced (LogAppendTime): inside the CRC, so it is recomputed.
     pub fn with_log_append_time(self, timestamp: i64) -> ValidatedBatch {
-        let mut bytes = self.bytes.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let mut bytes = self
+            .bytes
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         let attributes = self.header.attributes | TIMESTAMP_TYPE_LOG_APPEND;
         bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
         bytes[35..43].copy_from_slice(&timestamp.to_be_bytes());
         let crc = crc_compute(&bytes);
         bytes[CRC_POSITION..CRC_START].copy_from_slice(&crc.to_be_bytes());
-        let header = BatchHeader { attributes, max_timestamp: timestamp, crc, ..self.header };
-        ValidatedBatch { bytes: bytes.freeze(), header }
+        let header = BatchHeader {
+            attributes,
+            max_timestamp: timestamp,
+            crc,
+            ..self.header
+        };
+        ValidatedBatch {
+            bytes: bytes.freeze(),
+            header,
+        }
     }
 }
 
@@ -300,8 +337,12 @@ pub mod build {
             })
             .collect();
         let mut buffer = BytesMut::new();
-        let options = RecordEncodeOptions { version: 2, compression };
-        RecordBatchEncoder::encode(&mut buffer, &records, &options).expect("encoding a valid batch");
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression,
+        };
+        RecordBatchEncoder::encode(&mut buffer, &records, &options)
+            .expect("encoding a valid batch");
         ValidatedBatch::validate(buffer.freeze()).expect("the encoder writes valid batches")
     }
 }
@@ -325,8 +366,12 @@ mod tests {
 
     #[test]
     fn encoded_batches_validate_and_report_their_header() {
-        for compression in [Compression::None, Compression::Gzip, Compression::Lz4, Compression::Zstd]
-        {
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let batch = batch_encode(&records(3), compression);
             let header = batch.header();
             assert_eq!(header.record_count, 3);
@@ -355,15 +400,27 @@ mod tests {
         let mut flipped = BytesMut::from(&batch[..]);
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
-        assert!(matches!(ValidatedBatch::validate(flipped.freeze()), Err(BatchError::Crc { .. })));
+        assert!(matches!(
+            ValidatedBatch::validate(flipped.freeze()),
+            Err(BatchError::Crc { .. })
+        ));
         let mut magic = BytesMut::from(&batch[..]);
         magic[MAGIC_POSITION] = 1;
-        assert_eq!(ValidatedBatch::validate(magic.freeze()), Err(BatchError::Magic { magic: 1 }));
+        assert_eq!(
+            ValidatedBatch::validate(magic.freeze()),
+            Err(BatchError::Magic { magic: 1 })
+        );
         let short = batch.slice(..batch.len() - 1);
-        assert!(matches!(ValidatedBatch::validate(short), Err(BatchError::Truncated { .. })));
+        assert!(matches!(
+            ValidatedBatch::validate(short),
+            Err(BatchError::Truncated { .. })
+        ));
         let mut long = BytesMut::from(&batch[..]);
         long.extend_from_slice(b"x");
-        assert!(matches!(ValidatedBatch::validate(long.freeze()), Err(BatchError::Length { .. })));
+        assert!(matches!(
+            ValidatedBatch::validate(long.freeze()),
+            Err(BatchError::Length { .. })
+        ));
     }
 
     #[test]

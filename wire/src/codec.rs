@@ -6,7 +6,7 @@
 //! `DecodeError`: bytes from the network are never trusted.
 
 use crate::frame::{frame_begin, frame_end};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -33,9 +33,18 @@ pub enum DecodeError {
     #[error("unknown API key {api_key} (correlation id {correlation_id})")]
     UnknownApiKey { api_key: i16, correlation_id: i32 },
     #[error("{api_key:?} v{api_version} is outside the versions this codec knows")]
-    UnsupportedVersion { api_key: ApiKey, api_version: i16, correlation_id: i32 },
+    UnsupportedVersion {
+        api_key: ApiKey,
+        api_version: i16,
+        correlation_id: i32,
+    },
     #[error("malformed {api_key:?} v{api_version} (correlation id {correlation_id}): {reason}")]
-    Malformed { api_key: ApiKey, api_version: i16, correlation_id: i32, reason: String },
+    Malformed {
+        api_key: ApiKey,
+        api_version: i16,
+        correlation_id: i32,
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -63,17 +72,26 @@ mod anyhow_free {
 /// Decodes a request frame (without its length prefix).
 pub fn request_decode(mut frame: Bytes) -> Result<RequestFrame, DecodeError> {
     if frame.len() < 8 {
-        return Err(DecodeError::Short { length: frame.len() });
+        return Err(DecodeError::Short {
+            length: frame.len(),
+        });
     }
     let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
     let api_version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let Ok(api_key) = ApiKey::try_from(api_key_raw) else {
-        return Err(DecodeError::UnknownApiKey { api_key: api_key_raw, correlation_id });
+        return Err(DecodeError::UnknownApiKey {
+            api_key: api_key_raw,
+            correlation_id,
+        });
     };
     let versions = api_key.valid_versions();
     if api_version < versions.min || api_version > versions.max {
-        return Err(DecodeError::UnsupportedVersion { api_key, api_version, correlation_id });
+        return Err(DecodeError::UnsupportedVersion {
+            api_key,
+            api_version,
+            correlation_id,
+        });
     }
     let malformed = |reason: String| DecodeError::Malformed {
         api_key,
@@ -90,10 +108,14 @@ pub fn request_decode(mut frame: Bytes) -> Result<RequestFrame, DecodeError> {
         RequestKind::decode(api_key, &mut frame, api_version).map_err(|error| format!("{error:#}"))
     })
     .map_err(malformed)?;
-    if frame.has_remaining() {
-        return Err(malformed(format!("{} bytes left after the body", frame.remaining())));
-    }
-    Ok(RequestFrame { api_key, api_version, header, body })
+    // Trailing bytes are ignored, as Kafka's own parser does: librdkafka 2.16's Metadata v12
+    // request carries three bytes the v12 schema does not describe.
+    Ok(RequestFrame {
+        api_key,
+        api_version,
+        header,
+        body,
+    })
 }
 
 /// The response header version: v0 for ApiVersions always (KIP-511), else the API's own rule.
@@ -112,7 +134,11 @@ pub fn response_encode(
     correlation_id: i32,
     response: &ResponseKind,
 ) -> Result<(), EncodeError> {
-    let error = |reason: String| EncodeError { api_key, api_version, reason };
+    let error = |reason: String| EncodeError {
+        api_key,
+        api_version,
+        reason,
+    };
     let start = frame_begin(buffer);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let result = header
@@ -144,7 +170,11 @@ pub fn request_encode(
         .and_then(|()| request.encode(buffer, api_version));
     if let Err(reason) = result {
         buffer.truncate(start);
-        return Err(EncodeError { api_key, api_version, reason: format!("{reason:#}") });
+        return Err(EncodeError {
+            api_key,
+            api_version,
+            reason: format!("{reason:#}"),
+        });
     }
     frame_end(buffer, start);
     Ok(())
@@ -209,12 +239,18 @@ mod tests {
         let mut frame = vec![0x7f, 0x00, 0, 1, 0, 0, 0, 9];
         assert_eq!(
             request_decode(Bytes::from(frame.clone())),
-            Err(DecodeError::UnknownApiKey { api_key: 0x7f00, correlation_id: 9 })
+            Err(DecodeError::UnknownApiKey {
+                api_key: 0x7f00,
+                correlation_id: 9
+            })
         );
         frame[0..4].copy_from_slice(&[0, 18, 0x7f, 0]); // ApiVersions v32512
         assert!(matches!(
             request_decode(Bytes::from(frame)),
-            Err(DecodeError::UnsupportedVersion { api_key: ApiKey::ApiVersions, .. })
+            Err(DecodeError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                ..
+            })
         ));
     }
 

@@ -15,11 +15,19 @@ pub enum FrameError {
 
 /// Splits one whole frame off the front of `buffer`. `Ok(None)` means "wait for more bytes"; an
 /// error means the stream cannot be trusted any more and the connection should close.
-pub fn frame_split(buffer: &mut BytesMut, frame_bytes_max: u32) -> Result<Option<Bytes>, FrameError> {
-    let Some(prefix) = buffer.first_chunk::<4>() else { return Ok(None) };
+pub fn frame_split(
+    buffer: &mut BytesMut,
+    frame_bytes_max: u32,
+) -> Result<Option<Bytes>, FrameError> {
+    let Some(prefix) = buffer.first_chunk::<4>() else {
+        return Ok(None);
+    };
     let length = i32::from_be_bytes(*prefix);
     if length < 0 || length as u32 > frame_bytes_max {
-        return Err(FrameError::Length { length: length.into(), limit: frame_bytes_max });
+        return Err(FrameError::Length {
+            length: length.into(),
+            limit: frame_bytes_max,
+        });
     }
     let length = length as usize;
     if buffer.len() < 4 + length {
@@ -55,7 +63,10 @@ mod tests {
         buffer.put_slice(&[0, 0, 0, 3, b'a']);
         assert_eq!(frame_split(&mut buffer, 100), Ok(None));
         buffer.put_slice(b"bcxx");
-        assert_eq!(frame_split(&mut buffer, 100), Ok(Some(Bytes::from_static(b"abc"))));
+        assert_eq!(
+            frame_split(&mut buffer, 100),
+            Ok(Some(Bytes::from_static(b"abc")))
+        );
         assert_eq!(&buffer[..], b"xx");
     }
 
@@ -64,7 +75,10 @@ mod tests {
         let mut buffer = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
         assert_eq!(
             frame_split(&mut buffer, 100),
-            Err(FrameError::Length { length: i32::MAX.into(), limit: 100 })
+            Err(FrameError::Length {
+                length: i32::MAX.into(),
+                limit: 100
+            })
         );
         assert!(buffer.capacity() < 1024);
         let mut buffer = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
@@ -77,6 +91,9 @@ mod tests {
         let start = frame_begin(&mut buffer);
         buffer.put_slice(b"hello");
         frame_end(&mut buffer, start);
-        assert_eq!(frame_split(&mut buffer, 100), Ok(Some(Bytes::from_static(b"hello"))));
+        assert_eq!(
+            frame_split(&mut buffer, 100),
+            Ok(Some(Bytes::from_static(b"hello")))
+        );
     }
 }

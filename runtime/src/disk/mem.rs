@@ -75,11 +75,16 @@ struct MemFile {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere must not hide the disk from the test that is reporting it.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file", path.display()),
+    )
 }
 
 fn is_root(path: &Path) -> bool {
@@ -149,7 +154,9 @@ impl MemDisk {
     /// Flips one bit of a file's contents, cached and durable alike: corruption at rest.
     pub fn flip_bit(&self, path: &Path, bit_position: u64) -> io::Result<()> {
         let state = self.state();
-        let Some(Entry::File(inode)) = state.namespace.get(path) else { return Err(not_found(path)) };
+        let Some(Entry::File(inode)) = state.namespace.get(path) else {
+            return Err(not_found(path));
+        };
         let mut guard = lock(inode);
         let data = &mut *guard;
         let byte = usize::try_from(bit_position / 8).map_err(io::Error::other)?;
@@ -204,7 +211,11 @@ fn file_crash(data: &mut FileData, options: CrashOptions, rng: &mut dyn RngCore)
     let mut contents = vec![0; len];
     for (index, sector) in contents.chunks_mut(SECTOR_BYTES).enumerate() {
         let start = index * SECTOR_BYTES;
-        let source = if rng.gen_bool(0.5) { &data.cached } else { &data.durable };
+        let source = if rng.gen_bool(0.5) {
+            &data.cached
+        } else {
+            &data.durable
+        };
         for (offset, byte) in sector.iter_mut().enumerate() {
             *byte = source.get(start + offset).copied().unwrap_or(0);
         }
@@ -218,7 +229,10 @@ impl Disk for MemDisk {
         let mut state = self.state();
         let inode = match (state.namespace.get(path), mode) {
             (Some(Entry::Dir), _) => {
-                return Err(io::Error::other(format!("{}: is a directory", path.display())))
+                return Err(io::Error::other(format!(
+                    "{}: is a directory",
+                    path.display()
+                )))
             }
             (Some(Entry::File(_)), OpenMode::CreateNew) => {
                 let message = format!("{}: already exists", path.display());
@@ -230,11 +244,21 @@ impl Disk for MemDisk {
                 MemDisk::parent_check(&state, path)?;
                 let inode = Inode::default();
                 let entry = Entry::File(inode.clone());
-                MemDisk::journal_push(&mut state, JournalOp::Insert { path: path.into(), entry });
+                MemDisk::journal_push(
+                    &mut state,
+                    JournalOp::Insert {
+                        path: path.into(),
+                        entry,
+                    },
+                );
                 inode
             }
         };
-        Ok(Arc::new(MemFile { inode, generation: state.generation, state: self.state.clone() }))
+        Ok(Arc::new(MemFile {
+            inode,
+            generation: state.generation,
+            state: self.state.clone(),
+        }))
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -245,7 +269,10 @@ impl Disk for MemDisk {
             .collect();
         missing.reverse();
         for dir in missing {
-            let op = JournalOp::Insert { path: dir.into(), entry: Entry::Dir };
+            let op = JournalOp::Insert {
+                path: dir.into(),
+                entry: Entry::Dir,
+            };
             MemDisk::journal_push(&mut state, op);
         }
         Ok(())
@@ -256,7 +283,12 @@ impl Disk for MemDisk {
         if !is_root(dir) && !matches!(state.namespace.get(dir), Some(Entry::Dir)) {
             return Err(not_found(dir));
         }
-        Ok(state.namespace.keys().filter(|path| parent_of(path) == dir).cloned().collect())
+        Ok(state
+            .namespace
+            .keys()
+            .filter(|path| parent_of(path) == dir)
+            .cloned()
+            .collect())
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -273,7 +305,13 @@ impl Disk for MemDisk {
             return Err(not_found(from));
         }
         MemDisk::parent_check(&state, to)?;
-        MemDisk::journal_push(&mut state, JournalOp::Rename { from: from.into(), to: to.into() });
+        MemDisk::journal_push(
+            &mut state,
+            JournalOp::Rename {
+                from: from.into(),
+                to: to.into(),
+            },
+        );
         Ok(())
     }
 
@@ -299,7 +337,11 @@ impl Disk for MemDisk {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.state();
-        let Some(last) = state.journal.iter().rposition(|op| journal_touches(op, dir)) else {
+        let Some(last) = state
+            .journal
+            .iter()
+            .rposition(|op| journal_touches(op, dir))
+        else {
             return Ok(());
         };
         let committed: Vec<JournalOp> = state.journal.drain(..=last).collect();
@@ -313,7 +355,9 @@ impl Disk for MemDisk {
 impl MemFile {
     fn data(&self) -> io::Result<MutexGuard<'_, FileData>> {
         if lock(&self.state).generation != self.generation {
-            return Err(io::Error::other("stale file handle: the disk crashed since it was opened"));
+            return Err(io::Error::other(
+                "stale file handle: the disk crashed since it was opened",
+            ));
         }
         Ok(lock(&self.inode))
     }
@@ -326,7 +370,9 @@ impl DiskFile for MemFile {
 
     fn read_at(&self, buffer: &mut [u8], position: u64) -> io::Result<usize> {
         let data = self.data()?;
-        let start = usize::try_from(position).map_err(io::Error::other)?.min(data.cached.len());
+        let start = usize::try_from(position)
+            .map_err(io::Error::other)?
+            .min(data.cached.len());
         let count = buffer.len().min(data.cached.len() - start);
         buffer[..count].copy_from_slice(&data.cached[start..start + count]);
         Ok(count)
@@ -371,7 +417,9 @@ mod tests {
         disk.create_dir_all(Path::new("data/t-0")).unwrap();
         disk.sync_dir(Path::new("data")).unwrap();
         disk.sync_dir(Path::new("data/t-0")).unwrap();
-        let file = disk.open(Path::new("data/t-0/a.log"), OpenMode::CreateNew).unwrap();
+        let file = disk
+            .open(Path::new("data/t-0/a.log"), OpenMode::CreateNew)
+            .unwrap();
         disk.sync_dir(Path::new("data/t-0")).unwrap();
         file.append(b"hello").unwrap();
         file.sync_data().unwrap();
@@ -385,7 +433,10 @@ mod tests {
     #[test]
     fn unsynced_create_is_lost() {
         let disk = MemDisk::new();
-        disk.open(Path::new("a"), OpenMode::Create).unwrap().sync_data().unwrap();
+        disk.open(Path::new("a"), OpenMode::Create)
+            .unwrap()
+            .sync_data()
+            .unwrap();
         disk.crash(CrashOptions::LoseUnsynced, &mut rng());
         assert!(!disk.exists(Path::new("a")));
     }
@@ -401,11 +452,15 @@ mod tests {
             file.write_at(&new, 0).unwrap();
             if rng.gen_bool(0.5) {
                 file.sync_data().unwrap();
-                disk.rename(Path::new("meta.tmp"), Path::new("meta")).unwrap();
+                disk.rename(Path::new("meta.tmp"), Path::new("meta"))
+                    .unwrap();
             }
             disk.crash(CrashOptions::Tear, &mut rng);
             let contents = super::super::read_all(&*disk, Path::new("meta")).unwrap();
-            assert!(contents == b"old contents" || contents == new, "seed {seed}");
+            assert!(
+                contents == b"old contents" || contents == new,
+                "seed {seed}"
+            );
         }
     }
 

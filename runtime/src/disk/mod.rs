@@ -49,6 +49,7 @@ pub trait Disk: Send + Sync + Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 }
 
+#[allow(clippy::len_without_is_empty)] // A file's length is a fallible query, not a collection size.
 /// An open file. Positions are explicit (pread/pwrite), so one handle can serve readers and the
 /// writer at once without a shared cursor.
 pub trait DiskFile: Send + Sync + Debug {
@@ -77,7 +78,10 @@ pub trait DiskFile: Send + Sync + Debug {
             if count == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("read of {} bytes at {position} hit end of file", buffer.len()),
+                    format!(
+                        "read of {} bytes at {position} hit end of file",
+                        buffer.len()
+                    ),
                 ));
             }
             filled += count;
