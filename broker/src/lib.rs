@@ -1,1 +1,20 @@
-//! The gregor broker.
+//! The gregor broker: a Kafka-compatible log broker.
+//!
+//! Start at `server::serve`, the one startup path shared by the `gregor` binary and the simulator.
+//! A connection (`connection`) decodes frames with `wire` and routes each request to its handler
+//! (`handlers/`, one file per API); handlers work on `topics` and `partition`, which wrap the
+//! `storage` crate's logs with group commit.
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod handlers;
+pub mod maintenance;
+pub mod partition;
+pub mod server;
+pub mod topic_config;
+pub mod topics;
+
+pub use broker::{Broker, NodeContext};
+pub use config::BrokerConfig;
+pub use server::serve;

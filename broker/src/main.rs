@@ -1,1 +1,119 @@
-fn main() {}
+//! `gregor`: the broker and its command-line tools.
+
+use broker::config::{validate, BrokerConfig, ConfigFile};
+use broker::NodeContext;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "gregor",
+    version,
+    about = "A Kafka-compatible log broker, proven in a deterministic simulator"
+)]
+struct Command {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Run a broker (zero flags: node 1 on 127.0.0.1:9092, data in ./data).
+    Broker(BrokerArgs),
+    #[command(flatten)]
+    Client(cli::ClientAction),
+}
+
+#[derive(Args)]
+struct BrokerArgs {
+    /// TOML file with the same keys as these flags (node_id, listen, ...). Flags win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// Address to listen on, IP:PORT.
+    #[arg(long)]
+    listen: Option<String>,
+    /// HOST:PORT clients should connect to (defaults to --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// tracing filter, e.g. info, debug, broker=debug.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Create unknown topics on Metadata requests (Kafka's auto.create.topics.enable).
+    #[arg(long)]
+    auto_create_topics: Option<bool>,
+    /// Partitions for topics created without a count.
+    #[arg(long)]
+    default_partitions: Option<i32>,
+}
+
+fn main() -> ExitCode {
+    let command = Command::parse();
+    match command.action {
+        Action::Broker(args) => broker_main(args),
+        Action::Client(action) => cli::run(action),
+    }
+}
+
+fn broker_config(args: &BrokerArgs) -> Result<(BrokerConfig, String), String> {
+    let mut config = BrokerConfig::zero_config();
+    let mut log_level = "info".to_string();
+    if let Some(path) = &args.config {
+        let bytes = runtime::disk::read_all(&runtime::RealDisk, path)
+            .map_err(|error| format!("cannot read config file {}: {error}", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("config file {} is not UTF-8", path.display()))?;
+        let file = ConfigFile::parse(&path.display().to_string(), &text)
+            .map_err(|error| error.to_string())?;
+        if let Some(level) = &file.log_level {
+            log_level = level.clone();
+        }
+        file.apply(&mut config);
+    }
+    config.node_id = args.node_id.unwrap_or(config.node_id);
+    config.listen = args.listen.clone().unwrap_or(config.listen);
+    config.advertise = args.advertise.clone().or(config.advertise);
+    config.data_dir = args.data_dir.clone().unwrap_or(config.data_dir);
+    config.auto_create_topics = args.auto_create_topics.unwrap_or(config.auto_create_topics);
+    config.default_partitions = args.default_partitions.unwrap_or(config.default_partitions);
+    if let Some(level) = &args.log_level {
+        log_level = level.clone();
+    }
+    validate(&config).map_err(|error| error.to_string())?;
+    Ok((config, log_level))
+}
+
+fn broker_main(args: BrokerArgs) -> ExitCode {
+    let (config, log_level) = match broker_config(&args) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("gregor: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    cli::tracing_init(&log_level);
+    let context = NodeContext {
+        clock: runtime::Clock::system(),
+        disk: runtime::RealDisk::new(),
+        seed: runtime::rng::entropy_seed(),
+    };
+    let served = runtime::run_main(broker::serve(config, context, runtime::shutdown_signal()));
+    match served {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(error)) => {
+            tracing::error!(%error, "broker failed");
+            eprintln!("gregor: {error}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("gregor: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The broker: configuration, clock, disk, topics, and the state every handler shares.
+
+use crate::config::BrokerConfig;
+use crate::topics::{TopicError, Topics};
+use runtime::rng::{ChaCha8Rng, RngCore};
+use runtime::sync::Notify;
+use runtime::{Clock, Disk};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What a node gets from its environment: production passes the system clock, the real disk and
+/// an OS seed; the simulator passes a skewed clock, a faulty in-memory disk and a derived seed.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    pub clock: Clock,
+    pub disk: Arc<dyn Disk>,
+    pub seed: u64,
+}
+
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub clock: Clock,
+    topics: Mutex<Topics>,
+    rng: Mutex<ChaCha8Rng>,
+    /// Woken whenever a partition's high watermark may have advanced: long-polling fetches wait here.
+    pub data_arrived: Notify,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Broker {
+    /// Recovers the data dir and returns a broker ready to serve.
+    pub fn open(config: BrokerConfig, context: NodeContext) -> Result<Arc<Broker>, TopicError> {
+        let now_ms = context.clock.wall_ms();
+        let topics = Topics::open(context.disk.clone(), config.data_dir.clone(), now_ms)?;
+        let rng =
+            runtime::rng::stream_rng(context.seed, runtime::rng::Stream::node(config.node_id));
+        Ok(Arc::new(Broker {
+            config,
+            clock: context.clock,
+            topics: Mutex::new(topics),
+            rng: Mutex::new(rng),
+            data_arrived: Notify::new(),
+        }))
+    }
+
+    pub fn topics(&self) -> MutexGuard<'_, Topics> {
+        lock(&self.topics)
+    }
+
+    /// A fresh random topic id (never all zeros, which Kafka reads as "no id").
+    pub fn topic_id_new(&self) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        while id == [0u8; 16] {
+            lock(&self.rng).fill_bytes(&mut id);
+        }
+        id
+    }
+}

@@ -1,0 +1,337 @@
+//! Client-side commands (`gregor topic|produce|consume`), built on the project's own `client` crate.
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use client::{
+    Acks, Admin, ClientConfig, ClientError, Consumer, ConsumerConfig, Offset, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition,
+};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args, Clone)]
+pub struct Bootstrap {
+    /// A broker to start from, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+}
+
+#[derive(Subcommand)]
+pub enum ClientAction {
+    /// Create, list, describe or delete topics.
+    #[command(subcommand)]
+    Topic(TopicAction),
+    /// Produce lines from stdin, one record each (`KEY<sep>VALUE` with --key-sep).
+    Produce {
+        topic: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+        /// Split each line at the first occurrence of this into key and value.
+        #[arg(long)]
+        key_sep: Option<String>,
+        /// 0, 1 or all.
+        #[arg(long, default_value = "all")]
+        acks: String,
+        /// Send every record to this partition (default: by key hash, or sticky without key).
+        #[arg(long)]
+        partition: Option<i32>,
+    },
+    /// Print records of a topic, one per line (`KEY<tab>VALUE` when keyed).
+    Consume {
+        topic: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+        /// Start at the log start (default: only new records).
+        #[arg(long)]
+        from_beginning: bool,
+        /// Start at this offset (in every partition read).
+        #[arg(long)]
+        offset: Option<i64>,
+        /// Only this partition (default: all).
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Stop after this many records.
+        #[arg(long)]
+        max_messages: Option<u64>,
+        /// Stop after this long without a record (default: never).
+        #[arg(long)]
+        idle_timeout_ms: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TopicAction {
+    Create {
+        name: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i16,
+        /// Topic config, KEY=VALUE; repeatable.
+        #[arg(long = "config", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+    },
+    List {
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    Describe {
+        name: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or("expected KEY=VALUE")?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+pub fn run(action: ClientAction) -> ExitCode {
+    tracing_init("warn");
+    let outcome = runtime::run_main(async move {
+        match action {
+            ClientAction::Topic(action) => topic(action).await,
+            ClientAction::Produce {
+                topic,
+                bootstrap,
+                key_sep,
+                acks,
+                partition,
+            } => produce(topic, bootstrap, key_sep, &acks, partition).await,
+            ClientAction::Consume {
+                topic,
+                bootstrap,
+                from_beginning,
+                offset,
+                partition,
+                max_messages,
+                idle_timeout_ms,
+            } => {
+                let start = match (offset, from_beginning) {
+                    (Some(offset), _) => Offset::At(offset),
+                    (None, true) => Offset::Earliest,
+                    (None, false) => Offset::Latest,
+                };
+                consume(
+                    topic,
+                    bootstrap,
+                    start,
+                    partition,
+                    max_messages,
+                    idle_timeout_ms,
+                )
+                .await
+            }
+        }
+    });
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(message)) => {
+            eprintln!("gregor: {message}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("gregor: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config(bootstrap: &Bootstrap) -> ClientConfig {
+    ClientConfig::new([bootstrap.bootstrap.clone()])
+}
+
+fn text(error: ClientError) -> String {
+    error.to_string()
+}
+
+async fn topic(action: TopicAction) -> Result<(), String> {
+    match action {
+        TopicAction::Create {
+            name,
+            bootstrap,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let configs: BTreeMap<String, String> = configs.into_iter().collect();
+            Admin::new(config(&bootstrap))
+                .create_topic(&name, partitions, replication_factor, configs)
+                .await
+                .map_err(text)?;
+            println!("created topic {name} with {partitions} partition(s)");
+        }
+        TopicAction::List { bootstrap } => {
+            for name in Admin::new(config(&bootstrap))
+                .list_topics()
+                .await
+                .map_err(text)?
+            {
+                println!("{name}");
+            }
+        }
+        TopicAction::Describe { name, bootstrap } => {
+            let mut admin = Admin::new(config(&bootstrap));
+            let topics = admin
+                .describe_topics(std::slice::from_ref(&name))
+                .await
+                .map_err(text)?;
+            let configs = admin.describe_configs(&name).await.map_err(text)?;
+            let mut consumer = Consumer::new(config(&bootstrap), ConsumerConfig::kafka_defaults());
+            for topic in topics {
+                println!("topic {} partitions {}", topic.name, topic.partitions.len());
+                for partition in &topic.partitions {
+                    let tp = TopicPartition::new(&topic.name, partition.partition);
+                    let start = consumer.list_offsets(&tp, -2).await.map_err(text)?.offset;
+                    let end = consumer.list_offsets(&tp, -1).await.map_err(text)?.offset;
+                    println!(
+                        "  partition {} leader {:?} replicas {:?} isr {:?} offsets {start}..{end}",
+                        partition.partition, partition.leader, partition.replicas, partition.isr
+                    );
+                }
+            }
+            for (key, entry) in configs {
+                let origin = if entry.is_default { "default" } else { "topic" };
+                println!("  {key}={} ({origin})", entry.value.unwrap_or_default());
+            }
+        }
+        TopicAction::Delete { name, bootstrap } => {
+            let results = Admin::new(config(&bootstrap))
+                .delete_topics(std::slice::from_ref(&name))
+                .await
+                .map_err(text)?;
+            for (topic, result) in results {
+                result.map_err(|error| format!("{topic}: {error}"))?;
+                println!("deleted topic {topic}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn produce(
+    topic: String,
+    bootstrap: Bootstrap,
+    key_sep: Option<String>,
+    acks: &str,
+    partition: Option<i32>,
+) -> Result<(), String> {
+    let acks = match acks {
+        "0" => Acks::None,
+        "1" => Acks::Leader,
+        "all" | "-1" => Acks::All,
+        other => return Err(format!("--acks {other}: expected 0, 1 or all")),
+    };
+    let producer = Producer::new(
+        config(&bootstrap),
+        ProducerConfig {
+            acks,
+            ..ProducerConfig::kafka_defaults()
+        },
+    );
+    let mut records = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|error| format!("reading stdin: {error}"))?;
+        let (key, value) = match key_sep.as_deref().and_then(|sep| line.split_once(sep)) {
+            Some((key, value)) => (
+                Some(Bytes::from(key.to_string())),
+                Bytes::from(value.to_string()),
+            ),
+            None => (None, Bytes::from(line)),
+        };
+        let mut record = ProducerRecord::new(topic.clone(), key, Some(value));
+        record.partition = partition;
+        records.push(record);
+    }
+    let count = records.len();
+    let results = producer.send_batch(records).await;
+    let failures: Vec<String> = results
+        .into_iter()
+        .filter_map(|result| result.err())
+        .map(text)
+        .collect();
+    producer.close().await.map_err(text)?;
+    if let Some(first) = failures.first() {
+        return Err(format!(
+            "{} of {count} records failed; first: {first}",
+            failures.len()
+        ));
+    }
+    eprintln!("produced {count} record(s) to {topic}");
+    Ok(())
+}
+
+async fn consume(
+    topic: String,
+    bootstrap: Bootstrap,
+    start: Offset,
+    partition: Option<i32>,
+    max_messages: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+) -> Result<(), String> {
+    let partitions = match partition {
+        Some(partition) => vec![partition],
+        None => {
+            let topics = Admin::new(config(&bootstrap))
+                .describe_topics(std::slice::from_ref(&topic))
+                .await
+                .map_err(text)?;
+            topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.partition))
+                .collect()
+        }
+    };
+    let mut consumer = Consumer::new(config(&bootstrap), ConsumerConfig::kafka_defaults());
+    let assignment = partitions
+        .iter()
+        .map(|p| (TopicPartition::new(&topic, *p), start))
+        .collect();
+    consumer.assign(assignment).await.map_err(text)?;
+    let mut printed = 0u64;
+    let mut idle = Duration::ZERO;
+    let poll_wait = Duration::from_millis(500);
+    loop {
+        let records = consumer.poll(poll_wait).await.map_err(text)?;
+        idle = if records.is_empty() {
+            idle + poll_wait
+        } else {
+            Duration::ZERO
+        };
+        for record in records {
+            let value =
+                String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).into_owned();
+            match &record.key {
+                Some(key) => println!("{}\t{value}", String::from_utf8_lossy(key)),
+                None => println!("{value}"),
+            }
+            printed += 1;
+            if max_messages.is_some_and(|max| printed >= max) {
+                return Ok(());
+            }
+        }
+        if idle_timeout_ms.is_some_and(|timeout| idle >= Duration::from_millis(timeout)) {
+            return Ok(());
+        }
+    }
+}
+
+/// Human-readable logs on stderr, filtered by `level` (a tracing-subscriber filter).
+pub fn tracing_init(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,191 @@
+//! Broker configuration: zero-config defaults, overridden by a TOML file, overridden by flags.
+//!
+//! Every limit is here with its unit, so an operator finds them in one place and the server code
+//! takes them as values, never as globals.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The broker's own settings (topic-level log settings live in `topic_config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    /// Where to accept connections.
+    pub listen: String,
+    /// The `host:port` clients are told to connect to (Metadata). Defaults to `listen`.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// Kafka's `auto.create.topics.enable`; off by default so typos do not create topics.
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created without a count (auto-created, or CreateTopics with -1).
+    pub default_partitions: i32,
+    /// Connections beyond this are closed on accept: each holds buffers and a task.
+    pub connections_max: usize,
+    /// Kafka's `socket.request.max.bytes`: bigger frames close the connection unread.
+    pub request_bytes_max: u32,
+    /// Requests a connection may have in flight before the broker stops reading from it.
+    pub requests_in_flight_max: usize,
+    /// How often retention and compaction run (Kafka's `log.retention.check.interval.ms`).
+    pub retention_check_interval: Duration,
+    /// Cluster id reported in Metadata and DescribeCluster.
+    pub cluster_id: String,
+}
+
+impl BrokerConfig {
+    /// What `gregor broker` runs with when given no flags: node 1, 127.0.0.1:9092, `./data`.
+    pub fn zero_config() -> BrokerConfig {
+        BrokerConfig {
+            node_id: 1,
+            listen: "127.0.0.1:9092".to_string(),
+            advertise: None,
+            data_dir: PathBuf::from("data"),
+            auto_create_topics: false,
+            default_partitions: 1,
+            connections_max: 1024,
+            request_bytes_max: wire::REQUEST_BYTES_MAX,
+            requests_in_flight_max: 128,
+            retention_check_interval: Duration::from_secs(30),
+            cluster_id: "gregor-cluster".to_string(),
+        }
+    }
+
+    /// The address clients should use, as `(host, port)`.
+    pub fn advertised(&self) -> (String, i32) {
+        let address = self.advertise.as_deref().unwrap_or(&self.listen);
+        match address.rsplit_once(':') {
+            Some((host, port)) => (
+                host.trim_matches(['[', ']']).to_string(),
+                port.parse().unwrap_or(9092),
+            ),
+            None => (address.to_string(), 9092),
+        }
+    }
+}
+
+/// The optional `--config` TOML file: the same keys as the flags, with underscores.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub node_id: Option<i32>,
+    pub listen: Option<String>,
+    pub advertise: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub log_level: Option<String>,
+    pub auto_create_topics: Option<bool>,
+    pub default_partitions: Option<i32>,
+    pub connections_max: Option<usize>,
+    pub request_bytes_max: Option<u32>,
+    pub retention_check_interval_ms: Option<u64>,
+    pub cluster_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("invalid setting {key} = {value}: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+impl ConfigFile {
+    pub fn parse(path: &str, text: &str) -> Result<ConfigFile, ConfigError> {
+        toml::from_str(text).map_err(|error| ConfigError::File {
+            path: path.to_string(),
+            message: error.to_string(),
+        })
+    }
+
+    /// Overlays the file's settings on `config`.
+    pub fn apply(self, config: &mut BrokerConfig) {
+        let ConfigFile {
+            node_id,
+            listen,
+            advertise,
+            data_dir,
+            log_level: _,
+            auto_create_topics,
+            default_partitions,
+            connections_max,
+            request_bytes_max,
+            retention_check_interval_ms,
+            cluster_id,
+        } = self;
+        config.node_id = node_id.unwrap_or(config.node_id);
+        config.listen = listen.unwrap_or(config.listen.clone());
+        config.advertise = advertise.or(config.advertise.take());
+        config.data_dir = data_dir.unwrap_or(config.data_dir.clone());
+        config.auto_create_topics = auto_create_topics.unwrap_or(config.auto_create_topics);
+        config.default_partitions = default_partitions.unwrap_or(config.default_partitions);
+        config.connections_max = connections_max.unwrap_or(config.connections_max);
+        config.request_bytes_max = request_bytes_max.unwrap_or(config.request_bytes_max);
+        if let Some(interval_ms) = retention_check_interval_ms {
+            config.retention_check_interval = Duration::from_millis(interval_ms);
+        }
+        config.cluster_id = cluster_id.unwrap_or(config.cluster_id.clone());
+    }
+}
+
+/// Checks relationships the server relies on; the binary refuses to start otherwise.
+pub fn validate(config: &BrokerConfig) -> Result<(), ConfigError> {
+    let invalid = |key, value: String, reason| Err(ConfigError::Invalid { key, value, reason });
+    if config.node_id < 0 {
+        return invalid("node_id", config.node_id.to_string(), "must be >= 0");
+    }
+    if config.default_partitions < 1 {
+        return invalid(
+            "default_partitions",
+            config.default_partitions.to_string(),
+            "must be >= 1",
+        );
+    }
+    if config.connections_max == 0 {
+        return invalid("connections_max", "0".into(), "must be >= 1");
+    }
+    if config.request_bytes_max < 1024 || config.request_bytes_max > wire::REQUEST_BYTES_MAX {
+        let value = config.request_bytes_max.to_string();
+        return invalid(
+            "request_bytes_max",
+            value,
+            "must be between 1 KiB and 100 MiB",
+        );
+    }
+    if config.listen.parse::<std::net::SocketAddr>().is_err() {
+        return invalid(
+            "listen",
+            config.listen.clone(),
+            "must be IP:PORT, e.g. 127.0.0.1:9092",
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let mut config = BrokerConfig::zero_config();
+        let file = ConfigFile::parse("x.toml", "node_id = 3\nlisten = \"0.0.0.0:9093\"\n").unwrap();
+        file.apply(&mut config);
+        assert_eq!(config.node_id, 3);
+        assert_eq!(config.listen, "0.0.0.0:9093");
+        assert!(ConfigFile::parse("x.toml", "nodeid = 3").is_err());
+        assert!(validate(&config).is_ok());
+        config.listen = "localhost".into();
+        assert!(validate(&config).is_err());
+    }
+
+    #[test]
+    fn advertised_defaults_to_listen() {
+        let mut config = BrokerConfig::zero_config();
+        assert_eq!(config.advertised(), ("127.0.0.1".to_string(), 9092));
+        config.advertise = Some("[::1]:9999".into());
+        assert_eq!(config.advertised(), ("::1".to_string(), 9999));
+    }
+}

@@ -1,0 +1,80 @@
+//! ApiVersions: what this broker speaks. The table below is the single source of truth; the
+//! connection refuses anything outside it before a handler runs.
+//!
+//! Produce is advertised from v0 because librdkafka < 2.11 disables compression unless the broker
+//! lists Produce v0..; v0-2 carry the old message formats, which the codec cannot decode, so a
+//! client that actually uses them gets its connection closed. Fetch stops at 12: v13+ address
+//! topics by id only. ListOffsets stops at 6: v7's MAX_TIMESTAMP lookup is not implemented.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use kafka_protocol::ResponseError;
+use wire::{ApiKey, ResponseKind};
+
+/// (API, min version, max version) this broker handles.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 0, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+];
+
+pub fn is_supported(api_key: ApiKey, api_version: i16) -> bool {
+    SUPPORTED
+        .iter()
+        .any(|(key, min, max)| *key == api_key && (*min..=*max).contains(&api_version))
+}
+
+fn api_keys() -> Vec<ApiVersion> {
+    SUPPORTED
+        .iter()
+        .map(|(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(*key as i16)
+                .with_min_version(*min)
+                .with_max_version(*max)
+        })
+        .collect()
+}
+
+pub fn handle(_request: &ApiVersionsRequest, _version: i16) -> ResponseKind {
+    ResponseKind::ApiVersions(ApiVersionsResponse::default().with_api_keys(api_keys()))
+}
+
+/// The answer to an ApiVersions request of a version we do not speak: v0, with our ranges.
+pub fn unsupported() -> ResponseKind {
+    ResponseKind::ApiVersions(
+        ApiVersionsResponse::default()
+            .with_error_code(ResponseError::UnsupportedVersion.code())
+            .with_api_keys(api_keys()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_advertised_range_is_one_the_codec_can_decode_or_documented() {
+        for (key, min, max) in SUPPORTED {
+            let codec = key.valid_versions();
+            assert!(
+                *max <= codec.max,
+                "{key:?} advertises v{max} beyond the codec's v{}",
+                codec.max
+            );
+            if *key != ApiKey::Produce {
+                assert!(
+                    *min >= codec.min,
+                    "{key:?} advertises v{min} below the codec's v{}",
+                    codec.min
+                );
+            }
+        }
+    }
+}

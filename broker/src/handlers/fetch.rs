@@ -1,0 +1,146 @@
+//! Fetch: read whole batches below the high watermark, long-polling until `min_bytes` are
+//! available or `max_wait_ms` passes.
+//!
+//! Limits follow KIP-74: `partition_max_bytes` per partition and `max_bytes` per response, except
+//! that the first batch of the first non-empty partition is always returned whole, so a batch
+//! larger than the limits can never wedge a consumer. Stored bytes go out as read (one copy, from
+//! the page cache into the response), CRC-checked by the log on the way.
+
+use crate::broker::Broker;
+use crate::handlers::errors::{log_error_code, NONE};
+use crate::handlers::{Reply, ResponseFuture};
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::FetchPartition;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::ResponseError;
+use std::sync::Arc;
+use std::time::Duration;
+use wire::ResponseKind;
+
+/// A client may ask to wait longer; we cap it so a connection's slot is not held for minutes.
+const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+
+pub fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> Reply {
+    let broker = broker.clone();
+    let wait =
+        Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(FETCH_WAIT_MAX);
+    let first = fetch_once(&broker, &request);
+    if first.ready(&request) || wait.is_zero() {
+        return Reply::Now(Box::new(first.into_response()));
+    }
+    Reply::Later(long_poll(broker, request, wait))
+}
+
+fn long_poll(broker: Arc<Broker>, request: FetchRequest, wait: Duration) -> ResponseFuture {
+    Box::pin(async move {
+        let deadline = runtime::time::Instant::now() + wait;
+        loop {
+            let notified = broker.data_arrived.notified();
+            runtime::pin!(notified);
+            notified.as_mut().enable();
+            let result = fetch_once(&broker, &request);
+            if result.ready(&request) || runtime::time::Instant::now() >= deadline {
+                return result.into_response();
+            }
+            runtime::select! {
+                biased;
+                () = &mut notified => {}
+                () = runtime::time::sleep_until(deadline) => {}
+            }
+        }
+    })
+}
+
+struct FetchResult {
+    topics: Vec<FetchableTopicResponse>,
+    bytes: usize,
+    errors: bool,
+}
+
+impl FetchResult {
+    fn ready(&self, request: &FetchRequest) -> bool {
+        self.errors || self.bytes >= usize::try_from(request.min_bytes).unwrap_or(0).max(1)
+    }
+
+    fn into_response(self) -> ResponseKind {
+        ResponseKind::Fetch(
+            FetchResponse::default()
+                .with_error_code(NONE)
+                .with_responses(self.topics),
+        )
+    }
+}
+
+fn fetch_once(broker: &Arc<Broker>, request: &FetchRequest) -> FetchResult {
+    let mut result = FetchResult {
+        topics: Vec::with_capacity(request.topics.len()),
+        bytes: 0,
+        errors: false,
+    };
+    let response_bytes_max = usize::try_from(request.max_bytes).unwrap_or(0);
+    let read_committed = request.isolation_level == 1;
+    for topic in &request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for fetch in &topic.partitions {
+            let remaining = response_bytes_max.saturating_sub(result.bytes);
+            let data = partition_read(broker, &topic.topic, fetch, remaining, result.bytes == 0);
+            let data = if read_committed {
+                data.with_aborted_transactions(Some(Vec::new()))
+            } else {
+                data
+            };
+            result.errors |= data.error_code != NONE;
+            result.bytes += data.records.as_ref().map_or(0, Bytes::len);
+            partitions.push(data);
+        }
+        result.topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_partitions(partitions),
+        );
+    }
+    result
+}
+
+fn partition_read(
+    broker: &Arc<Broker>,
+    topic: &TopicName,
+    fetch: &FetchPartition,
+    response_bytes_remaining: usize,
+    response_empty: bool,
+) -> PartitionData {
+    let data = PartitionData::default()
+        .with_partition_index(fetch.partition)
+        .with_preferred_read_replica((-1).into());
+    let Some(partition) = broker.topics().partition(topic.0.as_str(), fetch.partition) else {
+        return data
+            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+            .with_high_watermark(-1);
+    };
+    let high_watermark = partition.high_watermark();
+    let log = partition.log();
+    let data = data
+        .with_high_watermark(high_watermark)
+        .with_last_stable_offset(high_watermark)
+        .with_log_start_offset(log.log_start_offset());
+    let partition_bytes_max = usize::try_from(fetch.partition_max_bytes).unwrap_or(0);
+    let bytes_max = partition_bytes_max.min(response_bytes_remaining);
+    if bytes_max == 0 && !response_empty {
+        return data.with_error_code(NONE).with_records(Some(Bytes::new()));
+    }
+    match log.read(fetch.fetch_offset, bytes_max, high_watermark) {
+        // Only the response's first partition may exceed the limits (KIP-74).
+        Ok(read) if read.bytes.len() > bytes_max && !response_empty => {
+            data.with_error_code(NONE).with_records(Some(Bytes::new()))
+        }
+        Ok(read) => data.with_error_code(NONE).with_records(Some(read.bytes)),
+        Err(error) => {
+            if !matches!(error, storage::LogError::OffsetOutOfRange { .. }) {
+                tracing::error!(topic = topic.0.as_str(), partition = fetch.partition, %error, "fetch read failed");
+            }
+            data.with_error_code(log_error_code(&error).code())
+                .with_records(Some(Bytes::new()))
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! ListOffsets: earliest (-2), latest (-1: the high watermark, which is also the last stable
+//! offset until transactions exist), or the first offset whose timestamp is at or after a time.
+
+use crate::broker::Broker;
+use crate::handlers::errors::{log_error_code, NONE};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+use std::sync::Arc;
+use wire::ResponseKind;
+
+const EARLIEST: i64 = -2;
+const LATEST: i64 = -1;
+
+pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ResponseKind {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|asked| {
+                    partition_lookup(
+                        broker,
+                        topic.name.0.as_str(),
+                        asked.partition_index,
+                        asked.timestamp,
+                        version,
+                    )
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
+}
+
+fn partition_lookup(
+    broker: &Arc<Broker>,
+    topic: &str,
+    index: i32,
+    timestamp: i64,
+    version: i16,
+) -> ListOffsetsPartitionResponse {
+    // leader_epoch exists from v4; the protocol crate refuses to encode it set at older versions.
+    let leader_epoch = if version >= 4 { 0 } else { -1 };
+    let response = ListOffsetsPartitionResponse::default()
+        .with_partition_index(index)
+        .with_leader_epoch(leader_epoch);
+    let Some(partition) = broker.topics().partition(topic, index) else {
+        return response
+            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+            .with_offset(-1)
+            .with_timestamp(-1);
+    };
+    let high_watermark = partition.high_watermark();
+    let log = partition.log();
+    let found = match timestamp {
+        EARLIEST => Ok(Some((log.log_start_offset(), -1))),
+        LATEST => Ok(Some((high_watermark, -1))),
+        timestamp if timestamp < 0 => {
+            return response
+                .with_error_code(ResponseError::UnsupportedVersion.code())
+                .with_offset(-1)
+                .with_timestamp(-1);
+        }
+        // Only offsets consumers may read count: a match at or above the high watermark is "none".
+        timestamp => log
+            .offset_for_timestamp(timestamp)
+            .map(|found| found.filter(|(offset, _)| *offset < high_watermark)),
+    };
+    match found {
+        Ok(Some((offset, timestamp))) => response
+            .with_error_code(NONE)
+            .with_offset(offset)
+            .with_timestamp(timestamp),
+        Ok(None) => response
+            .with_error_code(NONE)
+            .with_offset(-1)
+            .with_timestamp(-1),
+        Err(error) => response
+            .with_error_code(log_error_code(&error).code())
+            .with_offset(-1)
+            .with_timestamp(-1),
+    }
+}

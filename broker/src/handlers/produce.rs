@@ -1,0 +1,191 @@
+//! Produce: validate every batch, append in request order, then answer once the batches are
+//! durable (acks=1 and acks=all: on a single node both mean "fsynced here"; acks=0: no answer).
+//!
+//! Validation happens before any append, so a rejected partition leaves its log untouched. The
+//! append runs synchronously in the connection's reader, preserving the order of pipelined
+//! produces; only the wait for the group-commit fsync is asynchronous.
+
+use crate::broker::Broker;
+use crate::handlers::errors::{batch_error_code, log_error_code, NONE};
+use crate::handlers::{Reply, ResponseFuture};
+use crate::partition::Partition;
+use kafka_protocol::messages::produce_request::PartitionProduceData;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use std::sync::Arc;
+use std::time::Duration;
+use wire::{ResponseKind, ValidatedBatch};
+
+/// The leader epoch stamped on batches: a single node never changes leadership.
+const LEADER_EPOCH: i32 = 0;
+
+/// A partition's outcome, before durability is known.
+struct Appended {
+    response: PartitionProduceResponse,
+    /// The partition and the last offset that must be durable before answering.
+    wait: Option<(Arc<Partition>, i64)>,
+}
+
+pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> Reply {
+    let acks = request.acks;
+    let mut topics = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = topic.name.0.as_str().to_string();
+        let partitions: Vec<Appended> = topic
+            .partition_data
+            .into_iter()
+            .map(|data| {
+                if !matches!(acks, -1..=1) {
+                    return rejected(
+                        data.index,
+                        ResponseError::InvalidRequiredAcks,
+                        "acks must be -1, 0 or 1",
+                    );
+                }
+                partition_append(broker, &name, data)
+            })
+            .collect();
+        topics.push((topic.name, partitions));
+    }
+    if acks == 0 {
+        return Reply::None;
+    }
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0).max(1));
+    Reply::Later(durable_response(topics, timeout))
+}
+
+fn rejected(index: i32, error: ResponseError, message: &str) -> Appended {
+    let response = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(Some(StrBytes::from_string(message.to_string())));
+    Appended {
+        response,
+        wait: None,
+    }
+}
+
+fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceData) -> Appended {
+    let index = data.index;
+    let Some(partition) = broker.topics().partition(topic, index) else {
+        return rejected(
+            index,
+            ResponseError::UnknownTopicOrPartition,
+            "unknown topic or partition",
+        );
+    };
+    let Some(records) = data.records else {
+        return rejected(index, ResponseError::InvalidRecord, "no records");
+    };
+    let batches = match ValidatedBatch::validate_all(records) {
+        Ok(batches) if !batches.is_empty() => batches,
+        Ok(_) => return rejected(index, ResponseError::InvalidRecord, "no records"),
+        Err(error) => {
+            tracing::warn!(topic, partition = index, %error, "rejected produce");
+            return rejected(index, batch_error_code(&error), &error.to_string());
+        }
+    };
+    if let Some(reason) = batches.iter().find_map(batch_reject_reason) {
+        return rejected(index, ResponseError::InvalidRecord, reason);
+    }
+    if partition.durable().failed {
+        return rejected(
+            index,
+            ResponseError::KafkaStorageError,
+            "partition offline after a disk error",
+        );
+    }
+    let now_ms = broker.clock.wall_ms();
+    let appended = {
+        let mut log = partition.log();
+        let limit = log.config().max_message_bytes as usize;
+        if let Some(batch) = batches.iter().find(|batch| batch.size() > limit) {
+            let message = format!(
+                "batch of {} bytes exceeds max.message.bytes {limit}",
+                batch.size()
+            );
+            return rejected(index, ResponseError::MessageTooLarge, &message);
+        }
+        let mut first = None;
+        let mut last = None;
+        for batch in batches {
+            match log.append(batch, LEADER_EPOCH, now_ms) {
+                Ok(info) => {
+                    first.get_or_insert(info);
+                    last = Some(info);
+                }
+                Err(error) => {
+                    tracing::error!(topic, partition = index, %error, "append failed");
+                    return rejected(index, log_error_code(&error), &error.to_string());
+                }
+            }
+        }
+        (
+            first.expect("at least one batch"),
+            last.expect("at least one batch"),
+        )
+    };
+    let (first, last) = appended;
+    partition.flush_request();
+    let response = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(NONE)
+        .with_base_offset(first.base_offset)
+        .with_log_append_time_ms(first.log_append_time_ms)
+        .with_log_start_offset(first.log_start_offset);
+    Appended {
+        response,
+        wait: Some((partition, last.last_offset)),
+    }
+}
+
+/// Producers may not write control batches (transaction markers are the coordinator's), and
+/// their batches must be contiguous: one record per offset delta.
+fn batch_reject_reason(batch: &ValidatedBatch) -> Option<&'static str> {
+    let header = batch.header();
+    if header.is_control() {
+        return Some("producers may not write control batches");
+    }
+    if i64::from(header.record_count) != i64::from(header.last_offset_delta) + 1 {
+        return Some("record count does not match the last offset delta");
+    }
+    None
+}
+
+fn durable_response(
+    topics: Vec<(kafka_protocol::messages::TopicName, Vec<Appended>)>,
+    timeout: Duration,
+) -> ResponseFuture {
+    Box::pin(async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, partitions) in topics {
+            let mut partition_responses = Vec::with_capacity(partitions.len());
+            for Appended { mut response, wait } in partitions {
+                if let Some((partition, last_offset)) = wait {
+                    let outcome =
+                        runtime::time::timeout(timeout, partition.durable_wait(last_offset)).await;
+                    let error = match outcome {
+                        Ok(true) => None,
+                        Ok(false) => Some(ResponseError::KafkaStorageError),
+                        Err(_) => Some(ResponseError::RequestTimedOut),
+                    };
+                    if let Some(error) = error {
+                        response = response.with_error_code(error.code()).with_base_offset(-1);
+                    }
+                }
+                partition_responses.push(response);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
+    })
+}

@@ -1,0 +1,173 @@
+//! One partition hosted by this broker: its log behind a lock, and the group-commit flusher that
+//! turns appends into durable, visible offsets.
+//!
+//! Durability contract (DESIGN.md): a produce is acknowledged only once its batch is fsynced, and
+//! a consumer never sees a byte that a crash could take back, so on a single node the high
+//! watermark is the log's recovery point. Appends only write to the page cache; the flusher task
+//! syncs whatever has accumulated with one fdatasync (run off the async workers, without the log
+//! lock held), then publishes the new durable offset. Producers and long-polling fetchers wait on
+//! that one `watch` channel, so one fsync serves every request that arrived before it began.
+
+use runtime::sync::{watch, Notify};
+use std::sync::{Arc, Mutex, MutexGuard};
+use storage::PartitionLog;
+
+/// The durable state a flusher publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durable {
+    /// Every offset below this is fsynced: the high watermark on a single node.
+    pub offset_end: i64,
+    /// A sync failed: the page cache can no longer be trusted (fsyncgate), so the partition is
+    /// offline until the broker restarts and recovers from what is truly on disk.
+    pub failed: bool,
+}
+
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    log: Mutex<PartitionLog>,
+    /// Shared with the flusher task, which must wait on it without keeping the partition alive.
+    flush_wanted: Arc<Notify>,
+    durable_sender: watch::Sender<Durable>,
+    deleted: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Partition {
+    /// Wraps a recovered log whose contents are all durable, and starts its flusher.
+    pub fn start(topic: String, index: i32, log: PartitionLog) -> Arc<Partition> {
+        assert_eq!(
+            log.recovery_point(),
+            log.log_end_offset(),
+            "opened logs are flushed first"
+        );
+        let durable = Durable {
+            offset_end: log.log_end_offset(),
+            failed: false,
+        };
+        let (durable_sender, _) = watch::channel(durable);
+        let partition = Arc::new(Partition {
+            topic,
+            index,
+            log: Mutex::new(log),
+            flush_wanted: Arc::new(Notify::new()),
+            durable_sender,
+            deleted: std::sync::atomic::AtomicBool::new(false),
+        });
+        runtime::spawn(flusher_run(Arc::downgrade(&partition)));
+        partition
+    }
+
+    pub fn log(&self) -> MutexGuard<'_, PartitionLog> {
+        lock(&self.log)
+    }
+
+    /// Asks the flusher to make everything appended so far durable.
+    pub fn flush_request(&self) {
+        self.flush_wanted.notify_one();
+    }
+
+    pub fn durable(&self) -> Durable {
+        *self.durable_sender.borrow()
+    }
+
+    pub fn durable_watch(&self) -> watch::Receiver<Durable> {
+        self.durable_sender.subscribe()
+    }
+
+    /// The high watermark: what consumers may read.
+    pub fn high_watermark(&self) -> i64 {
+        self.durable().offset_end
+    }
+
+    /// Waits until `offset` is durable; `false` if the partition failed or was deleted first.
+    pub async fn durable_wait(&self, offset: i64) -> bool {
+        let mut receiver = self.durable_watch();
+        let result = receiver
+            .wait_for(|durable| durable.failed || durable.offset_end > offset)
+            .await;
+        matches!(result, Ok(durable) if !durable.failed)
+    }
+
+    /// Stops the flusher and fails pending waits; the caller removes the files.
+    pub fn delete(&self) {
+        self.deleted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.durable_sender
+            .send_modify(|durable| durable.failed = true);
+        self.flush_wanted.notify_one();
+    }
+
+    fn is_deleted(&self) -> bool {
+        self.deleted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The group-commit loop. Holds only a weak reference so a deleted partition's task ends.
+async fn flusher_run(partition: std::sync::Weak<Partition>) {
+    loop {
+        let Some(strong) = partition.upgrade() else {
+            return;
+        };
+        let flush_wanted = strong.flush_wanted.clone();
+        let notified = flush_wanted.notified();
+        runtime::pin!(notified);
+        notified.as_mut().enable();
+        if strong.is_deleted() || strong.durable().failed {
+            return;
+        }
+        let pending = {
+            let log = strong.log();
+            log.log_end_offset() > log.recovery_point()
+        };
+        if !pending {
+            drop(strong);
+            notified.await;
+            continue;
+        }
+        if !flush_once(&strong).await {
+            return;
+        }
+    }
+}
+
+/// One group commit: capture, sync without the lock, complete, publish.
+async fn flush_once(partition: &Arc<Partition>) -> bool {
+    let ticket = partition.log().flush_begin();
+    let (ticket, result) = runtime::blocking(move || {
+        let result = ticket.sync();
+        (ticket, result)
+    })
+    .await;
+    if let Err(error) = result {
+        tracing::error!(
+            topic = %partition.topic, partition = partition.index, %error,
+            "fsync failed; partition offline until restart"
+        );
+        partition
+            .durable_sender
+            .send_modify(|durable| durable.failed = true);
+        return false;
+    }
+    let offset_end = {
+        let mut log = partition.log();
+        log.flush_complete(ticket);
+        log.recovery_point()
+    };
+    partition.durable_sender.send_if_modified(|durable| {
+        assert!(
+            offset_end >= durable.offset_end,
+            "the durable offset never goes back"
+        );
+        let advanced = offset_end > durable.offset_end;
+        durable.offset_end = offset_end;
+        advanced
+    });
+    true
+}

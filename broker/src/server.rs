@@ -1,0 +1,89 @@
+//! Accepting connections: the listener loop, the connection limit, background tasks, shutdown.
+//!
+//! `serve` is the one startup path: `gregor broker` and the simulator both call it, so the
+//! simulator exercises exactly the code that serves real clients.
+
+use crate::broker::{Broker, NodeContext};
+use crate::config::BrokerConfig;
+use crate::connection;
+use runtime::net::TcpListener;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the data dir: {0}")]
+    Open(#[from] crate::topics::TopicError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// Opens the data dir, binds, and serves until `shutdown` resolves; then flushes every partition.
+pub async fn serve(
+    config: BrokerConfig,
+    context: NodeContext,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let broker = Broker::open(config, context)?;
+    let address = broker.config.listen.clone();
+    let listener = TcpListener::bind(&address)
+        .await
+        .map_err(|source| ServeError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+    tracing::info!(node = broker.config.node_id, %address, data_dir = %broker.config.data_dir.display(), "broker listening");
+    let maintenance = runtime::spawn(crate::maintenance::run(broker.clone()));
+    runtime::select! {
+        biased;
+        () = shutdown => tracing::info!("shutdown requested"),
+        () = accept_loop(&broker, listener) => {}
+    }
+    maintenance.abort();
+    shutdown_flush(&broker).await;
+    Ok(())
+}
+
+async fn accept_loop(broker: &Arc<Broker>, listener: TcpListener) {
+    let connections = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                runtime::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if connections.load(Ordering::SeqCst) >= broker.config.connections_max {
+            tracing::warn!(%peer, limit = broker.config.connections_max, "connection limit reached; closing");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        connections.fetch_add(1, Ordering::SeqCst);
+        let (broker, connections) = (broker.clone(), connections.clone());
+        runtime::spawn(async move {
+            connection::run(broker, stream, peer).await;
+            connections.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Makes everything appended durable before the process exits: acknowledged writes already are,
+/// this covers acks=0 writes and keeps the next start's recovery short.
+async fn shutdown_flush(broker: &Arc<Broker>) {
+    let partitions = broker.topics().partitions_all();
+    for partition in partitions {
+        let end = partition.log().log_end_offset();
+        if end > 0 {
+            partition.flush_request();
+            partition.durable_wait(end - 1).await;
+        }
+    }
+    tracing::info!("all partitions flushed; stopped");
+}

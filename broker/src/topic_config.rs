@@ -1,0 +1,193 @@
+//! Topic names and per-topic configuration: which keys a topic may set, how each value is
+//! validated, and how the overrides combine with defaults into a `storage::LogConfig`.
+
+use std::collections::BTreeMap;
+use storage::{CleanupPolicy, LogConfig, TimestampType};
+
+/// Kafka's limit: a topic directory `<topic>-<partition>` must fit a file name.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum TopicConfigError {
+    #[error("invalid topic name {name:?}: {reason}")]
+    Name { name: String, reason: &'static str },
+    #[error("unknown topic config {key:?}")]
+    UnknownKey { key: String },
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Value {
+        key: String,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+pub fn topic_name_validate(name: &str) -> Result<(), TopicConfigError> {
+    let error = |reason| {
+        Err(TopicConfigError::Name {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return error("empty");
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return error("longer than 249 bytes");
+    }
+    if name == "." || name == ".." {
+        return error("'.' and '..' are reserved");
+    }
+    let legal = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-';
+    if !name.chars().all(legal) {
+        return error("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// The topic configs gregor understands, with Kafka's defaults.
+pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
+    ("cleanup.policy", "delete"),
+    ("delete.retention.ms", "86400000"),
+    ("max.message.bytes", "1048588"),
+    ("message.timestamp.type", "CreateTime"),
+    ("min.insync.replicas", "1"),
+    ("retention.bytes", "-1"),
+    ("retention.ms", "604800000"),
+    ("segment.bytes", "1073741824"),
+    ("segment.ms", "604800000"),
+];
+
+/// The smallest segment a topic may ask for: a segment must hold a whole maximal batch header.
+pub const SEGMENT_BYTES_MIN: u64 = 1024;
+
+fn parse_i64(key: &str, value: &str, min: i64) -> Result<i64, TopicConfigError> {
+    let invalid = |reason| TopicConfigError::Value {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    let parsed: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid("not an integer"))?;
+    if parsed < min {
+        return Err(invalid("below the minimum"));
+    }
+    Ok(parsed)
+}
+
+/// Checks one override; returns the normalised value to store.
+pub fn topic_config_validate(key: &str, value: &str) -> Result<String, TopicConfigError> {
+    let invalid = |reason| TopicConfigError::Value {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    match key {
+        "cleanup.policy" => {
+            let mut policies: Vec<&str> = value.split(',').map(str::trim).collect();
+            policies.sort_unstable();
+            match policies.as_slice() {
+                ["delete"] | ["compact"] | ["compact", "delete"] => Ok(policies.join(",")),
+                _ => Err(invalid("expected delete, compact or compact,delete")),
+            }
+        }
+        "message.timestamp.type" => match value {
+            "CreateTime" | "LogAppendTime" => Ok(value.to_string()),
+            _ => Err(invalid("expected CreateTime or LogAppendTime")),
+        },
+        "retention.ms" | "retention.bytes" => Ok(parse_i64(key, value, -1)?.to_string()),
+        "segment.bytes" => Ok(parse_i64(key, value, SEGMENT_BYTES_MIN as i64)?.to_string()),
+        "segment.ms" | "delete.retention.ms" | "min.insync.replicas" => {
+            let min = if key == "min.insync.replicas" { 1 } else { 0 };
+            Ok(parse_i64(key, value, min)?.to_string())
+        }
+        "max.message.bytes" => {
+            let parsed = parse_i64(key, value, 0)?;
+            if parsed > i64::from(i32::MAX) {
+                return Err(invalid("above 2^31-1"));
+            }
+            Ok(parsed.to_string())
+        }
+        _ => Err(TopicConfigError::UnknownKey {
+            key: key.to_string(),
+        }),
+    }
+}
+
+/// The effective value of `key` for a topic with `overrides`, and whether it is a default.
+pub fn topic_config_value(
+    overrides: &BTreeMap<String, String>,
+    key: &str,
+) -> Option<(String, bool)> {
+    let default = TOPIC_CONFIG_KEYS.iter().find(|(name, _)| *name == key)?.1;
+    Some(match overrides.get(key) {
+        Some(value) => (value.clone(), false),
+        None => (default.to_string(), true),
+    })
+}
+
+fn effective_i64(overrides: &BTreeMap<String, String>, key: &str) -> i64 {
+    let (value, _) = topic_config_value(overrides, key).expect("known key");
+    value.parse().expect("validated on the way in")
+}
+
+/// The storage configuration for a topic: Kafka's defaults overlaid with its validated overrides.
+pub fn log_config(overrides: &BTreeMap<String, String>) -> LogConfig {
+    let mut config = LogConfig::kafka_defaults();
+    let (policy, _) = topic_config_value(overrides, "cleanup.policy").expect("known key");
+    config.cleanup_policy = match policy.as_str() {
+        "compact" => CleanupPolicy::Compact,
+        "compact,delete" => CleanupPolicy::CompactAndDelete,
+        _ => CleanupPolicy::Delete,
+    };
+    let retention_ms = effective_i64(overrides, "retention.ms");
+    config.retention_ms = (retention_ms >= 0).then_some(retention_ms);
+    let retention_bytes = effective_i64(overrides, "retention.bytes");
+    config.retention_bytes = u64::try_from(retention_bytes).ok();
+    config.segment_bytes = effective_i64(overrides, "segment.bytes") as u64;
+    config.segment_ms = effective_i64(overrides, "segment.ms");
+    config.delete_retention_ms = effective_i64(overrides, "delete.retention.ms");
+    config.max_message_bytes = effective_i64(overrides, "max.message.bytes") as u32;
+    let (timestamp_type, _) =
+        topic_config_value(overrides, "message.timestamp.type").expect("known");
+    config.message_timestamp_type = match timestamp_type.as_str() {
+        "LogAppendTime" => TimestampType::LogAppendTime,
+        _ => TimestampType::CreateTime,
+    };
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_kafka_rules() {
+        assert!(topic_name_validate("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(250)] {
+            assert!(topic_name_validate(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn overrides_are_validated_and_applied() {
+        assert_eq!(
+            topic_config_validate("cleanup.policy", "delete,compact").unwrap(),
+            "compact,delete"
+        );
+        assert!(topic_config_validate("cleanup.policy", "forever").is_err());
+        assert!(topic_config_validate("segment.bytes", "10").is_err());
+        assert!(topic_config_validate("retention.ms", "-2").is_err());
+        assert!(topic_config_validate("no.such.key", "1").is_err());
+        let overrides = BTreeMap::from([
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), "4096".to_string()),
+            ("cleanup.policy".to_string(), "compact".to_string()),
+        ]);
+        let config = log_config(&overrides);
+        assert_eq!(config.retention_ms, None);
+        assert_eq!(config.segment_bytes, 4096);
+        assert!(matches!(config.cleanup_policy, CleanupPolicy::Compact));
+    }
+}

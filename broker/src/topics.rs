@@ -1,0 +1,340 @@
+//! The topics this broker hosts: their metadata (persisted in one small file in the data dir) and
+//! their partitions' logs.
+//!
+//! Crash safety by ordering. Create: open the partition logs first, then persist the metadata; a
+//! crash between the two leaves orphan directories, which the next start removes. Delete: persist
+//! the metadata without the topic first, then remove the directories; a crash between the two again
+//! leaves only orphans. The metadata file is replaced atomically (`runtime::disk::write_atomic`).
+
+use crate::partition::Partition;
+use crate::topic_config::{
+    log_config, topic_config_validate, topic_name_validate, TopicConfigError,
+};
+use runtime::Disk;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use storage::{LogError, PartitionLog};
+
+/// The metadata file, in the data dir's root.
+pub const METADATA_FILE: &str = "gregor-topics.json";
+/// Kafka's limit on partitions per topic is effectively none; ours bounds memory and open files.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMetadata {
+    pub name: String,
+    pub topic_id: [u8; 16],
+    pub partition_count: i32,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MetadataFile {
+    topics: Vec<TopicMetadata>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error(transparent)]
+    Config(#[from] TopicConfigError),
+    #[error("topic {name:?} already exists")]
+    Exists { name: String },
+    #[error("topic {name:?} does not exist")]
+    Unknown { name: String },
+    #[error("partition count {count} is invalid: {reason}")]
+    Partitions { count: i32, reason: &'static str },
+    #[error("replication factor {factor} is invalid: this cluster has {brokers} broker(s)")]
+    ReplicationFactor { factor: i16, brokers: usize },
+    #[error("storage error in {path}: {source}")]
+    Storage { path: PathBuf, source: LogError },
+    #[error("metadata I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("metadata file {path} is corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+#[derive(Debug)]
+struct Topic {
+    metadata: TopicMetadata,
+    partitions: Vec<Arc<Partition>>,
+}
+
+#[derive(Debug)]
+pub struct Topics {
+    disk: Arc<dyn Disk>,
+    data_dir: PathBuf,
+    topics: BTreeMap<String, Topic>,
+}
+
+/// A partition's directory: `<data_dir>/<topic>-<index>`, as Kafka names them.
+pub fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{index}"))
+}
+
+impl Topics {
+    /// Loads the metadata, recovers every partition's log, and removes orphan directories.
+    pub fn open(disk: Arc<dyn Disk>, data_dir: PathBuf, now_ms: i64) -> Result<Topics, TopicError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TopicError::Io { path, source }
+        };
+        disk.create_dir_all(&data_dir).map_err(io(&data_dir))?;
+        let metadata_path = data_dir.join(METADATA_FILE);
+        let file: MetadataFile = if disk.exists(&metadata_path) {
+            let bytes =
+                runtime::disk::read_all(&*disk, &metadata_path).map_err(io(&metadata_path))?;
+            serde_json::from_slice(&bytes).map_err(|error| TopicError::Corrupt {
+                path: metadata_path.clone(),
+                message: error.to_string(),
+            })?
+        } else {
+            MetadataFile::default()
+        };
+        let mut topics = Topics {
+            disk,
+            data_dir,
+            topics: BTreeMap::new(),
+        };
+        for metadata in file.topics {
+            let partitions = (0..metadata.partition_count)
+                .map(|index| topics.partition_open(&metadata, index, now_ms))
+                .collect::<Result<Vec<_>, _>>()?;
+            topics.topics.insert(
+                metadata.name.clone(),
+                Topic {
+                    metadata,
+                    partitions,
+                },
+            );
+        }
+        topics.orphans_remove()?;
+        Ok(topics)
+    }
+
+    fn partition_open(
+        &self,
+        metadata: &TopicMetadata,
+        index: i32,
+        now_ms: i64,
+    ) -> Result<Arc<Partition>, TopicError> {
+        let dir = partition_dir(&self.data_dir, &metadata.name, index);
+        let storage = |source| TopicError::Storage {
+            path: dir.clone(),
+            source,
+        };
+        let mut log = PartitionLog::open(
+            self.disk.clone(),
+            dir.clone(),
+            log_config(&metadata.configs),
+            now_ms,
+        )
+        .map_err(storage)?;
+        // Whatever recovery found may still sit only in the page cache (a process crash, not a
+        // power loss): make it durable before anyone can read it.
+        log.flush().map_err(storage)?;
+        Ok(Partition::start(metadata.name.clone(), index, log))
+    }
+
+    fn orphans_remove(&self) -> Result<(), TopicError> {
+        let entries = self
+            .disk
+            .list(&self.data_dir)
+            .map_err(|source| TopicError::Io {
+                path: self.data_dir.clone(),
+                source,
+            })?;
+        for entry in entries {
+            let Some(name) = entry.file_name().and_then(|name| name.to_str()) else {
+                continue;
+            };
+            let Some((topic, index)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(index) = index.parse::<i32>() else {
+                continue;
+            };
+            if !self.disk.is_dir(&entry) {
+                continue;
+            }
+            let known = self
+                .topics
+                .get(topic)
+                .is_some_and(|t| index < t.metadata.partition_count);
+            if !known {
+                tracing::warn!(dir = %entry.display(), "removing orphan partition directory");
+                self.disk
+                    .remove_dir_all(&entry)
+                    .map_err(|source| TopicError::Io {
+                        path: entry.clone(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn metadata_persist(&self) -> Result<(), TopicError> {
+        let file = MetadataFile {
+            topics: self.topics.values().map(|t| t.metadata.clone()).collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).expect("metadata serializes");
+        let path = self.data_dir.join(METADATA_FILE);
+        runtime::disk::write_atomic(&*self.disk, &path, &bytes)
+            .map_err(|source| TopicError::Io { path, source })
+    }
+
+    /// Validates a creation without performing it (CreateTopics `validate_only`, and the first
+    /// step of `create`). Returns the normalised config overrides.
+    pub fn create_check(
+        &self,
+        name: &str,
+        partition_count: i32,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, TopicError> {
+        topic_name_validate(name)?;
+        if self.topics.contains_key(name) {
+            return Err(TopicError::Exists {
+                name: name.to_string(),
+            });
+        }
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partition_count) {
+            let reason = "must be between 1 and 10000";
+            return Err(TopicError::Partitions {
+                count: partition_count,
+                reason,
+            });
+        }
+        configs
+            .iter()
+            .map(|(key, value)| Ok((key.clone(), topic_config_validate(key, value)?)))
+            .collect()
+    }
+
+    pub fn create(
+        &mut self,
+        name: &str,
+        partition_count: i32,
+        configs: &BTreeMap<String, String>,
+        topic_id: [u8; 16],
+        now_ms: i64,
+    ) -> Result<TopicMetadata, TopicError> {
+        let configs = self.create_check(name, partition_count, configs)?;
+        let metadata = TopicMetadata {
+            name: name.to_string(),
+            topic_id,
+            partition_count,
+            configs,
+        };
+        let partitions = (0..partition_count)
+            .map(|index| self.partition_open(&metadata, index, now_ms))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.topics.insert(
+            name.to_string(),
+            Topic {
+                metadata: metadata.clone(),
+                partitions,
+            },
+        );
+        if let Err(error) = self.metadata_persist() {
+            if let Some(topic) = self.topics.remove(name) {
+                topic
+                    .partitions
+                    .iter()
+                    .for_each(|partition| partition.delete());
+            }
+            return Err(error);
+        }
+        tracing::info!(topic = name, partitions = partition_count, "topic created");
+        Ok(metadata)
+    }
+
+    pub fn delete(&mut self, name: &str) -> Result<TopicMetadata, TopicError> {
+        let Some(topic) = self.topics.remove(name) else {
+            return Err(TopicError::Unknown {
+                name: name.to_string(),
+            });
+        };
+        if let Err(error) = self.metadata_persist() {
+            self.topics.insert(name.to_string(), topic);
+            return Err(error);
+        }
+        for partition in &topic.partitions {
+            partition.delete();
+            let dir = partition_dir(&self.data_dir, name, partition.index);
+            if let Err(error) = self.disk.remove_dir_all(&dir) {
+                // The metadata no longer names it: the next start removes it as an orphan.
+                tracing::warn!(dir = %dir.display(), %error, "could not remove deleted partition");
+            }
+        }
+        let _ = self.disk.sync_dir(&self.data_dir);
+        tracing::info!(topic = name, "topic deleted");
+        Ok(topic.metadata)
+    }
+
+    /// Grows a topic to `partition_count` partitions (CreatePartitions). Never shrinks.
+    pub fn partitions_add(
+        &mut self,
+        name: &str,
+        partition_count: i32,
+        now_ms: i64,
+    ) -> Result<(), TopicError> {
+        let Some(topic) = self.topics.get(name) else {
+            return Err(TopicError::Unknown {
+                name: name.to_string(),
+            });
+        };
+        let current = topic.metadata.partition_count;
+        if partition_count <= current || partition_count > PARTITIONS_PER_TOPIC_MAX {
+            let reason = "must exceed the current count and be at most 10000";
+            return Err(TopicError::Partitions {
+                count: partition_count,
+                reason,
+            });
+        }
+        let mut metadata = topic.metadata.clone();
+        metadata.partition_count = partition_count;
+        let added = (current..partition_count)
+            .map(|index| self.partition_open(&metadata, index, now_ms))
+            .collect::<Result<Vec<_>, _>>()?;
+        let topic = self.topics.get_mut(name).expect("checked above");
+        topic.metadata.partition_count = partition_count;
+        topic.partitions.extend(added);
+        self.metadata_persist()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TopicMetadata> {
+        self.topics.get(name).map(|topic| &topic.metadata)
+    }
+
+    pub fn by_id(&self, topic_id: [u8; 16]) -> Option<&TopicMetadata> {
+        self.topics
+            .values()
+            .map(|topic| &topic.metadata)
+            .find(|m| m.topic_id == topic_id)
+    }
+
+    pub fn list(&self) -> impl Iterator<Item = &TopicMetadata> {
+        self.topics.values().map(|topic| &topic.metadata)
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let topic = self.topics.get(topic)?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|index| topic.partitions.get(index))
+            .cloned()
+    }
+
+    /// Every partition, for background work (retention, compaction, shutdown flush).
+    pub fn partitions_all(&self) -> Vec<Arc<Partition>> {
+        self.topics
+            .values()
+            .flat_map(|topic| topic.partitions.iter().cloned())
+            .collect()
+    }
+}
