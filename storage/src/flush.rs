@@ -16,9 +16,16 @@ pub struct FlushTicket {
     pub(crate) files: Vec<Arc<dyn DiskFile>>,
     pub(crate) offset_end: i64,
     pub(crate) generation: u64,
+    /// The simulated latency of this sync (`Disk::sync_delay`); zero on real disks.
+    pub(crate) delay: std::time::Duration,
 }
 
 impl FlushTicket {
+    /// How long to wait, data still unsynced, before `sync` (simulated disks only).
+    pub fn delay(&self) -> std::time::Duration {
+        self.delay
+    }
+
     /// fdatasyncs every captured file. Slow: run it through `runtime::blocking`.
     pub fn sync(&self) -> io::Result<()> {
         for file in &self.files {

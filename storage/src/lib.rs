@@ -31,6 +31,7 @@ mod flush;
 mod index;
 mod layout;
 mod log;
+mod planted;
 mod read;
 mod records;
 mod recovery;
@@ -46,5 +47,6 @@ pub use config::{
 pub use error::LogError;
 pub use flush::FlushTicket;
 pub use log::{AppendInfo, PartitionLog};
+pub use planted::PlantedBug;
 pub use read::ReadResult;
 pub use retention::RetentionOutcome;

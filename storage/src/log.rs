@@ -47,6 +47,8 @@ pub struct PartitionLog {
     pub(crate) generation: u64,
     /// The latest wall time a caller passed in: the clock for follower appends, which carry none.
     pub(crate) clock_ms: i64,
+    /// A planted bug (feature `planted-bugs` only; always `None` otherwise).
+    pub(crate) planted: Option<crate::PlantedBug>,
 }
 
 impl PartitionLog {
@@ -59,9 +61,22 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<PartitionLog, LogError> {
         config.validate()?;
-        let log = crate::recovery::recover(disk, dir, config, now_ms)?;
+        let log = crate::recovery::recover(disk, dir, config, now_ms, None)?;
         log.invariants_check();
         Ok(log)
+    }
+
+    /// `open`, with a planted bug switched on (DESIGN.md, Planted bugs).
+    #[cfg(feature = "planted-bugs")]
+    pub fn open_planted(
+        disk: Arc<dyn Disk>,
+        dir: PathBuf,
+        config: LogConfig,
+        now_ms: i64,
+        planted: Option<crate::PlantedBug>,
+    ) -> Result<PartitionLog, LogError> {
+        config.validate()?;
+        crate::recovery::recover(disk, dir, config, now_ms, planted)
     }
 
     /// The leader path: the batch gets offsets from the log end and the leader's epoch, and the
@@ -178,10 +193,14 @@ impl PartitionLog {
     pub(crate) fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
         let base_offset = self.log_end_offset();
         let interval = self.config.index_interval_bytes;
+        let sync_skipped =
+            crate::PlantedBug::active(self.planted, crate::PlantedBug::RollSkipsFsync);
         let active = self.active_mut();
         assert!(!active.is_empty(), "empty segments are not rolled");
         active.seal();
-        active.sync()?;
+        if !sync_skipped {
+            active.sync()?;
+        }
         self.active().index_files_write(&*self.disk, &self.dir)?;
         let mut segment = Segment::create(&*self.disk, &self.dir, base_offset, interval)?;
         self.disk.sync_dir(&self.dir).context("sync", &self.dir)?;
@@ -201,10 +220,15 @@ impl PartitionLog {
             true => vec![self.active().file().clone()],
             false => Vec::new(),
         };
+        let delay = match files.is_empty() {
+            true => std::time::Duration::ZERO,
+            false => self.disk.sync_delay(),
+        };
         FlushTicket {
             files,
             offset_end,
             generation: self.generation,
+            delay,
         }
     }
 

@@ -54,6 +54,19 @@ pub(crate) fn batches_read(
     let Some((first, position, header)) = batch_find(segments, offset)? else {
         return Ok(ReadResult::empty(offset));
     };
+    if header.base_offset > offset {
+        // A gap before the batch: real after compaction, or a header misread on the way from
+        // the disk (the walk that located it reads fields no CRC covers). Locating again with
+        // fresh reads tells them apart: a transient misread does not repeat.
+        let again = batch_find(segments, offset)?.map(|(_, position, header)| (position, header));
+        if again != Some((position, header)) {
+            return Err(LogError::Corrupt {
+                path: first.path().to_path_buf(),
+                position,
+                reason: format!("offset {offset} located at two different batches"),
+            });
+        }
+    }
     if header.last_offset() >= limit_offset {
         return Ok(ReadResult::empty(offset));
     }
@@ -201,6 +214,13 @@ fn buffer_walk(buffer: &[u8], max_bytes: usize, limit_offset: i64, base_expected
             break;
         }
         if header.last_offset() >= limit_offset {
+            break;
+        }
+        // baseOffset lies outside the CRC: a bit flipped on the way from the disk can move a
+        // batch forward and make a consumer skip offsets. A gap may also be real (compaction
+        // removed whole batches), so the read stops before it; the next read starts there, and
+        // `batch_find` re-reads that header independently, which a transient flip cannot fool.
+        if walk.batch_count > 0 && header.base_offset > walk.next_offset {
             break;
         }
         walk.bytes += size;

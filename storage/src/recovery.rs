@@ -28,6 +28,7 @@ pub(crate) fn recover(
     dir: PathBuf,
     config: LogConfig,
     now_ms: i64,
+    planted: Option<crate::PlantedBug>,
 ) -> Result<PartitionLog, LogError> {
     dir_prepare(&*disk, &dir)?;
     leftovers_remove(&*disk, &dir)?;
@@ -40,7 +41,15 @@ pub(crate) fn recover(
         log_start_offset: log_start_hint,
         recovery_point: recovery_point_hint,
     };
-    let loaded = segments_load(&*disk, &dir, &bases, hints, config.index_interval_bytes)?;
+    let verify_crc = !crate::PlantedBug::active(planted, crate::PlantedBug::RecoverySkipsCrc);
+    let loaded = segments_load(
+        &*disk,
+        &dir,
+        &bases,
+        hints,
+        config.index_interval_bytes,
+        verify_crc,
+    )?;
     let mut segments = loaded.segments;
     if segments.is_empty() {
         let segment = Segment::create(&*disk, &dir, log_start_hint, config.index_interval_bytes)?;
@@ -53,6 +62,11 @@ pub(crate) fn recover(
     let last = segments.values_mut().next_back().expect("not empty");
     if !last.is_empty() {
         last.rolling_start(now_ms);
+    }
+    if crate::PlantedBug::active(planted, crate::PlantedBug::OffsetReuseAfterRestart)
+        && !last.is_empty()
+    {
+        last.planted_forget_last_offset();
     }
     let log_end_offset = last.next_offset();
     // Without a checkpoint the first segment's base is the best guess. With one, the checkpoint
@@ -71,6 +85,7 @@ pub(crate) fn recover(
         recovery_point: log_end_offset,
         epochs: EpochCache::default(),
         generation: 0,
+        planted,
         clock_ms: now_ms,
     };
     log.checkpoint_write()?;
@@ -232,6 +247,7 @@ fn segments_load(
     bases: &[i64],
     hints: Hints,
     interval: u32,
+    verify_crc: bool,
 ) -> Result<Loaded, LogError> {
     let mut loaded = Loaded {
         segments: BTreeMap::new(),
@@ -258,7 +274,15 @@ fn segments_load(
                     }
                 };
                 loaded.scanned.push(base);
-                Segment::scan_open(disk, dir, base, offset_floor, interval, &mut visit)?
+                Segment::scan_open(
+                    disk,
+                    dir,
+                    base,
+                    offset_floor,
+                    interval,
+                    verify_crc,
+                    &mut visit,
+                )?
             }
         };
         if stop.is_none() && next_base.is_some_and(|next| segment.next_offset() > next) {

@@ -194,6 +194,18 @@ impl ValidatedBatch {
         Ok(ValidatedBatch { bytes, header })
     }
 
+    /// Planted bug support: everything `validate` checks except the CRC.
+    #[cfg(feature = "planted-bugs")]
+    pub fn validate_without_crc(bytes: Bytes) -> Result<ValidatedBatch, BatchError> {
+        let header = header_parse(&bytes)?;
+        if header.size() != bytes.len() {
+            return Err(BatchError::Length {
+                length: header.batch_length,
+            });
+        }
+        Ok(ValidatedBatch { bytes, header })
+    }
+
     /// Splits a concatenation of batches (a Produce `records` field, a Fetch response, a segment
     /// read) and validates each one. A trailing partial batch is an error here: callers that
     /// expect one (fetch responses cut at max_bytes) use `validate_prefix`.

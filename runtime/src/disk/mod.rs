@@ -47,6 +47,14 @@ pub trait Disk: Send + Sync + Debug {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the namespace changes in `dir` (creates, renames, removes) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// How long the next fdatasync should take in simulated time. Real disks take real time and
+    /// return zero; a simulated disk returns its modelled latency, which callers wait out (with
+    /// the data still unsynced) before syncing, so a crash can land in that window as it would
+    /// on a real disk.
+    fn sync_delay(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 #[allow(clippy::len_without_is_empty)] // A file's length is a fallible query, not a collection size.
