@@ -10,7 +10,8 @@
 use crate::cluster::{Cluster, Target};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
-use crate::metadata::{Metadata, MetadataScope, TopicMetadata};
+use crate::group::{self, CommitIdentity, GroupDescription, GroupListing};
+use crate::metadata::{Metadata, MetadataScope, TopicMetadata, TopicPartition};
 use std::collections::BTreeMap;
 use wire::protocol::error::ResponseError;
 use wire::protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -274,6 +275,41 @@ impl Admin {
             (config.name.to_string(), entry)
         });
         Ok(entries.collect())
+    }
+
+    /// Every consumer group in the cluster.
+    pub async fn list_groups(&mut self) -> Result<Vec<GroupListing>, ClientError> {
+        group::groups_list(&mut self.cluster).await
+    }
+
+    /// A group's state and members, with their assignments decoded.
+    pub async fn describe_group(&mut self, group_id: &str) -> Result<GroupDescription, ClientError> {
+        group::group_describe(&mut self.cluster, &mut None, group_id).await
+    }
+
+    /// Deletes an empty group and its committed offsets.
+    pub async fn delete_group(&mut self, group_id: &str) -> Result<(), ClientError> {
+        group::group_delete(&mut self.cluster, &mut None, group_id).await
+    }
+
+    /// A group's committed offsets: of `partitions`, or (`None`) of every partition it has.
+    pub async fn group_offsets(
+        &mut self,
+        group_id: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, ClientError> {
+        group::offsets_fetch(&mut self.cluster, &mut None, group_id, partitions).await
+    }
+
+    /// Sets a group's committed offsets as a simple consumer would (generation -1): the
+    /// coordinator accepts this only while the group has no members.
+    pub async fn group_offsets_set(
+        &mut self,
+        group_id: &str,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), ClientError> {
+        let identity = CommitIdentity::simple();
+        group::offsets_commit(&mut self.cluster, &mut None, group_id, &identity, offsets).await
     }
 
     /// Sends to the controller; NOT_CONTROLLER and transport failures refresh and retry.

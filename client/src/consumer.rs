@@ -4,7 +4,7 @@
 //! fetches from each partition's leader, decodes the batches (`records::records_decode`) and
 //! advances positions past what it returns. A fetch error is handled per partition: stale
 //! leadership refreshes the metadata for the next poll; OFFSET_OUT_OF_RANGE resets the position
-//! as `ConsumerConfig::offset_reset` says. Group membership and committed offsets come later.
+//! as `ConsumerConfig::offset_reset` says. Group membership is `GroupConsumer`'s, built on this.
 //!
 //! `poll` is cancel-safe in the sense that matters: positions advance only after a response has
 //! been decoded, in the same synchronous step that returns the records, so a dropped `poll` loses
@@ -168,6 +168,20 @@ impl Consumer {
                 .position = position;
         }
         Ok(())
+    }
+
+    /// Partition counts of `topics`, freshly asked (partitions may have been added); unknown
+    /// topics are left out. A group leader's assignor needs them.
+    pub async fn partition_counts(
+        &mut self,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, i32>, ClientError> {
+        self.cluster.metadata_invalidate();
+        let metadata = self.cluster.metadata_for(topics).await?;
+        Ok(topics
+            .iter()
+            .filter_map(|topic| Some((topic.clone(), metadata.partition_count(topic)?)))
+            .collect())
     }
 
     /// The first offset whose timestamp is at or after `timestamp`; or with `TIMESTAMP_EARLIEST`

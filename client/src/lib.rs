@@ -13,18 +13,25 @@
 //! - `producer`: `Producer`, a batching background task behind a cheap handle.
 //! - `offsets`: ListOffsets (earliest, latest, by timestamp).
 //! - `consumer`: `Consumer`, manual assignment and Fetch.
-//! - `admin`: `Admin`: create, delete, list and describe topics; topic configs.
+//! - `admin`: `Admin`: create, delete, list and describe topics; topic configs; groups.
+//! - `assignor`: the range and roundrobin assignors; consumer-protocol metadata (pure).
+//! - `group`: the coordinator's requests: find it, commit and fetch offsets, list, describe and
+//!   delete groups.
+//! - `group_consumer`: `GroupConsumer`, subscribe/poll/commit as a member of a consumer group.
 //!
 //! Every network wait has an application-level timeout (a partitioned link in madsim stalls
 //! rather than failing), every frame is flushed (madsim delivers bytes only on flush), and no state
 //! is global: each client object owns its metadata cache and connections.
 
 pub mod admin;
+pub mod assignor;
 pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
+pub mod group_consumer;
 pub mod metadata;
 pub mod offsets;
 pub mod partitioner;
@@ -33,11 +40,14 @@ pub mod records;
 pub mod versions;
 
 pub use admin::{Admin, ConfigEntry, NewTopic};
+pub use assignor::Assignor;
 pub use cluster::{Cluster, Target};
 pub use config::ClientConfig;
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerConfig, Offset, OffsetReset};
 pub use error::ClientError;
+pub use group::{CommitIdentity, GroupDescription, GroupListing, MemberDescription};
+pub use group_consumer::{GroupConfig, GroupConsumer, RebalanceEvent};
 pub use metadata::{Metadata, TopicPartition};
 pub use offsets::{IsolationLevel, ListedOffset};
 pub use producer::{Acks, Producer, ProducerConfig};

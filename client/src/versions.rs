@@ -39,6 +39,20 @@ pub fn versions_ours(api_key: ApiKey) -> Option<VersionRange> {
         ApiKey::DeleteTopics => (1, 5),
         ApiKey::DescribeConfigs => (1, 4),
         ApiKey::CreatePartitions => (0, 3),
+        // Groups. The request builders set only fields present across each whole range, so the
+        // negotiated version never meets a field it lacks. FindCoordinator stops at 3: v4 batches
+        // keys in another shape. JoinGroup starts at 4 (MEMBER_ID_REQUIRED, KIP-394). LeaveGroup
+        // starts at 3 (the batched `members` shape). OffsetFetch stops at 7: v8 batches groups.
+        ApiKey::FindCoordinator => (1, 3),
+        ApiKey::JoinGroup => (4, 9),
+        ApiKey::SyncGroup => (0, 5),
+        ApiKey::Heartbeat => (0, 4),
+        ApiKey::LeaveGroup => (3, 5),
+        ApiKey::OffsetCommit => (2, 9),
+        ApiKey::OffsetFetch => (1, 7),
+        ApiKey::DescribeGroups => (0, 5),
+        ApiKey::ListGroups => (0, 4),
+        ApiKey::DeleteGroups => (0, 2),
         _ => return None,
     };
     Some(VersionRange { min, max })
@@ -56,6 +70,16 @@ pub fn request_api_key(body: &RequestKind) -> Result<ApiKey, ClientError> {
         RequestKind::DeleteTopics(_) => ApiKey::DeleteTopics,
         RequestKind::DescribeConfigs(_) => ApiKey::DescribeConfigs,
         RequestKind::CreatePartitions(_) => ApiKey::CreatePartitions,
+        RequestKind::FindCoordinator(_) => ApiKey::FindCoordinator,
+        RequestKind::JoinGroup(_) => ApiKey::JoinGroup,
+        RequestKind::SyncGroup(_) => ApiKey::SyncGroup,
+        RequestKind::Heartbeat(_) => ApiKey::Heartbeat,
+        RequestKind::LeaveGroup(_) => ApiKey::LeaveGroup,
+        RequestKind::OffsetCommit(_) => ApiKey::OffsetCommit,
+        RequestKind::OffsetFetch(_) => ApiKey::OffsetFetch,
+        RequestKind::DescribeGroups(_) => ApiKey::DescribeGroups,
+        RequestKind::ListGroups(_) => ApiKey::ListGroups,
+        RequestKind::DeleteGroups(_) => ApiKey::DeleteGroups,
         other => {
             // The variant's name, e.g. "JoinGroup", from its Debug form: only on this error path.
             let rendered = format!("{other:?}");
@@ -202,18 +226,22 @@ mod tests {
             "Metadata: broker supports v0..=v-1, this client v4..=v12"
         );
         assert_eq!(
+            check(&old, ApiKey::TxnOffsetCommit),
+            "TxnOffsetCommit is not implemented by this client"
+        );
+        assert_eq!(
             check(&old, ApiKey::JoinGroup),
-            "JoinGroup is not implemented by this client"
+            "JoinGroup: broker supports v0..=v-1, this client v4..=v9"
         );
     }
 
     #[test]
     fn requests_outside_our_set_are_refused_by_name() {
-        let join = RequestKind::JoinGroup(Default::default());
-        let error = request_api_key(&join).unwrap_err();
+        let txn = RequestKind::TxnOffsetCommit(Default::default());
+        let error = request_api_key(&txn).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "JoinGroup is not implemented by this client"
+            "TxnOffsetCommit is not implemented by this client"
         );
         let fetch = RequestKind::Fetch(Default::default());
         assert_eq!(request_api_key(&fetch).unwrap(), ApiKey::Fetch);
