@@ -1,6 +1,7 @@
 //! The broker: configuration, clock, disk, topics, and the state every handler shares.
 
 use crate::config::BrokerConfig;
+use crate::group::shell::GroupCoordinator;
 use crate::topics::{TopicError, Topics};
 use runtime::rng::{ChaCha8Rng, RngCore};
 use runtime::sync::Notify;
@@ -24,6 +25,8 @@ pub struct Broker {
     rng: Mutex<ChaCha8Rng>,
     /// Woken whenever a partition's high watermark may have advanced: long-polling fetches wait here.
     pub data_arrived: Notify,
+    /// Consumer groups and committed offsets (`__consumer_offsets`).
+    groups: Arc<GroupCoordinator>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -36,16 +39,32 @@ impl Broker {
     /// Recovers the data dir and returns a broker ready to serve.
     pub fn open(config: BrokerConfig, context: NodeContext) -> Result<Arc<Broker>, TopicError> {
         let now_ms = context.clock.wall_ms();
-        let topics = Topics::open(context.disk.clone(), config.data_dir.clone(), now_ms)?;
-        let rng =
+        let mut topics = Topics::open(context.disk.clone(), config.data_dir.clone(), now_ms)?;
+        let mut rng =
             runtime::rng::stream_rng(context.seed, runtime::rng::Stream::node(config.node_id));
+        // The coordinator's member ids come from its own rng, seeded from this node's stream.
+        let groups_rng = runtime::rng::stream_rng(rng.next_u64(), 0);
+        // The planted bug `commit-stale-generation` is switched on here once `planted` lands.
+        let planted_commit_stale_generation = false;
+        let groups = GroupCoordinator::open(
+            &mut topics,
+            config.groups.clone(),
+            context.clock,
+            groups_rng,
+            planted_commit_stale_generation,
+        )?;
         Ok(Arc::new(Broker {
             config,
             clock: context.clock,
             topics: Mutex::new(topics),
             rng: Mutex::new(rng),
             data_arrived: Notify::new(),
+            groups,
         }))
+    }
+
+    pub fn groups(&self) -> &Arc<GroupCoordinator> {
+        &self.groups
     }
 
     pub fn topics(&self) -> MutexGuard<'_, Topics> {

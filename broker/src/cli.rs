@@ -1,10 +1,11 @@
-//! Client-side commands (`gregor topic|produce|consume`), built on the project's own `client` crate.
+//! Client-side commands (`gregor topic|produce|consume|group`), built on the project's own
+//! `client` crate.
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use client::{
-    Acks, Admin, ClientConfig, ClientError, Consumer, ConsumerConfig, Offset, Producer,
-    ProducerConfig, ProducerRecord, TopicPartition,
+    Acks, Admin, ClientConfig, ClientError, Consumer, ConsumerConfig, GroupConfig, GroupConsumer,
+    Offset, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -15,7 +16,7 @@ use std::time::Duration;
 pub struct Bootstrap {
     /// A broker to start from, HOST:PORT.
     #[arg(long, default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    pub(crate) bootstrap: String,
 }
 
 #[derive(Subcommand)]
@@ -58,7 +59,71 @@ pub enum ClientAction {
         /// Stop after this long without a record (default: never).
         #[arg(long)]
         idle_timeout_ms: Option<u64>,
+        /// Consume as a member of this consumer group: partitions are shared with the group's
+        /// other members and progress is committed (--from-beginning applies when nothing is).
+        #[arg(long, conflicts_with_all = ["offset", "partition"])]
+        group: Option<String>,
     },
+    /// List, describe, delete consumer groups, or reset their committed offsets.
+    #[command(subcommand)]
+    Group(GroupAction),
+}
+
+#[derive(Subcommand)]
+pub enum GroupAction {
+    List {
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// State, members and assignments, and per partition the committed offset, end and lag.
+    Describe {
+        group: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// Deletes an empty group and its committed offsets.
+    Delete {
+        group: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// Sets the committed offsets of TOPIC's partitions; only while the group has no members.
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Only this partition (default: all).
+        #[arg(long)]
+        partition: Option<i32>,
+        #[command(flatten)]
+        target: ResetTarget,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+}
+
+/// Exactly one of the three.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct ResetTarget {
+    /// The log start offset.
+    #[arg(long)]
+    to_earliest: bool,
+    /// The log end: the group skips everything produced so far.
+    #[arg(long)]
+    to_latest: bool,
+    #[arg(long)]
+    to_offset: Option<i64>,
+}
+
+impl ResetTarget {
+    pub fn offset(&self) -> Option<i64> {
+        self.to_offset
+    }
+
+    pub fn to_earliest(&self) -> bool {
+        self.to_earliest
+    }
 }
 
 #[derive(Subcommand)]
@@ -112,10 +177,23 @@ pub fn run(action: ClientAction) -> ExitCode {
                 topic,
                 bootstrap,
                 from_beginning,
+                max_messages,
+                idle_timeout_ms,
+                group: Some(group),
+                ..
+            } => {
+                let limits = (max_messages, idle_timeout_ms);
+                consume_group(topic, bootstrap, group, from_beginning, limits).await
+            }
+            ClientAction::Consume {
+                topic,
+                bootstrap,
+                from_beginning,
                 offset,
                 partition,
                 max_messages,
                 idle_timeout_ms,
+                group: None,
             } => {
                 let start = match (offset, from_beginning) {
                     (Some(offset), _) => Offset::At(offset),
@@ -132,6 +210,7 @@ pub fn run(action: ClientAction) -> ExitCode {
                 )
                 .await
             }
+            ClientAction::Group(action) => crate::cli_group::group(action).await,
         }
     });
     match outcome {
@@ -147,11 +226,11 @@ pub fn run(action: ClientAction) -> ExitCode {
     }
 }
 
-fn config(bootstrap: &Bootstrap) -> ClientConfig {
+pub(crate) fn config(bootstrap: &Bootstrap) -> ClientConfig {
     ClientConfig::new([bootstrap.bootstrap.clone()])
 }
 
-fn text(error: ClientError) -> String {
+pub(crate) fn text(error: ClientError) -> String {
     error.to_string()
 }
 
@@ -323,6 +402,63 @@ async fn consume(
         if idle_timeout_ms.is_some_and(|timeout| idle >= Duration::from_millis(timeout)) {
             return Ok(());
         }
+    }
+}
+
+/// `gregor consume --group`: a group member printing records and committing after each poll.
+async fn consume_group(
+    topic: String,
+    bootstrap: Bootstrap,
+    group: String,
+    from_beginning: bool,
+    (max_messages, idle_timeout_ms): (Option<u64>, Option<u64>),
+) -> Result<(), String> {
+    let consumer_config = ConsumerConfig {
+        offset_reset: if from_beginning {
+            OffsetReset::Earliest
+        } else {
+            OffsetReset::Latest
+        },
+        ..ConsumerConfig::kafka_defaults()
+    };
+    let mut member = GroupConsumer::new(
+        config(&bootstrap),
+        consumer_config,
+        GroupConfig::kafka_defaults(group),
+    );
+    member.subscribe(std::slice::from_ref(&topic));
+    let mut printed = 0u64;
+    let mut idle = Duration::ZERO;
+    let poll_wait = Duration::from_millis(500);
+    loop {
+        let records = member.poll(poll_wait).await.map_err(text)?;
+        idle = if records.is_empty() {
+            idle + poll_wait
+        } else {
+            Duration::ZERO
+        };
+        // Commit exactly what was printed: the next run starts after it.
+        let mut offsets = BTreeMap::new();
+        let done = records.iter().any(|record| {
+            print_record(record);
+            let partition = TopicPartition::new(&record.topic, record.partition);
+            offsets.insert(partition, record.offset + 1);
+            printed += 1;
+            max_messages.is_some_and(|max| printed >= max)
+        });
+        member.commit_offsets(&offsets).await.map_err(text)?;
+        let idle_out = idle_timeout_ms.is_some_and(|t| idle >= Duration::from_millis(t));
+        if done || idle_out {
+            return member.close().await.map_err(text);
+        }
+    }
+}
+
+fn print_record(record: &client::ConsumerRecord) {
+    let value = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
+    match &record.key {
+        Some(key) => println!("{}\t{value}", String::from_utf8_lossy(key)),
+        None => println!("{value}"),
     }
 }
 

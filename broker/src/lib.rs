@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod group;
 pub mod handlers;
 pub mod maintenance;
 pub mod partition;

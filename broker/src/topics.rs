@@ -56,6 +56,8 @@ pub enum TopicError {
     },
     #[error("metadata file {path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error("topic {name:?} is internal to the broker")]
+    Internal { name: String },
 }
 
 #[derive(Debug)]
@@ -69,6 +71,12 @@ pub struct Topics {
     disk: Arc<dyn Disk>,
     data_dir: PathBuf,
     topics: BTreeMap<String, Topic>,
+}
+
+/// Internal topics belong to the broker (`__consumer_offsets`): listed with `is_internal`, never
+/// produced to, deleted or grown by users (growing would move groups and lose their offsets).
+pub fn is_internal(name: &str) -> bool {
+    name == crate::group::OFFSETS_TOPIC
 }
 
 /// A partition's directory: `<data_dir>/<topic>-<index>`, as Kafka names them.
@@ -254,6 +262,11 @@ impl Topics {
     }
 
     pub fn delete(&mut self, name: &str) -> Result<TopicMetadata, TopicError> {
+        if is_internal(name) {
+            return Err(TopicError::Internal {
+                name: name.to_string(),
+            });
+        }
         let Some(topic) = self.topics.remove(name) else {
             return Err(TopicError::Unknown {
                 name: name.to_string(),
@@ -283,6 +296,11 @@ impl Topics {
         partition_count: i32,
         now_ms: i64,
     ) -> Result<(), TopicError> {
+        if is_internal(name) {
+            return Err(TopicError::Internal {
+                name: name.to_string(),
+            });
+        }
         let Some(topic) = self.topics.get(name) else {
             return Err(TopicError::Unknown {
                 name: name.to_string(),

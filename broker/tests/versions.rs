@@ -12,11 +12,13 @@ use std::sync::Arc;
 use wire::batch::build::{batch_encode, RecordSpec};
 use wire::codec::{request_decode, request_encode, response_encode};
 use wire::frame::frame_split;
-use wire::{ApiKey, RequestKind};
+use wire::{ApiKey, RequestKind, ResponseKind};
 
 fn broker() -> Arc<Broker> {
     let mut config = BrokerConfig::zero_config();
     config.data_dir = "data".into();
+    // A lone member's JoinGroup then completes at once instead of after Kafka's 3 s delay.
+    config.groups.initial_rebalance_delay = std::time::Duration::ZERO;
     let context = NodeContext {
         clock: runtime::Clock::system(),
         disk: runtime::MemDisk::new(),
@@ -29,7 +31,16 @@ fn name(text: &str) -> TopicName {
     TopicName(StrBytes::from_string(text.to_string()))
 }
 
-fn sample_requests(api_key: ApiKey, version: i16) -> Vec<RequestKind> {
+/// A member of group "synced" (joined at setup, leader, not yet synced), for the group APIs.
+struct Member {
+    member_id: StrBytes,
+    generation_id: i32,
+}
+
+fn sample_requests(api_key: ApiKey, version: i16, member: &Member) -> Vec<RequestKind> {
+    if let Some(requests) = group_sample_requests(api_key, version, member) {
+        return requests;
+    }
     let records = batch_encode(
         &[RecordSpec {
             value: Some("v".into()),
@@ -144,6 +155,176 @@ fn sample_requests(api_key: ApiKey, version: i16) -> Vec<RequestKind> {
     }
 }
 
+fn group(text: &str) -> GroupId {
+    GroupId(StrBytes::from_string(text.to_string()))
+}
+
+fn join_request(group_id: &str, instance: Option<&str>) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(group(group_id))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_group_instance_id(instance.map(|i| StrBytes::from_string(i.to_string())))
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(StrBytes::from_static_str("range"))
+        .with_metadata(bytes::Bytes::from_static(b"subscription"))])
+}
+
+/// Success and error paths of every group API; `None` for other APIs.
+fn group_sample_requests(
+    api_key: ApiKey,
+    version: i16,
+    member: &Member,
+) -> Option<Vec<RequestKind>> {
+    let instance = |id: &str| (version >= 3).then(|| StrBytes::from_string(id.to_string()));
+    let requests = match api_key {
+        ApiKey::FindCoordinator => {
+            let request = if version >= 4 {
+                FindCoordinatorRequest::default()
+                    .with_coordinator_keys(vec![StrBytes::from_static_str("g")])
+            } else {
+                FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"))
+            };
+            let mut requests = vec![RequestKind::FindCoordinator(request.clone())];
+            if version >= 1 {
+                requests.push(RequestKind::FindCoordinator(request.with_key_type(1)));
+            }
+            requests
+        }
+        ApiKey::JoinGroup => {
+            let dynamic = join_request(&format!("j{version}"), None);
+            let mut requests = vec![
+                RequestKind::JoinGroup(dynamic.clone()),
+                RequestKind::JoinGroup(dynamic.with_session_timeout_ms(1)),
+            ];
+            if version >= 5 {
+                requests.push(RequestKind::JoinGroup(join_request(
+                    &format!("s{version}"),
+                    Some("instance"),
+                )));
+            }
+            requests
+        }
+        ApiKey::SyncGroup => {
+            let sync = SyncGroupRequest::default()
+                .with_group_id(group("synced"))
+                .with_generation_id(member.generation_id)
+                .with_member_id(member.member_id.clone())
+                .with_group_instance_id(instance("synced-instance"))
+                .with_assignments(vec![
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(member.member_id.clone())
+                        .with_assignment(bytes::Bytes::from_static(b"assignment")),
+                ]);
+            vec![
+                RequestKind::SyncGroup(sync.clone()),
+                RequestKind::SyncGroup(sync.with_group_id(group("nope"))),
+            ]
+        }
+        ApiKey::Heartbeat => {
+            let heartbeat = HeartbeatRequest::default()
+                .with_group_id(group("synced"))
+                .with_generation_id(member.generation_id)
+                .with_member_id(member.member_id.clone())
+                .with_group_instance_id(instance("synced-instance"));
+            vec![
+                RequestKind::Heartbeat(heartbeat.clone()),
+                RequestKind::Heartbeat(heartbeat.with_generation_id(99)),
+            ]
+        }
+        ApiKey::LeaveGroup => {
+            let request = if version >= 3 {
+                LeaveGroupRequest::default()
+                    .with_group_id(group("synced"))
+                    .with_members(vec![
+                        leave_group_request::MemberIdentity::default()
+                            .with_member_id(StrBytes::from_static_str("stranger")),
+                        leave_group_request::MemberIdentity::default()
+                            .with_group_instance_id(Some(StrBytes::from_static_str("nobody"))),
+                    ])
+            } else {
+                LeaveGroupRequest::default()
+                    .with_group_id(group("synced"))
+                    .with_member_id(StrBytes::from_static_str("stranger"))
+            };
+            vec![RequestKind::LeaveGroup(request)]
+        }
+        ApiKey::OffsetCommit => {
+            let topics = vec![offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_committed_offset(1),
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(7),
+                ])];
+            let member_commit = OffsetCommitRequest::default()
+                .with_group_id(group("synced"))
+                .with_generation_id_or_member_epoch(member.generation_id)
+                .with_member_id(member.member_id.clone())
+                .with_topics(topics.clone());
+            let simple = OffsetCommitRequest::default()
+                .with_group_id(group("simple"))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(topics);
+            vec![
+                RequestKind::OffsetCommit(member_commit),
+                RequestKind::OffsetCommit(simple),
+            ]
+        }
+        ApiKey::OffsetFetch => {
+            if version >= 8 {
+                let groups = vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(group("simple"))
+                        .with_topics(None),
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(group("nope"))
+                        .with_topics(Some(vec![
+                            offset_fetch_request::OffsetFetchRequestTopics::default()
+                                .with_name(name("t"))
+                                .with_partition_indexes(vec![0, 1]),
+                        ])),
+                ];
+                vec![RequestKind::OffsetFetch(
+                    OffsetFetchRequest::default().with_groups(groups),
+                )]
+            } else {
+                let topics = vec![offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(name("t"))
+                    .with_partition_indexes(vec![0, 1])];
+                let some = OffsetFetchRequest::default()
+                    .with_group_id(group("simple"))
+                    .with_topics(Some(topics));
+                let mut requests = vec![RequestKind::OffsetFetch(some.clone())];
+                if version >= 2 {
+                    requests.push(RequestKind::OffsetFetch(some.with_topics(None)));
+                }
+                requests
+            }
+        }
+        ApiKey::DescribeGroups => vec![RequestKind::DescribeGroups(
+            DescribeGroupsRequest::default().with_groups(vec![
+                group("synced"),
+                group("nope"),
+                group(""),
+            ]),
+        )],
+        ApiKey::ListGroups => vec![RequestKind::ListGroups(ListGroupsRequest::default())],
+        ApiKey::DeleteGroups => vec![RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default().with_groups_names(vec![
+                group("simple"),
+                group("synced"),
+                group("nope"),
+            ]),
+        )],
+        _ => return None,
+    };
+    Some(requests)
+}
+
 async fn answer(
     broker: &Arc<Broker>,
     api_key: ApiKey,
@@ -182,12 +363,37 @@ async fn every_advertised_version_answers_with_an_encodable_response() {
     };
     create("t", 1);
     create("grow", 1);
+    let member = member_join(&broker).await;
     for (api_key, min, max) in SUPPORTED {
         let codec_min = api_key.valid_versions().min;
         for version in (*min).max(codec_min)..=*max {
-            for request in sample_requests(*api_key, version) {
+            for request in sample_requests(*api_key, version, &member) {
                 answer(&broker, *api_key, version, request).await;
             }
         }
+    }
+}
+
+/// Joins group "synced" as a static member (no MEMBER_ID_REQUIRED round trip).
+async fn member_join(broker: &Arc<Broker>) -> Member {
+    let request = join_request("synced", Some("synced-instance"));
+    let out = answer(
+        broker,
+        ApiKey::JoinGroup,
+        5,
+        RequestKind::JoinGroup(request),
+    )
+    .await
+    .expect("JoinGroup answers");
+    let mut frame = out.freeze();
+    let _length = bytes::Buf::get_i32(&mut frame);
+    let (_, response) = wire::codec::response_decode(frame, ApiKey::JoinGroup, 5).expect("decodes");
+    let ResponseKind::JoinGroup(joined) = response else {
+        panic!("a JoinGroup response");
+    };
+    assert_eq!(joined.error_code, 0, "{joined:?}");
+    Member {
+        member_id: joined.member_id,
+        generation_id: joined.generation_id,
     }
 }

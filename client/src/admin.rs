@@ -283,7 +283,10 @@ impl Admin {
     }
 
     /// A group's state and members, with their assignments decoded.
-    pub async fn describe_group(&mut self, group_id: &str) -> Result<GroupDescription, ClientError> {
+    pub async fn describe_group(
+        &mut self,
+        group_id: &str,
+    ) -> Result<GroupDescription, ClientError> {
         group::group_describe(&mut self.cluster, &mut None, group_id).await
     }
 

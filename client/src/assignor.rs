@@ -8,7 +8,9 @@
 use crate::metadata::TopicPartition;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
-use kafka_protocol::messages::{ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName};
+use kafka_protocol::messages::{
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -73,9 +75,12 @@ impl Assignor {
                     let mut next = 0;
                     for (index, member) in subscribed.iter().enumerate() {
                         let take = per_member + usize::from(index < extra);
-                        let partitions = (next..next + take)
-                            .map(|p| TopicPartition::new(topic, p as i32));
-                        assignment.get_mut(*member).expect("listed").extend(partitions);
+                        let partitions =
+                            (next..next + take).map(|p| TopicPartition::new(topic, p as i32));
+                        assignment
+                            .get_mut(*member)
+                            .expect("listed")
+                            .extend(partitions);
                         next += take;
                     }
                     assert_eq!(next, *count as usize, "every partition assigned once");
@@ -192,7 +197,12 @@ mod tests {
     fn members(entries: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
         entries
             .iter()
-            .map(|(m, topics)| (m.to_string(), topics.iter().map(|t| t.to_string()).collect()))
+            .map(|(m, topics)| {
+                (
+                    m.to_string(),
+                    topics.iter().map(|t| t.to_string()).collect(),
+                )
+            })
             .collect()
     }
 
@@ -230,10 +240,19 @@ mod tests {
     #[test]
     fn metadata_round_trips_and_garbage_is_refused() {
         let topics = vec!["t".to_string(), "u".to_string()];
-        assert_eq!(subscription_decode(&subscription_encode(&topics)), Some(topics));
+        assert_eq!(
+            subscription_decode(&subscription_encode(&topics)),
+            Some(topics)
+        );
         let partitions = vec![TopicPartition::new("t", 0), TopicPartition::new("t", 3)];
-        assert_eq!(assignment_decode(&assignment_encode(&partitions)), Some(partitions));
+        assert_eq!(
+            assignment_decode(&assignment_encode(&partitions)),
+            Some(partitions)
+        );
         assert_eq!(assignment_decode(&Bytes::new()), Some(Vec::new()));
-        assert_eq!(subscription_decode(&Bytes::from_static(&[0, 0, 0x7f])), None);
+        assert_eq!(
+            subscription_decode(&Bytes::from_static(&[0, 0, 0x7f])),
+            None
+        );
     }
 }

@@ -18,9 +18,8 @@ use wire::protocol::messages::offset_commit_request::{
 };
 use wire::protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use wire::protocol::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
-    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind,
-    TopicName,
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
+    OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind, TopicName,
 };
 use wire::protocol::protocol::StrBytes;
 
@@ -254,7 +253,9 @@ pub async fn offsets_fetch(
     let ResponseKind::OffsetFetch(response) = response else {
         unreachable!("an OffsetFetch request is answered by OffsetFetch");
     };
-    ClientError::from_code(response.error_code, || format!("fetch offsets of {group_id}"))?;
+    ClientError::from_code(response.error_code, || {
+        format!("fetch offsets of {group_id}")
+    })?;
     let mut offsets = BTreeMap::new();
     for topic in &response.topics {
         for partition in &topic.partitions {
@@ -317,7 +318,10 @@ pub async fn group_describe(
         unreachable!("a DescribeGroups request is answered by DescribeGroups");
     };
     let Some(group) = response.groups.into_iter().next() else {
-        return Err(ClientError::protocol("describe groups", "no group in the answer"));
+        return Err(ClientError::protocol(
+            "describe groups",
+            "no group in the answer",
+        ));
     };
     ClientError::from_code(group.error_code, || format!("describe group {group_id}"))?;
     let is_consumer = group.protocol_type.as_str() == "consumer";

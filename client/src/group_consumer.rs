@@ -27,8 +27,8 @@ use wire::protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use wire::protocol::messages::leave_group_request::MemberIdentity;
 use wire::protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use wire::protocol::messages::{
-    GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    RequestKind, ResponseKind, SyncGroupRequest,
+    GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, RequestKind,
+    ResponseKind, SyncGroupRequest,
 };
 use wire::protocol::protocol::StrBytes;
 
@@ -315,7 +315,8 @@ impl GroupConsumer {
         };
         self.start_fetching(&partitions).await?;
         self.rejoin_needed = false;
-        self.heartbeat_due = self.coordinator_cluster.config().clock.now() + self.config.heartbeat_interval;
+        self.heartbeat_due =
+            self.coordinator_cluster.config().clock.now() + self.config.heartbeat_interval;
         self.events.push_back(RebalanceEvent::Assigned {
             generation_id: self.generation_id,
             partitions,
@@ -451,7 +452,11 @@ impl GroupConsumer {
         let assignment = partitions
             .iter()
             .map(|tp| {
-                let start = committed.get(tp).copied().flatten().map_or(reset, Offset::At);
+                let start = committed
+                    .get(tp)
+                    .copied()
+                    .flatten()
+                    .map_or(reset, Offset::At);
                 (tp.clone(), start)
             })
             .collect();

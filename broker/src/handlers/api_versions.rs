@@ -5,6 +5,11 @@
 //! lists Produce v0..; v0-2 carry the old message formats, which the codec cannot decode, so a
 //! client that actually uses them gets its connection closed. Fetch stops at 12: v13+ address
 //! topics by id only. ListOffsets stops at 6: v7's MAX_TIMESTAMP lookup is not implemented.
+//!
+//! Groups: OffsetCommit starts at 2 and OffsetFetch at 1 because the protocol crate decodes
+//! nothing older (v0-1 stored offsets in ZooKeeper); OffsetCommit stops at 9 and OffsetFetch at 9
+//! because v10 names topics by id only. JoinGroup starts at 0 for old librdkafka. Every other
+//! group API spans all the crate's versions.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
@@ -22,6 +27,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 pub fn is_supported(api_key: ApiKey, api_version: i16) -> bool {

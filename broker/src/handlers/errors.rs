@@ -4,6 +4,7 @@ use kafka_protocol::ResponseError;
 use storage::LogError;
 use wire::BatchError;
 
+use crate::group::GroupError;
 use crate::topics::TopicError;
 
 pub fn log_error_code(error: &LogError) -> ResponseError {
@@ -31,6 +32,7 @@ pub fn topic_error_code(error: &TopicError) -> ResponseError {
         TopicError::Unknown { .. } => ResponseError::UnknownTopicOrPartition,
         TopicError::Partitions { .. } => ResponseError::InvalidPartitions,
         TopicError::ReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+        TopicError::Internal { .. } => ResponseError::InvalidTopicException,
         TopicError::Storage { .. } | TopicError::Io { .. } | TopicError::Corrupt { .. } => {
             ResponseError::KafkaStorageError
         }
@@ -39,3 +41,21 @@ pub fn topic_error_code(error: &TopicError) -> ResponseError {
 
 /// The wire value of "no error".
 pub const NONE: i16 = 0;
+
+/// The Kafka error for a group request that failed in the coordinator.
+pub fn group_error_code(error: &GroupError) -> ResponseError {
+    match error {
+        GroupError::InvalidGroupId { .. } => ResponseError::InvalidGroupId,
+        GroupError::UnknownMemberId { .. } => ResponseError::UnknownMemberId,
+        GroupError::MemberIdRequired { .. } => ResponseError::MemberIdRequired,
+        GroupError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout { .. } => ResponseError::InvalidSessionTimeout,
+        GroupError::GroupMaxSizeReached { .. } => ResponseError::GroupMaxSizeReached,
+        GroupError::FencedInstanceId { .. } => ResponseError::FencedInstanceId,
+        GroupError::GroupIdNotFound { .. } => ResponseError::GroupIdNotFound,
+        GroupError::NonEmptyGroup { .. } => ResponseError::NonEmptyGroup,
+        GroupError::CoordinatorNotAvailable { .. } => ResponseError::CoordinatorNotAvailable,
+    }
+}

@@ -27,7 +27,7 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> R
         None => true,
         Some(topics) => topics.is_empty() && version == 0,
     };
-    let topics = if all {
+    let topics: Vec<MetadataResponseTopic> = if all {
         let topics = broker.topics();
         topics
             .list()
@@ -44,6 +44,22 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> R
                 None => topic_by_id(broker, topic.topic_id),
             })
             .collect()
+    };
+    // v0 has no is_internal; from v1 on, internal topics say so (consumers skip them in regex
+    // subscriptions).
+    let topics = if version >= 1 {
+        topics
+            .into_iter()
+            .map(|topic: MetadataResponseTopic| {
+                let internal = topic
+                    .name
+                    .as_ref()
+                    .is_some_and(|name| crate::topics::is_internal(name.0.as_str()));
+                topic.with_is_internal(internal)
+            })
+            .collect()
+    } else {
+        topics
     };
     ResponseKind::Metadata(
         MetadataResponse::default()

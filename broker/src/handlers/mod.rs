@@ -5,13 +5,25 @@
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod errors;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod groups;
+pub mod heartbeat;
+pub mod internal_topics;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use crate::broker::Broker;
 use std::future::Future;
@@ -38,7 +50,7 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
         RequestKind::Metadata(body) => {
             Reply::Now(Box::new(metadata::handle(broker, body, version)))
         }
-        RequestKind::Produce(body) => produce::handle(broker, body, version),
+        RequestKind::Produce(body) => internal_topics::produce_guarded(broker, body, version),
         RequestKind::Fetch(body) => fetch::handle(broker, body, version),
         RequestKind::ListOffsets(body) => {
             Reply::Now(Box::new(list_offsets::handle(broker, body, version)))
@@ -55,6 +67,27 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
         RequestKind::DescribeConfigs(body) => {
             Reply::Now(Box::new(describe_configs::handle(broker, body, version)))
         }
+        RequestKind::FindCoordinator(body) => {
+            Reply::Now(Box::new(find_coordinator::handle(broker, body, version)))
+        }
+        RequestKind::JoinGroup(body) => {
+            let client_id = request.header.client_id.as_deref().unwrap_or_default();
+            join_group::handle(broker, body, version, client_id)
+        }
+        RequestKind::SyncGroup(body) => sync_group::handle(broker, body, version),
+        RequestKind::Heartbeat(body) => heartbeat::handle(broker, body, version),
+        RequestKind::LeaveGroup(body) => leave_group::handle(broker, body, version),
+        RequestKind::OffsetCommit(body) => offset_commit::handle(broker, body, version),
+        RequestKind::OffsetFetch(body) => {
+            Reply::Now(Box::new(offset_fetch::handle(broker, body, version)))
+        }
+        RequestKind::DescribeGroups(body) => {
+            Reply::Now(Box::new(describe_groups::handle(broker, body, version)))
+        }
+        RequestKind::ListGroups(body) => {
+            Reply::Now(Box::new(list_groups::handle(broker, body, version)))
+        }
+        RequestKind::DeleteGroups(body) => delete_groups::handle(broker, body, version),
         other => {
             unreachable!("api_versions::is_supported admitted an unhandled request: {other:?}")
         }

@@ -1,0 +1,606 @@
+//! `Coordinator`: every group this node coordinates, behind one `step(outputs, input)`.
+//!
+//! It routes requests to their `Group`, turns membership changes into group-metadata records and
+//! commits into offset records (`Output::Persist`, one write at a time, to the partition of
+//! `__consumer_offsets` that owns the group), and acknowledges a commit only when the shell
+//! reports its write durable (`Input::Persisted`). Writes to one partition are appended in the
+//! order emitted, and a durable write implies every earlier write to that partition is durable
+//! (a log is durable as a prefix), so `Persisted` completes every earlier write too: commits
+//! apply in log order even if the shell's waiters wake out of order.
+//!
+//! Ordering argument for group metadata: a group's metadata record and its later commits go to
+//! the same partition, so a commit can be durable only if the metadata before it is. SyncGroup
+//! therefore answers at once, without waiting for the metadata's fsync; a crash in between
+//! brings back the previous generation, whose members are then told ILLEGAL_GENERATION.
+
+use super::classic::Group;
+use super::records::OffsetsRecord;
+use super::{
+    CommitRequest, Committed, GroupConfig, GroupDescription, GroupError, JoinRequest, JoinResponse,
+    Leaving, MemberRef, RequestId, SyncRequest, SyncResponse, TopicPartition, WriteId,
+};
+use runtime::rng::{ChaCha8Rng, RngCore};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Everything that happens to the coordinator. `now` is monotonic time since the shell started.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Join {
+        request: RequestId,
+        now: Duration,
+        join: JoinRequest,
+    },
+    Sync {
+        request: RequestId,
+        now: Duration,
+        sync: SyncRequest,
+    },
+    Heartbeat {
+        request: RequestId,
+        now: Duration,
+        member: MemberRef,
+    },
+    Leave {
+        request: RequestId,
+        now: Duration,
+        group_id: String,
+        members: Vec<Leaving>,
+    },
+    OffsetCommit {
+        request: RequestId,
+        now: Duration,
+        commit: CommitRequest,
+    },
+    Delete {
+        request: RequestId,
+        now: Duration,
+        group_ids: Vec<String>,
+    },
+    Tick {
+        now: Duration,
+    },
+    /// The write, and every earlier write to its partition, is durable.
+    Persisted {
+        write: WriteId,
+    },
+    /// The write could not be made durable (append or fsync failed).
+    PersistFailed {
+        write: WriteId,
+    },
+}
+
+/// What the shell must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Join {
+        request: RequestId,
+        result: Result<JoinResponse, GroupError>,
+    },
+    Sync {
+        request: RequestId,
+        result: Result<SyncResponse, GroupError>,
+    },
+    Heartbeat {
+        request: RequestId,
+        result: Result<(), GroupError>,
+    },
+    /// One result per member, in request order.
+    Leave {
+        request: RequestId,
+        results: Vec<Result<(), GroupError>>,
+    },
+    OffsetCommit {
+        request: RequestId,
+        result: Result<(), GroupError>,
+    },
+    /// One result per group, in request order.
+    Delete {
+        request: RequestId,
+        results: Vec<(String, Result<(), GroupError>)>,
+    },
+    /// Append `records` to partition `partition` of `__consumer_offsets`, then report the write.
+    Persist {
+        partition: i32,
+        write: WriteId,
+        records: Vec<OffsetsRecord>,
+    },
+}
+
+/// What to do once a write is durable.
+#[derive(Debug, Clone)]
+enum After {
+    Nothing,
+    Commit {
+        request: RequestId,
+        group_id: String,
+        incarnation: u64,
+        offsets: Vec<(TopicPartition, Committed)>,
+    },
+    /// One group of a DeleteGroups request.
+    Delete {
+        request: RequestId,
+        index: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct WritePending {
+    partition: i32,
+    after: After,
+}
+
+#[derive(Debug, Clone)]
+struct DeletePending {
+    results: Vec<(String, Result<(), GroupError>)>,
+    writes_left: usize,
+}
+
+#[derive(Debug)]
+pub struct Coordinator {
+    config: GroupConfig,
+    /// Partitions of `__consumer_offsets`: fixed once the topic exists.
+    partition_count: i32,
+    groups: BTreeMap<String, Group>,
+    writes: BTreeMap<WriteId, WritePending>,
+    write_next: WriteId,
+    deletes: BTreeMap<RequestId, DeletePending>,
+    incarnation_next: u64,
+    rng: ChaCha8Rng,
+    /// Planted bug (feature `planted-bugs`): commits from stale generations are accepted.
+    planted_commit_stale_generation: bool,
+}
+
+impl Coordinator {
+    pub fn new(config: GroupConfig, partition_count: i32, rng: ChaCha8Rng) -> Coordinator {
+        assert!(partition_count > 0);
+        Coordinator {
+            config,
+            partition_count,
+            groups: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            write_next: 1,
+            deletes: BTreeMap::new(),
+            incarnation_next: 1,
+            rng,
+            planted_commit_stale_generation: false,
+        }
+    }
+
+    /// Switches on the planted bug; only the shell under `planted-bugs` calls this.
+    pub fn planted_commit_stale_generation_set(&mut self) {
+        self.planted_commit_stale_generation = true;
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// The partition of `__consumer_offsets` that owns `group_id`: Kafka's
+    /// `Utils.abs(groupId.hashCode) % partitions`, with Java's `String.hashCode`.
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        partition_for(group_id, self.partition_count)
+    }
+
+    pub fn group(&self, group_id: &str) -> Option<&Group> {
+        self.groups.get(group_id)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        self.groups.get(group_id).map(Group::describe)
+    }
+
+    pub fn step(&mut self, outputs: &mut Vec<Output>, input: Input) {
+        match input {
+            Input::Join { request, now, join } => self.join(outputs, now, request, join),
+            Input::Sync { request, now, sync } => {
+                let group_id = sync.group_id.clone();
+                let config = self.config.clone();
+                match self.groups.get_mut(&group_id) {
+                    Some(group) => group.sync(outputs, now, &config, request, sync),
+                    None => outputs.push(Output::Sync {
+                        request,
+                        result: Err(GroupError::UnknownMemberId {
+                            member_id: sync.member_id,
+                        }),
+                    }),
+                }
+                self.group_after(outputs, &group_id);
+            }
+            Input::Heartbeat {
+                request,
+                now,
+                member,
+            } => {
+                let result = match self.groups.get_mut(&member.group_id) {
+                    Some(group) => group.heartbeat(now, &member),
+                    None => Err(GroupError::UnknownMemberId {
+                        member_id: member.member_id.clone(),
+                    }),
+                };
+                outputs.push(Output::Heartbeat { request, result });
+            }
+            Input::Leave {
+                request,
+                now,
+                group_id,
+                members,
+            } => self.leave(outputs, now, request, group_id, members),
+            Input::OffsetCommit {
+                request,
+                now: _,
+                commit,
+            } => self.commit(outputs, request, commit),
+            Input::Delete {
+                request,
+                now: _,
+                group_ids,
+            } => self.delete(outputs, request, group_ids),
+            Input::Tick { now } => self.tick(outputs, now),
+            Input::Persisted { write } => self.persisted(outputs, write),
+            Input::PersistFailed { write } => self.persist_failed(outputs, write),
+        }
+    }
+
+    fn join(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        now: Duration,
+        request: RequestId,
+        join: JoinRequest,
+    ) {
+        let group_id = join.group_id.clone();
+        if !self.groups.contains_key(&group_id) {
+            if !join.member_id.is_empty() {
+                let error = GroupError::UnknownMemberId {
+                    member_id: join.member_id,
+                };
+                outputs.push(Output::Join {
+                    request,
+                    result: Err(error),
+                });
+                return;
+            }
+            self.group_create(&group_id);
+        }
+        let member_id_fresh = if join.member_id.is_empty() {
+            let prefix = join.group_instance_id.as_deref().unwrap_or(&join.client_id);
+            format!("{prefix}-{}", self.uuid_new())
+        } else {
+            String::new()
+        };
+        let config = self.config.clone();
+        let group = self.groups.get_mut(&group_id).expect("created above");
+        group.join(outputs, now, &config, request, join, member_id_fresh);
+        self.group_after(outputs, &group_id);
+    }
+
+    fn group_create(&mut self, group_id: &str) -> &mut Group {
+        let incarnation = self.incarnation_next;
+        self.incarnation_next += 1;
+        self.groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id.to_string(), incarnation))
+    }
+
+    /// After any request to a group: persist its metadata if it changed, forget it if it is a
+    /// trace-less empty group.
+    fn group_after(&mut self, outputs: &mut Vec<Output>, group_id: &str) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        if group.dirty_take() {
+            let record = OffsetsRecord::Group {
+                group_id: group_id.to_string(),
+                snapshot: Some(group.snapshot()),
+            };
+            self.write(outputs, vec![record], After::Nothing);
+        }
+        let group = &self.groups[group_id];
+        group.invariants_check();
+        if group.is_removable() {
+            self.groups.remove(group_id);
+        }
+    }
+
+    fn write(&mut self, outputs: &mut Vec<Output>, records: Vec<OffsetsRecord>, after: After) {
+        assert!(!records.is_empty());
+        let partition = self.partition_for(records[0].group_id());
+        assert!(records
+            .iter()
+            .all(|r| self.partition_for(r.group_id()) == partition));
+        let write = self.write_next;
+        self.write_next += 1;
+        self.writes.insert(write, WritePending { partition, after });
+        outputs.push(Output::Persist {
+            partition,
+            write,
+            records,
+        });
+    }
+
+    fn leave(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        now: Duration,
+        request: RequestId,
+        group_id: String,
+        members: Vec<Leaving>,
+    ) {
+        let config = self.config.clone();
+        let results = match self.groups.get_mut(&group_id) {
+            Some(group) => members
+                .iter()
+                .map(|leaving| group.leave(outputs, now, &config, leaving))
+                .collect(),
+            None => members
+                .into_iter()
+                .map(|leaving| {
+                    Err(GroupError::UnknownMemberId {
+                        member_id: leaving.member_id,
+                    })
+                })
+                .collect(),
+        };
+        outputs.push(Output::Leave { request, results });
+        self.group_after(outputs, &group_id);
+    }
+
+    fn commit(&mut self, outputs: &mut Vec<Output>, request: RequestId, commit: CommitRequest) {
+        let member = &commit.member;
+        let group_id = member.group_id.clone();
+        let checked = match self.groups.get(&group_id) {
+            Some(group) => group.commit_check(member, self.planted_commit_stale_generation),
+            None if member.generation_id < 0 && member.member_id.is_empty() => Ok(()),
+            None => Err(GroupError::IllegalGeneration {
+                generation_id: member.generation_id,
+                current: -1,
+            }),
+        };
+        if let Err(error) = checked {
+            outputs.push(Output::OffsetCommit {
+                request,
+                result: Err(error),
+            });
+            return;
+        }
+        if commit.offsets.is_empty() {
+            outputs.push(Output::OffsetCommit {
+                request,
+                result: Ok(()),
+            });
+            return;
+        }
+        let group = self.group_create(&group_id);
+        group.write_pending_add();
+        let incarnation = group.incarnation;
+        let records = commit
+            .offsets
+            .iter()
+            .map(|(partition, committed)| OffsetsRecord::Offset {
+                group_id: group_id.clone(),
+                partition: partition.clone(),
+                committed: Some(committed.clone()),
+            })
+            .collect();
+        let after = After::Commit {
+            request,
+            group_id,
+            incarnation,
+            offsets: commit.offsets,
+        };
+        self.write(outputs, records, after);
+    }
+
+    fn delete(&mut self, outputs: &mut Vec<Output>, request: RequestId, group_ids: Vec<String>) {
+        let mut pending = DeletePending {
+            results: Vec::with_capacity(group_ids.len()),
+            writes_left: 0,
+        };
+        let mut writes = Vec::new();
+        for (index, group_id) in group_ids.into_iter().enumerate() {
+            let outcome = match self.groups.get_mut(&group_id) {
+                None => Err(GroupError::GroupIdNotFound {
+                    group_id: group_id.clone(),
+                }),
+                Some(group) => group.delete(),
+            };
+            if outcome.is_ok() {
+                let group = self.groups.remove(&group_id).expect("found above");
+                let mut records: Vec<OffsetsRecord> = group
+                    .offsets()
+                    .keys()
+                    .map(|partition| OffsetsRecord::Offset {
+                        group_id: group_id.clone(),
+                        partition: partition.clone(),
+                        committed: None,
+                    })
+                    .collect();
+                records.push(OffsetsRecord::Group {
+                    group_id: group_id.clone(),
+                    snapshot: None,
+                });
+                writes.push((records, After::Delete { request, index }));
+                tracing::info!(group = %group_id, "group deleted");
+            }
+            pending.results.push((group_id, outcome));
+        }
+        pending.writes_left = writes.len();
+        if writes.is_empty() {
+            outputs.push(Output::Delete {
+                request,
+                results: pending.results,
+            });
+            return;
+        }
+        self.deletes.insert(request, pending);
+        for (records, after) in writes {
+            self.write(outputs, records, after);
+        }
+    }
+
+    fn tick(&mut self, outputs: &mut Vec<Output>, now: Duration) {
+        let due: Vec<String> = self
+            .groups
+            .values()
+            .filter(|group| group.deadline_next().is_some_and(|at| at <= now))
+            .map(|group| group.group_id.clone())
+            .collect();
+        let config = self.config.clone();
+        for group_id in due {
+            let group = self.groups.get_mut(&group_id).expect("listed");
+            group.tick(outputs, now, &config);
+            self.group_after(outputs, &group_id);
+        }
+    }
+
+    /// The next time `Input::Tick` has work, if any.
+    pub fn deadline_next(&self) -> Option<Duration> {
+        self.groups.values().filter_map(Group::deadline_next).min()
+    }
+
+    fn persisted(&mut self, outputs: &mut Vec<Output>, write: WriteId) {
+        let Some(partition) = self.writes.get(&write).map(|w| w.partition) else {
+            return; // Completed already, by a later write to the same partition.
+        };
+        let done: Vec<WriteId> = self
+            .writes
+            .range(..=write)
+            .filter(|(_, pending)| pending.partition == partition)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            let pending = self.writes.remove(&id).expect("listed");
+            self.write_complete(outputs, pending.after, Ok(()));
+        }
+    }
+
+    fn persist_failed(&mut self, outputs: &mut Vec<Output>, write: WriteId) {
+        let Some(pending) = self.writes.remove(&write) else {
+            return;
+        };
+        tracing::warn!(write, partition = pending.partition, "offsets write failed");
+        let error = GroupError::CoordinatorNotAvailable {
+            reason: "the write to __consumer_offsets failed",
+        };
+        self.write_complete(outputs, pending.after, Err(error));
+    }
+
+    fn write_complete(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        after: After,
+        result: Result<(), GroupError>,
+    ) {
+        match after {
+            After::Nothing => {}
+            After::Commit {
+                request,
+                group_id,
+                incarnation,
+                offsets,
+            } => {
+                // A group deleted meanwhile stays deleted: its tombstones follow this write.
+                if let Some(group) = self
+                    .groups
+                    .get_mut(&group_id)
+                    .filter(|group| group.incarnation == incarnation)
+                {
+                    group.write_pending_done();
+                    if result.is_ok() {
+                        for (partition, committed) in offsets {
+                            group.offset_put(partition, committed);
+                        }
+                    }
+                    if group.is_removable() {
+                        self.groups.remove(&group_id);
+                    }
+                }
+                outputs.push(Output::OffsetCommit { request, result });
+            }
+            After::Delete { request, index } => {
+                let pending = self.deletes.get_mut(&request).expect("pending delete");
+                if result.is_err() {
+                    pending.results[index].1 = result;
+                }
+                pending.writes_left -= 1;
+                if pending.writes_left == 0 {
+                    let pending = self.deletes.remove(&request).expect("present");
+                    outputs.push(Output::Delete {
+                        request,
+                        results: pending.results,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Recovery: applies one record of `__consumer_offsets`, in log order.
+    pub fn replay(&mut self, now: Duration, record: OffsetsRecord) {
+        match record {
+            OffsetsRecord::Offset {
+                group_id,
+                partition,
+                committed: Some(committed),
+            } => self
+                .group_create(&group_id)
+                .offset_put(partition, committed),
+            OffsetsRecord::Offset {
+                group_id,
+                partition,
+                committed: None,
+            } => {
+                if let Some(group) = self.groups.get_mut(&group_id) {
+                    group.offset_remove(&partition);
+                }
+            }
+            OffsetsRecord::Group {
+                group_id,
+                snapshot: Some(snapshot),
+            } => self.group_create(&group_id).restore(snapshot, now),
+            OffsetsRecord::Group {
+                group_id,
+                snapshot: None,
+            } => {
+                if let Some(group) = self.groups.get_mut(&group_id) {
+                    group.reset();
+                }
+            }
+        }
+    }
+
+    /// After replay: drop groups that left no trace, and check every group.
+    pub fn replay_finish(&mut self) {
+        self.groups.retain(|_, group| !group.is_removable());
+        self.invariants_check();
+    }
+
+    pub fn invariants_check(&self) {
+        for (group_id, group) in &self.groups {
+            assert_eq!(*group_id, group.group_id);
+            group.invariants_check();
+        }
+        assert!(self.writes.keys().all(|write| *write < self.write_next));
+    }
+
+    /// A random (v4) UUID from the injected rng: member ids are unguessable but reproducible.
+    fn uuid_new(&mut self) -> uuid::Uuid {
+        let mut bytes = [0u8; 16];
+        self.rng.fill_bytes(&mut bytes);
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+}
+
+/// Java's `String.hashCode` over UTF-16 code units, then Kafka's `Utils.abs` and the modulo.
+pub fn partition_for(group_id: &str, partition_count: i32) -> i32 {
+    assert!(partition_count > 0);
+    let hash = group_id.encode_utf16().fold(0i32, |hash, unit| {
+        hash.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
+    positive % partition_count
+}

@@ -1,0 +1,323 @@
+//! The async shell around `Coordinator`: one mutex, replies through oneshot channels, writes to
+//! `__consumer_offsets`, a timer task, and recovery by replay.
+//!
+//! A handler calls `submit` with an `Input`; the shell steps the core under the lock and runs the
+//! outputs in order before releasing it: replies go to their request's channel, and `Persist`
+//! appends to the partition log at once (so log order is output order), asks its flusher for an
+//! fsync and spawns a waiter that reports `Persisted` when the write is durable. The handler's
+//! future awaits the channel (JoinGroup and SyncGroup wait there for the rebalance barrier).
+//!
+//! Lock order: the coordinator lock, then a partition's log lock; never the reverse.
+
+use super::coordinator::{Coordinator, Input, Output};
+use super::records::{record_decode, record_encode, OffsetsRecord};
+use super::{GroupConfig, RequestId, OFFSETS_TOPIC};
+use crate::partition::Partition;
+use crate::topics::{TopicError, Topics};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
+use runtime::rng::ChaCha8Rng;
+use runtime::sync::{oneshot, Notify};
+use runtime::Clock;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+use wire::batch::build::{batch_encode, RecordSpec};
+
+/// The timer wakes at least this often, even with no deadline pending, so that it notices the
+/// coordinator was dropped. Deadlines themselves are met exactly.
+const TIMER_IDLE_MAX: Duration = Duration::from_secs(1);
+/// Bytes read per step while replaying a partition of `__consumer_offsets`.
+const REPLAY_READ_BYTES: usize = 1024 * 1024;
+/// `__consumer_offsets` segments: Kafka's `offsets.topic.segment.bytes`, small so that
+/// compaction (which only rewrites closed segments) keeps replay short.
+const OFFSETS_SEGMENT_BYTES: &str = "104857600";
+/// The leader epoch stamped on coordinator writes: a single node never changes leadership.
+const LEADER_EPOCH: i32 = 0;
+
+struct State {
+    core: Coordinator,
+    replies: BTreeMap<RequestId, oneshot::Sender<Output>>,
+    /// Reused across steps.
+    outputs: Vec<Output>,
+}
+
+pub struct GroupCoordinator {
+    state: Mutex<State>,
+    /// The partitions of `__consumer_offsets`, by index.
+    partitions: Vec<Arc<Partition>>,
+    clock: Clock,
+    started: runtime::time::Instant,
+    timer_wake: Arc<Notify>,
+    request_next: AtomicU64,
+}
+
+impl std::fmt::Debug for GroupCoordinator {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("GroupCoordinator")
+            .field("partitions", &self.partitions.len())
+            .finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl GroupCoordinator {
+    /// Creates `__consumer_offsets` if missing, replays it, and starts the timer task.
+    pub fn open(
+        topics: &mut Topics,
+        config: GroupConfig,
+        clock: Clock,
+        mut rng: ChaCha8Rng,
+        planted_commit_stale_generation: bool,
+    ) -> Result<Arc<GroupCoordinator>, TopicError> {
+        let partitions = offsets_topic_open(topics, &config, clock.wall_ms(), &mut rng)?;
+        let mut core = Coordinator::new(config, partitions.len() as i32, rng);
+        if planted_commit_stale_generation {
+            core.planted_commit_stale_generation_set();
+        }
+        for partition in &partitions {
+            replay_partition(&mut core, partition);
+        }
+        core.replay_finish();
+        tracing::info!(
+            groups = core.groups().count(),
+            "group coordinator recovered"
+        );
+        let coordinator = Arc::new(GroupCoordinator {
+            state: Mutex::new(State {
+                core,
+                replies: BTreeMap::new(),
+                outputs: Vec::new(),
+            }),
+            partitions,
+            started: clock.now(),
+            clock,
+            timer_wake: Arc::new(Notify::new()),
+            request_next: AtomicU64::new(1),
+        });
+        runtime::spawn(timer_run(Arc::downgrade(&coordinator)));
+        Ok(coordinator)
+    }
+
+    /// Monotonic time since this coordinator started: the core's clock.
+    pub fn now(&self) -> Duration {
+        self.clock.now().saturating_duration_since(self.started)
+    }
+
+    pub fn wall_ms(&self) -> i64 {
+        self.clock.wall_ms()
+    }
+
+    /// Steps the core with the input `make` builds for a fresh request id; the receiver gets the
+    /// reply (at once, or when a rebalance barrier falls).
+    pub fn submit(
+        self: &Arc<Self>,
+        make: impl FnOnce(RequestId, Duration) -> Input,
+    ) -> oneshot::Receiver<Output> {
+        let request = self.request_next.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        let mut state = lock(&self.state);
+        state.replies.insert(request, sender);
+        let input = make(request, self.now());
+        self.run(&mut state, input);
+        receiver
+    }
+
+    /// A read-only look at the core (DescribeGroups, ListGroups, OffsetFetch).
+    pub fn read<R>(&self, read: impl FnOnce(&Coordinator) -> R) -> R {
+        read(&lock(&self.state).core)
+    }
+
+    fn step(self: &Arc<Self>, input: Input) {
+        let mut state = lock(&self.state);
+        self.run(&mut state, input);
+    }
+
+    /// Steps the core and runs its outputs in order; failed appends come back as inputs.
+    fn run(self: &Arc<Self>, state: &mut State, input: Input) {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let mut outputs = std::mem::take(&mut state.outputs);
+            state.core.step(&mut outputs, input);
+            for output in outputs.drain(..) {
+                let request = match output {
+                    Output::Persist {
+                        partition,
+                        write,
+                        records,
+                    } => {
+                        if let Err(error) = self.persist(partition, write, &records) {
+                            tracing::error!(partition, write, %error, "offsets append failed");
+                            inputs.push_back(Input::PersistFailed { write });
+                        }
+                        continue;
+                    }
+                    Output::Join { request, .. }
+                    | Output::Sync { request, .. }
+                    | Output::Heartbeat { request, .. }
+                    | Output::Leave { request, .. }
+                    | Output::OffsetCommit { request, .. }
+                    | Output::Delete { request, .. } => request,
+                };
+                if let Some(sender) = state.replies.remove(&request) {
+                    // The requester may be gone (connection closed): nothing to do then.
+                    let _ = sender.send(output);
+                }
+            }
+            state.outputs = outputs;
+        }
+        // A deadline may have moved earlier.
+        self.timer_wake.notify_one();
+    }
+
+    /// Appends one write as one batch and spawns the waiter that reports its durability.
+    fn persist(
+        self: &Arc<Self>,
+        partition_index: i32,
+        write: u64,
+        records: &[OffsetsRecord],
+    ) -> Result<(), storage::LogError> {
+        let partition = self.partitions[partition_index as usize].clone();
+        let now_ms = self.clock.wall_ms();
+        let specs: Vec<RecordSpec> = records
+            .iter()
+            .map(|record| {
+                let (key, value) = record_encode(record);
+                RecordSpec {
+                    key: Some(key),
+                    value,
+                    headers: Vec::new(),
+                    timestamp: now_ms,
+                }
+            })
+            .collect();
+        let batch = batch_encode(&specs, Compression::None);
+        let appended = partition.log().append(batch, LEADER_EPOCH, now_ms)?;
+        partition.flush_request();
+        let coordinator = Arc::downgrade(self);
+        runtime::spawn(async move {
+            let durable = partition.durable_wait(appended.last_offset).await;
+            let Some(coordinator) = coordinator.upgrade() else {
+                return;
+            };
+            let input = if durable {
+                Input::Persisted { write }
+            } else {
+                Input::PersistFailed { write }
+            };
+            coordinator.step(input);
+        });
+        Ok(())
+    }
+}
+
+/// Wakes the core at its next deadline (session expiry, rebalance timeout, initial delay).
+async fn timer_run(coordinator: Weak<GroupCoordinator>) {
+    loop {
+        let Some(strong) = coordinator.upgrade() else {
+            return;
+        };
+        let wake = strong.timer_wake.clone();
+        let notified = wake.notified();
+        runtime::pin!(notified);
+        notified.as_mut().enable();
+        let now = strong.now();
+        let deadline = strong.read(Coordinator::deadline_next);
+        if deadline.is_some_and(|at| at <= now) {
+            strong.step(Input::Tick { now });
+            continue;
+        }
+        let wait = deadline.map_or(TIMER_IDLE_MAX, |at| (at - now).min(TIMER_IDLE_MAX));
+        drop(strong);
+        runtime::select! {
+            biased;
+            () = &mut notified => {}
+            () = runtime::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The partitions of `__consumer_offsets`, creating the topic (compacted) on first start.
+fn offsets_topic_open(
+    topics: &mut Topics,
+    config: &GroupConfig,
+    now_ms: i64,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Arc<Partition>>, TopicError> {
+    if topics.get(OFFSETS_TOPIC).is_none() {
+        let configs = BTreeMap::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            (
+                "segment.bytes".to_string(),
+                OFFSETS_SEGMENT_BYTES.to_string(),
+            ),
+        ]);
+        let mut topic_id = [0u8; 16];
+        while topic_id == [0u8; 16] {
+            runtime::rng::RngCore::fill_bytes(rng, &mut topic_id);
+        }
+        topics.create(
+            OFFSETS_TOPIC,
+            config.offsets_topic_partitions,
+            &configs,
+            topic_id,
+            now_ms,
+        )?;
+    }
+    let count = topics.get(OFFSETS_TOPIC).expect("exists").partition_count;
+    Ok((0..count)
+        .map(|index| topics.partition(OFFSETS_TOPIC, index).expect("listed"))
+        .collect())
+}
+
+/// Feeds every record of one partition to the core, in log order. A record that does not decode
+/// is skipped with an error: its CRC passed, so it is a format we do not know, not corruption.
+fn replay_partition(core: &mut Coordinator, partition: &Partition) {
+    let log = partition.log();
+    let end = log.log_end_offset();
+    let mut offset = log.log_start_offset();
+    let mut record_count = 0usize;
+    while offset < end {
+        let read = match log.read(offset, REPLAY_READ_BYTES, end) {
+            Ok(read) if read.batch_count > 0 => read,
+            Ok(_) => break,
+            Err(error) => {
+                tracing::error!(partition = partition.index, offset, %error, "offsets replay read failed");
+                break;
+            }
+        };
+        let mut bytes = read.bytes.clone();
+        while !bytes.is_empty() {
+            let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
+                tracing::error!(
+                    partition = partition.index,
+                    offset,
+                    "undecodable offsets batch"
+                );
+                break;
+            };
+            for record in set.records.iter().filter(|record| !record.control) {
+                match record_decode(record.key.as_ref(), record.value.as_ref()) {
+                    Ok(decoded) => core.replay(Duration::ZERO, decoded),
+                    Err(error) => tracing::error!(
+                        partition = partition.index, offset = record.offset, %error,
+                        "skipping an offsets record"
+                    ),
+                }
+                record_count += 1;
+            }
+        }
+        offset = read.next_offset;
+    }
+    tracing::debug!(
+        partition = partition.index,
+        record_count,
+        "offsets partition replayed"
+    );
+}

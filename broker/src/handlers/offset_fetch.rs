@@ -1,0 +1,150 @@
+//! OffsetFetch: one group (v1-7) or several (v8-9, KIP-709). A null topic list (v2+) asks for
+//! every committed offset of the group. Partitions without a committed offset answer -1 with no
+//! error, as in Kafka; so does an unknown group. Only durable commits are ever visible here.
+
+use crate::broker::Broker;
+use crate::group::{Committed, Coordinator, TopicPartition};
+use crate::handlers::errors::NONE;
+use crate::handlers::groups::{group_id_check, str_bytes};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use wire::ResponseKind;
+
+/// One group's answer: per topic, per partition, the committed offset if any.
+type Answer = BTreeMap<String, Vec<(i32, Option<Committed>)>>;
+
+pub fn handle(broker: &Arc<Broker>, request: OffsetFetchRequest, version: i16) -> ResponseKind {
+    if version >= 8 {
+        let groups = request
+            .groups
+            .iter()
+            .map(|group| {
+                let topics = group.topics.as_ref().map(|topics| {
+                    topics
+                        .iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                group_response(broker, &group.group_id, topics)
+            })
+            .collect();
+        return ResponseKind::OffsetFetch(OffsetFetchResponse::default().with_groups(groups));
+    }
+    let topics: Option<Vec<(String, Vec<i32>)>> = request.topics.as_ref().map(|topics| {
+        topics
+            .iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let (answer, error) = match group_id_check(request.group_id.as_str()) {
+        Ok(group_id) => (lookup(broker, &group_id, topics), NONE),
+        Err(error) => (Answer::new(), error.code()),
+    };
+    let topics = answer
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(index, committed)| {
+                    let (offset, epoch, metadata) = fields(committed);
+                    let partition = OffsetFetchResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_committed_offset(offset)
+                        .with_metadata(Some(str_bytes(metadata)))
+                        .with_error_code(NONE);
+                    if version >= 5 {
+                        partition.with_committed_leader_epoch(epoch)
+                    } else {
+                        partition
+                    }
+                })
+                .collect();
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(str_bytes(name)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    let mut response = OffsetFetchResponse::default().with_topics(topics);
+    if version >= 2 {
+        response = response.with_error_code(error);
+    }
+    ResponseKind::OffsetFetch(response)
+}
+
+fn group_response(
+    broker: &Broker,
+    group_id: &GroupId,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> OffsetFetchResponseGroup {
+    let response = OffsetFetchResponseGroup::default().with_group_id(group_id.clone());
+    let group_id = match group_id_check(group_id.as_str()) {
+        Ok(group_id) => group_id,
+        Err(error) => return response.with_error_code(error.code()),
+    };
+    let topics = lookup(broker, &group_id, topics)
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(index, committed)| {
+                    let (offset, epoch, metadata) = fields(committed);
+                    OffsetFetchResponsePartitions::default()
+                        .with_partition_index(index)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(epoch)
+                        .with_metadata(Some(str_bytes(metadata)))
+                        .with_error_code(NONE)
+                })
+                .collect();
+            OffsetFetchResponseTopics::default()
+                .with_name(TopicName(str_bytes(name)))
+                .with_partitions(partitions)
+        })
+        .collect();
+    response.with_error_code(NONE).with_topics(topics)
+}
+
+/// The committed offsets asked for (`None`: all the group has).
+fn lookup(broker: &Broker, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Answer {
+    broker.groups().read(|core: &Coordinator| {
+        let offsets = core.group(group_id).map(|group| group.offsets());
+        let mut answer = Answer::new();
+        match topics {
+            None => {
+                for (partition, committed) in offsets.into_iter().flatten() {
+                    answer
+                        .entry(partition.topic.clone())
+                        .or_default()
+                        .push((partition.partition, Some(committed.clone())));
+                }
+            }
+            Some(topics) => {
+                for (topic, indexes) in topics {
+                    let entry = answer.entry(topic.clone()).or_default();
+                    for index in indexes {
+                        let key = TopicPartition {
+                            topic: topic.clone(),
+                            partition: index,
+                        };
+                        let committed = offsets.and_then(|o| o.get(&key)).cloned();
+                        entry.push((index, committed));
+                    }
+                }
+            }
+        }
+        answer
+    })
+}
+
+/// (offset, leader epoch, metadata); -1, -1, "" when nothing is committed.
+fn fields(committed: Option<Committed>) -> (i64, i32, String) {
+    committed.map_or((-1, -1, String::new()), |c| {
+        (c.offset, c.leader_epoch, c.metadata)
+    })
+}
