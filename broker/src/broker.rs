@@ -39,19 +39,22 @@ impl Broker {
     /// Recovers the data dir and returns a broker ready to serve.
     pub fn open(config: BrokerConfig, context: NodeContext) -> Result<Arc<Broker>, TopicError> {
         let now_ms = context.clock.wall_ms();
-        let mut topics = Topics::open(context.disk.clone(), config.data_dir.clone(), now_ms)?;
+        let mut topics = Topics::open(
+            context.disk.clone(),
+            config.data_dir.clone(),
+            now_ms,
+            config.planted,
+        )?;
         let mut rng =
             runtime::rng::stream_rng(context.seed, runtime::rng::Stream::node(config.node_id));
         // The coordinator's member ids come from its own rng, seeded from this node's stream.
         let groups_rng = runtime::rng::stream_rng(rng.next_u64(), 0);
-        // The planted bug `commit-stale-generation` is switched on here once `planted` lands.
-        let planted_commit_stale_generation = false;
         let groups = GroupCoordinator::open(
             &mut topics,
             config.groups.clone(),
             context.clock,
             groups_rng,
-            planted_commit_stale_generation,
+            crate::planted::Bug::active(config.planted, crate::planted::Bug::CommitStaleGeneration),
         )?;
         Ok(Arc::new(Broker {
             config,

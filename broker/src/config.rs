@@ -30,6 +30,8 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// Cluster id reported in Metadata and DescribeCluster.
     pub cluster_id: String,
+    /// A planted bug for the simulator's self-test; inert without the `planted-bugs` feature.
+    pub planted: Option<crate::planted::Bug>,
     /// The group coordinator's limits and timeouts (Kafka's `group.*` broker settings).
     pub groups: crate::group::GroupConfig,
 }
@@ -49,6 +51,7 @@ impl BrokerConfig {
             requests_in_flight_max: 128,
             retention_check_interval: Duration::from_secs(30),
             cluster_id: "gregor-cluster".to_string(),
+            planted: None,
             groups: crate::group::GroupConfig::kafka_defaults(),
         }
     }

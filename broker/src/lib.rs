@@ -12,6 +12,7 @@ pub mod group;
 pub mod handlers;
 pub mod maintenance;
 pub mod partition;
+pub mod planted;
 pub mod server;
 pub mod topic_config;
 pub mod topics;

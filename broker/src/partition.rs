@@ -8,6 +8,7 @@
 //! lock held), then publishes the new durable offset. Producers and long-polling fetchers wait on
 //! that one `watch` channel, so one fsync serves every request that arrived before it began.
 
+use crate::planted::Bug;
 use runtime::sync::{watch, Notify};
 use std::sync::{Arc, Mutex, MutexGuard};
 use storage::PartitionLog;
@@ -31,6 +32,7 @@ pub struct Partition {
     flush_wanted: Arc<Notify>,
     durable_sender: watch::Sender<Durable>,
     deleted: std::sync::atomic::AtomicBool,
+    planted: Option<crate::planted::Bug>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -41,7 +43,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Partition {
     /// Wraps a recovered log whose contents are all durable, and starts its flusher.
-    pub fn start(topic: String, index: i32, log: PartitionLog) -> Arc<Partition> {
+    pub fn start(
+        topic: String,
+        index: i32,
+        log: PartitionLog,
+        planted: Option<crate::planted::Bug>,
+    ) -> Arc<Partition> {
         assert_eq!(
             log.recovery_point(),
             log.log_end_offset(),
@@ -59,6 +66,7 @@ impl Partition {
             flush_wanted: Arc::new(Notify::new()),
             durable_sender,
             deleted: std::sync::atomic::AtomicBool::new(false),
+            planted,
         });
         runtime::spawn(flusher_run(Arc::downgrade(&partition)));
         partition
@@ -83,11 +91,17 @@ impl Partition {
 
     /// The high watermark: what consumers may read.
     pub fn high_watermark(&self) -> i64 {
+        if Bug::active(self.planted, Bug::FetchBeyondDurable) {
+            return self.log().log_end_offset();
+        }
         self.durable().offset_end
     }
 
     /// Waits until `offset` is durable; `false` if the partition failed or was deleted first.
     pub async fn durable_wait(&self, offset: i64) -> bool {
+        if Bug::active(self.planted, Bug::AckBeforeFsync) {
+            return true;
+        }
         let mut receiver = self.durable_watch();
         let result = receiver
             .wait_for(|durable| durable.failed || durable.offset_end > offset)
@@ -140,6 +154,9 @@ async fn flusher_run(partition: std::sync::Weak<Partition>) {
 /// One group commit: capture, sync without the lock, complete, publish.
 async fn flush_once(partition: &Arc<Partition>) -> bool {
     let ticket = partition.log().flush_begin();
+    if !ticket.delay().is_zero() {
+        runtime::time::sleep(ticket.delay()).await; // A simulated disk's fsync latency.
+    }
     let (ticket, result) = runtime::blocking(move || {
         let result = ticket.sync();
         (ticket, result)

@@ -70,6 +70,7 @@ struct Topic {
 pub struct Topics {
     disk: Arc<dyn Disk>,
     data_dir: PathBuf,
+    planted: Option<crate::planted::Bug>,
     topics: BTreeMap<String, Topic>,
 }
 
@@ -86,7 +87,12 @@ pub fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
 
 impl Topics {
     /// Loads the metadata, recovers every partition's log, and removes orphan directories.
-    pub fn open(disk: Arc<dyn Disk>, data_dir: PathBuf, now_ms: i64) -> Result<Topics, TopicError> {
+    pub fn open(
+        disk: Arc<dyn Disk>,
+        data_dir: PathBuf,
+        now_ms: i64,
+        planted: Option<crate::planted::Bug>,
+    ) -> Result<Topics, TopicError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| TopicError::Io { path, source }
@@ -106,6 +112,7 @@ impl Topics {
         let mut topics = Topics {
             disk,
             data_dir,
+            planted,
             topics: BTreeMap::new(),
         };
         for metadata in file.topics {
@@ -135,17 +142,40 @@ impl Topics {
             path: dir.clone(),
             source,
         };
-        let mut log = PartitionLog::open(
-            self.disk.clone(),
-            dir.clone(),
-            log_config(&metadata.configs),
-            now_ms,
-        )
-        .map_err(storage)?;
+        let config = log_config(&metadata.configs);
+        let mut log = self
+            .log_open(dir.clone(), config, now_ms)
+            .map_err(storage)?;
         // Whatever recovery found may still sit only in the page cache (a process crash, not a
         // power loss): make it durable before anyone can read it.
         log.flush().map_err(storage)?;
-        Ok(Partition::start(metadata.name.clone(), index, log))
+        Ok(Partition::start(
+            metadata.name.clone(),
+            index,
+            log,
+            self.planted,
+        ))
+    }
+
+    #[cfg(not(feature = "planted-bugs"))]
+    fn log_open(
+        &self,
+        dir: PathBuf,
+        config: storage::LogConfig,
+        now_ms: i64,
+    ) -> Result<PartitionLog, LogError> {
+        PartitionLog::open(self.disk.clone(), dir, config, now_ms)
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    fn log_open(
+        &self,
+        dir: PathBuf,
+        config: storage::LogConfig,
+        now_ms: i64,
+    ) -> Result<PartitionLog, LogError> {
+        let planted = self.planted.and_then(crate::planted::Bug::storage);
+        PartitionLog::open_planted(self.disk.clone(), dir, config, now_ms, planted)
     }
 
     fn orphans_remove(&self) -> Result<(), TopicError> {

@@ -1,1 +1,19 @@
-//! The simulated world.
+//! The simulated world: gregor's real broker and client code on madsim, under faults.
+//!
+//! - `disk`: `SimDisk`, the true bytes (`MemDisk`) plus a fault overlay. Builds everywhere.
+//! - `options`: swarm options drawn from the seed. `trace`: the hashed trace.
+//! - `world` (madsim only): one run, top-down, to a `Verdict`.
+//! - `workload`, `nemesis`, `recorder` (madsim only): who does what, and how it is written down.
+
+pub mod disk;
+pub mod options;
+pub mod trace;
+
+#[cfg(madsim)]
+pub mod nemesis;
+#[cfg(madsim)]
+pub mod recorder;
+#[cfg(madsim)]
+pub mod workload;
+#[cfg(madsim)]
+pub mod world;

@@ -131,9 +131,25 @@ impl PartitionLog {
     ) -> Result<(), LogError> {
         let segment = &self.segments[&base_offset];
         let mut scan = BatchScan::new(&**segment.file(), segment.path(), segment.size_bytes());
+        // baseOffset lies outside the CRC: a flipped bit there must fail the scan, not be copied
+        // into the rewritten segment, so offsets must rise within the segment's range.
+        let (segment_end, mut next_expected) = (segment.next_offset(), base_offset);
         // Bounded: the scan ends at the segment's size.
         loop {
-            match scan.next()? {
+            let item =
+                scan.next_checked(&mut |header| match header.base_offset >= next_expected
+                    && header.next_offset() <= segment_end
+                {
+                    true => Ok(()),
+                    false => Err(format!(
+                        "batch at offset {} is out of place",
+                        header.base_offset
+                    )),
+                })?;
+            if let ScanItem::Batch { batch, .. } = &item {
+                next_expected = batch.header().next_offset();
+            }
+            match item {
                 ScanItem::End => return Ok(()),
                 ScanItem::Batch { batch, .. } => visit(&batch)?,
                 ScanItem::Invalid { position, reason } => {

@@ -188,22 +188,29 @@ impl PartitionLog {
     }
 
     /// Closes the active segment and starts a new one at the log end. The closed segment is
-    /// synced and its indexes written before the new file exists, and the checkpoint moves the
-    /// recovery point to the new base last, so a crash anywhere in between recovers by scanning.
+    /// synced and the new file's entry made durable before anything moves, so a failure (EIO,
+    /// ENOSPC) leaves the log as it was and a crash anywhere recovers by scanning. The closed
+    /// segment's index files come last and are best effort: they only speed up recovery, which
+    /// rebuilds missing or damaged ones, and the active segment must never have any on disk.
     pub(crate) fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
         let base_offset = self.log_end_offset();
         let interval = self.config.index_interval_bytes;
         let sync_skipped =
             crate::PlantedBug::active(self.planted, crate::PlantedBug::RollSkipsFsync);
-        let active = self.active_mut();
-        assert!(!active.is_empty(), "empty segments are not rolled");
-        active.seal();
+        assert!(!self.active().is_empty(), "empty segments are not rolled");
         if !sync_skipped {
-            active.sync()?;
+            self.active().sync()?;
         }
-        self.active().index_files_write(&*self.disk, &self.dir)?;
         let mut segment = Segment::create(&*self.disk, &self.dir, base_offset, interval)?;
-        self.disk.sync_dir(&self.dir).context("sync", &self.dir)?;
+        if let Err(error) = self.disk.sync_dir(&self.dir) {
+            let _ = self.disk.remove_file(segment.path());
+            return Err(error).context("sync", &self.dir);
+        }
+        self.active_mut().seal();
+        if let Err(error) = self.active().index_files_write(&*self.disk, &self.dir) {
+            tracing::warn!(dir = %self.dir.display(), %error, "index files not written; recovery will rebuild them");
+            let _ = index_files_remove(&*self.disk, &self.dir, self.active().base_offset());
+        }
         segment.rolling_start(now_ms);
         self.segments.insert(base_offset, segment);
         self.recovery_point = self.recovery_point.max(base_offset);

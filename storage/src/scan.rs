@@ -61,6 +61,12 @@ impl<'a> BatchScan<'a> {
         }
     }
 
+    /// A scan that begins at `position` (a batch boundary) instead of the file's start.
+    pub fn starting_at(self, position: u64) -> BatchScan<'a> {
+        assert!(position <= self.file_bytes);
+        BatchScan { position, ..self }
+    }
+
     /// A scan that does not check CRCs: the planted bug `RecoverySkipsCrc`.
     pub fn crc_unverified(self) -> BatchScan<'a> {
         BatchScan {
@@ -88,13 +94,30 @@ impl<'a> BatchScan<'a> {
     }
 
     /// The next batch, or where and why the bytes stop being batches. An invalid batch is read
-    /// again (`SCAN_REREADS`) before it is believed.
-    pub fn next(&mut self) -> Result<ScanItem, LogError> {
+    /// again (`SCAN_REREADS`) before it is believed. `check` (the caller's offset rules) runs
+    /// inside that loop: baseOffset lies outside the CRC, so a flipped bit there passes
+    /// validation and only the caller's rules can notice it.
+    pub fn next_checked(
+        &mut self,
+        check: &mut dyn FnMut(&BatchHeader) -> Result<(), String>,
+    ) -> Result<ScanItem, LogError> {
         let mut attempt = 0;
         loop {
-            match self.next_once()? {
+            let position = self.position;
+            let item = match self.next_once()? {
+                ScanItem::Batch { position, batch } => match check(batch.header()) {
+                    Ok(()) => ScanItem::Batch { position, batch },
+                    Err(reason) => {
+                        self.position = position;
+                        ScanItem::Invalid { position, reason }
+                    }
+                },
+                item => item,
+            };
+            match item {
                 ScanItem::Invalid { .. } if attempt < SCAN_REREADS => {
                     attempt += 1;
+                    self.position = position;
                     self.chunk = Bytes::new(); // Force a fresh read from the disk.
                 }
                 item => return Ok(item),

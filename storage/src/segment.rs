@@ -114,15 +114,13 @@ impl Segment {
             scan = scan.crc_unverified();
         }
         let stop = loop {
-            match scan.next()? {
+            let item = scan.next_checked(&mut |header| segment.offsets_check(header))?;
+            match item {
                 ScanItem::End => break None,
                 ScanItem::Invalid { position, reason } => {
                     break Some(ScanStop { position, reason })
                 }
                 ScanItem::Batch { position, batch } => {
-                    if let Err(reason) = segment.offsets_check(batch.header()) {
-                        break Some(ScanStop { position, reason });
-                    }
                     segment.observe(batch.header(), position);
                     visit(batch.header());
                 }
@@ -414,26 +412,36 @@ fn header_walk(
     start: OffsetEntry,
     file_bytes: u64,
 ) -> Result<Option<Walk>, LogError> {
-    let mut position = u64::from(start.position);
     let mut walk = Walk {
         next_offset: base_offset,
         timestamp_max: TIMESTAMP_NONE,
     };
     let expected_first = base_offset + i64::from(start.relative_offset);
-    // Bounded: each step moves forward by a whole batch of at least a header.
-    while position < file_bytes {
-        let Ok(header) = header_read(file, path, position, file_bytes)? else {
-            return Ok(None);
+    // Whole, CRC-checked batches (at most an index interval of them), not bare headers: the
+    // walk decides the segment's next offset, and a bit flipped in a header on its way from the
+    // disk must not move the log end (the simulator's single-crash seed 41 did exactly that).
+    let mut scan = BatchScan::new(file, path, file_bytes).starting_at(u64::from(start.position));
+    let mut first = true;
+    // Bounded: each step consumes a whole batch of at least a header, or stops.
+    loop {
+        let (next_expected, is_first) = (walk.next_offset, first);
+        let item = scan.next_checked(&mut |header| {
+            let misplaced = is_first && start.position > 0 && header.base_offset != expected_first;
+            match misplaced || header.base_offset < next_expected {
+                true => Err(format!(
+                    "batch at offset {} is out of place",
+                    header.base_offset
+                )),
+                false => Ok(()),
+            }
+        })?;
+        let header = match item {
+            ScanItem::End => return Ok(Some(walk)),
+            ScanItem::Invalid { .. } => return Ok(None),
+            ScanItem::Batch { batch, .. } => *batch.header(),
         };
-        let first = position == u64::from(start.position);
-        if (first && start.position > 0 && header.base_offset != expected_first)
-            || header.base_offset < walk.next_offset
-        {
-            return Ok(None);
-        }
+        first = false;
         walk.next_offset = header.next_offset();
         walk.timestamp_max = walk.timestamp_max.max(header.max_timestamp);
-        position += header.size() as u64;
     }
-    Ok((position == file_bytes).then_some(walk))
 }

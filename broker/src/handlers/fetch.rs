@@ -34,13 +34,13 @@ pub fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> Rep
 
 fn long_poll(broker: Arc<Broker>, request: FetchRequest, wait: Duration) -> ResponseFuture {
     Box::pin(async move {
-        let deadline = runtime::time::Instant::now() + wait;
+        let deadline = broker.clock.now() + wait;
         loop {
             let notified = broker.data_arrived.notified();
             runtime::pin!(notified);
             notified.as_mut().enable();
             let result = fetch_once(&broker, &request);
-            if result.ready(&request) || runtime::time::Instant::now() >= deadline {
+            if result.ready(&request) || broker.clock.now() >= deadline {
                 return result.into_response();
             }
             runtime::select! {

@@ -1,0 +1,61 @@
+//! Planted bugs: realistic mistakes, switched on one at a time by the simulator to prove that the
+//! checker catches each (DESIGN.md, Planted bugs). The enum always exists, so configuration types
+//! are the same in every build; the misbehaving code paths exist only with the `planted-bugs`
+//! feature, which no release build enables.
+
+use storage::PlantedBug;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Bug {
+    /// Produce is acknowledged once appended, before the fsync that makes it durable.
+    AckBeforeFsync,
+    /// Fetch serves up to the log end, past the durable high watermark.
+    FetchBeyondDurable,
+    /// Recovery accepts torn batches without checking their CRC.
+    RecoverySkipsCrc,
+    /// Recovery forgets the last offset, so the next append after a restart reuses it.
+    OffsetReuseAfterRestart,
+    /// A segment roll skips the closed segment's fsync: a crash loses its acknowledged tail.
+    RollSkipsFsync,
+    /// The group coordinator accepts an OffsetCommit from an older generation: a zombie member
+    /// overwrites the new owner's committed offset. Not in `ALL` yet: the simulator has no group
+    /// workload to catch it with; the group coordinator's unit tests prove the switch works.
+    CommitStaleGeneration,
+}
+
+impl Bug {
+    pub const ALL: &'static [Bug] = &[
+        Bug::AckBeforeFsync,
+        Bug::FetchBeyondDurable,
+        Bug::RecoverySkipsCrc,
+        Bug::OffsetReuseAfterRestart,
+        Bug::RollSkipsFsync,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeFsync => "ack-before-fsync",
+            Bug::FetchBeyondDurable => "fetch-beyond-durable",
+            Bug::RecoverySkipsCrc => "recovery-skips-crc",
+            Bug::OffsetReuseAfterRestart => "offset-reuse-after-restart",
+            Bug::RollSkipsFsync => "roll-skips-fsync",
+            Bug::CommitStaleGeneration => "commit-stale-generation",
+        }
+    }
+
+    /// The storage bug this is, if it lives in the storage engine.
+    pub fn storage(self) -> Option<PlantedBug> {
+        match self {
+            Bug::RecoverySkipsCrc => Some(PlantedBug::RecoverySkipsCrc),
+            Bug::OffsetReuseAfterRestart => Some(PlantedBug::OffsetReuseAfterRestart),
+            Bug::RollSkipsFsync => Some(PlantedBug::RollSkipsFsync),
+            Bug::CommitStaleGeneration => None,
+            Bug::AckBeforeFsync | Bug::FetchBeyondDurable => None,
+        }
+    }
+
+    /// Whether `bug` is switched on in `planted`. Always false without the feature.
+    pub fn active(planted: Option<Bug>, bug: Bug) -> bool {
+        cfg!(feature = "planted-bugs") && planted == Some(bug)
+    }
+}

@@ -1,0 +1,24 @@
+//! The harness tests itself (madsim build with `--features planted-bugs`): every planted bug is
+//! caught within `SEEDS_MAX` seeds of the crash scenario. The clean build passing those same
+//! seeds is `sweep.rs`'s `sweep_single_crash`.
+#![cfg(all(madsim, feature = "planted-bugs"))]
+
+use scenarios::planted::campaign;
+
+/// The bound on seeds-to-detection; the figures in the closing note say how close each bug is.
+const SEEDS_MAX: u64 = 60;
+
+#[test]
+fn every_planted_bug_is_caught() {
+    let outcomes = campaign(SEEDS_MAX);
+    assert!(!outcomes.is_empty(), "the feature plants bugs");
+    let escaped: Vec<String> = outcomes
+        .iter()
+        .filter(|outcome| outcome.caught_at.is_none())
+        .map(|outcome| outcome.to_string())
+        .collect();
+    for outcome in &outcomes {
+        println!("{outcome}");
+    }
+    assert!(escaped.is_empty(), "escaped: {escaped:?}");
+}

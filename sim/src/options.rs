@@ -1,0 +1,141 @@
+//! Swarm options: every knob of a run, drawn from the seed (TigerBeetle's `options_swarm`), so a
+//! sweep covers quiet runs, storms and everything between. Each field documents its unit. The
+//! whole struct is logged at the start of a run, so a failing seed says what world it lived in.
+
+use crate::disk::DiskFaults;
+use rand::Rng;
+use runtime::rng::ChaCha8Rng;
+use std::time::Duration;
+
+/// Which faults a scenario allows; the swarm then decides, per seed, which are on and how often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultMix {
+    /// Swarm testing: each allowed fault is on in about 60% of seeds. Off: every allowed fault
+    /// is on in every seed (its rates are still drawn).
+    pub swarm: bool,
+    pub crash: bool,
+    pub pause: bool,
+    pub network_partition: bool,
+    pub clock_skew: bool,
+    pub disk: bool,
+    pub network_delay: bool,
+}
+
+impl FaultMix {
+    pub const NONE: FaultMix = FaultMix {
+        swarm: false,
+        crash: false,
+        pause: false,
+        network_partition: false,
+        clock_skew: false,
+        disk: false,
+        network_delay: false,
+    };
+    pub const ALL: FaultMix = FaultMix {
+        swarm: true,
+        crash: true,
+        pause: true,
+        network_partition: true,
+        clock_skew: true,
+        disk: true,
+        network_delay: true,
+    };
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub seed: u64,
+    pub broker_count: usize,
+    pub topic_partitions: i32,
+    /// The topic's `segment.bytes`: small, so runs roll segments and exercise rolls under crashes.
+    pub segment_bytes: u64,
+    pub producer_count: usize,
+    pub consumer_count: usize,
+    /// Simulated time the workload runs with faults.
+    pub safety_duration: Duration,
+    /// Simulated time allowed, after healing, for every acknowledged write to become readable.
+    pub liveness_duration: Duration,
+    /// Pause between one producer's sends.
+    pub send_interval: Duration,
+    /// Mean time between nemesis actions; `None` for a quiet run.
+    pub nemesis_interval_mean: Option<Duration>,
+    pub crash: bool,
+    pub pause: bool,
+    pub network_partition: bool,
+    /// Largest wall-clock offset given to a broker, in milliseconds (0: none).
+    pub clock_skew_ms_max: i64,
+    pub disk_faults: DiskFaults,
+    /// One-way network latency range.
+    pub network_latency: std::ops::Range<Duration>,
+    /// Client request timeout: a clogged link stalls rather than errors.
+    pub request_timeout: Duration,
+}
+
+/// Whether an allowed fault is on in this seed. Draws even when the answer is forced, so the
+/// rest of the options do not shift between swarm and forced mixes.
+fn maybe(rng: &mut ChaCha8Rng, mix: FaultMix, allowed: bool) -> bool {
+    let drawn = rng.gen_bool(0.6);
+    allowed && (drawn || !mix.swarm)
+}
+
+impl Options {
+    /// Draws a run's options from its seed's swarm stream, within what the scenario allows.
+    pub fn swarm(seed: u64, mix: FaultMix, rng: &mut ChaCha8Rng) -> Options {
+        let crash = maybe(rng, mix, mix.crash);
+        let pause = maybe(rng, mix, mix.pause);
+        let network_partition = maybe(rng, mix, mix.network_partition);
+        let any_nemesis = crash || pause || network_partition;
+        let nemesis_interval_mean =
+            any_nemesis.then(|| Duration::from_millis(rng.gen_range(500..5_000)));
+        let clock_skew_ms_max = if maybe(rng, mix, mix.clock_skew) {
+            rng.gen_range(1..120_000)
+        } else {
+            0
+        };
+        // Every disk takes time to fsync (a crash can land in that window); a faulty one may be
+        // slow about it.
+        let sync_delay_max = Duration::from_micros(rng.gen_range(100..20_000));
+        let disk_faults = if maybe(rng, mix, mix.disk) {
+            let slow = rng.gen_bool(0.3);
+            DiskFaults {
+                read_error_rate: rng.gen_range(0.0..0.01),
+                read_bitflip_rate: rng.gen_range(0.0..0.01),
+                write_nospace_rate: rng.gen_range(0.0..0.01),
+                sync_delay_max: if slow {
+                    sync_delay_max * 20
+                } else {
+                    sync_delay_max
+                },
+            }
+        } else {
+            DiskFaults {
+                sync_delay_max,
+                ..DiskFaults::default()
+            }
+        };
+        let latency_max_ms = if maybe(rng, mix, mix.network_delay) {
+            rng.gen_range(2..200)
+        } else {
+            2
+        };
+        Options {
+            seed,
+            broker_count: 1,
+            topic_partitions: rng.gen_range(1..=4),
+            segment_bytes: rng.gen_range(1024..=8 * 1024),
+            producer_count: rng.gen_range(1..=5),
+            consumer_count: rng.gen_range(1..=2),
+            safety_duration: Duration::from_secs(rng.gen_range(10..40)),
+            liveness_duration: Duration::from_secs(60),
+            send_interval: Duration::from_millis(rng.gen_range(1..40)),
+            nemesis_interval_mean,
+            crash,
+            pause,
+            network_partition,
+            clock_skew_ms_max,
+            disk_faults,
+            network_latency: Duration::from_millis(1)..Duration::from_millis(latency_max_ms),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The recorder: every workload operation becomes two history events (invoke, complete) and two
+//! trace lines, stamped with simulated time since the run began.
+
+use crate::trace::Trace;
+use checker::{EventKind, History, Op};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    inner: Arc<Mutex<Inner>>,
+    start: runtime::time::Instant,
+}
+
+#[derive(Debug)]
+struct Inner {
+    history: History,
+    trace: Trace,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Recorder {
+    pub fn new(trace_lines: bool) -> Recorder {
+        let inner = Inner {
+            history: History::default(),
+            trace: Trace::new(trace_lines),
+        };
+        Recorder {
+            inner: Arc::new(Mutex::new(inner)),
+            start: runtime::Clock::system().now(),
+        }
+    }
+
+    pub fn elapsed(&self) -> std::time::Duration {
+        runtime::Clock::system().now() - self.start
+    }
+
+    /// Records a history event and its trace line.
+    pub fn event(&self, process: u64, kind: EventKind, op: Op) {
+        let elapsed = self.elapsed();
+        let mut inner = lock(&self.inner);
+        let line = format!(
+            "p{process} {kind:?} {}",
+            serde_json::to_string(&op).expect("ops serialize")
+        );
+        inner.trace.record(elapsed, &line);
+        inner
+            .history
+            .push(elapsed.as_nanos() as u64, process, kind, op);
+    }
+
+    /// Records a line that is not a client operation: a nemesis action, a phase change.
+    pub fn note(&self, line: &str) {
+        let elapsed = self.elapsed();
+        tracing::info!(at = ?elapsed, "{line}");
+        lock(&self.inner).trace.record(elapsed, line);
+    }
+
+    pub fn finish(&self) -> (History, Trace) {
+        let inner = lock(&self.inner);
+        (inner.history.clone(), inner.trace.clone())
+    }
+}

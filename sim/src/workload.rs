@@ -1,0 +1,392 @@
+//! The workload: producers sending unique values, consumers polling every partition, and the final
+//! polls of the liveness phase. Every operation is recorded for the checker.
+//!
+//! Values are unique per partition (`process * VALUES_PER_PROCESS + counter`), so a value names
+//! the send that wrote it. Producers never retry internally (a retry without idempotence may
+//! duplicate, and the checker would rightly call that a duplicate); the outcome of a send whose
+//! answer never came is `Info`, indeterminate.
+
+use crate::options::Options;
+use crate::recorder::Recorder;
+use crate::world::TOPIC;
+use bytes::Bytes;
+use checker::{EventKind, MicroOp, Op, Partition, Record};
+use client::{ClientConfig, ClientError};
+use rand::Rng;
+use runtime::rng::{stream_rng, Stream};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const VALUES_PER_PROCESS: i64 = 1_000_000;
+/// Process ids: producers 1.., consumers 100.., the final reader 1000.
+const CONSUMER_PROCESS_BASE: u64 = 100;
+const FINAL_PROCESS: u64 = 1000;
+/// How long one poll waits for data.
+const POLL_WAIT: Duration = Duration::from_millis(200);
+
+fn client_config(options: &Options, bootstrap: &[String]) -> ClientConfig {
+    let mut config = ClientConfig::new(bootstrap.iter().cloned());
+    config.request_timeout = options.request_timeout;
+    config
+}
+
+/// Creates the topic, retrying through faults until the safety phase would have started.
+pub async fn topic_create(
+    options: &Options,
+    bootstrap: &[String],
+    recorder: &Recorder,
+) -> Result<(), String> {
+    let config = client_config(options, bootstrap);
+    let partitions = options.topic_partitions;
+    let configs = BTreeMap::from([(
+        "segment.bytes".to_string(),
+        options.segment_bytes.to_string(),
+    )]);
+    let node = madsim::runtime::Handle::current()
+        .create_node()
+        .name("admin")
+        .ip("10.0.1.1".parse().expect("valid ip"))
+        .build();
+    let created = node
+        .spawn(async move {
+            let mut admin = client::Admin::new(config);
+            for _ in 0..60 {
+                match admin
+                    .create_topic(TOPIC, partitions, 1, configs.clone())
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(error)
+                        if error.kafka_error()
+                            == Some(kafka_protocol::ResponseError::TopicAlreadyExists) =>
+                    {
+                        return Ok(())
+                    }
+                    Err(error) => tracing::debug!(%error, "create topic failed; retrying"),
+                }
+                runtime::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err("could not create the topic within 30 s of a quiet start".to_string())
+        })
+        .await
+        .map_err(|_| "admin task died".to_string())?;
+    recorder.note(&format!(
+        "topic {TOPIC} created with {partitions} partitions"
+    ));
+    created
+}
+
+/// Starts producers and consumers, each on its own client node; they stop when `stop` is set.
+pub fn start(
+    options: &Options,
+    bootstrap: &[String],
+    recorder: &Recorder,
+    stop: Arc<AtomicBool>,
+) -> Vec<runtime::JoinHandle<()>> {
+    let handle = madsim::runtime::Handle::current();
+    let mut workers = Vec::new();
+    for index in 0..options.producer_count {
+        let process = index as u64 + 1;
+        let node = handle
+            .create_node()
+            .name(format!("producer-{process}"))
+            .ip(format!("10.0.2.{process}").parse().expect("ip"))
+            .build();
+        let task = producer_run(
+            process,
+            options.clone(),
+            client_config(options, bootstrap),
+            recorder.clone(),
+            stop.clone(),
+        );
+        workers.push(node.spawn(task));
+    }
+    for index in 0..options.consumer_count {
+        let process = CONSUMER_PROCESS_BASE + index as u64;
+        let node = handle
+            .create_node()
+            .name(format!("consumer-{process}"))
+            .ip(format!("10.0.3.{}", index + 1).parse().expect("ip"))
+            .build();
+        let task = consumer_run(
+            process,
+            options.clone(),
+            client_config(options, bootstrap),
+            recorder.clone(),
+            stop.clone(),
+        );
+        workers.push(node.spawn(task));
+    }
+    workers
+}
+
+/// Consumers fail a poll rather than silently jump when their position leaves the log: a jump
+/// is exactly what the checker must see.
+fn consumer_config() -> client::ConsumerConfig {
+    client::ConsumerConfig {
+        offset_reset: client::OffsetReset::Error,
+        ..client::ConsumerConfig::kafka_defaults()
+    }
+}
+
+fn partitions_all(options: &Options) -> Vec<Partition> {
+    (0..options.topic_partitions)
+        .map(|index| Partition::new(TOPIC, index))
+        .collect()
+}
+
+/// Errors after which the record was certainly not written.
+fn send_definitely_failed(error: &ClientError) -> bool {
+    use kafka_protocol::ResponseError as E;
+    matches!(
+        error.kafka_error(),
+        Some(
+            E::UnknownTopicOrPartition
+                | E::CorruptMessage
+                | E::MessageTooLarge
+                | E::InvalidRecord
+                | E::InvalidRequiredAcks
+        )
+    )
+}
+
+async fn producer_run(
+    process: u64,
+    options: Options,
+    config: ClientConfig,
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+) {
+    let mut rng = stream_rng(options.seed, Stream::Workload as u64 + process);
+    let producer_config = client::ProducerConfig {
+        acks: client::Acks::All,
+        linger: Duration::ZERO,
+        delivery_timeout: options.request_timeout * 2,
+        ..client::ProducerConfig::kafka_defaults()
+    };
+    // No internal retries: without idempotence a retry may duplicate (see the module doc).
+    let config = ClientConfig {
+        retries: 0,
+        ..config
+    };
+    let producer = client::Producer::new(config, producer_config);
+    let mut counter = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let partition = Partition::new(TOPIC, rng.gen_range(0..options.topic_partitions));
+        let value = process as i64 * VALUES_PER_PROCESS + counter;
+        counter += 1;
+        recorder.event(
+            process,
+            EventKind::Invoke,
+            Op::send(partition.clone(), value),
+        );
+        let mut record =
+            client::ProducerRecord::new(TOPIC, None, Some(Bytes::from(value.to_string())));
+        record.partition = Some(partition.partition);
+        let deadline = options.request_timeout * 2;
+        let (kind, offset) = match runtime::time::timeout(deadline, producer.send(record)).await {
+            Ok(Ok(metadata)) => (EventKind::Ok, Some(metadata.offset)),
+            Ok(Err(error)) if send_definitely_failed(&error) => (EventKind::Fail, None),
+            Ok(Err(_)) | Err(_) => (EventKind::Info, None),
+        };
+        recorder.event(
+            process,
+            kind,
+            Op::Txn(vec![MicroOp::Send {
+                partition,
+                value,
+                offset,
+            }]),
+        );
+        runtime::time::sleep(options.send_interval).await;
+    }
+}
+
+/// Turns a poll's records into the history's shape, checking each value parses.
+fn poll_records(records: Vec<client::ConsumerRecord>) -> BTreeMap<Partition, Vec<Record>> {
+    let mut polled: BTreeMap<Partition, Vec<Record>> = BTreeMap::new();
+    for record in records {
+        let value = record
+            .value
+            .as_ref()
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(-1); // Not a value the workload wrote: the checker reports it.
+        polled
+            .entry(Partition::new(&record.topic, record.partition))
+            .or_default()
+            .push(Record {
+                offset: record.offset,
+                value,
+            });
+    }
+    polled
+}
+
+async fn consumer_run(
+    process: u64,
+    options: Options,
+    config: ClientConfig,
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+) {
+    let mut consumer = client::Consumer::new(config, consumer_config());
+    let partitions = partitions_all(&options);
+    let assign = Op::Assign {
+        partitions: partitions.clone(),
+        seek_to_beginning: true,
+    };
+    recorder.event(process, EventKind::Invoke, assign.clone());
+    let positions: Vec<_> = partitions
+        .iter()
+        .map(|p| {
+            (
+                client::TopicPartition::new(&p.topic, p.partition),
+                client::Offset::Earliest,
+            )
+        })
+        .collect();
+    match consumer.assign(positions.clone()).await {
+        Ok(()) => recorder.event(process, EventKind::Ok, assign),
+        Err(_) => {
+            recorder.event(process, EventKind::Fail, assign);
+            return;
+        }
+    }
+    while !stop.load(Ordering::SeqCst) {
+        poll_once(
+            process,
+            &mut consumer,
+            &recorder,
+            false,
+            options.request_timeout * 2,
+        )
+        .await;
+    }
+}
+
+/// One recorded poll. `true` if it returned normally.
+async fn poll_once(
+    process: u64,
+    consumer: &mut client::Consumer,
+    recorder: &Recorder,
+    final_poll: bool,
+    deadline: Duration,
+) -> bool {
+    recorder.event(process, EventKind::Invoke, Op::poll(final_poll));
+    let outcome = runtime::time::timeout(deadline, consumer.poll(POLL_WAIT)).await;
+    let (kind, records) = match outcome {
+        Ok(Ok(records)) => (EventKind::Ok, poll_records(records)),
+        Ok(Err(_)) => (EventKind::Fail, BTreeMap::new()),
+        Err(_) => (EventKind::Info, BTreeMap::new()),
+    };
+    recorder.event(
+        process,
+        kind,
+        Op::Txn(vec![MicroOp::Poll {
+            records,
+            final_poll,
+        }]),
+    );
+    if kind != EventKind::Ok {
+        runtime::time::sleep(Duration::from_millis(100)).await;
+    }
+    kind == EventKind::Ok
+}
+
+/// The liveness phase: a fresh consumer reads every partition from the start until it reaches the
+/// end offsets it found after healing. Every acknowledged send must be among what it reads.
+pub async fn final_polls(
+    options: &Options,
+    bootstrap: &[String],
+    recorder: &Recorder,
+) -> Result<(), String> {
+    let config = client_config(options, bootstrap);
+    let node = madsim::runtime::Handle::current()
+        .create_node()
+        .name("final-reader")
+        .ip("10.0.4.1".parse().expect("ip"))
+        .build();
+    let (options, recorder) = (options.clone(), recorder.clone());
+    node.spawn(async move { final_read(options, config, recorder).await })
+        .await
+        .map_err(|_| "final reader task died".to_string())?
+}
+
+async fn final_read(
+    options: Options,
+    config: ClientConfig,
+    recorder: Recorder,
+) -> Result<(), String> {
+    let deadline = runtime::Clock::system().now() + options.liveness_duration;
+    let mut consumer = client::Consumer::new(config, consumer_config());
+    let partitions = partitions_all(&options);
+    // The end offsets as of now: everything acknowledged lies below them.
+    let mut ends = BTreeMap::new();
+    for partition in &partitions {
+        loop {
+            if runtime::Clock::system().now() >= deadline {
+                return Err(format!(
+                    "partition {partition}: end offset unknown after heal"
+                ));
+            }
+            let asked = client::TopicPartition::new(TOPIC, partition.partition);
+            match consumer.list_offsets(&asked, -1).await {
+                Ok(end) => {
+                    ends.insert(partition.clone(), end.offset);
+                    break;
+                }
+                Err(_) => runtime::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    let assign = Op::Assign {
+        partitions: partitions.clone(),
+        seek_to_beginning: true,
+    };
+    recorder.event(FINAL_PROCESS, EventKind::Invoke, assign.clone());
+    let positions: Vec<_> = partitions
+        .iter()
+        .map(|p| {
+            (
+                client::TopicPartition::new(&p.topic, p.partition),
+                client::Offset::Earliest,
+            )
+        })
+        .collect();
+    while consumer.assign(positions.clone()).await.is_err() {
+        if runtime::Clock::system().now() >= deadline {
+            recorder.event(FINAL_PROCESS, EventKind::Fail, assign);
+            return Err("final reader could not assign partitions after heal".to_string());
+        }
+        runtime::time::sleep(Duration::from_millis(200)).await;
+    }
+    recorder.event(FINAL_PROCESS, EventKind::Ok, assign);
+    loop {
+        let lagging: Vec<(Partition, i64)> = ends
+            .iter()
+            .filter_map(|(partition, end)| {
+                let position = consumer
+                    .position(&client::TopicPartition::new(TOPIC, partition.partition))
+                    .unwrap_or(0);
+                (position < *end).then(|| (partition.clone(), end - position))
+            })
+            .collect();
+        let Some((partition, lag)) = lagging.first() else {
+            return Ok(());
+        };
+        if runtime::Clock::system().now() >= deadline {
+            return Err(format!("partition {partition}: lag {lag} after heal"));
+        }
+        poll_once(
+            FINAL_PROCESS,
+            &mut consumer,
+            &recorder,
+            true,
+            options.request_timeout * 2,
+        )
+        .await;
+    }
+}

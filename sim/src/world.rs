@@ -1,0 +1,281 @@
+//! One simulated run, top-down (TigerBeetle's vopr.zig): seed -> swarm options (logged) -> build
+//! the world -> safety phase (workload + nemesis) -> heal -> liveness phase (final polls must see
+//! every acknowledged write) -> check the history -> verdict.
+//!
+//! The brokers are `broker::serve`, the very startup path of `gregor broker`, each on its own
+//! madsim node with its own `SimDisk` and skewed clock; the clients are the `client` crate
+//! speaking the Kafka protocol over simulated TCP.
+
+use crate::disk::SimDisk;
+use crate::options::{FaultMix, Options};
+use crate::recorder::Recorder;
+use crate::workload;
+use broker::{BrokerConfig, NodeContext};
+use checker::History;
+use madsim::runtime::Handle;
+use madsim::task::NodeId;
+use rand::Rng;
+use runtime::rng::{stream_rng, Stream};
+use runtime::Clock;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const TOPIC: &str = "t";
+const BROKER_PORT: u16 = 9092;
+
+/// A broker node and what outlives its restarts.
+#[derive(Debug, Clone)]
+pub struct BrokerNode {
+    pub id: NodeId,
+    pub name: String,
+    pub address: String,
+    pub disk: Arc<SimDisk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    /// Something panicked: a violated invariant (an assertion) or a bug.
+    Crash {
+        reason: String,
+    },
+    /// After healing, the system did not catch up in time.
+    Liveness {
+        reason: String,
+    },
+    /// The checker found anomalies in the history.
+    Correctness {
+        anomalies: Vec<String>,
+    },
+}
+
+impl Verdict {
+    pub fn is_pass(&self) -> bool {
+        matches!(self, Verdict::Pass)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Pass => write!(f, "pass"),
+            Verdict::Crash { reason } => write!(f, "crash: {reason}"),
+            Verdict::Liveness { reason } => write!(f, "liveness: {reason}"),
+            Verdict::Correctness { anomalies } => {
+                write!(
+                    f,
+                    "correctness: {} anomal{}",
+                    anomalies.len(),
+                    if anomalies.len() == 1 { "y" } else { "ies" }
+                )?;
+                for kind in anomalies.iter().take(3) {
+                    write!(f, " [{kind}]")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RunResult {
+    pub scenario: String,
+    pub seed: u64,
+    pub options: Options,
+    pub verdict: Verdict,
+    pub trace_hash: u64,
+    pub trace_lines: Vec<String>,
+    pub history: History,
+    pub report_text: String,
+    pub simulated: Duration,
+}
+
+impl RunResult {
+    pub fn summary(&self) -> String {
+        let sends = self
+            .history
+            .events
+            .iter()
+            .filter(|e| e.kind == checker::EventKind::Ok && e.op.name() == "send")
+            .count();
+        format!(
+            "scenario {} seed {}: {} events, {} acknowledged sends, {:.1} simulated s\noptions: {:?}",
+            self.scenario,
+            self.seed,
+            self.history.events.len(),
+            sends,
+            self.simulated.as_secs_f64(),
+            self.options
+        )
+    }
+}
+
+/// Runs one seed to a verdict. Panics inside the simulation become `Verdict::Crash`.
+pub fn run(
+    scenario: &str,
+    mix: FaultMix,
+    seed: u64,
+    trace_lines: bool,
+    planted: Option<broker::planted::Bug>,
+) -> RunResult {
+    let options = Options::swarm(seed, mix, &mut stream_rng(seed, Stream::Swarm as u64));
+    tracing::info!(?options, "swarm options");
+    let mut config = madsim::Config::default();
+    config.net.send_latency = options.network_latency.clone();
+    let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, config);
+    let recorder_slot: Arc<std::sync::Mutex<Option<Recorder>>> = Default::default();
+    let slot = recorder_slot.clone();
+    let simulation_options = options.clone();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async move {
+            let recorder = Recorder::new(trace_lines);
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(recorder.clone());
+            let liveness = simulate(&simulation_options, &recorder, planted).await;
+            (liveness, recorder.elapsed())
+        })
+    }));
+    let recorder = recorder_slot
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let (history, trace) = match &recorder {
+        Some(recorder) => recorder.finish(),
+        None => (History::default(), crate::trace::Trace::new(false)),
+    };
+    let report = checker::check(&history);
+    let (verdict, simulated) = match outcome {
+        Err(panic) => (
+            Verdict::Crash {
+                reason: panic_message(&panic),
+            },
+            Duration::ZERO,
+        ),
+        Ok((Err(reason), simulated)) => (Verdict::Liveness { reason }, simulated),
+        Ok((Ok(()), simulated)) if !report.is_valid() => {
+            let anomalies = report
+                .anomalies
+                .iter()
+                .map(|anomaly| anomaly.kind().to_string())
+                .collect();
+            (Verdict::Correctness { anomalies }, simulated)
+        }
+        Ok((Ok(()), simulated)) => (Verdict::Pass, simulated),
+    };
+    RunResult {
+        scenario: scenario.to_string(),
+        seed,
+        options,
+        verdict,
+        trace_hash: trace.hash(),
+        trace_lines: trace.lines().to_vec(),
+        history,
+        report_text: report.render_text(),
+        simulated,
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".to_string())
+}
+
+/// The run itself, inside madsim. `Err` is a liveness failure.
+async fn simulate(
+    options: &Options,
+    recorder: &Recorder,
+    planted: Option<broker::planted::Bug>,
+) -> Result<(), String> {
+    if let Some(bug) = planted {
+        recorder.note(&format!("planted bug {}", bug.name()));
+    }
+    let brokers = brokers_start(options, planted);
+    recorder.note(&format!("start {} broker(s)", brokers.len()));
+    let bootstrap: Vec<String> = brokers.iter().map(|b| b.address.clone()).collect();
+    workload::topic_create(options, &bootstrap, recorder).await?;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers = workload::start(options, &bootstrap, recorder, stop.clone());
+    let nemesis_rng = stream_rng(options.seed, Stream::Nemesis as u64);
+    let nemesis = runtime::spawn(crate::nemesis::run(
+        options.clone(),
+        brokers.clone(),
+        recorder.clone(),
+        nemesis_rng,
+        options.safety_duration,
+    ));
+    runtime::time::sleep(options.safety_duration).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = nemesis.await;
+    recorder.note("safety phase over");
+    crate::nemesis::heal(&brokers, recorder);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    recorder.note("liveness phase");
+    workload::final_polls(options, &bootstrap, recorder).await
+}
+
+fn brokers_start(options: &Options, planted: Option<broker::planted::Bug>) -> Vec<BrokerNode> {
+    let handle = Handle::current();
+    let mut skew_rng = stream_rng(options.seed, Stream::Swarm as u64 + 100);
+    (1..=options.broker_count as i32)
+        .map(|node_id| {
+            let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, node_id as u8));
+            let address = format!("{ip}:{BROKER_PORT}");
+            let disk = SimDisk::new(stream_rng(
+                options.seed,
+                Stream::Disk as u64 + node_id as u64,
+            ));
+            disk.faults_set(options.disk_faults);
+            let skew = if options.clock_skew_ms_max > 0 {
+                skew_rng.gen_range(-options.clock_skew_ms_max..=options.clock_skew_ms_max)
+            } else {
+                0
+            };
+            let mut config = BrokerConfig::zero_config();
+            config.node_id = node_id;
+            config.listen = address.clone();
+            config.data_dir = "/data".into();
+            config.retention_check_interval = Duration::from_secs(5);
+            config.planted = planted;
+            let context = NodeContext {
+                clock: Clock::with_wall_offset_ms(skew),
+                disk: disk.clone(),
+                seed: options.seed,
+            };
+            let name = format!("broker-{node_id}");
+            let id = handle
+                .create_node()
+                .name(&name)
+                .ip(ip)
+                .init(move || broker_main(config.clone(), context.clone()))
+                .build()
+                .id();
+            BrokerNode {
+                id,
+                name,
+                address,
+                disk,
+            }
+        })
+        .collect()
+}
+
+/// A broker node's life: serve; if the data dir cannot be opened (an injected read error during
+/// recovery), retry as an operator's supervisor would.
+async fn broker_main(config: BrokerConfig, context: NodeContext) {
+    loop {
+        match broker::serve(config.clone(), context.clone(), std::future::pending()).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, "broker failed to start; retrying");
+                runtime::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
