@@ -112,8 +112,30 @@ impl RunResult {
     }
 }
 
-/// Runs one seed to a verdict. Panics inside the simulation become `Verdict::Crash`.
+/// Runs one seed to a verdict, on a fresh thread. Panics inside the simulation become
+/// `Verdict::Crash`.
+///
+/// Why a thread: std seeds each thread's HashMap keys from getrandom on first use, and madsim
+/// serves getrandom from the simulation's rng, so the keys (and with them the iteration order of
+/// maps inside madsim and our dependencies) are deterministic only if the thread's first map is
+/// made inside the simulation. A thread that already made one (a test harness thread, an earlier
+/// run) would replay the seed differently; the two-process determinism test caught this.
 pub fn run(
+    scenario: &str,
+    mix: FaultMix,
+    seed: u64,
+    trace_lines: bool,
+    planted: Option<broker::planted::Bug>,
+) -> RunResult {
+    let scenario = scenario.to_string();
+    #[allow(clippy::disallowed_methods)] // The reason is above; the simulation itself is seeded.
+    let thread = std::thread::spawn(move || run_here(&scenario, mix, seed, trace_lines, planted));
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+fn run_here(
     scenario: &str,
     mix: FaultMix,
     seed: u64,
