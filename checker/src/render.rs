@@ -216,6 +216,16 @@ fn transaction(anomaly: &Anomaly) -> String {
             "partition {partition}, group {group}\n  offset {offset_committed} committed by \
              event {commit}, later listed as {offset_listed} by event {list}"
         ),
+        Anomaly::StaleGenerationCommit {
+            group,
+            commit,
+            generation,
+            newer,
+            generation_newer,
+        } => format!(
+            "group {group}\n  event {commit} committed under generation {generation} after event \
+             {newer} had committed under generation {generation_newer}"
+        ),
         _ => unreachable!("transaction() takes the remaining kinds"),
     }
 }

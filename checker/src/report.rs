@@ -140,6 +140,16 @@ pub enum Anomaly {
         list: usize,
         offset_listed: i64,
     },
+    /// An offset commit from an old generation was acknowledged: `commit` carried generation
+    /// `generation`, but `newer` (generation `generation_newer`) was acknowledged before it was
+    /// invoked, so the group had moved on and the coordinator had to refuse it.
+    StaleGenerationCommit {
+        group: String,
+        commit: usize,
+        generation: i32,
+        newer: usize,
+        generation_newer: i32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +265,7 @@ impl Anomaly {
             Anomaly::PrecommittedRead { .. } => "precommitted-read",
             Anomaly::TornTransaction { .. } => "torn-transaction",
             Anomaly::CommittedOffsetRegression { .. } => "committed-offset-regression",
+            Anomaly::StaleGenerationCommit { .. } => "stale-generation-commit",
         }
     }
 

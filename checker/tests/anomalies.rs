@@ -344,3 +344,27 @@ fn indeterminate_poll_forgets_the_position() {
     );
     assert_eq!(kinds(&good), [""; 0]);
 }
+
+#[test]
+fn stale_generation_commit() {
+    let bad = "p0 commit g gen=4 t-0=5; p1 commit g gen=3 t-0=2";
+    assert_eq!(kinds(bad), ["stale-generation-commit"]);
+    insta::assert_snapshot!(text(bad), @r"
+    INVALID: 1 anomalies in 4 events (0 sends ok, 0 polls ok, 0 values observed)
+
+    stale-generation-commit: group g
+      event 3 committed under generation 3 after event 1 had committed under generation 4
+    ");
+    // Overlapping commits, a refused stale commit, simple consumers and other groups are fine.
+    assert_eq!(
+        kinds("p1 invoke commit g gen=3 t-0=2; p0 commit g gen=4 t-0=5; p1 ok commit g gen=3 t-0=2"),
+        [""; 0]
+    );
+    assert_eq!(
+        kinds("p0 commit g gen=4 t-0=5; p1 invoke commit g gen=3 t-0=2; p1 fail commit g gen=3 t-0=2"),
+        [""; 0]
+    );
+    assert_eq!(kinds("p0 commit g gen=4 t-0=5; p1 commit g t-0=2"), [""; 0]);
+    assert_eq!(kinds("p0 commit h gen=4 t-0=5; p1 commit g gen=3 t-0=2"), [""; 0]);
+    assert_eq!(kinds("p0 commit g gen=3 t-0=2; p1 commit g gen=4 t-0=5"), [""; 0]);
+}

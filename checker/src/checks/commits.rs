@@ -34,6 +34,48 @@ struct List {
 
 type Key<'h> = (&'h str, &'h Partition);
 
+/// stale-generation-commit, per group: an `Ok` commit under generation `g >= 0` invoked after an
+/// `Ok` commit under a higher generation completed. The coordinator only accepts commits from
+/// the current generation, and that one proves the group had already reached a later one.
+/// Commits without a generation (simple consumers, -1) are exempt.
+pub(crate) fn check_generations(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
+    let mut by_group: BTreeMap<&str, Vec<(usize, usize, i32)>> = BTreeMap::new();
+    for operation in &analysis.operations.list {
+        if let (Op::Commit { group, generation: Some(generation), .. }, Outcome::Ok, Some(complete)) =
+            (operation.op, operation.outcome, operation.complete)
+        {
+            if *generation >= 0 {
+                by_group.entry(group).or_default().push((operation.invoke, complete, *generation));
+            }
+        }
+    }
+    for (group, mut commits) in by_group {
+        commits.sort_by_key(|(invoke, _, _)| *invoke);
+        let mut completed: Vec<(usize, usize, i32)> = commits.clone();
+        completed.sort_by_key(|(_, complete, _)| *complete);
+        // Sweep by invocation: the highest generation acknowledged so far, and by which event.
+        let mut newest: Option<(usize, i32)> = None;
+        let mut next = 0;
+        for (invoke, complete, generation) in &commits {
+            while let Some((_, done, seen)) = completed.get(next).filter(|c| c.1 < *invoke) {
+                if newest.is_none_or(|(_, newest)| *seen > newest) {
+                    newest = Some((*done, *seen));
+                }
+                next += 1;
+            }
+            if let Some((newer, generation_newer)) = newest.filter(|(_, g)| g > generation) {
+                anomalies.push(Anomaly::StaleGenerationCommit {
+                    group: group.to_string(),
+                    commit: *complete,
+                    generation: *generation,
+                    newer,
+                    generation_newer,
+                });
+            }
+        }
+    }
+}
+
 pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
     let mut commits: BTreeMap<Key, Vec<Commit>> = BTreeMap::new();
     let mut lists: BTreeMap<Key, Vec<List>> = BTreeMap::new();

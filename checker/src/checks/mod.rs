@@ -31,4 +31,5 @@ pub(crate) fn run(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
     transactions::check_precommitted_reads(anomalies, analysis);
     transactions::check_torn(anomalies, analysis);
     commits::check(anomalies, analysis);
+    commits::check_generations(anomalies, analysis);
 }
