@@ -154,14 +154,16 @@ async fn flusher_run(partition: std::sync::Weak<Partition>) {
 /// One group commit: capture, sync without the lock, complete, publish.
 async fn flush_once(partition: &Arc<Partition>) -> bool {
     let ticket = partition.log().flush_begin();
-    if !ticket.delay().is_zero() {
-        runtime::time::sleep(ticket.delay()).await; // A simulated disk's fsync latency.
-    }
     let (ticket, result) = runtime::blocking(move || {
         let result = ticket.sync();
         (ticket, result)
     })
     .await;
+    if !ticket.delay().is_zero() {
+        // A simulated disk's fsync latency: the sync covered what was written when it began;
+        // appends made while it is "in flight" wait for the next one, as on a real disk.
+        runtime::time::sleep(ticket.delay()).await;
+    }
     if let Err(error) = result {
         tracing::error!(
             topic = %partition.topic, partition = partition.index, %error,

@@ -30,6 +30,7 @@ impl Bug {
         Bug::RecoverySkipsCrc,
         Bug::OffsetReuseAfterRestart,
         Bug::RollSkipsFsync,
+        Bug::CommitStaleGeneration,
     ];
 
     pub fn name(self) -> &'static str {

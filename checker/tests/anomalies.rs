@@ -357,14 +357,24 @@ fn stale_generation_commit() {
     ");
     // Overlapping commits, a refused stale commit, simple consumers and other groups are fine.
     assert_eq!(
-        kinds("p1 invoke commit g gen=3 t-0=2; p0 commit g gen=4 t-0=5; p1 ok commit g gen=3 t-0=2"),
+        kinds(
+            "p1 invoke commit g gen=3 t-0=2; p0 commit g gen=4 t-0=5; p1 ok commit g gen=3 t-0=2"
+        ),
         [""; 0]
     );
     assert_eq!(
-        kinds("p0 commit g gen=4 t-0=5; p1 invoke commit g gen=3 t-0=2; p1 fail commit g gen=3 t-0=2"),
+        kinds(
+            "p0 commit g gen=4 t-0=5; p1 invoke commit g gen=3 t-0=2; p1 fail commit g gen=3 t-0=2"
+        ),
         [""; 0]
     );
     assert_eq!(kinds("p0 commit g gen=4 t-0=5; p1 commit g t-0=2"), [""; 0]);
-    assert_eq!(kinds("p0 commit h gen=4 t-0=5; p1 commit g gen=3 t-0=2"), [""; 0]);
-    assert_eq!(kinds("p0 commit g gen=3 t-0=2; p1 commit g gen=4 t-0=5"), [""; 0]);
+    assert_eq!(
+        kinds("p0 commit h gen=4 t-0=5; p1 commit g gen=3 t-0=2"),
+        [""; 0]
+    );
+    assert_eq!(
+        kinds("p0 commit g gen=3 t-0=2; p1 commit g gen=4 t-0=5"),
+        [""; 0]
+    );
 }

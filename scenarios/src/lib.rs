@@ -3,13 +3,14 @@
 //! A scenario fixes what may happen; each seed's swarm options (`sim::options`) decide what does.
 //! Sweeps are what `cargo test` runs (in the madsim build) and what `ci/sim sweep` prints.
 
-use sim::options::FaultMix;
+use sim::options::{FaultMix, Workload};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Scenario {
     pub name: &'static str,
     pub description: &'static str,
     pub faults: FaultMix,
+    pub workload: Workload,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -17,16 +18,26 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "single-quiet",
         description: "one broker, producers and consumers, no faults: the baseline every run must pass",
         faults: FaultMix::NONE,
+        workload: Workload::Assigned,
     },
     Scenario {
         name: "single-crash",
         description: "one broker crashing and restarting (unsynced writes lost or torn) under disk faults",
         faults: FaultMix { crash: true, disk: true, ..FaultMix::NONE },
+        workload: Workload::Assigned,
     },
     Scenario {
         name: "single-chaos",
         description: "one broker under every fault: crashes, pauses, partitions, clock skew, disk faults, latency",
         faults: FaultMix::ALL,
+        workload: Workload::Assigned,
+    },
+    Scenario {
+        name: "single-groups",
+        description: "a consumer group whose members crash, rejoin and stall past their session \
+                      while one broker crashes and pauses: committed offsets, rebalances, fencing",
+        faults: FaultMix { swarm: true, crash: true, pause: true, disk: true, ..FaultMix::NONE },
+        workload: Workload::Group,
     },
 ];
 
@@ -39,45 +50,21 @@ pub fn replay_command(scenario: &str, seed: u64) -> String {
     format!("ci/sim run --scenario {scenario} --seed {seed}")
 }
 
-#[cfg(madsim)]
-pub use sweep::*;
+pub mod sweep;
+pub use sweep::{run_seed, sweep, SeedOutcome, SweepSummary};
 
 #[cfg(madsim)]
 pub mod planted;
 
+/// Runs one seed in this process (the `gregor-sim run` path).
 #[cfg(madsim)]
-mod sweep {
-    use super::*;
-    use sim::world::{RunResult, Verdict};
-
-    /// Runs one seed of a scenario.
-    pub fn run(scenario: &Scenario, seed: u64, trace_lines: bool) -> RunResult {
-        sim::world::run(scenario.name, scenario.faults, seed, trace_lines, None)
-    }
-
-    #[derive(Debug, Default)]
-    pub struct SweepSummary {
-        pub seeds: u64,
-        pub failures: Vec<(u64, Verdict)>,
-        pub simulated: std::time::Duration,
-    }
-
-    /// Runs `seeds`; `progress` sees each result as it lands.
-    pub fn sweep(
-        scenario: &Scenario,
-        seeds: std::ops::Range<u64>,
-        mut progress: impl FnMut(u64, &RunResult),
-    ) -> SweepSummary {
-        let mut summary = SweepSummary::default();
-        for seed in seeds {
-            let result = run(scenario, seed, false);
-            summary.seeds += 1;
-            summary.simulated += result.simulated;
-            progress(seed, &result);
-            if !result.verdict.is_pass() {
-                summary.failures.push((seed, result.verdict.clone()));
-            }
-        }
-        summary
-    }
+pub fn run(scenario: &Scenario, seed: u64, trace_lines: bool) -> sim::world::RunResult {
+    sim::world::run(
+        scenario.name,
+        scenario.faults,
+        scenario.workload,
+        seed,
+        trace_lines,
+        None,
+    )
 }

@@ -2,12 +2,17 @@
 //! the checker (or the liveness phase, or an assertion) within a bounded number of seeds, and
 //! the same seeds must pass with no bug switched on.
 
-use crate::{scenario_find, Scenario};
 use broker::planted::Bug;
 use std::fmt;
 
-/// Planted bugs run in the crash scenario: every one of them needs a crash to show.
-pub const PLANTED_SCENARIO: &str = "single-crash";
+/// The scenario that can show `bug`: storage and produce bugs need crashes, the group bug a
+/// group whose members stall.
+pub fn planted_scenario(bug: Bug) -> &'static str {
+    match bug {
+        Bug::CommitStaleGeneration => "single-groups",
+        _ => "single-crash",
+    }
+}
 
 #[derive(Debug)]
 pub struct Outcome {
@@ -36,23 +41,31 @@ impl fmt::Display for Outcome {
     }
 }
 
-fn scenario() -> &'static Scenario {
-    scenario_find(PLANTED_SCENARIO).expect("the planted scenario exists")
-}
-
-/// Runs seeds `0..seeds_max` with `bug` planted until one fails.
-pub fn hunt(bug: Bug, seeds_max: u64) -> Outcome {
-    let scenario = scenario();
-    for seed in 0..seeds_max {
-        let result = sim::world::run(scenario.name, scenario.faults, seed, false, Some(bug));
-        if !result.verdict.is_pass() {
-            let verdict = result.verdict.to_string();
+/// Runs seeds `0..seeds_max` with `bug` planted (each in its own process of `binary`) until
+/// one fails.
+pub fn hunt(binary: &std::path::Path, bug: Bug, seeds_max: u64) -> Outcome {
+    let scenario = planted_scenario(bug);
+    let jobs = crate::sweep::jobs_default() as u64;
+    let mut start = 0;
+    while start < seeds_max {
+        let end = (start + jobs).min(seeds_max);
+        let summary = crate::sweep(
+            binary,
+            scenario,
+            start..end,
+            Some(bug.name()),
+            jobs as usize,
+            |_| {},
+        );
+        if let Some(failure) = summary.failures.iter().min_by_key(|failure| failure.seed) {
+            let caught_at = Some((failure.seed, failure.verdict.clone()));
             return Outcome {
                 bug,
-                caught_at: Some((seed, verdict)),
-                seeds_tried: seed + 1,
+                caught_at,
+                seeds_tried: failure.seed + 1,
             };
         }
+        start = end;
     }
     Outcome {
         bug,
@@ -62,9 +75,12 @@ pub fn hunt(bug: Bug, seeds_max: u64) -> Outcome {
 }
 
 /// Every planted bug, hunted; empty when the build lacks the feature (nothing is planted then).
-pub fn campaign(seeds_max: u64) -> Vec<Outcome> {
+pub fn campaign(binary: &std::path::Path, seeds_max: u64) -> Vec<Outcome> {
     if !cfg!(feature = "planted-bugs") {
         return Vec::new();
     }
-    Bug::ALL.iter().map(|bug| hunt(*bug, seeds_max)).collect()
+    Bug::ALL
+        .iter()
+        .map(|bug| hunt(binary, *bug, seeds_max))
+        .collect()
 }

@@ -10,7 +10,8 @@ const SEEDS_MAX: u64 = 60;
 
 #[test]
 fn every_planted_bug_is_caught() {
-    let outcomes = campaign(SEEDS_MAX);
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gregor-sim"));
+    let outcomes = campaign(binary, SEEDS_MAX);
     assert!(!outcomes.is_empty(), "the feature plants bugs");
     let escaped: Vec<String> = outcomes
         .iter()

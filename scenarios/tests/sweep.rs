@@ -3,15 +3,26 @@
 #![cfg(madsim)]
 
 use scenarios::{replay_command, scenario_find, sweep};
+use std::path::Path;
 
-/// Runs `seeds` of `scenario` and fails with every failing seed's replay command.
+const BINARY: &str = env!("CARGO_BIN_EXE_gregor-sim");
+
+/// Runs `seeds` of `scenario`, each in its own process as `ci/sim run` would, and fails with
+/// every failing seed's replay command.
 fn sweep_clean(scenario: &str, seeds: std::ops::Range<u64>) {
-    let scenario = scenario_find(scenario).expect("known scenario");
-    let summary = sweep(scenario, seeds, |_, _| {});
+    assert!(scenario_find(scenario).is_some(), "known scenario");
+    let jobs = scenarios::sweep::jobs_default();
+    let summary = sweep(Path::new(BINARY), scenario, seeds, None, jobs, |_| {});
     let failures: Vec<String> = summary
         .failures
         .iter()
-        .map(|(seed, verdict)| format!("{verdict}\n    {}", replay_command(scenario.name, *seed)))
+        .map(|failure| {
+            format!(
+                "{}\n    {}",
+                failure.verdict,
+                replay_command(scenario, failure.seed)
+            )
+        })
         .collect();
     assert!(
         failures.is_empty(),
@@ -24,17 +35,22 @@ fn sweep_clean(scenario: &str, seeds: std::ops::Range<u64>) {
 
 #[test]
 fn sweep_single_quiet() {
-    sweep_clean("single-quiet", 0..50);
+    sweep_clean("single-quiet", 0..100);
 }
 
 #[test]
 fn sweep_single_crash() {
-    sweep_clean("single-crash", 0..200);
+    sweep_clean("single-crash", 0..300);
 }
 
 #[test]
 fn sweep_single_chaos() {
-    sweep_clean("single-chaos", 0..200);
+    sweep_clean("single-chaos", 0..300);
+}
+
+#[test]
+fn sweep_single_groups() {
+    sweep_clean("single-groups", 0..100);
 }
 
 /// A read served the batch after offset 167 for a fetch at 167: an injected bit flip in a
@@ -48,9 +64,8 @@ fn regression_read_skip_after_header_bitflip_35() {
 /// Same seed, same commit, two separate processes: byte-identical traces.
 #[test]
 fn determinism_across_processes() {
-    let binary = env!("CARGO_BIN_EXE_gregor-sim");
     let hash = || {
-        let output = std::process::Command::new(binary)
+        let output = std::process::Command::new(BINARY)
             .args(["run", "--scenario", "single-chaos", "--seed", "7"])
             .output()
             .expect("gregor-sim runs");

@@ -10,6 +10,8 @@ pub mod options;
 pub mod trace;
 
 #[cfg(madsim)]
+pub mod group_workload;
+#[cfg(madsim)]
 pub mod nemesis;
 #[cfg(madsim)]
 pub mod recorder;

@@ -42,9 +42,19 @@ impl FaultMix {
     };
 }
 
+/// What the consumers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Each consumer assigns itself every partition and reads from the start.
+    Assigned,
+    /// Consumers are members of one group: subscribe, rebalance, commit, crash, rejoin.
+    Group,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub seed: u64,
+    pub workload: Workload,
     pub broker_count: usize,
     pub topic_partitions: i32,
     /// The topic's `segment.bytes`: small, so runs roll segments and exercise rolls under crashes.
@@ -80,7 +90,7 @@ fn maybe(rng: &mut ChaCha8Rng, mix: FaultMix, allowed: bool) -> bool {
 
 impl Options {
     /// Draws a run's options from its seed's swarm stream, within what the scenario allows.
-    pub fn swarm(seed: u64, mix: FaultMix, rng: &mut ChaCha8Rng) -> Options {
+    pub fn swarm(seed: u64, mix: FaultMix, workload: Workload, rng: &mut ChaCha8Rng) -> Options {
         let crash = maybe(rng, mix, mix.crash);
         let pause = maybe(rng, mix, mix.pause);
         let network_partition = maybe(rng, mix, mix.network_partition);
@@ -118,13 +128,18 @@ impl Options {
         } else {
             2
         };
+        let consumer_count = match workload {
+            Workload::Assigned => rng.gen_range(1..=2),
+            Workload::Group => rng.gen_range(2..=4),
+        };
         Options {
             seed,
+            workload,
             broker_count: 1,
             topic_partitions: rng.gen_range(1..=4),
             segment_bytes: rng.gen_range(1024..=8 * 1024),
             producer_count: rng.gen_range(1..=5),
-            consumer_count: rng.gen_range(1..=2),
+            consumer_count,
             safety_duration: Duration::from_secs(rng.gen_range(10..40)),
             liveness_duration: Duration::from_secs(60),
             send_interval: Duration::from_millis(rng.gen_range(1..40)),

@@ -6,7 +6,7 @@
 //! duplicate, and the checker would rightly call that a duplicate); the outcome of a send whose
 //! answer never came is `Info`, indeterminate.
 
-use crate::options::Options;
+use crate::options::{Options, Workload};
 use crate::recorder::Recorder;
 use crate::world::TOPIC;
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 const VALUES_PER_PROCESS: i64 = 1_000_000;
 /// Process ids: producers 1.., consumers 100.., the final reader 1000.
-const CONSUMER_PROCESS_BASE: u64 = 100;
+pub(crate) const CONSUMER_PROCESS_BASE: u64 = 100;
 const FINAL_PROCESS: u64 = 1000;
 /// How long one poll waits for data.
 const POLL_WAIT: Duration = Duration::from_millis(200);
@@ -110,21 +110,31 @@ pub fn start(
             .name(format!("consumer-{process}"))
             .ip(format!("10.0.3.{}", index + 1).parse().expect("ip"))
             .build();
-        let task = consumer_run(
-            process,
-            options.clone(),
-            client_config(options, bootstrap),
-            recorder.clone(),
-            stop.clone(),
-        );
-        workers.push(node.spawn(task));
+        let config = client_config(options, bootstrap);
+        let worker = match options.workload {
+            Workload::Assigned => node.spawn(consumer_run(
+                process,
+                options.clone(),
+                config,
+                recorder.clone(),
+                stop.clone(),
+            )),
+            Workload::Group => node.spawn(crate::group_workload::member_run(
+                index,
+                options.clone(),
+                config,
+                recorder.clone(),
+                stop.clone(),
+            )),
+        };
+        workers.push(worker);
     }
     workers
 }
 
 /// Consumers fail a poll rather than silently jump when their position leaves the log: a jump
 /// is exactly what the checker must see.
-fn consumer_config() -> client::ConsumerConfig {
+pub(crate) fn consumer_config() -> client::ConsumerConfig {
     client::ConsumerConfig {
         offset_reset: client::OffsetReset::Error,
         ..client::ConsumerConfig::kafka_defaults()
@@ -205,7 +215,9 @@ async fn producer_run(
 }
 
 /// Turns a poll's records into the history's shape, checking each value parses.
-fn poll_records(records: Vec<client::ConsumerRecord>) -> BTreeMap<Partition, Vec<Record>> {
+pub(crate) fn poll_records(
+    records: Vec<client::ConsumerRecord>,
+) -> BTreeMap<Partition, Vec<Record>> {
     let mut polled: BTreeMap<Partition, Vec<Record>> = BTreeMap::new();
     for record in records {
         let value = record

@@ -7,14 +7,14 @@
 //! speaking the Kafka protocol over simulated TCP.
 
 use crate::disk::SimDisk;
-use crate::options::{FaultMix, Options};
+use crate::options::{FaultMix, Options, Workload};
 use crate::recorder::Recorder;
 use crate::workload;
 use broker::{BrokerConfig, NodeContext};
 use checker::History;
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
-use rand::Rng;
+use rand::{Rng, RngCore};
 use runtime::rng::{stream_rng, Stream};
 use runtime::Clock;
 use std::fmt;
@@ -123,13 +123,15 @@ impl RunResult {
 pub fn run(
     scenario: &str,
     mix: FaultMix,
+    workload: Workload,
     seed: u64,
     trace_lines: bool,
     planted: Option<broker::planted::Bug>,
 ) -> RunResult {
     let scenario = scenario.to_string();
     #[allow(clippy::disallowed_methods)] // The reason is above; the simulation itself is seeded.
-    let thread = std::thread::spawn(move || run_here(&scenario, mix, seed, trace_lines, planted));
+    let thread =
+        std::thread::spawn(move || run_here(&scenario, mix, workload, seed, trace_lines, planted));
     thread
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -138,11 +140,17 @@ pub fn run(
 fn run_here(
     scenario: &str,
     mix: FaultMix,
+    workload: Workload,
     seed: u64,
     trace_lines: bool,
     planted: Option<broker::planted::Bug>,
 ) -> RunResult {
-    let options = Options::swarm(seed, mix, &mut stream_rng(seed, Stream::Swarm as u64));
+    let options = Options::swarm(
+        seed,
+        mix,
+        workload,
+        &mut stream_rng(seed, Stream::Swarm as u64),
+    );
     tracing::info!(?options, "swarm options");
     let mut config = madsim::Config::default();
     config.net.send_latency = options.network_latency.clone();
@@ -271,11 +279,25 @@ fn brokers_start(options: &Options, planted: Option<broker::planted::Bug>) -> Ve
                 seed: options.seed,
             };
             let name = format!("broker-{node_id}");
+            let incarnations = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let id = handle
                 .create_node()
                 .name(&name)
                 .ip(ip)
-                .init(move || broker_main(config.clone(), context.clone()))
+                .init(move || {
+                    // Each start is a new process, which in production draws a fresh seed from
+                    // the OS: member ids and topic ids must not repeat across restarts.
+                    let incarnation =
+                        incarnations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let seed = runtime::rng::stream_rng(context.seed, incarnation).next_u64();
+                    broker_main(
+                        config.clone(),
+                        NodeContext {
+                            seed,
+                            ..context.clone()
+                        },
+                    )
+                })
                 .build()
                 .id();
             BrokerNode {

@@ -21,7 +21,7 @@ pub struct FlushTicket {
 }
 
 impl FlushTicket {
-    /// How long to wait, data still unsynced, before `sync` (simulated disks only).
+    /// How long to wait after `sync` before counting it done (simulated disks only).
     pub fn delay(&self) -> std::time::Duration {
         self.delay
     }

@@ -41,11 +41,21 @@ type Key<'h> = (&'h str, &'h Partition);
 pub(crate) fn check_generations(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
     let mut by_group: BTreeMap<&str, Vec<(usize, usize, i32)>> = BTreeMap::new();
     for operation in &analysis.operations.list {
-        if let (Op::Commit { group, generation: Some(generation), .. }, Outcome::Ok, Some(complete)) =
-            (operation.op, operation.outcome, operation.complete)
+        if let (
+            Op::Commit {
+                group,
+                generation: Some(generation),
+                ..
+            },
+            Outcome::Ok,
+            Some(complete),
+        ) = (operation.op, operation.outcome, operation.complete)
         {
             if *generation >= 0 {
-                by_group.entry(group).or_default().push((operation.invoke, complete, *generation));
+                by_group
+                    .entry(group)
+                    .or_default()
+                    .push((operation.invoke, complete, *generation));
             }
         }
     }

@@ -49,9 +49,9 @@ pub trait Disk: Send + Sync + Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 
     /// How long the next fdatasync should take in simulated time. Real disks take real time and
-    /// return zero; a simulated disk returns its modelled latency, which callers wait out (with
-    /// the data still unsynced) before syncing, so a crash can land in that window as it would
-    /// on a real disk.
+    /// return zero; a simulated disk returns its modelled latency, which callers wait out after
+    /// the sync and before counting it done. Writes made meanwhile are not covered by it, as on
+    /// a real disk, so they wait for the next sync and a crash can land in between.
     fn sync_delay(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }

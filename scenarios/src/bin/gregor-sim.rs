@@ -132,7 +132,14 @@ mod cli {
                 })?)
             }
         };
-        let result = sim::world::run(scenario.name, scenario.faults, seed, trace, planted);
+        let result = sim::world::run(
+            scenario.name,
+            scenario.faults,
+            scenario.workload,
+            seed,
+            trace,
+            planted,
+        );
         if trace {
             result
                 .trace_lines
@@ -149,6 +156,7 @@ mod cli {
                 ExitCode::FAILURE
             })?;
         }
+        println!("simulated-seconds: {:.3}", result.simulated.as_secs_f64());
         println!("verdict: {}", result.verdict);
         println!("trace-hash: {:016x}", result.trace_hash);
         if result.verdict.is_pass() {
@@ -159,35 +167,49 @@ mod cli {
         Ok(ExitCode::FAILURE)
     }
 
+    fn binary() -> Result<std::path::PathBuf, ExitCode> {
+        std::env::current_exe().map_err(|error| {
+            eprintln!("cannot find this binary to run seeds: {error}");
+            ExitCode::FAILURE
+        })
+    }
+
     #[allow(clippy::disallowed_methods)] // Wall-clock rate of the sweep: a tool's edge.
     fn sweep(name: &str, seeds: std::ops::Range<u64>) -> Result<ExitCode, ExitCode> {
-        let scenario = scenario(name)?;
+        scenario(name)?;
+        let binary = binary()?;
         let bar = indicatif::ProgressBar::new(seeds.end - seeds.start);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds {elapsed} {msg}")
                 .expect("valid template"),
         );
         let started = Instant::now();
-        let summary = scenarios::sweep(scenario, seeds, |seed, result| {
+        let jobs = scenarios::sweep::jobs_default();
+        let summary = scenarios::sweep(&binary, name, seeds, None, jobs, |outcome| {
             bar.inc(1);
-            if !result.verdict.is_pass() {
+            if !outcome.pass {
                 bar.println(format!(
-                    "seed {seed}: {} -> {}",
-                    result.verdict,
-                    replay_command(name, seed)
+                    "seed {}: {} -> {}",
+                    outcome.seed,
+                    outcome.verdict,
+                    replay_command(name, outcome.seed)
                 ));
             }
         });
         bar.finish_and_clear();
         let wall = started.elapsed().as_secs_f64().max(1e-9);
         println!(
-            "{:.2} seeds/s, {:.1} simulated s per wall s",
+            "{:.2} seeds/s, {:.1} simulated s per wall s ({jobs} processes)",
             summary.seeds as f64 / wall,
-            summary.simulated.as_secs_f64() / wall
+            summary.simulated_s / wall
         );
         println!("{} seeds, {} failed", summary.seeds, summary.failures.len());
-        for (seed, verdict) in &summary.failures {
-            println!("  {verdict}: {}", replay_command(name, *seed));
+        for failure in &summary.failures {
+            println!(
+                "  {}: {}",
+                failure.verdict,
+                replay_command(name, failure.seed)
+            );
         }
         Ok(if summary.failures.is_empty() {
             ExitCode::SUCCESS
@@ -197,7 +219,7 @@ mod cli {
     }
 
     fn planted(seeds: u64) -> Result<ExitCode, ExitCode> {
-        let outcomes = scenarios::planted::campaign(seeds);
+        let outcomes = scenarios::planted::campaign(&binary()?, seeds);
         if outcomes.is_empty() {
             eprintln!(
                 "no planted bugs in this build: run `ci/sim planted` (it enables the feature)"
