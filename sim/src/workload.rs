@@ -147,6 +147,19 @@ fn partitions_all(options: &Options) -> Vec<Partition> {
         .collect()
 }
 
+/// Every partition from its log start: what a consumer assigns itself here.
+fn positions_earliest(partitions: &[Partition]) -> Vec<(client::TopicPartition, client::Offset)> {
+    partitions
+        .iter()
+        .map(|p| {
+            (
+                client::TopicPartition::new(&p.topic, p.partition),
+                client::Offset::Earliest,
+            )
+        })
+        .collect()
+}
+
 /// Errors after which the record was certainly not written.
 fn send_definitely_failed(error: &ClientError) -> bool {
     use kafka_protocol::ResponseError as E;
@@ -251,15 +264,7 @@ async fn consumer_run(
         seek_to_beginning: true,
     };
     recorder.event(process, EventKind::Invoke, assign.clone());
-    let positions: Vec<_> = partitions
-        .iter()
-        .map(|p| {
-            (
-                client::TopicPartition::new(&p.topic, p.partition),
-                client::Offset::Earliest,
-            )
-        })
-        .collect();
+    let positions = positions_earliest(&partitions);
     match consumer.assign(positions.clone()).await {
         Ok(()) => recorder.event(process, EventKind::Ok, assign),
         Err(_) => {
@@ -359,15 +364,7 @@ async fn final_read(
         seek_to_beginning: true,
     };
     recorder.event(FINAL_PROCESS, EventKind::Invoke, assign.clone());
-    let positions: Vec<_> = partitions
-        .iter()
-        .map(|p| {
-            (
-                client::TopicPartition::new(&p.topic, p.partition),
-                client::Offset::Earliest,
-            )
-        })
-        .collect();
+    let positions = positions_earliest(&partitions);
     while consumer.assign(positions.clone()).await.is_err() {
         if runtime::Clock::system().now() >= deadline {
             recorder.event(FINAL_PROCESS, EventKind::Fail, assign);
