@@ -10,9 +10,9 @@
 
 use crate::options::Options;
 use crate::recorder::Recorder;
-use crate::workload::{consumer_config, poll_records, CONSUMER_PROCESS_BASE};
+use crate::workload::{consumer_config, poll_complete, CONSUMER_PROCESS_BASE};
 use crate::world::TOPIC;
-use checker::{EventKind, MicroOp, Op, Partition};
+use checker::{EventKind, Op, Partition};
 use client::{
     ClientConfig, ClientError, GroupConfig, GroupConsumer, RebalanceEvent, TopicPartition,
 };
@@ -114,19 +114,7 @@ async fn member_poll(process: u64, member: &mut GroupConsumer, recorder: &Record
             recorder.event(process, EventKind::Ok, Op::Rebalance { assigned });
         }
     }
-    let (kind, records) = match outcome {
-        Ok(Ok(records)) => (EventKind::Ok, poll_records(records)),
-        Ok(Err(_)) => (EventKind::Fail, BTreeMap::new()),
-        Err(_) => (EventKind::Info, BTreeMap::new()),
-    };
-    recorder.event(
-        process,
-        kind,
-        Op::Txn(vec![MicroOp::Poll {
-            records,
-            final_poll: false,
-        }]),
-    );
+    let kind = poll_complete(process, recorder, false, outcome);
     if kind != EventKind::Ok {
         runtime::time::sleep(Duration::from_millis(100)).await;
     }

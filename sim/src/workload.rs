@@ -284,6 +284,26 @@ async fn consumer_run(
     }
 }
 
+/// Records a poll's completion: `Ok` with its records, `Fail` on an error, `Info` on a timeout.
+pub(crate) fn poll_complete(
+    process: u64,
+    recorder: &Recorder,
+    final_poll: bool,
+    outcome: Result<Result<Vec<client::ConsumerRecord>, ClientError>, runtime::time::Elapsed>,
+) -> EventKind {
+    let (kind, records) = match outcome {
+        Ok(Ok(records)) => (EventKind::Ok, poll_records(records)),
+        Ok(Err(_)) => (EventKind::Fail, BTreeMap::new()),
+        Err(_) => (EventKind::Info, BTreeMap::new()),
+    };
+    let poll = MicroOp::Poll {
+        records,
+        final_poll,
+    };
+    recorder.event(process, kind, Op::Txn(vec![poll]));
+    kind
+}
+
 /// One recorded poll. `true` if it returned normally.
 async fn poll_once(
     process: u64,
@@ -294,19 +314,7 @@ async fn poll_once(
 ) -> bool {
     recorder.event(process, EventKind::Invoke, Op::poll(final_poll));
     let outcome = runtime::time::timeout(deadline, consumer.poll(POLL_WAIT)).await;
-    let (kind, records) = match outcome {
-        Ok(Ok(records)) => (EventKind::Ok, poll_records(records)),
-        Ok(Err(_)) => (EventKind::Fail, BTreeMap::new()),
-        Err(_) => (EventKind::Info, BTreeMap::new()),
-    };
-    recorder.event(
-        process,
-        kind,
-        Op::Txn(vec![MicroOp::Poll {
-            records,
-            final_poll,
-        }]),
-    );
+    let kind = poll_complete(process, recorder, final_poll, outcome);
     if kind != EventKind::Ok {
         runtime::time::sleep(Duration::from_millis(100)).await;
     }
