@@ -16,7 +16,7 @@ use runtime::net::TcpStream;
 use runtime::sync::{mpsc, oneshot};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use wire::codec::{request_decode, response_encode, DecodeError};
+use wire::codec::{request_decode, request_prefix, response_encode};
 use wire::frame::frame_split;
 use wire::{ApiKey, ResponseKind};
 
@@ -87,19 +87,28 @@ async fn read_loop(
 
 /// Decodes and handles one request. `None`: no response (acks=0). `Err`: close the connection.
 fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Option<Result<Slot, String>> {
-    let request = match request_decode(frame) {
-        Ok(request) => request,
-        Err(DecodeError::UnsupportedVersion {
-            api_key: ApiKey::ApiVersions,
-            correlation_id,
-            ..
-        }) => {
+    // Choose (or refuse) the handler from the header's fixed prefix before a byte of the body
+    // is decoded: a body is only decoded for an API and version we serve.
+    let prefix = match request_prefix(&frame) {
+        Ok(prefix) => prefix,
+        Err(error) => return Some(Err(error.to_string())),
+    };
+    let api_key = ApiKey::try_from(prefix.api_key).ok();
+    if !api_key.is_some_and(|key| api_versions::is_supported(key, prefix.api_version)) {
+        if api_key == Some(ApiKey::ApiVersions) {
             // KIP-511: answer in v0 with the error and our ranges, so the client can retry.
             let response = api_versions::unsupported();
             return Some(
-                encode(ApiKey::ApiVersions, 0, correlation_id, &response).map(Slot::Ready),
+                encode(ApiKey::ApiVersions, 0, prefix.correlation_id, &response).map(Slot::Ready),
             );
         }
+        return Some(Err(format!(
+            "API key {} v{} is not supported",
+            prefix.api_key, prefix.api_version
+        )));
+    }
+    let request = match request_decode(frame) {
+        Ok(request) => request,
         Err(error) => return Some(Err(error.to_string())),
     };
     let (api_key, api_version, correlation_id) = (
@@ -107,15 +116,6 @@ fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Option<Result<Slot, String>> 
         request.api_version,
         request.correlation_id(),
     );
-    if !api_versions::is_supported(api_key, api_version) {
-        if api_key == ApiKey::ApiVersions {
-            let response = api_versions::unsupported();
-            return Some(
-                encode(ApiKey::ApiVersions, 0, correlation_id, &response).map(Slot::Ready),
-            );
-        }
-        return Some(Err(format!("{api_key:?} v{api_version} is not supported")));
-    }
     let span =
         tracing::debug_span!("request", api = ?api_key, version = api_version, correlation_id);
     let _entered = span.enter();

@@ -145,6 +145,33 @@ async fn bad_input_closes_only_its_connection_and_never_touches_data() {
         closed_after(&address, &frame(&[0, 1])).await,
         "frame shorter than a header"
     );
+    // Issue 8: lengths that ask the decoder to reserve far more than the frame holds. These
+    // aborted the process (an allocation failure is no panic); now each closes its connection.
+    let huge_arrays: [(&str, &[u8]); 5] = [
+        (
+            "Metadata v1 claiming 2^31-1 topics (18 bytes)",
+            b"\x00\x03\x00\x01\x00\x00\x00\x01\xff\xff\x7f\xff\xff\xff",
+        ),
+        (
+            "Metadata v12 compact array of 2^32-2 topics",
+            b"\x00\x03\x00\x0c\x00\x00\x00\x01\xff\xff\x00\xff\xff\xff\xff\x0f",
+        ),
+        (
+            "unsupported key 43 with a huge array",
+            b"\x00\x2b\x00\x00\x00\x00\x00\x01\xff\xff\x7f\xff\xff\xff",
+        ),
+        (
+            "unsupported key 49 with a huge array",
+            b"\x00\x31\x00\x00\x00\x00\x00\x01\xff\xff\x7f\xff\xff\xff",
+        ),
+        (
+            "unsupported key 55 with a huge array",
+            b"\x00\x37\x00\x00\x00\x00\x00\x01\xff\xff\x7f\xff\xff\xff",
+        ),
+    ];
+    for (what, body) in huge_arrays {
+        assert!(closed_after(&address, &frame(body)).await, "{what}");
+    }
 
     // Oversized and corrupt batches get error codes, on a connection that stays open.
     let big_value = Bytes::from(vec![b'x'; 4096]);

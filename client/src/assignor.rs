@@ -124,7 +124,8 @@ pub fn subscription_encode(topics: &[String]) -> Bytes {
 
 /// The topics in a member's subscription; `None` if the bytes do not decode.
 pub fn subscription_decode(metadata: &Bytes) -> Option<Vec<String>> {
-    let subscription: ConsumerProtocolSubscription = versioned_decode(metadata)?;
+    let subscription: ConsumerProtocolSubscription =
+        versioned_decode(metadata, wire::bounds::consumer_subscription_walk)?;
     Some(subscription.topics.iter().map(|t| t.to_string()).collect())
 }
 
@@ -154,7 +155,8 @@ pub fn assignment_decode(bytes: &Bytes) -> Option<Vec<TopicPartition>> {
     if bytes.is_empty() {
         return Some(Vec::new());
     }
-    let assignment: ConsumerProtocolAssignment = versioned_decode(bytes)?;
+    let assignment: ConsumerProtocolAssignment =
+        versioned_decode(bytes, wire::bounds::consumer_assignment_walk)?;
     let mut partitions: Vec<TopicPartition> = assignment
         .assigned_partitions
         .iter()
@@ -178,12 +180,18 @@ fn versioned_encode(message: &impl Encodable) -> Bytes {
     buffer.freeze()
 }
 
-fn versioned_decode<M: Decodable>(bytes: &Bytes) -> Option<M> {
+/// Another member's bytes are untrusted: `walk` bounds every length in them before the crate,
+/// which reserves memory by a length before reading, decodes them.
+fn versioned_decode<M: Decodable>(
+    bytes: &Bytes,
+    walk: fn(&[u8], i16) -> Result<usize, wire::bounds::BoundsError>,
+) -> Option<M> {
     let mut buffer = bytes.clone();
     if buffer.remaining() < 2 {
         return None;
     }
     let version = buffer.get_i16().clamp(0, CONSUMER_PROTOCOL_VERSION_MAX);
+    walk(&buffer, version).ok()?;
     // The crate's decoders may panic on hostile input; another member's bytes are untrusted.
     std::panic::catch_unwind(move || M::decode(&mut buffer, version).ok())
         .ok()

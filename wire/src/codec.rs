@@ -3,8 +3,11 @@
 //! The `kafka-protocol` crate does the per-message work. This module decides header versions
 //! (ApiVersions responses always use header v0 so that a client which asked for a version we do not
 //! support can still read the answer) and turns every decode failure, panics included, into a
-//! `DecodeError`: bytes from the network are never trusted.
+//! `DecodeError`: bytes from the network are never trusted. Before the crate sees a body,
+//! `bounds` walks it and refuses any length the remaining bytes cannot hold, because the crate
+//! reserves memory for an array before reading its elements.
 
+use crate::bounds;
 use crate::frame::{frame_begin, frame_end};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -69,16 +72,36 @@ mod anyhow_free {
     pub type Result<T> = std::result::Result<T, String>;
 }
 
-/// Decodes a request frame (without its length prefix).
-pub fn request_decode(mut frame: Bytes) -> Result<RequestFrame, DecodeError> {
-    if frame.len() < 8 {
+/// The fixed first 8 bytes of every request header: enough to choose, or refuse, a handler
+/// before a byte of the body is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestPrefix {
+    pub api_key: i16,
+    pub api_version: i16,
+    pub correlation_id: i32,
+}
+
+pub fn request_prefix(frame: &[u8]) -> Result<RequestPrefix, DecodeError> {
+    let Some(prefix) = frame.first_chunk::<8>() else {
         return Err(DecodeError::Short {
             length: frame.len(),
         });
-    }
-    let api_key_raw = i16::from_be_bytes([frame[0], frame[1]]);
-    let api_version = i16::from_be_bytes([frame[2], frame[3]]);
-    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    };
+    Ok(RequestPrefix {
+        api_key: i16::from_be_bytes([prefix[0], prefix[1]]),
+        api_version: i16::from_be_bytes([prefix[2], prefix[3]]),
+        correlation_id: i32::from_be_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]),
+    })
+}
+
+/// Decodes a request frame (without its length prefix). The body is walked by `bounds` first,
+/// so a hostile length is refused before the crate allocates for it.
+pub fn request_decode(mut frame: Bytes) -> Result<RequestFrame, DecodeError> {
+    let RequestPrefix {
+        api_key: api_key_raw,
+        api_version,
+        correlation_id,
+    } = request_prefix(&frame)?;
     let Ok(api_key) = ApiKey::try_from(api_key_raw) else {
         return Err(DecodeError::UnknownApiKey {
             api_key: api_key_raw,
@@ -99,6 +122,8 @@ pub fn request_decode(mut frame: Bytes) -> Result<RequestFrame, DecodeError> {
         correlation_id,
         reason,
     };
+    bounds::request_walk(&frame, api_key, api_version)
+        .map_err(|error| malformed(error.to_string()))?;
     let header_version = api_key.request_header_version(api_version);
     let header = decode_guarded(|| {
         RequestHeader::decode(&mut frame, header_version).map_err(|error| format!("{error:#}"))
@@ -193,6 +218,12 @@ pub fn response_decode(
         reason,
     };
     let header_version = response_header_version(api_key, api_version);
+    if let Err(error) = bounds::response_walk(&frame, api_key, api_version, header_version) {
+        let correlation_id = frame
+            .first_chunk::<4>()
+            .map_or(-1, |id| i32::from_be_bytes(*id));
+        return Err(malformed(correlation_id, error.to_string()));
+    }
     let header = decode_guarded(|| {
         ResponseHeader::decode(&mut frame, header_version).map_err(|error| format!("{error:#}"))
     })

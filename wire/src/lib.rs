@@ -2,9 +2,13 @@
 //! (`codec`) -> `RequestKind`/`ResponseKind` (the `kafka-protocol` crate's enums) -> handlers (in
 //! the broker). `batch` parses and validates RecordBatch v2, the unit of storage and replication.
 //!
+//! `bounds` walks every message before the crate decodes it, so no length read from the wire
+//! is trusted for an allocation.
+//!
 //! Nothing here does I/O: callers own sockets and buffers.
 
 pub mod batch;
+pub mod bounds;
 pub mod codec;
 pub mod frame;
 
