@@ -12,6 +12,7 @@
 //! `tests.rs` checks that it consumes exactly what the crate consumes on real frames and on
 //! millions of mutations of them.
 
+pub mod fuzz;
 #[allow(clippy::all, clippy::pedantic, unused_comparisons)]
 mod generated;
 mod sketch;

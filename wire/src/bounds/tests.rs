@@ -1,3 +1,4 @@
+use super::fuzz::{corpus, mutate, Mutation};
 use super::*;
 use crate::codec::{request_decode, DecodeError};
 use bytes::Bytes;
@@ -86,48 +87,6 @@ fn sketched_frames_of_every_api_and_version_decode_as_the_walker_says() {
     }
 }
 
-/// One mutation of a frame: what a fuzzer (or an attacker) does to a valid message.
-#[derive(Debug, Clone)]
-enum Mutation {
-    /// Overwrite 4 bytes with a big-endian value: lengths and counts turn huge or negative.
-    Int32 {
-        at: usize,
-        value: i32,
-    },
-    /// Overwrite one byte: varint lengths, null markers, presence bytes.
-    Byte {
-        at: usize,
-        value: u8,
-    },
-    Truncate {
-        at: usize,
-    },
-}
-
-fn mutate(frame: &Bytes, mutation: &Mutation) -> Bytes {
-    let mut bytes = frame.to_vec();
-    // Keep the first 8 bytes (key, version, correlation id): the body is what is under test.
-    let body = 8..bytes.len().max(9);
-    match *mutation {
-        Mutation::Int32 { at, value } => {
-            let at = body.start + at % body.len();
-            for (i, byte) in value.to_be_bytes().into_iter().enumerate() {
-                if let Some(slot) = bytes.get_mut(at + i) {
-                    *slot = byte;
-                }
-            }
-        }
-        Mutation::Byte { at, value } => {
-            let at = body.start + at % body.len();
-            if let Some(slot) = bytes.get_mut(at) {
-                *slot = value;
-            }
-        }
-        Mutation::Truncate { at } => bytes.truncate(body.start + at % body.len()),
-    }
-    Bytes::from(bytes)
-}
-
 fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
     use proptest::prelude::*;
     let big = prop_oneof![Just(i32::MAX), Just(-2), Just(0x7fff_0000), any::<i32>()];
@@ -136,6 +95,15 @@ fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
         (any::<usize>(), any::<u8>()).prop_map(|(at, value)| Mutation::Byte { at, value }),
         any::<usize>().prop_map(|at| Mutation::Truncate { at }),
     ]
+}
+
+#[test]
+fn real_clients_frames_decode_as_the_walker_says() {
+    let frames = corpus();
+    assert!(frames.len() > 50, "corpus of {} frames", frames.len());
+    for frame in &frames {
+        assert_eq!(frame.cross_check(), Ok(CrossCheck::Decoded), "{frame:?}");
+    }
 }
 
 proptest::proptest! {
@@ -157,6 +125,20 @@ proptest::proptest! {
         }
         proptest::prop_assert!(request_cross_check(&request).is_ok(), "{:?}", request_cross_check(&request));
         let checked = response_cross_check(&response, key, version);
+        proptest::prop_assert!(checked.is_ok(), "{:?}", checked);
+    }
+
+    #[test]
+    fn mutated_real_frames_never_reach_an_unbounded_allocation(
+        index in 0..1000usize, mutations in proptest::collection::vec(mutation(), 1..4),
+    ) {
+        let frames = corpus();
+        let frame = &frames[index % frames.len()];
+        let mut bytes = frame.bytes().clone();
+        for mutation in &mutations {
+            bytes = mutate(&bytes, mutation);
+        }
+        let checked = frame.with_bytes(bytes).cross_check();
         proptest::prop_assert!(checked.is_ok(), "{:?}", checked);
     }
 }
