@@ -53,6 +53,12 @@ pub fn versions_ours(api_key: ApiKey) -> Option<VersionRange> {
         ApiKey::DescribeGroups => (0, 5),
         ApiKey::ListGroups => (0, 4),
         ApiKey::DeleteGroups => (0, 2),
+        // Admin: config changes, record deletion and offset deletion, every version the
+        // protocol crate knows (the request builders set no version-gated field).
+        ApiKey::AlterConfigs => (0, 2),
+        ApiKey::IncrementalAlterConfigs => (0, 1),
+        ApiKey::DeleteRecords => (0, 2),
+        ApiKey::OffsetDelete => (0, 0),
         _ => return None,
     };
     Some(VersionRange { min, max })
