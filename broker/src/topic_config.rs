@@ -227,8 +227,41 @@ mod tests {
             ("cleanup.policy".to_string(), "compact".to_string()),
         ]);
         let config = log_config(&overrides);
+        assert_eq!(topic_configs_validate(&overrides), Ok(overrides.clone()));
         assert_eq!(config.retention_ms, None);
         assert_eq!(config.segment_bytes, 4096);
         assert!(matches!(config.cleanup_policy, CleanupPolicy::Compact));
+    }
+
+    /// What AlterConfigs answers with: every refusal names the key and what would be accepted,
+    /// and a value the log itself would refuse never gets past validation (it would trip the
+    /// log's assertion when applied to a live partition).
+    #[test]
+    fn whole_sets_are_validated_with_messages_that_say_what_to_use() {
+        let check = |pairs: &[(&str, &str)]| {
+            let overrides = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            match topic_configs_validate(&overrides) {
+                Ok(normalised) => format!("ok {normalised:?}"),
+                Err(error) => error.to_string(),
+            }
+        };
+        let rendered = [
+            check(&[("message.format.version", "2.8"), ("retention.ms", "5")]),
+            check(&[("segment.bytes", "2147483648")]),
+            check(&[("max.message.bytes", "0")]),
+            check(&[("retention.ms", "soon")]),
+            check(&[("compression.type", "gzip")]),
+        ]
+        .join("\n");
+        insta::assert_snapshot!(rendered, @r#"
+        ok {"retention.ms": "5"}
+        invalid value "2147483648" for segment.bytes: must be at most 2147483647 (Kafka's limit)
+        invalid value "0" for max.message.bytes: must be at least 1
+        invalid value "soon" for retention.ms: expected an integer
+        unknown topic config "compression.type"; gregor supports cleanup.policy, delete.retention.ms, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms
+        "#);
     }
 }

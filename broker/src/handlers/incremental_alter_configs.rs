@@ -188,3 +188,60 @@ fn response(
             .with_error_message(Some(StrBytes::from_string(refusal.message))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Applies `operations` (`CODE:key[=value]`, space-separated) to `overrides` (`k=v;...`).
+    fn check(overrides: &str, operations: &str) -> String {
+        let mut overrides: BTreeMap<String, String> = overrides
+            .split(';')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').expect("k=v");
+                (key.to_string(), value.to_string())
+            })
+            .collect();
+        for operation in operations.split(' ') {
+            let (code, rest) = operation.split_once(':').expect("OP:key[=value]");
+            let (key, value) = match rest.split_once('=') {
+                Some((key, value)) => (key, Some(StrBytes::from_string(value.to_string()))),
+                None => (rest, None),
+            };
+            let config = AlterableConfig::default()
+                .with_name(StrBytes::from_string(key.to_string()))
+                .with_config_operation(code.parse().expect("code"))
+                .with_value(value);
+            if let Err(refusal) = operation_apply(&mut overrides, &config) {
+                return format!("{:?}: {}", refusal.error, refusal.message);
+            }
+        }
+        format!("{overrides:?}")
+    }
+
+    #[test]
+    fn operations_set_delete_append_and_subtract() {
+        let rendered = [
+            check("retention.ms=5", "0:segment.ms=10 1:retention.ms"),
+            check("", "2:cleanup.policy=compact"),
+            check("cleanup.policy=compact,delete", "3:cleanup.policy=delete"),
+            check("cleanup.policy=compact", "2:cleanup.policy=compact"),
+            check("", "0:message.format.version=2.8 1:message.format.version"),
+            check("", "2:retention.ms=5"),
+            check("", "0:retention.ms"),
+            check("", "7:retention.ms=5"),
+        ]
+        .join("\n");
+        insta::assert_snapshot!(rendered, @r#"
+        {"segment.ms": "10"}
+        {"cleanup.policy": "delete,compact"}
+        {"cleanup.policy": "compact"}
+        {"cleanup.policy": "compact"}
+        {}
+        InvalidConfig: config "retention.ms" is not a list; use SET to change it (APPEND and SUBTRACT are for cleanup.policy)
+        InvalidConfig: config "retention.ms": SET needs a value
+        InvalidConfig: config "retention.ms": operation 7 is unknown; use SET (0), DELETE (1), APPEND (2) or SUBTRACT (3)
+        "#);
+    }
+}
