@@ -636,6 +636,54 @@ mod tests {
     }
 
     #[test]
+    fn delete_records_groups_partitions_by_topic_and_changes_carry_kafka_codes() {
+        let partitions = [
+            (TopicPartition::new("b", 1), 7),
+            (TopicPartition::new("a", 0), -1),
+            (TopicPartition::new("b", 0), 3),
+        ];
+        let request = delete_records_request(&partitions, 500);
+        let rendered: Vec<String> = request
+            .topics
+            .iter()
+            .map(|topic| {
+                let partitions: Vec<String> = topic
+                    .partitions
+                    .iter()
+                    .map(|p| format!("{}@{}", p.partition_index, p.offset))
+                    .collect();
+                format!("{} [{}]", topic.name.as_str(), partitions.join(" "))
+            })
+            .collect();
+        assert_eq!(rendered, ["a [0@-1]", "b [1@7 0@3]"]);
+        assert_eq!(request.timeout_ms, 500);
+        let key = || "cleanup.policy".to_string();
+        let value = || "compact".to_string();
+        let codes: Vec<(i8, bool)> = [
+            ConfigChange::Set {
+                key: key(),
+                value: value(),
+            },
+            ConfigChange::Delete { key: key() },
+            ConfigChange::Append {
+                key: key(),
+                value: value(),
+            },
+            ConfigChange::Subtract {
+                key: key(),
+                value: value(),
+            },
+        ]
+        .iter()
+        .map(|change| {
+            let (code, _, value) = change.wire();
+            (code, value.is_some())
+        })
+        .collect();
+        assert_eq!(codes, [(0, true), (1, false), (2, true), (3, true)]);
+    }
+
+    #[test]
     fn only_an_all_not_controller_answer_is_retried() {
         assert!(response_is_not_controller(&create_response(&[
             ("a", 41),

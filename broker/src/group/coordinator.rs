@@ -77,6 +77,9 @@ pub enum Input {
     },
 }
 
+/// One outcome per partition, in request order (OffsetDelete).
+pub type PartitionResults = Vec<(TopicPartition, Result<(), GroupError>)>;
+
 /// What the shell must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -110,7 +113,7 @@ pub enum Output {
     /// tombstones are durable.
     OffsetDelete {
         request: RequestId,
-        result: Result<Vec<(TopicPartition, Result<(), GroupError>)>, GroupError>,
+        result: Result<PartitionResults, GroupError>,
     },
     /// Append `records` to partition `partition` of `__consumer_offsets`, then report the write.
     Persist {
@@ -140,7 +143,7 @@ enum After {
         request: RequestId,
         group_id: String,
         incarnation: u64,
-        results: Vec<(TopicPartition, Result<(), GroupError>)>,
+        results: PartitionResults,
     },
 }
 
@@ -701,7 +704,7 @@ impl Coordinator {
 fn offset_delete_check(
     group: &Group,
     partitions: Vec<TopicPartition>,
-) -> Result<(String, Vec<(TopicPartition, Result<(), GroupError>)>), GroupError> {
+) -> Result<(String, PartitionResults), GroupError> {
     let subscribed = match group.state() {
         GroupState::Dead => {
             return Err(GroupError::GroupIdNotFound {
