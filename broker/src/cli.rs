@@ -310,9 +310,12 @@ async fn topic(action: TopicAction) -> Result<(), String> {
                     let tp = TopicPartition::new(&topic.name, partition.partition);
                     let start = consumer.list_offsets(&tp, -2).await.map_err(text)?.offset;
                     let end = consumer.list_offsets(&tp, -1).await.map_err(text)?.offset;
+                    let leader = partition
+                        .leader
+                        .map_or_else(|| "none".to_string(), |leader| leader.to_string());
                     println!(
-                        "  partition {} leader {:?} replicas {:?} isr {:?} offsets {start}..{end}",
-                        partition.partition, partition.leader, partition.replicas, partition.isr
+                        "  partition {} leader {leader} replicas {:?} isr {:?} offsets {start}..{end}",
+                        partition.partition, partition.replicas, partition.isr
                     );
                 }
             }

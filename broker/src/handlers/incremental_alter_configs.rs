@@ -6,7 +6,9 @@
 use crate::broker::Broker;
 use crate::handlers::configs::{resource_refusal, topic_overrides_change, Refusal, RESOURCE_TOPIC};
 use crate::handlers::errors::NONE;
-use crate::topic_config::{topic_config_is_list, topic_config_value, TOPIC_CONFIG_KEYS_IGNORED};
+use crate::topic_config::{
+    topic_config_is_list, topic_config_value, TopicConfigError, TOPIC_CONFIG_KEYS_IGNORED,
+};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
@@ -127,6 +129,13 @@ pub fn operation_apply(
             overrides.insert(key.to_string(), needs_value()?.to_string());
         }
         ConfigOperation::Delete => {
+            // Reverting a key gregor does not know would silently do nothing: say so instead.
+            if topic_config_value(overrides, key).is_none() {
+                let error = TopicConfigError::UnknownKey {
+                    key: key.to_string(),
+                };
+                return Err(invalid(error.to_string()));
+            }
             overrides.remove(key);
         }
         ConfigOperation::Append | ConfigOperation::Subtract => {
@@ -231,6 +240,7 @@ mod tests {
             check("", "2:retention.ms=5"),
             check("", "0:retention.ms"),
             check("", "7:retention.ms=5"),
+            check("", "1:flush.ms"),
         ]
         .join("\n");
         insta::assert_snapshot!(rendered, @r#"
@@ -242,6 +252,7 @@ mod tests {
         InvalidConfig: config "retention.ms" is not a list; use SET to change it (APPEND and SUBTRACT are for cleanup.policy)
         InvalidConfig: config "retention.ms": SET needs a value
         InvalidConfig: config "retention.ms": operation 7 is unknown; use SET (0), DELETE (1), APPEND (2) or SUBTRACT (3)
+        InvalidConfig: unknown topic config "flush.ms"; gregor supports cleanup.policy, delete.retention.ms, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms
         "#);
     }
 }
