@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use client::{
-    Acks, Admin, ClientConfig, ClientError, Consumer, ConsumerConfig, GroupConfig, GroupConsumer,
-    Offset, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    Acks, Admin, ClientConfig, ClientError, ConfigChange, Consumer, ConsumerConfig, GroupConfig,
+    GroupConsumer, Offset, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -21,7 +21,7 @@ pub struct Bootstrap {
 
 #[derive(Subcommand)]
 pub enum ClientAction {
-    /// Create, list, describe or delete topics.
+    /// Create, list, describe, alter or delete topics, or delete their records.
     #[command(subcommand)]
     Topic(TopicAction),
     /// Produce lines from stdin, one record each (`KEY<sep>VALUE` with --key-sep).
@@ -64,7 +64,7 @@ pub enum ClientAction {
         #[arg(long, conflicts_with_all = ["offset", "partition"])]
         group: Option<String>,
     },
-    /// List, describe, delete consumer groups, or reset their committed offsets.
+    /// List, describe, delete consumer groups, or reset or delete their committed offsets.
     #[command(subcommand)]
     Group(GroupAction),
 }
@@ -84,6 +84,18 @@ pub enum GroupAction {
     /// Deletes an empty group and its committed offsets.
     Delete {
         group: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
+    /// Deletes the group's committed offsets of TOPIC's partitions; an active group keeps those
+    /// of topics it consumes.
+    DeleteOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Only this partition (default: all).
+        #[arg(long)]
+        partition: Option<i32>,
         #[command(flatten)]
         bootstrap: Bootstrap,
     },
@@ -153,6 +165,31 @@ pub enum TopicAction {
         name: String,
         #[command(flatten)]
         bootstrap: Bootstrap,
+    },
+    /// Changes topic configs in place; other overrides are kept. Takes effect without a restart.
+    #[command(arg_required_else_help = true)]
+    Alter {
+        name: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+        /// Override a config, KEY=VALUE; repeatable.
+        #[arg(long = "config", value_parser = parse_key_value, required_unless_present = "delete_configs")]
+        configs: Vec<(String, String)>,
+        /// Remove an override, so the default applies again; repeatable.
+        #[arg(long = "delete-config")]
+        delete_configs: Vec<String>,
+    },
+    /// Deletes the records below OFFSET by moving the log start offset up.
+    DeleteRecords {
+        name: String,
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+        /// Only this partition (default: all).
+        #[arg(long)]
+        partition: Option<i32>,
+        /// The new log start offset; -1 deletes everything consumers can read now.
+        #[arg(long, allow_hyphen_values = true)]
+        offset: i64,
     },
 }
 
@@ -273,9 +310,12 @@ async fn topic(action: TopicAction) -> Result<(), String> {
                     let tp = TopicPartition::new(&topic.name, partition.partition);
                     let start = consumer.list_offsets(&tp, -2).await.map_err(text)?.offset;
                     let end = consumer.list_offsets(&tp, -1).await.map_err(text)?.offset;
+                    let leader = partition
+                        .leader
+                        .map_or_else(|| "none".to_string(), |leader| leader.to_string());
                     println!(
-                        "  partition {} leader {:?} replicas {:?} isr {:?} offsets {start}..{end}",
-                        partition.partition, partition.leader, partition.replicas, partition.isr
+                        "  partition {} leader {leader} replicas {:?} isr {:?} offsets {start}..{end}",
+                        partition.partition, partition.replicas, partition.isr
                     );
                 }
             }
@@ -294,8 +334,110 @@ async fn topic(action: TopicAction) -> Result<(), String> {
                 println!("deleted topic {topic}");
             }
         }
+        TopicAction::Alter {
+            name,
+            bootstrap,
+            configs,
+            delete_configs,
+        } => topic_alter(&name, &bootstrap, configs, delete_configs).await?,
+        TopicAction::DeleteRecords {
+            name,
+            bootstrap,
+            partition,
+            offset,
+        } => topic_delete_records(&name, &bootstrap, partition, offset).await?,
     }
     Ok(())
+}
+
+/// `gregor topic alter`: one IncrementalAlterConfigs, then the changed keys as now in force.
+async fn topic_alter(
+    name: &str,
+    bootstrap: &Bootstrap,
+    configs: Vec<(String, String)>,
+    delete_configs: Vec<String>,
+) -> Result<(), String> {
+    let mut keys: Vec<String> = configs.iter().map(|(key, _)| key.clone()).collect();
+    keys.extend(delete_configs.iter().cloned());
+    let changes: Vec<ConfigChange> = configs
+        .into_iter()
+        .map(|(key, value)| ConfigChange::Set { key, value })
+        .chain(
+            delete_configs
+                .into_iter()
+                .map(|key| ConfigChange::Delete { key }),
+        )
+        .collect();
+    let mut admin = Admin::new(config(bootstrap));
+    admin
+        .incremental_alter_configs(name, &changes)
+        .await
+        .map_err(text)?;
+    let now = admin.describe_configs(name).await.map_err(text)?;
+    println!("altered topic {name}");
+    for key in keys {
+        match now.get(&key) {
+            Some(entry) => {
+                let origin = if entry.is_default { "default" } else { "topic" };
+                let value = entry.value.clone().unwrap_or_default();
+                println!("  {key}={value} ({origin})");
+            }
+            // Accepted and ignored, as Kafka does (message.format.version).
+            None => println!("  {key} ignored"),
+        }
+    }
+    Ok(())
+}
+
+/// `gregor topic delete-records`: one DeleteRecords for the chosen partitions.
+async fn topic_delete_records(
+    name: &str,
+    bootstrap: &Bootstrap,
+    partition: Option<i32>,
+    offset: i64,
+) -> Result<(), String> {
+    let mut admin = Admin::new(config(bootstrap));
+    let partitions = topic_partitions(&mut admin, name, partition).await?;
+    let offsets = partitions
+        .into_iter()
+        .map(|index| (TopicPartition::new(name, index), offset))
+        .collect();
+    let results = admin.delete_records(&offsets).await.map_err(text)?;
+    let mut failed = 0;
+    for (partition, result) in results {
+        match result {
+            Ok(low_watermark) => println!("{partition} log start offset {low_watermark}"),
+            Err(error) => {
+                failed += 1;
+                eprintln!("{partition}: {error}");
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        _ => Err(format!(
+            "{failed} partition(s) of {name} refused; an offset must be at most the partition's end (see `gregor topic describe {name}`)"
+        )),
+    }
+}
+
+/// The partitions a command addresses: `partition` if given, else every one of `topic`.
+pub(crate) async fn topic_partitions(
+    admin: &mut Admin,
+    topic: &str,
+    partition: Option<i32>,
+) -> Result<Vec<i32>, String> {
+    if let Some(partition) = partition {
+        return Ok(vec![partition]);
+    }
+    let topics = admin
+        .describe_topics(&[topic.to_string()])
+        .await
+        .map_err(text)?;
+    Ok(topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.partition))
+        .collect())
 }
 
 async fn produce(

@@ -1,7 +1,8 @@
-//! `gregor group list|describe|delete|reset-offsets`, on the `client` crate's group admin calls.
+//! `gregor group list|describe|delete|delete-offsets|reset-offsets`, on the `client` crate's group admin calls.
 
-use crate::cli::{config, text, GroupAction, ResetTarget};
+use crate::cli::{config, text, topic_partitions, GroupAction, ResetTarget};
 use client::{Admin, Consumer, ConsumerConfig, GroupDescription, TopicPartition};
+use kafka_protocol::ResponseError;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// ListOffsets timestamps: the log start and the log end (Kafka's -2 and -1).
@@ -30,6 +31,15 @@ pub async fn group(action: GroupAction) -> Result<(), String> {
                 .await
                 .map_err(text)?;
             println!("deleted group {group}");
+        }
+        GroupAction::DeleteOffsets {
+            group,
+            topic,
+            partition,
+            bootstrap,
+        } => {
+            let mut admin = Admin::new(config(&bootstrap));
+            offsets_delete(&mut admin, &group, &topic, partition).await?;
         }
         GroupAction::ResetOffsets {
             group,
@@ -111,6 +121,41 @@ fn owners(description: &GroupDescription) -> BTreeMap<TopicPartition, String> {
                 .map(|p| (p.clone(), m.member_id.clone()))
         })
         .collect()
+}
+
+async fn offsets_delete(
+    admin: &mut Admin,
+    group: &str,
+    topic: &str,
+    partition: Option<i32>,
+) -> Result<(), String> {
+    let partitions: Vec<TopicPartition> = topic_partitions(admin, topic, partition)
+        .await?
+        .into_iter()
+        .map(|index| TopicPartition::new(topic, index))
+        .collect();
+    let results = admin
+        .delete_group_offsets(group, &partitions)
+        .await
+        .map_err(text)?;
+    let (mut failed, mut subscribed) = (0, false);
+    for (partition, result) in results {
+        match result {
+            Ok(()) => println!("{partition} offset deleted"),
+            Err(error) => {
+                failed += 1;
+                subscribed |= error.kafka_error() == Some(ResponseError::GroupSubscribedToTopic);
+                eprintln!("{partition}: {error}");
+            }
+        }
+    }
+    match (failed, subscribed) {
+        (0, _) => Ok(()),
+        (_, true) => Err(format!(
+            "group {group} still consumes {topic}: stop its consumers, or unsubscribe them from {topic}, first"
+        )),
+        (_, false) => Err(format!("{failed} offset(s) of group {group} not deleted")),
+    }
 }
 
 async fn reset(

@@ -11,14 +11,26 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub enum TopicConfigError {
     #[error("invalid topic name {name:?}: {reason}")]
     Name { name: String, reason: &'static str },
-    #[error("unknown topic config {key:?}")]
+    #[error(
+        "unknown topic config {key:?}; gregor supports {}",
+        topic_config_keys_listed()
+    )]
     UnknownKey { key: String },
     #[error("invalid value {value:?} for {key}: {reason}")]
     Value {
         key: String,
         value: String,
-        reason: &'static str,
+        reason: String,
     },
+    /// Each value passed on its own, but the log refuses the combination or a limit it keeps.
+    #[error("topic configs refused by the log: {0}")]
+    Log(#[from] storage::ConfigError),
+}
+
+/// The supported keys, comma-separated, for error messages that tell the user what to use.
+fn topic_config_keys_listed() -> String {
+    let keys: Vec<&str> = TOPIC_CONFIG_KEYS.iter().map(|(key, _)| *key).collect();
+    keys.join(", ")
 }
 
 pub fn topic_name_validate(name: &str) -> Result<(), TopicConfigError> {
@@ -57,11 +69,19 @@ pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
     ("segment.ms", "604800000"),
 ];
 
+/// Keys Kafka 3.x accepts and ignores; so does gregor (batches are always stored as v2).
+pub const TOPIC_CONFIG_KEYS_IGNORED: &[&str] = &["message.format.version"];
+
+/// Whether `key` is a list-valued config (IncrementalAlterConfigs may APPEND and SUBTRACT).
+pub fn topic_config_is_list(key: &str) -> bool {
+    key == "cleanup.policy"
+}
+
 /// The smallest segment a topic may ask for: a segment must hold a whole maximal batch header.
 pub const SEGMENT_BYTES_MIN: u64 = 1024;
 
 fn parse_i64(key: &str, value: &str, min: i64) -> Result<i64, TopicConfigError> {
-    let invalid = |reason| TopicConfigError::Value {
+    let invalid = |reason: String| TopicConfigError::Value {
         key: key.to_string(),
         value: value.to_string(),
         reason,
@@ -69,19 +89,19 @@ fn parse_i64(key: &str, value: &str, min: i64) -> Result<i64, TopicConfigError> 
     let parsed: i64 = value
         .trim()
         .parse()
-        .map_err(|_| invalid("not an integer"))?;
+        .map_err(|_| invalid("expected an integer".to_string()))?;
     if parsed < min {
-        return Err(invalid("below the minimum"));
+        return Err(invalid(format!("must be at least {min}")));
     }
     Ok(parsed)
 }
 
 /// Checks one override; returns the normalised value to store.
 pub fn topic_config_validate(key: &str, value: &str) -> Result<String, TopicConfigError> {
-    let invalid = |reason| TopicConfigError::Value {
+    let invalid = |reason: &str| TopicConfigError::Value {
         key: key.to_string(),
         value: value.to_string(),
-        reason,
+        reason: reason.to_string(),
     };
     match key {
         "cleanup.policy" => {
@@ -97,15 +117,22 @@ pub fn topic_config_validate(key: &str, value: &str) -> Result<String, TopicConf
             _ => Err(invalid("expected CreateTime or LogAppendTime")),
         },
         "retention.ms" | "retention.bytes" => Ok(parse_i64(key, value, -1)?.to_string()),
-        "segment.bytes" => Ok(parse_i64(key, value, SEGMENT_BYTES_MIN as i64)?.to_string()),
+        "segment.bytes" => {
+            let parsed = parse_i64(key, value, SEGMENT_BYTES_MIN as i64)?;
+            if parsed > i64::from(i32::MAX) {
+                return Err(invalid("must be at most 2147483647 (Kafka's limit)"));
+            }
+            Ok(parsed.to_string())
+        }
         "segment.ms" | "delete.retention.ms" | "min.insync.replicas" => {
             let min = if key == "min.insync.replicas" { 1 } else { 0 };
             Ok(parse_i64(key, value, min)?.to_string())
         }
         "max.message.bytes" => {
-            let parsed = parse_i64(key, value, 0)?;
+            // 0 would refuse every batch, and the log refuses to run with it.
+            let parsed = parse_i64(key, value, 1)?;
             if parsed > i64::from(i32::MAX) {
-                return Err(invalid("above 2^31-1"));
+                return Err(invalid("must be at most 2147483647"));
             }
             Ok(parsed.to_string())
         }
@@ -130,6 +157,20 @@ pub fn topic_config_value(
 fn effective_i64(overrides: &BTreeMap<String, String>, key: &str) -> i64 {
     let (value, _) = topic_config_value(overrides, key).expect("known key");
     value.parse().expect("validated on the way in")
+}
+
+/// Checks a whole set of overrides (each key, then the log's own limits on the result) and
+/// returns it normalised. Keys Kafka ignores are dropped, so they are never stored.
+pub fn topic_configs_validate(
+    overrides: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, TopicConfigError> {
+    let normalised = overrides
+        .iter()
+        .filter(|(key, _)| !TOPIC_CONFIG_KEYS_IGNORED.contains(&key.as_str()))
+        .map(|(key, value)| Ok((key.clone(), topic_config_validate(key, value)?)))
+        .collect::<Result<BTreeMap<_, _>, TopicConfigError>>()?;
+    log_config(&normalised).validate()?;
+    Ok(normalised)
 }
 
 /// The storage configuration for a topic: Kafka's defaults overlaid with its validated overrides.
@@ -186,8 +227,41 @@ mod tests {
             ("cleanup.policy".to_string(), "compact".to_string()),
         ]);
         let config = log_config(&overrides);
+        assert_eq!(topic_configs_validate(&overrides), Ok(overrides.clone()));
         assert_eq!(config.retention_ms, None);
         assert_eq!(config.segment_bytes, 4096);
         assert!(matches!(config.cleanup_policy, CleanupPolicy::Compact));
+    }
+
+    /// What AlterConfigs answers with: every refusal names the key and what would be accepted,
+    /// and a value the log itself would refuse never gets past validation (it would trip the
+    /// log's assertion when applied to a live partition).
+    #[test]
+    fn whole_sets_are_validated_with_messages_that_say_what_to_use() {
+        let check = |pairs: &[(&str, &str)]| {
+            let overrides = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            match topic_configs_validate(&overrides) {
+                Ok(normalised) => format!("ok {normalised:?}"),
+                Err(error) => error.to_string(),
+            }
+        };
+        let rendered = [
+            check(&[("message.format.version", "2.8"), ("retention.ms", "5")]),
+            check(&[("segment.bytes", "2147483648")]),
+            check(&[("max.message.bytes", "0")]),
+            check(&[("retention.ms", "soon")]),
+            check(&[("compression.type", "gzip")]),
+        ]
+        .join("\n");
+        insta::assert_snapshot!(rendered, @r#"
+        ok {"retention.ms": "5"}
+        invalid value "2147483648" for segment.bytes: must be at most 2147483647 (Kafka's limit)
+        invalid value "0" for max.message.bytes: must be at least 1
+        invalid value "soon" for retention.ms: expected an integer
+        unknown topic config "compression.type"; gregor supports cleanup.policy, delete.retention.ms, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms
+        "#);
     }
 }

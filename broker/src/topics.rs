@@ -8,7 +8,7 @@
 
 use crate::partition::Partition;
 use crate::topic_config::{
-    log_config, topic_config_validate, topic_name_validate, TopicConfigError,
+    log_config, topic_configs_validate, topic_name_validate, TopicConfigError,
 };
 use runtime::Disk;
 use serde::{Deserialize, Serialize};
@@ -247,10 +247,7 @@ impl Topics {
                 reason,
             });
         }
-        configs
-            .iter()
-            .map(|(key, value)| Ok((key.clone(), topic_config_validate(key, value)?)))
-            .collect()
+        Ok(topic_configs_validate(configs)?)
     }
 
     pub fn create(
@@ -353,6 +350,50 @@ impl Topics {
         topic.metadata.partition_count = partition_count;
         topic.partitions.extend(added);
         self.metadata_persist()
+    }
+
+    /// Validates a topic's new overrides without applying them (AlterConfigs `validate_only`,
+    /// and the first step of `configs_replace`). Returns them normalised.
+    pub fn configs_check(
+        &self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, TopicError> {
+        if is_internal(name) {
+            return Err(TopicError::Internal {
+                name: name.to_string(),
+            });
+        }
+        if !self.topics.contains_key(name) {
+            return Err(TopicError::Unknown {
+                name: name.to_string(),
+            });
+        }
+        Ok(topic_configs_validate(configs)?)
+    }
+
+    /// Replaces a topic's overrides (AlterConfigs): persisted first, then applied to every live
+    /// partition, whose next append or maintenance pass obeys them. A failed persist changes
+    /// nothing, so memory never holds a config a restart would not bring back.
+    pub fn configs_replace(
+        &mut self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<TopicMetadata, TopicError> {
+        let configs = self.configs_check(name, configs)?;
+        let topic = self.topics.get_mut(name).expect("checked above");
+        let previous = std::mem::replace(&mut topic.metadata.configs, configs.clone());
+        if let Err(error) = self.metadata_persist() {
+            self.topics.get_mut(name).expect("present").metadata.configs = previous;
+            return Err(error);
+        }
+        let topic = &self.topics[name];
+        let config = log_config(&configs);
+        for partition in &topic.partitions {
+            partition.log().config_update(config.clone());
+        }
+        tracing::info!(topic = name, ?configs, "topic configs replaced");
+        Ok(topic.metadata.clone())
     }
 
     pub fn get(&self, name: &str) -> Option<&TopicMetadata> {

@@ -41,6 +41,9 @@ fn sample_requests(api_key: ApiKey, version: i16, member: &Member) -> Vec<Reques
     if let Some(requests) = group_sample_requests(api_key, version, member) {
         return requests;
     }
+    if let Some(requests) = admin_sample_requests(api_key) {
+        return requests;
+    }
     let records = batch_encode(
         &[RecordSpec {
             value: Some("v".into()),
@@ -153,6 +156,70 @@ fn sample_requests(api_key: ApiKey, version: i16, member: &Member) -> Vec<Reques
         )],
         other => panic!("no sample request for {other:?}"),
     }
+}
+
+/// Config changes, record deletion and offset deletion: one success and one refusal each.
+fn admin_sample_requests(api_key: ApiKey) -> Option<Vec<RequestKind>> {
+    let text = StrBytes::from_static_str;
+    let requests = match api_key {
+        ApiKey::AlterConfigs => vec![RequestKind::AlterConfigs(
+            AlterConfigsRequest::default().with_resources(vec![
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(text("t"))
+                    .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                        .with_name(text("retention.ms"))
+                        .with_value(Some(text("60000")))]),
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(text("1")),
+            ]),
+        )],
+        ApiKey::IncrementalAlterConfigs => vec![RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(text("t"))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(text("cleanup.policy"))
+                            .with_config_operation(2)
+                            .with_value(Some(text("compact"))),
+                    ]),
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(text("nope")),
+            ]),
+        )],
+        ApiKey::DeleteRecords => vec![RequestKind::DeleteRecords(
+            DeleteRecordsRequest::default().with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default().with_offset(-1),
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(9)
+                            .with_offset(0),
+                    ]),
+            ]),
+        )],
+        ApiKey::OffsetDelete => vec![
+            RequestKind::OffsetDelete(OffsetDeleteRequest::default().with_group_id(group("nope"))),
+            RequestKind::OffsetDelete(
+                OffsetDeleteRequest::default()
+                    .with_group_id(group("synced"))
+                    .with_topics(vec![
+                        offset_delete_request::OffsetDeleteRequestTopic::default()
+                            .with_name(name("t"))
+                            .with_partitions(vec![
+                                offset_delete_request::OffsetDeleteRequestPartition::default(),
+                            ]),
+                    ]),
+            ),
+        ],
+        _ => return None,
+    };
+    Some(requests)
 }
 
 fn group(text: &str) -> GroupId {

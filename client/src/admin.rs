@@ -1,4 +1,5 @@
-//! `Admin`: topics and their configuration, as `gregor topic create|list|describe|delete` needs.
+//! `Admin`: topics, their configuration and their records, as `gregor topic
+//! create|list|describe|alter|delete|delete-records` needs, and groups' offsets.
 //!
 //! Topic changes go to the controller (in KRaft any broker forwards them, so without a known
 //! controller any broker will do); descriptions come from Metadata and DescribeConfigs on any
@@ -11,12 +12,22 @@ use crate::cluster::{Cluster, Target};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::group::{self, CommitIdentity, GroupDescription, GroupListing};
-use crate::metadata::{Metadata, MetadataScope, TopicMetadata, TopicPartition};
+use crate::metadata::{group_by_leader, Metadata, MetadataScope, TopicMetadata, TopicPartition};
 use std::collections::BTreeMap;
 use wire::protocol::error::ResponseError;
+use wire::protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use wire::protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use wire::protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use wire::protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
 use wire::protocol::messages::describe_configs_request::DescribeConfigsResource;
+use wire::protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource as IncrementalResource, AlterableConfig as IncrementalConfig,
+};
+use wire::protocol::messages::{
+    AlterConfigsRequest, DeleteRecordsRequest, IncrementalAlterConfigsRequest,
+};
 use wire::protocol::messages::{CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest};
 use wire::protocol::messages::{DescribeConfigsRequest, RequestKind, ResponseKind, TopicName};
 use wire::protocol::protocol::StrBytes;
@@ -45,6 +56,31 @@ pub struct ConfigEntry {
     /// True when no override is set and the broker's default applies.
     pub is_default: bool,
     pub is_sensitive: bool,
+}
+
+/// One change of a topic's configuration (IncrementalAlterConfigs); other keys stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChange {
+    /// Override `key` with `value`.
+    Set { key: String, value: String },
+    /// Remove the override: the default applies again.
+    Delete { key: String },
+    /// Add items to a list-valued key (`cleanup.policy`).
+    Append { key: String, value: String },
+    /// Remove items from a list-valued key.
+    Subtract { key: String, value: String },
+}
+
+impl ConfigChange {
+    /// Kafka's `AlterConfigOp.OpType` code, key and value.
+    fn wire(&self) -> (i8, &str, Option<&str>) {
+        match self {
+            ConfigChange::Set { key, value } => (0, key, Some(value)),
+            ConfigChange::Delete { key } => (1, key, None),
+            ConfigChange::Append { key, value } => (2, key, Some(value)),
+            ConfigChange::Subtract { key, value } => (3, key, Some(value)),
+        }
+    }
 }
 
 /// Per-topic outcomes of a multi-topic operation.
@@ -277,6 +313,153 @@ impl Admin {
         Ok(entries.collect())
     }
 
+    /// Replaces every override of `topic` with `configs` (AlterConfigs): keys left out return
+    /// to their defaults. Prefer `incremental_alter_configs` to change a few keys.
+    pub async fn alter_configs(
+        &mut self,
+        topic: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), ClientError> {
+        let resource = AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TYPE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(key, value)| {
+                        AlterableConfig::default()
+                            .with_name(StrBytes::from_string(key.clone()))
+                            .with_value(Some(StrBytes::from_string(value.clone())))
+                    })
+                    .collect(),
+            );
+        let request = AlterConfigsRequest::default().with_resources(vec![resource]);
+        let response = match self
+            .request_controller(RequestKind::AlterConfigs(request))
+            .await?
+        {
+            ResponseKind::AlterConfigs(response) => response,
+            other => unreachable!("AlterConfigs answered by {other:?}"),
+        };
+        let result = response
+            .responses
+            .iter()
+            .find(|result| result.resource_name.as_str() == topic)
+            .ok_or_else(|| missing("AlterConfigs", topic))?;
+        ClientError::from_code(result.error_code, || {
+            format!(
+                "alter configs of {topic}: {}",
+                message(&result.error_message)
+            )
+        })
+    }
+
+    /// Applies `changes` to `topic`'s configuration (IncrementalAlterConfigs), all or none.
+    pub async fn incremental_alter_configs(
+        &mut self,
+        topic: &str,
+        changes: &[ConfigChange],
+    ) -> Result<(), ClientError> {
+        let configs = changes
+            .iter()
+            .map(|change| {
+                let (operation, key, value) = change.wire();
+                IncrementalConfig::default()
+                    .with_name(StrBytes::from_string(key.to_string()))
+                    .with_config_operation(operation)
+                    .with_value(value.map(|value| StrBytes::from_string(value.to_string())))
+            })
+            .collect();
+        let resource = IncrementalResource::default()
+            .with_resource_type(RESOURCE_TYPE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(configs);
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![resource]);
+        let response = match self
+            .request_controller(RequestKind::IncrementalAlterConfigs(request))
+            .await?
+        {
+            ResponseKind::IncrementalAlterConfigs(response) => response,
+            other => unreachable!("IncrementalAlterConfigs answered by {other:?}"),
+        };
+        let result = response
+            .responses
+            .iter()
+            .find(|result| result.resource_name.as_str() == topic)
+            .ok_or_else(|| missing("IncrementalAlterConfigs", topic))?;
+        ClientError::from_code(result.error_code, || {
+            format!(
+                "alter configs of {topic}: {}",
+                message(&result.error_message)
+            )
+        })
+    }
+
+    /// Deletes the records of each partition below its offset (-1: the high watermark) by moving
+    /// its log start offset up (DeleteRecords, sent to each partition's leader). Returns each
+    /// partition's new log start offset (its low watermark), or why it was refused.
+    pub async fn delete_records(
+        &mut self,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<BTreeMap<TopicPartition, Result<i64, ClientError>>, ClientError> {
+        let topics: Vec<String> = offsets.keys().map(|p| p.topic.clone()).collect();
+        let metadata = self.cluster.metadata_for(&topics).await?;
+        let items = offsets.iter().map(|(p, offset)| (p.clone(), *offset));
+        let routed = group_by_leader(metadata, items.collect());
+        let mut results: BTreeMap<TopicPartition, Result<i64, ClientError>> = routed
+            .unroutable
+            .into_iter()
+            .map(|(partition, _, error)| (partition, Err(error)))
+            .collect();
+        for (node_id, partitions) in routed.by_node {
+            let request = delete_records_request(&partitions, self.timeout_ms());
+            let response = self
+                .cluster
+                .request(Target::Node(node_id), RequestKind::DeleteRecords(request))
+                .await;
+            let response = match response {
+                Ok(ResponseKind::DeleteRecords(response)) => response,
+                Ok(other) => unreachable!("DeleteRecords answered by {other:?}"),
+                Err(error) => {
+                    for (partition, _) in partitions {
+                        results.insert(partition, Err(error.clone()));
+                    }
+                    continue;
+                }
+            };
+            for topic in &response.topics {
+                for answer in &topic.partitions {
+                    let partition =
+                        TopicPartition::new(topic.name.to_string(), answer.partition_index);
+                    let result = ClientError::from_code(answer.error_code, || {
+                        format!("delete records of {partition}")
+                    })
+                    .map(|()| answer.low_watermark);
+                    results.insert(partition, result);
+                }
+            }
+        }
+        // Leaders answer for what they lead; anything still missing is a protocol error.
+        Ok(offsets
+            .keys()
+            .map(|partition| {
+                let result = results
+                    .remove(partition)
+                    .unwrap_or_else(|| Err(missing("DeleteRecords", &partition.to_string())));
+                (partition.clone(), result)
+            })
+            .collect())
+    }
+
+    /// Deletes a group's committed offsets of `partitions`; see `group::offsets_delete`.
+    pub async fn delete_group_offsets(
+        &mut self,
+        group_id: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Result<(), ClientError>>, ClientError> {
+        group::offsets_delete(&mut self.cluster, &mut None, group_id, partitions).await
+    }
+
     /// Every consumer group in the cluster.
     pub async fn list_groups(&mut self) -> Result<Vec<GroupListing>, ClientError> {
         group::groups_list(&mut self.cluster).await
@@ -393,6 +576,32 @@ fn response_is_not_controller(response: &ResponseKind) -> bool {
     !codes.is_empty() && codes.iter().all(|code| *code == not_controller)
 }
 
+fn delete_records_request(
+    partitions: &[(TopicPartition, i64)],
+    timeout_ms: i32,
+) -> DeleteRecordsRequest {
+    let mut topics: BTreeMap<&str, Vec<DeleteRecordsPartition>> = BTreeMap::new();
+    for (partition, offset) in partitions {
+        topics.entry(partition.topic.as_str()).or_default().push(
+            DeleteRecordsPartition::default()
+                .with_partition_index(partition.partition)
+                .with_offset(*offset),
+        );
+    }
+    DeleteRecordsRequest::default()
+        .with_timeout_ms(timeout_ms)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    DeleteRecordsTopic::default()
+                        .with_name(topic_name(topic))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        )
+}
+
 fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
@@ -424,6 +633,54 @@ mod tests {
             })
             .collect();
         ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(topics))
+    }
+
+    #[test]
+    fn delete_records_groups_partitions_by_topic_and_changes_carry_kafka_codes() {
+        let partitions = [
+            (TopicPartition::new("b", 1), 7),
+            (TopicPartition::new("a", 0), -1),
+            (TopicPartition::new("b", 0), 3),
+        ];
+        let request = delete_records_request(&partitions, 500);
+        let rendered: Vec<String> = request
+            .topics
+            .iter()
+            .map(|topic| {
+                let partitions: Vec<String> = topic
+                    .partitions
+                    .iter()
+                    .map(|p| format!("{}@{}", p.partition_index, p.offset))
+                    .collect();
+                format!("{} [{}]", topic.name.as_str(), partitions.join(" "))
+            })
+            .collect();
+        assert_eq!(rendered, ["a [0@-1]", "b [1@7 0@3]"]);
+        assert_eq!(request.timeout_ms, 500);
+        let key = || "cleanup.policy".to_string();
+        let value = || "compact".to_string();
+        let codes: Vec<(i8, bool)> = [
+            ConfigChange::Set {
+                key: key(),
+                value: value(),
+            },
+            ConfigChange::Delete { key: key() },
+            ConfigChange::Append {
+                key: key(),
+                value: value(),
+            },
+            ConfigChange::Subtract {
+                key: key(),
+                value: value(),
+            },
+        ]
+        .iter()
+        .map(|change| {
+            let (code, _, value) = change.wire();
+            (code, value.is_some())
+        })
+        .collect();
+        assert_eq!(codes, [(0, true), (1, false), (2, true), (3, true)]);
     }
 
     #[test]

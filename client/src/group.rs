@@ -16,10 +16,14 @@ use std::collections::BTreeMap;
 use wire::protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use wire::protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use wire::protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use wire::protocol::messages::{
     DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
-    OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind, TopicName,
+    OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, RequestKind, ResponseKind,
+    TopicName,
 };
 use wire::protocol::protocol::StrBytes;
 
@@ -368,4 +372,73 @@ pub async fn group_delete(
     )
     .await?;
     ClientError::from_code(check(&response), || format!("delete group {group_id}"))
+}
+
+/// Deletes a group's committed offsets of `partitions` (OffsetDelete). The outer `Err` is a
+/// group-level refusal (unknown group, an active group of another protocol); each partition then
+/// has its own outcome (GROUP_SUBSCRIBED_TO_TOPIC while a member still consumes the topic).
+pub async fn offsets_delete(
+    cluster: &mut Cluster,
+    coordinator: &mut Option<i32>,
+    group_id: &str,
+    partitions: &[TopicPartition],
+) -> Result<BTreeMap<TopicPartition, Result<(), ClientError>>, ClientError> {
+    let mut topics: BTreeMap<&str, Vec<OffsetDeleteRequestPartition>> = BTreeMap::new();
+    for partition in partitions {
+        topics.entry(partition.topic.as_str()).or_default().push(
+            OffsetDeleteRequestPartition::default().with_partition_index(partition.partition),
+        );
+    }
+    let request = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group_id.to_string())))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    OffsetDeleteRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                        .with_partitions(partitions)
+                })
+                .collect(),
+        );
+    let check = |response: &ResponseKind| match response {
+        ResponseKind::OffsetDelete(r) => r.error_code,
+        _ => 0,
+    };
+    let response = coordinator_request(
+        cluster,
+        coordinator,
+        group_id,
+        RequestKind::OffsetDelete(request),
+        check,
+    )
+    .await?;
+    let ResponseKind::OffsetDelete(response) = response else {
+        unreachable!("OffsetDelete answered by another API");
+    };
+    ClientError::from_code(response.error_code, || {
+        format!("delete offsets of group {group_id}")
+    })?;
+    let mut answers = BTreeMap::new();
+    for topic in &response.topics {
+        for answer in &topic.partitions {
+            let partition = TopicPartition::new(topic.name.to_string(), answer.partition_index);
+            let result = ClientError::from_code(answer.error_code, || {
+                format!("delete offset of group {group_id} for {partition}")
+            });
+            answers.insert(partition, result);
+        }
+    }
+    Ok(partitions
+        .iter()
+        .map(|partition| {
+            let result = answers.remove(partition).unwrap_or_else(|| {
+                Err(ClientError::protocol(
+                    "OffsetDelete",
+                    format!("response does not mention {partition}"),
+                ))
+            });
+            (partition.clone(), result)
+        })
+        .collect())
 }

@@ -39,7 +39,7 @@ pub mod producer;
 pub mod records;
 pub mod versions;
 
-pub use admin::{Admin, ConfigEntry, NewTopic};
+pub use admin::{Admin, ConfigChange, ConfigEntry, NewTopic};
 pub use assignor::Assignor;
 pub use cluster::{Cluster, Target};
 pub use config::ClientConfig;

@@ -53,6 +53,12 @@ pub fn versions_ours(api_key: ApiKey) -> Option<VersionRange> {
         ApiKey::DescribeGroups => (0, 5),
         ApiKey::ListGroups => (0, 4),
         ApiKey::DeleteGroups => (0, 2),
+        // Admin: config changes, record deletion and offset deletion, every version the
+        // protocol crate knows (the request builders set no version-gated field).
+        ApiKey::AlterConfigs => (0, 2),
+        ApiKey::IncrementalAlterConfigs => (0, 1),
+        ApiKey::DeleteRecords => (0, 2),
+        ApiKey::OffsetDelete => (0, 0),
         _ => return None,
     };
     Some(VersionRange { min, max })
@@ -80,6 +86,10 @@ pub fn request_api_key(body: &RequestKind) -> Result<ApiKey, ClientError> {
         RequestKind::DescribeGroups(_) => ApiKey::DescribeGroups,
         RequestKind::ListGroups(_) => ApiKey::ListGroups,
         RequestKind::DeleteGroups(_) => ApiKey::DeleteGroups,
+        RequestKind::AlterConfigs(_) => ApiKey::AlterConfigs,
+        RequestKind::IncrementalAlterConfigs(_) => ApiKey::IncrementalAlterConfigs,
+        RequestKind::DeleteRecords(_) => ApiKey::DeleteRecords,
+        RequestKind::OffsetDelete(_) => ApiKey::OffsetDelete,
         other => {
             // The variant's name, e.g. "JoinGroup", from its Debug form: only on this error path.
             let rendered = format!("{other:?}");
@@ -245,6 +255,21 @@ mod tests {
         );
         let fetch = RequestKind::Fetch(Default::default());
         assert_eq!(request_api_key(&fetch).unwrap(), ApiKey::Fetch);
+    }
+
+    /// An API with a range of ours must also be sendable: `request_api_key` knows its body.
+    #[test]
+    fn the_admin_requests_are_sendable() {
+        let bodies = [
+            RequestKind::AlterConfigs(Default::default()),
+            RequestKind::IncrementalAlterConfigs(Default::default()),
+            RequestKind::DeleteRecords(Default::default()),
+            RequestKind::OffsetDelete(Default::default()),
+        ];
+        for body in bodies {
+            let api_key = request_api_key(&body).expect("sendable");
+            assert!(versions_ours(api_key).is_some(), "{api_key:?}");
+        }
     }
 
     #[test]

@@ -333,6 +333,27 @@ impl Group {
         }
     }
 
+    /// The topics its members consume, for OffsetDelete (Kafka's `subscribedTopics`): `None`
+    /// unless it is a consumer group (protocol type "consumer"). Read from each member's
+    /// metadata for the chosen protocol, or for every protocol it offers while none is chosen
+    /// (mid-rebalance), so a topic is never reported unsubscribed too early. Metadata that does
+    /// not decode contributes no topics, as in Kafka.
+    pub fn subscribed_topics(&self) -> Option<std::collections::BTreeSet<String>> {
+        if self.protocol_type.as_deref() != Some("consumer") {
+            return None;
+        }
+        let chosen = self.protocol_name.as_deref();
+        let topics = self
+            .members
+            .values()
+            .flat_map(|member| &member.protocols)
+            .filter(|protocol| chosen.is_none_or(|name| protocol.name == name))
+            .filter_map(|protocol| super::records::subscription_topics(&protocol.metadata).ok())
+            .flatten()
+            .collect();
+        Some(topics)
+    }
+
     /// The longest rebalance timeout among members: how long a rebalance may take.
     fn rebalance_timeout(&self) -> Duration {
         self.members

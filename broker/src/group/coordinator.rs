@@ -13,7 +13,7 @@
 //! therefore answers at once, without waiting for the metadata's fsync; a crash in between
 //! brings back the previous generation, whose members are then told ILLEGAL_GENERATION.
 
-use super::classic::Group;
+use super::classic::{Group, GroupState};
 use super::records::OffsetsRecord;
 use super::{
     CommitRequest, Committed, GroupConfig, GroupDescription, GroupError, JoinRequest, JoinResponse,
@@ -57,6 +57,13 @@ pub enum Input {
         now: Duration,
         group_ids: Vec<String>,
     },
+    /// OffsetDelete: drop the group's committed offsets of `partitions`.
+    OffsetDelete {
+        request: RequestId,
+        now: Duration,
+        group_id: String,
+        partitions: Vec<TopicPartition>,
+    },
     Tick {
         now: Duration,
     },
@@ -69,6 +76,9 @@ pub enum Input {
         write: WriteId,
     },
 }
+
+/// One outcome per partition, in request order (OffsetDelete).
+pub type PartitionResults = Vec<(TopicPartition, Result<(), GroupError>)>;
 
 /// What the shell must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +109,12 @@ pub enum Output {
         request: RequestId,
         results: Vec<(String, Result<(), GroupError>)>,
     },
+    /// A group-level error, or one result per partition in request order; answered once the
+    /// tombstones are durable.
+    OffsetDelete {
+        request: RequestId,
+        result: Result<PartitionResults, GroupError>,
+    },
     /// Append `records` to partition `partition` of `__consumer_offsets`, then report the write.
     Persist {
         partition: i32,
@@ -121,6 +137,13 @@ enum After {
     Delete {
         request: RequestId,
         index: usize,
+    },
+    /// An OffsetDelete whose tombstones were written: drop the offsets, then answer.
+    OffsetDelete {
+        request: RequestId,
+        group_id: String,
+        incarnation: u64,
+        results: PartitionResults,
     },
 }
 
@@ -240,6 +263,12 @@ impl Coordinator {
                 now: _,
                 group_ids,
             } => self.delete(outputs, request, group_ids),
+            Input::OffsetDelete {
+                request,
+                now: _,
+                group_id,
+                partitions,
+            } => self.offset_delete(outputs, request, group_id, partitions),
             Input::Tick { now } => self.tick(outputs, now),
             Input::Persisted { write } => self.persisted(outputs, write),
             Input::PersistFailed { write } => self.persist_failed(outputs, write),
@@ -443,6 +472,58 @@ impl Coordinator {
         }
     }
 
+    /// OffsetDelete, as Kafka's `handleDeleteOffsets`: an empty group loses any of its offsets;
+    /// an active consumer group only those of topics no member subscribes to; any other active
+    /// group none (NON_EMPTY_GROUP). Offsets leave memory only once their tombstones are durable,
+    /// so OffsetFetch never shows a deletion a crash could undo.
+    fn offset_delete(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        request: RequestId,
+        group_id: String,
+        partitions: Vec<TopicPartition>,
+    ) {
+        let checked = match self.groups.get(&group_id) {
+            None => Err(GroupError::GroupIdNotFound { group_id }),
+            Some(group) => offset_delete_check(group, partitions),
+        };
+        let (group_id, results) = match checked {
+            Ok(checked) => checked,
+            Err(error) => {
+                outputs.push(Output::OffsetDelete {
+                    request,
+                    result: Err(error),
+                });
+                return;
+            }
+        };
+        let group = self.groups.get_mut(&group_id).expect("checked above");
+        let records: Vec<OffsetsRecord> = results
+            .iter()
+            .filter(|(partition, result)| result.is_ok() && group.offsets().contains_key(partition))
+            .map(|(partition, _)| OffsetsRecord::Offset {
+                group_id: group_id.clone(),
+                partition: partition.clone(),
+                committed: None,
+            })
+            .collect();
+        if records.is_empty() {
+            outputs.push(Output::OffsetDelete {
+                request,
+                result: Ok(results),
+            });
+            return;
+        }
+        group.write_pending_add();
+        let after = After::OffsetDelete {
+            request,
+            group_id,
+            incarnation: group.incarnation,
+            results,
+        };
+        self.write(outputs, records, after);
+    }
+
     fn tick(&mut self, outputs: &mut Vec<Output>, now: Duration) {
         let due: Vec<String> = self
             .groups
@@ -522,6 +603,30 @@ impl Coordinator {
                 }
                 outputs.push(Output::OffsetCommit { request, result });
             }
+            After::OffsetDelete {
+                request,
+                group_id,
+                incarnation,
+                results,
+            } => {
+                if let Some(group) = self
+                    .groups
+                    .get_mut(&group_id)
+                    .filter(|group| group.incarnation == incarnation)
+                {
+                    group.write_pending_done();
+                    if result.is_ok() {
+                        for (partition, _) in results.iter().filter(|(_, r)| r.is_ok()) {
+                            group.offset_remove(partition);
+                        }
+                    }
+                    if group.is_removable() {
+                        self.groups.remove(&group_id);
+                    }
+                }
+                let result = result.map(|()| results);
+                outputs.push(Output::OffsetDelete { request, result });
+            }
             After::Delete { request, index } => {
                 let pending = self.deletes.get_mut(&request).expect("pending delete");
                 if result.is_err() {
@@ -593,6 +698,39 @@ impl Coordinator {
         self.rng.fill_bytes(&mut bytes);
         uuid::Builder::from_random_bytes(bytes).into_uuid()
     }
+}
+
+/// Which of `partitions` OffsetDelete may drop from `group`, per partition; or why none may.
+fn offset_delete_check(
+    group: &Group,
+    partitions: Vec<TopicPartition>,
+) -> Result<(String, PartitionResults), GroupError> {
+    let subscribed = match group.state() {
+        GroupState::Dead => {
+            return Err(GroupError::GroupIdNotFound {
+                group_id: group.group_id.clone(),
+            })
+        }
+        GroupState::Empty => Default::default(),
+        _ => group
+            .subscribed_topics()
+            .ok_or_else(|| GroupError::NonEmptyGroup {
+                group_id: group.group_id.clone(),
+            })?,
+    };
+    let results = partitions
+        .into_iter()
+        .map(|partition| {
+            let result = match subscribed.contains(&partition.topic) {
+                true => Err(GroupError::GroupSubscribedToTopic {
+                    topic: partition.topic.clone(),
+                }),
+                false => Ok(()),
+            };
+            (partition, result)
+        })
+        .collect();
+    Ok((group.group_id.clone(), results))
 }
 
 /// Java's `String.hashCode` over UTF-16 code units, then Kafka's `Utils.abs` and the modulo.

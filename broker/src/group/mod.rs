@@ -244,6 +244,9 @@ pub enum GroupError {
     GroupIdNotFound { group_id: String },
     #[error("group {group_id:?} still has members")]
     NonEmptyGroup { group_id: String },
+    /// OffsetDelete of a topic an active member still consumes: it would commit again at once.
+    #[error("the group still consumes topic {topic:?}")]
+    GroupSubscribedToTopic { topic: String },
     /// The group is being deleted, or its write to `__consumer_offsets` failed: retry.
     #[error("the coordinator is not available: {reason}")]
     CoordinatorNotAvailable { reason: &'static str },

@@ -333,3 +333,21 @@ fn bytes_get(buffer: &mut Bytes) -> Result<Bytes, RecordError> {
     let length = length_get(buffer)?;
     slice_get(buffer, length)
 }
+
+/// The topics of a consumer member's subscription (Kafka's `ConsumerProtocolSubscription`, any
+/// version: each starts with i16 version, then an i32 count of strings). The bytes come from a
+/// client, so the count is bounded by the bytes that remain before anything is allocated.
+pub fn subscription_topics(metadata: &Bytes) -> Result<Vec<String>, RecordError> {
+    let mut buffer = metadata.clone();
+    let _version = i16_get(&mut buffer)?;
+    let count = length_get(&mut buffer)?;
+    // Each topic takes at least its two length bytes.
+    if count > buffer.remaining() / 2 {
+        return Err(RecordError::Truncated);
+    }
+    let mut topics = Vec::with_capacity(count);
+    for _ in 0..count {
+        topics.push(string_get(&mut buffer)?);
+    }
+    Ok(topics)
+}

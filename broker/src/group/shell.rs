@@ -163,7 +163,8 @@ impl GroupCoordinator {
                     | Output::Heartbeat { request, .. }
                     | Output::Leave { request, .. }
                     | Output::OffsetCommit { request, .. }
-                    | Output::Delete { request, .. } => request,
+                    | Output::Delete { request, .. }
+                    | Output::OffsetDelete { request, .. } => request,
                 };
                 if let Some(sender) = state.replies.remove(&request) {
                     // The requester may be gone (connection closed): nothing to do then.

@@ -131,6 +131,19 @@ impl Harness {
                     .collect();
                 format!("delete#{request} [{}]", rendered.join(", "))
             }
+            Output::OffsetDelete {
+                request,
+                result: Ok(results),
+            } => {
+                let rendered: Vec<String> = results
+                    .iter()
+                    .map(|(tp, result)| format!("{}-{}: {}", tp.topic, tp.partition, brief(result)))
+                    .collect();
+                format!("offset-delete#{request} ok [{}]", rendered.join(", "))
+            }
+            Output::OffsetDelete { request, result } => {
+                format!("offset-delete#{request} {}", brief(&result))
+            }
             Output::Persist {
                 partition,
                 write,
@@ -191,7 +204,8 @@ impl Harness {
     /// Runs one script line: `join CLIENT [member=mN] [protocols=a,b] [instance=I] [v3]`,
     /// `sync mN GEN [mN=text ...]`, `heartbeat mN GEN`, `leave mN|instance=I`,
     /// `commit mN|- GEN topic-P=OFFSET...`, `advance MS`, `persist`, `persist-reversed`, `fail`,
-    /// `delete`, `state`.
+    /// `delete`, `offset-delete topic-P...`, `state`. A join with `topics=t,u` offers a real
+    /// consumer subscription; `type=T` sets its protocol type (default "consumer").
     fn line(&mut self, line: &str) {
         writeln!(self.text, "{line}").unwrap();
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -288,6 +302,24 @@ impl Harness {
                     self.step(input);
                 }
             }
+            "offset-delete" => {
+                let partitions = words[1..]
+                    .iter()
+                    .map(|tp| {
+                        let (topic, partition) = tp.rsplit_once('-').expect("topic-P");
+                        TopicPartition {
+                            topic: topic.into(),
+                            partition: partition.parse().expect("partition"),
+                        }
+                    })
+                    .collect();
+                self.step(Input::OffsetDelete {
+                    request,
+                    now,
+                    group_id: GROUP.into(),
+                    partitions,
+                });
+            }
             "delete" => self.step(Input::Delete {
                 request,
                 now,
@@ -304,12 +336,18 @@ impl Harness {
                 .iter()
                 .find_map(|word| word.strip_prefix(name).and_then(|w| w.strip_prefix('=')))
         };
+        let subscription = option("topics").map(|topics| {
+            let topics: Vec<String> = topics.split(',').map(String::from).collect();
+            client::assignor::subscription_encode(&topics)
+        });
         let protocols = option("protocols")
             .unwrap_or("range")
             .split(',')
             .map(|name| Protocol {
                 name: name.into(),
-                metadata: Bytes::from(format!("{}:{name}", words[1])),
+                metadata: subscription
+                    .clone()
+                    .unwrap_or_else(|| Bytes::from(format!("{}:{name}", words[1]))),
             })
             .collect();
         JoinRequest {
@@ -320,7 +358,7 @@ impl Harness {
             client_host: String::new(),
             session_timeout: Duration::from_millis(10_000),
             rebalance_timeout: Duration::from_millis(20_000),
-            protocol_type: "consumer".into(),
+            protocol_type: option("type").unwrap_or("consumer").into(),
             protocols,
             member_id_required: !words.contains(&"v3"),
         }
@@ -585,6 +623,134 @@ fn an_empty_group_is_deleted_with_tombstones_and_unknown_groups_are_not_found() 
     delete
       delete#6 [g: GroupIdNotFound]
     ");
+}
+
+#[test]
+fn offset_delete_drops_offsets_once_durable_and_spares_subscribed_topics() {
+    let script = "
+        offset-delete t-0
+        commit - -1 t-0=5 t-1=6 u-0=7
+        persist
+        offset-delete t-0 x-0
+        state
+        persist
+        state
+        join a topics=t v3
+        offset-delete t-1 u-0
+        persist
+        state
+        offset-delete t-1
+    ";
+    insta::assert_snapshot!(run(script), @"
+    offset-delete t-0
+      offset-delete#1 GroupIdNotFound
+    commit - -1 t-0=5 t-1=6 u-0=7
+      persist w1 p3 [t-0=5, t-1=6, u-0=7]
+    persist
+      commit#2 ok
+    offset-delete t-0 x-0
+      persist w2 p3 [t-0=tombstone]
+    state
+      Empty gen=0 protocol= members=[] offsets=[t-0=5,t-1=6,u-0=7]
+    persist
+      offset-delete#4 ok [t-0: ok, x-0: ok]
+    state
+      Empty gen=0 protocol= members=[] offsets=[t-1=6,u-0=7]
+    join a topics=t v3
+      join#8 ok gen=1 member=m1 leader=m1 protocol=range members=[m1]
+      persist w3 p3 [group gen=1 members=[m1]]
+    offset-delete t-1 u-0
+      persist w4 p3 [u-0=tombstone]
+    persist
+      offset-delete#9 ok [t-1: GroupSubscribedToTopic, u-0: ok]
+    state
+      CompletingRebalance gen=1 protocol=range members=[m1:] offsets=[t-1=6]
+    offset-delete t-1
+      offset-delete#12 ok [t-1: GroupSubscribedToTopic]
+    ");
+}
+
+#[test]
+fn offset_delete_of_an_active_group_of_another_protocol_type_is_refused() {
+    let script = "
+        commit - -1 t-0=5
+        persist
+        join a type=connect v3
+        offset-delete t-0
+        state
+    ";
+    insta::assert_snapshot!(run(script), @"
+    commit - -1 t-0=5
+      persist w1 p3 [t-0=5]
+    persist
+      commit#1 ok
+    join a type=connect v3
+      join#3 ok gen=1 member=m1 leader=m1 protocol=range members=[m1]
+      persist w2 p3 [group gen=1 members=[m1]]
+    offset-delete t-0
+      offset-delete#4 NonEmptyGroup
+    state
+      CompletingRebalance gen=1 protocol=range members=[m1:] offsets=[t-0=5]
+    ");
+}
+
+#[test]
+fn a_failed_offset_delete_write_keeps_the_offsets_and_replay_honours_tombstones() {
+    let mut harness = Harness::new(coordinator(config(0), false));
+    for line in [
+        "commit - -1 t-0=5 t-1=6",
+        "persist",
+        "offset-delete t-0",
+        "fail",
+    ] {
+        harness.line(line);
+    }
+    let offsets = |core: &Coordinator| -> Vec<String> {
+        core.group(GROUP)
+            .map(|group| {
+                group
+                    .offsets()
+                    .iter()
+                    .map(|(tp, c)| format!("{}-{}={}", tp.topic, tp.partition, c.offset))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        offsets(&harness.core),
+        ["t-0=5", "t-1=6"],
+        "{}",
+        harness.text
+    );
+    for line in ["offset-delete t-0 t-1", "persist"] {
+        harness.line(line);
+    }
+    assert!(harness.core.group(GROUP).is_none(), "{}", harness.text);
+    let mut replayed = coordinator(config(0), false);
+    for (_, records) in &harness.writes_log {
+        for record in records {
+            replayed.replay(Duration::ZERO, record.clone());
+        }
+    }
+    replayed.replay_finish();
+    assert!(
+        replayed.group(GROUP).is_none(),
+        "the tombstones win at replay"
+    );
+}
+
+#[test]
+fn subscriptions_decode_within_their_bytes() {
+    let topics = vec!["t".to_string(), "orders".to_string()];
+    let encoded = client::assignor::subscription_encode(&topics);
+    assert_eq!(records::subscription_topics(&encoded), Ok(topics));
+    // Two billion topics claimed in eight bytes: refused before anything is allocated.
+    let hostile = Bytes::from_static(&[0, 1, 0x7f, 0xff, 0xff, 0xff, 0, 1]);
+    assert_eq!(
+        records::subscription_topics(&hostile),
+        Err(records::RecordError::Truncated)
+    );
+    assert!(records::subscription_topics(&Bytes::from_static(b"a")).is_err());
 }
 
 #[test]
@@ -988,7 +1154,8 @@ impl Property {
             | Output::Heartbeat { request, .. }
             | Output::Leave { request, .. }
             | Output::OffsetCommit { request, .. }
-            | Output::Delete { request, .. } => *request,
+            | Output::Delete { request, .. }
+            | Output::OffsetDelete { request, .. } => *request,
         };
         let asked = self
             .model

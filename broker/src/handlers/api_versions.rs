@@ -10,6 +10,9 @@
 //! nothing older (v0-1 stored offsets in ZooKeeper); OffsetCommit stops at 9 and OffsetFetch at 9
 //! because v10 names topics by id only. JoinGroup starts at 0 for old librdkafka. Every other
 //! group API spans all the crate's versions.
+//!
+//! Admin: AlterConfigs, IncrementalAlterConfigs, DeleteRecords and OffsetDelete span all the
+//! crate's versions.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
@@ -37,6 +40,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 pub fn is_supported(api_key: ApiKey, api_version: i16) -> bool {

@@ -56,6 +56,7 @@ pub fn group_error_code(error: &GroupError) -> ResponseError {
         GroupError::FencedInstanceId { .. } => ResponseError::FencedInstanceId,
         GroupError::GroupIdNotFound { .. } => ResponseError::GroupIdNotFound,
         GroupError::NonEmptyGroup { .. } => ResponseError::NonEmptyGroup,
+        GroupError::GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
         GroupError::CoordinatorNotAvailable { .. } => ResponseError::CoordinatorNotAvailable,
     }
 }

@@ -2,10 +2,13 @@
 //! does its synchronous part at once (in request order), and either answers now or returns the
 //! future that will answer (a produce waiting for durability, a fetch long-polling).
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod configs;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -14,6 +17,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod internal_topics;
 pub mod join_group;
 pub mod leave_group;
@@ -21,6 +25,7 @@ pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
@@ -88,6 +93,16 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
             Reply::Now(Box::new(list_groups::handle(broker, body, version)))
         }
         RequestKind::DeleteGroups(body) => delete_groups::handle(broker, body, version),
+        RequestKind::AlterConfigs(body) => {
+            Reply::Now(Box::new(alter_configs::handle(broker, body, version)))
+        }
+        RequestKind::IncrementalAlterConfigs(body) => Reply::Now(Box::new(
+            incremental_alter_configs::handle(broker, body, version),
+        )),
+        RequestKind::DeleteRecords(body) => {
+            Reply::Now(Box::new(delete_records::handle(broker, body, version)))
+        }
+        RequestKind::OffsetDelete(body) => offset_delete::handle(broker, body, version),
         other => {
             unreachable!("api_versions::is_supported admitted an unhandled request: {other:?}")
         }
