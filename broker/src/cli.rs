@@ -59,6 +59,10 @@ pub enum ClientAction {
         /// Stop after this long without a record (default: never).
         #[arg(long)]
         idle_timeout_ms: Option<u64>,
+        /// Skip a batch that cannot be read (reported on stderr) instead of stopping with an
+        /// error. Its records are lost to this reader.
+        #[arg(long, conflicts_with = "group")]
+        skip_corrupt: bool,
         /// Consume as a member of this consumer group: partitions are shared with the group's
         /// other members and progress is committed (--from-beginning applies when nothing is).
         #[arg(long, conflicts_with_all = ["offset", "partition"])]
@@ -230,6 +234,7 @@ pub fn run(action: ClientAction) -> ExitCode {
                 partition,
                 max_messages,
                 idle_timeout_ms,
+                skip_corrupt,
                 group: None,
             } => {
                 let start = match (offset, from_beginning) {
@@ -237,15 +242,12 @@ pub fn run(action: ClientAction) -> ExitCode {
                     (None, true) => Offset::Earliest,
                     (None, false) => Offset::Latest,
                 };
-                consume(
-                    topic,
-                    bootstrap,
-                    start,
-                    partition,
+                let limits = ConsumeLimits {
                     max_messages,
-                    idle_timeout_ms,
-                )
-                .await
+                    idle_timeout: idle_timeout_ms.map(Duration::from_millis),
+                    skip_corrupt,
+                };
+                consume(topic, bootstrap, start, partition, limits).await
             }
             ClientAction::Group(action) => crate::cli_group::group(action).await,
         }
@@ -492,13 +494,19 @@ async fn produce(
     Ok(())
 }
 
+/// When `gregor consume` stops, and what it does with a batch it cannot read.
+struct ConsumeLimits {
+    max_messages: Option<u64>,
+    idle_timeout: Option<Duration>,
+    skip_corrupt: bool,
+}
+
 async fn consume(
     topic: String,
     bootstrap: Bootstrap,
     start: Offset,
     partition: Option<i32>,
-    max_messages: Option<u64>,
-    idle_timeout_ms: Option<u64>,
+    limits: ConsumeLimits,
 ) -> Result<(), String> {
     let partitions = match partition {
         Some(partition) => vec![partition],
@@ -519,29 +527,50 @@ async fn consume(
         .map(|p| (TopicPartition::new(&topic, *p), start))
         .collect();
     consumer.assign(assignment).await.map_err(text)?;
+    let clock = runtime::Clock::system();
     let mut printed = 0u64;
-    let mut idle = Duration::ZERO;
+    // Idle time is measured on the clock, not counted in polls: a poll can return early.
+    let mut record_last_at = clock.now();
     let poll_wait = Duration::from_millis(500);
     loop {
-        let records = consumer.poll(poll_wait).await.map_err(text)?;
-        idle = if records.is_empty() {
-            idle + poll_wait
-        } else {
-            Duration::ZERO
-        };
-        for record in records {
-            let value =
-                String::from_utf8_lossy(record.value.as_deref().unwrap_or_default()).into_owned();
-            match &record.key {
-                Some(key) => println!("{}\t{value}", String::from_utf8_lossy(key)),
-                None => println!("{value}"),
+        let records = match consumer.poll(poll_wait).await {
+            Ok(records) => records,
+            Err(ClientError::CorruptBatch {
+                topic,
+                partition,
+                offset,
+                skip_to,
+                reason,
+            }) if limits.skip_corrupt => {
+                eprintln!(
+                    "skipping offsets {offset}..{skip_to} of {topic}-{partition}: corrupt batch: {reason}"
+                );
+                let tp = TopicPartition::new(&topic, partition);
+                consumer
+                    .seek(&tp, Offset::At(skip_to))
+                    .await
+                    .map_err(text)?;
+                continue;
             }
+            Err(error @ ClientError::CorruptBatch { .. }) => {
+                return Err(format!(
+                    "{error}; stopping (rerun with --skip-corrupt to skip the batch)"
+                ));
+            }
+            Err(error) => return Err(text(error)),
+        };
+        if !records.is_empty() {
+            record_last_at = clock.now();
+        }
+        for record in records {
+            print_record(&record);
             printed += 1;
-            if max_messages.is_some_and(|max| printed >= max) {
+            if limits.max_messages.is_some_and(|max| printed >= max) {
                 return Ok(());
             }
         }
-        if idle_timeout_ms.is_some_and(|timeout| idle >= Duration::from_millis(timeout)) {
+        let idle = clock.now().saturating_duration_since(record_last_at);
+        if limits.idle_timeout.is_some_and(|timeout| idle >= timeout) {
             return Ok(());
         }
     }
@@ -569,16 +598,16 @@ async fn consume_group(
         GroupConfig::kafka_defaults(group),
     );
     member.subscribe(std::slice::from_ref(&topic));
+    let clock = runtime::Clock::system();
     let mut printed = 0u64;
-    let mut idle = Duration::ZERO;
+    let mut record_last_at = clock.now();
     let poll_wait = Duration::from_millis(500);
     loop {
         let records = member.poll(poll_wait).await.map_err(text)?;
-        idle = if records.is_empty() {
-            idle + poll_wait
-        } else {
-            Duration::ZERO
-        };
+        if !records.is_empty() {
+            record_last_at = clock.now();
+        }
+        let idle = clock.now().saturating_duration_since(record_last_at);
         // Commit exactly what was printed: the next run starts after it.
         let mut offsets = BTreeMap::new();
         let done = records.iter().any(|record| {

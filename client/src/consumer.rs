@@ -609,6 +609,52 @@ mod tests {
         assert!(records.is_empty());
     }
 
+    /// Issue 8, section 4: the records before a corrupt batch were re-delivered on every poll.
+    /// Now they are delivered once, the position stops at the bad batch, and the next fetch
+    /// reports it with its offset until the caller seeks past it.
+    #[test]
+    fn a_corrupt_batch_stops_the_position_and_is_reported() {
+        let mut consumer = consumer(OffsetReset::Latest, &[(0, 0)]);
+        let partition = TopicPartition::new("t", 0);
+        // Codec 7 with a fixed-up CRC: the envelope is valid, the records cannot be read.
+        let mut poisoned = BytesMut::from(&batch(3, 2)[..]);
+        poisoned[22] |= 0x07;
+        let crc = wire::batch::crc_compute(&poisoned);
+        poisoned[17..21].copy_from_slice(&crc.to_be_bytes());
+        let mut data_all = BytesMut::from(&batch(0, 3)[..]);
+        data_all.extend_from_slice(&poisoned);
+        let apply = |consumer: &mut Consumer, records: Bytes| {
+            let response = response(vec![data(0, 0, Some(records))]);
+            let mut out = Vec::new();
+            let outcome = consumer.fetch_partition_apply(&response, &partition, &mut out);
+            let offsets: Vec<i64> = out.iter().map(|record| record.offset).collect();
+            (outcome, offsets)
+        };
+        let (outcome, offsets) = apply(&mut consumer, data_all.freeze());
+        assert!(outcome.is_ok());
+        assert_eq!(offsets, [0, 1, 2]);
+        assert_eq!(consumer.position(&partition), Some(3));
+        let (outcome, offsets) = apply(&mut consumer, poisoned.freeze());
+        assert!(offsets.is_empty());
+        assert_eq!(consumer.position(&partition), Some(3));
+        let error = outcome.unwrap_err();
+        assert!(!error.is_retriable(), "a consumer must not spin on it");
+        assert!(
+            matches!(
+                error,
+                ClientError::CorruptBatch {
+                    offset: 3,
+                    skip_to: 5,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error
+            .to_string()
+            .starts_with("corrupt record batch at offset 3 of t-0: "));
+    }
+
     #[test]
     fn a_response_with_only_part_of_a_batch_is_a_protocol_error() {
         let mut consumer = consumer(OffsetReset::Latest, &[(0, 0)]);

@@ -81,10 +81,14 @@ pub enum ClientError {
     NotAssigned { topic: String, partition: i32 },
     #[error("record of {bytes} bytes exceeds the limit of {limit} bytes")]
     RecordTooLarge { bytes: usize, limit: usize },
-    #[error("corrupt record batch from {topic}-{partition}: {reason}")]
+    /// The records before the batch were delivered; the position stays at `offset` until the
+    /// caller seeks, to `skip_to` if it chooses to skip the batch.
+    #[error("corrupt record batch at offset {offset} of {topic}-{partition}: {reason}")]
     CorruptBatch {
         topic: String,
         partition: i32,
+        offset: i64,
+        skip_to: i64,
         reason: String,
     },
     /// The producer's background task is gone (closed, or its node was killed).

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use std::collections::{BTreeSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use wire::batch::build::{batch_encode_with, RecordSpec};
-use wire::batch::{BatchHeader, ValidatedBatch};
+use wire::batch::{batch_size_peek, BatchHeader, ValidatedBatch};
 use wire::protocol::records::{Compression, Record, RecordBatchDecoder};
 
 /// Kafka's `DefaultRecord.MAX_RECORD_OVERHEAD`: the most a record's framing (length, attributes,
@@ -137,20 +137,23 @@ pub struct FetchedData<'a> {
     pub aborted: Option<Vec<AbortedTransaction>>,
 }
 
+/// A batch that cannot be read, and where a consumer that chooses to skip it may resume.
+struct Corrupt {
+    offset: i64,
+    skip_to: i64,
+    reason: String,
+}
+
 /// Decodes `data` into `out`; returns the offset after the last whole batch, or `None` when no
 /// whole batch arrived (empty data, or only a cut-off one).
+///
+/// A corrupt batch ends the walk. The records before it are returned and the position stops at
+/// it, so the next fetch starts there and this reports it as `ClientError::CorruptBatch`: a
+/// consumer never re-reads the records before a bad batch in a loop, and never silently skips it.
 pub fn records_decode(
     data: FetchedData<'_>,
     out: &mut Vec<ConsumerRecord>,
 ) -> Result<Option<i64>, ClientError> {
-    let corrupt = |reason: String| ClientError::CorruptBatch {
-        topic: data.topic.to_string(),
-        partition: data.partition,
-        reason,
-    };
-    // The tail after the last whole batch is a batch cut at max_bytes: not an error.
-    let (batches, _partial) = ValidatedBatch::validate_prefix(data.records.clone())
-        .map_err(|error| corrupt(error.to_string()))?;
     let read_committed = data.aborted.is_some();
     let mut aborted_pending: VecDeque<AbortedTransaction> =
         data.aborted.clone().unwrap_or_default().into();
@@ -159,10 +162,27 @@ pub fn records_decode(
         .sort_by_key(|aborted| aborted.first_offset);
     let mut aborting: BTreeSet<i64> = BTreeSet::new();
     let mut next_offset = None;
-    for batch in batches {
+    let mut rest = data.records.clone();
+    let stop = |next_offset: Option<i64>, corrupt: Corrupt| match next_offset {
+        Some(next) if next > data.fetch_offset => Ok(Some(next)),
+        _ => Err(ClientError::CorruptBatch {
+            topic: data.topic.to_string(),
+            partition: data.partition,
+            offset: corrupt.offset,
+            skip_to: corrupt.skip_to,
+            reason: corrupt.reason,
+        }),
+    };
+    loop {
+        let batch = match batch_next(&mut rest, data.fetch_offset) {
+            Ok(Some(batch)) => batch,
+            // The tail after the last whole batch is a batch cut at max_bytes: not an error.
+            Ok(None) => break,
+            Err(corrupt) => return stop(next_offset, corrupt),
+        };
         let header = *batch.header();
-        next_offset = Some(header.next_offset());
         if header.last_offset() < data.fetch_offset {
+            next_offset = Some(header.next_offset());
             continue;
         }
         if read_committed {
@@ -178,7 +198,22 @@ pub fn records_decode(
                 );
             }
         }
-        let records = batch_records(&batch).map_err(corrupt)?;
+        let records = match batch_records(&batch) {
+            Ok(records) => records,
+            Err(reason) => {
+                let offset = header.base_offset.max(data.fetch_offset);
+                let skip_to = header.next_offset();
+                return stop(
+                    next_offset,
+                    Corrupt {
+                        offset,
+                        skip_to,
+                        reason,
+                    },
+                );
+            }
+        };
+        next_offset = Some(header.next_offset());
         if header.is_control() {
             if records.iter().any(control_record_is_abort) {
                 aborting.remove(&header.producer_id);
@@ -197,6 +232,27 @@ pub fn records_decode(
         );
     }
     Ok(next_offset)
+}
+
+/// Splits the next whole batch off `rest`; `Ok(None)` at the end or at a batch cut short. A
+/// batch whose envelope is broken cannot say where it ends, so skipping it moves one offset on.
+fn batch_next(rest: &mut Bytes, fetch_offset: i64) -> Result<Option<ValidatedBatch>, Corrupt> {
+    let Some(size) = batch_size_peek(rest) else {
+        return Ok(None);
+    };
+    let base_offset = i64::from_be_bytes(rest[..8].try_into().expect("12 bytes peeked"));
+    let corrupt = |reason: String| Corrupt {
+        offset: base_offset.max(fetch_offset),
+        skip_to: fetch_offset + 1,
+        reason,
+    };
+    let size = size.map_err(|error| corrupt(error.to_string()))?;
+    if rest.len() < size {
+        return Ok(None);
+    }
+    ValidatedBatch::validate(rest.split_to(size))
+        .map(Some)
+        .map_err(|error| corrupt(error.to_string()))
 }
 
 /// The records of one validated batch, decompressed. The decoder is guarded: bytes from the
@@ -455,6 +511,32 @@ mod tests {
             records_decode(data, &mut out),
             Err(ClientError::CorruptBatch { .. })
         ));
+    }
+
+    /// Every batch this client's producer writes passes the broker's record validation.
+    #[test]
+    fn produced_batches_pass_the_brokers_record_validation() {
+        let rules = wire::RecordRules {
+            decompressed_bytes_max: 1024 * 1024,
+            key_required: true,
+        };
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let records: Vec<ProducerRecord> = (0..50).map(record).collect();
+            let timestamps: Vec<i64> = (0..50).map(|index| 1_000 + index).collect();
+            let bytes = batch_encode(&records, &timestamps, compression);
+            let batch = ValidatedBatch::validate(bytes).unwrap();
+            assert_eq!(
+                wire::records_validate(&batch, &rules),
+                Ok(()),
+                "{compression:?}"
+            );
+        }
     }
 
     proptest::proptest! {

@@ -2,7 +2,7 @@
 
 use kafka_protocol::ResponseError;
 use storage::LogError;
-use wire::BatchError;
+use wire::{BatchError, RecordError};
 
 use crate::group::GroupError;
 use crate::topics::TopicError;
@@ -19,6 +19,27 @@ pub fn batch_error_code(error: &BatchError) -> ResponseError {
     match error {
         BatchError::Magic { .. } => ResponseError::UnsupportedForMessageFormat,
         _ => ResponseError::CorruptMessage,
+    }
+}
+
+/// Bytes that do not form the records they claim are CORRUPT_MESSAGE; well-formed records the
+/// topic or protocol does not allow are INVALID_RECORD (as Kafka's LogValidator answers).
+pub fn record_error_code(error: &RecordError) -> ResponseError {
+    match error {
+        RecordError::Codec { .. }
+        | RecordError::Decompress { .. }
+        | RecordError::DecompressedTooLarge { .. }
+        | RecordError::Malformed { .. }
+        | RecordError::CountMismatch { .. }
+        | RecordError::TrailingBytes { .. } => ResponseError::CorruptMessage,
+        RecordError::Control
+        | RecordError::CountOffsets { .. }
+        | RecordError::TransactionalWithoutProducer { .. }
+        | RecordError::ProducerFields { .. }
+        | RecordError::OffsetDelta { .. }
+        | RecordError::TimestampDelta { .. }
+        | RecordError::HeaderKeyNull { .. }
+        | RecordError::KeyMissing { .. } => ResponseError::InvalidRecord,
     }
 }
 

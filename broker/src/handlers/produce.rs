@@ -1,22 +1,28 @@
 //! Produce: validate every batch, append in request order, then answer once the batches are
 //! durable (acks=1 and acks=all: on a single node both mean "fsynced here"; acks=0: no answer).
 //!
-//! Validation happens before any append, so a rejected partition leaves its log untouched. The
+//! Validation happens before any append, so a rejected partition leaves its log untouched: the
+//! envelope (`ValidatedBatch`: lengths, magic, CRC), the size limit, then every record
+//! (`wire::records_validate`, as Kafka's LogValidator: codec, bounded decompression, record
+//! structure, offsets, attribute bits, keys on compacted topics). The
 //! append runs synchronously in the connection's reader, preserving the order of pipelined
 //! produces; only the wait for the group-commit fsync is asynchronous.
 
 use crate::broker::Broker;
-use crate::handlers::errors::{batch_error_code, log_error_code, NONE};
+use crate::handlers::errors::{batch_error_code, log_error_code, record_error_code, NONE};
 use crate::handlers::{Reply, ResponseFuture};
 use crate::partition::Partition;
+use bytes::Bytes;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::sync::Arc;
 use std::time::Duration;
-use wire::{ResponseKind, ValidatedBatch};
+use wire::{records_validate, RecordError, RecordRules, ResponseKind, ValidatedBatch};
 
 /// The leader epoch stamped on batches: a single node never changes leadership.
 const LEADER_EPOCH: i32 = 0;
@@ -82,17 +88,6 @@ fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceDat
     let Some(records) = data.records else {
         return rejected(index, ResponseError::InvalidRecord, "no records");
     };
-    let batches = match ValidatedBatch::validate_all(records) {
-        Ok(batches) if !batches.is_empty() => batches,
-        Ok(_) => return rejected(index, ResponseError::InvalidRecord, "no records"),
-        Err(error) => {
-            tracing::warn!(topic, partition = index, %error, "rejected produce");
-            return rejected(index, batch_error_code(&error), &error.to_string());
-        }
-    };
-    if let Some(reason) = batches.iter().find_map(batch_reject_reason) {
-        return rejected(index, ResponseError::InvalidRecord, reason);
-    }
     if partition.durable().failed {
         return rejected(
             index,
@@ -100,17 +95,16 @@ fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceDat
             "partition offline after a disk error",
         );
     }
+    let batches = match batches_validate(&partition, records) {
+        Ok(batches) => batches,
+        Err(refusal) => {
+            tracing::warn!(topic, partition = index, reason = %refusal.message, "rejected produce");
+            return refusal.into_appended(index);
+        }
+    };
     let now_ms = broker.clock.wall_ms();
     let appended = {
         let mut log = partition.log();
-        let limit = log.config().max_message_bytes as usize;
-        if let Some(batch) = batches.iter().find(|batch| batch.size() > limit) {
-            let message = format!(
-                "batch of {} bytes exceeds max.message.bytes {limit}",
-                batch.size()
-            );
-            return rejected(index, ResponseError::MessageTooLarge, &message);
-        }
         let mut first = None;
         let mut last = None;
         for batch in batches {
@@ -144,17 +138,80 @@ fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceDat
     }
 }
 
-/// Producers may not write control batches (transaction markers are the coordinator's), and
-/// their batches must be contiguous: one record per offset delta.
-fn batch_reject_reason(batch: &ValidatedBatch) -> Option<&'static str> {
-    let header = batch.header();
-    if header.is_control() {
-        return Some("producers may not write control batches");
+/// Why a partition's data was refused, before anything was appended.
+struct Refusal {
+    error: ResponseError,
+    message: String,
+    /// Produce v8's per-record errors: (index in the batch, message).
+    record_errors: Vec<(i32, &'static str)>,
+}
+
+impl Refusal {
+    fn new(error: ResponseError, message: String) -> Refusal {
+        Refusal {
+            error,
+            message,
+            record_errors: Vec::new(),
+        }
     }
-    if i64::from(header.record_count) != i64::from(header.last_offset_delta) + 1 {
-        return Some("record count does not match the last offset delta");
+
+    /// Records without a key on a compacted topic are named one by one, as Kafka does.
+    fn records(error: &RecordError) -> Refusal {
+        let mut refusal = Refusal::new(record_error_code(error), error.to_string());
+        if let RecordError::KeyMissing { indexes } = error {
+            let message = "a compacted topic refuses records without a key";
+            refusal.record_errors = indexes.iter().map(|&index| (index, message)).collect();
+        }
+        refusal
     }
-    None
+
+    fn into_appended(self, index: i32) -> Appended {
+        let mut appended = rejected(index, self.error, &self.message);
+        appended.response.record_errors = self
+            .record_errors
+            .into_iter()
+            .map(|(batch_index, message)| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(batch_index)
+                    .with_batch_index_error_message(Some(StrBytes::from_static_str(message)))
+            })
+            .collect();
+        appended
+    }
+}
+
+/// Every check a partition's data must pass before any of it is appended: the envelopes
+/// (lengths, magic, CRC), `max.message.bytes`, then every record against the topic's rules.
+fn batches_validate(partition: &Partition, records: Bytes) -> Result<Vec<ValidatedBatch>, Refusal> {
+    let batches = match ValidatedBatch::validate_all(records) {
+        Ok(batches) if !batches.is_empty() => batches,
+        Ok(_) => {
+            let message = "no records".to_string();
+            return Err(Refusal::new(ResponseError::InvalidRecord, message));
+        }
+        Err(error) => return Err(Refusal::new(batch_error_code(&error), error.to_string())),
+    };
+    let (limit, rules) = {
+        let log = partition.log();
+        let config = log.config();
+        let rules = RecordRules {
+            decompressed_bytes_max: config.max_message_bytes as usize,
+            key_required: config.cleanup_policy.compacts(),
+        };
+        (config.max_message_bytes as usize, rules)
+    };
+    if let Some(batch) = batches.iter().find(|batch| batch.size() > limit) {
+        let message = format!(
+            "batch of {} bytes exceeds max.message.bytes {limit}",
+            batch.size()
+        );
+        return Err(Refusal::new(ResponseError::MessageTooLarge, message));
+    }
+    // Outside the log's lock: inflating a batch must not stall the partition's readers.
+    for batch in &batches {
+        records_validate(batch, &rules).map_err(|error| Refusal::records(&error))?;
+    }
+    Ok(batches)
 }
 
 fn durable_response(
