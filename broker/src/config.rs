@@ -7,6 +7,10 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Kafka's default `log.retention.check.interval.ms` (5 minutes): retention deletes whole
+/// segments, so checking more often buys little, and each pass walks every partition.
+pub const RETENTION_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_millis(300_000);
+
 /// The broker's own settings (topic-level log settings live in `topic_config`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerConfig {
@@ -26,7 +30,8 @@ pub struct BrokerConfig {
     pub request_bytes_max: u32,
     /// Requests a connection may have in flight before the broker stops reading from it.
     pub requests_in_flight_max: usize,
-    /// How often retention and compaction run (Kafka's `log.retention.check.interval.ms`).
+    /// How often retention and compaction run (Kafka's `log.retention.check.interval.ms`,
+    /// `RETENTION_CHECK_INTERVAL_DEFAULT` unless set).
     pub retention_check_interval: Duration,
     /// Cluster id reported in Metadata and DescribeCluster.
     pub cluster_id: String,
@@ -49,7 +54,7 @@ impl BrokerConfig {
             connections_max: 1024,
             request_bytes_max: wire::REQUEST_BYTES_MAX,
             requests_in_flight_max: 128,
-            retention_check_interval: Duration::from_secs(30),
+            retention_check_interval: RETENTION_CHECK_INTERVAL_DEFAULT,
             cluster_id: "gregor-cluster".to_string(),
             planted: None,
             groups: crate::group::GroupConfig::kafka_defaults(),
@@ -160,6 +165,9 @@ pub fn validate(config: &BrokerConfig) -> Result<(), ConfigError> {
             "must be between 1 KiB and 100 MiB",
         );
     }
+    if config.retention_check_interval.is_zero() {
+        return invalid("retention_check_interval_ms", "0".into(), "must be >= 1");
+    }
     if config.listen.parse::<std::net::SocketAddr>().is_err() {
         return invalid(
             "listen",
@@ -185,6 +193,17 @@ mod tests {
         assert!(validate(&config).is_ok());
         config.listen = "localhost".into();
         assert!(validate(&config).is_err());
+    }
+
+    #[test]
+    fn retention_check_interval_is_kafkas_and_settable() {
+        let mut config = BrokerConfig::zero_config();
+        assert_eq!(config.retention_check_interval, Duration::from_secs(300));
+        let file = ConfigFile::parse("x.toml", "retention_check_interval_ms = 500").unwrap();
+        file.apply(&mut config);
+        assert_eq!(config.retention_check_interval, Duration::from_millis(500));
+        config.retention_check_interval = Duration::ZERO;
+        assert!(validate(&config).is_err(), "a zero interval would spin");
     }
 
     #[test]

@@ -52,6 +52,10 @@ struct BrokerArgs {
     /// Partitions for topics created without a count.
     #[arg(long)]
     default_partitions: Option<i32>,
+    /// How often retention and compaction run, in ms (Kafka's log.retention.check.interval.ms;
+    /// default 300000).
+    #[arg(long)]
+    retention_check_interval_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +87,9 @@ fn broker_config(args: &BrokerArgs) -> Result<(BrokerConfig, String), String> {
     config.data_dir = args.data_dir.clone().unwrap_or(config.data_dir);
     config.auto_create_topics = args.auto_create_topics.unwrap_or(config.auto_create_topics);
     config.default_partitions = args.default_partitions.unwrap_or(config.default_partitions);
+    if let Some(interval_ms) = args.retention_check_interval_ms {
+        config.retention_check_interval = std::time::Duration::from_millis(interval_ms);
+    }
     if let Some(level) = &args.log_level {
         log_level = level.clone();
     }

@@ -219,8 +219,16 @@ impl PartitionLog {
                 .expect("a closed segment");
         }
         if position > 0 {
-            let segment =
-                Segment::installed(&self.dir, file, base_offset, position, next_offset, indexes);
+            let modified_ms = group.iter().map(|s| s.modified_ms).max().expect("a group");
+            let segment = Segment::installed(
+                &self.dir,
+                file,
+                base_offset,
+                position,
+                next_offset,
+                indexes,
+                modified_ms,
+            );
             segment.index_files_write(&*self.disk, &self.dir)?;
             self.segments.insert(base_offset, segment);
         }
@@ -331,6 +339,7 @@ mod tests {
                 end_offset: pair[1].0,
                 size_bytes: pair[0].1,
                 timestamp_max: 0,
+                modified_ms: 0,
             })
             .collect();
         let groups = groups_plan(&closed, 100);

@@ -61,8 +61,8 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// Roll the active segment once its first append is this old (`segment.ms`).
     pub segment_ms: i64,
-    /// Delete closed segments whose newest timestamp is older than this (`retention.ms`); `None`
-    /// keeps data forever.
+    /// Delete closed segments whose newest timestamp (or, with no valid record timestamp, last
+    /// modification) is older than this (`retention.ms`); `None` keeps data forever.
     pub retention_ms: Option<i64>,
     /// Delete the oldest closed segments while the log stays at least this big
     /// (`retention.bytes`); `None` has no size limit.

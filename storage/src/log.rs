@@ -15,7 +15,7 @@ use crate::error::{IoContext, LogError};
 use crate::flush::FlushTicket;
 use crate::layout::{segment_path, INDEX_SUFFIX};
 use crate::read::{batches_read, ReadResult};
-use crate::records::{records_parse, records_section};
+use crate::records::{batch_timestamp_max_settle, records_parse, records_section};
 use crate::segment::{index_files_remove, segment_files_remove, Segment};
 use runtime::Disk;
 use std::collections::BTreeMap;
@@ -106,7 +106,7 @@ impl PartitionLog {
             });
         }
         let (batch, log_append_time_ms) = match self.config.message_timestamp_type {
-            TimestampType::CreateTime => (batch, -1),
+            TimestampType::CreateTime => (batch_timestamp_max_settle(batch), -1),
             TimestampType::LogAppendTime => (batch.with_log_append_time(now_ms), now_ms),
         };
         let batch = batch.with_placement(self.log_end_offset(), leader_epoch);
@@ -201,7 +201,7 @@ impl PartitionLog {
         if !sync_skipped {
             self.active().sync()?;
         }
-        let mut segment = Segment::create(&*self.disk, &self.dir, base_offset, interval)?;
+        let mut segment = Segment::create(&*self.disk, &self.dir, base_offset, interval, now_ms)?;
         if let Err(error) = self.disk.sync_dir(&self.dir) {
             let _ = self.disk.remove_file(segment.path());
             return Err(error).context("sync", &self.dir);
@@ -381,6 +381,7 @@ impl PartitionLog {
             &self.dir,
             position,
             self.config.index_interval_bytes,
+            self.clock_ms,
         )?;
         self.segments.insert(base, segment);
         self.truncation_finish(offset)
@@ -426,7 +427,7 @@ impl PartitionLog {
             segment_files_remove(&*self.disk, &self.dir, base)?;
         }
         let interval = self.config.index_interval_bytes;
-        let segment = Segment::create(&*self.disk, &self.dir, offset, interval)?;
+        let segment = Segment::create(&*self.disk, &self.dir, offset, interval, self.clock_ms)?;
         self.disk.sync_dir(&self.dir).context("sync", &self.dir)?;
         self.segments.insert(offset, segment);
         Ok(())

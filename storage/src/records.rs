@@ -7,6 +7,7 @@
 //! Record layout (v2; varints are zigzag): length varint, attributes i8, timestampDelta varlong,
 //! offsetDelta varint, keyLength varint + key, valueLength varint + value, headers.
 
+use crate::index::TIMESTAMP_NONE;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 use wire::batch::{crc_compute, BATCH_HEADER_BYTES, BATCH_LENGTH_OVERHEAD};
@@ -15,6 +16,9 @@ use wire::{BatchHeader, ValidatedBatch};
 /// The attribute bits a rewritten batch keeps: timestamp type, transactional, control. The
 /// compression bits are cleared because rewrites are stored uncompressed.
 const ATTRIBUTES_KEPT: i16 = 0x08 | 0x10 | 0x20;
+
+/// Where a v2 batch header keeps its max timestamp (`i64`, inside the CRC).
+const MAX_TIMESTAMP_POSITION: usize = 35;
 
 /// One record of a batch.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +70,69 @@ pub(crate) fn records_parse<'a>(
         return Err(format!("{} bytes follow the last record", rest.len()));
     }
     Ok(records)
+}
+
+/// The newest record timestamp of a batch, starting from Kafka's "no timestamp" (-1) as
+/// Kafka's LogValidator does: a batch whose records all lack a timestamp has none. Reads only
+/// each record's length and timestamp delta, so it costs a few varints per record; the full
+/// parse (`record_parse`) costs several times more on the produce path.
+fn records_timestamp_max(section: &[u8], header: &BatchHeader) -> Result<i64, String> {
+    let count = usize::try_from(header.record_count).map_err(|_| "negative record count")?;
+    let mut timestamp_max = TIMESTAMP_NONE;
+    let mut cursor = Cursor {
+        bytes: section,
+        position: 0,
+    };
+    // Bounded by the record count, and each record consumes at least one byte or fails.
+    for _ in 0..count {
+        let length = usize::try_from(cursor.varint()?).map_err(|_| "negative record length")?;
+        let end = cursor.position.checked_add(length);
+        let end = end.filter(|end| *end <= section.len());
+        let end = end.ok_or_else(|| format!("record of {length} bytes overruns the batch"))?;
+        let mut body = Cursor {
+            bytes: &section[..end],
+            position: cursor.position,
+        };
+        body.take(1)?; // Attributes: unused in v2.
+        let timestamp = header.base_timestamp.wrapping_add(body.varint()?);
+        timestamp_max = timestamp_max.max(timestamp);
+        cursor.position = end;
+    }
+    Ok(timestamp_max)
+}
+
+/// The batch with its header's max timestamp set to its newest record's, as Kafka's
+/// LogValidator sets it for CreateTime batches instead of trusting the client. librdkafka
+/// writes MaxTimestamp 0 for records produced without a timestamp (-1); trusted, that aged
+/// them from 1970 and time retention deleted them within a minute (issue 8). Segments, the
+/// time index and retention all read the header, so it is fixed once, here.
+///
+/// Uncompressed records are walked in place. A compressed batch is decompressed only when its
+/// header looks like that quirk (a first record without a timestamp, or a base above the
+/// max), so the common produce path pays no decompression. The batch is copied only when the
+/// header is wrong, and returned as it is when its records do not parse: refusing those is
+/// the produce path's validation, not this repair's.
+pub(crate) fn batch_timestamp_max_settle(batch: ValidatedBatch) -> ValidatedBatch {
+    let header = *batch.header();
+    let suspicious = header.base_timestamp < 0 || header.base_timestamp > header.max_timestamp;
+    if header.is_log_append_time() || (header.compression() != 0 && !suspicious) {
+        return batch;
+    }
+    let Ok(section) = records_section(&batch) else {
+        return batch;
+    };
+    let Ok(timestamp_max) = records_timestamp_max(&section, &header) else {
+        return batch;
+    };
+    if timestamp_max == header.max_timestamp {
+        return batch;
+    }
+    let mut bytes = BytesMut::from(batch.bytes().as_ref());
+    bytes[MAX_TIMESTAMP_POSITION..MAX_TIMESTAMP_POSITION + 8]
+        .copy_from_slice(&timestamp_max.to_be_bytes());
+    let crc = crc_compute(&bytes);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    ValidatedBatch::validate(bytes.freeze()).expect("only the max timestamp and its CRC changed")
 }
 
 fn record_parse<'a>(
@@ -248,6 +315,70 @@ mod tests {
             assert_eq!(again[0].headers, decoded[0].headers);
             assert_eq!(again[1].value, None);
         }
+    }
+
+    /// A batch of records with `timestamps`, its header's max timestamp then set to `claimed`.
+    fn batch_claiming(
+        timestamps: &[i64],
+        claimed: i64,
+        compression: Compression,
+    ) -> ValidatedBatch {
+        let records: Vec<RecordSpec> = timestamps
+            .iter()
+            .map(|&timestamp| spec(None, Some("v"), timestamp))
+            .collect();
+        let mut bytes = batch_encode(&records, compression).bytes().to_vec();
+        bytes[MAX_TIMESTAMP_POSITION..MAX_TIMESTAMP_POSITION + 8]
+            .copy_from_slice(&claimed.to_be_bytes());
+        let crc = crc_compute(&bytes);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        ValidatedBatch::validate(bytes.into()).unwrap()
+    }
+
+    /// Each case: record timestamps, the header's claimed max, and the max stored.
+    #[test]
+    fn settle_takes_the_max_from_the_records() {
+        let cases: Vec<String> = [
+            ("librdkafka untimed", vec![-1, -1], 0, Compression::None),
+            (
+                "librdkafka untimed, gzip",
+                vec![-1, -1],
+                0,
+                Compression::Gzip,
+            ),
+            ("claims too new", vec![5, 7], 100, Compression::None),
+            ("claims too old", vec![5, 7], 6, Compression::None),
+            ("honest", vec![5, 7], 7, Compression::None),
+            ("mixed untimed first", vec![-1, 9], 0, Compression::None),
+            (
+                "gzip with a sane header is trusted",
+                vec![5, 7],
+                100,
+                Compression::Gzip,
+            ),
+        ]
+        .into_iter()
+        .map(|(name, timestamps, claimed, compression)| {
+            let batch = batch_claiming(&timestamps, claimed, compression);
+            let settled = batch_timestamp_max_settle(batch);
+            format!("{name}: {claimed} -> {}", settled.header().max_timestamp)
+        })
+        .collect();
+        insta::assert_snapshot!(cases.join("\n"), @r"
+        librdkafka untimed: 0 -> -1
+        librdkafka untimed, gzip: 0 -> -1
+        claims too new: 100 -> 7
+        claims too old: 6 -> 7
+        honest: 7 -> 7
+        mixed untimed first: 0 -> 9
+        gzip with a sane header is trusted: 100 -> 100
+        ");
+        let appended = batch_claiming(&[-1], 0, Compression::None).with_log_append_time(42);
+        let settled = batch_timestamp_max_settle(appended.clone());
+        assert_eq!(
+            settled, appended,
+            "LogAppendTime batches carry the broker's time"
+        );
     }
 
     #[test]

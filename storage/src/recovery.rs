@@ -9,6 +9,12 @@
 //! higher offset than the one before: the file is truncated there and later segments removed.
 //! Finally the scanned segments are synced, so the whole log is durable and the recovery point
 //! is the log end, and the leader-epoch cache is reconciled with the batches.
+//!
+//! What recovery writes (rebuilt index files, the epoch cache, the checkpoint) only caches what
+//! the segments say, and the next recovery derives it again when missing or stale. So a failed
+//! write (typically a disk filled up before the crash) does not stop the open: it is logged
+//! loudly with the path and the error, the log keeps the rebuilt state in memory and serves
+//! reads, and appends fail with the disk's error until space returns.
 
 use crate::checkpoint::LogCheckpoint;
 use crate::config::LogConfig;
@@ -49,10 +55,12 @@ pub(crate) fn recover(
         hints,
         config.index_interval_bytes,
         verify_crc,
+        now_ms,
     )?;
     let mut segments = loaded.segments;
     if segments.is_empty() {
-        let segment = Segment::create(&*disk, &dir, log_start_hint, config.index_interval_bytes)?;
+        let interval = config.index_interval_bytes;
+        let segment = Segment::create(&*disk, &dir, log_start_hint, interval, now_ms)?;
         disk.sync_dir(&dir).context("sync", &dir)?;
         segments.insert(log_start_hint, segment);
     }
@@ -88,8 +96,12 @@ pub(crate) fn recover(
         planted,
         clock_ms: now_ms,
     };
-    log.checkpoint_write()?;
-    epochs_recover(&mut log, &loaded.epoch_starts)?;
+    // The epoch cache goes first: a new checkpoint tells the next recovery to skip the segments
+    // scanned now, so it must not be written while the epochs seen in them are not.
+    let epochs_persisted = epochs_recover(&mut log, &loaded.epoch_starts)?;
+    if epochs_persisted {
+        cache_write_or_warn("log checkpoint", &log.dir, log.checkpoint_write())?;
+    }
     if log_start_offset > log_end_offset {
         // The checkpoint's start lies past every batch that survived: start afresh there.
         log.truncate_fully_and_start_at(log_start_offset)?;
@@ -248,6 +260,7 @@ fn segments_load(
     hints: Hints,
     interval: u32,
     verify_crc: bool,
+    now_ms: i64,
 ) -> Result<Loaded, LogError> {
     let mut loaded = Loaded {
         segments: BTreeMap::new(),
@@ -260,7 +273,7 @@ fn segments_load(
         let clean =
             next_base.is_some_and(|next| next <= hints.recovery_point) && base >= offset_floor;
         let opened = match clean {
-            true => Segment::index_open(disk, dir, base)?
+            true => Segment::index_open(disk, dir, base, now_ms)?
                 .filter(|segment| segment.base_offset() >= offset_floor),
             false => None,
         };
@@ -281,6 +294,7 @@ fn segments_load(
                     offset_floor,
                     interval,
                     verify_crc,
+                    now_ms,
                     &mut visit,
                 )?
             }
@@ -326,7 +340,8 @@ fn tail_cut(
 
 /// Seals and writes the indexes of closed segments that were rebuilt by a scan (as a roll
 /// would have), and removes any index files of the active segment (its indexes live in
-/// memory; files there would go stale).
+/// memory; files there would go stale). Index files that cannot be written are removed, so the
+/// next recovery scans that segment again; its indexes serve from memory meanwhile.
 fn indexes_settle(disk: &dyn Disk, dir: &Path, loaded: &mut Loaded) -> Result<(), LogError> {
     let Some((&last, _)) = loaded.segments.iter().next_back() else {
         return Ok(());
@@ -338,7 +353,10 @@ fn indexes_settle(disk: &dyn Disk, dir: &Path, loaded: &mut Loaded) -> Result<()
                 .get_mut(base)
                 .expect("scanned segments are loaded");
             segment.seal();
-            segment.index_files_write(disk, dir)?;
+            let written = segment.index_files_write(disk, dir);
+            if !cache_write_or_warn("index files", segment.path(), written)? {
+                index_files_remove(disk, dir, *base)?;
+            }
         }
     }
     index_files_remove(disk, dir, last)?;
@@ -352,10 +370,28 @@ fn epoch_observe(starts: &mut Vec<(i32, i64)>, header: &BatchHeader) {
     }
 }
 
+/// Whether a write of recovered state succeeded. An I/O failure is not fatal (see the module
+/// doc): it is logged as a warning naming the file and the error, and `Ok(false)` returned.
+fn cache_write_or_warn(
+    what: &str,
+    path: &Path,
+    result: Result<(), LogError>,
+) -> Result<bool, LogError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(LogError::Io(error)) => {
+            tracing::warn!(path = %path.display(), %error, "recovery cannot write the {what}; keeping it in memory, serving reads, and rebuilding it at the next recovery");
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// Reconciles the epoch cache with the recovered batches: the persisted file (or, if it is
 /// missing or unreadable, a header walk of every segment), plus epochs first seen in scanned
-/// batches, minus entries past the log end or wholly before the log start.
-fn epochs_recover(log: &mut PartitionLog, scanned_starts: &[(i32, i64)]) -> Result<(), LogError> {
+/// batches, minus entries past the log end or wholly before the log start. Returns whether the
+/// file on disk matches the cache (false if it could not be written).
+fn epochs_recover(log: &mut PartitionLog, scanned_starts: &[(i32, i64)]) -> Result<bool, LogError> {
     let persisted = EpochCache::read(&*log.disk, &log.dir)?;
     let mut epochs = match &persisted {
         Some(cache) => cache.clone(),
@@ -366,11 +402,13 @@ fn epochs_recover(log: &mut PartitionLog, scanned_starts: &[(i32, i64)]) -> Resu
     }
     epochs.truncate_from_end(log.log_end_offset());
     epochs.truncate_from_start(log.log_start_offset);
+    let mut written = true;
     if persisted.as_ref() != Some(&epochs) {
-        epochs.write(&*log.disk, &log.dir)?;
+        let result = epochs.write(&*log.disk, &log.dir);
+        written = cache_write_or_warn("leader-epoch cache", &log.dir, result)?;
     }
     log.epochs = epochs;
-    Ok(())
+    Ok(written)
 }
 
 fn epochs_walk(log: &PartitionLog) -> Result<EpochCache, LogError> {

@@ -7,7 +7,6 @@
 use crate::checkpoint::LogCheckpoint;
 use crate::config::LogConfig;
 use crate::error::{IoContext, LogError};
-use crate::index::TIMESTAMP_NONE;
 use crate::log::PartitionLog;
 use crate::segment::segment_files_remove;
 
@@ -29,13 +28,33 @@ pub(crate) struct ClosedSegment {
     pub end_offset: i64,
     pub size_bytes: u64,
     pub timestamp_max: i64,
+    /// The segment file's last-modified time (`Segment::modified_ms`).
+    pub modified_ms: i64,
+}
+
+/// The time a segment's age counts from: Kafka's `LogSegment.largestTimestamp`. That is the
+/// newest record timestamp if there is a valid one (at least 0), else the file's last-modified
+/// time. Records without a timestamp (-1, librdkafka's "no timestamp") thus age from their
+/// append, never from 1970. A timestamp of 0 or far in the past is valid and ages from there;
+/// one far in the future keeps the segment until then (both are Kafka's behaviour).
+pub(crate) fn timestamp_largest(timestamp_max: i64, modified_ms: i64) -> i64 {
+    match timestamp_max >= 0 {
+        true => timestamp_max,
+        false => modified_ms,
+    }
+}
+
+/// Whether a segment is older than `retention_ms` (Kafka's `retention.ms` rule: strictly more
+/// than the retention has passed since its largest timestamp).
+fn expired_by_time(timestamp_max: i64, modified_ms: i64, retention_ms: i64, now_ms: i64) -> bool {
+    now_ms.saturating_sub(timestamp_largest(timestamp_max, modified_ms)) > retention_ms
 }
 
 /// How many of the oldest closed segments may go. A segment goes if it lies wholly below the
 /// log start offset, or (delete policy) its newest timestamp is older than `retention_ms`, or
 /// (delete policy) the log without it is still at least `retention_bytes` (Kafka's rule: never
 /// go below the limit). The first segment that stays stops the count: deletion is a prefix.
-/// A segment without timestamps has no age and is kept by time.
+/// A segment without valid timestamps ages from its last modification (`timestamp_largest`).
 pub(crate) fn deletable_count(
     closed: &[ClosedSegment],
     log_bytes: u64,
@@ -49,10 +68,9 @@ pub(crate) fn deletable_count(
     for segment in closed {
         let below_start = segment.end_offset <= log_start_offset;
         let expired = deletes
-            && segment.timestamp_max != TIMESTAMP_NONE
-            && config
-                .retention_ms
-                .is_some_and(|ms| now_ms.saturating_sub(segment.timestamp_max) > ms);
+            && config.retention_ms.is_some_and(|ms| {
+                expired_by_time(segment.timestamp_max, segment.modified_ms, ms, now_ms)
+            });
         let oversize = deletes
             && config
                 .retention_bytes
@@ -124,11 +142,9 @@ impl PartitionLog {
             return false;
         }
         let expired = self.config.cleanup_policy.deletes()
-            && active.timestamp_max() != TIMESTAMP_NONE
-            && self
-                .config
-                .retention_ms
-                .is_some_and(|ms| now_ms.saturating_sub(active.timestamp_max()) > ms);
+            && self.config.retention_ms.is_some_and(|ms| {
+                expired_by_time(active.timestamp_max(), active.modified_ms(), ms, now_ms)
+            });
         expired || self.roll_due_by_time(now_ms)
     }
 
@@ -143,6 +159,7 @@ impl PartitionLog {
                     end_offset: pair[1],
                     size_bytes: segment.size_bytes(),
                     timestamp_max: segment.timestamp_max(),
+                    modified_ms: segment.modified_ms(),
                 }
             })
             .collect()
@@ -154,7 +171,9 @@ mod tests {
     use super::*;
     use crate::config::CleanupPolicy;
 
-    fn segments(specs: &[(i64, u64, i64)]) -> Vec<ClosedSegment> {
+    /// (base, bytes, newest timestamp, last modified); the last entry stands for the active
+    /// segment and only gives the end offset of the one before it.
+    fn segments(specs: &[(i64, u64, i64, i64)]) -> Vec<ClosedSegment> {
         specs
             .windows(2)
             .map(|pair| ClosedSegment {
@@ -162,6 +181,7 @@ mod tests {
                 end_offset: pair[1].0,
                 size_bytes: pair[0].1,
                 timestamp_max: pair[0].2,
+                modified_ms: pair[0].3,
             })
             .collect()
     }
@@ -181,8 +201,12 @@ mod tests {
 
     #[test]
     fn each_rule_deletes_a_prefix() {
-        // (base, bytes, newest timestamp); the last entry stands for the active segment.
-        let closed = segments(&[(0, 100, 10), (5, 100, 60), (9, 100, 20), (12, 100, 99)]);
+        let closed = segments(&[
+            (0, 100, 10, 0),
+            (5, 100, 60, 0),
+            (9, 100, 20, 0),
+            (12, 100, 99, 0),
+        ]);
         let log_bytes = 400;
         let by_time = config(Some(45), None, CleanupPolicy::Delete);
         let stops = deletable_count(&closed, log_bytes, &by_time, 100, 0);
@@ -216,11 +240,77 @@ mod tests {
             "compact keeps all"
         );
         assert_eq!(deletable_count(&closed, log_bytes, &compact, 1000, 5), 1);
-        let untimed = segments(&[(0, 100, TIMESTAMP_NONE), (5, 100, 50)]);
-        assert_eq!(
-            deletable_count(&untimed, 200, &by_time, 1000, 0),
-            0,
-            "no timestamp, no age"
-        );
+    }
+
+    const NOW_MS: i64 = 1_700_000_000_000;
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    const WEEK_MS: i64 = 7 * DAY_MS;
+
+    /// One line per segment: its newest timestamp and last-modified time, both relative to now
+    /// where that reads better, and whether a 7-day `retention.ms` deletes it now.
+    fn by_time(cases: &[(&str, i64, i64)]) -> String {
+        let config = config(Some(WEEK_MS), None, CleanupPolicy::Delete);
+        let lines: Vec<String> = cases
+            .iter()
+            .map(|&(name, timestamp_max, modified_ms)| {
+                let closed = segments(&[(0, 100, timestamp_max, modified_ms), (1, 0, 0, 0)]);
+                let verdict = match deletable_count(&closed, 100, &config, NOW_MS, 0) {
+                    0 => "kept",
+                    _ => "deleted",
+                };
+                format!("{name}: {verdict}")
+            })
+            .collect();
+        lines.join("\n")
+    }
+
+    /// Kafka's rule (`LogSegment.largestTimestamp`): the newest valid record timestamp, else
+    /// the file's last-modified time. Issue 8: librdkafka's "no timestamp" (-1) batches were
+    /// deleted about 30 s after they were acknowledged.
+    #[test]
+    fn time_retention_ages_a_segment_as_kafka_does() {
+        insta::assert_snapshot!(by_time(&[
+            ("-1, appended 30 s ago", -1, NOW_MS - 30_000),
+            ("-1, appended 8 days ago", -1, NOW_MS - 8 * DAY_MS),
+            ("-1, appended exactly 7 days ago", -1, NOW_MS - WEEK_MS),
+            ("-7 (invalid), appended 30 s ago", -7, NOW_MS - 30_000),
+            ("0, appended 30 s ago", 0, NOW_MS - 30_000),
+            ("far past (1 s after 1970), appended now", 1_000, NOW_MS),
+            ("an hour ago, appended 8 days ago", NOW_MS - 3_600_000, NOW_MS - 8 * DAY_MS),
+            ("8 days ago, appended now", NOW_MS - 8 * DAY_MS, NOW_MS),
+            ("far future (10 years on), appended 8 days ago", NOW_MS + 520 * WEEK_MS, NOW_MS - 8 * DAY_MS),
+            ("i64::MAX, appended 8 days ago", i64::MAX, NOW_MS - 8 * DAY_MS),
+            ("i64::MIN, appended 30 s ago", i64::MIN, NOW_MS - 30_000),
+        ]), @r"
+        -1, appended 30 s ago: kept
+        -1, appended 8 days ago: deleted
+        -1, appended exactly 7 days ago: kept
+        -7 (invalid), appended 30 s ago: kept
+        0, appended 30 s ago: deleted
+        far past (1 s after 1970), appended now: deleted
+        an hour ago, appended 8 days ago: kept
+        8 days ago, appended now: deleted
+        far future (10 years on), appended 8 days ago: kept
+        i64::MAX, appended 8 days ago: kept
+        i64::MIN, appended 30 s ago: kept
+        ");
+    }
+
+    #[test]
+    fn time_retention_of_mixed_segments_is_a_prefix() {
+        let config = config(Some(WEEK_MS), None, CleanupPolicy::Delete);
+        let old = NOW_MS - 8 * DAY_MS;
+        let recent = NOW_MS - 30_000;
+        // An untimed, recently appended segment shields an old timed one after it.
+        let shielding = segments(&[(0, 100, -1, recent), (5, 100, 0, recent), (9, 0, 0, 0)]);
+        assert_eq!(deletable_count(&shielding, 200, &config, NOW_MS, 0), 0);
+        // Timed-old, untimed-old, then untimed-recent: the first two go.
+        let mixed = segments(&[
+            (0, 100, 5, recent),
+            (5, 100, -1, old),
+            (9, 100, -1, recent),
+            (12, 0, 0, 0),
+        ]);
+        assert_eq!(deletable_count(&mixed, 300, &config, NOW_MS, 0), 2);
     }
 }

@@ -32,6 +32,12 @@ pub(crate) struct Segment {
     /// Wall time of the first append since this process opened the segment: its age for
     /// `segment_ms`. A restart restarts the age, which only delays a time-based roll.
     rolling_ms: Option<i64>,
+    /// Wall time of the last change to the file: Kafka's file last-modified time, the age that
+    /// time retention falls back to when no record carries a timestamp. The `Disk` seam has no
+    /// file times, so it lives in memory: set at creation and by every append, and on opening
+    /// an existing file to the time of the open. That is never older than the file's true last
+    /// change, so a restart can only postpone deletion, never bring it forward.
+    modified_ms: i64,
 }
 
 impl Segment {
@@ -42,6 +48,7 @@ impl Segment {
         dir: &Path,
         base_offset: i64,
         interval: u32,
+        now_ms: i64,
     ) -> Result<Self, LogError> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
         let file = disk
@@ -57,11 +64,14 @@ impl Segment {
             next_offset: base_offset,
             indexes,
             rolling_ms: None,
+            modified_ms: now_ms,
         })
     }
 
     /// A segment just written in full elsewhere (compaction) and renamed into place; `file` is
-    /// the handle it was written through.
+    /// the handle it was written through. `modified_ms` is the newest of the segments it
+    /// replaces, as Kafka's cleaner keeps it: a rewrite adds no records, so it must not make
+    /// untimed records look younger, nor older.
     pub fn installed(
         dir: &Path,
         file: Arc<dyn DiskFile>,
@@ -69,6 +79,7 @@ impl Segment {
         size_bytes: u64,
         next_offset: i64,
         indexes: IndexBuilder,
+        modified_ms: i64,
     ) -> Segment {
         assert!(size_bytes > 0 && next_offset > base_offset);
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
@@ -80,12 +91,15 @@ impl Segment {
             next_offset,
             indexes,
             rolling_ms: None,
+            modified_ms,
         }
     }
 
     /// Opens a segment by validating every batch, showing each valid header to `visit`. Stops
     /// at the first byte that is not a valid batch following `offset_floor` and returns the
-    /// segment up to there plus why it stopped; the file itself is not modified.
+    /// segment up to there plus why it stopped; the file itself is not modified. `now_ms` is
+    /// taken as its last-modified time (see `modified_ms`).
+    #[allow(clippy::too_many_arguments)]
     pub fn scan_open(
         disk: &dyn Disk,
         dir: &Path,
@@ -93,6 +107,7 @@ impl Segment {
         offset_floor: i64,
         interval: u32,
         verify_crc: bool,
+        now_ms: i64,
         visit: &mut dyn FnMut(&BatchHeader),
     ) -> Result<(Segment, Option<ScanStop>), LogError> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
@@ -108,6 +123,7 @@ impl Segment {
             next_offset: base_offset.max(offset_floor),
             indexes: IndexBuilder::new(base_offset, interval),
             rolling_ms: None,
+            modified_ms: now_ms,
         };
         let mut scan = BatchScan::new(&*file, &path, file_bytes);
         if !verify_crc {
@@ -131,11 +147,13 @@ impl Segment {
 
     /// Opens a clean closed segment from its index files, walking only the batch headers after
     /// the last index entry. `None` if an index file is missing or does not match the segment:
-    /// the caller then falls back to `scan_open`, which rebuilds it.
+    /// the caller then falls back to `scan_open`, which rebuilds it. `now_ms` is taken as its
+    /// last-modified time (see `modified_ms`).
     pub fn index_open(
         disk: &dyn Disk,
         dir: &Path,
         base_offset: i64,
+        now_ms: i64,
     ) -> Result<Option<Segment>, LogError> {
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
         let file = disk
@@ -180,6 +198,7 @@ impl Segment {
             next_offset,
             indexes,
             rolling_ms: None,
+            modified_ms: now_ms,
         }))
     }
 
@@ -225,17 +244,21 @@ impl Segment {
         }
         self.observe(batch.header(), self.size_bytes);
         self.rolling_ms.get_or_insert(now_ms);
+        // A wall clock stepped back must not make the segment look older than it is.
+        self.modified_ms = self.modified_ms.max(now_ms);
         Ok(())
     }
 
     /// Cuts the segment at `position` (a batch boundary found by `locate`) and syncs the cut,
-    /// then reopens by a scan so sizes and indexes match. Truncation is durable on return.
+    /// then reopens by a scan so sizes and indexes match. Truncation is durable on return and
+    /// modifies the file at `now_ms`, as a file system would record it.
     pub fn truncate(
         self,
         disk: &dyn Disk,
         dir: &Path,
         position: u64,
         interval: u32,
+        now_ms: i64,
     ) -> Result<Segment, LogError> {
         assert!(position <= self.size_bytes);
         self.file
@@ -249,6 +272,7 @@ impl Segment {
             self.base_offset,
             interval,
             true,
+            self.modified_ms.max(now_ms),
             &mut |_| {},
         )?;
         if let Some(stop) = stop {
@@ -350,6 +374,9 @@ impl Segment {
     }
     pub fn timestamp_max(&self) -> i64 {
         self.indexes.timestamp_max()
+    }
+    pub fn modified_ms(&self) -> i64 {
+        self.modified_ms
     }
     pub fn rolling_ms(&self) -> Option<i64> {
         self.rolling_ms

@@ -8,6 +8,9 @@
 //! random length between its durable and cached lengths, taking each unsynced 512-byte sector from
 //! either the old or the new contents: lost writes, torn writes and holes, never invented bytes.
 //! Handles opened before a crash fail afterwards, as a dead process's file descriptors would.
+//! A disk set full (`full_set`) refuses, with ENOSPC and writing nothing, every write that would
+//! need a new block: one that extends a file. Overwrites in place, truncation, removal, renames
+//! and syncs still work, as on a real file system with no free blocks.
 
 use super::{Disk, DiskFile, OpenMode};
 use rand::{Rng, RngCore};
@@ -58,6 +61,8 @@ struct State {
     namespace: Namespace,
     namespace_durable: Namespace,
     journal: Vec<JournalOp>,
+    /// No free space: writes that extend a file fail with `StorageFull`.
+    full: bool,
 }
 
 /// The in-memory disk. Clone the `Arc` to share it across a node's restarts.
@@ -127,6 +132,11 @@ impl MemDisk {
 
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// Fills the disk (`true`) or frees space again; survives crashes, as a full disk does.
+    pub fn full_set(&self, full: bool) {
+        self.state().full = full;
     }
 
     /// Simulates power loss: see the module doc for what survives.
@@ -379,9 +389,16 @@ impl DiskFile for MemFile {
     }
 
     fn write_at(&self, bytes: &[u8], position: u64) -> io::Result<()> {
+        let full = lock(&self.state).full;
         let mut data = self.data()?;
         let start = usize::try_from(position).map_err(io::Error::other)?;
         let end = start + bytes.len();
+        if full && end > data.cached.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on device (MemDisk is full)",
+            ));
+        }
         if data.cached.len() < end {
             data.cached.resize(end, 0);
         }
@@ -409,6 +426,32 @@ mod tests {
 
     fn rng() -> rand_chacha::ChaCha8Rng {
         rand_chacha::ChaCha8Rng::seed_from_u64(7)
+    }
+
+    #[test]
+    fn full_disk_refuses_growth_only_and_write_atomic_leaves_no_temporary() {
+        let disk = MemDisk::new();
+        disk.create_dir_all(Path::new("d")).unwrap();
+        let file = disk.open(Path::new("d/f"), OpenMode::Create).unwrap();
+        file.write_at(b"abcd", 0).unwrap();
+        disk.full_set(true);
+        let error = file.write_at(b"e", 4).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(file.len().unwrap(), 4, "nothing written");
+        file.write_at(b"X", 1).unwrap();
+        file.truncate(2).unwrap();
+        let error = crate::disk::write_atomic(&*disk, Path::new("d/g"), b"new").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        assert!(
+            !disk.exists(Path::new("d/g.tmp")),
+            "the temporary is removed"
+        );
+        disk.full_set(false);
+        crate::disk::write_atomic(&*disk, Path::new("d/g"), b"new").unwrap();
+        assert_eq!(
+            crate::disk::read_all(&*disk, Path::new("d/f")).unwrap(),
+            b"aX"
+        );
     }
 
     #[test]

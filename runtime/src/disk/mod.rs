@@ -99,16 +99,22 @@ pub trait DiskFile: Send + Sync + Debug {
 }
 
 /// Writes a whole small file durably: write a temporary, fsync it, rename over, fsync the directory.
-/// The reader sees the old contents or the new, never a mix, even across a crash.
+/// The reader sees the old contents or the new, never a mix, even across a crash. A temporary
+/// that could not be written in full (ENOSPC) is removed, best effort, so it holds no space.
 pub fn write_atomic(disk: &dyn Disk, path: &Path, contents: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = PathBuf::from(temporary);
     let file = disk.open(&temporary, OpenMode::Create)?;
-    file.truncate(0)?;
-    file.write_at(contents, 0)?;
-    file.sync_data()?;
+    let written = file
+        .truncate(0)
+        .and_then(|()| file.write_at(contents, 0))
+        .and_then(|()| file.sync_data());
+    if let Err(error) = written {
+        let _ = disk.remove_file(&temporary);
+        return Err(error);
+    }
     disk.rename(&temporary, path)?;
     disk.sync_dir(dir)
 }

@@ -1,0 +1,145 @@
+//! Issue 8: a broker killed on a full disk must start again and serve what it acknowledged.
+//! The real server runs in-process on a `MemDisk`; the disk fills, the process "dies" (its task
+//! is aborted and the disk loses unsynced state), and a new broker on the same disk, still full,
+//! must open every partition (logging what it cannot write), serve all acknowledged records,
+//! and refuse new ones with an error code.
+
+use broker::{BrokerConfig, NodeContext};
+use bytes::Bytes;
+use client::{Admin, ClientConfig, Connection, Consumer, ConsumerConfig, Offset, TopicPartition};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::Compression;
+use rand::SeedableRng;
+use runtime::disk::CrashOptions;
+use runtime::MemDisk;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use wire::batch::build::{batch_encode, RecordSpec};
+use wire::{RequestKind, ResponseKind};
+
+const RECORDS: usize = 12;
+/// With the 1 KiB `segment.bytes` below, three of these records fill a segment.
+const VALUE_PADDING_BYTES: usize = 250;
+
+fn value(index: usize) -> String {
+    format!("v{index}-{}", "x".repeat(VALUE_PADDING_BYTES))
+}
+
+/// Starts a broker on `disk` and returns its address and task (abort it to "kill" it).
+async fn broker_start(disk: Arc<MemDisk>) -> (String, runtime::JoinHandle<()>) {
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut config = BrokerConfig::zero_config();
+    config.listen = address.clone();
+    config.data_dir = "data".into();
+    let context = NodeContext {
+        clock: runtime::Clock::system(),
+        disk,
+        seed: 8,
+    };
+    let task = runtime::spawn(async move {
+        broker::serve(config, context, std::future::pending())
+            .await
+            .expect("the broker opens its data dir and serves")
+    });
+    for _ in 0..250 {
+        if runtime::net::TcpStream::connect(&address).await.is_ok() {
+            return (address, task);
+        }
+        runtime::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the broker did not listen");
+}
+
+/// Produces one record with acks=all and returns the partition's error code.
+async fn produce_one(connection: &mut Connection, value: String) -> i16 {
+    let batch = batch_encode(
+        &[RecordSpec {
+            value: Some(Bytes::from(value)),
+            timestamp: 1_700_000_000_000,
+            ..Default::default()
+        }],
+        Compression::None,
+    );
+    let partition = PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(batch.bytes().clone()));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str("t")))
+        .with_partition_data(vec![partition]);
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![topic]);
+    match connection
+        .request(RequestKind::Produce(request))
+        .await
+        .unwrap()
+    {
+        ResponseKind::Produce(response) => response.responses[0].partition_responses[0].error_code,
+        other => panic!("unexpected response {other:?}"),
+    }
+}
+
+async fn values_read(address: &str) -> Vec<Option<Bytes>> {
+    let mut consumer = Consumer::new(
+        ClientConfig::new([address.to_string()]),
+        ConsumerConfig::kafka_defaults(),
+    );
+    consumer
+        .assign(vec![(TopicPartition::new("t", 0), Offset::Earliest)])
+        .await
+        .unwrap();
+    let mut values = Vec::new();
+    for _ in 0..100 {
+        let records = consumer.poll(Duration::from_millis(100)).await.unwrap();
+        values.extend(records.into_iter().map(|record| record.value));
+        if values.len() >= RECORDS {
+            break;
+        }
+    }
+    values
+}
+
+#[tokio::test]
+async fn a_broker_killed_on_a_full_disk_restarts_and_serves_reads() {
+    let disk = MemDisk::new();
+    let (address, task) = broker_start(disk.clone()).await;
+    // Small segments, so the records span several and recovery has indexes to rebuild.
+    let configs = BTreeMap::from([("segment.bytes".to_string(), "1024".to_string())]);
+    Admin::new(ClientConfig::new([address.clone()]))
+        .create_topic("t", 1, 1, configs)
+        .await
+        .unwrap();
+    let client_config = ClientConfig::new([address.clone()]);
+    let mut connection = Connection::connect(&address, &client_config).await.unwrap();
+    for index in 0..RECORDS {
+        assert_eq!(produce_one(&mut connection, value(index)).await, 0);
+    }
+    disk.full_set(true);
+    let refused = produce_one(&mut connection, "refused".into()).await;
+    assert_ne!(refused, 0, "a full disk refuses the append");
+    drop(connection);
+    task.abort();
+    let _ = task.await;
+    disk.crash(
+        CrashOptions::LoseUnsynced,
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(8),
+    );
+
+    let (address, _task) = broker_start(disk.clone()).await;
+    let expected: Vec<Option<Bytes>> = (0..RECORDS)
+        .map(|index| Some(Bytes::from(value(index))))
+        .collect();
+    assert_eq!(values_read(&address).await, expected);
+    let client_config = ClientConfig::new([address.clone()]);
+    let mut connection = Connection::connect(&address, &client_config).await.unwrap();
+    let refused = produce_one(&mut connection, "still full".into()).await;
+    assert_ne!(refused, 0, "appends keep failing while the disk is full");
+}
