@@ -79,6 +79,8 @@ fn topic_create(broker: &Arc<Broker>, name: &str, partition_count: i32, configs:
 async fn produce(broker: &Arc<Broker>, topic: &str, value_bytes: usize) -> i16 {
     let records = batch_encode(
         &[RecordSpec {
+            // Keyed: the test turns the topic compacted, which refuses keyless records.
+            key: Some(bytes::Bytes::from_static(b"k")),
             value: Some(vec![b'v'; value_bytes].into()),
             // Now: older records would be due for time retention at the next maintenance pass.
             timestamp: broker.clock.wall_ms(),
