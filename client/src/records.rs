@@ -255,6 +255,11 @@ fn batch_next(rest: &mut Bytes, fetch_offset: i64) -> Result<Option<ValidatedBat
         .map_err(|error| corrupt(error.to_string()))
 }
 
+/// A fetched batch may inflate to at most this much. Brokers cap a batch at the topic's
+/// `max.message.bytes` (1 MiB by default; topics rarely raise it past tens of MiB), so anything
+/// larger is hostile, and refusing it bounds the client's memory per batch.
+const FETCHED_BATCH_INFLATED_BYTES_MAX: usize = 128 * 1024 * 1024;
+
 /// The records of one validated batch, decompressed. The decoder is guarded: bytes from the
 /// network must not crash the client.
 fn batch_records(batch: &ValidatedBatch) -> Result<Vec<Record>, String> {
@@ -270,6 +275,9 @@ fn batch_records(batch: &ValidatedBatch) -> Result<Vec<Record>, String> {
             header.record_count()
         ));
     }
+    // The decoder inflates without a bound and reserves headers by a count it reads: check the
+    // batch first, so a hostile broker can neither zip-bomb nor abort us.
+    wire::records_readable(batch, FETCHED_BATCH_INFLATED_BYTES_MAX).map_err(|e| e.to_string())?;
     let mut bytes = batch.bytes().clone();
     let decoded = catch_unwind(AssertUnwindSafe(|| RecordBatchDecoder::decode(&mut bytes)));
     match decoded {

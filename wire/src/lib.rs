@@ -19,4 +19,4 @@ pub use codec::{DecodeError, RequestFrame};
 pub use frame::{FrameError, REQUEST_BYTES_MAX};
 pub use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 pub use kafka_protocol::{self as protocol};
-pub use records::{records_validate, RecordError, RecordRules};
+pub use records::{records_readable, records_validate, RecordError, RecordRules};

@@ -90,12 +90,44 @@ pub fn records_validate(batch: &ValidatedBatch, rules: &RecordRules) -> Result<(
     attributes_validate(header)?;
     let body = &batch.bytes()[BATCH_HEADER_BYTES..];
     match header.compression() {
-        0 => records_check(body, header, rules),
+        0 => records_check(body, header, rules, Deltas::Consecutive),
         codec => {
             let inflated = decompress(codec, body, rules.decompressed_bytes_max)?;
-            records_check(&inflated, header, rules)
+            records_check(&inflated, header, rules, Deltas::Consecutive)
         }
     }
+}
+
+/// What a reader checks of a fetched batch before decoding it: the codec is known, the body
+/// inflates within `decompressed_bytes_max` (a hostile broker must not zip-bomb a client), and
+/// every record parses. Unlike `records_validate`, control batches and producer fields are a
+/// reader's business to interpret, not to refuse, and offset deltas need only increase within
+/// the batch, because compaction removes records from stored batches.
+pub fn records_readable(
+    batch: &ValidatedBatch,
+    decompressed_bytes_max: usize,
+) -> Result<(), RecordError> {
+    let header = batch.header();
+    let rules = RecordRules {
+        decompressed_bytes_max,
+        key_required: false,
+    };
+    let body = &batch.bytes()[BATCH_HEADER_BYTES..];
+    match header.compression() {
+        0 => records_check(body, header, &rules, Deltas::Increasing),
+        codec => {
+            let inflated = decompress(codec, body, decompressed_bytes_max)?;
+            records_check(&inflated, header, &rules, Deltas::Increasing)
+        }
+    }
+}
+
+/// How a batch's offset deltas must run: as a producer writes them (0, 1, 2, ...), or as a
+/// log may hold them after compaction (increasing, up to the header's last offset delta).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deltas {
+    Consecutive,
+    Increasing,
 }
 
 /// The header fields a producer may set. A producer id (>= 0) is allowed with a valid epoch and
@@ -130,9 +162,11 @@ fn records_check(
     section: &[u8],
     header: &BatchHeader,
     rules: &RecordRules,
+    deltas: Deltas,
 ) -> Result<(), RecordError> {
     let mut cursor = Cursor::new(section);
     let mut keys_missing = Vec::new();
+    let mut offset_delta_previous = -1;
     for index in 0..header.record_count {
         if cursor.is_empty() {
             return Err(RecordError::CountMismatch {
@@ -140,7 +174,20 @@ fn records_check(
                 found: index,
             });
         }
-        let has_key = record_check(&mut cursor, index, header)?;
+        let (has_key, offset_delta) = record_check(&mut cursor, index, header)?;
+        let in_order = match deltas {
+            Deltas::Consecutive => offset_delta == index,
+            Deltas::Increasing => {
+                offset_delta > offset_delta_previous && offset_delta <= header.last_offset_delta
+            }
+        };
+        if !in_order {
+            return Err(RecordError::OffsetDelta {
+                index,
+                offset_delta,
+            });
+        }
+        offset_delta_previous = offset_delta;
         if rules.key_required && !has_key {
             keys_missing.push(index);
         }
@@ -159,12 +206,12 @@ fn records_check(
     Ok(())
 }
 
-/// Parses record `index` at the cursor; returns whether it has a key.
+/// Parses record `index` at the cursor; returns whether it has a key, and its offset delta.
 fn record_check(
     cursor: &mut Cursor,
     index: i32,
     header: &BatchHeader,
-) -> Result<bool, RecordError> {
+) -> Result<(bool, i32), RecordError> {
     let malformed = |reason| RecordError::Malformed { index, reason };
     let length = cursor.varint().map_err(malformed)?;
     let length = usize::try_from(length).map_err(|_| malformed("negative record length"))?;
@@ -175,12 +222,6 @@ fn record_check(
     record.take(1).map_err(malformed)?; // Attributes: unused in v2.
     let timestamp_delta = record.varlong().map_err(malformed)?;
     let offset_delta = record.varint().map_err(malformed)?;
-    if offset_delta != index {
-        return Err(RecordError::OffsetDelta {
-            index,
-            offset_delta,
-        });
-    }
     if header.base_timestamp.checked_add(timestamp_delta).is_none() {
         return Err(RecordError::TimestampDelta {
             index,
@@ -204,7 +245,7 @@ fn record_check(
     if !record.is_empty() {
         return Err(malformed("record length leaves bytes unread"));
     }
-    Ok(has_key)
+    Ok((has_key, offset_delta))
 }
 
 /// A read position over untrusted bytes: every read is checked, none panics.
@@ -444,11 +485,12 @@ mod tests {
         records.iter().flat_map(record_bytes).collect()
     }
 
-    /// The batch fields a case may change; `count` also sets lastOffsetDelta to `count - 1`.
+    /// The batch fields a case may change; `envelope(count)` sets lastOffsetDelta to `count - 1`.
     #[derive(Clone, Copy)]
     struct Envelope {
         attributes: i16,
         count: i32,
+        last_offset_delta: i32,
         base_timestamp: i64,
         producer_id: i64,
         producer_epoch: i16,
@@ -459,6 +501,7 @@ mod tests {
         Envelope {
             attributes: 0,
             count,
+            last_offset_delta: count - 1,
             base_timestamp: 1_000,
             producer_id: -1,
             producer_epoch: -1,
@@ -475,7 +518,7 @@ mod tests {
         bytes.put_i8(2);
         bytes.put_u32(0);
         bytes.put_i16(envelope.attributes);
-        bytes.put_i32(envelope.count - 1);
+        bytes.put_i32(envelope.last_offset_delta);
         bytes.put_i64(envelope.base_timestamp);
         bytes.put_i64(envelope.base_timestamp);
         bytes.put_i64(envelope.producer_id);
@@ -605,8 +648,7 @@ mod tests {
             attributes,
             ..envelope(1)
         };
-        let mut uneven = envelope(1);
-        uneven.count = 2;
+        let uneven = envelope(2);
         let uneven = {
             let mut bytes = BytesMut::from(&batch(uneven, &section(&[raw(0), raw(1)])).bytes()[..]);
             bytes[23..27].copy_from_slice(&5i32.to_be_bytes());
@@ -718,6 +760,56 @@ mod tests {
         snappy raw: the snappy body inflates to more than 65536 bytes (max.message.bytes)
         lz4: the lz4 body inflates to more than 65536 bytes (max.message.bytes)
         zstd: the zstd body inflates to more than 65536 bytes (max.message.bytes)
+        ");
+    }
+
+    #[test]
+    fn readers_accept_compacted_and_control_batches_and_refuse_bombs_and_garbage() {
+        // What a client checks of fetched batches: compaction leaves gaps in offset deltas and
+        // control batches are a reader's to interpret; bombs and broken records are refused.
+        let compacted = Envelope {
+            last_offset_delta: 4,
+            ..envelope(2)
+        };
+        let control = Envelope {
+            attributes: 0x20,
+            ..envelope(1)
+        };
+        let gzip_bomb = Envelope {
+            attributes: 1,
+            ..envelope(1)
+        };
+        let cases = [
+            (
+                "compacted, deltas 1 and 4",
+                batch(compacted, &section(&[raw(1), raw(4)])),
+            ),
+            ("control", batch(control, &section(&[raw(0)]))),
+            (
+                "deltas out of order",
+                batch(compacted, &section(&[raw(3), raw(2)])),
+            ),
+            (
+                "delta past the last",
+                batch(compacted, &section(&[raw(1), raw(5)])),
+            ),
+            ("gzip bomb", batch(gzip_bomb, &gzip(&vec![0u8; 8 << 20]))),
+            ("garbage", batch(envelope(1), b"\x7f\x00garbage")),
+        ];
+        let verdicts: String = cases
+            .iter()
+            .map(|(name, batch)| match records_readable(batch, 1 << 20) {
+                Ok(()) => format!("{name}: readable\n"),
+                Err(error) => format!("{name}: {error}\n"),
+            })
+            .collect();
+        insta::assert_snapshot!(verdicts, @r"
+        compacted, deltas 1 and 4: readable
+        control: readable
+        deltas out of order: record 1 has offset delta 2; inner offsets run 0, 1, 2, ...
+        delta past the last: record 1 has offset delta 5; inner offsets run 0, 1, 2, ...
+        gzip bomb: the gzip body inflates to more than 1048576 bytes (max.message.bytes)
+        garbage: record 0 is malformed: negative record length
         ");
     }
 
