@@ -42,6 +42,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Partition {
+    /// The planted bug this partition runs with (simulation self-tests only).
+    pub fn planted(&self) -> Option<Bug> {
+        self.planted
+    }
+
     /// Wraps a recovered log whose contents are all durable, and starts its flusher.
     pub fn start(
         topic: String,

@@ -21,6 +21,9 @@ pub enum Bug {
     /// overwrites the new owner's committed offset. Not in `ALL` yet: the simulator has no group
     /// workload to catch it with; the group coordinator's unit tests prove the switch works.
     CommitStaleGeneration,
+    /// Produce checks each batch's envelope and CRC but not its records, so a CRC-valid batch of
+    /// garbage is stored and poisons the partition for every reader (issue 8).
+    SkipsRecordValidation,
 }
 
 impl Bug {
@@ -31,6 +34,7 @@ impl Bug {
         Bug::OffsetReuseAfterRestart,
         Bug::RollSkipsFsync,
         Bug::CommitStaleGeneration,
+        Bug::SkipsRecordValidation,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +45,7 @@ impl Bug {
             Bug::OffsetReuseAfterRestart => "offset-reuse-after-restart",
             Bug::RollSkipsFsync => "roll-skips-fsync",
             Bug::CommitStaleGeneration => "commit-stale-generation",
+            Bug::SkipsRecordValidation => "skips-record-validation",
         }
     }
 
@@ -50,7 +55,7 @@ impl Bug {
             Bug::RecoverySkipsCrc => Some(PlantedBug::RecoverySkipsCrc),
             Bug::OffsetReuseAfterRestart => Some(PlantedBug::OffsetReuseAfterRestart),
             Bug::RollSkipsFsync => Some(PlantedBug::RollSkipsFsync),
-            Bug::CommitStaleGeneration => None,
+            Bug::CommitStaleGeneration | Bug::SkipsRecordValidation => None,
             Bug::AckBeforeFsync | Bug::FetchBeyondDurable => None,
         }
     }

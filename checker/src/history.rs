@@ -85,6 +85,14 @@ pub enum Op {
         group: String,
         offsets: BTreeMap<Partition, i64>,
     },
+    /// A produce of a batch the client poisoned on purpose (`poison` names how: garbage records,
+    /// a wrong count, an unknown codec, ...). A broker must refuse it (`Fail`); `Ok` means it was
+    /// acknowledged, an anomaly. Its records carry no workload value, so a poll that returns one
+    /// is a phantom read.
+    SendMalformed {
+        partition: Partition,
+        poison: String,
+    },
     /// Marker (a single event, kind `Info`): the client process crashed. Its open operation, if
     /// any, becomes indeterminate and its consumer positions are forgotten.
     Crash,
@@ -229,6 +237,7 @@ impl Op {
             Op::Rebalance { .. } => "rebalance",
             Op::Commit { .. } => "commit",
             Op::ListCommitted { .. } => "list-committed",
+            Op::SendMalformed { .. } => "send-malformed",
             Op::Crash => "crash",
         }
     }

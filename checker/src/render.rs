@@ -226,6 +226,14 @@ fn transaction(anomaly: &Anomaly) -> String {
             "group {group}\n  event {commit} committed under generation {generation} after event \
              {newer} had committed under generation {generation_newer}"
         ),
+        Anomaly::MalformedAccepted {
+            partition,
+            poison,
+            send,
+        } => format!(
+            "partition {partition}\n  event {send} acknowledged a batch poisoned with {poison}, \
+             which the broker had to refuse"
+        ),
         _ => unreachable!("transaction() takes the remaining kinds"),
     }
 }

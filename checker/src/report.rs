@@ -150,6 +150,13 @@ pub enum Anomaly {
         newer: usize,
         generation_newer: i32,
     },
+    /// The broker acknowledged a batch the client had poisoned on purpose (`poison`): it stored
+    /// bytes a reader cannot decode. `send` is the acknowledging completion.
+    MalformedAccepted {
+        partition: Partition,
+        poison: String,
+        send: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +273,7 @@ impl Anomaly {
             Anomaly::TornTransaction { .. } => "torn-transaction",
             Anomaly::CommittedOffsetRegression { .. } => "committed-offset-regression",
             Anomaly::StaleGenerationCommit { .. } => "stale-generation-commit",
+            Anomaly::MalformedAccepted { .. } => "malformed-accepted",
         }
     }
 

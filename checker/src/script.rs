@@ -18,6 +18,7 @@
 //! commit g1 [gen=3] t-0=4 t-1=2
 //! list g1 t-0=4         list-committed; -1 means none
 //! crash
+//! send-malformed t-0 unknown-codec     a batch poisoned on purpose
 //! ```
 //!
 //! Example: `p0 send t-0 1@0; p1 invoke send t-0 2; p1 info send t-0 2; p2 poll t-0 [0:1]`.
@@ -171,6 +172,13 @@ fn op_parse(tokens: &[&str]) -> Result<Op, String> {
         }
         "commit" | "list" => group_op_parse(name, arguments),
         "crash" => Ok(Op::Crash),
+        "send-malformed" => match arguments {
+            [partition, poison] => Ok(Op::SendMalformed {
+                partition: partition.parse()?,
+                poison: poison.to_string(),
+            }),
+            _ => Err("send-malformed needs a partition and a poison name".to_string()),
+        },
         other => Err(format!("unknown op {other:?}")),
     }
 }

@@ -378,3 +378,18 @@ fn stale_generation_commit() {
         [""; 0]
     );
 }
+
+#[test]
+fn malformed_accepted() {
+    let bad = "p1 invoke send-malformed t-0 unknown-codec; p1 ok send-malformed t-0 unknown-codec";
+    assert_eq!(kinds(bad), ["malformed-accepted"]);
+    insta::assert_snapshot!(text(bad), @r"
+    INVALID: 1 anomalies in 2 events (0 sends ok, 0 polls ok, 0 values observed)
+
+    malformed-accepted: partition t-0
+      event 1 acknowledged a batch poisoned with unknown-codec, which the broker had to refuse
+    ");
+    let good =
+        "p1 invoke send-malformed t-0 unknown-codec; p1 fail send-malformed t-0 unknown-codec";
+    assert_eq!(kinds(good), [""; 0]);
+}

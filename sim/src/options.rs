@@ -79,6 +79,10 @@ pub struct Options {
     pub network_latency: std::ops::Range<Duration>,
     /// Client request timeout: a clogged link stalls rather than errors.
     pub request_timeout: Duration,
+    /// The chance that a producer's next send is a batch poisoned on purpose (garbage records,
+    /// a wrong count, an unknown codec, ...; `wire::batch::build::Poison`), 0 in most seeds.
+    /// The broker must refuse each one and no consumer may read one.
+    pub malformed_send_rate: f64,
 }
 
 /// Whether an allowed fault is on in this seed. Draws even when the answer is forced, so the
@@ -151,6 +155,12 @@ impl Options {
             disk_faults,
             network_latency: Duration::from_millis(1)..Duration::from_millis(latency_max_ms),
             request_timeout: Duration::from_secs(5),
+            // Drawn last (new draws go at the end, so old seeds keep their worlds); both draws
+            // happen in every seed.
+            malformed_send_rate: match (rng.gen_bool(0.25), rng.gen_range(0.01..0.05)) {
+                (true, rate) => rate,
+                (false, _) => 0.0,
+            },
         }
     }
 }

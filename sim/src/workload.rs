@@ -194,9 +194,16 @@ async fn producer_run(
         retries: 0,
         ..config
     };
+    let mut poisoner = Poisoner::new(&config);
     let producer = client::Producer::new(config, producer_config);
     let mut counter = 0;
     while !stop.load(Ordering::SeqCst) {
+        // Only seeds with malformed sends draw for them, so other seeds keep their worlds.
+        if options.malformed_send_rate > 0.0 && rng.gen_bool(options.malformed_send_rate) {
+            poisoner.send(process, &options, &recorder, &mut rng).await;
+            runtime::time::sleep(options.send_interval).await;
+            continue;
+        }
         let partition = Partition::new(TOPIC, rng.gen_range(0..options.topic_partitions));
         let value = process as i64 * VALUES_PER_PROCESS + counter;
         counter += 1;
@@ -225,6 +232,92 @@ async fn producer_run(
         );
         runtime::time::sleep(options.send_interval).await;
     }
+}
+
+/// Sends batches poisoned on purpose over a raw connection (the client's producer only builds
+/// valid ones) and records each as `SendMalformed`: refused is `Fail`, acknowledged `Ok` (an
+/// anomaly), no answer `Info`. Their record value `poison` parses as no workload value, so a
+/// poll that ever returns one is a phantom read.
+struct Poisoner {
+    config: ClientConfig,
+    connection: Option<client::Connection>,
+}
+
+impl Poisoner {
+    fn new(config: &ClientConfig) -> Poisoner {
+        Poisoner {
+            config: config.clone(),
+            connection: None,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        process: u64,
+        options: &Options,
+        recorder: &Recorder,
+        rng: &mut impl Rng,
+    ) {
+        use wire::batch::build::{batch_poisoned, Poison, RecordSpec};
+        let poison = Poison::ALL[rng.gen_range(0..Poison::ALL.len())];
+        let partition = Partition::new(TOPIC, rng.gen_range(0..options.topic_partitions));
+        let op = Op::SendMalformed {
+            partition: partition.clone(),
+            poison: poison.name().to_string(),
+        };
+        recorder.event(process, EventKind::Invoke, op.clone());
+        let record = RecordSpec {
+            value: Some(Bytes::from_static(b"poison")),
+            timestamp: 1,
+            ..Default::default()
+        };
+        let request = produce_request(&partition, batch_poisoned(&record, poison));
+        let deadline = options.request_timeout * 2;
+        let answer = runtime::time::timeout(deadline, self.request(request)).await;
+        let kind = match answer {
+            Ok(Ok(0)) => EventKind::Ok,
+            Ok(Ok(_)) => EventKind::Fail,
+            Ok(Err(_)) | Err(_) => {
+                self.connection = None; // A failed request poisons the connection.
+                EventKind::Info
+            }
+        };
+        recorder.event(process, kind, op);
+    }
+
+    /// The partition's error code.
+    async fn request(&mut self, request: wire::RequestKind) -> Result<i16, ClientError> {
+        if self.connection.is_none() {
+            let address = &self.config.bootstrap[0];
+            self.connection = Some(client::Connection::connect(address, &self.config).await?);
+        }
+        let connection = self.connection.as_mut().expect("connected above");
+        match connection.request(request).await? {
+            wire::ResponseKind::Produce(response) => Ok(response
+                .responses
+                .first()
+                .and_then(|topic| topic.partition_responses.first())
+                .map_or(-1, |partition| partition.error_code)),
+            _ => Ok(-1),
+        }
+    }
+}
+
+fn produce_request(partition: &Partition, records: Bytes) -> wire::RequestKind {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    let data = PartitionProduceData::default()
+        .with_index(partition.partition)
+        .with_records(Some(records));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(partition.topic.clone().into()))
+        .with_partition_data(vec![data]);
+    wire::RequestKind::Produce(
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5_000)
+            .with_topic_data(vec![topic]),
+    )
 }
 
 /// Turns a poll's records into the history's shape, checking each value parses.

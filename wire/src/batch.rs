@@ -357,6 +357,77 @@ pub mod build {
             .expect("encoding a valid batch");
         ValidatedBatch::validate(buffer.freeze()).expect("the encoder writes valid batches")
     }
+
+    /// The ways a CRC-valid batch can still be poison (issue 8): each one a broker must refuse
+    /// before appending, because a reader could not decode it. Tests and the simulator's
+    /// malformed sends use them.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Poison {
+        /// The record bytes are garbage.
+        GarbageRecords,
+        /// The header declares 3 records; 1 is present.
+        CountMismatch,
+        /// Compression codec 7, which does not exist.
+        UnknownCodec,
+        /// The gzip flag on an uncompressed body.
+        GzipFlagOnPlainBody,
+        /// The transactional bit without a producer id.
+        TransactionalWithoutProducer,
+        /// A control batch, which only brokers write.
+        Control,
+    }
+
+    impl Poison {
+        pub const ALL: [Poison; 6] = [
+            Poison::GarbageRecords,
+            Poison::CountMismatch,
+            Poison::UnknownCodec,
+            Poison::GzipFlagOnPlainBody,
+            Poison::TransactionalWithoutProducer,
+            Poison::Control,
+        ];
+
+        pub fn name(self) -> &'static str {
+            match self {
+                Poison::GarbageRecords => "garbage-records",
+                Poison::CountMismatch => "count-mismatch",
+                Poison::UnknownCodec => "unknown-codec",
+                Poison::GzipFlagOnPlainBody => "gzip-flag-on-plain-body",
+                Poison::TransactionalWithoutProducer => "transactional-without-producer",
+                Poison::Control => "control",
+            }
+        }
+    }
+
+    /// `record` encoded as one uncompressed batch, then poisoned, with its CRC made valid again
+    /// so that only record-level validation can tell.
+    pub fn batch_poisoned(record: &RecordSpec, poison: Poison) -> Bytes {
+        let batch = batch_encode(std::slice::from_ref(record), Compression::None);
+        let mut bytes = BytesMut::from(&batch.bytes()[..]);
+        let attributes = 21..23;
+        let mut set_attributes = |bits: i16| {
+            let old = i16::from_be_bytes([bytes[21], bytes[22]]);
+            bytes[attributes.clone()].copy_from_slice(&(old | bits).to_be_bytes());
+        };
+        match poison {
+            Poison::UnknownCodec => set_attributes(7),
+            Poison::GzipFlagOnPlainBody => set_attributes(1),
+            Poison::TransactionalWithoutProducer => set_attributes(0x10),
+            Poison::Control => set_attributes(0x20),
+            Poison::CountMismatch => {
+                bytes[23..27].copy_from_slice(&2i32.to_be_bytes()); // lastOffsetDelta
+                bytes[57..61].copy_from_slice(&3i32.to_be_bytes()); // record count
+            }
+            Poison::GarbageRecords => {
+                for byte in &mut bytes[BATCH_HEADER_BYTES..] {
+                    *byte = 0x7f;
+                }
+            }
+        }
+        let crc = crc_compute(&bytes);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes.freeze()
+    }
 }
 
 #[cfg(test)]

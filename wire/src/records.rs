@@ -764,6 +764,37 @@ mod tests {
     }
 
     #[test]
+    fn every_poison_passes_the_envelope_and_is_refused_by_its_records() {
+        use crate::batch::build::{batch_poisoned, Poison, RecordSpec};
+        let record = RecordSpec {
+            value: Some(Bytes::from_static(b"poison")),
+            timestamp: 1,
+            ..Default::default()
+        };
+        let rules = RecordRules {
+            decompressed_bytes_max: 1 << 20,
+            key_required: false,
+        };
+        let verdicts: String = Poison::ALL
+            .iter()
+            .map(|poison| {
+                let batch = ValidatedBatch::validate(batch_poisoned(&record, *poison))
+                    .expect("a poisoned batch keeps a valid envelope");
+                let verdict = records_validate(&batch, &rules).expect_err("poison is refused");
+                format!("{}: {verdict}\n", poison.name())
+            })
+            .collect();
+        insta::assert_snapshot!(verdicts, @r"
+        garbage-records: record 0 is malformed: negative record length
+        count-mismatch: the batch declares 3 records but holds 1
+        unknown-codec: compression codec 7 is unknown (0-4 are none, gzip, snappy, lz4, zstd)
+        gzip-flag-on-plain-body: the gzip body does not decompress: invalid gzip header
+        transactional-without-producer: a transactional batch needs a producer id (it has -1)
+        control: producers may not write control batches
+        ");
+    }
+
+    #[test]
     fn readers_accept_compacted_and_control_batches_and_refuse_bombs_and_garbage() {
         // What a client checks of fetched batches: compaction leaves gaps in offset deltas and
         // control batches are a reader's to interpret; bombs and broken records are refused.

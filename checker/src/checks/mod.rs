@@ -32,4 +32,5 @@ pub(crate) fn run(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
     transactions::check_torn(anomalies, analysis);
     commits::check(anomalies, analysis);
     commits::check_generations(anomalies, analysis);
+    sends::check_malformed_accepted(anomalies, analysis);
 }

@@ -4,13 +4,14 @@
 //! - nonmonotonic-send: one process's acknowledged sends to one partition, in the order it issued
 //!   them, get strictly increasing offsets. `internal` when both are in one operation (a
 //!   transaction or batch sends in order, so its records land in order).
+//! - malformed-accepted: a `SendMalformed` (a batch poisoned on purpose) acknowledged.
 //! - send-realtime-order: if send A was acknowledged before send B was invoked, B's offset is
 //!   after A's. Same-process pairs are left to nonmonotonic-send, so each bug is reported once.
 //!   Checked in one pass: each partition keeps its highest acknowledged send and the highest from
 //!   any other process, snapshotted when an operation is invoked and compared on its completion.
 
 use crate::checks::Analysis;
-use crate::history::{EventKind, Partition, Record};
+use crate::history::{EventKind, Op, Partition, Record};
 use crate::index::sends;
 use crate::operations::Outcome;
 use crate::report::Anomaly;
@@ -148,6 +149,22 @@ pub(crate) fn check_realtime_order(anomalies: &mut Vec<Anomaly>, analysis: &Anal
                 complete: position,
             };
             highest.entry(partition).or_default().add(acked);
+        }
+    }
+}
+
+/// Every acknowledged `SendMalformed`: a broker that validates what it stores refuses them all.
+pub(crate) fn check_malformed_accepted(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
+    for (position, event) in analysis.history.events.iter().enumerate() {
+        let Op::SendMalformed { partition, poison } = &event.op else {
+            continue;
+        };
+        if event.kind == EventKind::Ok {
+            anomalies.push(Anomaly::MalformedAccepted {
+                partition: partition.clone(),
+                poison: poison.clone(),
+                send: position,
+            });
         }
     }
 }
