@@ -52,6 +52,16 @@ struct BrokerArgs {
     /// Partitions for topics created without a count.
     #[arg(long)]
     default_partitions: Option<i32>,
+    /// Connections allowed from one client address (Kafka's max.connections.per.ip).
+    #[arg(long)]
+    max_connections_per_ip: Option<usize>,
+    /// Close a connection idle this long (Kafka's connections.max.idle.ms; default 600000).
+    #[arg(long)]
+    connections_max_idle_ms: Option<u64>,
+    /// Bytes of large requests being received across all connections before reading pauses
+    /// (Kafka's queued.max.request.bytes; default 209715200).
+    #[arg(long)]
+    queued_max_request_bytes: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +93,15 @@ fn broker_config(args: &BrokerArgs) -> Result<(BrokerConfig, String), String> {
     config.data_dir = args.data_dir.clone().unwrap_or(config.data_dir);
     config.auto_create_topics = args.auto_create_topics.unwrap_or(config.auto_create_topics);
     config.default_partitions = args.default_partitions.unwrap_or(config.default_partitions);
+    config.connections_per_ip_max = args
+        .max_connections_per_ip
+        .unwrap_or(config.connections_per_ip_max);
+    if let Some(idle_ms) = args.connections_max_idle_ms {
+        config.connections_idle_max = std::time::Duration::from_millis(idle_ms);
+    }
+    config.requests_queued_bytes_max = args
+        .queued_max_request_bytes
+        .unwrap_or(config.requests_queued_bytes_max);
     if let Some(level) = &args.log_level {
         log_level = level.clone();
     }
