@@ -4,7 +4,6 @@ use crate::config::BrokerConfig;
 use crate::group::shell::GroupCoordinator;
 use crate::topics::{TopicError, Topics};
 use runtime::rng::{ChaCha8Rng, RngCore};
-use runtime::sync::Notify;
 use runtime::{Clock, Disk};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,8 +22,6 @@ pub struct Broker {
     pub clock: Clock,
     topics: Mutex<Topics>,
     rng: Mutex<ChaCha8Rng>,
-    /// Woken whenever a partition's high watermark may have advanced: long-polling fetches wait here.
-    pub data_arrived: Notify,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
     groups: Arc<GroupCoordinator>,
 }
@@ -61,7 +58,6 @@ impl Broker {
             clock: context.clock,
             topics: Mutex::new(topics),
             rng: Mutex::new(rng),
-            data_arrived: Notify::new(),
             groups,
         }))
     }

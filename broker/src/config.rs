@@ -3,6 +3,7 @@
 //! Every limit is here with its unit, so an operator finds them in one place and the server code
 //! takes them as values, never as globals.
 
+use runtime::sync::Semaphore;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +11,18 @@ use std::time::Duration;
 /// Kafka's default `log.retention.check.interval.ms` (5 minutes): retention deletes whole
 /// segments, so checking more often buys little, and each pass walks every partition.
 pub const RETENTION_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_millis(300_000);
+/// Kafka's default `max.connections.per.ip` (`Int.MaxValue`): no per-address limit unless set.
+pub const CONNECTIONS_PER_IP_MAX_DEFAULT: usize = i32::MAX as usize;
+
+/// Kafka's default `connections.max.idle.ms`: ten minutes.
+pub const CONNECTIONS_IDLE_MAX_DEFAULT: Duration = Duration::from_secs(10 * 60);
+
+/// Kafka's default `queued.max.request.bytes` is -1, unlimited, which let eight clients that each
+/// sent 60 MiB of a 100 MiB frame hold 505 MB. Two maximum-size requests (2 x 100 MiB) may be
+/// received at once: large requests are rare (librdkafka sends at most 1 MB by default), two keep
+/// one slow sender from stalling every other large request, and the bound plus 64 KiB per
+/// connection (64 MiB at 1,024 connections) fits a small machine.
+pub const REQUESTS_QUEUED_BYTES_MAX_DEFAULT: usize = 2 * wire::REQUEST_BYTES_MAX as usize;
 
 /// The broker's own settings (topic-level log settings live in `topic_config`).
 #[derive(Debug, Clone, PartialEq)]
@@ -24,12 +37,23 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Partitions of a topic created without a count (auto-created, or CreateTopics with -1).
     pub default_partitions: i32,
-    /// Connections beyond this are closed on accept: each holds buffers and a task.
+    /// Connections beyond this are closed on accept: each holds buffers and a task. When every
+    /// slot is taken, the longest-idle connection is closed to admit the new one (`limits`).
     pub connections_max: usize,
+    /// Kafka's `max.connections.per.ip`: connections from one client address beyond this are
+    /// closed on accept, so one misbehaving host cannot take every slot.
+    pub connections_per_ip_max: usize,
+    /// Kafka's `connections.max.idle.ms`: a connection with no request in flight that has
+    /// received nothing and sent nothing for this long is closed.
+    pub connections_idle_max: Duration,
     /// Kafka's `socket.request.max.bytes`: bigger frames close the connection unread.
     pub request_bytes_max: u32,
     /// Requests a connection may have in flight before the broker stops reading from it.
     pub requests_in_flight_max: usize,
+    /// Kafka's `queued.max.request.bytes`: bytes of large requests (beyond each connection's
+    /// 64 KiB base buffer) being received across all connections. A connection that would
+    /// exceed it stops reading until memory is released. Must be at least `request_bytes_max`.
+    pub requests_queued_bytes_max: usize,
     /// How often retention and compaction run (Kafka's `log.retention.check.interval.ms`,
     /// `RETENTION_CHECK_INTERVAL_DEFAULT` unless set).
     pub retention_check_interval: Duration,
@@ -52,8 +76,11 @@ impl BrokerConfig {
             auto_create_topics: false,
             default_partitions: 1,
             connections_max: 1024,
+            connections_per_ip_max: CONNECTIONS_PER_IP_MAX_DEFAULT,
+            connections_idle_max: CONNECTIONS_IDLE_MAX_DEFAULT,
             request_bytes_max: wire::REQUEST_BYTES_MAX,
             requests_in_flight_max: 128,
+            requests_queued_bytes_max: REQUESTS_QUEUED_BYTES_MAX_DEFAULT,
             retention_check_interval: RETENTION_CHECK_INTERVAL_DEFAULT,
             cluster_id: "gregor-cluster".to_string(),
             planted: None,
@@ -86,6 +113,9 @@ pub struct ConfigFile {
     pub auto_create_topics: Option<bool>,
     pub default_partitions: Option<i32>,
     pub connections_max: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub connections_max_idle_ms: Option<u64>,
+    pub queued_max_request_bytes: Option<usize>,
     pub request_bytes_max: Option<u32>,
     pub retention_check_interval_ms: Option<u64>,
     pub cluster_id: Option<String>,
@@ -122,6 +152,9 @@ impl ConfigFile {
             auto_create_topics,
             default_partitions,
             connections_max,
+            max_connections_per_ip,
+            connections_max_idle_ms,
+            queued_max_request_bytes,
             request_bytes_max,
             retention_check_interval_ms,
             cluster_id,
@@ -133,6 +166,13 @@ impl ConfigFile {
         config.auto_create_topics = auto_create_topics.unwrap_or(config.auto_create_topics);
         config.default_partitions = default_partitions.unwrap_or(config.default_partitions);
         config.connections_max = connections_max.unwrap_or(config.connections_max);
+        config.connections_per_ip_max =
+            max_connections_per_ip.unwrap_or(config.connections_per_ip_max);
+        if let Some(idle_ms) = connections_max_idle_ms {
+            config.connections_idle_max = Duration::from_millis(idle_ms);
+        }
+        config.requests_queued_bytes_max =
+            queued_max_request_bytes.unwrap_or(config.requests_queued_bytes_max);
         config.request_bytes_max = request_bytes_max.unwrap_or(config.request_bytes_max);
         if let Some(interval_ms) = retention_check_interval_ms {
             config.retention_check_interval = Duration::from_millis(interval_ms);
@@ -167,6 +207,23 @@ pub fn validate(config: &BrokerConfig) -> Result<(), ConfigError> {
     }
     if config.retention_check_interval.is_zero() {
         return invalid("retention_check_interval_ms", "0".into(), "must be >= 1");
+    }
+    if config.connections_per_ip_max == 0 {
+        return invalid("max_connections_per_ip", "0".into(), "must be >= 1");
+    }
+    if config.connections_idle_max.is_zero() {
+        return invalid("connections_max_idle_ms", "0".into(), "must be >= 1");
+    }
+    // A request of the maximum size must fit the budget, or it would wait forever.
+    if config.requests_queued_bytes_max < config.request_bytes_max as usize
+        || config.requests_queued_bytes_max > Semaphore::MAX_PERMITS
+    {
+        let value = config.requests_queued_bytes_max.to_string();
+        return invalid(
+            "queued_max_request_bytes",
+            value,
+            "must be at least request_bytes_max",
+        );
     }
     if config.listen.parse::<std::net::SocketAddr>().is_err() {
         return invalid(
@@ -204,6 +261,29 @@ mod tests {
         assert_eq!(config.retention_check_interval, Duration::from_millis(500));
         config.retention_check_interval = Duration::ZERO;
         assert!(validate(&config).is_err(), "a zero interval would spin");
+    }
+
+    #[test]
+    fn connection_limits_use_kafka_names_and_defaults() {
+        let mut config = BrokerConfig::zero_config();
+        assert_eq!(config.connections_per_ip_max, 2_147_483_647);
+        assert_eq!(config.connections_idle_max, Duration::from_millis(600_000));
+        assert!(validate(&config).is_ok());
+        let text = "max_connections_per_ip = 5\nconnections_max_idle_ms = 250\n\
+                    queued_max_request_bytes = 104857600\n";
+        ConfigFile::parse("x.toml", text)
+            .unwrap()
+            .apply(&mut config);
+        assert_eq!(config.connections_per_ip_max, 5);
+        assert_eq!(config.connections_idle_max, Duration::from_millis(250));
+        assert_eq!(config.requests_queued_bytes_max, 100 << 20);
+        assert!(validate(&config).is_ok());
+        // Smaller than one maximum-size request: such a request could never be received.
+        config.requests_queued_bytes_max = config.request_bytes_max as usize - 1;
+        assert!(validate(&config).is_err());
+        config.requests_queued_bytes_max = config.request_bytes_max as usize;
+        config.connections_per_ip_max = 0;
+        assert!(validate(&config).is_err());
     }
 
     #[test]

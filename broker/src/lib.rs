@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod group;
 pub mod handlers;
+pub mod limits;
 pub mod maintenance;
 pub mod partition;
 pub mod planted;

@@ -56,6 +56,16 @@ struct BrokerArgs {
     /// default 300000).
     #[arg(long)]
     retention_check_interval_ms: Option<u64>,
+    /// Connections allowed from one client address (Kafka's max.connections.per.ip).
+    #[arg(long)]
+    max_connections_per_ip: Option<usize>,
+    /// Close a connection idle this long (Kafka's connections.max.idle.ms; default 600000).
+    #[arg(long)]
+    connections_max_idle_ms: Option<u64>,
+    /// Bytes of large requests being received across all connections before reading pauses
+    /// (Kafka's queued.max.request.bytes; default 209715200).
+    #[arg(long)]
+    queued_max_request_bytes: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +100,15 @@ fn broker_config(args: &BrokerArgs) -> Result<(BrokerConfig, String), String> {
     if let Some(interval_ms) = args.retention_check_interval_ms {
         config.retention_check_interval = std::time::Duration::from_millis(interval_ms);
     }
+    config.connections_per_ip_max = args
+        .max_connections_per_ip
+        .unwrap_or(config.connections_per_ip_max);
+    if let Some(idle_ms) = args.connections_max_idle_ms {
+        config.connections_idle_max = std::time::Duration::from_millis(idle_ms);
+    }
+    config.requests_queued_bytes_max = args
+        .queued_max_request_bytes
+        .unwrap_or(config.requests_queued_bytes_max);
     if let Some(level) = &args.log_level {
         log_level = level.clone();
     }

@@ -16,8 +16,9 @@ pub async fn pass(broker: &Arc<Broker>) {
     let partitions = broker.topics().partitions_all();
     for partition in partitions {
         let now_ms = broker.clock.wall_ms();
-        {
+        let log_start_moved = {
             let mut log = partition.log();
+            let log_start_before = log.log_start_offset();
             match log.retention_enforce(now_ms) {
                 Ok(outcome) => {
                     tracing::debug!(topic = %partition.topic, partition = partition.index, ?outcome, "retention")
@@ -34,6 +35,10 @@ pub async fn pass(broker: &Arc<Broker>) {
                     tracing::error!(topic = %partition.topic, partition = partition.index, %error, "compaction failed")
                 }
             }
+            log.log_start_offset() != log_start_before
+        };
+        if log_start_moved {
+            partition.readers_wake();
         }
         // Let produce and fetch traffic in between partitions.
         runtime::yield_now().await;

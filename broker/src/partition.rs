@@ -90,8 +90,17 @@ impl Partition {
         *self.durable_sender.borrow()
     }
 
+    /// Changes whenever this partition may have become readable in a new way: the durable offset
+    /// advanced, it went offline, or (`readers_wake`) its log start moved.
     pub fn durable_watch(&self) -> watch::Receiver<Durable> {
         self.durable_sender.subscribe()
+    }
+
+    /// Wakes long-polling fetches of this partition without changing the durable state: retention
+    /// or compaction moved the log start, so a parked fetch below it must now answer
+    /// OFFSET_OUT_OF_RANGE. Producers waiting for durability re-check and keep waiting.
+    pub fn readers_wake(&self) {
+        self.durable_sender.send_modify(|_| {});
     }
 
     /// The high watermark: what consumers may read.

@@ -1,4 +1,5 @@
-//! Accepting connections: the listener loop, the connection limit, background tasks, shutdown.
+//! Accepting connections: the listener loop, the connection limits (`limits`), background tasks,
+//! shutdown.
 //!
 //! `serve` is the one startup path: `gregor broker` and the simulator both call it, so the
 //! simulator exercises exactly the code that serves real clients.
@@ -6,9 +7,9 @@
 use crate::broker::{Broker, NodeContext};
 use crate::config::BrokerConfig;
 use crate::connection;
+use crate::limits::Limits;
 use runtime::net::TcpListener;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,7 @@ pub async fn serve(
 }
 
 async fn accept_loop(broker: &Arc<Broker>, listener: TcpListener) {
-    let connections = Arc::new(AtomicUsize::new(0));
+    let limits = Limits::new(&broker.config, broker.clock.now());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -59,18 +60,17 @@ async fn accept_loop(broker: &Arc<Broker>, listener: TcpListener) {
                 continue;
             }
         };
-        if connections.load(Ordering::SeqCst) >= broker.config.connections_max {
-            tracing::warn!(%peer, limit = broker.config.connections_max, "connection limit reached; closing");
-            drop(stream);
-            continue;
-        }
+        let admission = match limits.admit(peer.ip(), broker.clock.now()) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                tracing::warn!(%peer, ?refusal, "connection refused");
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        connections.fetch_add(1, Ordering::SeqCst);
-        let (broker, connections) = (broker.clone(), connections.clone());
-        runtime::spawn(async move {
-            connection::run(broker, stream, peer).await;
-            connections.fetch_sub(1, Ordering::SeqCst);
-        });
+        let (broker, limits) = (broker.clone(), limits.clone());
+        runtime::spawn(connection::run(broker, limits, stream, peer, admission));
     }
 }
 

@@ -58,7 +58,12 @@ where
     {
         match tokio::task::spawn_blocking(work).await {
             Ok(result) => result,
-            Err(error) => std::panic::resume_unwind(error.into_panic()),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Cancelled: the runtime is shutting down and dropped the work before it ran. The
+            // task awaiting it is about to be dropped too, so it must not resume (its caller
+            // would treat a missing fsync as done) and must not panic (a clean shutdown logs
+            // none): it stays pending until the runtime drops it.
+            Err(_) => std::future::pending().await,
         }
     }
     #[cfg(madsim)]

@@ -1,6 +1,12 @@
 //! Fetch: read whole batches below the high watermark, long-polling until `min_bytes` are
 //! available or `max_wait_ms` passes.
 //!
+//! A parked fetch waits on the durable-offset watch of each partition it asked for, so it wakes
+//! only when one of them may have become readable (its high watermark advanced, its log start
+//! moved, or it went offline), never for traffic on other partitions. Each wake re-reads every
+//! requested partition, so `min_bytes` accumulates across partitions until it is met or the
+//! wait ends.
+//!
 //! Limits follow KIP-74: `partition_max_bytes` per partition and `max_bytes` per response, except
 //! that the first batch of the first non-empty partition is always returned whole, so a batch
 //! larger than the limits can never wedge a consumer. Stored bytes go out as read (one copy, from
@@ -9,12 +15,16 @@
 use crate::broker::Broker;
 use crate::handlers::errors::{log_error_code, NONE};
 use crate::handlers::{Reply, ResponseFuture};
+use crate::partition::Durable;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::ResponseError;
+use runtime::sync::watch;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use wire::ResponseKind;
 
@@ -35,21 +45,67 @@ pub fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> Rep
 fn long_poll(broker: Arc<Broker>, request: FetchRequest, wait: Duration) -> ResponseFuture {
     Box::pin(async move {
         let deadline = broker.clock.now() + wait;
+        let mut watches = partitions_watch(&broker, &request);
         loop {
-            let notified = broker.data_arrived.notified();
-            runtime::pin!(notified);
-            notified.as_mut().enable();
+            // Mark every watch seen before reading, so a change after the read wakes us.
+            for watch in &mut watches {
+                watch.borrow_and_update();
+            }
             let result = fetch_once(&broker, &request);
             if result.ready(&request) || broker.clock.now() >= deadline {
                 return result.into_response();
             }
             runtime::select! {
                 biased;
-                () = &mut notified => {}
+                () = changed_any(&mut watches) => {}
                 () = runtime::time::sleep_until(deadline) => {}
             }
         }
     })
+}
+
+/// The durable-offset watches of the requested partitions this broker hosts. Unknown partitions
+/// answer with an error at once, so they never reach a long poll.
+fn partitions_watch(broker: &Arc<Broker>, request: &FetchRequest) -> Vec<watch::Receiver<Durable>> {
+    let topics = broker.topics();
+    request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .map(move |fetch| (topic.topic.0.as_str(), fetch.partition))
+        })
+        .filter_map(|(topic, index)| topics.partition(topic, index))
+        .map(|partition| partition.durable_watch())
+        .collect()
+}
+
+/// Resolves when any watch sees a change. A watch whose partition is gone (sender dropped) is
+/// removed, so it cannot wake us in a loop; with no watches left this waits for the deadline.
+async fn changed_any(watches: &mut Vec<watch::Receiver<Durable>>) {
+    if watches.is_empty() {
+        return std::future::pending().await;
+    }
+    let (index, closed) = {
+        let mut changes: Vec<_> = watches
+            .iter_mut()
+            .map(|watch| Box::pin(watch.changed()))
+            .collect();
+        std::future::poll_fn(|context| {
+            for (index, change) in changes.iter_mut().enumerate() {
+                if let Poll::Ready(result) = change.as_mut().poll(context) {
+                    return Poll::Ready((index, result.is_err()));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    };
+    if closed {
+        watches.swap_remove(index);
+    }
 }
 
 struct FetchResult {
