@@ -58,6 +58,16 @@ pub enum TopicError {
     Corrupt { path: PathBuf, message: String },
     #[error("topic {name:?} is internal to the broker")]
     Internal { name: String },
+    /// The broker does not start: serving the partition's groups would serve an older state.
+    #[error(
+        "replaying __consumer_offsets-{partition} failed at offset {offset} after {attempts} reads: {reason}"
+    )]
+    OffsetsReplay {
+        partition: i32,
+        offset: i64,
+        attempts: u32,
+        reason: String,
+    },
 }
 
 #[derive(Debug)]

@@ -11,9 +11,11 @@
 //! issued by callers through `runtime::blocking` so it never stalls an async worker.
 
 mod mem;
+mod read_faults;
 mod real;
 
 pub use mem::{CrashOptions, MemDisk};
+pub use read_faults::ReadFaults;
 pub use real::RealDisk;
 
 use std::fmt::Debug;
