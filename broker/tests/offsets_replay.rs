@@ -30,7 +30,7 @@ fn open(
 ) -> (Topics, Result<Arc<GroupCoordinator>, TopicError>) {
     let mut topics = Topics::open(disk.clone(), "data".into(), 0, None).expect("topics open");
     disk.fail_next(OFFSETS_TOPIC, fail_reads);
-    let rng = runtime::rng::stream_rng(1, 0);
+    let rng = runtime::rng::stream_rng(1, runtime::rng::Stream::Groups, 0);
     let groups = GroupCoordinator::open(&mut topics, config(), Clock::system(), rng, false);
     (topics, groups)
 }
