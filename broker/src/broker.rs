@@ -3,7 +3,7 @@
 use crate::config::BrokerConfig;
 use crate::group::shell::GroupCoordinator;
 use crate::topics::{TopicError, Topics};
-use runtime::rng::{ChaCha8Rng, RngCore};
+use runtime::rng::{stream_rng, ChaCha8Rng, RngCore, Stream};
 use runtime::{Clock, Disk};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -42,10 +42,10 @@ impl Broker {
             now_ms,
             config.planted,
         )?;
-        let mut rng =
-            runtime::rng::stream_rng(context.seed, runtime::rng::Stream::node(config.node_id));
-        // The coordinator's member ids come from its own rng, seeded from this node's stream.
-        let groups_rng = runtime::rng::stream_rng(rng.next_u64(), 0);
+        let node_index = config.node_id as u32;
+        let rng = stream_rng(context.seed, Stream::Node, node_index);
+        // The coordinator's member ids come from its own stream.
+        let groups_rng = stream_rng(context.seed, Stream::Groups, node_index);
         let groups = GroupCoordinator::open(
             &mut topics,
             config.groups.clone(),

@@ -18,8 +18,7 @@ pub enum Bug {
     /// A segment roll skips the closed segment's fsync: a crash loses its acknowledged tail.
     RollSkipsFsync,
     /// The group coordinator accepts an OffsetCommit from an older generation: a zombie member
-    /// overwrites the new owner's committed offset. Not in `ALL` yet: the simulator has no group
-    /// workload to catch it with; the group coordinator's unit tests prove the switch works.
+    /// overwrites the new owner's committed offset. The `single-groups` scenario catches it.
     CommitStaleGeneration,
     /// Produce checks each batch's envelope and CRC but not its records, so a CRC-valid batch of
     /// garbage is stored and poisons the partition for every reader (issue 8).

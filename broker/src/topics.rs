@@ -58,6 +58,16 @@ pub enum TopicError {
     Corrupt { path: PathBuf, message: String },
     #[error("topic {name:?} is internal to the broker")]
     Internal { name: String },
+    /// The broker does not start: serving the partition's groups would serve an older state.
+    #[error(
+        "replaying __consumer_offsets-{partition} failed at offset {offset} after {attempts} reads: {reason}"
+    )]
+    OffsetsReplay {
+        partition: i32,
+        offset: i64,
+        attempts: u32,
+        reason: String,
+    },
 }
 
 #[derive(Debug)]
@@ -100,8 +110,10 @@ impl Topics {
         disk.create_dir_all(&data_dir).map_err(io(&data_dir))?;
         let metadata_path = data_dir.join(METADATA_FILE);
         let file: MetadataFile = if disk.exists(&metadata_path) {
-            let bytes =
-                runtime::disk::read_all(&*disk, &metadata_path).map_err(io(&metadata_path))?;
+            // The file has no checksum: a bit flipped in transit could rename a topic and make
+            // its directories orphans, so only bytes that read the same twice are believed.
+            let bytes = runtime::disk::read_all_stable(&*disk, &metadata_path)
+                .map_err(io(&metadata_path))?;
             serde_json::from_slice(&bytes).map_err(|error| TopicError::Corrupt {
                 path: metadata_path.clone(),
                 message: error.to_string(),

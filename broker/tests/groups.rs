@@ -231,7 +231,7 @@ async fn acknowledged_commits_survive_a_power_loss() {
         };
         assert_eq!(response.topics[0].partitions[0].error_code, 0);
         drop(broker);
-        let mut rng = runtime::rng::stream_rng(seed, 0);
+        let mut rng = runtime::rng::stream_rng(seed, runtime::rng::Stream::Disk, 0);
         disk.crash(runtime::disk::CrashOptions::Tear, &mut rng);
         let recovered = broker_open(disk);
         let committed = recovered.groups().read(|core| {

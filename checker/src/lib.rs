@@ -3,8 +3,8 @@
 //!
 //! **Invariant:** pure analysis. No runtime, clock or I/O, and no crate of ours; the same history
 //! always yields the same report, byte for byte.
-//! **Boundary:** [`History`] in, [`Report`] out ([`check`]); [`Liveness`] for the simulator's
-//! liveness phase; [`script`] builds small histories from text for tests.
+//! **Boundary:** [`History`] in, [`Report`] out ([`check`]); [`script`] builds small histories
+//! from text for tests.
 //!
 //! Module map:
 //! - `history`: the model a workload records (events, ops, micro-ops, partitions).
@@ -12,12 +12,10 @@
 //! - `index`: per-partition log (offset -> values), writers and reads, built once.
 //! - `checks/`: one module per family of anomalies, each documenting its exact rule.
 //! - `report`, `render`: anomalies, stats, text and JSON output.
-//! - `liveness`: incremental lag tracking for the liveness phase.
 
 mod checks;
 pub mod history;
 mod index;
-mod liveness;
 mod operations;
 mod render;
 mod report;
@@ -25,7 +23,6 @@ pub mod script;
 mod stats;
 
 pub use history::{Event, EventKind, History, MicroOp, Op, Partition, Record};
-pub use liveness::Liveness;
 pub use report::{Anomaly, PrecommitReason, Report, Stats, LISTED_MAX, RENDERED_PER_KIND_MAX};
 
 /// Checks a history. Linear in its size, up to logarithmic factors.

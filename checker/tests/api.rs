@@ -1,7 +1,7 @@
 //! The boundary: JSON shapes the recorder produces and tools read, the script parser's errors,
-//! the liveness tracker, and report rendering limits.
+//! and report rendering limits.
 
-use checker::{check, script, Liveness, RENDERED_PER_KIND_MAX};
+use checker::{check, script, RENDERED_PER_KIND_MAX};
 
 #[test]
 fn history_json_shape() {
@@ -29,28 +29,6 @@ fn script_errors_name_the_statement() {
     assert_eq!(error.statement, 0);
     assert!(script::parse("p0 poll t-0 [0:1").is_err());
     assert!(script::parse("p0 send t0 1").is_err());
-}
-
-#[test]
-fn liveness_tracks_lag_until_polled() {
-    let history = script::parse(
-        "p0 send t-0 1@0; p0 send t-0 2@1; p0 send t-1 3@0; p1 invoke send t-1 4; \
-         p1 info send t-1 4; p2 poll t-0 [0:1]",
-    )
-    .expect("parses");
-    let mut liveness = Liveness::default();
-    for event in &history.events {
-        liveness.observe(event);
-    }
-    assert_eq!(
-        liveness.pending().as_deref(),
-        Some("partition t-0: lag 1 after heal")
-    );
-    let caught_up = script::parse("p2 poll t-0 [1:2] t-1 [0:3]").expect("parses");
-    for event in &caught_up.events {
-        liveness.observe(event);
-    }
-    assert_eq!(liveness.pending(), None, "indeterminate sends are not owed");
 }
 
 #[test]

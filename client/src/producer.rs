@@ -2,9 +2,9 @@
 //! Produce request per leader.
 //!
 //! The model is Kafka's Java producer in miniature. `send` hands a record to the task over a
-//! bounded channel and awaits its acknowledgement. The task (`Accumulator` + `Cluster`) appends
-//! each record to its partition's open batch; a batch is sent when it reaches `batch_bytes_max`,
-//! when it is `linger` old, on `flush`, or at once for `send_batch`. Concurrent `send` callers so
+//! bounded channel and awaits its acknowledgement. The task (`ProducerTask`, over a `Cluster`)
+//! appends each record to its partition's open batch; a batch is sent when it reaches
+//! `batch_bytes_max`, when it is `linger` old, on `flush`, or at once for `send_batch`. Concurrent `send` callers so
 //! share batches and requests, which is how throughput benchmarks pipeline.
 //!
 //! Delivery is at least once: a batch whose request failed or timed out is retried (up to

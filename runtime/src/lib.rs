@@ -13,7 +13,7 @@ pub mod disk;
 pub mod rng;
 
 pub use clock::Clock;
-pub use disk::{Disk, DiskFile, MemDisk, OpenMode, RealDisk};
+pub use disk::{Disk, DiskFile, MemDisk, OpenMode, ReadFaults, RealDisk};
 
 /// Timers: `sleep`, `timeout`, `interval`, `Instant`. Simulated time under madsim.
 pub mod time {

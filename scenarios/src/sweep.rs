@@ -5,6 +5,7 @@
 //! runtime and nudges the next; two seeds of `single-crash` failed only after forty others had
 //! run in the same process). A process per seed also uses both cores.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -18,6 +19,8 @@ pub struct SeedOutcome {
     pub verdict: String,
     pub trace_hash: String,
     pub simulated_s: f64,
+    /// How often the broker met and handled each kind of fault (the run's `sites:` line).
+    pub sites: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +56,7 @@ fn outcome(seed: u64, child: std::io::Result<Child>) -> SeedOutcome {
         verdict,
         trace_hash: String::new(),
         simulated_s: 0.0,
+        sites: BTreeMap::new(),
     };
     let output = match output {
         Ok(output) => output,
@@ -79,6 +83,7 @@ fn outcome(seed: u64, child: std::io::Result<Child>) -> SeedOutcome {
         simulated_s: field("simulated-seconds:")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0.0),
+        sites: field("sites:").map_or_else(BTreeMap::new, |text| sim::sites::parse(&text)),
     }
 }
 

@@ -2,7 +2,7 @@
 //! determinism check across two processes.
 #![cfg(madsim)]
 
-use scenarios::{replay_command, scenario_find, sweep};
+use scenarios::{replay_command, run_seed, scenario_find, sweep, SCENARIOS};
 use std::path::Path;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_gregor-sim");
@@ -53,22 +53,90 @@ fn sweep_single_groups() {
     sweep_clean("single-groups", 0..100);
 }
 
+/// Runs one regression seed in its own process and checks both that it passes and that it still
+/// meets the fault it is named for: `site` (a `sim::sites` name) fired at least once. A seed
+/// whose world changed (a new swarm draw, a new stream) would otherwise pass while testing
+/// nothing; when this fails on the count, find a seed that meets the fault again.
+fn regression(scenario: &str, seed: u64, site: &str) {
+    assert!(scenario_find(scenario).is_some(), "known scenario");
+    let outcome = run_seed(Path::new(BINARY), scenario, seed, None);
+    assert!(
+        outcome.pass,
+        "{}\n    {}",
+        outcome.verdict,
+        replay_command(scenario, seed)
+    );
+    let count = outcome.sites.get(site).copied().unwrap_or(0);
+    assert!(
+        count > 0,
+        "seed {seed} no longer meets {site} (sites: {:?}): pick a seed that does\n    {}",
+        outcome.sites,
+        replay_command(scenario, seed)
+    );
+}
+
 /// A read served the batch after offset 167 for a fetch at 167: an injected bit flip in a
 /// batch header read while locating the offset (baseOffset lies outside the CRC) made the
 /// consumer skip a record (poll-skip). Reads now stop at gaps and re-locate before a gap.
+/// (Seed 35 before the stream change of issue 10.)
 #[test]
-fn regression_read_skip_after_header_bitflip_35() {
-    sweep_clean("single-crash", 35..36);
+fn regression_read_skip_after_header_bitflip_113() {
+    regression("single-crash", 113, "read-relocate-differs");
 }
 
 /// Recovery accepted a batch whose baseOffset had a bit flipped on the way from the disk (bit
 /// 26: a partition jumped to offset 2^26 + 269, and acknowledged writes below it were lost), and
-/// in seed 2091 a partition's readers stalled behind a similar jump. Scans now re-read any batch
-/// that leaves an offset gap before believing it.
+/// in another seed a partition's readers stalled behind a similar jump. Scans now re-read any
+/// batch that leaves an offset gap before believing it. (Seeds 2070 and 2091 before the stream
+/// change of issue 10.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_2070_2091() {
-    sweep_clean("single-crash", 2070..2071);
-    sweep_clean("single-crash", 2091..2092);
+fn regression_recovery_gap_from_header_bitflip_57_98() {
+    regression("single-crash", 57, "scan-gap-reread-differs");
+    regression("single-crash", 98, "scan-gap-reread-differs");
+}
+
+/// Found by the re-sweep after the stream change of issue 10: a segment's scan at open did not
+/// check its first batch against the segment's base, so a bit flipped in that batch's
+/// baseOffset jumped the log to 2^29 + 1185 (lost-write, poll-skip). The first batch is now
+/// checked like any other gap.
+#[test]
+fn regression_segment_first_batch_gap_99() {
+    regression("single-crash", 99, "scan-gap-reread-differs");
+}
+
+/// Issue 9: a read error while replaying `__consumer_offsets` at startup stopped the replay, so
+/// a group came back from part of its history: at generation 1, accepting commits of an older
+/// generation (stale-generation-commit), with committed offsets that went back
+/// (committed-offset-regression). Replay now reads again, and fails the broker's start if the
+/// error persists. (Seeds 163 and 195 before the stream change of issue 10.)
+#[test]
+fn regression_offsets_replay_read_error_216_658() {
+    regression("single-groups", 216, "offsets-replay-reread");
+    regression("single-groups", 658, "offsets-replay-reread");
+}
+
+/// The rotating window (`GREGOR_SWEEP_WINDOW=A..B`, which ci/sim-test derives from the commit
+/// and prints): the same seeds of every scenario, so each commit also explores seeds the fixed
+/// sweeps never meet. Without the variable there is no window to run.
+#[test]
+fn sweep_window() {
+    let Some(window) = std::env::var_os("GREGOR_SWEEP_WINDOW") else {
+        println!("GREGOR_SWEEP_WINDOW is not set: no rotating window (ci/sim-test sets one)");
+        return;
+    };
+    let window = window.to_string_lossy().into_owned();
+    let seeds = window_parse(&window)
+        .unwrap_or_else(|| panic!("GREGOR_SWEEP_WINDOW={window:?} is not A..B with A < B"));
+    println!("rotating window: seeds {}..{}", seeds.start, seeds.end);
+    for scenario in SCENARIOS {
+        sweep_clean(scenario.name, seeds.clone());
+    }
+}
+
+fn window_parse(text: &str) -> Option<std::ops::Range<u64>> {
+    let (start, end) = text.split_once("..")?;
+    let seeds = start.trim().parse().ok()?..end.trim().parse().ok()?;
+    (seeds.start < seeds.end).then_some(seeds)
 }
 
 /// Same seed, same commit, two separate processes: byte-identical traces.

@@ -57,7 +57,11 @@ pub async fn member_run(
     stop: Arc<AtomicBool>,
 ) {
     let process = CONSUMER_PROCESS_BASE + index as u64;
-    let mut rng = stream_rng(options.seed, Stream::Workload as u64 + process);
+    let mut rng = stream_rng(
+        options.seed,
+        Stream::Workload,
+        crate::workload::process_index(process),
+    );
     while !stop.load(Ordering::SeqCst) {
         let mut member = GroupConsumer::new(config.clone(), consumer_config(), group_config());
         let subscribe = Op::Subscribe {

@@ -1,12 +1,14 @@
 //! The simulated world: gregor's real broker and client code on madsim, under faults.
 //!
 //! - `disk`: `SimDisk`, the true bytes (`MemDisk`) plus a fault overlay. Builds everywhere.
-//! - `options`: swarm options drawn from the seed. `trace`: the hashed trace.
+//! - `options`: swarm options drawn from the seed. `trace`: the hashed trace. `sites`: counts of
+//!   the faults the broker met and handled, by site. All three build everywhere.
 //! - `world` (madsim only): one run, top-down, to a `Verdict`.
 //! - `workload`, `nemesis`, `recorder` (madsim only): who does what, and how it is written down.
 
 pub mod disk;
 pub mod options;
+pub mod sites;
 pub mod trace;
 
 #[cfg(madsim)]

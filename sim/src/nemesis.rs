@@ -1,7 +1,8 @@
 //! The nemesis: one fault at a time, at exponentially distributed intervals, drawn from the
 //! nemesis rng stream among the faults the swarm switched on. Each action is one trace line, and
-//! every fault it starts it also ends, so `heal` only has to undo what is in flight when the
-//! safety phase stops (a pause or a partition) and restart nodes whose broker stopped.
+//! every fault it starts it also ends (a crashed node is restarted after its down time), so
+//! `heal` only has to undo what is in flight when the safety phase stops: a pause, a partition,
+//! and the disks' fault rates.
 
 use crate::options::Options;
 use crate::recorder::Recorder;

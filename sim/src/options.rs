@@ -94,6 +94,8 @@ fn maybe(rng: &mut ChaCha8Rng, mix: FaultMix, allowed: bool) -> bool {
 
 impl Options {
     /// Draws a run's options from its seed's swarm stream, within what the scenario allows.
+    /// New draws go after the last existing one (append only): moving or removing a draw shifts
+    /// every later one and changes the world of every recorded regression seed.
     pub fn swarm(seed: u64, mix: FaultMix, workload: Workload, rng: &mut ChaCha8Rng) -> Options {
         let crash = maybe(rng, mix, mix.crash);
         let pause = maybe(rng, mix, mix.pause);

@@ -175,6 +175,12 @@ fn send_definitely_failed(error: &ClientError) -> bool {
     )
 }
 
+/// A process id as its workload stream's index. Process ids are small (producers from 1,
+/// consumers from `CONSUMER_PROCESS_BASE`), so this never fails.
+pub(crate) fn process_index(process: u64) -> u32 {
+    u32::try_from(process).expect("process ids fit a stream index")
+}
+
 async fn producer_run(
     process: u64,
     options: Options,
@@ -182,7 +188,7 @@ async fn producer_run(
     recorder: Recorder,
     stop: Arc<AtomicBool>,
 ) {
-    let mut rng = stream_rng(options.seed, Stream::Workload as u64 + process);
+    let mut rng = stream_rng(options.seed, Stream::Workload, process_index(process));
     let producer_config = client::ProducerConfig {
         acks: client::Acks::All,
         linger: Duration::ZERO,

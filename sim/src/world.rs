@@ -9,6 +9,7 @@
 use crate::disk::SimDisk;
 use crate::options::{FaultMix, Options, Workload};
 use crate::recorder::Recorder;
+use crate::sites::SiteCounts;
 use crate::workload;
 use broker::{BrokerConfig, NodeContext};
 use checker::History;
@@ -17,10 +18,13 @@ use madsim::task::NodeId;
 use rand::{Rng, RngCore};
 use runtime::rng::{stream_rng, Stream};
 use runtime::Clock;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
 
 pub const TOPIC: &str = "t";
 const BROKER_PORT: u16 = 9092;
@@ -90,6 +94,10 @@ pub struct RunResult {
     pub history: History,
     pub report_text: String,
     pub simulated: Duration,
+    /// How often the broker met and handled each kind of fault (`crate::sites`).
+    pub sites: BTreeMap<String, u64>,
+    /// Faults the disks injected, summed over brokers: read errors, bit flips, ENOSPC.
+    pub disk_faults_injected: [u64; 3],
 }
 
 impl RunResult {
@@ -100,14 +108,18 @@ impl RunResult {
             .iter()
             .filter(|e| e.kind == checker::EventKind::Ok && e.op.name() == "send")
             .count();
+        let [read_errors, bitflips, nospace] = self.disk_faults_injected;
         format!(
-            "scenario {} seed {}: {} events, {} acknowledged sends, {:.1} simulated s\noptions: {:?}",
+            "scenario {} seed {}: {} events, {} acknowledged sends, {:.1} simulated s\noptions: {:?}\n\
+             disk-faults: read-errors={read_errors} read-bitflips={bitflips} write-nospace={nospace}\n\
+             sites: {}",
             self.scenario,
             self.seed,
             self.history.events.len(),
             sends,
             self.simulated.as_secs_f64(),
-            self.options
+            self.options,
+            crate::sites::render(&self.sites),
         )
     }
 }
@@ -145,11 +157,16 @@ fn run_here(
     trace_lines: bool,
     planted: Option<broker::planted::Bug>,
 ) -> RunResult {
-    let options = Options::swarm(
-        seed,
-        mix,
-        workload,
-        &mut stream_rng(seed, Stream::Swarm as u64),
+    let options = Options::swarm(seed, mix, workload, &mut stream_rng(seed, Stream::Swarm, 0));
+    // Counts the faults the broker meets, for the summary; logs as well when RUST_LOG asks.
+    let sites = SiteCounts::default();
+    let log = std::env::var_os("RUST_LOG").is_some().then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(tracing_subscriber::EnvFilter::from_default_env())
+    });
+    let _subscriber = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(sites.layer()).with(log),
     );
     tracing::info!(?options, "swarm options");
     let mut config = madsim::Config::default();
@@ -157,12 +174,14 @@ fn run_here(
     let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, config);
     let recorder_slot: Arc<std::sync::Mutex<Option<Recorder>>> = Default::default();
     let slot = recorder_slot.clone();
+    let disks: Arc<std::sync::Mutex<Vec<Arc<SimDisk>>>> = Default::default();
+    let disks_slot = disks.clone();
     let simulation_options = options.clone();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(async move {
             let recorder = Recorder::new(trace_lines);
             *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(recorder.clone());
-            let liveness = simulate(&simulation_options, &recorder, planted).await;
+            let liveness = simulate(&simulation_options, &recorder, &disks_slot, planted).await;
             (liveness, recorder.elapsed())
         })
     }));
@@ -175,6 +194,14 @@ fn run_here(
         None => (History::default(), crate::trace::Trace::new(false)),
     };
     let report = checker::check(&history);
+    let disk_faults_injected = disks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|disk| disk.faults_injected())
+        .fold([0; 3], |sum, one| {
+            std::array::from_fn(|kind| sum[kind] + one[kind])
+        });
     let (verdict, simulated) = match outcome {
         Err(panic) => (
             Verdict::Crash {
@@ -203,6 +230,8 @@ fn run_here(
         history,
         report_text: report.render_text(),
         simulated,
+        sites: sites.snapshot(),
+        disk_faults_injected,
     }
 }
 
@@ -218,19 +247,22 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 async fn simulate(
     options: &Options,
     recorder: &Recorder,
+    disks: &std::sync::Mutex<Vec<Arc<SimDisk>>>,
     planted: Option<broker::planted::Bug>,
 ) -> Result<(), String> {
     if let Some(bug) = planted {
         recorder.note(&format!("planted bug {}", bug.name()));
     }
     let brokers = brokers_start(options, planted);
+    *disks.lock().unwrap_or_else(|p| p.into_inner()) =
+        brokers.iter().map(|broker| broker.disk.clone()).collect();
     recorder.note(&format!("start {} broker(s)", brokers.len()));
     let bootstrap: Vec<String> = brokers.iter().map(|b| b.address.clone()).collect();
     workload::topic_create(options, &bootstrap, recorder).await?;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers = workload::start(options, &bootstrap, recorder, stop.clone());
-    let nemesis_rng = stream_rng(options.seed, Stream::Nemesis as u64);
+    let nemesis_rng = stream_rng(options.seed, Stream::Nemesis, 0);
     let nemesis = runtime::spawn(crate::nemesis::run(
         options.clone(),
         brokers.clone(),
@@ -252,15 +284,12 @@ async fn simulate(
 
 fn brokers_start(options: &Options, planted: Option<broker::planted::Bug>) -> Vec<BrokerNode> {
     let handle = Handle::current();
-    let mut skew_rng = stream_rng(options.seed, Stream::Swarm as u64 + 100);
+    let mut skew_rng = stream_rng(options.seed, Stream::ClockSkew, 0);
     (1..=options.broker_count as i32)
         .map(|node_id| {
             let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, node_id as u8));
             let address = format!("{ip}:{BROKER_PORT}");
-            let disk = SimDisk::new(stream_rng(
-                options.seed,
-                Stream::Disk as u64 + node_id as u64,
-            ));
+            let disk = SimDisk::new(stream_rng(options.seed, Stream::Disk, node_id as u32));
             disk.faults_set(options.disk_faults);
             let skew = if options.clock_skew_ms_max > 0 {
                 skew_rng.gen_range(-options.clock_skew_ms_max..=options.clock_skew_ms_max)
@@ -279,17 +308,22 @@ fn brokers_start(options: &Options, planted: Option<broker::planted::Bug>) -> Ve
                 seed: options.seed,
             };
             let name = format!("broker-{node_id}");
-            let incarnations = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            // Each start is a new process, which in production draws a fresh seed from the OS:
+            // member ids and topic ids must not repeat across restarts.
+            let incarnations = Arc::new(std::sync::Mutex::new(stream_rng(
+                options.seed,
+                Stream::Incarnation,
+                node_id as u32,
+            )));
             let id = handle
                 .create_node()
                 .name(&name)
                 .ip(ip)
                 .init(move || {
-                    // Each start is a new process, which in production draws a fresh seed from
-                    // the OS: member ids and topic ids must not repeat across restarts.
-                    let incarnation =
-                        incarnations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let seed = runtime::rng::stream_rng(context.seed, incarnation).next_u64();
+                    let seed = incarnations
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .next_u64();
                     broker_main(
                         config.clone(),
                         NodeContext {

@@ -9,7 +9,7 @@
 
 use crate::error::{IoContext, LogError};
 use crate::layout::EPOCH_CHECKPOINT_NAME;
-use runtime::disk::{read_all, write_atomic};
+use runtime::disk::{read_all_stable, write_atomic};
 use runtime::Disk;
 use std::path::Path;
 
@@ -150,7 +150,8 @@ impl EpochCache {
         if !disk.exists(&path) {
             return Ok(None);
         }
-        let bytes = read_all(disk, &path).context("read", &path)?;
+        // Read twice alike, so a transient flip does not throw the cache away.
+        let bytes = read_all_stable(disk, &path).context("read", &path)?;
         Ok(std::str::from_utf8(&bytes)
             .ok()
             .and_then(EpochCache::decode))

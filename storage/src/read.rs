@@ -60,6 +60,12 @@ pub(crate) fn batches_read(
         // fresh reads tells them apart: a transient misread does not repeat.
         let again = batch_find(segments, offset)?.map(|(_, position, header)| (position, header));
         if again != Some((position, header)) {
+            // `site`: the simulator counts these, so regression seeds can show they meet it.
+            tracing::warn!(
+                site = "read-relocate-differs",
+                offset,
+                "a read located two batches"
+            );
             return Err(LogError::Corrupt {
                 path: first.path().to_path_buf(),
                 position,

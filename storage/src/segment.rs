@@ -125,7 +125,7 @@ impl Segment {
             rolling_ms: None,
             modified_ms: now_ms,
         };
-        let mut scan = BatchScan::new(&*file, &path, file_bytes);
+        let mut scan = BatchScan::new(&*file, &path, file_bytes).expecting(segment.next_offset);
         if !verify_crc {
             scan = scan.crc_unverified();
         }
@@ -447,7 +447,9 @@ fn header_walk(
     // Whole, CRC-checked batches (at most an index interval of them), not bare headers: the
     // walk decides the segment's next offset, and a bit flipped in a header on its way from the
     // disk must not move the log end (the simulator's single-crash seed 41 did exactly that).
-    let mut scan = BatchScan::new(file, path, file_bytes).starting_at(u64::from(start.position));
+    let mut scan = BatchScan::new(file, path, file_bytes)
+        .starting_at(u64::from(start.position))
+        .expecting(expected_first);
     let mut first = true;
     // Bounded: each step consumes a whole batch of at least a header, or stops.
     loop {

@@ -10,10 +10,11 @@
 //! Lock order: the coordinator lock, then a partition's log lock; never the reverse.
 
 use super::coordinator::{Coordinator, Input, Output};
-use super::records::{record_decode, record_encode, OffsetsRecord};
+use super::records::{record_decode, record_encode, OffsetsRecord, RecordError};
 use super::{GroupConfig, RequestId, OFFSETS_TOPIC};
 use crate::partition::Partition;
 use crate::topics::{TopicError, Topics};
+use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use runtime::rng::ChaCha8Rng;
 use runtime::sync::{oneshot, Notify};
@@ -22,6 +23,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
+use storage::PartitionLog;
 use wire::batch::build::{batch_encode, RecordSpec};
 
 /// The timer wakes at least this often, even with no deadline pending, so that it notices the
@@ -29,6 +31,10 @@ use wire::batch::build::{batch_encode, RecordSpec};
 const TIMER_IDLE_MAX: Duration = Duration::from_secs(1);
 /// Bytes read per step while replaying a partition of `__consumer_offsets`.
 const REPLAY_READ_BYTES: usize = 1024 * 1024;
+/// Reads of one replay step before the coordinator's load fails. An injected read error (EIO) or
+/// a bit flipped on the way from the disk fails one read and not the next, as the storage scan's
+/// `SCAN_REREADS` assumes; a failure that survives four fresh reads is not transient.
+const REPLAY_READ_ATTEMPTS: u32 = 4;
 /// `__consumer_offsets` segments: Kafka's `offsets.topic.segment.bytes`, small so that
 /// compaction (which only rewrites closed segments) keeps replay short.
 const OFFSETS_SEGMENT_BYTES: &str = "104857600";
@@ -82,7 +88,7 @@ impl GroupCoordinator {
             core.planted_commit_stale_generation_set();
         }
         for partition in &partitions {
-            replay_partition(&mut core, partition);
+            replay_partition(&mut core, partition)?;
         }
         core.replay_finish();
         tracing::info!(
@@ -277,48 +283,101 @@ fn offsets_topic_open(
         .collect())
 }
 
-/// Feeds every record of one partition to the core, in log order. A record that does not decode
-/// is skipped with an error: its CRC passed, so it is a format we do not know, not corruption.
-fn replay_partition(core: &mut Coordinator, partition: &Partition) {
+/// Feeds every record of one partition to the core, in log order, or fails: a partition replayed
+/// only in part would serve its groups from an older state (generation 1 again, committed offsets
+/// lost or regressed: issue 9), so a read that keeps failing fails the coordinator's load, and
+/// with it the broker's start (the simulator retries it, as an operator's supervisor would).
+fn replay_partition(core: &mut Coordinator, partition: &Partition) -> Result<(), TopicError> {
     let log = partition.log();
     let end = log.log_end_offset();
     let mut offset = log.log_start_offset();
     let mut record_count = 0usize;
     while offset < end {
-        let read = match log.read(offset, REPLAY_READ_BYTES, end) {
-            Ok(read) if read.batch_count > 0 => read,
-            Ok(_) => break,
-            Err(error) => {
-                tracing::error!(partition = partition.index, offset, %error, "offsets replay read failed");
-                break;
-            }
+        // No batch at or after `offset`: compaction emptied the rest of the log.
+        let Some((records, next_offset)) = replay_read(&log, partition.index, offset, end)? else {
+            break;
         };
-        let mut bytes = read.bytes.clone();
-        while !bytes.is_empty() {
-            let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
-                tracing::error!(
-                    partition = partition.index,
-                    offset,
-                    "undecodable offsets batch"
-                );
-                break;
-            };
-            for record in set.records.iter().filter(|record| !record.control) {
-                match record_decode(record.key.as_ref(), record.value.as_ref()) {
-                    Ok(decoded) => core.replay(Duration::ZERO, decoded),
-                    Err(error) => tracing::error!(
-                        partition = partition.index, offset = record.offset, %error,
-                        "skipping an offsets record"
-                    ),
-                }
-                record_count += 1;
-            }
+        assert!(
+            next_offset > offset,
+            "a read that returned batches moves on"
+        );
+        record_count += records.len();
+        for record in records {
+            core.replay(Duration::ZERO, record);
         }
-        offset = read.next_offset;
+        offset = next_offset;
     }
     tracing::debug!(
         partition = partition.index,
         record_count,
         "offsets partition replayed"
     );
+    Ok(())
+}
+
+/// Reads and decodes the batches at `offset`: the records and the offset after them, or `None`
+/// at the end of the data. A failed read or decode is read again from the disk, as the storage
+/// scan does, up to `REPLAY_READ_ATTEMPTS` times; each retry is a trace event with
+/// `site = "offsets-replay-reread"`, which the simulator counts so its regression seeds can
+/// prove they still meet the fault.
+fn replay_read(
+    log: &PartitionLog,
+    partition: i32,
+    offset: i64,
+    end: i64,
+) -> Result<Option<(Vec<OffsetsRecord>, i64)>, TopicError> {
+    let mut attempt = 1;
+    loop {
+        let reason = match log.read(offset, REPLAY_READ_BYTES, end) {
+            Ok(read) if read.batch_count == 0 => return Ok(None),
+            Ok(read) => match replay_decode(partition, &read.bytes) {
+                Ok(records) => return Ok(Some((records, read.next_offset))),
+                Err(reason) => reason,
+            },
+            Err(error) => error.to_string(),
+        };
+        if attempt == REPLAY_READ_ATTEMPTS {
+            return Err(TopicError::OffsetsReplay {
+                partition,
+                offset,
+                attempts: attempt,
+                reason,
+            });
+        }
+        tracing::warn!(
+            site = "offsets-replay-reread",
+            partition,
+            offset,
+            attempt,
+            %reason,
+            "offsets replay read failed; reading again"
+        );
+        attempt += 1;
+    }
+}
+
+/// The records of whole batches read back from `__consumer_offsets`. A batch that does not
+/// decode is an error (its CRC passed on this read, so a retry can only help if the bytes
+/// changed); so is a record that does not decode, except a key version this broker does not
+/// know, which a newer broker wrote and which Kafka skips as well.
+fn replay_decode(partition: i32, bytes: &Bytes) -> Result<Vec<OffsetsRecord>, String> {
+    let mut bytes = bytes.clone();
+    let mut records = Vec::new();
+    while !bytes.is_empty() {
+        let set = RecordBatchDecoder::decode(&mut bytes)
+            .map_err(|error| format!("undecodable batch: {error}"))?;
+        for record in set.records.iter().filter(|record| !record.control) {
+            match record_decode(record.key.as_ref(), record.value.as_ref()) {
+                Ok(decoded) => records.push(decoded),
+                Err(error @ RecordError::Version { what: "key", .. }) => tracing::warn!(
+                    partition, offset = record.offset, %error,
+                    "skipping an offsets record of an unknown kind"
+                ),
+                Err(error) => {
+                    return Err(format!("record at offset {}: {error}", record.offset));
+                }
+            }
+        }
+    }
+    Ok(records)
 }

@@ -23,7 +23,11 @@ fn config(initial_delay_ms: u64) -> GroupConfig {
 
 fn coordinator(config: GroupConfig, planted: bool) -> Coordinator {
     let partitions = config.offsets_topic_partitions;
-    let mut core = Coordinator::new(config, partitions, runtime::rng::stream_rng(7, 0));
+    let mut core = Coordinator::new(
+        config,
+        partitions,
+        runtime::rng::stream_rng(7, runtime::rng::Stream::Groups, 0),
+    );
     if planted {
         core.planted_commit_stale_generation_set();
     }

@@ -54,9 +54,10 @@ pub fn topic_error_code(error: &TopicError) -> ResponseError {
         TopicError::Partitions { .. } => ResponseError::InvalidPartitions,
         TopicError::ReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
         TopicError::Internal { .. } => ResponseError::InvalidTopicException,
-        TopicError::Storage { .. } | TopicError::Io { .. } | TopicError::Corrupt { .. } => {
-            ResponseError::KafkaStorageError
-        }
+        TopicError::Storage { .. }
+        | TopicError::Io { .. }
+        | TopicError::Corrupt { .. }
+        | TopicError::OffsetsReplay { .. } => ResponseError::KafkaStorageError,
     }
 }
 

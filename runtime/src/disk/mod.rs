@@ -11,9 +11,11 @@
 //! issued by callers through `runtime::blocking` so it never stalls an async worker.
 
 mod mem;
+mod read_faults;
 mod real;
 
 pub use mem::{CrashOptions, MemDisk};
+pub use read_faults::ReadFaults;
 pub use real::RealDisk;
 
 use std::fmt::Debug;
@@ -117,6 +119,33 @@ pub fn write_atomic(disk: &dyn Disk, path: &Path, contents: &[u8]) -> io::Result
     }
     disk.rename(&temporary, path)?;
     disk.sync_dir(dir)
+}
+
+/// Reads of one small file that `read_all_stable` makes before it gives up: two must agree.
+/// A transient fault (EIO, a bit flipped on the way from the disk) spoils one read, not the next.
+pub const STABLE_READS_MAX: u32 = 4;
+
+/// Reads a whole small file until two reads in a row agree, so a bit flipped in transit, which
+/// a format without a checksum cannot notice, is never believed; errors, as the last read's,
+/// when no two of `STABLE_READS_MAX` reads agree. For startup loads of metadata files, where
+/// believing a transient fault would silently change state (a flipped topic name would make the
+/// real topic's directories orphans).
+pub fn read_all_stable(disk: &dyn Disk, path: &Path) -> io::Result<Vec<u8>> {
+    let mut previous: Option<Vec<u8>> = None;
+    let mut last_error = None;
+    for _ in 0..STABLE_READS_MAX {
+        match read_all(disk, path) {
+            Ok(bytes) if previous.as_ref() == Some(&bytes) => return Ok(bytes),
+            Ok(bytes) => previous = Some(bytes),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("no two of {STABLE_READS_MAX} reads agreed"),
+        )
+    }))
 }
 
 /// Reads a whole small file.
