@@ -33,7 +33,7 @@ fn broker_open(disk: Arc<runtime::MemDisk>) -> Arc<Broker> {
 /// Power loss: every byte and namespace change not yet synced is gone; then a fresh start.
 fn power_loss_and_restart(broker: Arc<Broker>, disk: &Arc<runtime::MemDisk>) -> Arc<Broker> {
     drop(broker);
-    let mut rng = runtime::rng::stream_rng(1, 0);
+    let mut rng = runtime::rng::stream_rng(1, runtime::rng::Stream::Disk, 0);
     disk.crash(runtime::disk::CrashOptions::LoseUnsynced, &mut rng);
     broker_open(disk.clone())
 }
