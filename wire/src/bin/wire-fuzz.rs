@@ -6,6 +6,7 @@
 //!   reach the records) and requires that what `records_readable` accepts the crate's record
 //!   decoder decodes, and that what `records_validate` (the broker's produce check) accepts
 //!   `records_readable` accepts too.
+//!
 //! Memory stays bounded: the peak resident size is printed at the end.
 //!
 //!     cargo run --release -p wire --bin wire-fuzz -- [FRAMES] [SEED]      (default 1000000 0)
