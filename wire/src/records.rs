@@ -75,6 +75,8 @@ pub enum RecordError {
     TimestampDelta { index: i32, base: i64, delta: i64 },
     #[error("record {index} has a header with a null key")]
     HeaderKeyNull { index: i32 },
+    #[error("record {index} has a header key that is not UTF-8")]
+    HeaderKeyNotUtf8 { index: i32 },
     #[error("a compacted topic refuses records without a key ({} of them, first {})", indexes.len(), indexes[0])]
     KeyMissing {
         /// Each keyless record's index in its batch (Kafka's `batch_index`); never empty.
@@ -237,8 +239,13 @@ fn record_check(
     }
     // Bounded by the record's bytes: every header consumes at least two.
     for _ in 0..header_count {
-        if !record.nullable_bytes().map_err(malformed)? {
-            return Err(RecordError::HeaderKeyNull { index });
+        // A header key is a string: clients decode it as UTF-8 (kafka-python raises otherwise).
+        match record.nullable_slice().map_err(malformed)? {
+            None => return Err(RecordError::HeaderKeyNull { index }),
+            Some(key) if std::str::from_utf8(key).is_err() => {
+                return Err(RecordError::HeaderKeyNotUtf8 { index })
+            }
+            Some(_) => {}
         }
         record.nullable_bytes().map_err(malformed)?;
     }
@@ -303,9 +310,14 @@ impl<'a> Cursor<'a> {
 
     /// A varint length and that many bytes, or -1 for null; returns whether it was non-null.
     fn nullable_bytes(&mut self) -> Result<bool, &'static str> {
+        self.nullable_slice().map(|slice| slice.is_some())
+    }
+
+    /// A varint length and that many bytes, or -1 for null.
+    fn nullable_slice(&mut self) -> Result<Option<&'a [u8]>, &'static str> {
         match self.varint()? {
-            -1 => Ok(false),
-            length if length >= 0 => self.take(length as usize).map(|_| true),
+            -1 => Ok(None),
+            length if length >= 0 => self.take(length as usize).map(Some),
             _ => Err("a length is below -1"),
         }
     }
@@ -635,6 +647,8 @@ mod tests {
         short_length[0] -= 2; // Zigzag: one byte shorter.
         let mut null_header = raw(0);
         null_header.headers = vec![(None, Some(b"v"))];
+        let mut latin1_header = raw(0);
+        latin1_header.headers = vec![(Some(b"caf\xe9"), Some(b"v"))];
         let mut overflow = raw(0);
         overflow.timestamp_delta = i64::MAX;
         let mut trailing = one.clone();
@@ -671,6 +685,7 @@ mod tests {
             ("offset deltas 0, 2", batch(envelope(2), &section(&[raw(0), raw(2)])), RULES),
             ("timestamp overflow", batch(envelope(1), &section(&[overflow])), RULES),
             ("null header key", batch(envelope(1), &section(&[null_header])), RULES),
+            ("header key not UTF-8", batch(envelope(1), &section(&[latin1_header])), RULES),
             ("count 2, last offset delta 5", uneven, RULES),
             ("transactional, pid -1", batch(with(0x10), &one), RULES),
             ("control", batch(pid(7, 0, 0, 0x30), &one), RULES),
@@ -691,6 +706,7 @@ mod tests {
         offset deltas 0, 2: record 1 has offset delta 2; inner offsets run 0, 1, 2, ...
         timestamp overflow: record 0: timestamp delta 9223372036854775807 overflows base timestamp 1000
         null header key: record 0 has a header with a null key
+        header key not UTF-8: record 0 has a header key that is not UTF-8
         count 2, last offset delta 5: record count 2 does not match last offset delta 5 + 1
         transactional, pid -1: a transactional batch needs a producer id (it has -1)
         control: producers may not write control batches

@@ -39,6 +39,7 @@ pub fn record_error_code(error: &RecordError) -> ResponseError {
         | RecordError::OffsetDelta { .. }
         | RecordError::TimestampDelta { .. }
         | RecordError::HeaderKeyNull { .. }
+        | RecordError::HeaderKeyNotUtf8 { .. }
         | RecordError::KeyMissing { .. } => ResponseError::InvalidRecord,
     }
 }
