@@ -88,31 +88,32 @@ fn regression_read_skip_after_header_bitflip_113() {
 /// 26: a partition jumped to offset 2^26 + 269, and acknowledged writes below it were lost), and
 /// in another seed a partition's readers stalled behind a similar jump. Scans now re-read any
 /// batch that leaves an offset gap before believing it. (Seeds 2070 and 2091 before the stream
-/// change of issue 10.)
+/// change of issue 10; 57 and 98 before the long-poll and malformed-send changes.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_57_98() {
-    regression("single-crash", 57, "scan-gap-reread-differs");
-    regression("single-crash", 98, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_91_111() {
+    regression("single-crash", 91, "scan-gap-reread-differs");
+    regression("single-crash", 111, "scan-gap-reread-differs");
 }
 
 /// Found by the re-sweep after the stream change of issue 10: a segment's scan at open did not
 /// check its first batch against the segment's base, so a bit flipped in that batch's
 /// baseOffset jumped the log to 2^29 + 1185 (lost-write, poll-skip). The first batch is now
-/// checked like any other gap.
+/// checked like any other gap. (Seed 99 before the long-poll and malformed-send changes.)
 #[test]
-fn regression_segment_first_batch_gap_99() {
-    regression("single-crash", 99, "scan-gap-reread-differs");
+fn regression_segment_first_batch_gap_112() {
+    regression("single-crash", 112, "scan-gap-reread-differs");
 }
 
 /// Issue 9: a read error while replaying `__consumer_offsets` at startup stopped the replay, so
 /// a group came back from part of its history: at generation 1, accepting commits of an older
 /// generation (stale-generation-commit), with committed offsets that went back
 /// (committed-offset-regression). Replay now reads again, and fails the broker's start if the
-/// error persists. (Seeds 163 and 195 before the stream change of issue 10.)
+/// error persists. (Seeds 163 and 195 before the stream change of issue 10; 216 and 658 before
+/// the long-poll and malformed-send changes.)
 #[test]
-fn regression_offsets_replay_read_error_216_658() {
-    regression("single-groups", 216, "offsets-replay-reread");
-    regression("single-groups", 658, "offsets-replay-reread");
+fn regression_offsets_replay_read_error_7_39() {
+    regression("single-groups", 7, "offsets-replay-reread");
+    regression("single-groups", 39, "offsets-replay-reread");
 }
 
 /// The rotating window (`GREGOR_SWEEP_WINDOW=A..B`, which ci/sim-test derives from the commit
