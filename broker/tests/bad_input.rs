@@ -3,7 +3,6 @@
 //! batches over `max.message.bytes` and corrupt batches get their Kafka error codes; nothing
 //! stored is touched and other connections keep working.
 
-use broker::{BrokerConfig, NodeContext};
 use bytes::{BufMut, Bytes, BytesMut};
 use client::{Admin, ClientConfig, Connection, Consumer, ConsumerConfig, Offset, TopicPartition};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -17,32 +16,10 @@ use std::time::Duration;
 use wire::batch::build::{batch_encode, RecordSpec};
 use wire::{RequestKind, ResponseKind};
 
+mod common;
+
 async fn broker_start() -> String {
-    let address = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let mut config = BrokerConfig::zero_config();
-    config.listen = address.clone();
-    config.data_dir = "data".into();
-    let context = NodeContext {
-        clock: runtime::Clock::system(),
-        disk: runtime::MemDisk::new(),
-        seed: 3,
-    };
-    runtime::spawn(async move {
-        broker::serve(config, context, std::future::pending())
-            .await
-            .expect("serves")
-    });
-    for _ in 0..100 {
-        if runtime::net::TcpStream::connect(&address).await.is_ok() {
-            return address;
-        }
-        runtime::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the broker did not listen");
+    common::broker_start(|_| {}).await
 }
 
 /// Sends raw bytes and reports whether the broker closed the connection (EOF within 5 s).

@@ -3,7 +3,6 @@
 //! error code and a message, and nothing of that partition is stored, while the other partitions
 //! of the same request are appended.
 
-use broker::{BrokerConfig, NodeContext};
 use bytes::{Bytes, BytesMut};
 use client::{Admin, ClientConfig, Connection, Consumer, ConsumerConfig, TopicPartition};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -13,37 +12,14 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
-use std::time::Duration;
 use wire::batch::build::{batch_encode, RecordSpec};
 use wire::batch::crc_compute;
 use wire::{RequestKind, ResponseKind};
 
+mod common;
+
 async fn broker_start() -> String {
-    let address = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let mut config = BrokerConfig::zero_config();
-    config.listen = address.clone();
-    config.data_dir = "data".into();
-    let context = NodeContext {
-        clock: runtime::Clock::system(),
-        disk: runtime::MemDisk::new(),
-        seed: 5,
-    };
-    runtime::spawn(async move {
-        broker::serve(config, context, std::future::pending())
-            .await
-            .expect("serves")
-    });
-    for _ in 0..100 {
-        if runtime::net::TcpStream::connect(&address).await.is_ok() {
-            return address;
-        }
-        runtime::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the broker did not listen");
+    common::broker_start(|_| {}).await
 }
 
 fn records(keys: &[Option<&'static str>]) -> Bytes {
