@@ -21,6 +21,8 @@ pub struct NodeContext {
 pub struct Broker {
     pub config: BrokerConfig,
     pub clock: Clock,
+    /// The node's disk, through which handlers reach aimed-fault sites (`runtime::buggify`).
+    pub disk: Arc<dyn Disk>,
     topics: Mutex<Topics>,
     rng: Mutex<ChaCha8Rng>,
     /// Woken whenever a partition's high watermark may have advanced: long-polling fetches wait here.
@@ -59,6 +61,7 @@ impl Broker {
         Ok(Arc::new(Broker {
             config,
             clock: context.clock,
+            disk: context.disk,
             topics: Mutex::new(topics),
             rng: Mutex::new(rng),
             data_arrived: Notify::new(),

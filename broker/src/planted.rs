@@ -18,9 +18,16 @@ pub enum Bug {
     /// A segment roll skips the closed segment's fsync: a crash loses its acknowledged tail.
     RollSkipsFsync,
     /// The group coordinator accepts an OffsetCommit from an older generation: a zombie member
-    /// overwrites the new owner's committed offset. Not in `ALL` yet: the simulator has no group
-    /// workload to catch it with; the group coordinator's unit tests prove the switch works.
+    /// overwrites the new owner's committed offset.
     CommitStaleGeneration,
+    /// Recovery trusts the bytes it reads as durable and skips syncing the tail it scanned: after
+    /// a process crash they come from the page cache, so consumers see a tail that a power loss
+    /// soon after the restart takes back.
+    RecoveryTrustsPageCache,
+    /// The flusher publishes the durable offset when it issues the fsync, not when the fsync
+    /// returns: produces are acknowledged during the fsync's latency, a window of microseconds
+    /// to milliseconds that a crash must land in.
+    AckAtFsyncStart,
 }
 
 impl Bug {
@@ -31,6 +38,8 @@ impl Bug {
         Bug::OffsetReuseAfterRestart,
         Bug::RollSkipsFsync,
         Bug::CommitStaleGeneration,
+        Bug::RecoveryTrustsPageCache,
+        Bug::AckAtFsyncStart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +50,8 @@ impl Bug {
             Bug::OffsetReuseAfterRestart => "offset-reuse-after-restart",
             Bug::RollSkipsFsync => "roll-skips-fsync",
             Bug::CommitStaleGeneration => "commit-stale-generation",
+            Bug::RecoveryTrustsPageCache => "recovery-trusts-page-cache",
+            Bug::AckAtFsyncStart => "ack-at-fsync-start",
         }
     }
 
@@ -50,7 +61,8 @@ impl Bug {
             Bug::RecoverySkipsCrc => Some(PlantedBug::RecoverySkipsCrc),
             Bug::OffsetReuseAfterRestart => Some(PlantedBug::OffsetReuseAfterRestart),
             Bug::RollSkipsFsync => Some(PlantedBug::RollSkipsFsync),
-            Bug::CommitStaleGeneration => None,
+            Bug::RecoveryTrustsPageCache => Some(PlantedBug::RecoveryTrustsPageCache),
+            Bug::CommitStaleGeneration | Bug::AckAtFsyncStart => None,
             Bug::AckBeforeFsync | Bug::FetchBeyondDurable => None,
         }
     }

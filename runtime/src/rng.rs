@@ -14,6 +14,8 @@ pub enum Stream {
     Disk = 3,
     Workload = 4,
     Nemesis = 5,
+    /// Aimed faults (`buggify`); per node through `Stream::buggify`.
+    Buggify = 6,
     /// Per-node streams start here: `Stream::node(id)`.
     Node = 1 << 32,
 }
@@ -21,6 +23,11 @@ pub enum Stream {
 impl Stream {
     pub fn node(node_id: i32) -> u64 {
         Stream::Node as u64 + node_id as u32 as u64
+    }
+
+    /// A node's aimed-fault stream (0: the simulator's own), apart from every other stream.
+    pub fn buggify(node_id: i32) -> u64 {
+        (Stream::Buggify as u64) << 40 | node_id as u32 as u64
     }
 }
 

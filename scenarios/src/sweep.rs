@@ -5,6 +5,7 @@
 //! runtime and nudges the next; two seeds of `single-crash` failed only after forty others had
 //! run in the same process). A process per seed also uses both cores.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -18,6 +19,8 @@ pub struct SeedOutcome {
     pub verdict: String,
     pub trace_hash: String,
     pub simulated_s: f64,
+    /// The run's `faults:` line, by name: crash kinds and aimed-fault firings.
+    pub fault_counts: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -25,6 +28,8 @@ pub struct SweepSummary {
     pub seeds: u64,
     pub failures: Vec<SeedOutcome>,
     pub simulated_s: f64,
+    /// Every seed's fault counts, added up: what the sweep covered.
+    pub fault_counts: BTreeMap<String, u64>,
 }
 
 fn spawn(
@@ -53,6 +58,7 @@ fn outcome(seed: u64, child: std::io::Result<Child>) -> SeedOutcome {
         verdict,
         trace_hash: String::new(),
         simulated_s: 0.0,
+        fault_counts: BTreeMap::new(),
     };
     let output = match output {
         Ok(output) => output,
@@ -79,7 +85,18 @@ fn outcome(seed: u64, child: std::io::Result<Child>) -> SeedOutcome {
         simulated_s: field("simulated-seconds:")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0.0),
+        fault_counts: field("faults:").map_or_else(BTreeMap::new, |line| counts_parse(&line)),
     }
+}
+
+/// Parses `name=count name=count ...`; malformed pairs are skipped.
+fn counts_parse(line: &str) -> BTreeMap<String, u64> {
+    line.split_whitespace()
+        .filter_map(|pair| {
+            let (name, count) = pair.split_once('=')?;
+            Some((name.to_string(), count.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Runs one seed in its own process of `binary` (a `gregor-sim` built with `--cfg madsim`).
@@ -107,6 +124,9 @@ pub fn sweep(
             let outcome = outcome(seed, child);
             summary.seeds += 1;
             summary.simulated_s += outcome.simulated_s;
+            for (name, count) in &outcome.fault_counts {
+                *summary.fault_counts.entry(name.clone()).or_default() += count;
+            }
             progress(&outcome);
             if !outcome.pass {
                 summary.failures.push(outcome);

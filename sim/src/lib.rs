@@ -4,11 +4,14 @@
 //! - `options`: swarm options drawn from the seed. `trace`: the hashed trace.
 //! - `world` (madsim only): one run, top-down, to a `Verdict`.
 //! - `workload`, `nemesis`, `recorder` (madsim only): who does what, and how it is written down.
+//! - `buggify` (madsim only): aimed faults at the broker's and storage's named sites.
 
 pub mod disk;
 pub mod options;
 pub mod trace;
 
+#[cfg(madsim)]
+pub mod buggify;
 #[cfg(madsim)]
 pub mod group_workload;
 #[cfg(madsim)]

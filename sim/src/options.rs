@@ -4,6 +4,7 @@
 
 use crate::disk::DiskFaults;
 use rand::Rng;
+use runtime::buggify::Site;
 use runtime::rng::ChaCha8Rng;
 use std::time::Duration;
 
@@ -79,6 +80,45 @@ pub struct Options {
     pub network_latency: std::ops::Range<Duration>,
     /// Client request timeout: a clogged link stalls rather than errors.
     pub request_timeout: Duration,
+    /// The aimed-fault sites on in this seed, each with its chance of firing per visit.
+    pub buggify: Vec<(Site, f64)>,
+}
+
+/// Each aimed-fault site is on in this share of seeds (of those whose scenario allows it):
+/// often enough that a 100-seed sweep visits every site, rarely enough that most seeds still
+/// test the unaimed paths.
+const BUGGIFY_SITE_ON_RATE: f64 = 0.3;
+
+/// A site's typical chance of firing per visit, chosen from how often a run visits it: sites on
+/// every flush or produce are visited thousands of times, a restart's recovery a few times.
+fn buggify_rate_base(site: Site) -> f64 {
+    match site {
+        Site::FsyncInFlight | Site::ProduceReplied | Site::FsyncStretch => 0.003,
+        Site::CommitReplied | Site::SegmentRoll | Site::CheckpointWrite => 0.03,
+        Site::CompactionSwap | Site::Recovery | Site::OffsetsReplay => 0.2,
+    }
+}
+
+/// Whether the scenario's faults allow `site`: crashes for the crash sites, disk faults for
+/// a stretched fsync.
+fn buggify_allowed(site: Site, mix: FaultMix) -> bool {
+    match site {
+        Site::FsyncStretch => mix.disk,
+        _ => mix.crash,
+    }
+}
+
+/// Draws the aimed-fault table. Every site draws its on-switch and rate whether or not it is
+/// allowed, so the draws do not shift between scenarios.
+fn buggify_draw(rng: &mut ChaCha8Rng, mix: FaultMix) -> Vec<(Site, f64)> {
+    Site::ALL
+        .iter()
+        .filter_map(|site| {
+            let on = rng.gen_bool(BUGGIFY_SITE_ON_RATE);
+            let rate = buggify_rate_base(*site) * rng.gen_range(0.5..2.0);
+            (on && buggify_allowed(*site, mix)).then_some((*site, rate))
+        })
+        .collect()
 }
 
 /// Whether an allowed fault is on in this seed. Draws even when the answer is forced, so the
@@ -132,7 +172,9 @@ impl Options {
             Workload::Assigned => rng.gen_range(1..=2),
             Workload::Group => rng.gen_range(2..=4),
         };
-        Options {
+        // Struct fields are evaluated in order: draws in the literal below stay where they were,
+        // and new draws go after it (append-only, so old seeds keep their worlds).
+        let mut options = Options {
             seed,
             workload,
             broker_count: 1,
@@ -151,6 +193,9 @@ impl Options {
             disk_faults,
             network_latency: Duration::from_millis(1)..Duration::from_millis(latency_max_ms),
             request_timeout: Duration::from_secs(5),
-        }
+            buggify: Vec::new(),
+        };
+        options.buggify = buggify_draw(rng, mix);
+        options
     }
 }

@@ -90,6 +90,8 @@ pub struct RunResult {
     pub history: History,
     pub report_text: String,
     pub simulated: Duration,
+    /// Faults by name: crash kinds (`crash-process`, ...) and aimed-fault firings (`buggify-*`).
+    pub fault_counts: std::collections::BTreeMap<String, u64>,
 }
 
 impl RunResult {
@@ -101,14 +103,26 @@ impl RunResult {
             .filter(|e| e.kind == checker::EventKind::Ok && e.op.name() == "send")
             .count();
         format!(
-            "scenario {} seed {}: {} events, {} acknowledged sends, {:.1} simulated s\noptions: {:?}",
+            "scenario {} seed {}: {} events, {} acknowledged sends, {:.1} simulated s\noptions: {:?}\n{}",
             self.scenario,
             self.seed,
             self.history.events.len(),
             sends,
             self.simulated.as_secs_f64(),
-            self.options
+            self.options,
+            self.faults_line(),
         )
+    }
+
+    /// `faults: name=count ...`: which crash kinds and aimed faults this run saw. Sweeps add
+    /// these lines up to show coverage.
+    pub fn faults_line(&self) -> String {
+        let counts: Vec<String> = self
+            .fault_counts
+            .iter()
+            .map(|(name, count)| format!("{name}={count}"))
+            .collect();
+        format!("faults: {}", counts.join(" "))
     }
 }
 
@@ -174,6 +188,9 @@ fn run_here(
         Some(recorder) => recorder.finish(),
         None => (History::default(), crate::trace::Trace::new(false)),
     };
+    let fault_counts = recorder
+        .map(|recorder| recorder.counts())
+        .unwrap_or_default();
     let report = checker::check(&history);
     let (verdict, simulated) = match outcome {
         Err(panic) => (
@@ -203,6 +220,7 @@ fn run_here(
         history,
         report_text: report.render_text(),
         simulated,
+        fault_counts,
     }
 }
 
@@ -225,6 +243,7 @@ async fn simulate(
     }
     let brokers = brokers_start(options, planted);
     recorder.note(&format!("start {} broker(s)", brokers.len()));
+    crate::buggify::install(options, &brokers, recorder);
     let bootstrap: Vec<String> = brokers.iter().map(|b| b.address.clone()).collect();
     workload::topic_create(options, &bootstrap, recorder).await?;
 
