@@ -309,3 +309,51 @@ impl DiskFile for SimFile {
         self.inner.sync_data()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn disk() -> Arc<SimDisk> {
+        SimDisk::new(ChaCha8Rng::seed_from_u64(1))
+    }
+
+    /// A node killed inside synchronous code runs on until its next await: while it is down,
+    /// every call through the disk or an open handle fails, and none reaches the true bytes.
+    #[test]
+    fn a_down_node_cannot_touch_its_disk() {
+        let disk = disk();
+        let file = disk.open(Path::new("f"), OpenMode::Create).unwrap();
+        file.append(b"kept").unwrap();
+        disk.down();
+        assert!(file.append(b"lost").is_err());
+        assert!(file.sync_data().is_err());
+        assert!(disk.rename(Path::new("f"), Path::new("g")).is_err());
+        assert!(disk.open(Path::new("h"), OpenMode::Create).is_err());
+        disk.up();
+        assert_eq!(
+            runtime::disk::read_all(&*disk, Path::new("f")).unwrap(),
+            b"kept"
+        );
+        assert!(!disk.exists(Path::new("g")) && !disk.exists(Path::new("h")));
+    }
+
+    /// The hook decides; a down node's sites never fire; a stretched fsync is far longer.
+    #[test]
+    fn buggify_asks_the_hook_unless_down() {
+        let disk = disk();
+        assert!(!disk.buggify(Site::SegmentRoll), "no hook: no fault");
+        disk.buggify_set(Some(Arc::new(|_: &SimDisk, site| site != Site::Recovery)));
+        assert!(disk.buggify(Site::SegmentRoll));
+        assert!(!disk.buggify(Site::Recovery));
+        let max = std::time::Duration::from_millis(2);
+        disk.faults_set(DiskFaults {
+            sync_delay_max: max,
+            ..DiskFaults::default()
+        });
+        assert_eq!(disk.sync_delay(), max * FSYNC_STRETCH_FACTOR);
+        disk.down();
+        assert!(!disk.buggify(Site::SegmentRoll));
+    }
+}

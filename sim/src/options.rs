@@ -199,3 +199,42 @@ impl Options {
         options
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime::rng::{stream_rng, Stream};
+
+    fn swarm(seed: u64, mix: FaultMix) -> Options {
+        Options::swarm(
+            seed,
+            mix,
+            Workload::Assigned,
+            &mut stream_rng(seed, Stream::Swarm as u64),
+        )
+    }
+
+    /// Crash sites need the scenario to allow crashes, the stretch disk faults, a quiet scenario
+    /// has none, and over 100 seeds every site is on somewhere.
+    #[test]
+    fn buggify_sites_are_drawn_only_where_allowed() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..100 {
+            let all = swarm(seed, FaultMix::ALL);
+            let no_crash = swarm(
+                seed,
+                FaultMix {
+                    crash: false,
+                    ..FaultMix::ALL
+                },
+            );
+            assert!(no_crash
+                .buggify
+                .iter()
+                .all(|(site, _)| *site == Site::FsyncStretch));
+            assert_eq!(swarm(seed, FaultMix::NONE).buggify, Vec::new());
+            seen.extend(all.buggify.iter().map(|(site, _)| *site));
+        }
+        assert_eq!(seen.len(), Site::ALL.len(), "{seen:?}");
+    }
+}
