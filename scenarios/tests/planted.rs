@@ -5,8 +5,8 @@
 
 use scenarios::planted::{campaign, HuntMode};
 
-/// The bound on seeds-to-detection; the figures in the closing note say how close each bug is.
-const SEEDS_MAX: u64 = 60;
+/// The bound on seeds-to-detection (issue 10: within 200); `ci/sim planted` measures the rates.
+const SEEDS_MAX: u64 = 200;
 
 #[test]
 fn every_planted_bug_is_caught() {
