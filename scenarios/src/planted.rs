@@ -29,13 +29,19 @@ pub struct Outcome {
     /// The first seed whose run failed, and how.
     pub caught_at: Option<(u64, String)>,
     pub seeds_tried: u64,
-    /// Seeds that caught the bug, of `seeds_tried`.
+    /// Seeds that caught the bug, of `seeds_tried` (a rate only in `HuntMode::Rate`).
     pub seeds_caught: u64,
+    pub mode: HuntMode,
 }
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.caught_at {
+            Some((seed, verdict)) if self.mode == HuntMode::FirstCatch => write!(
+                f,
+                "{}: caught at seed {seed} by {verdict}",
+                self.bug.name()
+            ),
             Some((seed, verdict)) => write!(
                 f,
                 "{}: first caught at seed {seed}, caught by {}/{} seeds ({:.0}%), first by {verdict}",
@@ -64,6 +70,7 @@ pub fn hunt(binary: &std::path::Path, bug: Bug, seeds_max: u64, mode: HuntMode) 
         caught_at: None,
         seeds_tried: 0,
         seeds_caught: 0,
+        mode,
     };
     let mut start = 0;
     while start < seeds_max {
