@@ -94,3 +94,19 @@ fn determinism_across_processes() {
         "the test process disagrees"
     );
 }
+
+/// An aimed crash (produce-replied, process-then-power) restarted the broker while the nemesis
+/// had it down for another crash; the nemesis's later bare restart left the running
+/// incarnation's listener bound, and the broker never served again (liveness). Restarts now
+/// kill first, and the nemesis does not crash a node that is already down.
+#[test]
+fn regression_overlapping_crashes_restart_cleanly_30() {
+    let result = scenarios::run(scenario_find("single-chaos").unwrap(), 30, false);
+    assert!(result.verdict.is_pass(), "{}", result.verdict);
+    let fired = |name: &str| result.fault_counts.get(name).copied().unwrap_or(0);
+    assert!(
+        fired("buggify-produce-replied") >= 1 && fired("crash-process-then-power") >= 1,
+        "the overlapping crashes no longer happen: {}",
+        result.faults_line()
+    );
+}
