@@ -88,31 +88,32 @@ fn regression_read_skip_after_header_bitflip_113() {
 /// 26: a partition jumped to offset 2^26 + 269, and acknowledged writes below it were lost), and
 /// in another seed a partition's readers stalled behind a similar jump. Scans now re-read any
 /// batch that leaves an offset gap before believing it. (Seeds 2070 and 2091 before the stream
-/// change of issue 10.)
+/// change of issue 10; 57 and 98 before the merge of crash kinds and aimed faults.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_57_98() {
-    regression("single-crash", 57, "scan-gap-reread-differs");
-    regression("single-crash", 98, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_10_30() {
+    regression("single-crash", 10, "scan-gap-reread-differs");
+    regression("single-crash", 30, "scan-gap-reread-differs");
 }
 
 /// Found by the re-sweep after the stream change of issue 10: a segment's scan at open did not
 /// check its first batch against the segment's base, so a bit flipped in that batch's
 /// baseOffset jumped the log to 2^29 + 1185 (lost-write, poll-skip). The first batch is now
-/// checked like any other gap.
+/// checked like any other gap. (Seed 99 before the merge of crash kinds and aimed faults.)
 #[test]
-fn regression_segment_first_batch_gap_99() {
-    regression("single-crash", 99, "scan-gap-reread-differs");
+fn regression_segment_first_batch_gap_55() {
+    regression("single-crash", 55, "scan-gap-reread-differs");
 }
 
 /// Issue 9: a read error while replaying `__consumer_offsets` at startup stopped the replay, so
 /// a group came back from part of its history: at generation 1, accepting commits of an older
 /// generation (stale-generation-commit), with committed offsets that went back
 /// (committed-offset-regression). Replay now reads again, and fails the broker's start if the
-/// error persists. (Seeds 163 and 195 before the stream change of issue 10.)
+/// error persists. (Seeds 163 and 195 before the stream change of issue 10; 216 and 658 before
+/// the merge of crash kinds and aimed faults.)
 #[test]
-fn regression_offsets_replay_read_error_216_658() {
-    regression("single-groups", 216, "offsets-replay-reread");
-    regression("single-groups", 658, "offsets-replay-reread");
+fn regression_offsets_replay_read_error_3_14() {
+    regression("single-groups", 3, "offsets-replay-reread");
+    regression("single-groups", 14, "offsets-replay-reread");
 }
 
 /// The rotating window (`GREGOR_SWEEP_WINDOW=A..B`, which ci/sim-test derives from the commit
@@ -160,5 +161,22 @@ fn determinism_across_processes() {
         format!("{:016x}", in_process.trace_hash),
         first,
         "the test process disagrees"
+    );
+}
+
+/// An aimed crash (produce-replied, process-then-power) restarted the broker while the nemesis
+/// had it down for another crash; the nemesis's later bare restart left the running
+/// incarnation's listener bound, and the broker never served again (liveness). Restarts now
+/// kill first, and the nemesis does not crash a node that is already down.
+/// (Seed 30 before the merge with the stream change of issue 10 and malformed sends.)
+#[test]
+fn regression_overlapping_crashes_restart_cleanly_22() {
+    let result = scenarios::run(scenario_find("single-chaos").unwrap(), 22, false);
+    assert!(result.verdict.is_pass(), "{}", result.verdict);
+    let fired = |name: &str| result.fault_counts.get(name).copied().unwrap_or(0);
+    assert!(
+        fired("buggify-produce-replied") >= 1 && fired("crash-process-then-power") >= 1,
+        "the overlapping crashes no longer happen: {}",
+        result.faults_line()
     );
 }
