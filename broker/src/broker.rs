@@ -20,6 +20,8 @@ pub struct NodeContext {
 pub struct Broker {
     pub config: BrokerConfig,
     pub clock: Clock,
+    /// The node's disk, through which handlers reach aimed-fault sites (`runtime::buggify`).
+    pub disk: Arc<dyn Disk>,
     topics: Mutex<Topics>,
     rng: Mutex<ChaCha8Rng>,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
@@ -56,6 +58,7 @@ impl Broker {
         Ok(Arc::new(Broker {
             config,
             clock: context.clock,
+            disk: context.disk,
             topics: Mutex::new(topics),
             rng: Mutex::new(rng),
             groups,

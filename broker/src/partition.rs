@@ -167,7 +167,14 @@ async fn flusher_run(partition: std::sync::Weak<Partition>) {
 
 /// One group commit: capture, sync without the lock, complete, publish.
 async fn flush_once(partition: &Arc<Partition>) -> bool {
-    let ticket = partition.log().flush_begin();
+    let (ticket, disk) = {
+        let log = partition.log();
+        (log.flush_begin(), log.disk().clone())
+    };
+    runtime::buggify::hit(&*disk, runtime::buggify::Site::FsyncInFlight);
+    if Bug::active(partition.planted, Bug::AckAtFsyncStart) {
+        return planted_ack_at_fsync_start(partition, ticket).await;
+    }
     let (ticket, result) = runtime::blocking(move || {
         let result = ticket.sync();
         (ticket, result)
@@ -188,6 +195,12 @@ async fn flush_once(partition: &Arc<Partition>) -> bool {
             .send_modify(|durable| durable.failed = true);
         return false;
     }
+    durable_publish(partition, ticket);
+    true
+}
+
+/// Completes a synced ticket and tells producers and fetchers the new durable offset.
+fn durable_publish(partition: &Partition, ticket: storage::FlushTicket) {
     let offset_end = {
         let mut log = partition.log();
         log.flush_complete(ticket);
@@ -202,5 +215,26 @@ async fn flush_once(partition: &Arc<Partition>) -> bool {
         durable.offset_end = offset_end;
         advanced
     });
-    true
+}
+
+/// The planted bug `AckAtFsyncStart`: the durable offset is published as the fsync is issued,
+/// and the fsync (modelled as taking effect when its latency has passed) completes afterwards.
+async fn planted_ack_at_fsync_start(
+    partition: &Arc<Partition>,
+    ticket: storage::FlushTicket,
+) -> bool {
+    let offset_end = ticket.offset_end();
+    partition.durable_sender.send_if_modified(|durable| {
+        let advanced = offset_end > durable.offset_end;
+        durable.offset_end = durable.offset_end.max(offset_end);
+        advanced
+    });
+    runtime::time::sleep(ticket.delay()).await;
+    match ticket.sync() {
+        Ok(()) => {
+            partition.log().flush_complete(ticket);
+            true
+        }
+        Err(_) => false,
+    }
 }

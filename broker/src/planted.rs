@@ -23,6 +23,14 @@ pub enum Bug {
     /// Produce checks each batch's envelope and CRC but not its records, so a CRC-valid batch of
     /// garbage is stored and poisons the partition for every reader (issue 8).
     SkipsRecordValidation,
+    /// Recovery trusts the bytes it reads as durable and skips syncing the tail it scanned: after
+    /// a process crash they come from the page cache, so consumers see a tail that a power loss
+    /// soon after the restart takes back.
+    RecoveryTrustsPageCache,
+    /// The flusher publishes the durable offset when it issues the fsync, not when the fsync
+    /// returns: produces are acknowledged during the fsync's latency, a window of microseconds
+    /// to milliseconds that a crash must land in.
+    AckAtFsyncStart,
 }
 
 impl Bug {
@@ -34,6 +42,8 @@ impl Bug {
         Bug::RollSkipsFsync,
         Bug::CommitStaleGeneration,
         Bug::SkipsRecordValidation,
+        Bug::RecoveryTrustsPageCache,
+        Bug::AckAtFsyncStart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +55,8 @@ impl Bug {
             Bug::RollSkipsFsync => "roll-skips-fsync",
             Bug::CommitStaleGeneration => "commit-stale-generation",
             Bug::SkipsRecordValidation => "skips-record-validation",
+            Bug::RecoveryTrustsPageCache => "recovery-trusts-page-cache",
+            Bug::AckAtFsyncStart => "ack-at-fsync-start",
         }
     }
 
@@ -54,7 +66,8 @@ impl Bug {
             Bug::RecoverySkipsCrc => Some(PlantedBug::RecoverySkipsCrc),
             Bug::OffsetReuseAfterRestart => Some(PlantedBug::OffsetReuseAfterRestart),
             Bug::RollSkipsFsync => Some(PlantedBug::RollSkipsFsync),
-            Bug::CommitStaleGeneration | Bug::SkipsRecordValidation => None,
+            Bug::RecoveryTrustsPageCache => Some(PlantedBug::RecoveryTrustsPageCache),
+            Bug::CommitStaleGeneration | Bug::SkipsRecordValidation | Bug::AckAtFsyncStart => None,
             Bug::AckBeforeFsync | Bug::FetchBeyondDurable => None,
         }
     }

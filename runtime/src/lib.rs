@@ -8,6 +8,7 @@
 //! its own faulty in-memory disk.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod buggify;
 pub mod clock;
 pub mod disk;
 pub mod rng;

@@ -32,6 +32,8 @@ pub enum Stream {
     Node = 7,
     /// A broker's group coordinator: member ids (index: node id), from its start's seed.
     Groups = 8,
+    /// Aimed faults (`buggify`; index: node id, 0 for the simulator's own).
+    Buggify = 9,
 }
 
 impl Stream {
@@ -71,6 +73,7 @@ mod tests {
             Stream::Incarnation,
             Stream::Node,
             Stream::Groups,
+            Stream::Buggify,
         ];
         let mut ids = std::collections::BTreeSet::new();
         let mut firsts = std::collections::BTreeSet::new();

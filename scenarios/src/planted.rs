@@ -14,22 +14,41 @@ pub fn planted_scenario(bug: Bug) -> &'static str {
     }
 }
 
+/// How a hunt spends its seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HuntMode {
+    /// Stop at the first seed that catches the bug (the self-test: is it caught at all?).
+    FirstCatch,
+    /// Run every seed, to measure the catch rate as well (`ci/sim planted`).
+    Rate,
+}
+
 #[derive(Debug)]
 pub struct Outcome {
     pub bug: Bug,
     /// The first seed whose run failed, and how.
     pub caught_at: Option<(u64, String)>,
     pub seeds_tried: u64,
+    /// Seeds that caught the bug, of `seeds_tried` (a rate only in `HuntMode::Rate`).
+    pub seeds_caught: u64,
+    pub mode: HuntMode,
 }
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.caught_at {
+            Some((seed, verdict)) if self.mode == HuntMode::FirstCatch => write!(
+                f,
+                "{}: caught at seed {seed} by {verdict}",
+                self.bug.name()
+            ),
             Some((seed, verdict)) => write!(
                 f,
-                "{}: caught at seed {seed} ({} seeds) by {verdict}",
+                "{}: first caught at seed {seed}, caught by {}/{} seeds ({:.0}%), first by {verdict}",
                 self.bug.name(),
-                self.seeds_tried
+                self.seeds_caught,
+                self.seeds_tried,
+                100.0 * self.seeds_caught as f64 / self.seeds_tried.max(1) as f64,
             ),
             None => write!(
                 f,
@@ -41,11 +60,18 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// Runs seeds `0..seeds_max` with `bug` planted (each in its own process of `binary`) until
-/// one fails.
-pub fn hunt(binary: &std::path::Path, bug: Bug, seeds_max: u64) -> Outcome {
+/// Runs seeds `0..seeds_max` with `bug` planted (each in its own process of `binary`), until one
+/// fails or, in `HuntMode::Rate`, through all of them.
+pub fn hunt(binary: &std::path::Path, bug: Bug, seeds_max: u64, mode: HuntMode) -> Outcome {
     let scenario = planted_scenario(bug);
     let jobs = crate::sweep::jobs_default() as u64;
+    let mut outcome = Outcome {
+        bug,
+        caught_at: None,
+        seeds_tried: 0,
+        seeds_caught: 0,
+        mode,
+    };
     let mut start = 0;
     while start < seeds_max {
         let end = (start + jobs).min(seeds_max);
@@ -57,30 +83,37 @@ pub fn hunt(binary: &std::path::Path, bug: Bug, seeds_max: u64) -> Outcome {
             jobs as usize,
             |_| {},
         );
+        outcome.seeds_tried = end;
+        outcome.seeds_caught += summary.failures.len() as u64;
         if let Some(failure) = summary.failures.iter().min_by_key(|failure| failure.seed) {
-            let caught_at = Some((failure.seed, failure.verdict.clone()));
-            return Outcome {
-                bug,
-                caught_at,
-                seeds_tried: failure.seed + 1,
-            };
+            if outcome.caught_at.is_none() {
+                outcome.caught_at = Some((failure.seed, failure.verdict.clone()));
+            }
+            if mode == HuntMode::FirstCatch {
+                outcome.seeds_tried = failure.seed + 1;
+                outcome.seeds_caught = 1;
+                return outcome;
+            }
         }
         start = end;
     }
-    Outcome {
-        bug,
-        caught_at: None,
-        seeds_tried: seeds_max,
-    }
+    outcome
 }
 
-/// Every planted bug, hunted; empty when the build lacks the feature (nothing is planted then).
-pub fn campaign(binary: &std::path::Path, seeds_max: u64) -> Vec<Outcome> {
+/// Every planted bug (or those named in `only`), hunted; empty when the build lacks the feature
+/// (nothing is planted then).
+pub fn campaign(
+    binary: &std::path::Path,
+    seeds_max: u64,
+    mode: HuntMode,
+    only: &[String],
+) -> Vec<Outcome> {
     if !cfg!(feature = "planted-bugs") {
         return Vec::new();
     }
     Bug::ALL
         .iter()
-        .map(|bug| hunt(binary, *bug, seeds_max))
+        .filter(|bug| only.is_empty() || only.iter().any(|name| name == bug.name()))
+        .map(|bug| hunt(binary, *bug, seeds_max, mode))
         .collect()
 }

@@ -21,6 +21,8 @@ pub struct SeedOutcome {
     pub simulated_s: f64,
     /// How often the broker met and handled each kind of fault (the run's `sites:` line).
     pub sites: BTreeMap<String, u64>,
+    /// The run's `faults:` line, by name: crash kinds and aimed-fault firings.
+    pub fault_counts: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -28,6 +30,8 @@ pub struct SweepSummary {
     pub seeds: u64,
     pub failures: Vec<SeedOutcome>,
     pub simulated_s: f64,
+    /// Every seed's fault counts, added up: what the sweep covered.
+    pub fault_counts: BTreeMap<String, u64>,
 }
 
 fn spawn(
@@ -57,6 +61,7 @@ fn outcome(seed: u64, child: std::io::Result<Child>) -> SeedOutcome {
         trace_hash: String::new(),
         simulated_s: 0.0,
         sites: BTreeMap::new(),
+        fault_counts: BTreeMap::new(),
     };
     let output = match output {
         Ok(output) => output,
@@ -84,7 +89,18 @@ fn outcome(seed: u64, child: std::io::Result<Child>) -> SeedOutcome {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0.0),
         sites: field("sites:").map_or_else(BTreeMap::new, |text| sim::sites::parse(&text)),
+        fault_counts: field("faults:").map_or_else(BTreeMap::new, |line| counts_parse(&line)),
     }
+}
+
+/// Parses `name=count name=count ...`; malformed pairs are skipped.
+fn counts_parse(line: &str) -> BTreeMap<String, u64> {
+    line.split_whitespace()
+        .filter_map(|pair| {
+            let (name, count) = pair.split_once('=')?;
+            Some((name.to_string(), count.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Runs one seed in its own process of `binary` (a `gregor-sim` built with `--cfg madsim`).
@@ -112,6 +128,9 @@ pub fn sweep(
             let outcome = outcome(seed, child);
             summary.seeds += 1;
             summary.simulated_s += outcome.simulated_s;
+            for (name, count) in &outcome.fault_counts {
+                *summary.fault_counts.entry(name.clone()).or_default() += count;
+            }
             progress(&outcome);
             if !outcome.pass {
                 summary.failures.push(outcome);

@@ -88,20 +88,20 @@ fn regression_read_skip_after_header_bitflip_113() {
 /// 26: a partition jumped to offset 2^26 + 269, and acknowledged writes below it were lost), and
 /// in another seed a partition's readers stalled behind a similar jump. Scans now re-read any
 /// batch that leaves an offset gap before believing it. (Seeds 2070 and 2091 before the stream
-/// change of issue 10; 57 and 98 before the long-poll and malformed-send changes.)
+/// change of issue 10; 57 and 98 before the merge of crash kinds and aimed faults.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_91_111() {
-    regression("single-crash", 91, "scan-gap-reread-differs");
-    regression("single-crash", 111, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_10_30() {
+    regression("single-crash", 10, "scan-gap-reread-differs");
+    regression("single-crash", 30, "scan-gap-reread-differs");
 }
 
 /// Found by the re-sweep after the stream change of issue 10: a segment's scan at open did not
 /// check its first batch against the segment's base, so a bit flipped in that batch's
 /// baseOffset jumped the log to 2^29 + 1185 (lost-write, poll-skip). The first batch is now
-/// checked like any other gap. (Seed 99 before the long-poll and malformed-send changes.)
+/// checked like any other gap. (Seed 99 before the merge of crash kinds and aimed faults.)
 #[test]
-fn regression_segment_first_batch_gap_112() {
-    regression("single-crash", 112, "scan-gap-reread-differs");
+fn regression_segment_first_batch_gap_55() {
+    regression("single-crash", 55, "scan-gap-reread-differs");
 }
 
 /// Issue 9: a read error while replaying `__consumer_offsets` at startup stopped the replay, so
@@ -109,11 +109,11 @@ fn regression_segment_first_batch_gap_112() {
 /// generation (stale-generation-commit), with committed offsets that went back
 /// (committed-offset-regression). Replay now reads again, and fails the broker's start if the
 /// error persists. (Seeds 163 and 195 before the stream change of issue 10; 216 and 658 before
-/// the long-poll and malformed-send changes.)
+/// the merge of crash kinds and aimed faults.)
 #[test]
-fn regression_offsets_replay_read_error_7_39() {
-    regression("single-groups", 7, "offsets-replay-reread");
-    regression("single-groups", 39, "offsets-replay-reread");
+fn regression_offsets_replay_read_error_3_14() {
+    regression("single-groups", 3, "offsets-replay-reread");
+    regression("single-groups", 14, "offsets-replay-reread");
 }
 
 /// The rotating window (`GREGOR_SWEEP_WINDOW=A..B`, which ci/sim-test derives from the commit
@@ -161,5 +161,22 @@ fn determinism_across_processes() {
         format!("{:016x}", in_process.trace_hash),
         first,
         "the test process disagrees"
+    );
+}
+
+/// An aimed crash (produce-replied, process-then-power) restarted the broker while the nemesis
+/// had it down for another crash; the nemesis's later bare restart left the running
+/// incarnation's listener bound, and the broker never served again (liveness). Restarts now
+/// kill first, and the nemesis does not crash a node that is already down.
+/// (Seed 30 before the merge with the stream change of issue 10 and malformed sends.)
+#[test]
+fn regression_overlapping_crashes_restart_cleanly_22() {
+    let result = scenarios::run(scenario_find("single-chaos").unwrap(), 22, false);
+    assert!(result.verdict.is_pass(), "{}", result.verdict);
+    let fired = |name: &str| result.fault_counts.get(name).copied().unwrap_or(0);
+    assert!(
+        fired("buggify-produce-replied") >= 1 && fired("crash-process-then-power") >= 1,
+        "the overlapping crashes no longer happen: {}",
+        result.faults_line()
     );
 }

@@ -10,6 +10,7 @@
 //! simulator never flips durable bits: a fault beyond the promise is not a bug.
 
 use rand::{Rng, RngCore};
+use runtime::buggify::Site;
 use runtime::disk::{CrashOptions, MemDisk};
 use runtime::rng::ChaCha8Rng;
 use runtime::{Disk, DiskFile, OpenMode};
@@ -38,10 +39,60 @@ struct FaultState {
     injected: [u64; 3],
 }
 
-#[derive(Debug)]
+/// How a node goes down. The kind decides what its disk keeps (see `MemDisk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CrashKind {
+    /// SIGKILL, OOM kill, panic: the page cache survives.
+    Process,
+    /// Power loss before the kernel wrote anything back: unsynced state is lost.
+    PowerLose,
+    /// Power loss after the kernel wrote back a random subset of the dirty state.
+    PowerTear,
+    /// A process crash, a quick restart, then a power loss before the recovered tail is synced.
+    ProcessThenPower,
+}
+
+impl CrashKind {
+    pub const ALL: [CrashKind; 4] = [
+        CrashKind::Process,
+        CrashKind::PowerLose,
+        CrashKind::PowerTear,
+        CrashKind::ProcessThenPower,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashKind::Process => "process",
+            CrashKind::PowerLose => "power-lose",
+            CrashKind::PowerTear => "power-tear",
+            CrashKind::ProcessThenPower => "process-then-power",
+        }
+    }
+}
+
+/// The simulator's answer to an aimed fault at a site of this disk's node (see `Disk::buggify`).
+pub type BuggifyHook = Arc<dyn Fn(&SimDisk, Site) -> bool + Send + Sync>;
+
 pub struct SimDisk {
     true_bytes: Arc<MemDisk>,
     faults: Arc<Mutex<FaultState>>,
+    /// Set while the node is down: a process that was killed in the middle of synchronous code
+    /// runs on until its next await, and must not touch the disk meanwhile.
+    down: Arc<std::sync::atomic::AtomicBool>,
+    buggify: Mutex<Option<BuggifyHook>>,
+}
+
+impl std::fmt::Debug for SimDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimDisk")
+            .field("true_bytes", &self.true_bytes)
+            .field("down", &self.is_down())
+            .finish_non_exhaustive()
+    }
+}
+
+fn down_error() -> io::Error {
+    io::Error::other("simulated node is down")
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -76,7 +127,40 @@ impl SimDisk {
                 rng,
                 injected: [0; 3],
             })),
+            down: Default::default(),
+            buggify: Mutex::new(None),
         })
+    }
+
+    /// Installs (or, with `None`, removes) the simulator's aimed-fault hook.
+    pub fn buggify_set(&self, hook: Option<BuggifyHook>) {
+        *lock(&self.buggify) = hook;
+    }
+
+    /// Marks the node down: every call fails until `up`.
+    pub fn down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Marks the node up again, just before its restart.
+    pub fn up(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn check_up(&self) -> io::Result<()> {
+        match self.is_down() {
+            true => Err(down_error()),
+            false => Ok(()),
+        }
+    }
+
+    /// A process crash: open handles die, the page cache stays.
+    pub fn crash_process(&self) {
+        self.true_bytes.crash_process();
     }
 
     pub fn faults_set(&self, rates: DiskFaults) {
@@ -103,16 +187,20 @@ impl SimDisk {
 
 impl Disk for SimDisk {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
+        self.check_up()?;
         let inner = self.true_bytes.open(path, mode)?;
         Ok(Arc::new(SimFile {
             inner,
             faults: self.faults.clone(),
+            down: self.down.clone(),
         }))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.check_up()?;
         self.true_bytes.create_dir_all(path)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.check_up()?;
         self.true_bytes.list(dir)
     }
     fn exists(&self, path: &Path) -> bool {
@@ -122,15 +210,19 @@ impl Disk for SimDisk {
         self.true_bytes.is_dir(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check_up()?;
         self.true_bytes.rename(from, to)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.check_up()?;
         self.true_bytes.remove_file(path)
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.check_up()?;
         self.true_bytes.remove_dir_all(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.check_up()?;
         self.true_bytes.sync_dir(dir)
     }
 
@@ -140,14 +232,41 @@ impl Disk for SimDisk {
         if max.is_zero() {
             return max;
         }
-        max.mul_f64(faults.rng.gen_range(0.0..1.0))
+        let delay = max.mul_f64(faults.rng.gen_range(0.0..1.0));
+        drop(faults);
+        match self.buggify(Site::FsyncStretch) {
+            true => max * FSYNC_STRETCH_FACTOR,
+            false => delay,
+        }
+    }
+
+    fn buggify(&self, site: Site) -> bool {
+        if self.is_down() {
+            return false;
+        }
+        let hook = lock(&self.buggify).clone();
+        hook.is_some_and(|hook| hook(self, site))
     }
 }
+
+/// How much longer than its longest usual latency a stretched fsync takes: long enough (tens of
+/// milliseconds to a second) that appends, reads and their clients' timeouts pile up behind it.
+pub const FSYNC_STRETCH_FACTOR: u32 = 50;
 
 #[derive(Debug)]
 struct SimFile {
     inner: Arc<dyn DiskFile>,
     faults: Arc<Mutex<FaultState>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SimFile {
+    fn check_up(&self) -> io::Result<()> {
+        match self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            true => Err(down_error()),
+            false => Ok(()),
+        }
+    }
 }
 
 impl DiskFile for SimFile {
@@ -156,6 +275,7 @@ impl DiskFile for SimFile {
     }
 
     fn read_at(&self, buffer: &mut [u8], position: u64) -> io::Result<usize> {
+        self.check_up()?;
         let mut faults = lock(&self.faults);
         if faults.strike(0) {
             return Err(io::Error::other("simulated EIO on read"));
@@ -169,6 +289,7 @@ impl DiskFile for SimFile {
     }
 
     fn write_at(&self, bytes: &[u8], position: u64) -> io::Result<()> {
+        self.check_up()?;
         if lock(&self.faults).strike(2) {
             return Err(io::Error::new(
                 io::ErrorKind::StorageFull,
@@ -179,10 +300,60 @@ impl DiskFile for SimFile {
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
+        self.check_up()?;
         self.inner.truncate(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.check_up()?;
         self.inner.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn disk() -> Arc<SimDisk> {
+        SimDisk::new(ChaCha8Rng::seed_from_u64(1))
+    }
+
+    /// A node killed inside synchronous code runs on until its next await: while it is down,
+    /// every call through the disk or an open handle fails, and none reaches the true bytes.
+    #[test]
+    fn a_down_node_cannot_touch_its_disk() {
+        let disk = disk();
+        let file = disk.open(Path::new("f"), OpenMode::Create).unwrap();
+        file.append(b"kept").unwrap();
+        disk.down();
+        assert!(file.append(b"lost").is_err());
+        assert!(file.sync_data().is_err());
+        assert!(disk.rename(Path::new("f"), Path::new("g")).is_err());
+        assert!(disk.open(Path::new("h"), OpenMode::Create).is_err());
+        disk.up();
+        assert_eq!(
+            runtime::disk::read_all(&*disk, Path::new("f")).unwrap(),
+            b"kept"
+        );
+        assert!(!disk.exists(Path::new("g")) && !disk.exists(Path::new("h")));
+    }
+
+    /// The hook decides; a down node's sites never fire; a stretched fsync is far longer.
+    #[test]
+    fn buggify_asks_the_hook_unless_down() {
+        let disk = disk();
+        assert!(!disk.buggify(Site::SegmentRoll), "no hook: no fault");
+        disk.buggify_set(Some(Arc::new(|_: &SimDisk, site| site != Site::Recovery)));
+        assert!(disk.buggify(Site::SegmentRoll));
+        assert!(!disk.buggify(Site::Recovery));
+        let max = std::time::Duration::from_millis(2);
+        disk.faults_set(DiskFaults {
+            sync_delay_max: max,
+            ..DiskFaults::default()
+        });
+        assert_eq!(disk.sync_delay(), max * FSYNC_STRETCH_FACTOR);
+        disk.down();
+        assert!(!disk.buggify(Site::SegmentRoll));
     }
 }

@@ -5,12 +5,15 @@
 //!   the faults the broker met and handled, by site. All three build everywhere.
 //! - `world` (madsim only): one run, top-down, to a `Verdict`.
 //! - `workload`, `nemesis`, `recorder` (madsim only): who does what, and how it is written down.
+//! - `buggify` (madsim only): aimed faults at the broker's and storage's named sites.
 
 pub mod disk;
 pub mod options;
 pub mod sites;
 pub mod trace;
 
+#[cfg(madsim)]
+pub mod buggify;
 #[cfg(madsim)]
 pub mod group_workload;
 #[cfg(madsim)]

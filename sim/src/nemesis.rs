@@ -3,7 +3,13 @@
 //! every fault it starts it also ends (a crashed node is restarted after its down time), so
 //! `heal` only has to undo what is in flight when the safety phase stops: a pause, a partition,
 //! and the disks' fault rates.
+//!
+//! A crash draws its kind (`CrashKind`): a process crash keeps the page cache, a power loss loses
+//! or tears what was not synced, and a process crash may be followed, just after the restart, by
+//! a power loss that finds the recovered tail still unsynced. `crash` also serves the aimed
+//! faults (world.rs), so both say the kind in the trace and count it in the run's summary.
 
+use crate::disk::CrashKind;
 use crate::options::Options;
 use crate::recorder::Recorder;
 use crate::world::BrokerNode;
@@ -82,32 +88,8 @@ async fn act(
     let name = &broker.name;
     match action {
         Action::Crash => {
-            let tear = rng.gen_bool(0.5);
-            recorder.note(&format!(
-                "nemesis crash {name} tear={tear} down_for={duration:?}"
-            ));
-            handle.kill(broker.id);
-            broker.disk.crash(if tear {
-                CrashOptions::Tear
-            } else {
-                CrashOptions::LoseUnsynced
-            });
-            // What survived, for whoever replays this seed: every file of the workload's topic.
-            let files: Vec<String> = broker
-                .disk
-                .true_bytes()
-                .files()
-                .into_iter()
-                .filter(|(path, _)| {
-                    path.to_string_lossy()
-                        .starts_with(&format!("/data/{}-", crate::world::TOPIC))
-                })
-                .map(|(path, len)| format!("{}={len}", path.display()))
-                .collect();
-            recorder.note(&format!("disk after crash: {}", files.join(" ")));
-            runtime::time::sleep(duration).await;
-            recorder.note(&format!("nemesis restart {name}"));
-            handle.restart(broker.id);
+            let kind = CrashKind::ALL[rng.gen_range(0..CrashKind::ALL.len())];
+            crash(handle, recorder, broker, kind, duration, "nemesis", rng).await;
         }
         Action::Pause => {
             recorder.note(&format!("nemesis pause {name} for={duration:?}"));
@@ -130,6 +112,91 @@ async fn act(
     }
 }
 
+/// The longest quick restart of a `ProcessThenPower` crash: a supervisor restarting a killed
+/// process at once.
+const QUICK_RESTART_MAX: Duration = Duration::from_millis(100);
+
+/// The longest the restarted process runs before the power goes: up to a second, so consumers
+/// reconnect and read while whatever the restarted broker left unsynced is still unsynced.
+const QUICK_UPTIME_MAX: Duration = Duration::from_secs(1);
+
+/// Takes `broker` down with a crash of `kind` and brings it back after `down_for`. `cause` names
+/// who did it in the trace (the nemesis, or an aimed fault).
+pub async fn crash(
+    handle: &Handle,
+    recorder: &Recorder,
+    broker: &BrokerNode,
+    kind: CrashKind,
+    down_for: Duration,
+    cause: &str,
+    rng: &mut ChaCha8Rng,
+) {
+    let name = &broker.name;
+    if broker.disk.is_down() && cause == "nemesis" {
+        // Another crash already has it down and will bring it back; one outage at a time.
+        recorder.note(&format!("{cause} crash {name}: already down"));
+        return;
+    }
+    recorder.note(&format!(
+        "{cause} crash {name} kind={} down_for={down_for:?}",
+        kind.name()
+    ));
+    recorder.count(&format!("crash-{}", kind.name()));
+    if kind == CrashKind::ProcessThenPower {
+        let quick = QUICK_RESTART_MAX.mul_f64(rng.gen_range(0.0..1.0));
+        down(handle, recorder, broker, CrashKind::Process);
+        up(handle, recorder, broker, quick).await;
+        let uptime = QUICK_UPTIME_MAX.mul_f64(rng.gen_range(0.0..1.0));
+        runtime::time::sleep(uptime).await;
+        recorder.note(&format!(
+            "{cause} crash {name} power loss after a quick restart"
+        ));
+        let power = match rng.gen_bool(0.5) {
+            true => CrashKind::PowerTear,
+            false => CrashKind::PowerLose,
+        };
+        down(handle, recorder, broker, power);
+    } else {
+        down(handle, recorder, broker, kind);
+    }
+    up(handle, recorder, broker, down_for).await;
+}
+
+/// Kills the node and applies the crash's effect on its disk (a single kind, not a sequence).
+fn down(handle: &Handle, recorder: &Recorder, broker: &BrokerNode, kind: CrashKind) {
+    handle.kill(broker.id);
+    broker.disk.down();
+    match kind {
+        CrashKind::Process | CrashKind::ProcessThenPower => broker.disk.crash_process(),
+        CrashKind::PowerLose => broker.disk.crash(CrashOptions::LoseUnsynced),
+        CrashKind::PowerTear => broker.disk.crash(CrashOptions::Tear),
+    }
+    // What survived, for whoever replays this seed: every file of the workload's topic.
+    let files: Vec<String> = broker
+        .disk
+        .true_bytes()
+        .files()
+        .into_iter()
+        .filter(|(path, _)| {
+            path.to_string_lossy()
+                .starts_with(&format!("/data/{}-", crate::world::TOPIC))
+        })
+        .map(|(path, len)| format!("{}={len}", path.display()))
+        .collect();
+    recorder.note(&format!("disk after crash: {}", files.join(" ")));
+}
+
+/// Waits `down_for`, then restarts the node on its disk.
+async fn up(handle: &Handle, recorder: &Recorder, broker: &BrokerNode, down_for: Duration) {
+    runtime::time::sleep(down_for).await;
+    recorder.note(&format!("restart {}", broker.name));
+    broker.disk.up();
+    // Killing first releases the node's sockets even if another crash restarted it meanwhile;
+    // a bare restart of a running node would leave its listener bound.
+    handle.kill(broker.id);
+    handle.restart(broker.id);
+}
+
 /// Ends every fault: network healed, nodes resumed, disks perfect.
 pub fn heal(brokers: &[BrokerNode], recorder: &Recorder) {
     let handle = Handle::current();
@@ -138,6 +205,7 @@ pub fn heal(brokers: &[BrokerNode], recorder: &Recorder) {
         net.unclog_node(broker.id);
         handle.resume(broker.id);
         broker.disk.faults_set(crate::disk::DiskFaults::default());
+        broker.disk.buggify_set(None);
     }
-    recorder.note("heal: network healed, nodes resumed, disk faults off");
+    recorder.note("heal: network healed, nodes resumed, disk faults and aimed faults off");
 }

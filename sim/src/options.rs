@@ -4,6 +4,7 @@
 
 use crate::disk::DiskFaults;
 use rand::Rng;
+use runtime::buggify::Site;
 use runtime::rng::ChaCha8Rng;
 use std::time::Duration;
 
@@ -83,6 +84,45 @@ pub struct Options {
     /// a wrong count, an unknown codec, ...; `wire::batch::build::Poison`), 0 in most seeds.
     /// The broker must refuse each one and no consumer may read one.
     pub malformed_send_rate: f64,
+    /// The aimed-fault sites on in this seed, each with its chance of firing per visit.
+    pub buggify: Vec<(Site, f64)>,
+}
+
+/// Each aimed-fault site is on in this share of seeds (of those whose scenario allows it):
+/// often enough that a 100-seed sweep visits every site, rarely enough that most seeds still
+/// test the unaimed paths.
+const BUGGIFY_SITE_ON_RATE: f64 = 0.3;
+
+/// A site's typical chance of firing per visit, chosen from how often a run visits it: sites on
+/// every flush or produce are visited thousands of times, a restart's recovery a few times.
+fn buggify_rate_base(site: Site) -> f64 {
+    match site {
+        Site::FsyncInFlight | Site::ProduceReplied | Site::FsyncStretch => 0.003,
+        Site::CommitReplied | Site::SegmentRoll | Site::CheckpointWrite => 0.03,
+        Site::CompactionSwap | Site::Recovery | Site::OffsetsReplay => 0.2,
+    }
+}
+
+/// Whether the scenario's faults allow `site`: crashes for the crash sites, disk faults for
+/// a stretched fsync.
+fn buggify_allowed(site: Site, mix: FaultMix) -> bool {
+    match site {
+        Site::FsyncStretch => mix.disk,
+        _ => mix.crash,
+    }
+}
+
+/// Draws the aimed-fault table. Every site draws its on-switch and rate whether or not it is
+/// allowed, so the draws do not shift between scenarios.
+fn buggify_draw(rng: &mut ChaCha8Rng, mix: FaultMix) -> Vec<(Site, f64)> {
+    Site::ALL
+        .iter()
+        .filter_map(|site| {
+            let on = rng.gen_bool(BUGGIFY_SITE_ON_RATE);
+            let rate = buggify_rate_base(*site) * rng.gen_range(0.5..2.0);
+            (on && buggify_allowed(*site, mix)).then_some((*site, rate))
+        })
+        .collect()
 }
 
 /// Whether an allowed fault is on in this seed. Draws even when the answer is forced, so the
@@ -138,7 +178,9 @@ impl Options {
             Workload::Assigned => rng.gen_range(1..=2),
             Workload::Group => rng.gen_range(2..=4),
         };
-        Options {
+        // Struct fields are evaluated in order: draws in the literal below stay where they were,
+        // and new draws go after it (append-only, so old seeds keep their worlds).
+        let mut options = Options {
             seed,
             workload,
             broker_count: 1,
@@ -157,12 +199,54 @@ impl Options {
             disk_faults,
             network_latency: Duration::from_millis(1)..Duration::from_millis(latency_max_ms),
             request_timeout: Duration::from_secs(5),
-            // Drawn last (new draws go at the end, so old seeds keep their worlds); both draws
-            // happen in every seed.
+            // Drawn after the fields above and before the aimed faults (new draws go at the end,
+            // so old seeds keep their worlds); both draws happen in every seed.
             malformed_send_rate: match (rng.gen_bool(0.25), rng.gen_range(0.01..0.05)) {
                 (true, rate) => rate,
                 (false, _) => 0.0,
             },
+            buggify: Vec::new(),
+        };
+        options.buggify = buggify_draw(rng, mix);
+        options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime::rng::{stream_rng, Stream};
+
+    fn swarm(seed: u64, mix: FaultMix) -> Options {
+        Options::swarm(
+            seed,
+            mix,
+            Workload::Assigned,
+            &mut stream_rng(seed, Stream::Swarm, 0),
+        )
+    }
+
+    /// Crash sites need the scenario to allow crashes, the stretch disk faults, a quiet scenario
+    /// has none, and over 100 seeds every site is on somewhere.
+    #[test]
+    fn buggify_sites_are_drawn_only_where_allowed() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..100 {
+            let all = swarm(seed, FaultMix::ALL);
+            let no_crash = swarm(
+                seed,
+                FaultMix {
+                    crash: false,
+                    ..FaultMix::ALL
+                },
+            );
+            assert!(no_crash
+                .buggify
+                .iter()
+                .all(|(site, _)| *site == Site::FsyncStretch));
+            assert_eq!(swarm(seed, FaultMix::NONE).buggify, Vec::new());
+            seen.extend(all.buggify.iter().map(|(site, _)| *site));
         }
+        assert_eq!(seen.len(), Site::ALL.len(), "{seen:?}");
     }
 }

@@ -15,6 +15,8 @@ pub struct Recorder {
 struct Inner {
     history: History,
     trace: Trace,
+    /// Faults by name (crash kinds, aimed-fault sites), for the run's summary.
+    counts: std::collections::BTreeMap<String, u64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -28,6 +30,7 @@ impl Recorder {
         let inner = Inner {
             history: History::default(),
             trace: Trace::new(trace_lines),
+            counts: Default::default(),
         };
         Recorder {
             inner: Arc::new(Mutex::new(inner)),
@@ -58,6 +61,18 @@ impl Recorder {
         let elapsed = self.elapsed();
         tracing::info!(at = ?elapsed, "{line}");
         lock(&self.inner).trace.record(elapsed, line);
+    }
+
+    /// Counts one fault named `name` for the run's summary.
+    pub fn count(&self, name: &str) {
+        *lock(&self.inner)
+            .counts
+            .entry(name.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        lock(&self.inner).counts.clone()
     }
 
     pub fn finish(&self) -> (History, Trace) {

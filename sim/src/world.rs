@@ -98,6 +98,8 @@ pub struct RunResult {
     pub sites: BTreeMap<String, u64>,
     /// Faults the disks injected, summed over brokers: read errors, bit flips, ENOSPC.
     pub disk_faults_injected: [u64; 3],
+    /// Faults by name: crash kinds (`crash-process`, ...) and aimed-fault firings (`buggify-*`).
+    pub fault_counts: std::collections::BTreeMap<String, u64>,
 }
 
 impl RunResult {
@@ -112,7 +114,7 @@ impl RunResult {
         format!(
             "scenario {} seed {}: {} events, {} acknowledged sends, {:.1} simulated s\noptions: {:?}\n\
              disk-faults: read-errors={read_errors} read-bitflips={bitflips} write-nospace={nospace}\n\
-             sites: {}",
+             sites: {}\n{}",
             self.scenario,
             self.seed,
             self.history.events.len(),
@@ -120,7 +122,19 @@ impl RunResult {
             self.simulated.as_secs_f64(),
             self.options,
             crate::sites::render(&self.sites),
+            self.faults_line(),
         )
+    }
+
+    /// `faults: name=count ...`: which crash kinds and aimed faults this run saw. Sweeps add
+    /// these lines up to show coverage.
+    pub fn faults_line(&self) -> String {
+        let counts: Vec<String> = self
+            .fault_counts
+            .iter()
+            .map(|(name, count)| format!("{name}={count}"))
+            .collect();
+        format!("faults: {}", counts.join(" "))
     }
 }
 
@@ -193,6 +207,9 @@ fn run_here(
         Some(recorder) => recorder.finish(),
         None => (History::default(), crate::trace::Trace::new(false)),
     };
+    let fault_counts = recorder
+        .map(|recorder| recorder.counts())
+        .unwrap_or_default();
     let report = checker::check(&history);
     let disk_faults_injected = disks
         .lock()
@@ -232,6 +249,7 @@ fn run_here(
         simulated,
         sites: sites.snapshot(),
         disk_faults_injected,
+        fault_counts,
     }
 }
 
@@ -257,6 +275,7 @@ async fn simulate(
     *disks.lock().unwrap_or_else(|p| p.into_inner()) =
         brokers.iter().map(|broker| broker.disk.clone()).collect();
     recorder.note(&format!("start {} broker(s)", brokers.len()));
+    crate::buggify::install(options, &brokers, recorder);
     let bootstrap: Vec<String> = brokers.iter().map(|b| b.address.clone()).collect();
     workload::topic_create(options, &bootstrap, recorder).await?;
 

@@ -204,6 +204,7 @@ impl PartitionLog {
             .rename(&cleaned, &swap)
             .context("rename", &cleaned)?;
         self.disk.sync_dir(&self.dir).context("sync", &self.dir)?;
+        runtime::buggify::hit(&*self.disk, runtime::buggify::Site::CompactionSwap);
         let files = self.disk.list(&self.dir).context("list", &self.dir)?;
         swap_install(
             &*self.disk,

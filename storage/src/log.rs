@@ -206,6 +206,7 @@ impl PartitionLog {
             let _ = self.disk.remove_file(segment.path());
             return Err(error).context("sync", &self.dir);
         }
+        runtime::buggify::hit(&*self.disk, runtime::buggify::Site::SegmentRoll);
         self.active_mut().seal();
         if let Err(error) = self.active().index_files_write(&*self.disk, &self.dir) {
             tracing::warn!(dir = %self.dir.display(), %error, "index files not written; recovery will rebuild them");
@@ -530,6 +531,11 @@ impl PartitionLog {
             log_start_offset: self.log_start_offset,
             log_end_offset: self.log_end_offset(),
         }
+    }
+
+    /// The disk this log lives on (the broker reaches aimed-fault sites through it).
+    pub fn disk(&self) -> &Arc<dyn Disk> {
+        &self.disk
     }
 
     pub(crate) fn checkpoint_write(&self) -> Result<(), LogError> {

@@ -12,6 +12,10 @@ pub enum PlantedBug {
     RollSkipsFsync,
     /// Recovery forgets the last offset of the log (an off-by-one), so the next append reuses it.
     OffsetReuseAfterRestart,
+    /// Recovery takes the bytes it reads for durable and skips syncing the tail it scanned. After
+    /// a process crash those bytes come from the page cache, not the disk, so the log serves an
+    /// unsynced tail as committed, and a power loss before the next fsync takes it back.
+    RecoveryTrustsPageCache,
 }
 
 impl PlantedBug {

@@ -88,6 +88,10 @@ impl GroupCoordinator {
             core.planted_commit_stale_generation_set();
         }
         for partition in &partitions {
+            runtime::buggify::hit(
+                &**partition.log().disk(),
+                runtime::buggify::Site::OffsetsReplay,
+            );
             replay_partition(&mut core, partition)?;
         }
         core.replay_finish();

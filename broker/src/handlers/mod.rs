@@ -31,6 +31,7 @@ pub mod produce;
 pub mod sync_group;
 
 use crate::broker::Broker;
+use runtime::buggify::Site;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,6 +47,29 @@ pub enum Reply {
     Later(ResponseFuture),
 }
 
+/// Reports the aimed-fault site `site` once `reply` is ready to go out: the simulator may crash
+/// the node a moment later, after the client has its answer. Only the simulator's build wraps.
+#[cfg(madsim)]
+fn replied(broker: &Arc<Broker>, site: Site, reply: Reply) -> Reply {
+    let disk = broker.disk.clone();
+    match reply {
+        Reply::Later(future) => Reply::Later(Box::pin(async move {
+            let response = future.await;
+            runtime::buggify::hit(&*disk, site);
+            response
+        })),
+        reply => {
+            runtime::buggify::hit(&*disk, site);
+            reply
+        }
+    }
+}
+
+#[cfg(not(madsim))]
+fn replied(_broker: &Arc<Broker>, _site: Site, reply: Reply) -> Reply {
+    reply
+}
+
 pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
     let version = request.api_version;
     match request.body {
@@ -55,7 +79,11 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
         RequestKind::Metadata(body) => {
             Reply::Now(Box::new(metadata::handle(broker, body, version)))
         }
-        RequestKind::Produce(body) => internal_topics::produce_guarded(broker, body, version),
+        RequestKind::Produce(body) => replied(
+            broker,
+            Site::ProduceReplied,
+            internal_topics::produce_guarded(broker, body, version),
+        ),
         RequestKind::Fetch(body) => fetch::handle(broker, body, version),
         RequestKind::ListOffsets(body) => {
             Reply::Now(Box::new(list_offsets::handle(broker, body, version)))
@@ -82,7 +110,11 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
         RequestKind::SyncGroup(body) => sync_group::handle(broker, body, version),
         RequestKind::Heartbeat(body) => heartbeat::handle(broker, body, version),
         RequestKind::LeaveGroup(body) => leave_group::handle(broker, body, version),
-        RequestKind::OffsetCommit(body) => offset_commit::handle(broker, body, version),
+        RequestKind::OffsetCommit(body) => replied(
+            broker,
+            Site::CommitReplied,
+            offset_commit::handle(broker, body, version),
+        ),
         RequestKind::OffsetFetch(body) => {
             Reply::Now(Box::new(offset_fetch::handle(broker, body, version)))
         }

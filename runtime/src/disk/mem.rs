@@ -4,10 +4,18 @@
 //! Model. Each file keeps `cached` bytes (what the running process reads) and `durable` bytes (what
 //! survives a crash); `sync_data` copies the first to the second. Namespace operations go to an
 //! ordered journal; `sync_dir` commits the journal up to the last operation touching that directory.
-//! `crash` then keeps a random in-order prefix of the uncommitted journal and, for every file, a
-//! random length between its durable and cached lengths, taking each unsynced 512-byte sector from
-//! either the old or the new contents: lost writes, torn writes and holes, never invented bytes.
-//! Handles opened before a crash fail afterwards, as a dead process's file descriptors would.
+//!
+//! Two kinds of crash:
+//! - `crash_process` (SIGKILL, OOM kill, panic): the kernel keeps the page cache, so nothing is
+//!   lost; unsynced bytes and namespace changes stay readable and stay unsynced, for a later
+//!   sync to make durable or a later power loss to drop.
+//! - `crash` (power loss): what was synced survives. With `Tear`, the kernel had already written
+//!   back a random subset of the dirty state: each unsynced 512-byte sector comes from the old or
+//!   the new contents, the length is the old, the new or in between, and each uncommitted journal
+//!   entry survives or not, except that an entry is lost whenever an earlier one on the same path
+//!   (or a parent or child of it) was. Lost writes, torn writes and holes; never invented bytes.
+//!
+//! Handles opened before either crash fail afterwards, as a dead process's file descriptors would.
 //! A disk set full (`full_set`) refuses, with ENOSPC and writing nothing, every write that would
 //! need a new block: one that extends a file. Overwrites in place, truncation, removal, renames
 //! and syncs still work, as on a real file system with no free blocks.
@@ -139,18 +147,21 @@ impl MemDisk {
         self.state().full = full;
     }
 
+    /// Simulates a process crash: the page cache survives, only the open handles die.
+    pub fn crash_process(&self) {
+        self.state().generation += 1;
+    }
+
     /// Simulates power loss: see the module doc for what survives.
     pub fn crash(&self, options: CrashOptions, rng: &mut dyn RngCore) {
         let mut state = self.state();
         state.generation += 1;
         let journal = std::mem::take(&mut state.journal);
-        let kept = match options {
-            CrashOptions::LoseUnsynced => 0,
-            CrashOptions::Tear => rng.gen_range(0..=journal.len()),
-        };
         let mut namespace = std::mem::take(&mut state.namespace_durable);
-        for op in &journal[..kept] {
-            journal_apply(&mut namespace, op);
+        if options == CrashOptions::Tear {
+            for op in journal_written_back(&journal, rng) {
+                journal_apply(&mut namespace, op);
+            }
         }
         for entry in namespace.values() {
             if let Entry::File(inode) = entry {
@@ -205,6 +216,37 @@ impl MemDisk {
             _ => Err(not_found(parent)),
         }
     }
+}
+
+/// The paths an operation changes.
+fn journal_paths(op: &JournalOp) -> Vec<&Path> {
+    match op {
+        JournalOp::Insert { path, .. }
+        | JournalOp::Remove { path }
+        | JournalOp::RemoveTree { path } => vec![path],
+        JournalOp::Rename { from, to } => vec![from, to],
+    }
+}
+
+/// A random subset of uncommitted operations that a kernel may have written back: each survives
+/// at random, but never after an earlier operation on a related path (the same, a parent or a
+/// child) was lost, since a file system does not apply a change to a name it has not created.
+fn journal_written_back<'a>(journal: &'a [JournalOp], rng: &mut dyn RngCore) -> Vec<&'a JournalOp> {
+    let mut lost: Vec<&Path> = Vec::new();
+    let mut kept = Vec::new();
+    for op in journal {
+        let paths = journal_paths(op);
+        let related = paths.iter().any(|path| {
+            lost.iter()
+                .any(|gone| path.starts_with(gone) || gone.starts_with(path))
+        });
+        if !related && rng.gen_bool(0.5) {
+            kept.push(op);
+        } else {
+            lost.extend(paths);
+        }
+    }
+    kept
 }
 
 fn file_crash(data: &mut FileData, options: CrashOptions, rng: &mut dyn RngCore) {
@@ -523,5 +565,118 @@ mod tests {
             assert!(contents[..1000].iter().all(|byte| *byte == 1));
             assert!(contents[1000..].iter().all(|byte| *byte == 2 || *byte == 0));
         }
+    }
+
+    /// One step of a crash-kind case: what happens to the node between the write and the read.
+    fn step(disk: &MemDisk, step: &str, rng: &mut rand_chacha::ChaCha8Rng) {
+        match step {
+            "process" => disk.crash_process(),
+            "power" => disk.crash(CrashOptions::LoseUnsynced, rng),
+            "sync" => {
+                let file = disk.open(Path::new("d/f"), OpenMode::Existing).unwrap();
+                file.sync_data().unwrap();
+                disk.sync_dir(Path::new("d")).unwrap();
+            }
+            other => panic!("unknown step {other}"),
+        }
+    }
+
+    /// Each crash kind and sequence of them, from one state: "old" synced, "+new" unsynced, and
+    /// an unsynced file `d/g`. What a later process reads, and whether `g` is there.
+    #[test]
+    fn crash_kinds_keep_what_their_kind_keeps() {
+        let cases = [
+            ("process", "old+new g"),
+            ("process process", "old+new g"),
+            ("power", "old"),
+            ("process power", "old"),
+            ("process sync power", "old+new g"),
+            ("power process", "old"),
+            ("process sync process power", "old+new g"),
+        ];
+        for (steps, expected) in cases {
+            let disk = MemDisk::new();
+            disk.create_dir_all(Path::new("d")).unwrap();
+            disk.sync_dir(Path::new("")).unwrap();
+            let file = disk.open(Path::new("d/f"), OpenMode::Create).unwrap();
+            disk.sync_dir(Path::new("d")).unwrap();
+            file.append(b"old").unwrap();
+            file.sync_data().unwrap();
+            file.append(b"+new").unwrap();
+            disk.open(Path::new("d/g"), OpenMode::Create).unwrap();
+            let mut rng = rng();
+            for name in steps.split(' ') {
+                step(&disk, name, &mut rng);
+            }
+            assert!(file.len().is_err(), "{steps}: handles die with any crash");
+            let contents = super::super::read_all(&*disk, Path::new("d/f")).unwrap();
+            let mut seen = String::from_utf8(contents).unwrap();
+            if disk.exists(Path::new("d/g")) {
+                seen.push_str(" g");
+            }
+            assert_eq!(seen, expected, "{steps}");
+        }
+    }
+
+    /// A power loss with writeback keeps a subset of dirty sectors, not only a prefix: over many
+    /// seeds some run keeps a later sector and loses an earlier one, and none invents a byte.
+    #[test]
+    fn tear_writes_back_any_subset_of_sectors() {
+        let mut holes = 0;
+        for seed in 0..100 {
+            let disk = MemDisk::new();
+            let file = disk.open(Path::new("f"), OpenMode::Create).unwrap();
+            disk.sync_dir(Path::new("")).unwrap();
+            file.write_at(&[1; 4 * SECTOR_BYTES], 0).unwrap();
+            file.sync_data().unwrap();
+            file.write_at(&[2; 4 * SECTOR_BYTES], 0).unwrap();
+            disk.crash_process();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            disk.crash(CrashOptions::Tear, &mut rng);
+            let contents = super::super::read_all(&*disk, Path::new("f")).unwrap();
+            assert!(
+                contents.iter().all(|byte| *byte == 1 || *byte == 2),
+                "seed {seed}"
+            );
+            let sectors: Vec<u8> = contents.chunks(SECTOR_BYTES).map(|s| s[0]).collect();
+            holes += usize::from(sectors.windows(2).any(|pair| pair == [1, 2]));
+        }
+        assert!(
+            holes > 10,
+            "only {holes} runs kept a later sector without an earlier one"
+        );
+    }
+
+    /// Journal entries survive a power loss as a subset, yet never a child without its parent:
+    /// `b` may outlive `a` (unrelated), `d/f` never outlives `d`.
+    #[test]
+    fn tear_keeps_a_journal_subset_that_respects_each_path() {
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..100 {
+            let disk = MemDisk::new();
+            disk.open(Path::new("a"), OpenMode::Create).unwrap();
+            disk.open(Path::new("b"), OpenMode::Create).unwrap();
+            disk.create_dir_all(Path::new("d")).unwrap();
+            disk.open(Path::new("d/f"), OpenMode::Create).unwrap();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            disk.crash(CrashOptions::Tear, &mut rng);
+            let names: Vec<&str> = ["a", "b", "d", "d/f"]
+                .into_iter()
+                .filter(|name| disk.exists(Path::new(name)))
+                .collect();
+            assert!(
+                !names.contains(&"d/f") || names.contains(&"d"),
+                "seed {seed}: {names:?}"
+            );
+            outcomes.insert(names.join(","));
+        }
+        assert!(
+            outcomes.contains("b"),
+            "a later entry survives an earlier loss: {outcomes:?}"
+        );
+        assert!(
+            outcomes.contains("a,b,d,d/f") && outcomes.contains(""),
+            "{outcomes:?}"
+        );
     }
 }

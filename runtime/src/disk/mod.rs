@@ -4,7 +4,9 @@
 //! - File contents written with `write_at`/`append` sit in a page cache until `sync_data` returns;
 //!   a crash may lose or tear (per 512-byte sector) anything not yet synced.
 //! - Namespace changes (`open` with create, `rename`, `remove`) are durable only after `sync_dir` on
-//!   the parent directory; a crash keeps an in-order prefix of them (a journaling file system).
+//!   the parent directory; a power loss keeps any subset of them that respects each path's order.
+//! - A process crash (SIGKILL, OOM kill, panic) loses nothing: the page cache outlives the process,
+//!   so unsynced bytes stay readable by the next process, and stay unsynced until it syncs them.
 //! - Errors are real: reads and writes may fail with EIO or ENOSPC, and callers must handle them.
 //!
 //! The traits are synchronous: file system calls are short, and the one slow call (`sync_data`) is
@@ -56,6 +58,12 @@ pub trait Disk: Send + Sync + Debug {
     /// a real disk, so they wait for the next sync and a crash can land in between.
     fn sync_delay(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+
+    /// An aimed fault at `site` (see `crate::buggify`); true if one fired. Only the simulator's
+    /// disk ever fires, and only `buggify::hit` under `cfg(madsim)` asks.
+    fn buggify(&self, _site: crate::buggify::Site) -> bool {
+        false
     }
 }
 
@@ -117,6 +125,7 @@ pub fn write_atomic(disk: &dyn Disk, path: &Path, contents: &[u8]) -> io::Result
         let _ = disk.remove_file(&temporary);
         return Err(error);
     }
+    crate::buggify::hit(disk, crate::buggify::Site::CheckpointWrite);
     disk.rename(&temporary, path)?;
     disk.sync_dir(dir)
 }

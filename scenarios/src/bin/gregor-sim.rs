@@ -57,9 +57,12 @@ mod cli {
         },
         /// Prove each planted bug is caught (needs the planted-bugs feature: `ci/sim planted`).
         Planted {
-            /// Seeds to try per bug before declaring it escaped.
-            #[arg(long, default_value_t = 40)]
+            /// Seeds to run per bug: all of them, for the catch rate.
+            #[arg(long, default_value_t = 200)]
             seeds: u64,
+            /// Hunt only these bugs (by name); all of them by default.
+            #[arg(long)]
+            bug: Vec<String>,
         },
     }
 
@@ -106,7 +109,7 @@ mod cli {
                 scenario: name,
                 seeds,
             } => sweep(&name, seeds),
-            Action::Planted { seeds } => planted(seeds),
+            Action::Planted { seeds, bug } => planted(seeds, &bug),
         };
         result.unwrap_or_else(|code| code)
     }
@@ -204,6 +207,12 @@ mod cli {
             summary.simulated_s / wall
         );
         println!("{} seeds, {} failed", summary.seeds, summary.failures.len());
+        let faults: Vec<String> = summary
+            .fault_counts
+            .iter()
+            .map(|(name, count)| format!("{name}={count}"))
+            .collect();
+        println!("faults: {}", faults.join(" "));
         for failure in &summary.failures {
             println!(
                 "  {}: {}",
@@ -218,8 +227,9 @@ mod cli {
         })
     }
 
-    fn planted(seeds: u64) -> Result<ExitCode, ExitCode> {
-        let outcomes = scenarios::planted::campaign(&binary()?, seeds);
+    fn planted(seeds: u64, only: &[String]) -> Result<ExitCode, ExitCode> {
+        let mode = scenarios::planted::HuntMode::Rate;
+        let outcomes = scenarios::planted::campaign(&binary()?, seeds, mode, only);
         if outcomes.is_empty() {
             eprintln!(
                 "no planted bugs in this build: run `ci/sim planted` (it enables the feature)"

@@ -1,0 +1,132 @@
+//! Aimed faults: the simulator's side of `runtime::buggify`. Each node's disk gets a hook that,
+//! when execution reaches a site switched on in this seed (`Options::buggify`), draws from the
+//! node's own stream whether to fire, and if so:
+//! - in the middle of synchronous work (a roll, a compaction swap, a checkpoint, recovery, the
+//!   offsets replay) kills the node on the spot, so the rest of that work never reaches the disk;
+//! - in a window that spans an await (an fsync in flight, a reply on its way out) asks the
+//!   crash driver to kill the node a moment later, inside the window;
+//! - for a stretched fsync, answers yes and lets the disk stretch it.
+//!
+//! Every firing is a trace line and a count in the run's summary.
+
+use crate::disk::{CrashKind, SimDisk};
+use crate::options::Options;
+use crate::recorder::Recorder;
+use crate::world::BrokerNode;
+use madsim::runtime::Handle;
+use rand::Rng;
+use runtime::buggify::Site;
+use runtime::rng::{stream_rng, ChaCha8Rng, Stream};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// After an aimed crash, a node's sites stay quiet this long, so the broker gets back to work
+/// between crashes and a seed with a busy site is not one long outage.
+const CRASH_GAP: Duration = Duration::from_secs(2);
+
+/// The latest a delayed crash lands after its site: inside an fsync's modelled latency or a
+/// reply's trip to the client.
+const CRASH_DELAY_MAX: Duration = Duration::from_millis(3);
+
+/// A crash the driver carries out.
+#[derive(Debug)]
+struct Request {
+    node: usize,
+    site: Site,
+    /// Wait this long before killing; `None`: the hook already killed the node.
+    delay: Option<Duration>,
+}
+
+struct Table {
+    rates: BTreeMap<Site, f64>,
+    rng: ChaCha8Rng,
+    quiet_until: Duration,
+}
+
+/// Installs each broker's hook and spawns the driver that performs the delayed crashes and every
+/// restart. Does nothing if no site is on.
+pub fn install(options: &Options, brokers: &[BrokerNode], recorder: &Recorder) {
+    if options.buggify.is_empty() {
+        return;
+    }
+    let (sender, receiver) = runtime::sync::mpsc::unbounded_channel::<Request>();
+    for (index, broker) in brokers.iter().enumerate() {
+        let table = Mutex::new(Table {
+            rates: options.buggify.iter().copied().collect(),
+            rng: stream_rng(options.seed, Stream::Buggify, index as u32 + 1),
+            quiet_until: Duration::ZERO,
+        });
+        let (recorder, sender, id) = (recorder.clone(), sender.clone(), broker.id);
+        let name = broker.name.clone();
+        let hook = move |disk: &SimDisk, site: Site| {
+            let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(rate) = table.rates.get(&site).copied() else {
+                return false;
+            };
+            let now = recorder.elapsed();
+            if now < table.quiet_until || !table.rng.gen_bool(rate.min(1.0)) {
+                return false;
+            }
+            recorder.note(&format!("buggify {} on {name}", site.name()));
+            recorder.count(&format!("buggify-{}", site.name()));
+            let delay = match site {
+                Site::FsyncStretch => return true,
+                Site::FsyncInFlight | Site::ProduceReplied | Site::CommitReplied => {
+                    Some(CRASH_DELAY_MAX.mul_f64(table.rng.gen_range(0.0..1.0)))
+                }
+                _ => {
+                    Handle::current().kill(id);
+                    disk.down();
+                    None
+                }
+            };
+            table.quiet_until = now + CRASH_GAP;
+            let _ = sender.send(Request {
+                node: index,
+                site,
+                delay,
+            });
+            true
+        };
+        broker.disk.buggify_set(Some(Arc::new(hook)));
+    }
+    let rng = stream_rng(options.seed, Stream::Buggify, 0);
+    runtime::spawn(drive(receiver, brokers.to_vec(), recorder.clone(), rng));
+}
+
+/// Carries out each requested crash in its own task, with a kind and downtime drawn here.
+async fn drive(
+    mut receiver: runtime::sync::mpsc::UnboundedReceiver<Request>,
+    brokers: Vec<BrokerNode>,
+    recorder: Recorder,
+    mut rng: ChaCha8Rng,
+) {
+    while let Some(request) = receiver.recv().await {
+        let kind = CrashKind::ALL[rng.gen_range(0..CrashKind::ALL.len())];
+        let down_for = Duration::from_millis(rng.gen_range(10..2_000));
+        let crash_rng = stream_rng(rng.gen(), Stream::Buggify, 0);
+        let (broker, recorder) = (brokers[request.node].clone(), recorder.clone());
+        runtime::spawn(async move {
+            if let Some(delay) = request.delay {
+                runtime::time::sleep(delay).await;
+                if broker.disk.is_down() {
+                    return;
+                }
+            }
+            let cause = format!("buggify {}:", request.site.name());
+            let mut crash_rng = crash_rng;
+            let handle = Handle::current();
+            crate::nemesis::crash(
+                &handle,
+                &recorder,
+                &broker,
+                kind,
+                down_for,
+                &cause,
+                &mut crash_rng,
+            )
+            .await;
+        });
+    }
+}
