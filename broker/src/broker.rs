@@ -53,7 +53,7 @@ impl Broker {
             config.groups.clone(),
             context.clock,
             groups_rng,
-            crate::planted::Bug::active(config.planted, crate::planted::Bug::CommitStaleGeneration),
+            config.planted,
         )?;
         Ok(Arc::new(Broker {
             config,

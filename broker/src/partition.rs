@@ -175,18 +175,23 @@ async fn flush_once(partition: &Arc<Partition>) -> bool {
     if Bug::active(partition.planted, Bug::AckAtFsyncStart) {
         return planted_ack_at_fsync_start(partition, ticket).await;
     }
+    // A simulated disk's fsync latency, around the moment the sync takes effect
+    // (`runtime::SyncDelay`); appends made meanwhile wait for the next sync, as on a real disk.
+    let delay = ticket.delay();
+    if !delay.before.is_zero() {
+        runtime::time::sleep(delay.before).await;
+    }
     let (ticket, result) = runtime::blocking(move || {
         let result = ticket.sync();
         (ticket, result)
     })
     .await;
-    if !ticket.delay().is_zero() {
-        // A simulated disk's fsync latency: the sync covered what was written when it began;
-        // appends made while it is "in flight" wait for the next one, as on a real disk.
-        runtime::time::sleep(ticket.delay()).await;
+    if !delay.after.is_zero() {
+        runtime::time::sleep(delay.after).await;
     }
     if let Err(error) = result {
         tracing::error!(
+            site = "fsync-failed",
             topic = %partition.topic, partition = partition.index, %error,
             "fsync failed; partition offline until restart"
         );
@@ -229,7 +234,7 @@ async fn planted_ack_at_fsync_start(
         durable.offset_end = durable.offset_end.max(offset_end);
         advanced
     });
-    runtime::time::sleep(ticket.delay()).await;
+    runtime::time::sleep(ticket.delay().total()).await;
     match ticket.sync() {
         Ok(()) => {
             partition.log().flush_complete(ticket);

@@ -31,6 +31,13 @@ pub enum Bug {
     /// returns: produces are acknowledged during the fsync's latency, a window of microseconds
     /// to milliseconds that a crash must land in.
     AckAtFsyncStart,
+    /// The group coordinator counts an offset commit as persisted once it is appended, before
+    /// its fsync: a commit is acknowledged, and served by OffsetFetch, that a crash takes back.
+    CommitAckBeforeFsync,
+    /// Replaying `__consumer_offsets` keeps a partition's first committed offset instead of the
+    /// last (an `or_insert` where the later record must win): after a restart a group's committed
+    /// offsets go back to old ones.
+    OffsetsReplayKeepsFirst,
 }
 
 impl Bug {
@@ -44,6 +51,8 @@ impl Bug {
         Bug::SkipsRecordValidation,
         Bug::RecoveryTrustsPageCache,
         Bug::AckAtFsyncStart,
+        Bug::CommitAckBeforeFsync,
+        Bug::OffsetsReplayKeepsFirst,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +66,8 @@ impl Bug {
             Bug::SkipsRecordValidation => "skips-record-validation",
             Bug::RecoveryTrustsPageCache => "recovery-trusts-page-cache",
             Bug::AckAtFsyncStart => "ack-at-fsync-start",
+            Bug::CommitAckBeforeFsync => "commit-ack-before-fsync",
+            Bug::OffsetsReplayKeepsFirst => "offsets-replay-keeps-first",
         }
     }
 
@@ -68,6 +79,7 @@ impl Bug {
             Bug::RollSkipsFsync => Some(PlantedBug::RollSkipsFsync),
             Bug::RecoveryTrustsPageCache => Some(PlantedBug::RecoveryTrustsPageCache),
             Bug::CommitStaleGeneration | Bug::SkipsRecordValidation | Bug::AckAtFsyncStart => None,
+            Bug::CommitAckBeforeFsync | Bug::OffsetsReplayKeepsFirst => None,
             Bug::AckBeforeFsync | Bug::FetchBeyondDurable => None,
         }
     }

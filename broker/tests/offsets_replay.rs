@@ -31,7 +31,7 @@ fn open(
     let mut topics = Topics::open(disk.clone(), "data".into(), 0, None).expect("topics open");
     disk.fail_next(OFFSETS_TOPIC, fail_reads);
     let rng = runtime::rng::stream_rng(1, runtime::rng::Stream::Groups, 0);
-    let groups = GroupCoordinator::open(&mut topics, config(), Clock::system(), rng, false);
+    let groups = GroupCoordinator::open(&mut topics, config(), Clock::system(), rng, None);
     (topics, groups)
 }
 

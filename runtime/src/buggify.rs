@@ -31,6 +31,9 @@ pub enum Site {
     OffsetsReplay,
     /// An fsync takes far longer than usual, so reads and appends pile up behind it.
     FsyncStretch,
+    /// A Fetch response is on its way to the client: the node crashes right after, while what
+    /// the client just read may still be only in the page cache if the broker served it early.
+    FetchReplied,
 }
 
 impl Site {
@@ -44,6 +47,7 @@ impl Site {
         Site::Recovery,
         Site::OffsetsReplay,
         Site::FsyncStretch,
+        Site::FetchReplied,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Site {
             Site::Recovery => "recovery",
             Site::OffsetsReplay => "offsets-replay",
             Site::FsyncStretch => "fsync-stretch",
+            Site::FetchReplied => "fetch-replied",
         }
     }
 }

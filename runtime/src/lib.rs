@@ -14,7 +14,7 @@ pub mod disk;
 pub mod rng;
 
 pub use clock::Clock;
-pub use disk::{Disk, DiskFile, MemDisk, OpenMode, ReadFaults, RealDisk};
+pub use disk::{Disk, DiskFile, MemDisk, OpenMode, ReadFaults, RealDisk, SyncDelay};
 
 /// Timers: `sleep`, `timeout`, `interval`, `Instant`. Simulated time under madsim.
 pub mod time {

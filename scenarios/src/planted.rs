@@ -9,7 +9,9 @@ use std::fmt;
 /// group whose members stall.
 pub fn planted_scenario(bug: Bug) -> &'static str {
     match bug {
-        Bug::CommitStaleGeneration => "single-groups",
+        Bug::CommitStaleGeneration | Bug::CommitAckBeforeFsync | Bug::OffsetsReplayKeepsFirst => {
+            "single-groups"
+        }
         _ => "single-crash",
     }
 }

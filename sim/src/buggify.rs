@@ -72,7 +72,10 @@ pub fn install(options: &Options, brokers: &[BrokerNode], recorder: &Recorder) {
             recorder.count(&format!("buggify-{}", site.name()));
             let delay = match site {
                 Site::FsyncStretch => return true,
-                Site::FsyncInFlight | Site::ProduceReplied | Site::CommitReplied => {
+                Site::FsyncInFlight
+                | Site::ProduceReplied
+                | Site::CommitReplied
+                | Site::FetchReplied => {
                     Some(CRASH_DELAY_MAX.mul_f64(table.rng.gen_range(0.0..1.0)))
                 }
                 _ => {

@@ -11,9 +11,9 @@
 
 use rand::{Rng, RngCore};
 use runtime::buggify::Site;
-use runtime::disk::{CrashOptions, MemDisk};
+use runtime::disk::{CrashOptions, MemDisk, MemFile};
 use runtime::rng::ChaCha8Rng;
-use runtime::{Disk, DiskFile, OpenMode};
+use runtime::{Disk, DiskFile, OpenMode, SyncDelay};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,14 +29,18 @@ pub struct DiskFaults {
     pub write_nospace_rate: f64,
     /// fdatasync latency is drawn uniformly from `[0, sync_delay_max]`.
     pub sync_delay_max: std::time::Duration,
+    /// An fdatasync fails with EIO, having written back only some of the dirty sectors and
+    /// marked the rest clean (`MemFile::sync_fail`): the broker must take the partition offline.
+    pub sync_error_rate: f64,
 }
 
 #[derive(Debug)]
 struct FaultState {
     rates: DiskFaults,
     rng: ChaCha8Rng,
-    /// Faults injected so far, by kind, for the run's summary.
-    injected: [u64; 3],
+    /// Faults injected so far, by kind, for the run's summary: read errors, bit flips, ENOSPC,
+    /// failed syncs.
+    injected: [u64; 4],
 }
 
 /// How a node goes down. The kind decides what its disk keeps (see `MemDisk`).
@@ -79,7 +83,13 @@ pub struct SimDisk {
     /// Set while the node is down: a process that was killed in the middle of synchronous code
     /// runs on until its next await, and must not touch the disk meanwhile.
     down: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when an fdatasync failed since the node last started: some partition of it went
+    /// offline, and only a restart brings it back (`nemesis::heal` restarts such nodes).
+    sync_failed: Arc<std::sync::atomic::AtomicBool>,
     buggify: Mutex<Option<BuggifyHook>>,
+    /// How often the node reached each aimed-fault site, fired or not: the nemesis waits on
+    /// these to land a fault right after a site (see `nemesis::crash`).
+    visits: Mutex<std::collections::BTreeMap<Site, u64>>,
 }
 
 impl std::fmt::Debug for SimDisk {
@@ -108,7 +118,8 @@ impl FaultState {
         let rate = match kind {
             0 => self.rates.read_error_rate,
             1 => self.rates.read_bitflip_rate,
-            _ => self.rates.write_nospace_rate,
+            2 => self.rates.write_nospace_rate,
+            _ => self.rates.sync_error_rate,
         };
         let hit = rate > 0.0 && self.rng.gen_bool(rate.min(1.0));
         if hit {
@@ -125,10 +136,12 @@ impl SimDisk {
             faults: Arc::new(Mutex::new(FaultState {
                 rates: DiskFaults::default(),
                 rng,
-                injected: [0; 3],
+                injected: [0; 4],
             })),
             down: Default::default(),
+            sync_failed: Default::default(),
             buggify: Mutex::new(None),
+            visits: Default::default(),
         })
     }
 
@@ -145,6 +158,18 @@ impl SimDisk {
     /// Marks the node up again, just before its restart.
     pub fn up(&self) {
         self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.sync_failed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How often the node reached `site` so far.
+    pub fn visits(&self, site: Site) -> u64 {
+        lock(&self.visits).get(&site).copied().unwrap_or(0)
+    }
+
+    /// Whether an fdatasync failed since the node last started.
+    pub fn sync_failed(&self) -> bool {
+        self.sync_failed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn is_down(&self) -> bool {
@@ -167,8 +192,8 @@ impl SimDisk {
         lock(&self.faults).rates = rates;
     }
 
-    /// Read errors, bit flips and ENOSPC injected so far.
-    pub fn faults_injected(&self) -> [u64; 3] {
+    /// Read errors, bit flips, ENOSPC and failed syncs injected so far.
+    pub fn faults_injected(&self) -> [u64; 4] {
         lock(&self.faults).injected
     }
 
@@ -188,11 +213,12 @@ impl SimDisk {
 impl Disk for SimDisk {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
         self.check_up()?;
-        let inner = self.true_bytes.open(path, mode)?;
+        let inner = self.true_bytes.open_file(path, mode)?;
         Ok(Arc::new(SimFile {
             inner,
             faults: self.faults.clone(),
             down: self.down.clone(),
+            sync_failed: self.sync_failed.clone(),
         }))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -226,17 +252,30 @@ impl Disk for SimDisk {
         self.true_bytes.sync_dir(dir)
     }
 
-    fn sync_delay(&self) -> std::time::Duration {
+    /// The latency is uniform in `[0, sync_delay_max]` (or stretched by an aimed fault); the
+    /// sync takes effect at its start, at its end, or somewhere between, a third of the time
+    /// each, so both halves of a real fsync's uncertainty are met (`runtime::SyncDelay`).
+    fn sync_delay(&self) -> SyncDelay {
         let mut faults = lock(&self.faults);
         let max = faults.rates.sync_delay_max;
         if max.is_zero() {
-            return max;
+            return SyncDelay::default();
         }
         let delay = max.mul_f64(faults.rng.gen_range(0.0..1.0));
+        let share_before = match faults.rng.gen_range(0..3) {
+            0 => 0.0,
+            1 => 1.0,
+            _ => faults.rng.gen_range(0.0..1.0),
+        };
         drop(faults);
-        match self.buggify(Site::FsyncStretch) {
+        let total = match self.buggify(Site::FsyncStretch) {
             true => max * FSYNC_STRETCH_FACTOR,
             false => delay,
+        };
+        let before = total.mul_f64(share_before);
+        SyncDelay {
+            before,
+            after: total - before,
         }
     }
 
@@ -244,6 +283,7 @@ impl Disk for SimDisk {
         if self.is_down() {
             return false;
         }
+        *lock(&self.visits).entry(site).or_default() += 1;
         let hook = lock(&self.buggify).clone();
         hook.is_some_and(|hook| hook(self, site))
     }
@@ -255,9 +295,10 @@ pub const FSYNC_STRETCH_FACTOR: u32 = 50;
 
 #[derive(Debug)]
 struct SimFile {
-    inner: Arc<dyn DiskFile>,
+    inner: Arc<MemFile>,
     faults: Arc<Mutex<FaultState>>,
     down: Arc<std::sync::atomic::AtomicBool>,
+    sync_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SimFile {
@@ -306,6 +347,14 @@ impl DiskFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.check_up()?;
+        let mut faults = lock(&self.faults);
+        if faults.strike(3) {
+            self.inner.sync_fail(&mut faults.rng as &mut dyn RngCore)?;
+            self.sync_failed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(io::Error::other("simulated EIO on fdatasync"));
+        }
+        drop(faults);
         self.inner.sync_data()
     }
 }
@@ -352,7 +401,7 @@ mod tests {
             sync_delay_max: max,
             ..DiskFaults::default()
         });
-        assert_eq!(disk.sync_delay(), max * FSYNC_STRETCH_FACTOR);
+        assert_eq!(disk.sync_delay().total(), max * FSYNC_STRETCH_FACTOR);
         disk.down();
         assert!(!disk.buggify(Site::SegmentRoll));
     }

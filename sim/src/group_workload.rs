@@ -98,9 +98,19 @@ async fn member_life(
             runtime::time::sleep(SESSION_TIMEOUT + Duration::from_secs(2)).await;
             commit(process, member, recorder).await;
         }
-        member_poll(process, member, recorder).await;
-        if rng.gen_bool(COMMIT_CHANCE) {
-            commit(process, member, recorder).await;
+        let (polled, rebalanced) = member_poll(process, member, recorder).await;
+        // Read the committed offsets back at the moments a lost or misplaced commit shows: just
+        // after a (re)join, and once the broker answers again after a poll or a commit that
+        // failed (the coordinator may have crashed in a commit's fsync window). No extra draws:
+        // old seeds keep their worlds.
+        if polled != EventKind::Ok {
+            list_until_answered(process, member, recorder, stop).await;
+        } else if rebalanced {
+            list(process, member, recorder).await;
+        }
+        if rng.gen_bool(COMMIT_CHANCE) && commit(process, member, recorder).await == EventKind::Info
+        {
+            list_until_answered(process, member, recorder, stop).await;
         }
         if rng.gen_bool(LIST_CHANCE) {
             list(process, member, recorder).await;
@@ -109,19 +119,27 @@ async fn member_life(
     false
 }
 
-async fn member_poll(process: u64, member: &mut GroupConsumer, recorder: &Recorder) {
+/// One recorded poll: its outcome, and whether the member was assigned partitions during it.
+async fn member_poll(
+    process: u64,
+    member: &mut GroupConsumer,
+    recorder: &Recorder,
+) -> (EventKind, bool) {
     recorder.event(process, EventKind::Invoke, Op::poll(false));
     let outcome = runtime::time::timeout(GROUP_OP_DEADLINE, member.poll(POLL_WAIT)).await;
+    let mut rebalanced = false;
     for event in member.events() {
         if let RebalanceEvent::Assigned { partitions, .. } = event {
             let assigned = partitions.iter().map(history_partition).collect();
             recorder.event(process, EventKind::Ok, Op::Rebalance { assigned });
+            rebalanced = true;
         }
     }
     let kind = poll_complete(process, recorder, false, outcome);
     if kind != EventKind::Ok {
         runtime::time::sleep(Duration::from_millis(100)).await;
     }
+    (kind, rebalanced)
 }
 
 /// Kafka errors that mean the commit was refused, not lost in flight.
@@ -129,14 +147,15 @@ fn commit_refused(error: &ClientError) -> bool {
     error.kafka_error().is_some()
 }
 
-async fn commit(process: u64, member: &mut GroupConsumer, recorder: &Recorder) {
+/// Commits the member's positions; the commit's outcome (`Ok` if there was nothing to commit).
+async fn commit(process: u64, member: &mut GroupConsumer, recorder: &Recorder) -> EventKind {
     let positions: BTreeMap<TopicPartition, i64> = member
         .assignment()
         .into_iter()
         .filter_map(|tp| member.position(&tp).map(|position| (tp, position)))
         .collect();
     if positions.is_empty() {
-        return;
+        return EventKind::Ok;
     }
     let generation = member.generation().1;
     let offsets = positions
@@ -156,12 +175,36 @@ async fn commit(process: u64, member: &mut GroupConsumer, recorder: &Recorder) {
             Ok(Err(_)) | Err(_) => EventKind::Info,
         };
     recorder.event(process, kind, op);
+    kind
 }
 
-async fn list(process: u64, member: &mut GroupConsumer, recorder: &Recorder) {
+/// After a commit whose answer never came, reads the committed offsets back before anything
+/// else commits (a later commit would hide a lost one), through the coordinator's restart.
+async fn list_until_answered(
+    process: u64,
+    member: &mut GroupConsumer,
+    recorder: &Recorder,
+    stop: &AtomicBool,
+) {
+    for _ in 0..LIST_AFTER_DOUBT_ATTEMPTS {
+        if stop.load(Ordering::SeqCst) || list(process, member, recorder).await == EventKind::Ok {
+            return;
+        }
+        runtime::time::sleep(LIST_AFTER_DOUBT_BACKOFF).await;
+    }
+}
+
+/// Reads of `list_until_answered`: together shorter than a session timeout, so the member is
+/// not evicted for not polling meanwhile.
+const LIST_AFTER_DOUBT_ATTEMPTS: usize = 16;
+const LIST_AFTER_DOUBT_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Reads the group's committed offsets of the member's partitions; the outcome (`Ok` if it has
+/// none).
+async fn list(process: u64, member: &mut GroupConsumer, recorder: &Recorder) -> EventKind {
     let partitions = member.assignment();
     if partitions.is_empty() {
-        return;
+        return EventKind::Ok;
     }
     let asked = partitions
         .iter()
@@ -208,4 +251,5 @@ async fn list(process: u64, member: &mut GroupConsumer, recorder: &Recorder) {
             offsets,
         },
     );
+    kind
 }

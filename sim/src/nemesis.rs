@@ -16,6 +16,7 @@ use crate::world::BrokerNode;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use rand::Rng;
+use runtime::buggify::Site;
 use runtime::disk::CrashOptions;
 use runtime::rng::ChaCha8Rng;
 use std::time::Duration;
@@ -120,6 +121,10 @@ const QUICK_RESTART_MAX: Duration = Duration::from_millis(100);
 /// reconnect and read while whatever the restarted broker left unsynced is still unsynced.
 const QUICK_UPTIME_MAX: Duration = Duration::from_secs(1);
 
+/// The longest an aimed power loss waits after a fetch reply left: about the reply's trip to the
+/// client, so the client usually has it.
+const FETCH_REPLY_TRIP: Duration = Duration::from_millis(3);
+
 /// Takes `broker` down with a crash of `kind` and brings it back after `down_for`. `cause` names
 /// who did it in the trace (the nemesis, or an aimed fault).
 pub async fn crash(
@@ -147,7 +152,20 @@ pub async fn crash(
         down(handle, recorder, broker, CrashKind::Process);
         up(handle, recorder, broker, quick).await;
         let uptime = QUICK_UPTIME_MAX.mul_f64(rng.gen_range(0.0..1.0));
-        runtime::time::sleep(uptime).await;
+        if rng.gen_bool(0.5) {
+            // Aimed: the power goes right after the restarted broker answers its first fetch,
+            // which returns the tail a consumer was waiting for: if the broker served a tail that
+            // only the page cache held, the reader has now seen what the platter lacks.
+            let visits = broker.disk.visits(Site::FetchReplied);
+            let deadline = recorder.elapsed() + QUICK_UPTIME_MAX;
+            while broker.disk.visits(Site::FetchReplied) == visits && recorder.elapsed() < deadline
+            {
+                runtime::time::sleep(Duration::from_millis(1)).await;
+            }
+            runtime::time::sleep(FETCH_REPLY_TRIP.mul_f64(rng.gen_range(0.0..1.0))).await;
+        } else {
+            runtime::time::sleep(uptime).await;
+        }
         recorder.note(&format!(
             "{cause} crash {name} power loss after a quick restart"
         ));
@@ -197,8 +215,11 @@ async fn up(handle: &Handle, recorder: &Recorder, broker: &BrokerNode, down_for:
     handle.restart(broker.id);
 }
 
-/// Ends every fault: network healed, nodes resumed, disks perfect.
-pub fn heal(brokers: &[BrokerNode], recorder: &Recorder) {
+/// Ends every fault: network healed, nodes resumed, disks perfect. A node that met a failed
+/// fdatasync since its last start has partitions offline until a restart (the broker cannot trust
+/// its page cache any more), so it is restarted, as an operator would after the alert: a process
+/// crash, which keeps the page cache and with it the stale sectors of the failed sync.
+pub async fn heal(brokers: &[BrokerNode], recorder: &Recorder) {
     let handle = Handle::current();
     let net = NetSim::current();
     for broker in brokers {
@@ -208,4 +229,17 @@ pub fn heal(brokers: &[BrokerNode], recorder: &Recorder) {
         broker.disk.buggify_set(None);
     }
     recorder.note("heal: network healed, nodes resumed, disk faults and aimed faults off");
+    for broker in brokers {
+        if broker.disk.sync_failed() && !broker.disk.is_down() {
+            recorder.note(&format!(
+                "heal: restart {} after a failed fsync",
+                broker.name
+            ));
+            down(&handle, recorder, broker, CrashKind::Process);
+            up(&handle, recorder, broker, HEAL_RESTART_DOWN).await;
+        }
+    }
 }
+
+/// How long a node restarted at heal stays down.
+const HEAL_RESTART_DOWN: Duration = Duration::from_millis(100);

@@ -98,6 +98,7 @@ const BUGGIFY_SITE_ON_RATE: f64 = 0.3;
 fn buggify_rate_base(site: Site) -> f64 {
     match site {
         Site::FsyncInFlight | Site::ProduceReplied | Site::FsyncStretch => 0.003,
+        Site::FetchReplied => 0.003,
         Site::CommitReplied | Site::SegmentRoll | Site::CheckpointWrite => 0.03,
         Site::CompactionSwap | Site::Recovery | Site::OffsetsReplay => 0.2,
     }
@@ -123,6 +124,30 @@ fn buggify_draw(rng: &mut ChaCha8Rng, mix: FaultMix) -> Vec<(Site, f64)> {
             (on && buggify_allowed(*site, mix)).then_some((*site, rate))
         })
         .collect()
+}
+
+/// The group scenario aims crashes at commit windows in every seed that may crash (issue 10:
+/// a commit acknowledged before its fsync must be caught in at least 10% of seeds): the
+/// commit-reply site is on, firing often enough that a run sees several aimed crashes.
+/// Draws its rate after every other draw (append-only), so only group seeds move.
+fn commit_windows_aim(buggify: &mut Vec<(Site, f64)>, rng: &mut ChaCha8Rng) {
+    let rate = COMMIT_WINDOW_RATE * rng.gen_range(0.5..2.0);
+    buggify.retain(|(site, _)| *site != Site::CommitReplied);
+    buggify.push((Site::CommitReplied, rate));
+    buggify.sort_by_key(|(site, _)| *site);
+}
+
+/// The commit-reply site's typical chance per visit in the group scenario: with a few commits a
+/// second and an aimed crash's quiet gap of 2 s, about one aimed crash every few seconds.
+const COMMIT_WINDOW_RATE: f64 = 0.1;
+
+/// Failed fdatasyncs: on in a fifth of the seeds whose scenario allows disk faults, rare enough
+/// per sync that a run takes a few partitions offline (each until its broker restarts), not all.
+fn sync_errors_draw(rng: &mut ChaCha8Rng, mix: FaultMix) -> f64 {
+    match (rng.gen_bool(0.2), rng.gen_range(0.0005..0.005)) {
+        (true, rate) if mix.disk => rate,
+        _ => 0.0,
+    }
 }
 
 /// Whether an allowed fault is on in this seed. Draws even when the answer is forced, so the
@@ -162,6 +187,8 @@ impl Options {
                 } else {
                     sync_delay_max
                 },
+                // Drawn after every other option (append-only), in `sync_errors_draw`.
+                sync_error_rate: 0.0,
             }
         } else {
             DiskFaults {
@@ -208,6 +235,10 @@ impl Options {
             buggify: Vec::new(),
         };
         options.buggify = buggify_draw(rng, mix);
+        if workload == Workload::Group && mix.crash {
+            commit_windows_aim(&mut options.buggify, rng);
+        }
+        options.disk_faults.sync_error_rate = sync_errors_draw(rng, mix);
         options
     }
 }

@@ -96,8 +96,9 @@ pub struct RunResult {
     pub simulated: Duration,
     /// How often the broker met and handled each kind of fault (`crate::sites`).
     pub sites: BTreeMap<String, u64>,
-    /// Faults the disks injected, summed over brokers: read errors, bit flips, ENOSPC.
-    pub disk_faults_injected: [u64; 3],
+    /// Faults the disks injected, summed over brokers: read errors, bit flips, ENOSPC, failed
+    /// syncs.
+    pub disk_faults_injected: [u64; 4],
     /// Faults by name: crash kinds (`crash-process`, ...) and aimed-fault firings (`buggify-*`).
     pub fault_counts: std::collections::BTreeMap<String, u64>,
 }
@@ -110,10 +111,11 @@ impl RunResult {
             .iter()
             .filter(|e| e.kind == checker::EventKind::Ok && e.op.name() == "send")
             .count();
-        let [read_errors, bitflips, nospace] = self.disk_faults_injected;
+        let [read_errors, bitflips, nospace, sync_errors] = self.disk_faults_injected;
         format!(
             "scenario {} seed {}: {} events, {} acknowledged sends, {:.1} simulated s\noptions: {:?}\n\
-             disk-faults: read-errors={read_errors} read-bitflips={bitflips} write-nospace={nospace}\n\
+             disk-faults: read-errors={read_errors} read-bitflips={bitflips} write-nospace={nospace} \
+             sync-errors={sync_errors}\n\
              sites: {}\n{}",
             self.scenario,
             self.seed,
@@ -216,7 +218,7 @@ fn run_here(
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .map(|disk| disk.faults_injected())
-        .fold([0; 3], |sum, one| {
+        .fold([0; 4], |sum, one| {
             std::array::from_fn(|kind| sum[kind] + one[kind])
         });
     let (verdict, simulated) = match outcome {
@@ -293,7 +295,7 @@ async fn simulate(
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = nemesis.await;
     recorder.note("safety phase over");
-    crate::nemesis::heal(&brokers, recorder);
+    crate::nemesis::heal(&brokers, recorder).await;
     for worker in workers {
         let _ = worker.await;
     }

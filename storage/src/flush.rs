@@ -17,12 +17,13 @@ pub struct FlushTicket {
     pub(crate) offset_end: i64,
     pub(crate) generation: u64,
     /// The simulated latency of this sync (`Disk::sync_delay`); zero on real disks.
-    pub(crate) delay: std::time::Duration,
+    pub(crate) delay: runtime::SyncDelay,
 }
 
 impl FlushTicket {
-    /// How long to wait after `sync` before counting it done (simulated disks only).
-    pub fn delay(&self) -> std::time::Duration {
+    /// The fsync latency a simulated disk charges (zero on real disks): the broker waits out
+    /// `before`, syncs, and waits out `after` (see `runtime::SyncDelay`).
+    pub fn delay(&self) -> runtime::SyncDelay {
         self.delay
     }
 

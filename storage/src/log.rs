@@ -229,7 +229,7 @@ impl PartitionLog {
             false => Vec::new(),
         };
         let delay = match files.is_empty() {
-            true => std::time::Duration::ZERO,
+            true => runtime::SyncDelay::default(),
             false => self.disk.sync_delay(),
         };
         FlushTicket {

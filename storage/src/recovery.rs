@@ -7,8 +7,10 @@
 //! from its index files (validated, else rebuilt). Every other segment is scanned batch by
 //! batch, CRC included, and the log is cut at the first byte that is not a valid batch with a
 //! higher offset than the one before: the file is truncated there and later segments removed.
-//! Finally the scanned segments are synced, so the whole log is durable and the recovery point
-//! is the log end, and the leader-epoch cache is reconciled with the batches.
+//! Finally the scanned segments are rewritten from the recovery point on and synced, so the whole
+//! log is durable and the recovery point is the log end (rewritten, because after a failed fsync
+//! the page cache may show bytes no sync will persist: `Segment::rewrite_from`), and the
+//! leader-epoch cache is reconciled with the batches.
 //!
 //! What recovery writes (rebuilt index files, the epoch cache, the checkpoint) only caches what
 //! the segments say, and the next recovery derives it again when missing or stale. So a failed
@@ -67,6 +69,9 @@ pub(crate) fn recover(
     runtime::buggify::hit(&*disk, runtime::buggify::Site::Recovery);
     if !crate::PlantedBug::active(planted, crate::PlantedBug::RecoveryTrustsPageCache) {
         for base in &loaded.scanned {
+            // Below the recovery point every byte was synced; past it, only rewriting makes sure
+            // the sync covers what the page cache shows (`Segment::rewrite_from`).
+            segments[base].rewrite_from(recovery_point_hint)?;
             segments[base].sync()?;
         }
     }

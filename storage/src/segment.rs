@@ -360,6 +360,54 @@ impl Segment {
         self.file.sync_data().context("sync", &self.path)
     }
 
+    /// Writes every batch from the one holding `offset` to the end back in place, so the next
+    /// sync persists them. Recovery does this before it syncs the tail it will serve: after a
+    /// failed fsync the kernel may have marked pages clean that never reached the platter
+    /// (fsyncgate), and a process crash keeps those pages readable, so the bytes read back look
+    /// whole while no sync will ever write them. A rewritten page is dirty again.
+    ///
+    /// Writing back is the one place recovery could turn a bit flipped on the way from the disk
+    /// into corruption at rest, and the CRC does not cover baseOffset: so a batch is written back
+    /// only once two reads of it agree byte for byte and its CRC checks (`SCAN_REREADS` tries).
+    pub fn rewrite_from(&self, offset: i64) -> Result<(), LogError> {
+        let Some((mut position, _)) = self.locate(offset)? else {
+            return Ok(());
+        };
+        while position < self.size_bytes {
+            let size = self.header_at(position)?.size();
+            let mut attempt = 1;
+            let batch = loop {
+                let (mut first, mut second) = (vec![0; size], vec![0; size]);
+                self.read_exact(&mut first, position)?;
+                self.read_exact(&mut second, position)?;
+                let agreed = first == second;
+                match ValidatedBatch::validate(first.into()) {
+                    Ok(batch) if agreed => break batch,
+                    _ if attempt >= crate::scan::SCAN_REREADS => {
+                        return Err(LogError::Corrupt {
+                            path: self.path.clone(),
+                            position,
+                            reason: "a batch recovery verified reads back differently".into(),
+                        })
+                    }
+                    _ => {
+                        tracing::warn!(
+                            site = "rewrite-reread-differs",
+                            path = %self.path.display(), position, attempt,
+                            "a batch to rewrite read back differently; reading again"
+                        );
+                        attempt += 1;
+                    }
+                }
+            };
+            self.file
+                .write_at(batch.bytes(), position)
+                .context("rewrite", &self.path)?;
+            position += size as u64;
+        }
+        Ok(())
+    }
+
     pub fn base_offset(&self) -> i64 {
         self.base_offset
     }

@@ -19,6 +19,7 @@ use super::{
     CommitRequest, Committed, GroupConfig, GroupDescription, GroupError, JoinRequest, JoinResponse,
     Leaving, MemberRef, RequestId, SyncRequest, SyncResponse, TopicPartition, WriteId,
 };
+use crate::planted::Bug;
 use runtime::rng::{ChaCha8Rng, RngCore};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -170,8 +171,8 @@ pub struct Coordinator {
     deletes: BTreeMap<RequestId, DeletePending>,
     incarnation_next: u64,
     rng: ChaCha8Rng,
-    /// Planted bug (feature `planted-bugs`): commits from stale generations are accepted.
-    planted_commit_stale_generation: bool,
+    /// The planted bug switched on (feature `planted-bugs` only; always `None` otherwise).
+    planted: Option<Bug>,
 }
 
 impl Coordinator {
@@ -186,13 +187,14 @@ impl Coordinator {
             deletes: BTreeMap::new(),
             incarnation_next: 1,
             rng,
-            planted_commit_stale_generation: false,
+            planted: None,
         }
     }
 
-    /// Switches on the planted bug; only the shell under `planted-bugs` calls this.
-    pub fn planted_commit_stale_generation_set(&mut self) {
-        self.planted_commit_stale_generation = true;
+    /// Switches on a planted bug (DESIGN.md, Planted bugs). The core obeys it in every build, so
+    /// its unit tests can plant one; the shell passes one only with the `planted-bugs` feature.
+    pub fn planted_set(&mut self, planted: Option<Bug>) {
+        self.planted = planted;
     }
 
     pub fn config(&self) -> &GroupConfig {
@@ -383,7 +385,9 @@ impl Coordinator {
         let member = &commit.member;
         let group_id = member.group_id.clone();
         let checked = match self.groups.get(&group_id) {
-            Some(group) => group.commit_check(member, self.planted_commit_stale_generation),
+            Some(group) => {
+                group.commit_check(member, self.planted == Some(Bug::CommitStaleGeneration))
+            }
             None if member.generation_id < 0 && member.member_id.is_empty() => Ok(()),
             None => Err(GroupError::IllegalGeneration {
                 generation_id: member.generation_id,
@@ -651,9 +655,15 @@ impl Coordinator {
                 group_id,
                 partition,
                 committed: Some(committed),
-            } => self
-                .group_create(&group_id)
-                .offset_put(partition, committed),
+            } => {
+                // The planted bug `offsets-replay-keeps-first`: an `or_insert` where the log's
+                // last record must win, so a restart brings back a group's oldest commit.
+                let keep_first = self.planted == Some(Bug::OffsetsReplayKeepsFirst);
+                let group = self.group_create(&group_id);
+                if !(keep_first && group.offsets().contains_key(&partition)) {
+                    group.offset_put(partition, committed);
+                }
+            }
             OffsetsRecord::Offset {
                 group_id,
                 partition,

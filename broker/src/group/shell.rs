@@ -13,6 +13,7 @@ use super::coordinator::{Coordinator, Input, Output};
 use super::records::{record_decode, record_encode, OffsetsRecord, RecordError};
 use super::{GroupConfig, RequestId, OFFSETS_TOPIC};
 use crate::partition::Partition;
+use crate::planted::Bug;
 use crate::topics::{TopicError, Topics};
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
@@ -52,6 +53,8 @@ pub struct GroupCoordinator {
     state: Mutex<State>,
     /// The partitions of `__consumer_offsets`, by index.
     partitions: Vec<Arc<Partition>>,
+    /// The planted bug switched on (feature `planted-bugs` only; always `None` otherwise).
+    planted: Option<Bug>,
     clock: Clock,
     started: runtime::time::Instant,
     timer_wake: Arc<Notify>,
@@ -80,13 +83,11 @@ impl GroupCoordinator {
         config: GroupConfig,
         clock: Clock,
         mut rng: ChaCha8Rng,
-        planted_commit_stale_generation: bool,
+        planted: Option<Bug>,
     ) -> Result<Arc<GroupCoordinator>, TopicError> {
         let partitions = offsets_topic_open(topics, &config, clock.wall_ms(), &mut rng)?;
         let mut core = Coordinator::new(config, partitions.len() as i32, rng);
-        if planted_commit_stale_generation {
-            core.planted_commit_stale_generation_set();
-        }
+        core.planted_set(planted.filter(|_| cfg!(feature = "planted-bugs")));
         for partition in &partitions {
             runtime::buggify::hit(
                 &**partition.log().disk(),
@@ -106,6 +107,7 @@ impl GroupCoordinator {
                 outputs: Vec::new(),
             }),
             partitions,
+            planted,
             started: clock.now(),
             clock,
             timer_wake: Arc::new(Notify::new()),
@@ -212,8 +214,11 @@ impl GroupCoordinator {
         let appended = partition.log().append(batch, LEADER_EPOCH, now_ms)?;
         partition.flush_request();
         let coordinator = Arc::downgrade(self);
+        // The planted bug `commit-ack-before-fsync`: the write counts as persisted once it is in
+        // the page cache, so a commit is acknowledged (and served) before its fsync.
+        let ack_early = Bug::active(self.planted, Bug::CommitAckBeforeFsync);
         runtime::spawn(async move {
-            let durable = partition.durable_wait(appended.last_offset).await;
+            let durable = ack_early || partition.durable_wait(appended.last_offset).await;
             let Some(coordinator) = coordinator.upgrade() else {
                 return;
             };

@@ -29,7 +29,7 @@ fn coordinator(config: GroupConfig, planted: bool) -> Coordinator {
         runtime::rng::stream_rng(7, runtime::rng::Stream::Groups, 0),
     );
     if planted {
-        core.planted_commit_stale_generation_set();
+        core.planted_set(Some(crate::planted::Bug::CommitStaleGeneration));
     }
     core
 }

@@ -84,7 +84,11 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
             Site::ProduceReplied,
             internal_topics::produce_guarded(broker, body, version),
         ),
-        RequestKind::Fetch(body) => fetch::handle(broker, body, version),
+        RequestKind::Fetch(body) => replied(
+            broker,
+            Site::FetchReplied,
+            fetch::handle(broker, body, version),
+        ),
         RequestKind::ListOffsets(body) => {
             Reply::Now(Box::new(list_offsets::handle(broker, body, version)))
         }

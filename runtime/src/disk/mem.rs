@@ -15,6 +15,12 @@
 //!   entry survives or not, except that an entry is lost whenever an earlier one on the same path
 //!   (or a parent or child of it) was. Lost writes, torn writes and holes; never invented bytes.
 //!
+//! A failed fdatasync (`MemFile::sync_fail`, the simulator's injected EIO) behaves as Linux's
+//! does since fsyncgate: the kernel wrote back some of the dirty sectors and marked the rest
+//! clean although they never reached the platter. Those stale sectors read back the new bytes
+//! until a power loss, which shows what the platter holds; a later sync does not write them, only
+//! a later write to the same sector makes it dirty again.
+//!
 //! Handles opened before either crash fail afterwards, as a dead process's file descriptors would.
 //! A disk set full (`full_set`) refuses, with ENOSPC and writing nothing, every write that would
 //! need a new block: one that extends a file. Overwrites in place, truncation, removal, renames
@@ -22,7 +28,7 @@
 
 use super::{Disk, DiskFile, OpenMode};
 use rand::{Rng, RngCore};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,6 +49,39 @@ pub enum CrashOptions {
 struct FileData {
     cached: Vec<u8>,
     durable: Vec<u8>,
+    /// Sectors the kernel marked clean after a failed sync without writing them back: `cached`
+    /// holds bytes there that no sync will persist until a write dirties the sector again.
+    stale: BTreeSet<usize>,
+}
+
+impl FileData {
+    /// The bytes the platter holds for sector `index`, as long as `len` asks (zeros past its end).
+    fn durable_sector(&self, index: usize, len: usize) -> Vec<u8> {
+        let start = index * SECTOR_BYTES;
+        (start..start + len)
+            .map(|at| self.durable.get(at).copied().unwrap_or(0))
+            .collect()
+    }
+
+    /// What a sync writes: the cache, except stale sectors, which keep the platter's bytes.
+    fn sync(&mut self) {
+        let mut durable = self.cached.clone();
+        for &index in &self.stale {
+            let start = index * SECTOR_BYTES;
+            if start >= durable.len() {
+                continue;
+            }
+            let len = SECTOR_BYTES.min(durable.len() - start);
+            durable[start..start + len].copy_from_slice(&self.durable_sector(index, len));
+        }
+        self.durable = durable;
+    }
+
+    /// A write or truncation touched `start..end`: those sectors are dirty (or gone) again.
+    fn stale_forget(&mut self, start: usize, end: usize) {
+        let (first, last) = (start / SECTOR_BYTES, end.div_ceil(SECTOR_BYTES));
+        self.stale.retain(|index| *index < first || *index >= last);
+    }
 }
 
 type Inode = Arc<Mutex<FileData>>;
@@ -79,8 +118,9 @@ pub struct MemDisk {
     state: Arc<Mutex<State>>,
 }
 
+/// An open file of a `MemDisk`.
 #[derive(Debug)]
-struct MemFile {
+pub struct MemFile {
     inode: Inode,
     generation: u64,
     state: Arc<Mutex<State>>,
@@ -250,6 +290,16 @@ fn journal_written_back<'a>(journal: &'a [JournalOp], rng: &mut dyn RngCore) -> 
 }
 
 fn file_crash(data: &mut FileData, options: CrashOptions, rng: &mut dyn RngCore) {
+    // Stale sectors are clean to the kernel: it never writes them back, torn or not.
+    let stale = std::mem::take(&mut data.stale);
+    for &index in &stale {
+        let start = index * SECTOR_BYTES;
+        if start < data.cached.len() {
+            let len = SECTOR_BYTES.min(data.cached.len() - start);
+            let platter = data.durable_sector(index, len);
+            data.cached[start..start + len].copy_from_slice(&platter);
+        }
+    }
     if options == CrashOptions::LoseUnsynced || data.cached == data.durable {
         data.cached = data.durable.clone();
         return;
@@ -276,8 +326,9 @@ fn file_crash(data: &mut FileData, options: CrashOptions, rng: &mut dyn RngCore)
     data.cached = contents;
 }
 
-impl Disk for MemDisk {
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
+impl MemDisk {
+    /// `Disk::open`, typed: the simulator's disk wraps the file to inject failed syncs.
+    pub fn open_file(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<MemFile>> {
         let mut state = self.state();
         let inode = match (state.namespace.get(path), mode) {
             (Some(Entry::Dir), _) => {
@@ -311,6 +362,12 @@ impl Disk for MemDisk {
             generation: state.generation,
             state: self.state.clone(),
         }))
+    }
+}
+
+impl Disk for MemDisk {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
+        Ok(self.open_file(path, mode)?)
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -405,6 +462,31 @@ impl Disk for MemDisk {
 }
 
 impl MemFile {
+    /// A failed fdatasync (see the module doc): each dirty sector was written back or not at
+    /// random, and the kernel marked every one clean. The caller reports the error.
+    pub fn sync_fail(&self, rng: &mut dyn RngCore) -> io::Result<()> {
+        let mut data = self.data()?;
+        let data = &mut *data;
+        let len = data.cached.len();
+        let mut durable = vec![0; len];
+        for (index, sector) in durable.chunks_mut(SECTOR_BYTES).enumerate() {
+            let start = index * SECTOR_BYTES;
+            let cached = &data.cached[start..start + sector.len()];
+            let platter = data.durable_sector(index, sector.len());
+            let stale = data.stale.contains(&index);
+            if !stale && (cached == platter.as_slice() || rng.gen_bool(0.5)) {
+                sector.copy_from_slice(cached);
+            } else {
+                sector.copy_from_slice(&platter);
+                if cached != platter.as_slice() {
+                    data.stale.insert(index);
+                }
+            }
+        }
+        data.durable = durable;
+        Ok(())
+    }
+
     fn data(&self) -> io::Result<MutexGuard<'_, FileData>> {
         if lock(&self.state).generation != self.generation {
             return Err(io::Error::other(
@@ -445,18 +527,21 @@ impl DiskFile for MemFile {
             data.cached.resize(end, 0);
         }
         data.cached[start..end].copy_from_slice(bytes);
+        data.stale_forget(start, end);
         Ok(())
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {
         let len = usize::try_from(len).map_err(io::Error::other)?;
-        self.data()?.cached.resize(len, 0);
+        let mut data = self.data()?;
+        let old_len = data.cached.len();
+        data.cached.resize(len, 0);
+        data.stale_forget(len.min(old_len), usize::MAX);
         Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let mut data = self.data()?;
-        data.durable = data.cached.clone();
+        self.data()?.sync();
         Ok(())
     }
 }
@@ -493,6 +578,49 @@ mod tests {
         assert_eq!(
             crate::disk::read_all(&*disk, Path::new("d/f")).unwrap(),
             b"aX"
+        );
+    }
+
+    /// fsyncgate: after a failed sync, unwritten sectors read back new bytes, survive a process
+    /// crash and a later successful sync as far as reads go, and are lost to a power loss; only
+    /// writing them again makes a sync persist them.
+    #[test]
+    fn a_failed_sync_leaves_clean_sectors_that_no_sync_persists() {
+        let path = Path::new("a.log");
+        let old = vec![1u8; 2 * SECTOR_BYTES];
+        let new = vec![2u8; 2 * SECTOR_BYTES];
+        let mut rng = rng();
+        let (mut lost, mut rewritten) = (0, 0);
+        for _ in 0..32 {
+            let disk = MemDisk::new();
+            let file = disk.open_file(path, OpenMode::CreateNew).unwrap();
+            disk.sync_dir(Path::new("")).unwrap();
+            file.write_at(&old, 0).unwrap();
+            file.sync_data().unwrap();
+            file.write_at(&new, 0).unwrap();
+            file.sync_fail(&mut rng).unwrap();
+            disk.crash_process();
+            let file = disk.open_file(path, OpenMode::Existing).unwrap();
+            let mut read = vec![0; new.len()];
+            file.read_at(&mut read, 0).unwrap();
+            assert_eq!(read, new, "the page cache serves the new bytes");
+            file.sync_data().unwrap();
+            // Rewriting the second sector dirties it again: that one a sync does persist.
+            file.write_at(&new[SECTOR_BYTES..], SECTOR_BYTES as u64)
+                .unwrap();
+            file.sync_data().unwrap();
+            disk.crash(CrashOptions::LoseUnsynced, &mut rng);
+            let platter = super::super::read_all(&*disk, path).unwrap();
+            assert_eq!(platter[SECTOR_BYTES..], new[SECTOR_BYTES..]);
+            match &platter[..SECTOR_BYTES] {
+                first if first == &old[..SECTOR_BYTES] => lost += 1,
+                first => assert_eq!(first, &new[..SECTOR_BYTES], "never invented"),
+            }
+            rewritten += 1;
+        }
+        assert!(
+            lost > 0 && lost < rewritten,
+            "written back or not at random: {lost}"
         );
     }
 

@@ -16,7 +16,29 @@ mod mem;
 mod read_faults;
 mod real;
 
-pub use mem::{CrashOptions, MemDisk};
+pub use mem::{CrashOptions, MemDisk, MemFile};
+
+/// A simulated fdatasync's latency, split at the moment the sync takes effect. Callers wait
+/// `before`, sync, then wait `after`, and only then count the sync done. A crash in `before`
+/// finds none of this sync on the platter; one in `after` finds all of it. Writes made during
+/// `before` may become durable with it, writes made during `after` not: a real disk may do
+/// either, and bugs hide behind each (a sync counted at its start; a roll that leaves the old
+/// segment's tail to a sync that will not cover it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncDelay {
+    pub before: std::time::Duration,
+    pub after: std::time::Duration,
+}
+
+impl SyncDelay {
+    pub fn total(&self) -> std::time::Duration {
+        self.before + self.after
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.total().is_zero()
+    }
+}
 pub use read_faults::ReadFaults;
 pub use real::RealDisk;
 
@@ -53,11 +75,10 @@ pub trait Disk: Send + Sync + Debug {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 
     /// How long the next fdatasync should take in simulated time. Real disks take real time and
-    /// return zero; a simulated disk returns its modelled latency, which callers wait out after
-    /// the sync and before counting it done. Writes made meanwhile are not covered by it, as on
-    /// a real disk, so they wait for the next sync and a crash can land in between.
-    fn sync_delay(&self) -> std::time::Duration {
-        std::time::Duration::ZERO
+    /// return zero; a simulated disk returns its modelled latency, which callers wait out around
+    /// the sync (`SyncDelay`) before counting it done.
+    fn sync_delay(&self) -> SyncDelay {
+        SyncDelay::default()
     }
 
     /// An aimed fault at `site` (see `crate::buggify`); true if one fired. Only the simulator's
