@@ -31,6 +31,11 @@ pub enum Bug {
     /// returns: produces are acknowledged during the fsync's latency, a window of microseconds
     /// to milliseconds that a crash must land in.
     AckAtFsyncStart,
+    /// Time retention ages a segment by its last modification, ignoring record timestamps:
+    /// records stamped in the future are deleted `retention.ms` after their append.
+    RetentionByModifiedTime,
+    /// The cleaner keeps each key's first record instead of its last.
+    CompactionKeepsFirst,
 }
 
 impl Bug {
@@ -44,6 +49,8 @@ impl Bug {
         Bug::SkipsRecordValidation,
         Bug::RecoveryTrustsPageCache,
         Bug::AckAtFsyncStart,
+        Bug::RetentionByModifiedTime,
+        Bug::CompactionKeepsFirst,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +64,8 @@ impl Bug {
             Bug::SkipsRecordValidation => "skips-record-validation",
             Bug::RecoveryTrustsPageCache => "recovery-trusts-page-cache",
             Bug::AckAtFsyncStart => "ack-at-fsync-start",
+            Bug::RetentionByModifiedTime => "retention-by-modified-time",
+            Bug::CompactionKeepsFirst => "compaction-keeps-first",
         }
     }
 
@@ -67,6 +76,8 @@ impl Bug {
             Bug::OffsetReuseAfterRestart => Some(PlantedBug::OffsetReuseAfterRestart),
             Bug::RollSkipsFsync => Some(PlantedBug::RollSkipsFsync),
             Bug::RecoveryTrustsPageCache => Some(PlantedBug::RecoveryTrustsPageCache),
+            Bug::RetentionByModifiedTime => Some(PlantedBug::RetentionByModifiedTime),
+            Bug::CompactionKeepsFirst => Some(PlantedBug::CompactionKeepsFirst),
             Bug::CommitStaleGeneration | Bug::SkipsRecordValidation | Bug::AckAtFsyncStart => None,
             Bug::AckBeforeFsync | Bug::FetchBeyondDurable => None,
         }

@@ -6,10 +6,13 @@ use broker::planted::Bug;
 use std::fmt;
 
 /// The scenario that can show `bug`: storage and produce bugs need crashes, the group bug a
-/// group whose members stall.
+/// group whose members stall, the retention and compaction bugs a topic that deletes or
+/// compacts.
 pub fn planted_scenario(bug: Bug) -> &'static str {
     match bug {
         Bug::CommitStaleGeneration => "single-groups",
+        Bug::RetentionByModifiedTime => "single-retention",
+        Bug::CompactionKeepsFirst => "single-compaction",
         _ => "single-crash",
     }
 }

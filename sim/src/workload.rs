@@ -523,6 +523,27 @@ async fn final_read(
             })
             .collect();
         let Some((partition, lag)) = lagging.first() else {
+            if options.log_policy.is_some() {
+                // Retention may have taken records the reader never reached (its position
+                // started at the log start): the log start now says which.
+                for partition in &partitions {
+                    let deadline = options.request_timeout * 2;
+                    for _ in 0..10 {
+                        let listed = crate::log_workload::log_start_list(
+                            FINAL_PROCESS,
+                            &mut consumer,
+                            partition,
+                            &recorder,
+                            deadline,
+                        )
+                        .await;
+                        if listed.is_some() {
+                            break;
+                        }
+                        runtime::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
             return Ok(());
         };
         if runtime::Clock::system().now() >= deadline {

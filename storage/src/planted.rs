@@ -16,6 +16,13 @@ pub enum PlantedBug {
     /// a process crash those bytes come from the page cache, not the disk, so the log serves an
     /// unsynced tail as committed, and a power loss before the next fsync takes it back.
     RecoveryTrustsPageCache,
+    /// Time retention ages a segment by its file's last modification, ignoring its records'
+    /// timestamps (Kafka before 0.10.1): a segment of records stamped in the future is deleted
+    /// `retention.ms` after its last append.
+    RetentionByModifiedTime,
+    /// The cleaner keeps the first record of each key instead of the last: compaction throws
+    /// away every key's latest value.
+    CompactionKeepsFirst,
 }
 
 impl PlantedBug {

@@ -94,7 +94,12 @@ impl PartitionLog {
         if rolled {
             self.roll(now_ms)?;
         }
-        let closed = self.closed_segments();
+        let mut closed = self.closed_segments();
+        if crate::PlantedBug::active(self.planted, crate::PlantedBug::RetentionByModifiedTime) {
+            for segment in &mut closed {
+                segment.timestamp_max = -1;
+            }
+        }
         let count = deletable_count(
             &closed,
             self.size_bytes(),
