@@ -36,6 +36,8 @@ pub enum Bug {
     RetentionByModifiedTime,
     /// The cleaner keeps each key's first record instead of its last.
     CompactionKeepsFirst,
+    /// Size retention deletes while the log is over `retention.bytes`, one segment too many.
+    RetentionSizeOneTooMany,
 }
 
 impl Bug {
@@ -51,6 +53,7 @@ impl Bug {
         Bug::AckAtFsyncStart,
         Bug::RetentionByModifiedTime,
         Bug::CompactionKeepsFirst,
+        Bug::RetentionSizeOneTooMany,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +69,7 @@ impl Bug {
             Bug::AckAtFsyncStart => "ack-at-fsync-start",
             Bug::RetentionByModifiedTime => "retention-by-modified-time",
             Bug::CompactionKeepsFirst => "compaction-keeps-first",
+            Bug::RetentionSizeOneTooMany => "retention-size-one-too-many",
         }
     }
 
@@ -78,6 +82,7 @@ impl Bug {
             Bug::RecoveryTrustsPageCache => Some(PlantedBug::RecoveryTrustsPageCache),
             Bug::RetentionByModifiedTime => Some(PlantedBug::RetentionByModifiedTime),
             Bug::CompactionKeepsFirst => Some(PlantedBug::CompactionKeepsFirst),
+            Bug::RetentionSizeOneTooMany => Some(PlantedBug::RetentionSizeOneTooMany),
             Bug::CommitStaleGeneration | Bug::SkipsRecordValidation | Bug::AckAtFsyncStart => None,
             Bug::AckBeforeFsync | Bug::FetchBeyondDurable => None,
         }

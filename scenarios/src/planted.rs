@@ -11,7 +11,7 @@ use std::fmt;
 pub fn planted_scenario(bug: Bug) -> &'static str {
     match bug {
         Bug::CommitStaleGeneration => "single-groups",
-        Bug::RetentionByModifiedTime => "single-retention",
+        Bug::RetentionByModifiedTime | Bug::RetentionSizeOneTooMany => "single-retention",
         Bug::CompactionKeepsFirst => "single-compaction",
         _ => "single-crash",
     }

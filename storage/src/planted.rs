@@ -20,6 +20,9 @@ pub enum PlantedBug {
     /// timestamps (Kafka before 0.10.1): a segment of records stamped in the future is deleted
     /// `retention.ms` after its last append.
     RetentionByModifiedTime,
+    /// Size retention deletes the oldest segment while the log is over `retention.bytes`,
+    /// rather than while it would stay at or over it without the segment: one segment too many.
+    RetentionSizeOneTooMany,
     /// The cleaner keeps the first record of each key instead of the last: compaction throws
     /// away every key's latest value.
     CompactionKeepsFirst,

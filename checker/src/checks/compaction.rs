@@ -121,9 +121,20 @@ impl Compaction {
         value: i64,
         at: usize,
     ) -> bool {
-        if analysis.log_starts.past_before(partition, offset, at) {
-            return true;
-        }
+        analysis.log_starts.past_before(partition, offset, at)
+            || self.cleanable(analysis, partition, offset, value, at)
+    }
+
+    /// Whether the cleaner may have removed `value` at `offset` by event `at`: a later record
+    /// of its key may exist, or it is a tombstone past `delete.retention.ms`.
+    pub fn cleanable(
+        &self,
+        analysis: &Analysis,
+        partition: &Partition,
+        offset: i64,
+        value: i64,
+        at: usize,
+    ) -> bool {
         let Some(compacted) = self.partitions.get(partition) else {
             return false;
         };

@@ -19,7 +19,8 @@
 //!   each at most `offset_bytes_max` bytes. Size explains it only if
 //!   `(sends_invoked - offset - 1) * offset_bytes_max >= retention.bytes`.
 //!
-//! Records without a valid timestamp (-1) are never flagged: their segment may age from a
+//! Records compaction may have removed first (`compact,delete`) and records without a valid
+//! timestamp (-1) are never flagged: their segment may age from a
 //! neighbour's timestamp, which the checker cannot bound. The check is therefore sound but
 //! conservative: a deletion a rule could explain by these bounds passes even if the broker's
 //! actual reason was wrong.
@@ -129,7 +130,11 @@ pub(crate) fn check_early_deletion(anomalies: &mut Vec<Anomaly>, analysis: &Anal
                 let Some(spec) = specs.get(&s.value) else {
                     continue;
                 };
-                if spec.timestamp < 0 {
+                // Under `compact,delete` the cleaner may have taken it before retention came.
+                let cleanable = analysis
+                    .compaction
+                    .cleanable(analysis, partition, *offset, s.value, observer);
+                if spec.timestamp < 0 || cleanable {
                     continue;
                 }
                 let Some((wall, skew)) = wall_ms(history, &history.events[observer]) else {
@@ -244,5 +249,21 @@ mod tests {
         };
         assert_eq!(kinds(&history(300)), Vec::<&str>::new());
         assert_eq!(kinds(&history(301)), ["early-deletion"]);
+    }
+
+    /// Under `compact,delete` a record a later one of its key superseded may be gone before
+    /// retention applies to it.
+    #[test]
+    fn compaction_excuses_a_superseded_record() {
+        let history = |key_of_5: i64| {
+            format!(
+                "topic t delete compact retention-ms=10000; {SENDS};
+                 record t-0 1 key=1 ts=0; record t-0 2 key=2 ts=100000;
+                 record t-0 3 key=3; record t-0 4 key=4; record t-0 5 key={key_of_5};
+                 p4 earliest t-0 2; p3 final-poll t-0 [2:3 3:4 4:5]"
+            )
+        };
+        assert_eq!(kinds(&history(2)), Vec::<&str>::new());
+        assert_eq!(kinds(&history(5)), ["early-deletion"]);
     }
 }
