@@ -38,6 +38,13 @@ pub enum Bug {
     /// last (an `or_insert` where the later record must win): after a restart a group's committed
     /// offsets go back to old ones.
     OffsetsReplayKeepsFirst,
+    /// Time retention ages a segment by its last modification, ignoring record timestamps:
+    /// records stamped in the future are deleted `retention.ms` after their append.
+    RetentionByModifiedTime,
+    /// The cleaner keeps each key's first record instead of its last.
+    CompactionKeepsFirst,
+    /// Size retention deletes while the log is over `retention.bytes`, one segment too many.
+    RetentionSizeOneTooMany,
 }
 
 impl Bug {
@@ -53,6 +60,9 @@ impl Bug {
         Bug::AckAtFsyncStart,
         Bug::CommitAckBeforeFsync,
         Bug::OffsetsReplayKeepsFirst,
+        Bug::RetentionByModifiedTime,
+        Bug::CompactionKeepsFirst,
+        Bug::RetentionSizeOneTooMany,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +78,9 @@ impl Bug {
             Bug::AckAtFsyncStart => "ack-at-fsync-start",
             Bug::CommitAckBeforeFsync => "commit-ack-before-fsync",
             Bug::OffsetsReplayKeepsFirst => "offsets-replay-keeps-first",
+            Bug::RetentionByModifiedTime => "retention-by-modified-time",
+            Bug::CompactionKeepsFirst => "compaction-keeps-first",
+            Bug::RetentionSizeOneTooMany => "retention-size-one-too-many",
         }
     }
 
@@ -78,6 +91,9 @@ impl Bug {
             Bug::OffsetReuseAfterRestart => Some(PlantedBug::OffsetReuseAfterRestart),
             Bug::RollSkipsFsync => Some(PlantedBug::RollSkipsFsync),
             Bug::RecoveryTrustsPageCache => Some(PlantedBug::RecoveryTrustsPageCache),
+            Bug::RetentionByModifiedTime => Some(PlantedBug::RetentionByModifiedTime),
+            Bug::CompactionKeepsFirst => Some(PlantedBug::CompactionKeepsFirst),
+            Bug::RetentionSizeOneTooMany => Some(PlantedBug::RetentionSizeOneTooMany),
             Bug::CommitStaleGeneration | Bug::SkipsRecordValidation | Bug::AckAtFsyncStart => None,
             Bug::CommitAckBeforeFsync | Bug::OffsetsReplayKeepsFirst => None,
             Bug::AckBeforeFsync | Bug::FetchBeyondDurable => None,

@@ -25,6 +25,50 @@ use std::str::FromStr;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
     pub events: Vec<Event>,
+    /// Settings of the topics whose logs may legitimately lose records (retention, compaction),
+    /// recorded by the workload that created them. A topic missing here keeps every record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub topics: BTreeMap<String, TopicSettings>,
+    /// What the workload put in each record beyond its value, per partition and value: key,
+    /// tombstone, timestamp. Only workloads that set them record them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub records: BTreeMap<Partition, BTreeMap<i64, RecordSpec>>,
+    /// How event times relate to the brokers' wall clocks; needed by the time-based checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clocks: Option<Clocks>,
+}
+
+/// A topic's cleanup settings, as the broker was told them (Kafka's topic configs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSettings {
+    /// `cleanup.policy` contains `delete`: segments go by `retention_ms` / `retention_bytes`.
+    pub delete: bool,
+    /// `cleanup.policy` contains `compact`: a record may go once a later one has its key.
+    pub compact: bool,
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<u64>,
+    /// `delete.retention.ms`: how long a tombstone stays readable.
+    pub delete_retention_ms: i64,
+    /// An upper bound on the log bytes one offset takes (the workload writes one record per
+    /// batch and knows its largest record), so a count of offsets bounds a log's size.
+    pub offset_bytes_max: u64,
+}
+
+/// The workload's choices for one record. `timestamp` is its CreateTime, -1 for none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordSpec {
+    pub key: Option<i64>,
+    /// A null value (compaction's delete marker); the value id then travels in a header.
+    pub tombstone: bool,
+    pub timestamp: i64,
+}
+
+/// Event times (`time_ns`) are simulated time since the run began; a broker's wall clock reads
+/// `wall_origin_ms + time_ns / 1e6`, off by at most `skew_ms_max` either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clocks {
+    pub wall_origin_ms: i64,
+    pub skew_ms_max: i64,
 }
 
 /// One invocation, completion or marker.
@@ -68,6 +112,18 @@ pub enum Op {
     Subscribe { topics: Vec<String> },
     /// `consumer.seek(partition, offset)` for each entry: those positions reset.
     Seek { offsets: BTreeMap<Partition, i64> },
+    /// ListOffsets of one partition (Kafka's `beginningOffsets`, `endOffsets`, `offsetsForTimes`):
+    /// `query` is what was asked. The `Ok` completion fills in `offset` (for a timestamp, `-1`
+    /// when no readable record has one at or after it) and `timestamp` (the found record's
+    /// timestamp; -1 for earliest, latest and none found).
+    ListOffsets {
+        partition: Partition,
+        query: OffsetQuery,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<i64>,
+    },
     /// Marker (a single event, kind `Ok`): the consumer group rebalanced this process's consumer,
     /// which now owns `assigned`. Every position resets (eager rebalance: resume from the
     /// committed offset). A workload using `Subscribe` must record these, or the poll checks see
@@ -96,6 +152,18 @@ pub enum Op {
     /// Marker (a single event, kind `Info`): the client process crashed. Its open operation, if
     /// any, becomes indeterminate and its consumer positions are forgotten.
     Crash,
+}
+
+/// What a `ListOffsets` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetQuery {
+    /// The log start offset.
+    Earliest,
+    /// The end: the high watermark, one past the last record a consumer may read.
+    Latest,
+    /// The first offset whose record timestamp is at or after this one (milliseconds).
+    Timestamp(i64),
 }
 
 /// One step of a `Txn`.
@@ -234,6 +302,7 @@ impl Op {
             Op::Assign { .. } => "assign",
             Op::Subscribe { .. } => "subscribe",
             Op::Seek { .. } => "seek",
+            Op::ListOffsets { .. } => "list-offsets",
             Op::Rebalance { .. } => "rebalance",
             Op::Commit { .. } => "commit",
             Op::ListCommitted { .. } => "list-committed",

@@ -22,7 +22,10 @@ mod report;
 pub mod script;
 mod stats;
 
-pub use history::{Event, EventKind, History, MicroOp, Op, Partition, Record};
+pub use history::{
+    Clocks, Event, EventKind, History, MicroOp, OffsetQuery, Op, Partition, Record, RecordSpec,
+    TopicSettings,
+};
 pub use report::{Anomaly, PrecommitReason, Report, Stats, LISTED_MAX, RENDERED_PER_KIND_MAX};
 
 /// Checks a history. Linear in its size, up to logarithmic factors.
@@ -30,10 +33,14 @@ pub fn check(history: &History) -> Report {
     let mut anomalies = Vec::new();
     let operations = operations::pair(&mut anomalies, history);
     let index = index::build(&mut anomalies, &operations);
+    let log_starts = checks::retention::LogStarts::build(&operations);
+    let compaction = checks::compaction::Compaction::build(history, &operations, &index);
     let analysis = checks::Analysis {
         history,
         operations,
         index,
+        log_starts,
+        compaction,
     };
     checks::run(&mut anomalies, &analysis);
     let stats = stats::collect(&analysis, &anomalies);

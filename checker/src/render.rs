@@ -234,6 +234,29 @@ fn transaction(anomaly: &Anomaly) -> String {
             "partition {partition}\n  event {send} acknowledged a batch poisoned with {poison}, \
              which the broker had to refuse"
         ),
+        Anomaly::EarlyDeletion {
+            partition,
+            offset,
+            value,
+            timestamp,
+            writer,
+            observer,
+            log_start,
+        } => format!(
+            "partition {partition}, value {value} at offset {offset} (timestamp {timestamp}, \
+             written by event {writer})\n  event {observer} saw the log start at {log_start} \
+             while neither retention.ms nor retention.bytes allowed deleting it"
+        ),
+        Anomaly::LatestValueLost {
+            partition,
+            key,
+            offset,
+            value,
+            writer,
+        } => format!(
+            "partition {partition}, key {key}\n  event {writer} acknowledged value {value} at \
+             offset {offset}, the key's latest, and no final poll returned it"
+        ),
         _ => unreachable!("transaction() takes the remaining kinds"),
     }
 }

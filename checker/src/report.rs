@@ -157,6 +157,29 @@ pub enum Anomaly {
         poison: String,
         send: usize,
     },
+    /// Retention deleted a record while Kafka's rules kept it: `observer` saw the log start at
+    /// `log_start`, past `offset`, yet neither its segment's age (the record's `timestamp` is
+    /// younger than `retention.ms` by the broker's clock) nor the log's size (fewer bytes could
+    /// follow it than `retention.bytes`) allowed the deletion.
+    EarlyDeletion {
+        partition: Partition,
+        offset: i64,
+        value: i64,
+        timestamp: i64,
+        writer: usize,
+        observer: usize,
+        log_start: i64,
+    },
+    /// Compaction lost a key's latest value: `writer` acknowledged `value` at `offset` for `key`
+    /// before the final polls began, no later write of the key may have replaced it, yet the
+    /// final polls, reading the whole log, never returned it.
+    LatestValueLost {
+        partition: Partition,
+        key: i64,
+        offset: i64,
+        value: i64,
+        writer: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,6 +297,8 @@ impl Anomaly {
             Anomaly::CommittedOffsetRegression { .. } => "committed-offset-regression",
             Anomaly::StaleGenerationCommit { .. } => "stale-generation-commit",
             Anomaly::MalformedAccepted { .. } => "malformed-accepted",
+            Anomaly::EarlyDeletion { .. } => "early-deletion",
+            Anomaly::LatestValueLost { .. } => "latest-value-lost",
         }
     }
 

@@ -19,11 +19,24 @@
 //! list g1 t-0=4         list-committed; -1 means none
 //! crash
 //! send-malformed t-0 unknown-codec     a batch poisoned on purpose
+//! earliest t-0 7        ListOffsets earliest: the log start was 7
+//! ```
+//!
+//! Statements without a process set the history's other parts or the clock:
+//!
+//! ```text
+//! topic t delete compact retention-ms=100 retention-bytes=500 delete-retention-ms=50 offset-bytes=100
+//! record t-0 5 key=2 tombstone ts=1000     value 5's record: key 2, null value, timestamp 1000
+//! clocks origin=1000 skew=0                 wall clock ms at time 0, and the skew bound
+//! sleep 500                                 later events happen 500 ms later
 //! ```
 //!
 //! Example: `p0 send t-0 1@0; p1 invoke send t-0 2; p1 info send t-0 2; p2 poll t-0 [0:1]`.
 
-use crate::history::{EventKind, History, MicroOp, Op, Partition, Record};
+use crate::history::{
+    Clocks, EventKind, History, MicroOp, OffsetQuery, Op, Partition, Record, RecordSpec,
+    TopicSettings,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -51,8 +64,13 @@ pub fn parse(script: &str) -> Result<History, ScriptError> {
         .flat_map(|line| line.split(';'))
         .map(str::trim)
         .filter(|statement| !statement.is_empty());
+    let mut sleep_ns = 0;
     for (number, statement) in statements.enumerate() {
-        statement_add(&mut history, statement).map_err(|message| ScriptError {
+        let added = match settings_parse(&mut history, &mut sleep_ns, statement) {
+            Some(parsed) => parsed,
+            None => statement_add(&mut history, statement, sleep_ns),
+        };
+        added.map_err(|message| ScriptError {
             statement: number,
             message,
         })?;
@@ -60,7 +78,81 @@ pub fn parse(script: &str) -> Result<History, ScriptError> {
     Ok(history)
 }
 
-fn statement_add(history: &mut History, statement: &str) -> Result<(), String> {
+/// The statements that are not events (`topic`, `clocks`, `record`, `sleep`); `None` for others.
+fn settings_parse(
+    history: &mut History,
+    sleep_ns: &mut u64,
+    statement: &str,
+) -> Option<Result<(), String>> {
+    let tokens: Vec<&str> = statement.split_whitespace().collect();
+    let (name, arguments) = tokens.split_first()?;
+    let parsed = match *name {
+        "topic" => topic_parse(history, arguments),
+        "clocks" => named_integers(arguments).map(|named| {
+            history.clocks = Some(Clocks {
+                wall_origin_ms: named.get("origin").copied().unwrap_or(0),
+                skew_ms_max: named.get("skew").copied().unwrap_or(0),
+            });
+        }),
+        "record" => record_parse(history, arguments),
+        "sleep" => match arguments {
+            [ms] => integer(ms).map(|ms| *sleep_ns += ms.max(0) as u64 * 1_000_000),
+            _ => Err("sleep needs milliseconds".to_string()),
+        },
+        _ => return None,
+    };
+    Some(parsed)
+}
+
+/// `topic t [delete] [compact] [retention-ms=N] [retention-bytes=N] [delete-retention-ms=N]
+/// [offset-bytes=N]`.
+fn topic_parse(history: &mut History, arguments: &[&str]) -> Result<(), String> {
+    let Some((topic, rest)) = arguments.split_first() else {
+        return Err("topic needs a name".to_string());
+    };
+    let flags: Vec<&str> = rest.iter().copied().filter(|t| !t.contains('=')).collect();
+    let named = named_integers(rest)?;
+    let settings = TopicSettings {
+        delete: flags.contains(&"delete"),
+        compact: flags.contains(&"compact"),
+        retention_ms: named.get("retention-ms").copied(),
+        retention_bytes: named.get("retention-bytes").map(|bytes| *bytes as u64),
+        delete_retention_ms: named.get("delete-retention-ms").copied().unwrap_or(0),
+        offset_bytes_max: named.get("offset-bytes").map_or(100, |bytes| *bytes as u64),
+    };
+    history.topics.insert(topic.to_string(), settings);
+    Ok(())
+}
+
+/// `record t-0 5 [key=K] [tombstone] [ts=T]`: what the workload put in value 5's record.
+fn record_parse(history: &mut History, arguments: &[&str]) -> Result<(), String> {
+    let [partition, value, rest @ ..] = arguments else {
+        return Err("record needs a partition and a value".to_string());
+    };
+    let named = named_integers(rest)?;
+    let spec = RecordSpec {
+        key: named.get("key").copied(),
+        tombstone: rest.contains(&"tombstone"),
+        timestamp: named.get("ts").copied().unwrap_or(-1),
+    };
+    history
+        .records
+        .entry(partition.parse()?)
+        .or_default()
+        .insert(integer(value)?, spec);
+    Ok(())
+}
+
+/// The `name=integer` tokens among `tokens`.
+fn named_integers(tokens: &[&str]) -> Result<BTreeMap<String, i64>, String> {
+    tokens
+        .iter()
+        .filter_map(|token| token.split_once('='))
+        .map(|(name, value)| Ok((name.to_string(), integer(value)?)))
+        .collect()
+}
+
+fn statement_add(history: &mut History, statement: &str, sleep_ns: u64) -> Result<(), String> {
     let spaced = statement
         .replace('[', " [ ")
         .replace(']', " ] ")
@@ -83,7 +175,7 @@ fn statement_add(history: &mut History, statement: &str) -> Result<(), String> {
         tokens.remove(0);
     }
     let op = op_parse(&tokens)?;
-    let time = |history: &History| history.events.len() as u64;
+    let time = |history: &History| history.events.len() as u64 + sleep_ns;
     match kind {
         Some(kind) => {
             history.push(time(history), process, kind, op);
@@ -130,6 +222,14 @@ fn results_stripped(op: &Op) -> Op {
                 })
                 .collect(),
         ),
+        Op::ListOffsets {
+            partition, query, ..
+        } => Op::ListOffsets {
+            partition: partition.clone(),
+            query: *query,
+            offset: None,
+            timestamp: None,
+        },
         other => other.clone(),
     }
 }
@@ -172,6 +272,15 @@ fn op_parse(tokens: &[&str]) -> Result<Op, String> {
         }
         "commit" | "list" => group_op_parse(name, arguments),
         "crash" => Ok(Op::Crash),
+        "earliest" => match arguments {
+            [partition, offset] => Ok(Op::ListOffsets {
+                partition: partition.parse()?,
+                query: OffsetQuery::Earliest,
+                offset: Some(integer(offset)?),
+                timestamp: None,
+            }),
+            _ => Err("earliest needs a partition and an offset".to_string()),
+        },
         "send-malformed" => match arguments {
             [partition, poison] => Ok(Op::SendMalformed {
                 partition: partition.parse()?,

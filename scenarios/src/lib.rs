@@ -39,6 +39,20 @@ pub const SCENARIOS: &[Scenario] = &[
         faults: FaultMix { swarm: true, crash: true, pause: true, disk: true, ..FaultMix::NONE },
         workload: Workload::Group,
     },
+    Scenario {
+        name: "single-retention",
+        description: "one broker deleting segments by retention.ms and retention.bytes while it \
+                      crashes, pauses and meets disk faults; records carry odd timestamps",
+        faults: FaultMix { swarm: true, crash: true, pause: true, disk: true, ..FaultMix::NONE },
+        workload: Workload::Retention,
+    },
+    Scenario {
+        name: "single-compaction",
+        description: "one broker compacting a keyed topic with overwrites and tombstones (some \
+                      seeds compact,delete) while it crashes, pauses and meets disk faults",
+        faults: FaultMix { swarm: true, crash: true, pause: true, disk: true, ..FaultMix::NONE },
+        workload: Workload::Compaction,
+    },
 ];
 
 pub fn scenario_find(name: &str) -> Option<&'static Scenario> {

@@ -6,12 +6,15 @@ use broker::planted::Bug;
 use std::fmt;
 
 /// The scenario that can show `bug`: storage and produce bugs need crashes, the group bug a
-/// group whose members stall.
+/// group whose members stall, the retention and compaction bugs a topic that deletes or
+/// compacts.
 pub fn planted_scenario(bug: Bug) -> &'static str {
     match bug {
         Bug::CommitStaleGeneration | Bug::CommitAckBeforeFsync | Bug::OffsetsReplayKeepsFirst => {
             "single-groups"
         }
+        Bug::RetentionByModifiedTime | Bug::RetentionSizeOneTooMany => "single-retention",
+        Bug::CompactionKeepsFirst => "single-compaction",
         _ => "single-crash",
     }
 }

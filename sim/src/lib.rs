@@ -5,6 +5,8 @@
 //!   the faults the broker met and handled, by site. All three build everywhere.
 //! - `world` (madsim only): one run, top-down, to a `Verdict`.
 //! - `workload`, `nemesis`, `recorder` (madsim only): who does what, and how it is written down.
+//! - `log_workload` (madsim only): the retention and compaction workloads' topic configs,
+//!   keyed and oddly timestamped records, and log start reports.
 //! - `buggify` (madsim only): aimed faults at the broker's and storage's named sites.
 
 pub mod disk;
@@ -16,6 +18,8 @@ pub mod trace;
 pub mod buggify;
 #[cfg(madsim)]
 pub mod group_workload;
+#[cfg(madsim)]
+pub mod log_workload;
 #[cfg(madsim)]
 pub mod nemesis;
 #[cfg(madsim)]

@@ -50,6 +50,37 @@ pub enum Workload {
     Assigned,
     /// Consumers are members of one group: subscribe, rebalance, commit, crash, rejoin.
     Group,
+    /// As `Assigned`, on a topic whose retention deletes segments during the run; records carry
+    /// odd timestamps (none, 0, far past, far future) besides the current time.
+    Retention,
+    /// As `Assigned`, on a compacted topic: keys from a small key space, overwrites, tombstones.
+    Compaction,
+}
+
+/// The topic's cleanup settings and the record mix of the `Retention` and `Compaction`
+/// workloads (`log_workload`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogPolicy {
+    /// `cleanup.policy` contains `delete` / `compact`.
+    pub delete: bool,
+    pub compact: bool,
+    /// `retention.ms` (`None`: Kafka's default, a week) and `retention.bytes` (`None`: no limit).
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<u64>,
+    /// `delete.retention.ms`: how long compaction keeps a tombstone.
+    pub delete_retention_ms: i64,
+    /// How often the broker runs retention and compaction.
+    pub check_interval: Duration,
+    /// Keys are drawn from `0..key_count` (compaction); 0: records have no key.
+    pub key_count: i64,
+    /// The chance that a keyed record is a tombstone (null value).
+    pub tombstone_rate: f64,
+    /// The chances that a record's timestamp is -1 (none), 0, far in the past, far in the
+    /// future, instead of the producer's current time.
+    pub timestamp_none_rate: f64,
+    pub timestamp_zero_rate: f64,
+    pub timestamp_past_rate: f64,
+    pub timestamp_future_rate: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +117,8 @@ pub struct Options {
     pub malformed_send_rate: f64,
     /// The aimed-fault sites on in this seed, each with its chance of firing per visit.
     pub buggify: Vec<(Site, f64)>,
+    /// Retention and compaction settings (the `Retention` and `Compaction` workloads only).
+    pub log_policy: Option<LogPolicy>,
 }
 
 /// Each aimed-fault site is on in this share of seeds (of those whose scenario allows it):
@@ -202,7 +235,7 @@ impl Options {
             2
         };
         let consumer_count = match workload {
-            Workload::Assigned => rng.gen_range(1..=2),
+            Workload::Assigned | Workload::Retention | Workload::Compaction => rng.gen_range(1..=2),
             Workload::Group => rng.gen_range(2..=4),
         };
         // Struct fields are evaluated in order: draws in the literal below stay where they were,
@@ -233,13 +266,83 @@ impl Options {
                 (false, _) => 0.0,
             },
             buggify: Vec::new(),
+            log_policy: None,
         };
         options.buggify = buggify_draw(rng, mix);
+        // Drawn last and only by the workloads that use it, so every other seed keeps its world.
+        options.log_policy = log_policy_draw(rng, workload, options.segment_bytes);
+        if options.log_policy.is_some() {
+            // A poisoned batch's size is not bounded by the record mix the retention check
+            // counts on (`offset_bytes_max`); the malformed sends have their own scenarios.
+            options.malformed_send_rate = 0.0;
+        }
         if workload == Workload::Group && mix.crash {
             commit_windows_aim(&mut options.buggify, rng);
         }
         options.disk_faults.sync_error_rate = sync_errors_draw(rng, mix);
         options
+    }
+}
+
+/// The cleanup settings of the `Retention` and `Compaction` workloads, small enough that the
+/// broker deletes and compacts segments many times in a 10-40 s run.
+fn log_policy_draw(
+    rng: &mut ChaCha8Rng,
+    workload: Workload,
+    segment_bytes: u64,
+) -> Option<LogPolicy> {
+    match workload {
+        Workload::Assigned | Workload::Group => None,
+        Workload::Retention => {
+            let check_interval = Duration::from_millis(rng.gen_range(300..3_000));
+            // By time, by size, or both.
+            let (by_time, by_size) = match rng.gen_range(0..3) {
+                0 => (true, false),
+                1 => (false, true),
+                _ => (true, true),
+            };
+            let retention_ms = rng.gen_range(500..10_000);
+            let retention_bytes = (segment_bytes as f64 * rng.gen_range(0.5..3.0)) as u64;
+            Some(LogPolicy {
+                delete: true,
+                compact: false,
+                retention_ms: by_time.then_some(retention_ms),
+                retention_bytes: by_size.then_some(retention_bytes),
+                delete_retention_ms: 0,
+                check_interval,
+                key_count: 0,
+                tombstone_rate: 0.0,
+                timestamp_none_rate: rng.gen_range(0.0..0.1),
+                timestamp_zero_rate: rng.gen_range(0.0..0.05),
+                timestamp_past_rate: rng.gen_range(0.0..0.05),
+                // A segment with a far-future record outlives the run by time: rare, or time
+                // retention would stall at the first one.
+                timestamp_future_rate: rng.gen_range(0.0..0.01),
+            })
+        }
+        Workload::Compaction => {
+            let check_interval = Duration::from_millis(rng.gen_range(300..3_000));
+            // `compact,delete` in some seeds, with a retention that deletes in longer runs.
+            let delete = rng.gen_bool(0.3);
+            let retention_ms = rng.gen_range(10_000..40_000);
+            Some(LogPolicy {
+                delete,
+                compact: true,
+                retention_ms: delete.then_some(retention_ms),
+                retention_bytes: None,
+                delete_retention_ms: match rng.gen_bool(0.5) {
+                    true => rng.gen_range(0..2_000),
+                    false => rng.gen_range(2_000..30_000),
+                },
+                check_interval,
+                key_count: rng.gen_range(2..=24),
+                tombstone_rate: rng.gen_range(0.0..0.3),
+                timestamp_none_rate: 0.0,
+                timestamp_zero_rate: 0.0,
+                timestamp_past_rate: 0.0,
+                timestamp_future_rate: 0.0,
+            })
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! trace lines, stamped with simulated time since the run began.
 
 use crate::trace::Trace;
-use checker::{EventKind, History, Op};
+use checker::{EventKind, History, Op, RecordSpec};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Debug, Clone)]
@@ -27,8 +27,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Recorder {
     pub fn new(trace_lines: bool) -> Recorder {
+        // Event times count from here; a broker's wall clock reads this plus the event time
+        // (plus its skew), which the time-based checks need.
+        let clocks = checker::Clocks {
+            wall_origin_ms: runtime::Clock::system().wall_ms(),
+            skew_ms_max: 0,
+        };
         let inner = Inner {
-            history: History::default(),
+            history: History {
+                clocks: Some(clocks),
+                ..History::default()
+            },
             trace: Trace::new(trace_lines),
             counts: Default::default(),
         };
@@ -73,6 +82,31 @@ impl Recorder {
 
     pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
         lock(&self.inner).counts.clone()
+    }
+
+    /// Records the settings of a topic whose log may lose records by rule (`checker`).
+    pub fn topic_settings(&self, topic: &str, settings: checker::TopicSettings) {
+        lock(&self.inner)
+            .history
+            .topics
+            .insert(topic.to_string(), settings);
+    }
+
+    /// Records what the workload put in value `value`'s record: key, tombstone, timestamp.
+    pub fn record_spec(&self, partition: &checker::Partition, value: i64, spec: RecordSpec) {
+        lock(&self.inner)
+            .history
+            .records
+            .entry(partition.clone())
+            .or_default()
+            .insert(value, spec);
+    }
+
+    /// Records how far a broker's wall clock may be off the workload's.
+    pub fn clock_skew_set(&self, skew_ms_max: i64) {
+        if let Some(clocks) = lock(&self.inner).history.clocks.as_mut() {
+            clocks.skew_ms_max = skew_ms_max;
+        }
     }
 
     pub fn finish(&self) -> (History, Trace) {

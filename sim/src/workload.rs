@@ -40,10 +40,14 @@ pub async fn topic_create(
 ) -> Result<(), String> {
     let config = client_config(options, bootstrap);
     let partitions = options.topic_partitions;
-    let configs = BTreeMap::from([(
+    let mut configs = BTreeMap::from([(
         "segment.bytes".to_string(),
         options.segment_bytes.to_string(),
     )]);
+    if let Some(policy) = &options.log_policy {
+        configs.extend(crate::log_workload::topic_configs(policy));
+        recorder.topic_settings(TOPIC, crate::log_workload::topic_settings(policy));
+    }
     let node = madsim::runtime::Handle::current()
         .create_node()
         .name("admin")
@@ -112,13 +116,15 @@ pub fn start(
             .build();
         let config = client_config(options, bootstrap);
         let worker = match options.workload {
-            Workload::Assigned => node.spawn(consumer_run(
-                process,
-                options.clone(),
-                config,
-                recorder.clone(),
-                stop.clone(),
-            )),
+            Workload::Assigned | Workload::Retention | Workload::Compaction => {
+                node.spawn(consumer_run(
+                    process,
+                    options.clone(),
+                    config,
+                    recorder.clone(),
+                    stop.clone(),
+                ))
+            }
             Workload::Group => node.spawn(crate::group_workload::member_run(
                 index,
                 options.clone(),
@@ -128,6 +134,19 @@ pub fn start(
             )),
         };
         workers.push(worker);
+    }
+    if options.log_policy.is_some() {
+        let node = handle
+            .create_node()
+            .name("log-start-watcher")
+            .ip("10.0.5.1".parse().expect("ip"))
+            .build();
+        workers.push(node.spawn(crate::log_workload::watcher_run(
+            options.clone(),
+            client_config(options, bootstrap),
+            recorder.clone(),
+            stop,
+        )));
     }
     workers
 }
@@ -219,7 +238,7 @@ async fn producer_run(
             Op::send(partition.clone(), value),
         );
         let mut record =
-            client::ProducerRecord::new(TOPIC, None, Some(Bytes::from(value.to_string())));
+            crate::log_workload::record_build(&options, &mut rng, &recorder, &partition, value);
         record.partition = Some(partition.partition);
         let deadline = options.request_timeout * 2;
         let (kind, offset) = match runtime::time::timeout(deadline, producer.send(record)).await {
@@ -332,9 +351,18 @@ pub(crate) fn poll_records(
 ) -> BTreeMap<Partition, Vec<Record>> {
     let mut polled: BTreeMap<Partition, Vec<Record>> = BTreeMap::new();
     for record in records {
+        // A tombstone carries its value id in a header (`log_workload`).
+        let tombstone_id = || {
+            record
+                .headers
+                .iter()
+                .find(|(name, _)| name == crate::log_workload::VALUE_HEADER)
+                .and_then(|(_, value)| value.as_ref())
+        };
         let value = record
             .value
             .as_ref()
+            .or_else(tombstone_id)
             .and_then(|bytes| std::str::from_utf8(bytes).ok())
             .and_then(|text| text.parse().ok())
             .unwrap_or(-1); // Not a value the workload wrote: the checker reports it.
@@ -372,14 +400,18 @@ async fn consumer_run(
         }
     }
     while !stop.load(Ordering::SeqCst) {
-        poll_once(
-            process,
-            &mut consumer,
-            &recorder,
-            false,
-            options.request_timeout * 2,
-        )
-        .await;
+        let deadline = options.request_timeout * 2;
+        let ok = poll_once(process, &mut consumer, &recorder, false, deadline).await;
+        if !ok && options.log_policy.is_some() {
+            crate::log_workload::positions_resync(
+                process,
+                &mut consumer,
+                &partitions,
+                &recorder,
+                deadline,
+            )
+            .await;
+        }
     }
 }
 
@@ -491,18 +523,43 @@ async fn final_read(
             })
             .collect();
         let Some((partition, lag)) = lagging.first() else {
+            if options.log_policy.is_some() {
+                // Retention may have taken records the reader never reached (its position
+                // started at the log start): the log start now says which.
+                for partition in &partitions {
+                    let deadline = options.request_timeout * 2;
+                    for _ in 0..10 {
+                        let listed = crate::log_workload::log_start_list(
+                            FINAL_PROCESS,
+                            &mut consumer,
+                            partition,
+                            &recorder,
+                            deadline,
+                        )
+                        .await;
+                        if listed.is_some() {
+                            break;
+                        }
+                        runtime::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
             return Ok(());
         };
         if runtime::Clock::system().now() >= deadline {
             return Err(format!("partition {partition}: lag {lag} after heal"));
         }
-        poll_once(
-            FINAL_PROCESS,
-            &mut consumer,
-            &recorder,
-            true,
-            options.request_timeout * 2,
-        )
-        .await;
+        let deadline = options.request_timeout * 2;
+        let ok = poll_once(FINAL_PROCESS, &mut consumer, &recorder, true, deadline).await;
+        if !ok && options.log_policy.is_some() {
+            crate::log_workload::positions_resync(
+                FINAL_PROCESS,
+                &mut consumer,
+                &partitions,
+                &recorder,
+                deadline,
+            )
+            .await;
+        }
     }
 }

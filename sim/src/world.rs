@@ -196,6 +196,7 @@ fn run_here(
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(async move {
             let recorder = Recorder::new(trace_lines);
+            recorder.clock_skew_set(simulation_options.clock_skew_ms_max);
             *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(recorder.clone());
             let liveness = simulate(&simulation_options, &recorder, &disks_slot, planted).await;
             (liveness, recorder.elapsed())
@@ -321,7 +322,10 @@ fn brokers_start(options: &Options, planted: Option<broker::planted::Bug>) -> Ve
             config.node_id = node_id;
             config.listen = address.clone();
             config.data_dir = "/data".into();
-            config.retention_check_interval = Duration::from_secs(5);
+            config.retention_check_interval = options
+                .log_policy
+                .as_ref()
+                .map_or(Duration::from_secs(5), |policy| policy.check_interval);
             config.planted = planted;
             let context = NodeContext {
                 clock: Clock::with_wall_offset_ms(skew),

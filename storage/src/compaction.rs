@@ -26,7 +26,7 @@ use crate::records::{batch_rebuild, records_parse, records_section};
 use crate::recovery::swap_install;
 use crate::retention::ClosedSegment;
 use crate::scan::{BatchScan, ScanItem};
-use crate::segment::Segment;
+use crate::segment::{index_files_remove, Segment};
 use runtime::OpenMode;
 use std::collections::BTreeMap;
 use wire::ValidatedBatch;
@@ -106,8 +106,10 @@ impl PartitionLog {
                 break;
             }
             map.removable.push(0);
+            let keep_first =
+                crate::PlantedBug::active(self.planted, crate::PlantedBug::CompactionKeepsFirst);
             self.batches_visit(summary.base_offset, &mut |batch| {
-                map_batch(&mut map, batch, segment_index);
+                map_batch(&mut map, batch, segment_index, keep_first);
                 Ok(())
             })?;
         }
@@ -230,14 +232,23 @@ impl PartitionLog {
                 indexes,
                 modified_ms,
             );
-            segment.index_files_write(&*self.disk, &self.dir)?;
+            // The swap is committed: the segment must join the log whatever happens next. Its
+            // index files are a cache (recovery rebuilds them); a disk that refuses them must not
+            // make the log forget the segment, which would serve reads across its offsets as a
+            // gap (seed 25 of single-compaction: a consumer skipped a live record).
+            if let Err(error) = segment.index_files_write(&*self.disk, &self.dir) {
+                // `site`: the simulator counts these, so a regression seed can show it meets it.
+                tracing::warn!(site = "compaction-index-unwritten", dir = %self.dir.display(), %error, "compacted segment's index files not written; recovery will rebuild them");
+                let _ = index_files_remove(&*self.disk, &self.dir, base_offset);
+            }
             self.segments.insert(base_offset, segment);
         }
         Ok(removed)
     }
 }
 
-fn map_batch(map: &mut KeyMap, batch: &ValidatedBatch, segment_index: usize) {
+/// `keep_first` is the planted bug `CompactionKeepsFirst`: a key's first record stays mapped.
+fn map_batch(map: &mut KeyMap, batch: &ValidatedBatch, segment_index: usize, keep_first: bool) {
     let header = batch.header();
     if header.is_control() || header.is_transactional() {
         return;
@@ -257,6 +268,7 @@ fn map_batch(map: &mut KeyMap, batch: &ValidatedBatch, segment_index: usize) {
             tombstone_timestamp: record.value_is_null.then_some(record.timestamp),
         };
         match map.latest.get_mut(key) {
+            Some(_) if keep_first => map.removable[segment_index] += 1,
             Some(previous) => {
                 map.removable[previous.segment_index] += 1;
                 *previous = latest;

@@ -16,6 +16,16 @@ pub enum PlantedBug {
     /// a process crash those bytes come from the page cache, not the disk, so the log serves an
     /// unsynced tail as committed, and a power loss before the next fsync takes it back.
     RecoveryTrustsPageCache,
+    /// Time retention ages a segment by its file's last modification, ignoring its records'
+    /// timestamps (Kafka before 0.10.1): a segment of records stamped in the future is deleted
+    /// `retention.ms` after its last append.
+    RetentionByModifiedTime,
+    /// Size retention deletes the oldest segment while the log is over `retention.bytes`,
+    /// rather than while it would stay at or over it without the segment: one segment too many.
+    RetentionSizeOneTooMany,
+    /// The cleaner keeps the first record of each key instead of the last: compaction throws
+    /// away every key's latest value.
+    CompactionKeepsFirst,
 }
 
 impl PlantedBug {

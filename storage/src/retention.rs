@@ -55,12 +55,25 @@ fn expired_by_time(timestamp_max: i64, modified_ms: i64, retention_ms: i64, now_
 /// (delete policy) the log without it is still at least `retention_bytes` (Kafka's rule: never
 /// go below the limit). The first segment that stays stops the count: deletion is a prefix.
 /// A segment without valid timestamps ages from its last modification (`timestamp_largest`).
+#[cfg(test)]
 pub(crate) fn deletable_count(
     closed: &[ClosedSegment],
     log_bytes: u64,
     config: &LogConfig,
     now_ms: i64,
     log_start_offset: i64,
+) -> usize {
+    deletable_count_planted(closed, log_bytes, config, now_ms, log_start_offset, false)
+}
+
+/// `deletable_count`; `size_one_too_many` is the planted bug `RetentionSizeOneTooMany`.
+fn deletable_count_planted(
+    closed: &[ClosedSegment],
+    log_bytes: u64,
+    config: &LogConfig,
+    now_ms: i64,
+    log_start_offset: i64,
+    size_one_too_many: bool,
 ) -> usize {
     let deletes = config.cleanup_policy.deletes();
     let mut remaining_bytes = log_bytes;
@@ -74,7 +87,11 @@ pub(crate) fn deletable_count(
         let oversize = deletes
             && config
                 .retention_bytes
-                .is_some_and(|limit| remaining_bytes - segment.size_bytes >= limit);
+                .is_some_and(|limit| match size_one_too_many {
+                    // "Delete while the log is over the limit": the last deletion takes it below.
+                    true => remaining_bytes > limit,
+                    false => remaining_bytes - segment.size_bytes >= limit,
+                });
         if !(below_start || expired || oversize) {
             break;
         }
@@ -94,13 +111,19 @@ impl PartitionLog {
         if rolled {
             self.roll(now_ms)?;
         }
-        let closed = self.closed_segments();
-        let count = deletable_count(
+        let mut closed = self.closed_segments();
+        if crate::PlantedBug::active(self.planted, crate::PlantedBug::RetentionByModifiedTime) {
+            for segment in &mut closed {
+                segment.timestamp_max = -1;
+            }
+        }
+        let count = deletable_count_planted(
             &closed,
             self.size_bytes(),
             &self.config,
             now_ms,
             self.log_start_offset,
+            crate::PlantedBug::active(self.planted, crate::PlantedBug::RetentionSizeOneTooMany),
         );
         let mut outcome = RetentionOutcome {
             rolled,

@@ -8,6 +8,10 @@
 //! only when a value is duplicated; taking the earliest for the bound and the latest for the
 //! candidates keeps a duplicate from manufacturing a loss.
 //!
+//! Both excuse values at offsets below the largest log start the broker reported (retention may
+//! have deleted them; `checks::retention` judges whether it was allowed to) and skip compacted
+//! partitions, which `checks::compaction` holds to Kafka's compaction guarantee instead.
+//!
 //! unseen: if the history has final polls, every send acknowledged (`Ok`) before the first final
 //! poll was invoked must have been read by some `Ok` poll. Sends acknowledged later raced the final
 //! polls and are not required. Values already reported as lost writes are not repeated here, so
@@ -23,6 +27,9 @@ use std::collections::{BTreeMap, BTreeSet};
 pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
     let mut lost: BTreeMap<&Partition, BTreeSet<i64>> = BTreeMap::new();
     for (partition, index) in &analysis.index.partitions {
+        if analysis.compaction.covers(partition) {
+            continue; // `compaction::check_latest_values` holds compacted partitions instead.
+        }
         for anomaly in lost_writes(analysis, partition, index) {
             if let Anomaly::LostWrite { value, .. } = anomaly {
                 lost.entry(*partition).or_default().insert(value);
@@ -34,6 +41,9 @@ pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
         return;
     };
     for (partition, index) in &analysis.index.partitions {
+        if analysis.compaction.covers(partition) {
+            continue;
+        }
         let mut unseen: Vec<(i64, usize)> = Vec::new();
         for (value, writer) in &index.writers {
             let operation = &analysis.operations.list[writer.op];
@@ -42,7 +52,9 @@ pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
             let lost_here = lost
                 .get(partition)
                 .is_some_and(|values| values.contains(value));
-            if acknowledged && !lost_here && !index.reads_ok.contains_key(value) {
+            let deleted = send_offset(operation.op, partition, *value)
+                .is_some_and(|offset| analysis.log_starts.below(partition, offset));
+            if acknowledged && !lost_here && !deleted && !index.reads_ok.contains_key(value) {
                 unseen.push((*value, operation.event()));
             }
         }
@@ -92,6 +104,12 @@ fn lost_writes(analysis: &Analysis, partition: &Partition, index: &PartitionInde
         .filter(|(value, placement)| {
             placement.index_last <= bound && !index.reads_ok.contains_key(value)
         })
+        // Below a reported log start, retention may have taken it (`checks::retention`).
+        .filter(|(_, placement)| {
+            !analysis
+                .log_starts
+                .below(partition, offsets[placement.index_last])
+        })
         .filter(|(value, _)| {
             index
                 .writers
@@ -114,8 +132,15 @@ fn lost_writes(analysis: &Analysis, partition: &Partition, index: &PartitionInde
         .collect()
 }
 
+/// The offset a send acknowledged for `value` on `partition`, if any.
+fn send_offset(op: &Op, partition: &Partition, value: i64) -> Option<i64> {
+    crate::index::sends(op.micro_ops())
+        .find(|(p, v, _)| *p == partition && *v == value)
+        .and_then(|(_, _, offset)| offset)
+}
+
 /// The invocation of the first final poll, if the history has any.
-fn final_polls_start(analysis: &Analysis) -> Option<usize> {
+pub(crate) fn final_polls_start(analysis: &Analysis) -> Option<usize> {
     analysis
         .operations
         .list

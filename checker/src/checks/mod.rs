@@ -3,9 +3,11 @@
 //! report.
 
 pub(crate) mod commits;
+pub(crate) mod compaction;
 pub(crate) mod lost;
 pub(crate) mod offsets;
 pub(crate) mod polls;
+pub(crate) mod retention;
 pub(crate) mod sends;
 pub(crate) mod transactions;
 
@@ -19,6 +21,10 @@ pub(crate) struct Analysis<'h> {
     pub history: &'h History,
     pub operations: Operations<'h>,
     pub index: Index<'h>,
+    /// The log starts the broker reported (`retention`).
+    pub log_starts: retention::LogStarts,
+    /// Keys and sends of compacted partitions (`compaction`).
+    pub compaction: compaction::Compaction,
 }
 
 pub(crate) fn run(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
@@ -33,4 +39,6 @@ pub(crate) fn run(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
     commits::check(anomalies, analysis);
     commits::check_generations(anomalies, analysis);
     sends::check_malformed_accepted(anomalies, analysis);
+    retention::check_early_deletion(anomalies, analysis);
+    compaction::check_latest_values(anomalies, analysis);
 }

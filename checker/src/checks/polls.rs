@@ -11,6 +11,9 @@
 //! position is an offset, and offsets stay exact when values are duplicated. Gaps without known
 //! records (transaction markers, aborted records) are not skips.
 //!
+//! On compacted partitions a skipped record counts only if compaction could not have removed it
+//! by then (`checks::compaction`).
+//!
 //! Positions reset (are forgotten) on what legitimately moves a consumer: `Assign` (partitions no
 //! longer assigned; all of them with `seek_to_beginning`), `Subscribe`, `Seek`, `Rebalance`,
 //! `Crash`, and any `Fail` or `Info` operation that polled (its consumer may have advanced while
@@ -143,7 +146,7 @@ fn consume<'h>(
                         previous,
                         next,
                     };
-                    anomalies.extend(compare(index, step));
+                    anomalies.extend(compare(analysis, index, step));
                 }
             }
         }
@@ -157,7 +160,7 @@ struct Step<'a> {
     next: Position,
 }
 
-fn compare(index: &PartitionIndex, step: Step) -> Option<Anomaly> {
+fn compare(analysis: &Analysis, index: &PartitionIndex, step: Step) -> Option<Anomaly> {
     let Step {
         partition,
         process,
@@ -176,19 +179,40 @@ fn compare(index: &PartitionIndex, step: Step) -> Option<Anomaly> {
             offset_next: next.offset,
         });
     }
-    let skipped_count = index.offsets_between(previous.offset, next.offset);
+    let mut skipped_count = index.offsets_between(previous.offset, next.offset);
     if skipped_count == 0 {
         return None;
     }
-    let skipped = index
-        .log
-        .range(previous.offset + 1..next.offset)
-        .take(LISTED_MAX)
-        .map(|(offset, seen)| Record {
-            offset: *offset,
-            value: seen[0].value,
-        })
-        .collect();
+    let between = index.log.range(previous.offset + 1..next.offset);
+    let skipped: Vec<Record> = if analysis.compaction.covers(partition) {
+        // Compaction may have removed some; only the others had to be read.
+        let kept: Vec<Record> = between
+            .filter(|(offset, seen)| {
+                !seen.iter().any(|s| {
+                    analysis
+                        .compaction
+                        .removable(analysis, partition, **offset, s.value, next.event)
+                })
+            })
+            .map(|(offset, seen)| Record {
+                offset: *offset,
+                value: seen[0].value,
+            })
+            .collect();
+        skipped_count = kept.len();
+        if skipped_count == 0 {
+            return None;
+        }
+        kept.into_iter().take(LISTED_MAX).collect()
+    } else {
+        between
+            .take(LISTED_MAX)
+            .map(|(offset, seen)| Record {
+                offset: *offset,
+                value: seen[0].value,
+            })
+            .collect()
+    };
     Some(Anomaly::PollSkip {
         partition: partition.clone(),
         process,
