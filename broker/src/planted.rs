@@ -31,6 +31,12 @@ pub enum Bug {
     /// returns: produces are acknowledged during the fsync's latency, a window of microseconds
     /// to milliseconds that a crash must land in.
     AckAtFsyncStart,
+    /// A retried idempotent batch is appended again at new offsets instead of being answered
+    /// with the original's: duplicates despite idempotence.
+    DedupAppendsAgain,
+    /// Recovery does not restore the producer state (snapshots and log tail): after a crash a
+    /// retry of an acknowledged batch is taken for new and appended again.
+    ProducerStateNotRestored,
 }
 
 impl Bug {
@@ -44,6 +50,8 @@ impl Bug {
         Bug::SkipsRecordValidation,
         Bug::RecoveryTrustsPageCache,
         Bug::AckAtFsyncStart,
+        Bug::DedupAppendsAgain,
+        Bug::ProducerStateNotRestored,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +65,8 @@ impl Bug {
             Bug::SkipsRecordValidation => "skips-record-validation",
             Bug::RecoveryTrustsPageCache => "recovery-trusts-page-cache",
             Bug::AckAtFsyncStart => "ack-at-fsync-start",
+            Bug::DedupAppendsAgain => "dedup-appends-again",
+            Bug::ProducerStateNotRestored => "producer-state-not-restored",
         }
     }
 
@@ -67,6 +77,8 @@ impl Bug {
             Bug::OffsetReuseAfterRestart => Some(PlantedBug::OffsetReuseAfterRestart),
             Bug::RollSkipsFsync => Some(PlantedBug::RollSkipsFsync),
             Bug::RecoveryTrustsPageCache => Some(PlantedBug::RecoveryTrustsPageCache),
+            Bug::DedupAppendsAgain => Some(PlantedBug::DedupAppendsAgain),
+            Bug::ProducerStateNotRestored => Some(PlantedBug::ProducerStateNotRestored),
             Bug::CommitStaleGeneration | Bug::SkipsRecordValidation | Bug::AckAtFsyncStart => None,
             Bug::AckBeforeFsync | Bug::FetchBeyondDurable => None,
         }

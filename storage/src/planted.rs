@@ -16,6 +16,13 @@ pub enum PlantedBug {
     /// a process crash those bytes come from the page cache, not the disk, so the log serves an
     /// unsynced tail as committed, and a power loss before the next fsync takes it back.
     RecoveryTrustsPageCache,
+    /// A produce that retries batches already in the log appends them again at new offsets
+    /// instead of answering with the originals: idempotence without deduplication.
+    DedupAppendsAgain,
+    /// Recovery neither loads the producer snapshots nor replays the log into the producer
+    /// state: after a restart every producer is unknown, so a retry of an acknowledged batch
+    /// is appended again.
+    ProducerStateNotRestored,
 }
 
 impl PlantedBug {
