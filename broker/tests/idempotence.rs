@@ -135,3 +135,143 @@ async fn retries_are_stored_once_and_gaps_and_old_epochs_refused() {
         "two batches of 2 and 3, one of 1, one of 1: no retry stored"
     );
 }
+
+/// A proxy in front of the broker that cuts the connection instead of delivering the response to
+/// the first `drops` Produce requests it forwards: the broker stored the batch, the client never
+/// heard, and retries.
+async fn proxy_dropping_produce_responses(broker: String, drops: usize) -> String {
+    use runtime::io::{AsyncReadExt, AsyncWriteExt};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = runtime::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let left = Arc::new(AtomicUsize::new(drops));
+    runtime::spawn(async move {
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let server = runtime::net::TcpStream::connect(&broker).await.unwrap();
+            let left = left.clone();
+            runtime::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                // Correlation ids of Produce requests whose responses must be dropped.
+                let (doomed_send, mut doomed) = runtime::sync::mpsc::unbounded_channel::<i32>();
+                let upstream = runtime::spawn(async move {
+                    loop {
+                        let mut length = [0u8; 4];
+                        if client_read.read_exact(&mut length).await.is_err() {
+                            return;
+                        }
+                        let mut frame = vec![0u8; u32::from_be_bytes(length) as usize];
+                        if client_read.read_exact(&mut frame).await.is_err() {
+                            return;
+                        }
+                        let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+                        let correlation = i32::from_be_bytes(frame[4..8].try_into().unwrap());
+                        let take = api_key == 0
+                            && left
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
+                        if take {
+                            let _ = doomed_send.send(correlation);
+                        }
+                        if server_write.write_all(&length).await.is_err()
+                            || server_write.write_all(&frame).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+                loop {
+                    let mut length = [0u8; 4];
+                    if server_read.read_exact(&mut length).await.is_err() {
+                        break;
+                    }
+                    let mut frame = vec![0u8; u32::from_be_bytes(length) as usize];
+                    if server_read.read_exact(&mut frame).await.is_err() {
+                        break;
+                    }
+                    let correlation = i32::from_be_bytes(frame[0..4].try_into().unwrap());
+                    let mut dropped = false;
+                    while let Ok(doomed) = doomed.try_recv() {
+                        dropped |= doomed == correlation;
+                    }
+                    if dropped {
+                        break; // Hang up: the client never hears that its batch was stored.
+                    }
+                    if client_write.write_all(&length).await.is_err()
+                        || client_write.write_all(&frame).await.is_err()
+                    {
+                        break;
+                    }
+                }
+                upstream.abort();
+            });
+        }
+    });
+    address
+}
+
+/// What the client's producer stores when the first answer to each of its first two produces is
+/// lost: with idempotence every record once, at the offset it was told; without, the retries
+/// are stored again (which proves the proxy makes the broker see stored retries at all).
+async fn produce_through_lossy_proxy(idempotence: bool) -> (Vec<i64>, i64) {
+    let broker_address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let proxy = proxy_dropping_produce_responses(broker_address.clone(), 2).await;
+    let advertised = proxy.clone();
+    let _ = common::broker_start(move |config| {
+        config.listen = broker_address;
+        config.advertise = Some(advertised);
+    })
+    .await;
+    let mut config = ClientConfig::new([proxy]);
+    config.retry_backoff = std::time::Duration::from_millis(10);
+    Admin::new(config.clone())
+        .create_topic("t", 1, 1, BTreeMap::new())
+        .await
+        .unwrap();
+    let producer_config = client::ProducerConfig {
+        idempotence,
+        linger: std::time::Duration::ZERO,
+        ..client::ProducerConfig::kafka_defaults()
+    };
+    let producer = client::Producer::new(config.clone(), producer_config);
+    let mut offsets = Vec::new();
+    for index in 0..6 {
+        let mut record =
+            client::ProducerRecord::new("t", None, Some(Bytes::from(format!("v{index}"))));
+        record.partition = Some(0);
+        offsets.push(producer.send(record).await.unwrap().offset);
+    }
+    let mut consumer = Consumer::new(config, ConsumerConfig::kafka_defaults());
+    let end = consumer
+        .list_offsets(&TopicPartition::new("t", 0), -1)
+        .await
+        .unwrap();
+    (offsets, end.offset)
+}
+
+#[tokio::test]
+async fn the_client_s_idempotent_retries_are_stored_once() {
+    assert_eq!(
+        produce_through_lossy_proxy(true).await,
+        (vec![0, 1, 2, 3, 4, 5], 6)
+    );
+}
+
+#[tokio::test]
+async fn without_idempotence_the_same_retries_duplicate() {
+    let (offsets, end) = produce_through_lossy_proxy(false).await;
+    assert_eq!(
+        end, 8,
+        "both lost answers led to a second copy: {offsets:?}"
+    );
+}
