@@ -86,6 +86,9 @@ pub struct Options {
     pub malformed_send_rate: f64,
     /// The aimed-fault sites on in this seed, each with its chance of firing per visit.
     pub buggify: Vec<(Site, f64)>,
+    /// Producers are idempotent and retry internally (half the seeds): retries resend the
+    /// same batch, and the checker must still find no duplicate and no lost write.
+    pub idempotent_producers: bool,
 }
 
 /// Each aimed-fault site is on in this share of seeds (of those whose scenario allows it):
@@ -206,8 +209,11 @@ impl Options {
                 (false, _) => 0.0,
             },
             buggify: Vec::new(),
+            idempotent_producers: false,
         };
         options.buggify = buggify_draw(rng, mix);
+        // Drawn last, after every older draw, so regression seeds keep their worlds.
+        options.idempotent_producers = rng.gen_bool(0.5);
         options
     }
 }

@@ -636,7 +636,8 @@ impl PartitionLog {
         assert_eq!(
             self.producers.end_offset(),
             self.log_end_offset(),
-            "producer state covers the whole log"
+            "producer state covers the whole log of {}",
+            self.dir.display()
         );
         if let Some(entry) = self.epochs.entries().last() {
             assert!(entry.start_offset <= self.log_end_offset());
