@@ -88,20 +88,22 @@ fn regression_read_skip_after_header_bitflip_113() {
 /// 26: a partition jumped to offset 2^26 + 269, and acknowledged writes below it were lost), and
 /// in another seed a partition's readers stalled behind a similar jump. Scans now re-read any
 /// batch that leaves an offset gap before believing it. (Seeds 2070 and 2091 before the stream
-/// change of issue 10; 57 and 98 before the merge of crash kinds and aimed faults.)
+/// change of issue 10; 57 and 98 before the merge of crash kinds and aimed faults; 10 and 30
+/// before producer-state replay added reads at recovery.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_10_30() {
-    regression("single-crash", 10, "scan-gap-reread-differs");
-    regression("single-crash", 30, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_63_67() {
+    regression("single-crash", 63, "scan-gap-reread-differs");
+    regression("single-crash", 67, "scan-gap-reread-differs");
 }
 
 /// Found by the re-sweep after the stream change of issue 10: a segment's scan at open did not
 /// check its first batch against the segment's base, so a bit flipped in that batch's
 /// baseOffset jumped the log to 2^29 + 1185 (lost-write, poll-skip). The first batch is now
-/// checked like any other gap. (Seed 99 before the merge of crash kinds and aimed faults.)
+/// checked like any other gap. (Seed 99 before the merge of crash kinds and aimed faults; 55
+/// before producer-state replay added reads at recovery.)
 #[test]
-fn regression_segment_first_batch_gap_55() {
-    regression("single-crash", 55, "scan-gap-reread-differs");
+fn regression_segment_first_batch_gap_99() {
+    regression("single-crash", 99, "scan-gap-reread-differs");
 }
 
 /// Issue 9: a read error while replaying `__consumer_offsets` at startup stopped the replay, so
