@@ -10,6 +10,9 @@ use std::fmt;
 pub fn planted_scenario(bug: Bug) -> &'static str {
     match bug {
         Bug::CommitStaleGeneration => "single-groups",
+        // Retries of stored batches come from crashes (a produce appended, its answer lost);
+        // half of single-crash's seeds have idempotent, retrying producers.
+        Bug::DedupAppendsAgain | Bug::ProducerStateNotRestored => "single-crash",
         _ => "single-crash",
     }
 }
