@@ -2,6 +2,7 @@
 
 use crate::config::BrokerConfig;
 use crate::group::shell::GroupCoordinator;
+use crate::producer_ids::{ProducerIdError, ProducerIds};
 use crate::topics::{TopicError, Topics};
 use runtime::rng::{stream_rng, ChaCha8Rng, RngCore, Stream};
 use runtime::{Clock, Disk};
@@ -26,6 +27,8 @@ pub struct Broker {
     rng: Mutex<ChaCha8Rng>,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
     groups: Arc<GroupCoordinator>,
+    /// InitProducerId's durable id blocks.
+    producer_ids: Mutex<ProducerIds>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,7 +58,17 @@ impl Broker {
             groups_rng,
             config.planted,
         )?;
+        let producer_ids = ProducerIds::open(context.disk.clone(), &config.data_dir).map_err(
+            |error| match error {
+                ProducerIdError::Io { path, source } => TopicError::Io { path, source },
+                error => TopicError::Corrupt {
+                    path: config.data_dir.join(crate::producer_ids::FILE_NAME),
+                    message: error.to_string(),
+                },
+            },
+        )?;
         Ok(Arc::new(Broker {
+            producer_ids: Mutex::new(producer_ids),
             config,
             clock: context.clock,
             disk: context.disk,
@@ -67,6 +80,11 @@ impl Broker {
 
     pub fn groups(&self) -> &Arc<GroupCoordinator> {
         &self.groups
+    }
+
+    /// A producer id never issued before on this data dir (InitProducerId).
+    pub fn producer_id_new(&self) -> Result<i64, ProducerIdError> {
+        lock(&self.producer_ids).next_id()
     }
 
     pub fn topics(&self) -> MutexGuard<'_, Topics> {

@@ -11,6 +11,8 @@ use std::time::Duration;
 /// Kafka's default `log.retention.check.interval.ms` (5 minutes): retention deletes whole
 /// segments, so checking more often buys little, and each pass walks every partition.
 pub const RETENTION_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_millis(300_000);
+/// Kafka's default `producer.id.expiration.ms`: one day.
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 86_400_000;
 /// Kafka's default `max.connections.per.ip` (`Int.MaxValue`): no per-address limit unless set.
 pub const CONNECTIONS_PER_IP_MAX_DEFAULT: usize = i32::MAX as usize;
 
@@ -57,6 +59,9 @@ pub struct BrokerConfig {
     /// How often retention and compaction run (Kafka's `log.retention.check.interval.ms`,
     /// `RETENTION_CHECK_INTERVAL_DEFAULT` unless set).
     pub retention_check_interval: Duration,
+    /// Kafka's `producer.id.expiration.ms`: an idempotent producer with no batch newer than this
+    /// in a partition is forgotten there at the next maintenance pass.
+    pub producer_id_expiration_ms: i64,
     /// Cluster id reported in Metadata and DescribeCluster.
     pub cluster_id: String,
     /// A planted bug for the simulator's self-test; inert without the `planted-bugs` feature.
@@ -82,6 +87,7 @@ impl BrokerConfig {
             requests_in_flight_max: 128,
             requests_queued_bytes_max: REQUESTS_QUEUED_BYTES_MAX_DEFAULT,
             retention_check_interval: RETENTION_CHECK_INTERVAL_DEFAULT,
+            producer_id_expiration_ms: PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             cluster_id: "gregor-cluster".to_string(),
             planted: None,
             groups: crate::group::GroupConfig::kafka_defaults(),
@@ -118,6 +124,7 @@ pub struct ConfigFile {
     pub queued_max_request_bytes: Option<usize>,
     pub request_bytes_max: Option<u32>,
     pub retention_check_interval_ms: Option<u64>,
+    pub producer_id_expiration_ms: Option<i64>,
     pub cluster_id: Option<String>,
 }
 
@@ -157,6 +164,7 @@ impl ConfigFile {
             queued_max_request_bytes,
             request_bytes_max,
             retention_check_interval_ms,
+            producer_id_expiration_ms,
             cluster_id,
         } = self;
         config.node_id = node_id.unwrap_or(config.node_id);
@@ -177,6 +185,8 @@ impl ConfigFile {
         if let Some(interval_ms) = retention_check_interval_ms {
             config.retention_check_interval = Duration::from_millis(interval_ms);
         }
+        config.producer_id_expiration_ms =
+            producer_id_expiration_ms.unwrap_or(config.producer_id_expiration_ms);
         config.cluster_id = cluster_id.unwrap_or(config.cluster_id.clone());
     }
 }
@@ -191,6 +201,13 @@ pub fn validate(config: &BrokerConfig) -> Result<(), ConfigError> {
         return invalid(
             "default_partitions",
             config.default_partitions.to_string(),
+            "must be >= 1",
+        );
+    }
+    if config.producer_id_expiration_ms < 1 {
+        return invalid(
+            "producer_id_expiration_ms",
+            config.producer_id_expiration_ms.to_string(),
             "must be >= 1",
         );
     }

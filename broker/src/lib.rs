@@ -14,6 +14,7 @@ pub mod limits;
 pub mod maintenance;
 pub mod partition;
 pub mod planted;
+pub mod producer_ids;
 pub mod server;
 pub mod topic_config;
 pub mod topics;

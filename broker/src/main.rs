@@ -56,6 +56,10 @@ struct BrokerArgs {
     /// default 300000).
     #[arg(long)]
     retention_check_interval_ms: Option<u64>,
+    /// Forget an idempotent producer idle this long in a partition (Kafka's
+    /// producer.id.expiration.ms; default 86400000).
+    #[arg(long)]
+    producer_id_expiration_ms: Option<i64>,
     /// Connections allowed from one client address (Kafka's max.connections.per.ip).
     #[arg(long)]
     max_connections_per_ip: Option<usize>,
@@ -100,6 +104,9 @@ fn broker_config(args: &BrokerArgs) -> Result<(BrokerConfig, String), String> {
     if let Some(interval_ms) = args.retention_check_interval_ms {
         config.retention_check_interval = std::time::Duration::from_millis(interval_ms);
     }
+    config.producer_id_expiration_ms = args
+        .producer_id_expiration_ms
+        .unwrap_or(config.producer_id_expiration_ms);
     config.connections_per_ip_max = args
         .max_connections_per_ip
         .unwrap_or(config.connections_per_ip_max);

@@ -1,5 +1,6 @@
 //! Background log maintenance: retention (delete policy) and compaction (compact policy), every
-//! `retention_check_interval`, one partition at a time so the work never competes with itself.
+//! `retention_check_interval`, one partition at a time so the work never competes with itself;
+//! and the expiration of idle idempotent producers (`producer_id_expiration_ms`).
 
 use crate::broker::Broker;
 use std::sync::Arc;
@@ -34,6 +35,10 @@ pub async fn pass(broker: &Arc<Broker>) {
                 Err(error) => {
                     tracing::error!(topic = %partition.topic, partition = partition.index, %error, "compaction failed")
                 }
+            }
+            let expired = log.producers_expire(now_ms, broker.config.producer_id_expiration_ms);
+            if expired > 0 {
+                tracing::debug!(topic = %partition.topic, partition = partition.index, expired, "producers expired");
             }
             log.log_start_offset() != log_start_before
         };

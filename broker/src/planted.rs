@@ -45,6 +45,12 @@ pub enum Bug {
     CompactionKeepsFirst,
     /// Size retention deletes while the log is over `retention.bytes`, one segment too many.
     RetentionSizeOneTooMany,
+    /// A retried idempotent batch is appended again at new offsets instead of being answered
+    /// with the original's: duplicates despite idempotence.
+    DedupAppendsAgain,
+    /// Recovery does not restore the producer state (snapshots and log tail): after a crash a
+    /// retry of an acknowledged batch is taken for new and appended again.
+    ProducerStateNotRestored,
 }
 
 impl Bug {
@@ -63,6 +69,8 @@ impl Bug {
         Bug::RetentionByModifiedTime,
         Bug::CompactionKeepsFirst,
         Bug::RetentionSizeOneTooMany,
+        Bug::DedupAppendsAgain,
+        Bug::ProducerStateNotRestored,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +89,8 @@ impl Bug {
             Bug::RetentionByModifiedTime => "retention-by-modified-time",
             Bug::CompactionKeepsFirst => "compaction-keeps-first",
             Bug::RetentionSizeOneTooMany => "retention-size-one-too-many",
+            Bug::DedupAppendsAgain => "dedup-appends-again",
+            Bug::ProducerStateNotRestored => "producer-state-not-restored",
         }
     }
 
@@ -94,6 +104,8 @@ impl Bug {
             Bug::RetentionByModifiedTime => Some(PlantedBug::RetentionByModifiedTime),
             Bug::CompactionKeepsFirst => Some(PlantedBug::CompactionKeepsFirst),
             Bug::RetentionSizeOneTooMany => Some(PlantedBug::RetentionSizeOneTooMany),
+            Bug::DedupAppendsAgain => Some(PlantedBug::DedupAppendsAgain),
+            Bug::ProducerStateNotRestored => Some(PlantedBug::ProducerStateNotRestored),
             Bug::CommitStaleGeneration | Bug::SkipsRecordValidation | Bug::AckAtFsyncStart => None,
             Bug::CommitAckBeforeFsync | Bug::OffsetsReplayKeepsFirst => None,
             Bug::AckBeforeFsync | Bug::FetchBeyondDurable => None,

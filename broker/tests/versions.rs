@@ -217,6 +217,15 @@ fn admin_sample_requests(api_key: ApiKey) -> Option<Vec<RequestKind>> {
                     ]),
             ),
         ],
+        ApiKey::InitProducerId => vec![
+            RequestKind::InitProducerId(
+                InitProducerIdRequest::default().with_transactional_id(None),
+            ),
+            RequestKind::InitProducerId(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx")))),
+            ),
+        ],
         _ => return None,
     };
     Some(requests)
@@ -387,6 +396,15 @@ fn group_sample_requests(
                 group("nope"),
             ]),
         )],
+        ApiKey::InitProducerId => vec![
+            RequestKind::InitProducerId(
+                InitProducerIdRequest::default().with_transactional_id(None),
+            ),
+            RequestKind::InitProducerId(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx")))),
+            ),
+        ],
         _ => return None,
     };
     Some(requests)

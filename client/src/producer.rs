@@ -9,23 +9,37 @@
 //!
 //! Delivery is at least once: a batch whose request failed or timed out is retried (up to
 //! `ClientConfig::retries`) even though the broker may have appended it, so a retried record can
-//! appear twice. Idempotence (producer ids and sequence numbers) is a later issue. A `send` future
-//! dropped after the record reached the task does not withdraw the record.
+//! appear twice, unless `ProducerConfig::idempotence` is on (Kafka's `enable.idempotence`):
+//! then the task takes a producer id (InitProducerId), numbers each partition's batches with
+//! sequences, and a retry resends the very same bytes, which the broker answers with the
+//! original offsets instead of storing them again. A `send` future dropped after the record
+//! reached the task does not withdraw the record.
+//!
+//! Idempotence, conservatively (Java's and librdkafka's rules, simplified): a batch is sealed
+//! (encoded with its producer id, epoch and sequence) once, before its first attempt, and never
+//! changes. While a batch of a partition waits to be retried, later batches of that partition
+//! are held back, so the broker never sees a gap it would refuse. Once any sealed batch fails
+//! for good, its sequence may or may not have been consumed by the broker, so the numbering
+//! can no longer be trusted: the next round takes a new producer id and starts every
+//! partition at sequence 0 (where Java bumps the epoch; without a transactional id the broker
+//! hands out a new id instead). OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH and
+//! UNKNOWN_PRODUCER_ID fail the batch (the broker refused it) and trigger the same reset.
 
 use crate::cluster::{Cluster, Target};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::metadata::{group_by_leader, TopicPartition};
 use crate::partitioner::Partitioner;
-use crate::records::{batch_encode, ProducerRecord, RecordMetadata};
+use crate::records::{batch_encode_sequenced, ProducerRecord, RecordMetadata, Sequenced};
 use bytes::Bytes;
 use runtime::sync::{mpsc, oneshot};
 use runtime::time::Instant;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use wire::protocol::error::ResponseError;
 use wire::protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use wire::protocol::messages::{
-    ProduceRequest, ProduceResponse, RequestKind, ResponseKind, TopicName,
+    InitProducerIdRequest, ProduceRequest, ProduceResponse, RequestKind, ResponseKind, TopicName,
 };
 use wire::protocol::protocol::StrBytes;
 use wire::protocol::records::Compression;
@@ -81,11 +95,15 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// Where keyless records start their round robin; give producers different seeds to spread.
     pub partitioner_seed: u64,
+    /// Kafka's `enable.idempotence`: retries never duplicate (see the module doc). Needs
+    /// `Acks::All`.
+    pub idempotence: bool,
 }
 
 impl ProducerConfig {
     /// Kafka 4's defaults: acks=all, linger 5 ms, 16 KiB batches, 1 MiB requests, no compression,
-    /// 120 s delivery timeout.
+    /// 120 s delivery timeout; but idempotence off (Kafka's default is on), so a plain producer
+    /// sends no InitProducerId.
     pub fn kafka_defaults() -> ProducerConfig {
         ProducerConfig {
             acks: Acks::All,
@@ -95,6 +113,7 @@ impl ProducerConfig {
             compression: Compression::None,
             delivery_timeout: Duration::from_secs(120),
             partitioner_seed: 0,
+            idempotence: false,
         }
     }
 }
@@ -124,6 +143,10 @@ impl Producer {
     /// Starts the producer task on the current runtime (the current node under madsim).
     pub fn new(client: ClientConfig, config: ProducerConfig) -> Producer {
         assert!(config.batch_bytes_max > 0);
+        assert!(
+            !config.idempotence || config.acks == Acks::All,
+            "idempotence needs acks=all"
+        );
         assert!(
             config.batch_bytes_max <= config.request_bytes_max,
             "a batch fits a request"
@@ -250,6 +273,9 @@ struct Batch {
     created: Instant,
     /// Why the last attempt failed, reported if no attempt succeeds.
     error_last: Option<ClientError>,
+    /// The encoded batch, fixed before its first attempt so every retry sends the same bytes
+    /// (and, when idempotent, the same sequence).
+    sealed: Option<Bytes>,
 }
 
 impl Batch {
@@ -270,6 +296,25 @@ enum Drain {
     All,
 }
 
+/// An idempotent producer's numbering.
+#[derive(Debug, Default)]
+struct Idempotence {
+    /// Producer id and epoch; `None` until InitProducerId answered, and after a reset.
+    producer: Option<(i64, i16)>,
+    /// The next sequence per partition under `producer`.
+    sequences: BTreeMap<TopicPartition, i32>,
+    /// A sealed batch failed for good: take a new producer id before sealing the next one.
+    reset_wanted: bool,
+}
+
+/// The sequence after a batch of `records` starting at `first`, wrapping past `i32::MAX` to 0 as
+/// Kafka's sequences do.
+fn sequence_next(first: i32, records: usize) -> i32 {
+    let records = i64::try_from(records).expect("a batch's record count fits");
+    let next = i64::from(first) + records;
+    i32::try_from(next % (i64::from(i32::MAX) + 1)).expect("reduced below i32::MAX")
+}
+
 struct ProducerTask {
     cluster: Cluster,
     config: ProducerConfig,
@@ -277,6 +322,8 @@ struct ProducerTask {
     open: BTreeMap<TopicPartition, Batch>,
     full: Vec<(TopicPartition, Batch)>,
     bytes_buffered: usize,
+    /// `Some` when `config.idempotence`.
+    idempotence: Option<Idempotence>,
 }
 
 impl ProducerTask {
@@ -284,6 +331,7 @@ impl ProducerTask {
         ProducerTask {
             cluster: Cluster::new(client),
             partitioner: Partitioner::new(config.partitioner_seed),
+            idempotence: config.idempotence.then(Idempotence::default),
             config,
             open: BTreeMap::new(),
             full: Vec::new(),
@@ -389,6 +437,7 @@ impl ProducerTask {
             bytes: 0,
             created: clock.now(),
             error_last: None,
+            sealed: None,
         });
         batch.pending.push(Pending {
             record,
@@ -473,6 +522,12 @@ impl ProducerTask {
             if attempt > 0 {
                 self.cluster.backoff().await;
             }
+            if let Err(error) = self.batches_seal(&mut batches).await {
+                for (_, batch) in &mut batches {
+                    batch.error_last = Some(error.clone());
+                }
+                continue;
+            }
             let mut topics: Vec<String> = batches.iter().map(|(tp, _)| tp.topic.clone()).collect();
             topics.sort();
             topics.dedup();
@@ -484,14 +539,28 @@ impl ProducerTask {
             }
             let routed = group_by_leader(self.cluster.metadata(), batches);
             batches = Vec::new();
+            // Idempotence: a partition whose batch waits for a retry sends nothing after it in
+            // this attempt, or the broker would see a sequence gap.
+            let mut held: BTreeSet<TopicPartition> = BTreeSet::new();
             for (partition, mut batch, error) in routed.unroutable {
                 self.cluster.metadata_invalidate();
                 batch.error_last = Some(error);
+                held.insert(partition.clone());
                 batches.push((partition, batch));
             }
             for (node_id, items) in routed.by_node {
                 for request in requests_split(items, self.config.request_bytes_max) {
-                    batches.extend(self.produce(node_id, request).await);
+                    let (request, waiting): (Vec<_>, Vec<_>) =
+                        request.into_iter().partition(|(partition, _)| {
+                            self.idempotence.is_none() || !held.contains(partition)
+                        });
+                    batches.extend(waiting);
+                    if request.is_empty() {
+                        continue;
+                    }
+                    let retry = self.produce(node_id, request).await;
+                    held.extend(retry.iter().map(|(partition, _)| partition.clone()));
+                    batches.extend(retry);
                 }
             }
         }
@@ -501,8 +570,99 @@ impl ProducerTask {
                 partition: partition.partition,
             });
             tracing::debug!(%partition, %error, "batch failed after retries");
-            batch.fail(&error);
+            self.batch_fail(batch, &error);
         }
+    }
+
+    /// Fails a batch for good. An idempotent producer's numbering is then in doubt (the broker
+    /// may or may not have taken the sequence), so the next round starts over with a new id.
+    fn batch_fail(&mut self, batch: Batch, error: &ClientError) {
+        if let (Some(idempotence), Some(_)) = (&mut self.idempotence, &batch.sealed) {
+            idempotence.reset_wanted = true;
+        }
+        batch.fail(error);
+    }
+
+    /// Encodes every batch not encoded yet; when idempotent, first takes a producer id if there
+    /// is none (or a reset is due) and gives each batch the next sequences of its partition.
+    async fn batches_seal(
+        &mut self,
+        batches: &mut [(TopicPartition, Batch)],
+    ) -> Result<(), ClientError> {
+        let unsealed = batches.iter().any(|(_, batch)| batch.sealed.is_none());
+        if !unsealed {
+            return Ok(());
+        }
+        let producer = match &self.idempotence {
+            None => None,
+            Some(idempotence) => match (idempotence.producer, idempotence.reset_wanted) {
+                (Some(producer), false) => Some(producer),
+                _ => Some(self.producer_id_init().await?),
+            },
+        };
+        let compression = self.config.compression;
+        for (partition, batch) in batches.iter_mut() {
+            if batch.sealed.is_some() {
+                continue;
+            }
+            let sequenced = producer.map(|(producer_id, epoch)| {
+                let idempotence = self
+                    .idempotence
+                    .as_mut()
+                    .expect("producer implies idempotence");
+                let sequence = idempotence.sequences.entry(partition.clone()).or_insert(0);
+                let base_sequence = *sequence;
+                *sequence = sequence_next(base_sequence, batch.pending.len());
+                Sequenced {
+                    producer_id,
+                    epoch,
+                    base_sequence,
+                }
+            });
+            let records: Vec<ProducerRecord> =
+                batch.pending.iter().map(|p| p.record.clone()).collect();
+            let timestamps: Vec<i64> = batch.pending.iter().map(|p| p.timestamp).collect();
+            batch.sealed = Some(batch_encode_sequenced(
+                &records,
+                &timestamps,
+                compression,
+                sequenced,
+            ));
+        }
+        Ok(())
+    }
+
+    /// InitProducerId without a transactional id: a fresh producer id at epoch 0, and every
+    /// partition's numbering restarted at 0.
+    async fn producer_id_init(&mut self) -> Result<(i64, i16), ClientError> {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(i32::MAX);
+        let response = match self
+            .cluster
+            .request(Target::Any, RequestKind::InitProducerId(request))
+            .await?
+        {
+            ResponseKind::InitProducerId(response) => response,
+            other => unreachable!("an InitProducerId request is answered by {other:?}"),
+        };
+        ClientError::from_code(response.error_code, || "InitProducerId".to_string())?;
+        let producer = (response.producer_id.0, response.producer_epoch);
+        tracing::debug!(
+            producer_id = producer.0,
+            epoch = producer.1,
+            "producer id taken"
+        );
+        let idempotence = self
+            .idempotence
+            .as_mut()
+            .expect("only idempotent producers init");
+        *idempotence = Idempotence {
+            producer: Some(producer),
+            sequences: BTreeMap::new(),
+            reset_wanted: false,
+        };
+        Ok(producer)
     }
 
     /// Sends one Produce request to `node_id`; completes what succeeded or failed for good and
@@ -519,7 +679,7 @@ impl ProducerTask {
                 .cluster
                 .send_no_response(target, RequestKind::Produce(request))
                 .await;
-            return batches_complete_unacknowledged(items, sent);
+            return self.batches_complete_unacknowledged(items, sent);
         }
         match self
             .cluster
@@ -530,7 +690,7 @@ impl ProducerTask {
                 self.produce_response_apply(node_id, items, &response)
             }
             Ok(other) => unreachable!("a Produce request is answered by {other:?}"),
-            Err(error) => batches_retry_or_fail(items, &error),
+            Err(error) => self.batches_retry_or_fail(items, &error),
         }
     }
 
@@ -550,7 +710,10 @@ impl ProducerTask {
                 .find(|answer| answer.index == partition.partition)
             else {
                 let reason = format!("Produce response from node {node_id} lacks {partition}");
-                batch.fail(&ClientError::protocol(&format!("node {node_id}"), reason));
+                self.batch_fail(
+                    batch,
+                    &ClientError::protocol(&format!("node {node_id}"), reason),
+                );
                 continue;
             };
             if let Err(error) =
@@ -559,7 +722,17 @@ impl ProducerTask {
                 if error.is_metadata_stale() {
                     self.cluster.metadata_invalidate();
                 }
-                retry.extend(batches_retry_or_fail(vec![(partition, batch)], &error));
+                if matches!(
+                    error.kafka_error(),
+                    Some(
+                        ResponseError::OutOfOrderSequenceNumber
+                            | ResponseError::InvalidProducerEpoch
+                            | ResponseError::UnknownProducerId
+                    )
+                ) {
+                    tracing::warn!(%partition, %error, "idempotent batch refused; resetting the producer id");
+                }
+                retry.extend(self.batches_retry_or_fail(vec![(partition, batch)], &error));
                 continue;
             }
             for (index, pending) in batch.pending.into_iter().enumerate() {
@@ -627,9 +800,10 @@ fn produce_request(
 ) -> ProduceRequest {
     let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
     for (partition, batch) in items {
-        let records: Vec<ProducerRecord> = batch.pending.iter().map(|p| p.record.clone()).collect();
-        let timestamps: Vec<i64> = batch.pending.iter().map(|p| p.timestamp).collect();
-        let encoded: Bytes = batch_encode(&records, &timestamps, config.compression);
+        let encoded: Bytes = batch
+            .sealed
+            .clone()
+            .expect("batches are sealed before they are sent");
         let data = PartitionProduceData::default()
             .with_index(partition.partition)
             .with_records(Some(encoded));
@@ -652,46 +826,50 @@ fn produce_request(
         .with_topic_data(topic_data)
 }
 
-/// acks=0: nothing comes back, so a sent batch counts as done with unknown offsets (-1).
-fn batches_complete_unacknowledged(
-    items: Vec<(TopicPartition, Batch)>,
-    sent: Result<(), ClientError>,
-) -> Vec<(TopicPartition, Batch)> {
-    if let Err(error) = sent {
-        return batches_retry_or_fail(items, &error);
-    }
-    for (partition, batch) in items {
-        for pending in batch.pending {
-            let metadata = RecordMetadata {
-                topic: partition.topic.clone(),
-                partition: partition.partition,
-                offset: -1,
-                timestamp: pending.timestamp,
-            };
-            let _ = pending.reply.send(Ok(metadata));
+impl ProducerTask {
+    /// acks=0: nothing comes back, so a sent batch counts as done with unknown offsets (-1).
+    fn batches_complete_unacknowledged(
+        &mut self,
+        items: Vec<(TopicPartition, Batch)>,
+        sent: Result<(), ClientError>,
+    ) -> Vec<(TopicPartition, Batch)> {
+        if let Err(error) = sent {
+            return self.batches_retry_or_fail(items, &error);
         }
+        for (partition, batch) in items {
+            for pending in batch.pending {
+                let metadata = RecordMetadata {
+                    topic: partition.topic.clone(),
+                    partition: partition.partition,
+                    offset: -1,
+                    timestamp: pending.timestamp,
+                };
+                let _ = pending.reply.send(Ok(metadata));
+            }
+        }
+        Vec::new()
     }
-    Vec::new()
-}
 
-/// Keeps retriable failures for another attempt and fails the rest now.
-fn batches_retry_or_fail(
-    items: Vec<(TopicPartition, Batch)>,
-    error: &ClientError,
-) -> Vec<(TopicPartition, Batch)> {
-    if !error.is_retriable() {
-        for (_, batch) in items {
-            batch.fail(error);
+    /// Keeps retriable failures for another attempt and fails the rest now.
+    fn batches_retry_or_fail(
+        &mut self,
+        items: Vec<(TopicPartition, Batch)>,
+        error: &ClientError,
+    ) -> Vec<(TopicPartition, Batch)> {
+        if !error.is_retriable() {
+            for (_, batch) in items {
+                self.batch_fail(batch, error);
+            }
+            return Vec::new();
         }
-        return Vec::new();
+        items
+            .into_iter()
+            .map(|(partition, mut batch)| {
+                batch.error_last = Some(error.clone());
+                (partition, batch)
+            })
+            .collect()
     }
-    items
-        .into_iter()
-        .map(|(partition, mut batch)| {
-            batch.error_last = Some(error.clone());
-            (partition, batch)
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -742,7 +920,7 @@ mod tests {
     }
 
     fn batch(values: &[&str]) -> Batch {
-        let pending = values
+        let pending: Vec<Pending> = values
             .iter()
             .enumerate()
             .map(|(index, value)| Pending {
@@ -751,12 +929,23 @@ mod tests {
                 reply: oneshot::channel().0,
             })
             .collect();
+        let records: Vec<ProducerRecord> = pending.iter().map(|p| p.record.clone()).collect();
+        let timestamps: Vec<i64> = pending.iter().map(|p| p.timestamp).collect();
+        let sealed = batch_encode_sequenced(&records, &timestamps, Compression::None, None);
         Batch {
             pending,
             bytes: 0,
             created: runtime::Clock::system().now(),
             error_last: None,
+            sealed: Some(sealed),
         }
+    }
+
+    #[test]
+    fn sequences_wrap_past_i32_max_to_zero() {
+        assert_eq!(sequence_next(0, 3), 3);
+        assert_eq!(sequence_next(i32::MAX - 2, 3), 0);
+        assert_eq!(sequence_next(i32::MAX, 2), 1);
     }
 
     #[test]

@@ -105,6 +105,24 @@ pub fn batch_encode(
     timestamps: &[i64],
     compression: Compression,
 ) -> Bytes {
+    batch_encode_sequenced(records, timestamps, compression, None)
+}
+
+/// An idempotent producer's identity on a batch: producer id, epoch, first sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sequenced {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+}
+
+/// `batch_encode`, with an idempotent producer's id, epoch and first sequence when given.
+pub fn batch_encode_sequenced(
+    records: &[ProducerRecord],
+    timestamps: &[i64],
+    compression: Compression,
+    sequenced: Option<Sequenced>,
+) -> Bytes {
     assert_eq!(records.len(), timestamps.len());
     let specs: Vec<RecordSpec> = records
         .iter()
@@ -116,7 +134,17 @@ pub fn batch_encode(
             timestamp: *timestamp,
         })
         .collect();
-    batch_encode_with(&specs, compression, -1, -1, -1, false).into_bytes()
+    let (producer_id, epoch, base_sequence) =
+        sequenced.map_or((-1, -1, -1), |s| (s.producer_id, s.epoch, s.base_sequence));
+    batch_encode_with(
+        &specs,
+        compression,
+        producer_id,
+        epoch,
+        base_sequence,
+        false,
+    )
+    .into_bytes()
 }
 
 /// A transaction the broker says was aborted: skip its producer's batches from `first_offset`.

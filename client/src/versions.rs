@@ -59,6 +59,9 @@ pub fn versions_ours(api_key: ApiKey) -> Option<VersionRange> {
         ApiKey::IncrementalAlterConfigs => (0, 1),
         ApiKey::DeleteRecords => (0, 2),
         ApiKey::OffsetDelete => (0, 0),
+        // Idempotence: v0 carries everything an idempotent producer needs; v3+ only adds the
+        // re-initialisation fields of a known producer (KIP-360), which we do not send.
+        ApiKey::InitProducerId => (0, 4),
         _ => return None,
     };
     Some(VersionRange { min, max })
@@ -90,6 +93,7 @@ pub fn request_api_key(body: &RequestKind) -> Result<ApiKey, ClientError> {
         RequestKind::IncrementalAlterConfigs(_) => ApiKey::IncrementalAlterConfigs,
         RequestKind::DeleteRecords(_) => ApiKey::DeleteRecords,
         RequestKind::OffsetDelete(_) => ApiKey::OffsetDelete,
+        RequestKind::InitProducerId(_) => ApiKey::InitProducerId,
         other => {
             // The variant's name, e.g. "JoinGroup", from its Debug form: only on this error path.
             let rendered = format!("{other:?}");

@@ -15,6 +15,9 @@ pub fn planted_scenario(bug: Bug) -> &'static str {
         }
         Bug::RetentionByModifiedTime | Bug::RetentionSizeOneTooMany => "single-retention",
         Bug::CompactionKeepsFirst => "single-compaction",
+        // Retries of stored batches come from crashes (a produce appended, its answer lost);
+        // half of single-crash's seeds have idempotent, retrying producers.
+        Bug::DedupAppendsAgain | Bug::ProducerStateNotRestored => "single-crash",
         _ => "single-crash",
     }
 }

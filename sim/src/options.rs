@@ -119,6 +119,9 @@ pub struct Options {
     pub buggify: Vec<(Site, f64)>,
     /// Retention and compaction settings (the `Retention` and `Compaction` workloads only).
     pub log_policy: Option<LogPolicy>,
+    /// Producers are idempotent and retry internally (half the seeds): retries resend the
+    /// same batch, and the checker must still find no duplicate and no lost write.
+    pub idempotent_producers: bool,
 }
 
 /// Each aimed-fault site is on in this share of seeds (of those whose scenario allows it):
@@ -267,6 +270,7 @@ impl Options {
             },
             buggify: Vec::new(),
             log_policy: None,
+            idempotent_producers: false,
         };
         options.buggify = buggify_draw(rng, mix);
         // Drawn last and only by the workloads that use it, so every other seed keeps its world.
@@ -280,6 +284,8 @@ impl Options {
             commit_windows_aim(&mut options.buggify, rng);
         }
         options.disk_faults.sync_error_rate = sync_errors_draw(rng, mix);
+        // Drawn last, after every older draw, so regression seeds keep their worlds.
+        options.idempotent_producers = rng.gen_bool(0.5);
         options
     }
 }

@@ -2,9 +2,12 @@
 //! polls of the liveness phase. Every operation is recorded for the checker.
 //!
 //! Values are unique per partition (`process * VALUES_PER_PROCESS + counter`), so a value names
-//! the send that wrote it. Producers never retry internally (a retry without idempotence may
-//! duplicate, and the checker would rightly call that a duplicate); the outcome of a send whose
-//! answer never came is `Info`, indeterminate.
+//! the send that wrote it, and the workload never sends a value twice. Plain producers never
+//! retry internally (a retry without idempotence may duplicate, and the checker would rightly
+//! call that a duplicate). In seeds with `idempotent_producers` they are idempotent and retry
+//! (the client's default retries): each retry resends the same batch with the same sequence,
+//! so a value still appears at most once, and the checker's duplicate check holds them to it
+//! unchanged. The outcome of a send whose answer never came is `Info`, indeterminate.
 
 use crate::options::{Options, Workload};
 use crate::recorder::Recorder;
@@ -190,6 +193,9 @@ fn send_definitely_failed(error: &ClientError) -> bool {
                 | E::MessageTooLarge
                 | E::InvalidRecord
                 | E::InvalidRequiredAcks
+                // An idempotent batch the broker refused for its sequence or epoch.
+                | E::OutOfOrderSequenceNumber
+                | E::InvalidProducerEpoch
         )
     )
 }
@@ -212,13 +218,20 @@ async fn producer_run(
         acks: client::Acks::All,
         linger: Duration::ZERO,
         delivery_timeout: options.request_timeout * 2,
+        idempotence: options.idempotent_producers,
         ..client::ProducerConfig::kafka_defaults()
     };
-    // No internal retries: without idempotence a retry may duplicate (see the module doc).
-    let config = ClientConfig {
-        retries: 0,
-        ..config
+    // Without idempotence no internal retries: a retry may duplicate (see the module doc).
+    let config = match options.idempotent_producers {
+        true => config,
+        false => ClientConfig {
+            retries: 0,
+            ..config
+        },
     };
+    if options.idempotent_producers {
+        recorder.note(&format!("producer {process} is idempotent and retries"));
+    }
     let mut poisoner = Poisoner::new(&config);
     let producer = client::Producer::new(config, producer_config);
     let mut counter = 0;

@@ -29,6 +29,8 @@ pub enum LogError {
         position: u64,
         reason: String,
     },
+    #[error(transparent)]
+    Sequence(#[from] crate::producer_state::SequenceError),
     #[error("invalid log config: {0}")]
     Config(#[from] ConfigError),
     /// The inner error's message names the operation and the path; its kind is the original's.

@@ -8,6 +8,7 @@
 //! <base>-<end>.swap                compaction output committed to replace segments [base, end)
 //! log.checkpoint                   log start offset and recovery point
 //! leader-epoch-checkpoint          the leader-epoch cache (Kafka's name and format)
+//! 00000000000000000000.snapshot    producer state below that offset (`producer_snapshot`)
 //! *.tmp                            an interrupted `runtime::disk::write_atomic` (discarded)
 //! ```
 
@@ -18,6 +19,7 @@ pub(crate) const INDEX_SUFFIX: &str = "index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
 pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
 pub(crate) const SWAP_SUFFIX: &str = "swap";
+pub(crate) const SNAPSHOT_SUFFIX: &str = "snapshot";
 pub(crate) const CHECKPOINT_NAME: &str = "log.checkpoint";
 pub(crate) const EPOCH_CHECKPOINT_NAME: &str = "leader-epoch-checkpoint";
 const TEMPORARY_SUFFIX: &str = ".tmp";
@@ -40,6 +42,9 @@ pub(crate) enum FileKind {
     Swap {
         base_offset: i64,
         end_offset: i64,
+    },
+    Snapshot {
+        offset: i64,
     },
     Temporary,
     Checkpoint,
@@ -109,6 +114,9 @@ pub(crate) fn file_kind(path: &Path) -> FileKind {
         LOG_SUFFIX => FileKind::Log { base_offset },
         INDEX_SUFFIX => FileKind::Index { base_offset },
         TIME_INDEX_SUFFIX => FileKind::TimeIndex { base_offset },
+        SNAPSHOT_SUFFIX => FileKind::Snapshot {
+            offset: base_offset,
+        },
         _ => FileKind::Unknown,
     }
 }
@@ -134,6 +142,10 @@ mod tests {
                 base_offset: 0,
                 end_offset: 9
             }
+        );
+        assert_eq!(
+            file_kind(&segment_path(dir, 9, SNAPSHOT_SUFFIX)),
+            FileKind::Snapshot { offset: 9 }
         );
         assert_eq!(
             file_kind(&compaction_path(dir, 0, 9, CLEANED_SUFFIX)),

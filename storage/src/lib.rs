@@ -16,6 +16,8 @@
 //! - `records`: raw record views inside a batch, and rewriting a batch to a subset of them.
 //! - `compaction`: keeping the latest record per key, swapped in crash-safely.
 //! - `flush`: `FlushTicket`, the group-commit handle.
+//! - `producer_state`: idempotent producers' epochs and last batches (sans-IO, Kafka's
+//!   ProducerStateManager), and `producer_snapshot`: its `.snapshot` files and rebuild.
 //! - `log`: `PartitionLog`, the API the broker uses, tying the rest together.
 //!
 //! **Invariant:** every byte goes through `runtime::Disk`; nothing here knows tokio or std::fs.
@@ -32,6 +34,8 @@ mod index;
 mod layout;
 mod log;
 mod planted;
+mod producer_snapshot;
+pub mod producer_state;
 mod read;
 mod records;
 mod recovery;
@@ -46,7 +50,7 @@ pub use config::{
 };
 pub use error::LogError;
 pub use flush::FlushTicket;
-pub use log::{AppendInfo, PartitionLog};
+pub use log::{AppendInfo, PartitionLog, Produced};
 pub use planted::PlantedBug;
 pub use read::ReadResult;
 pub use retention::RetentionOutcome;

@@ -14,6 +14,7 @@ use crate::epoch_cache::EpochCache;
 use crate::error::{IoContext, LogError};
 use crate::flush::FlushTicket;
 use crate::layout::{segment_path, INDEX_SUFFIX};
+use crate::producer_state::{Admission, ProducerStates};
 use crate::read::{batches_read, ReadResult};
 use crate::records::{batch_timestamp_max_settle, records_parse, records_section};
 use crate::segment::{index_files_remove, segment_files_remove, Segment};
@@ -33,6 +34,18 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
 }
 
+/// What a produce request's batches came to in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Produced {
+    /// The first batch's offsets (for a duplicate: the original's).
+    pub first: AppendInfo,
+    /// The offset that must be durable before the produce is acknowledged: the last appended,
+    /// or for a duplicate the original's last, which may still be waiting for its fsync.
+    pub last_offset: i64,
+    /// The batches were a retry of batches already in the log: nothing was appended.
+    pub duplicate: bool,
+}
+
 #[derive(Debug)]
 pub struct PartitionLog {
     pub(crate) disk: Arc<dyn Disk>,
@@ -43,6 +56,8 @@ pub struct PartitionLog {
     pub(crate) log_start_offset: i64,
     pub(crate) recovery_point: i64,
     pub(crate) epochs: EpochCache,
+    /// Idempotent producers' state, always up to the log end (`producer_state`).
+    pub(crate) producers: ProducerStates,
     /// Bumped by every truncation, so flush tickets taken before it complete as no-ops.
     pub(crate) generation: u64,
     /// The latest wall time a caller passed in: the clock for follower appends, which carry none.
@@ -115,6 +130,51 @@ impl PartitionLog {
         Ok(info)
     }
 
+    /// The leader path for a produce request's batches in one partition: idempotence first (a
+    /// retry of batches already here is answered with their offsets and not appended; a gap or
+    /// an old epoch refuses every batch), then each batch appended in order.
+    pub fn produce(
+        &mut self,
+        batches: Vec<ValidatedBatch>,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<Produced, LogError> {
+        assert!(!batches.is_empty(), "a produce carries at least one batch");
+        let admission = self
+            .producers
+            .admit_all(batches.iter().map(ValidatedBatch::header))?;
+        let appends_again =
+            crate::PlantedBug::active(self.planted, crate::PlantedBug::DedupAppendsAgain);
+        if let (Admission::Duplicate(original), false) = (admission, appends_again) {
+            let log_append_time_ms = match self.config.message_timestamp_type {
+                TimestampType::LogAppendTime => original.timestamp_ms,
+                TimestampType::CreateTime => -1,
+            };
+            return Ok(Produced {
+                first: AppendInfo {
+                    base_offset: original.first_offset,
+                    last_offset: original.last_offset,
+                    log_append_time_ms,
+                    log_start_offset: self.log_start_offset,
+                },
+                last_offset: original.last_offset,
+                duplicate: true,
+            });
+        }
+        let mut first = None;
+        let mut last_offset = -1;
+        for batch in batches {
+            let info = self.append(batch, leader_epoch, now_ms)?;
+            first.get_or_insert(info);
+            last_offset = info.last_offset;
+        }
+        Ok(Produced {
+            first: first.expect("at least one batch"),
+            last_offset,
+            duplicate: false,
+        })
+    }
+
     /// The follower path: the batch keeps the leader's offsets, epoch and timestamps. Its base
     /// offset must be the log end offset (the replica fetched from there).
     pub fn append_replicated(&mut self, batch: ValidatedBatch) -> Result<AppendInfo, LogError> {
@@ -161,6 +221,7 @@ impl PartitionLog {
         }
         self.active_mut().append(&batch, now_ms)?;
         assert_eq!(self.log_end_offset(), header.next_offset());
+        self.producers.apply(&header);
         Ok(AppendInfo {
             base_offset: header.base_offset,
             last_offset: header.last_offset(),
@@ -216,6 +277,7 @@ impl PartitionLog {
         self.segments.insert(base_offset, segment);
         self.recovery_point = self.recovery_point.max(base_offset);
         self.checkpoint_write()?;
+        self.producer_snapshot_write();
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
         Ok(())
     }
@@ -399,6 +461,7 @@ impl PartitionLog {
         if self.epochs.truncate_from_end(log_end_offset) {
             self.epochs.write(&*self.disk, &self.dir)?;
         }
+        self.producers_rebuild()?;
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset, "truncated");
         self.invariants_check();
         Ok(())
@@ -413,6 +476,8 @@ impl PartitionLog {
         self.checkpoint_write()?;
         self.epochs.clear();
         self.epochs.write(&*self.disk, &self.dir)?;
+        self.producer_snapshots_clear()?;
+        self.producers = ProducerStates::new(offset);
         tracing::info!(dir = %self.dir.display(), offset, "truncated fully");
         self.invariants_check();
         Ok(())
@@ -500,6 +565,17 @@ impl PartitionLog {
         self.epochs.latest_epoch()
     }
 
+    /// The idempotent producers' state (read-only: it changes only with the log).
+    pub fn producers(&self) -> &ProducerStates {
+        &self.producers
+    }
+
+    /// Forgets producers idle for `expiration_ms` (`producer.id.expiration.ms`); returns how
+    /// many. Their next batch is accepted at any sequence, as an unknown producer's.
+    pub fn producers_expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.expire(now_ms, expiration_ms)
+    }
+
     pub(crate) fn active(&self) -> &Segment {
         self.segments
             .values()
@@ -557,6 +633,12 @@ impl PartitionLog {
     pub(crate) fn invariants_check(&self) {
         assert!(self.log_start_offset <= self.recovery_point);
         assert!(self.recovery_point <= self.log_end_offset());
+        assert_eq!(
+            self.producers.end_offset(),
+            self.log_end_offset(),
+            "producer state covers the whole log of {}",
+            self.dir.display()
+        );
         if let Some(entry) = self.epochs.entries().last() {
             assert!(entry.start_offset <= self.log_end_offset());
         }

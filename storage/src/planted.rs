@@ -26,6 +26,13 @@ pub enum PlantedBug {
     /// The cleaner keeps the first record of each key instead of the last: compaction throws
     /// away every key's latest value.
     CompactionKeepsFirst,
+    /// A produce that retries batches already in the log appends them again at new offsets
+    /// instead of answering with the originals: idempotence without deduplication.
+    DedupAppendsAgain,
+    /// Recovery neither loads the producer snapshots nor replays the log into the producer
+    /// state: after a restart every producer is unknown, so a retry of an acknowledged batch
+    /// is appended again.
+    ProducerStateNotRestored,
 }
 
 impl PlantedBug {

@@ -100,6 +100,7 @@ pub(crate) fn recover(
         log_start_offset: log_start_offset.min(log_end_offset),
         recovery_point: log_end_offset,
         epochs: EpochCache::default(),
+        producers: crate::producer_state::ProducerStates::new(log_end_offset),
         generation: 0,
         planted,
         clock_ms: now_ms,
@@ -113,6 +114,8 @@ pub(crate) fn recover(
     if log_start_offset > log_end_offset {
         // The checkpoint's start lies past every batch that survived: start afresh there.
         log.truncate_fully_and_start_at(log_start_offset)?;
+    } else if !crate::PlantedBug::active(planted, crate::PlantedBug::ProducerStateNotRestored) {
+        log.producers_rebuild()?;
     }
     tracing::info!(
         dir = %log.dir.display(), log_start_offset = log.log_start_offset, log_end_offset = log.log_end_offset(),

@@ -154,6 +154,7 @@ impl PartitionLog {
         }
         self.disk.sync_dir(&self.dir).context("sync", &self.dir)?;
         self.epochs_truncate_from_start()?;
+        self.producer_snapshots_trim()?;
         tracing::info!(dir = %self.dir.display(), ?outcome, "retention deleted segments");
         outcome.log_start_offset = log_start_offset;
         Ok(outcome)

@@ -11,6 +11,8 @@
 //! because v10 names topics by id only. JoinGroup starts at 0 for old librdkafka. Every other
 //! group API spans all the crate's versions.
 //!
+//! InitProducerId stops at 4: v5 and v6 belong to transactions (KIP-890, KIP-939).
+//!
 //! Admin: AlterConfigs, IncrementalAlterConfigs, DeleteRecords and OffsetDelete span all the
 //! crate's versions.
 
@@ -44,6 +46,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 pub fn is_supported(api_key: ApiKey, api_version: i16) -> bool {

@@ -1,6 +1,7 @@
 //! The one place Kafka error codes are chosen for internal errors (STYLE.md 14).
 
 use kafka_protocol::ResponseError;
+use storage::producer_state::SequenceError;
 use storage::LogError;
 use wire::{BatchError, RecordError};
 
@@ -11,6 +12,14 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
     match error {
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::Sequence(SequenceError::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        // Kafka answers an idempotent producer's stale epoch with INVALID_PRODUCER_EPOCH
+        // (PRODUCER_FENCED is for transactional producers, KIP-588).
+        LogError::Sequence(SequenceError::EpochFenced { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
         _ => ResponseError::KafkaStorageError,
     }
 }

@@ -18,6 +18,7 @@ pub mod find_coordinator;
 pub mod groups;
 pub mod heartbeat;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod internal_topics;
 pub mod join_group;
 pub mod leave_group;
@@ -139,6 +140,9 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
             Reply::Now(Box::new(delete_records::handle(broker, body, version)))
         }
         RequestKind::OffsetDelete(body) => offset_delete::handle(broker, body, version),
+        RequestKind::InitProducerId(body) => {
+            Reply::Now(Box::new(init_producer_id::handle(broker, body, version)))
+        }
         other => {
             unreachable!("api_versions::is_supported admitted an unhandled request: {other:?}")
         }

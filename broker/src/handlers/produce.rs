@@ -7,6 +7,11 @@
 //! structure, offsets, attribute bits, keys on compacted topics). The
 //! append runs synchronously in the connection's reader, preserving the order of pipelined
 //! produces; only the wait for the group-commit fsync is asynchronous.
+//!
+//! Batches with a producer id go through the log's producer state first (`storage::
+//! producer_state`): a retry of a batch already in the log is answered with the original offsets
+//! once those are durable, a sequence gap is OUT_OF_ORDER_SEQUENCE_NUMBER and an old epoch
+//! INVALID_PRODUCER_EPOCH, before anything is appended.
 
 use crate::broker::Broker;
 use crate::handlers::errors::{batch_error_code, log_error_code, record_error_code, NONE};
@@ -104,38 +109,41 @@ fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceDat
         }
     };
     let now_ms = broker.clock.wall_ms();
-    let appended = {
-        let mut log = partition.log();
-        let mut first = None;
-        let mut last = None;
-        for batch in batches {
-            match log.append(batch, LEADER_EPOCH, now_ms) {
-                Ok(info) => {
-                    first.get_or_insert(info);
-                    last = Some(info);
+    let produced = partition.log().produce(batches, LEADER_EPOCH, now_ms);
+    let produced = match produced {
+        Ok(produced) => produced,
+        Err(error) => {
+            match &error {
+                storage::LogError::Sequence(_) => {
+                    tracing::info!(topic, partition = index, %error, "refused a produce")
                 }
-                Err(error) => {
-                    tracing::error!(topic, partition = index, %error, "append failed");
-                    return rejected(index, log_error_code(&error), &error.to_string());
-                }
+                _ => tracing::error!(topic, partition = index, %error, "append failed"),
             }
+            return rejected(index, log_error_code(&error), &error.to_string());
         }
-        (
-            first.expect("at least one batch"),
-            last.expect("at least one batch"),
-        )
     };
-    let (first, last) = appended;
-    partition.flush_request();
+    if produced.duplicate {
+        tracing::debug!(
+            topic,
+            partition = index,
+            base_offset = produced.first.base_offset,
+            "duplicate batch answered with its original offsets"
+        );
+    } else {
+        partition.flush_request();
+    }
+    let first = produced.first;
     let response = PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(NONE)
         .with_base_offset(first.base_offset)
         .with_log_append_time_ms(first.log_append_time_ms)
         .with_log_start_offset(first.log_start_offset);
+    // A duplicate waits for its original's fsync, which may still be under way: the client must
+    // not hear "stored" before the first attempt is durable.
     Appended {
         response,
-        wait: Some((partition, last.last_offset)),
+        wait: Some((partition, produced.last_offset)),
     }
 }
 

@@ -14,6 +14,7 @@ pub async fn broker_start(configure: impl FnOnce(&mut BrokerConfig)) -> String {
     config.listen = address.clone();
     config.data_dir = "data".into();
     configure(&mut config);
+    let address = config.listen.clone();
     let context = NodeContext {
         clock: runtime::Clock::system(),
         disk: runtime::MemDisk::new(),
