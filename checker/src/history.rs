@@ -66,8 +66,22 @@ pub enum Op {
     },
     /// `consumer.subscribe(topics)`: the group decides the partitions; every position resets.
     Subscribe { topics: Vec<String> },
-    /// `consumer.seek(partition, offset)` for each entry: those positions reset.
+    /// `consumer.seek(partition, offset)` for each entry: those positions move there, so the
+    /// next record the process reads from each partition must be the first known record at or
+    /// after its offset (`checks::seeks`).
     Seek { offsets: BTreeMap<Partition, i64> },
+    /// ListOffsets of one partition (Kafka's `beginningOffsets`, `endOffsets`, `offsetsForTimes`):
+    /// `query` is what was asked. The `Ok` completion fills in `offset` (for a timestamp, `-1`
+    /// when no readable record has one at or after it) and `timestamp` (the found record's
+    /// timestamp; -1 for earliest, latest and none found).
+    ListOffsets {
+        partition: Partition,
+        query: OffsetQuery,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<i64>,
+    },
     /// Marker (a single event, kind `Ok`): the consumer group rebalanced this process's consumer,
     /// which now owns `assigned`. Every position resets (eager rebalance: resume from the
     /// committed offset). A workload using `Subscribe` must record these, or the poll checks see
@@ -98,16 +112,32 @@ pub enum Op {
     Crash,
 }
 
+/// What a `ListOffsets` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetQuery {
+    /// The log start offset.
+    Earliest,
+    /// The end: the high watermark, one past the last record a consumer may read.
+    Latest,
+    /// The first offset whose record timestamp is at or after this one (milliseconds).
+    Timestamp(i64),
+}
+
 /// One step of a `Txn`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MicroOp {
     /// Append `value` to `partition`. `offset` is `None` at invocation and filled in on `Ok`
     /// (the offset the broker acknowledged); on `Info` fill it only if the client learned it.
+    /// `timestamp` is the record's CreateTime when the producer set it explicitly (the seek
+    /// checks need it), on the invocation and the completion alike.
     Send {
         partition: Partition,
         value: i64,
         offset: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<i64>,
     },
     /// One `consumer.poll()`. `records` is empty at invocation and, on `Ok`, holds what the poll
     /// returned, per partition in the order returned. `final_poll` marks the polls of the
@@ -204,6 +234,7 @@ impl Op {
             partition,
             value,
             offset: None,
+            timestamp: None,
         }])
     }
 
@@ -234,6 +265,7 @@ impl Op {
             Op::Assign { .. } => "assign",
             Op::Subscribe { .. } => "subscribe",
             Op::Seek { .. } => "seek",
+            Op::ListOffsets { .. } => "list-offsets",
             Op::Rebalance { .. } => "rebalance",
             Op::Commit { .. } => "commit",
             Op::ListCommitted { .. } => "list-committed",

@@ -22,8 +22,10 @@ mod report;
 pub mod script;
 mod stats;
 
-pub use history::{Event, EventKind, History, MicroOp, Op, Partition, Record};
-pub use report::{Anomaly, PrecommitReason, Report, Stats, LISTED_MAX, RENDERED_PER_KIND_MAX};
+pub use history::{Event, EventKind, History, MicroOp, OffsetQuery, Op, Partition, Record};
+pub use report::{
+    Anomaly, LookupRule, PrecommitReason, Report, Stats, LISTED_MAX, RENDERED_PER_KIND_MAX,
+};
 
 /// Checks a history. Linear in its size, up to logarithmic factors.
 pub fn check(history: &History) -> Report {

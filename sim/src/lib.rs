@@ -5,6 +5,7 @@
 //!   the faults the broker met and handled, by site. All three build everywhere.
 //! - `world` (madsim only): one run, top-down, to a `Verdict`.
 //! - `workload`, `nemesis`, `recorder` (madsim only): who does what, and how it is written down.
+//!   `seek_workload` (madsim only): tail readers and seekers, with their lookups and seeks.
 //! - `buggify` (madsim only): aimed faults at the broker's and storage's named sites.
 
 pub mod disk;
@@ -20,6 +21,8 @@ pub mod group_workload;
 pub mod nemesis;
 #[cfg(madsim)]
 pub mod recorder;
+#[cfg(madsim)]
+pub mod seek_workload;
 #[cfg(madsim)]
 pub mod workload;
 #[cfg(madsim)]

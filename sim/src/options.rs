@@ -86,6 +86,41 @@ pub struct Options {
     pub malformed_send_rate: f64,
     /// The aimed-fault sites on in this seed, each with its chance of firing per visit.
     pub buggify: Vec<(Site, f64)>,
+    /// Consumers that start at the log end and sit there in long polls (`seek_workload`); only
+    /// with `Workload::Assigned`, 0 in a third of its seeds.
+    pub tail_reader_count: usize,
+    /// How long a tail reader's poll lets the broker wait for data (the client caps it at half
+    /// the request timeout).
+    pub tail_poll_wait: Duration,
+    /// Consumers that seek between polls: earliest, latest, by timestamp, arbitrary offsets
+    /// (`seek_workload`); only with `Workload::Assigned`. Producers give records explicit
+    /// timestamps, recorded for the checker, in seeds that have any.
+    pub seeker_count: usize,
+    /// The topic's `index.interval.bytes`, set in index-heavy seeds (which also use large
+    /// segments, overriding `segment_bytes`), so reads and timestamp lookups land between sparse
+    /// index entries in the middle of segments; `None` keeps Kafka's 4096.
+    pub index_interval_bytes: Option<u32>,
+}
+
+/// Draws the seek workload's knobs (appended after every earlier draw; all drawn in every seed,
+/// so each seed's later draws stay put): tail readers, seekers, index-heavy topics.
+fn seek_draw(rng: &mut ChaCha8Rng, workload: Workload, options: &mut Options) {
+    let tail_reader_count = rng.gen_range(0..=2);
+    let tail_poll_wait = Duration::from_millis(rng.gen_range(1_000..=2_500));
+    let seeker_count = rng.gen_range(0..=2);
+    let index_heavy = rng.gen_bool(0.35);
+    let index_interval_bytes = rng.gen_range(0..=512);
+    let segment_bytes_large = rng.gen_range(32 * 1024..=256 * 1024);
+    options.tail_poll_wait = tail_poll_wait;
+    if workload != Workload::Assigned {
+        return;
+    }
+    options.tail_reader_count = tail_reader_count;
+    options.seeker_count = seeker_count;
+    if index_heavy {
+        options.index_interval_bytes = Some(index_interval_bytes);
+        options.segment_bytes = segment_bytes_large;
+    }
 }
 
 /// Each aimed-fault site is on in this share of seeds (of those whose scenario allows it):
@@ -206,8 +241,13 @@ impl Options {
                 (false, _) => 0.0,
             },
             buggify: Vec::new(),
+            tail_reader_count: 0,
+            tail_poll_wait: Duration::ZERO,
+            seeker_count: 0,
+            index_interval_bytes: None,
         };
         options.buggify = buggify_draw(rng, mix);
+        seek_draw(rng, workload, &mut options);
         options
     }
 }

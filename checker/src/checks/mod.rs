@@ -3,6 +3,7 @@
 //! report.
 
 pub(crate) mod commits;
+pub(crate) mod lookups;
 pub(crate) mod lost;
 pub(crate) mod offsets;
 pub(crate) mod polls;
@@ -33,4 +34,5 @@ pub(crate) fn run(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
     commits::check(anomalies, analysis);
     commits::check_generations(anomalies, analysis);
     sends::check_malformed_accepted(anomalies, analysis);
+    lookups::check(anomalies, analysis);
 }
