@@ -31,6 +31,13 @@ pub enum Bug {
     /// returns: produces are acknowledged during the fsync's latency, a window of microseconds
     /// to milliseconds that a crash must land in.
     AckAtFsyncStart,
+    /// A parked fetch, once woken, re-reads up to the log end instead of the high watermark: the
+    /// wake means "something changed", not "it is durable", and appends that landed during the
+    /// fsync that woke it are served before their own fsync. Tail readers in a long poll see it.
+    LongPollServesLogEnd,
+    /// Storage's `IndexLookupOvershoots`: reads from between two sparse index entries start at
+    /// a later batch. Index-heavy seeds (small `index.interval.bytes`) see it.
+    IndexLookupOvershoots,
 }
 
 impl Bug {
@@ -44,6 +51,8 @@ impl Bug {
         Bug::SkipsRecordValidation,
         Bug::RecoveryTrustsPageCache,
         Bug::AckAtFsyncStart,
+        Bug::LongPollServesLogEnd,
+        Bug::IndexLookupOvershoots,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +66,8 @@ impl Bug {
             Bug::SkipsRecordValidation => "skips-record-validation",
             Bug::RecoveryTrustsPageCache => "recovery-trusts-page-cache",
             Bug::AckAtFsyncStart => "ack-at-fsync-start",
+            Bug::LongPollServesLogEnd => "long-poll-serves-log-end",
+            Bug::IndexLookupOvershoots => "index-lookup-overshoots",
         }
     }
 
@@ -67,8 +78,9 @@ impl Bug {
             Bug::OffsetReuseAfterRestart => Some(PlantedBug::OffsetReuseAfterRestart),
             Bug::RollSkipsFsync => Some(PlantedBug::RollSkipsFsync),
             Bug::RecoveryTrustsPageCache => Some(PlantedBug::RecoveryTrustsPageCache),
+            Bug::IndexLookupOvershoots => Some(PlantedBug::IndexLookupOvershoots),
             Bug::CommitStaleGeneration | Bug::SkipsRecordValidation | Bug::AckAtFsyncStart => None,
-            Bug::AckBeforeFsync | Bug::FetchBeyondDurable => None,
+            Bug::AckBeforeFsync | Bug::FetchBeyondDurable | Bug::LongPollServesLogEnd => None,
         }
     }
 

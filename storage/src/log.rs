@@ -275,6 +275,7 @@ impl PartitionLog {
             offset,
             max_bytes,
             max_offset.min(self.log_end_offset()),
+            self.planted,
         )
     }
 

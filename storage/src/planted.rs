@@ -16,6 +16,10 @@ pub enum PlantedBug {
     /// a process crash those bytes come from the page cache, not the disk, so the log serves an
     /// unsynced tail as committed, and a power loss before the next fsync takes it back.
     RecoveryTrustsPageCache,
+    /// The offset index lookup takes the first entry above the target instead of the last at or
+    /// below it (a `partition_point` without the `- 1`), so a read from the middle of a segment,
+    /// between two sparse index entries, starts at a later batch and skips records.
+    IndexLookupOvershoots,
 }
 
 impl PlantedBug {

@@ -292,8 +292,24 @@ impl Segment {
     /// The batch containing `offset`, or the first one after it, within this segment: its
     /// position and header. `None` if every batch here ends below `offset`.
     pub fn locate(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        self.locate_planted(offset, None)
+    }
+
+    /// `locate`, with a planted bug that may mislead the index lookup.
+    pub fn locate_planted(
+        &self,
+        offset: i64,
+        planted: Option<crate::PlantedBug>,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-        let mut position = u64::from(self.indexes.offsets.floor(relative).position);
+        let entry = match planted {
+            #[cfg(feature = "planted-bugs")]
+            Some(crate::PlantedBug::IndexLookupOvershoots) => {
+                self.indexes.offsets.planted_overshoot(relative)
+            }
+            _ => self.indexes.offsets.floor(relative),
+        };
+        let mut position = u64::from(entry.position);
         // Bounded: each step moves forward by a whole batch of at least a header.
         while position < self.size_bytes {
             let header = self.header_at(position)?;
