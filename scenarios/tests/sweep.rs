@@ -88,20 +88,33 @@ fn regression_read_skip_after_header_bitflip_113() {
 /// 26: a partition jumped to offset 2^26 + 269, and acknowledged writes below it were lost), and
 /// in another seed a partition's readers stalled behind a similar jump. Scans now re-read any
 /// batch that leaves an offset gap before believing it. (Seeds 2070 and 2091 before the stream
-/// change of issue 10; 57 and 98 before the merge of crash kinds and aimed faults.)
+/// change of issue 10; 57 and 98 before the merge of crash kinds and aimed faults; 10 and 30
+/// before the seek workload's draws.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_10_30() {
-    regression("single-crash", 10, "scan-gap-reread-differs");
-    regression("single-crash", 30, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_11_43() {
+    regression("single-crash", 11, "scan-gap-reread-differs");
+    regression("single-crash", 43, "scan-gap-reread-differs");
 }
 
 /// Found by the re-sweep after the stream change of issue 10: a segment's scan at open did not
 /// check its first batch against the segment's base, so a bit flipped in that batch's
 /// baseOffset jumped the log to 2^29 + 1185 (lost-write, poll-skip). The first batch is now
-/// checked like any other gap. (Seed 99 before the merge of crash kinds and aimed faults.)
+/// checked like any other gap. (Seed 99 before the merge of crash kinds and aimed faults; 55
+/// before the seek workload's draws.)
 #[test]
-fn regression_segment_first_batch_gap_55() {
-    regression("single-crash", 55, "scan-gap-reread-differs");
+fn regression_segment_first_batch_gap_45() {
+    regression("single-crash", 45, "scan-gap-reread-differs");
+}
+
+/// Found by the seek workload's first sweep (single-crash 45, 91, 187, lookup-wrong): a
+/// timestamp lookup walks batch headers no CRC covers, so a bit flipped on read made ListOffsets
+/// answer a later offset (one flipped max timestamp skipped the right batch) or none (a flipped
+/// baseOffset named records above the high watermark). The lookup now runs twice and refuses
+/// answers that differ, and checks the base offset of the batch it reads.
+#[test]
+fn regression_timestamp_lookup_misread_32_35() {
+    regression("single-crash", 32, "timestamp-batch-misread");
+    regression("single-crash", 35, "timestamp-lookup-differs");
 }
 
 /// Issue 9: a read error while replaying `__consumer_offsets` at startup stopped the replay, so

@@ -289,4 +289,38 @@ mod tests {
         }
         assert_eq!(seen.len(), Site::ALL.len(), "{seen:?}");
     }
+
+    /// Only the assigned workload uses the seek workload's knobs (a group seed's world is what it
+    /// was), and over 100 assigned seeds each kind (tail readers, seekers, index-heavy topics)
+    /// is both on and off somewhere.
+    #[test]
+    fn seek_draws_are_appended_and_assigned_only() {
+        let (mut tails, mut seekers, mut heavy) = (0, 0, 0);
+        for seed in 0..100 {
+            let group = Options::swarm(
+                seed,
+                FaultMix::ALL,
+                Workload::Group,
+                &mut stream_rng(seed, Stream::Swarm, 0),
+            );
+            assert_eq!(
+                (group.tail_reader_count, group.seeker_count),
+                (0, 0),
+                "{seed}"
+            );
+            assert_eq!(group.index_interval_bytes, None);
+            let assigned = swarm(seed, FaultMix::ALL);
+            tails += usize::from(assigned.tail_reader_count > 0);
+            seekers += usize::from(assigned.seeker_count > 0);
+            if let Some(interval) = assigned.index_interval_bytes {
+                heavy += 1;
+                assert!(interval <= 512 && assigned.segment_bytes >= 32 * 1024);
+            } else {
+                assert!(assigned.segment_bytes <= 8 * 1024);
+            }
+        }
+        for (name, count) in [("tail", tails), ("seeker", seekers), ("heavy", heavy)] {
+            assert!((10..90).contains(&count), "{name}: {count}");
+        }
+    }
 }
