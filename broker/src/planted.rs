@@ -51,6 +51,13 @@ pub enum Bug {
     /// Recovery does not restore the producer state (snapshots and log tail): after a crash a
     /// retry of an acknowledged batch is taken for new and appended again.
     ProducerStateNotRestored,
+    /// A parked fetch, once woken, re-reads up to the log end instead of the high watermark: the
+    /// wake means "something changed", not "it is durable", and appends that landed during the
+    /// fsync that woke it are served before their own fsync. Tail readers in a long poll see it.
+    LongPollServesLogEnd,
+    /// Storage's `IndexLookupOvershoots`: reads from between two sparse index entries start at
+    /// a later batch. Index-heavy seeds (small `index.interval.bytes`) see it.
+    IndexLookupOvershoots,
 }
 
 impl Bug {
@@ -71,6 +78,8 @@ impl Bug {
         Bug::RetentionSizeOneTooMany,
         Bug::DedupAppendsAgain,
         Bug::ProducerStateNotRestored,
+        Bug::LongPollServesLogEnd,
+        Bug::IndexLookupOvershoots,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +100,8 @@ impl Bug {
             Bug::RetentionSizeOneTooMany => "retention-size-one-too-many",
             Bug::DedupAppendsAgain => "dedup-appends-again",
             Bug::ProducerStateNotRestored => "producer-state-not-restored",
+            Bug::LongPollServesLogEnd => "long-poll-serves-log-end",
+            Bug::IndexLookupOvershoots => "index-lookup-overshoots",
         }
     }
 
@@ -108,7 +119,8 @@ impl Bug {
             Bug::ProducerStateNotRestored => Some(PlantedBug::ProducerStateNotRestored),
             Bug::CommitStaleGeneration | Bug::SkipsRecordValidation | Bug::AckAtFsyncStart => None,
             Bug::CommitAckBeforeFsync | Bug::OffsetsReplayKeepsFirst => None,
-            Bug::AckBeforeFsync | Bug::FetchBeyondDurable => None,
+            Bug::AckBeforeFsync | Bug::FetchBeyondDurable | Bug::LongPollServesLogEnd => None,
+            Bug::IndexLookupOvershoots => Some(PlantedBug::IndexLookupOvershoots),
         }
     }
 

@@ -60,6 +60,7 @@ pub fn topic_name_validate(name: &str) -> Result<(), TopicConfigError> {
 pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
     ("cleanup.policy", "delete"),
     ("delete.retention.ms", "86400000"),
+    ("index.interval.bytes", "4096"),
     ("max.message.bytes", "1048588"),
     ("message.timestamp.type", "CreateTime"),
     ("min.insync.replicas", "1"),
@@ -128,6 +129,14 @@ pub fn topic_config_validate(key: &str, value: &str) -> Result<String, TopicConf
             let min = if key == "min.insync.replicas" { 1 } else { 0 };
             Ok(parse_i64(key, value, min)?.to_string())
         }
+        "index.interval.bytes" => {
+            // Kafka: an int, at least 0 (0 indexes every batch, as 1 does).
+            let parsed = parse_i64(key, value, 0)?;
+            if parsed > i64::from(i32::MAX) {
+                return Err(invalid("must be at most 2147483647"));
+            }
+            Ok(parsed.to_string())
+        }
         "max.message.bytes" => {
             // 0 would refuse every batch, and the log refuses to run with it.
             let parsed = parse_i64(key, value, 1)?;
@@ -190,6 +199,8 @@ pub fn log_config(overrides: &BTreeMap<String, String>) -> LogConfig {
     config.segment_ms = effective_i64(overrides, "segment.ms");
     config.delete_retention_ms = effective_i64(overrides, "delete.retention.ms");
     config.max_message_bytes = effective_i64(overrides, "max.message.bytes") as u32;
+    // Kafka indexes every batch for 0; the log asks for at least 1 byte, which means the same.
+    config.index_interval_bytes = effective_i64(overrides, "index.interval.bytes").max(1) as u32;
     let (timestamp_type, _) =
         topic_config_value(overrides, "message.timestamp.type").expect("known");
     config.message_timestamp_type = match timestamp_type.as_str() {
@@ -233,6 +244,34 @@ mod tests {
         assert!(matches!(config.cleanup_policy, CleanupPolicy::Compact));
     }
 
+    /// `index.interval.bytes` is an int >= 0 as in Kafka, reaches the log, and 0 (index every
+    /// batch) becomes the log's 1, which means the same.
+    #[test]
+    fn index_interval_bytes_is_validated_and_passed_to_the_log() {
+        assert_eq!(log_config(&BTreeMap::new()).index_interval_bytes, 4096);
+        for bad in ["-1", "x", "2147483648"] {
+            assert!(
+                topic_config_validate("index.interval.bytes", bad).is_err(),
+                "{bad}"
+            );
+        }
+        for (value, interval) in [
+            ("0", 1),
+            ("1", 1),
+            ("128", 128),
+            ("2147483647", i32::MAX as u32),
+        ] {
+            let normalised = topic_config_validate("index.interval.bytes", value).unwrap();
+            let overrides = BTreeMap::from([("index.interval.bytes".to_string(), normalised)]);
+            assert!(topic_configs_validate(&overrides).is_ok(), "{value}");
+            assert_eq!(
+                log_config(&overrides).index_interval_bytes,
+                interval,
+                "{value}"
+            );
+        }
+    }
+
     /// What AlterConfigs answers with: every refusal names the key and what would be accepted,
     /// and a value the log itself would refuse never gets past validation (it would trip the
     /// log's assertion when applied to a live partition).
@@ -261,7 +300,7 @@ mod tests {
         invalid value "2147483648" for segment.bytes: must be at most 2147483647 (Kafka's limit)
         invalid value "0" for max.message.bytes: must be at least 1
         invalid value "soon" for retention.ms: expected an integer
-        unknown topic config "compression.type"; gregor supports cleanup.policy, delete.retention.ms, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms
+        unknown topic config "compression.type"; gregor supports cleanup.policy, delete.retention.ms, index.interval.bytes, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms
         "#);
     }
 }

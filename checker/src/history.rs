@@ -110,7 +110,9 @@ pub enum Op {
     },
     /// `consumer.subscribe(topics)`: the group decides the partitions; every position resets.
     Subscribe { topics: Vec<String> },
-    /// `consumer.seek(partition, offset)` for each entry: those positions reset.
+    /// `consumer.seek(partition, offset)` for each entry: those positions move there, so the
+    /// next record the process reads from each partition must be the first known record at or
+    /// after its offset (`checks::seeks`).
     Seek { offsets: BTreeMap<Partition, i64> },
     /// ListOffsets of one partition (Kafka's `beginningOffsets`, `endOffsets`, `offsetsForTimes`):
     /// `query` is what was asked. The `Ok` completion fills in `offset` (for a timestamp, `-1`
@@ -172,10 +174,14 @@ pub enum OffsetQuery {
 pub enum MicroOp {
     /// Append `value` to `partition`. `offset` is `None` at invocation and filled in on `Ok`
     /// (the offset the broker acknowledged); on `Info` fill it only if the client learned it.
+    /// `timestamp` is the record's CreateTime when the producer set it explicitly (the seek
+    /// checks need it), on the invocation and the completion alike.
     Send {
         partition: Partition,
         value: i64,
         offset: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timestamp: Option<i64>,
     },
     /// One `consumer.poll()`. `records` is empty at invocation and, on `Ok`, holds what the poll
     /// returned, per partition in the order returned. `final_poll` marks the polls of the
@@ -272,6 +278,7 @@ impl Op {
             partition,
             value,
             offset: None,
+            timestamp: None,
         }])
     }
 

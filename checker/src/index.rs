@@ -160,6 +160,7 @@ pub(crate) fn sends(
             partition,
             value,
             offset,
+            ..
         } => Some((partition, *value, *offset)),
         MicroOp::Poll { .. } => None,
     })

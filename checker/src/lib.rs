@@ -26,7 +26,9 @@ pub use history::{
     Clocks, Event, EventKind, History, MicroOp, OffsetQuery, Op, Partition, Record, RecordSpec,
     TopicSettings,
 };
-pub use report::{Anomaly, PrecommitReason, Report, Stats, LISTED_MAX, RENDERED_PER_KIND_MAX};
+pub use report::{
+    Anomaly, LookupRule, PrecommitReason, Report, Stats, LISTED_MAX, RENDERED_PER_KIND_MAX,
+};
 
 /// Checks a history. Linear in its size, up to logarithmic factors.
 pub fn check(history: &History) -> Report {

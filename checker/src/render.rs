@@ -52,6 +52,9 @@ pub(crate) fn anomaly(anomaly: &Anomaly) -> String {
         Anomaly::LostWrite { .. } | Anomaly::Unseen { .. } => lost(anomaly),
         Anomaly::PollSkip { .. } | Anomaly::NonmonotonicPoll { .. } => poll(anomaly),
         Anomaly::NonmonotonicSend { .. } | Anomaly::SendRealtimeOrder { .. } => send(anomaly),
+        Anomaly::SeekSkip { .. }
+        | Anomaly::SeekWrongRecord { .. }
+        | Anomaly::LookupWrong { .. } => seek(anomaly),
         _ => transaction(anomaly),
     };
     format!("{kind}: {body}\n")
@@ -120,6 +123,51 @@ fn poll(anomaly: &Anomaly) -> String {
             scope(*internal),
         ),
         _ => unreachable!("poll() takes poll-skip and nonmonotonic-poll"),
+    }
+}
+
+fn seek(anomaly: &Anomaly) -> String {
+    match anomaly {
+        Anomaly::SeekSkip {
+            partition,
+            process,
+            seek,
+            read,
+            offset_sought,
+            offset_read,
+            skipped_count,
+            skipped,
+        } => format!(
+            "partition {partition}, process {process}\n  sought offset {offset_sought} (event \
+             {seek}), then first read offset {offset_read} (event {read}), skipping \
+             {skipped_count}: {}",
+            records(skipped),
+        ),
+        Anomaly::SeekWrongRecord {
+            partition,
+            process,
+            seek,
+            read,
+            offset_sought,
+            offset_read,
+        } => format!(
+            "partition {partition}, process {process}\n  sought offset {offset_sought} (event \
+             {seek}), then first read offset {offset_read} (event {read}), below it"
+        ),
+        Anomaly::LookupWrong {
+            partition,
+            lookup,
+            query,
+            offset,
+            rule,
+            witness,
+            record,
+        } => format!(
+            "partition {partition}, {rule:?}\n  list-offsets {query:?} answered {offset} (event \
+             {lookup}); offset {} value {} (event {witness})",
+            record.offset, record.value
+        ),
+        _ => unreachable!("seek() takes seek-skip, seek-wrong-record and lookup-wrong"),
     }
 }
 

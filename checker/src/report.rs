@@ -2,7 +2,7 @@
 //! [`Report`] with its text rendering. Every anomaly names its partition, offsets, values and the
 //! event indices (positions in `History::events`) that prove it. Rules live in `checks/`.
 
-use crate::history::{Partition, Record};
+use crate::history::{OffsetQuery, Partition, Record};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -180,8 +180,62 @@ pub enum Anomaly {
         value: i64,
         writer: usize,
     },
+    /// After `seek` moved the process's position on `partition` to `offset_sought`, the first
+    /// record it read there (`read`, at `offset_read`) jumped over records known to be committed
+    /// at or after the offset sought.
+    SeekSkip {
+        partition: Partition,
+        process: u64,
+        seek: usize,
+        read: usize,
+        offset_sought: i64,
+        offset_read: i64,
+        skipped_count: usize,
+        skipped: Vec<Record>,
+    },
+    /// After `seek` to `offset_sought`, the first record the process read there lies below it.
+    SeekWrongRecord {
+        partition: Partition,
+        process: u64,
+        seek: usize,
+        read: usize,
+        offset_sought: i64,
+        offset_read: i64,
+    },
+    /// A ListOffsets answer (`lookup`, its completion) the log cannot have given; `rule` says
+    /// which, `witness` is the event that proves it and `record` the record involved.
+    LookupWrong {
+        partition: Partition,
+        lookup: usize,
+        query: OffsetQuery,
+        offset: i64,
+        rule: LookupRule,
+        witness: usize,
+        record: Record,
+    },
 }
 
+/// Which rule a ListOffsets answer broke.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LookupRule {
+    /// The answer counts `record`'s offset as existing (below the end, the log start, or the
+    /// record found), yet `record` was sent by an operation invoked after the answer came: the
+    /// answer counted records that were later lost.
+    BeyondEnd,
+    /// The end offset is at or below `record`, which was acknowledged or read before the lookup
+    /// was invoked: the end went backwards.
+    BehindEnd,
+    /// `record`, below the answer, has a timestamp at or after the one asked: it was the first.
+    TimestampSkipped,
+    /// The answer's `record` has a timestamp before the one asked.
+    TimestampEarly,
+    /// No record was found, yet `record`, acknowledged or read before the lookup was invoked,
+    /// has a timestamp at or after the one asked.
+    TimestampMissed,
+    /// The timestamp answered is not the timestamp `record` was sent with.
+    TimestampMismatch,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PrecommitReason {
@@ -299,6 +353,9 @@ impl Anomaly {
             Anomaly::MalformedAccepted { .. } => "malformed-accepted",
             Anomaly::EarlyDeletion { .. } => "early-deletion",
             Anomaly::LatestValueLost { .. } => "latest-value-lost",
+            Anomaly::SeekSkip { .. } => "seek-skip",
+            Anomaly::SeekWrongRecord { .. } => "seek-wrong-record",
+            Anomaly::LookupWrong { .. } => "lookup-wrong",
         }
     }
 

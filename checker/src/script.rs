@@ -8,12 +8,15 @@
 //! ```text
 //! send t-0 5            send value 5 to t-0, offset unknown
 //! send t-0 5@3          ... acknowledged at offset 3
+//! send t-0 5@3 ts=100   ... with an explicit record timestamp
 //! poll t-0 [0:5 1:6]    a poll returning offset 0 value 5 and offset 1 value 6
 //! final-poll t-0 [0:5]  the same, marked as a final poll
 //! txn send t-0 1@0, send t-1 2@0, poll t-0 [0:1]    micro-ops separated by commas
 //! assign t-0 t-1 [from-beginning]
 //! subscribe t
 //! seek t-0=4
+//! list-offsets t-0 latest -> 7             also earliest; -> the answer (none: invocation only)
+//! list-offsets t-0 ts=100 -> 3@105         offset 3, whose record has timestamp 105; -1: none
 //! rebalance t-0
 //! commit g1 [gen=3] t-0=4 t-1=2
 //! list g1 t-0=4         list-committed; -1 means none
@@ -209,11 +212,15 @@ fn results_stripped(op: &Op) -> Op {
                 .iter()
                 .map(|micro_op| match micro_op {
                     MicroOp::Send {
-                        partition, value, ..
+                        partition,
+                        value,
+                        timestamp,
+                        ..
                     } => MicroOp::Send {
                         partition: partition.clone(),
                         value: *value,
                         offset: None,
+                        timestamp: *timestamp,
                     },
                     MicroOp::Poll { final_poll, .. } => MicroOp::Poll {
                         records: BTreeMap::new(),
@@ -281,6 +288,7 @@ fn op_parse(tokens: &[&str]) -> Result<Op, String> {
             }),
             _ => Err("earliest needs a partition and an offset".to_string()),
         },
+        "list-offsets" => list_offsets_parse(arguments),
         "send-malformed" => match arguments {
             [partition, poison] => Ok(Op::SendMalformed {
                 partition: partition.parse()?,
@@ -319,15 +327,20 @@ fn group_op_parse(name: &str, arguments: &[&str]) -> Result<Op, String> {
 
 fn micro_op_parse(tokens: &[&str]) -> Result<MicroOp, String> {
     match tokens {
-        ["send", partition, value] => {
+        ["send", partition, value, stamp @ ..] if stamp.len() <= 1 => {
             let (value, offset) = match value.split_once('@') {
                 Some((value, offset)) => (value, Some(integer(offset)?)),
                 None => (*value, None),
+            };
+            let timestamp = match stamp {
+                [stamp] => Some(timestamp_parse(stamp)?),
+                _ => None,
             };
             Ok(MicroOp::Send {
                 partition: partition.parse()?,
                 value: integer(value)?,
                 offset,
+                timestamp,
             })
         }
         ["poll", rest @ ..] => Ok(MicroOp::Poll {
@@ -381,6 +394,40 @@ fn offsets_parse(tokens: &[&str]) -> Result<BTreeMap<Partition, i64>, String> {
             Ok((partition.parse()?, integer(offset)?))
         })
         .collect()
+}
+
+/// `t-0 latest`, `t-0 earliest -> 0`, `t-0 ts=100 -> 3@105` (offset@timestamp found), or
+/// `t-0 ts=100 -> -1` (none found).
+fn list_offsets_parse(arguments: &[&str]) -> Result<Op, String> {
+    let (partition, query, answer) = match arguments {
+        [partition, query] => (partition, query, None),
+        [partition, query, "->", answer] => (partition, query, Some(answer)),
+        _ => return Err("list-offsets needs a partition, a query and maybe -> answer".into()),
+    };
+    let query = match *query {
+        "earliest" => OffsetQuery::Earliest,
+        "latest" => OffsetQuery::Latest,
+        stamp => OffsetQuery::Timestamp(timestamp_parse(stamp)?),
+    };
+    let (offset, timestamp) = match answer.map(|answer| answer.split_once('@')) {
+        None => (None, None),
+        Some(Some((offset, timestamp))) => (Some(integer(offset)?), Some(integer(timestamp)?)),
+        Some(None) => (Some(integer(answer.expect("some"))?), Some(-1)),
+    };
+    Ok(Op::ListOffsets {
+        partition: partition.parse()?,
+        query,
+        offset,
+        timestamp,
+    })
+}
+
+/// `ts=100`.
+fn timestamp_parse(token: &str) -> Result<i64, String> {
+    let number = token
+        .strip_prefix("ts=")
+        .ok_or(format!("expected ts=<ms>, got {token:?}"))?;
+    integer(number)
 }
 
 fn integer(text: &str) -> Result<i64, String> {

@@ -393,3 +393,102 @@ fn malformed_accepted() {
         "p1 invoke send-malformed t-0 unknown-codec; p1 fail send-malformed t-0 unknown-codec";
     assert_eq!(kinds(good), [""; 0]);
 }
+
+#[test]
+fn seek_skip_and_wrong_record() {
+    // After a seek to 1, the first record read there must be offset 1's.
+    let bad = format!("{SENDS_THREE}; p2 poll t-0 [0:1 1:2]; p0 seek t-0=1; p0 poll t-0 [2:3]");
+    assert_eq!(kinds(&bad), ["seek-skip"]);
+    insta::assert_snapshot!(text(&bad), @r"
+    INVALID: 1 anomalies in 12 events (3 sends ok, 2 polls ok, 3 values observed)
+
+    seek-skip: partition t-0, process 0
+      sought offset 1 (event 9), then first read offset 2 (event 11), skipping 1: [1:2]
+    ");
+    let below = format!("{SENDS_THREE}; p2 poll t-0 [0:1]; p0 seek t-0=2; p0 poll t-0 [1:2 2:3]");
+    assert_eq!(kinds(&below), ["seek-wrong-record"]);
+    // The record at the offset sought, or the next known one when nobody saw one there.
+    for good in [
+        format!("{SENDS_THREE}; p0 seek t-0=1; p0 poll t-0 [1:2 2:3]"),
+        "p1 send t-0 1@0; p1 send t-0 2@5; p0 seek t-0=2; p0 poll t-0 [5:2]".to_string(),
+        // Only the first read after the seek is held to it; a seek that may not have happened
+        // (info) or a failed poll in between forgets it.
+        format!("{SENDS_THREE}; p0 seek t-0=1; p0 poll t-0 [1:2]; p0 poll t-0 [2:3]"),
+        format!(
+            "{SENDS_THREE}; p2 poll t-0 [0:1 1:2]; p0 invoke seek t-0=1; p0 info seek t-0=1; \
+             p0 poll t-0 [2:3]"
+        ),
+        format!(
+            "{SENDS_THREE}; p0 seek t-0=1; p0 invoke poll; p0 fail poll; p0 poll t-0 [2:3]; \
+             p2 poll t-0 [0:1 1:2]"
+        ),
+        // Another partition's seek does not hold this one.
+        format!("{SENDS_THREE}; p0 seek t-1=1; p0 poll t-0 [2:3]; p2 poll t-0 [0:1 1:2]"),
+    ] {
+        let good = format!("{good}; p3 poll t-0 [0:1]");
+        assert_eq!(kinds(&good), [""; 0], "{good}");
+    }
+}
+
+/// Three records with timestamps 10, 20, 20, then 15 (out of order).
+const SENDS_STAMPED: &str = "p1 send t-0 1@0 ts=10; p1 send t-0 2@1 ts=20; \
+                             p1 send t-0 3@2 ts=20; p1 send t-0 4@3 ts=15";
+
+#[test]
+fn timestamp_lookups() {
+    for good in [
+        "list-offsets t-0 ts=5 -> 0@10",
+        "list-offsets t-0 ts=11 -> 1@20",
+        "list-offsets t-0 ts=20 -> 1@20",
+        "list-offsets t-0 ts=15 -> 1@20",
+        "list-offsets t-0 ts=21 -> -1",
+    ] {
+        let script = format!("{SENDS_STAMPED}; p0 {good}");
+        assert_eq!(kinds(&script), [""; 0], "{good}");
+    }
+    for (bad, rule) in [
+        ("list-offsets t-0 ts=15 -> 3@15", "TimestampSkipped"),
+        ("list-offsets t-0 ts=20 -> 2@20", "TimestampSkipped"),
+        ("list-offsets t-0 ts=11 -> 0@10", "TimestampEarly"),
+        ("list-offsets t-0 ts=11 -> 1@21", "TimestampMismatch"),
+        ("list-offsets t-0 ts=20 -> -1", "TimestampMissed"),
+    ] {
+        let script = format!("{SENDS_STAMPED}; p0 {bad}");
+        assert_eq!(kinds(&script), ["lookup-wrong"], "{bad}");
+        assert!(text(&script).contains(rule), "{bad}: {}", text(&script));
+    }
+    // A record nobody has acknowledged or read yet does not make "none found" wrong.
+    let raced = "p1 invoke send t-0 1 ts=30; p0 list-offsets t-0 ts=30 -> -1; \
+                 p1 ok send t-0 1@0 ts=30";
+    assert_eq!(kinds(raced), [""; 0]);
+    let skipped = format!("{SENDS_STAMPED}; p0 list-offsets t-0 ts=15 -> 3@15");
+    insta::assert_snapshot!(text(&skipped), @r"
+    INVALID: 1 anomalies in 10 events (4 sends ok, 0 polls ok, 0 values observed)
+
+    lookup-wrong: partition t-0, TimestampSkipped
+      list-offsets Timestamp(15) answered 3 (event 9); offset 1 value 2 (event 3)
+    ");
+}
+
+#[test]
+fn end_lookups() {
+    let good = "p1 send t-0 1@0; p0 list-offsets t-0 latest -> 1; p1 send t-0 2@1; \
+                p0 list-offsets t-0 earliest -> 0";
+    assert_eq!(kinds(good), [""; 0]);
+    // The end went backwards: offset 0 was acknowledged before the lookup began.
+    let behind = "p1 send t-0 1@0; p0 list-offsets t-0 latest -> 0";
+    assert_eq!(kinds(behind), ["lookup-wrong"]);
+    assert!(text(behind).contains("BehindEnd"));
+    // The answer counted offset 1 before its present record was even sent: it served a record
+    // that was then lost and its offset reused.
+    let beyond = "p1 send t-0 1@0; p0 list-offsets t-0 latest -> 2; p1 send t-0 2@1; \
+                  p2 poll t-0 [0:1 1:2]";
+    assert_eq!(kinds(beyond), ["lookup-wrong"]);
+    assert!(text(beyond).contains("BeyondEnd"));
+    // ... and so did a timestamp answer at that offset.
+    let found = "p1 send t-0 1@0 ts=1; p0 list-offsets t-0 ts=1 -> 0@1; p1 send t-0 2@1 ts=2; \
+                 p0 list-offsets t-0 ts=2 -> 1@2";
+    assert_eq!(kinds(found), [""; 0]);
+    let early = "p0 list-offsets t-0 ts=1 -> 0@1; p1 send t-0 1@0 ts=1";
+    assert_eq!(kinds(early), ["lookup-wrong"]);
+}

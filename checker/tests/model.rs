@@ -85,6 +85,7 @@ impl Model {
                         partition: partition((parameter + i / 2) % PARTITION_COUNT),
                         value: self.value_new(),
                         offset: None,
+                        timestamp: None,
                     })
                     .collect();
                 Op::Txn(micro_ops)
@@ -203,6 +204,7 @@ impl Model {
                     partition: partition.clone(),
                     value: *value,
                     offset,
+                    timestamp: None,
                 }
             })
             .collect();

@@ -137,6 +137,27 @@ fn regression_rewrite_of_a_flipped_base_offset_groups_14() {
     regression("single-groups", 14, "rewrite-reread-differs");
 }
 
+/// Found by the seek workload's first sweep (single-crash 45, 91, 187, lookup-wrong): a
+/// timestamp lookup walks batch headers no CRC covers, so a bit flipped on read made ListOffsets
+/// answer a later offset (one flipped max timestamp skipped the right batch) or none (a flipped
+/// baseOffset named records above the high watermark). The lookup now runs twice and refuses
+/// answers that differ, and checks the base offset of the batch it reads.
+#[test]
+fn regression_timestamp_lookup_misread_32_35() {
+    regression("single-crash", 32, "timestamp-batch-misread");
+    regression("single-crash", 35, "timestamp-lookup-differs");
+}
+
+/// Found by the seek workload's sweep: a closed segment's time index, read back at open with a
+/// bit flipped in its one entry's timestamp (no CRC covers index files), was trusted, so a
+/// timestamp lookup started at the segment's last batch and skipped ten earlier matches
+/// (lookup-wrong, timestamp-skipped). An index whose last entry lies below the segment's newest
+/// batch timestamp is now rebuilt.
+#[test]
+fn regression_time_index_misread_250() {
+    regression("single-chaos", 250, "time-index-misread");
+}
+
 /// Issue 9: a read error while replaying `__consumer_offsets` at startup stopped the replay, so
 /// a group came back from part of its history: at generation 1, accepting commits of an older
 /// generation (stale-generation-commit), with committed offsets that went back

@@ -7,6 +7,7 @@
 //! - `workload`, `nemesis`, `recorder` (madsim only): who does what, and how it is written down.
 //! - `log_workload` (madsim only): the retention and compaction workloads' topic configs,
 //!   keyed and oddly timestamped records, and log start reports.
+//!   `seek_workload` (madsim only): tail readers and seekers, with their lookups and seeks.
 //! - `buggify` (madsim only): aimed faults at the broker's and storage's named sites.
 
 pub mod disk;
@@ -24,6 +25,8 @@ pub mod log_workload;
 pub mod nemesis;
 #[cfg(madsim)]
 pub mod recorder;
+#[cfg(madsim)]
+pub mod seek_workload;
 #[cfg(madsim)]
 pub mod workload;
 #[cfg(madsim)]

@@ -122,6 +122,41 @@ pub struct Options {
     /// Producers are idempotent and retry internally (half the seeds): retries resend the
     /// same batch, and the checker must still find no duplicate and no lost write.
     pub idempotent_producers: bool,
+    /// Consumers that start at the log end and sit there in long polls (`seek_workload`); only
+    /// with `Workload::Assigned`, 0 in a third of its seeds.
+    pub tail_reader_count: usize,
+    /// How long a tail reader's poll lets the broker wait for data (the client caps it at half
+    /// the request timeout).
+    pub tail_poll_wait: Duration,
+    /// Consumers that seek between polls: earliest, latest, by timestamp, arbitrary offsets
+    /// (`seek_workload`); only with `Workload::Assigned`. Producers give records explicit
+    /// timestamps, recorded for the checker, in seeds that have any.
+    pub seeker_count: usize,
+    /// The topic's `index.interval.bytes`, set in index-heavy seeds (which also use large
+    /// segments, overriding `segment_bytes`), so reads and timestamp lookups land between sparse
+    /// index entries in the middle of segments; `None` keeps Kafka's 4096.
+    pub index_interval_bytes: Option<u32>,
+}
+
+/// Draws the seek workload's knobs (appended after every earlier draw; all drawn in every seed,
+/// so each seed's later draws stay put): tail readers, seekers, index-heavy topics.
+fn seek_draw(rng: &mut ChaCha8Rng, workload: Workload, options: &mut Options) {
+    let tail_reader_count = rng.gen_range(0..=2);
+    let tail_poll_wait = Duration::from_millis(rng.gen_range(1_000..=2_500));
+    let seeker_count = rng.gen_range(0..=2);
+    let index_heavy = rng.gen_bool(0.35);
+    let index_interval_bytes = rng.gen_range(0..=512);
+    let segment_bytes_large = rng.gen_range(32 * 1024..=256 * 1024);
+    options.tail_poll_wait = tail_poll_wait;
+    if workload != Workload::Assigned {
+        return;
+    }
+    options.tail_reader_count = tail_reader_count;
+    options.seeker_count = seeker_count;
+    if index_heavy {
+        options.index_interval_bytes = Some(index_interval_bytes);
+        options.segment_bytes = segment_bytes_large;
+    }
 }
 
 /// Each aimed-fault site is on in this share of seeds (of those whose scenario allows it):
@@ -271,6 +306,10 @@ impl Options {
             buggify: Vec::new(),
             log_policy: None,
             idempotent_producers: false,
+            tail_reader_count: 0,
+            tail_poll_wait: Duration::ZERO,
+            seeker_count: 0,
+            index_interval_bytes: None,
         };
         options.buggify = buggify_draw(rng, mix);
         // Drawn last and only by the workloads that use it, so every other seed keeps its world.
@@ -286,6 +325,8 @@ impl Options {
         options.disk_faults.sync_error_rate = sync_errors_draw(rng, mix);
         // Drawn last, after every older draw, so regression seeds keep their worlds.
         options.idempotent_producers = rng.gen_bool(0.5);
+        // The seek workload's knobs: drawn in every seed, after every other draw.
+        seek_draw(rng, workload, &mut options);
         options
     }
 }
@@ -388,5 +429,39 @@ mod tests {
             seen.extend(all.buggify.iter().map(|(site, _)| *site));
         }
         assert_eq!(seen.len(), Site::ALL.len(), "{seen:?}");
+    }
+
+    /// Only the assigned workload uses the seek workload's knobs (a group seed's world is what it
+    /// was), and over 100 assigned seeds each kind (tail readers, seekers, index-heavy topics)
+    /// is both on and off somewhere.
+    #[test]
+    fn seek_draws_are_appended_and_assigned_only() {
+        let (mut tails, mut seekers, mut heavy) = (0, 0, 0);
+        for seed in 0..100 {
+            let group = Options::swarm(
+                seed,
+                FaultMix::ALL,
+                Workload::Group,
+                &mut stream_rng(seed, Stream::Swarm, 0),
+            );
+            assert_eq!(
+                (group.tail_reader_count, group.seeker_count),
+                (0, 0),
+                "{seed}"
+            );
+            assert_eq!(group.index_interval_bytes, None);
+            let assigned = swarm(seed, FaultMix::ALL);
+            tails += usize::from(assigned.tail_reader_count > 0);
+            seekers += usize::from(assigned.seeker_count > 0);
+            if let Some(interval) = assigned.index_interval_bytes {
+                heavy += 1;
+                assert!(interval <= 512 && assigned.segment_bytes >= 32 * 1024);
+            } else {
+                assert!(assigned.segment_bytes <= 8 * 1024);
+            }
+        }
+        for (name, count) in [("tail", tails), ("seeker", seekers), ("heavy", heavy)] {
+            assert!((10..90).contains(&count), "{name}: {count}");
+        }
     }
 }

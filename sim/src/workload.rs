@@ -29,7 +29,7 @@ const FINAL_PROCESS: u64 = 1000;
 /// How long one poll waits for data.
 const POLL_WAIT: Duration = Duration::from_millis(200);
 
-fn client_config(options: &Options, bootstrap: &[String]) -> ClientConfig {
+pub(crate) fn client_config(options: &Options, bootstrap: &[String]) -> ClientConfig {
     let mut config = ClientConfig::new(bootstrap.iter().cloned());
     config.request_timeout = options.request_timeout;
     config
@@ -50,6 +50,9 @@ pub async fn topic_create(
     if let Some(policy) = &options.log_policy {
         configs.extend(crate::log_workload::topic_configs(policy));
         recorder.topic_settings(TOPIC, crate::log_workload::topic_settings(policy));
+    }
+    if let Some(interval) = options.index_interval_bytes {
+        configs.insert("index.interval.bytes".to_string(), interval.to_string());
     }
     let node = madsim::runtime::Handle::current()
         .create_node()
@@ -138,6 +141,7 @@ pub fn start(
         };
         workers.push(worker);
     }
+    crate::seek_workload::start(options, bootstrap, recorder, &stop, &mut workers);
     if options.log_policy.is_some() {
         let node = handle
             .create_node()
@@ -163,14 +167,16 @@ pub(crate) fn consumer_config() -> client::ConsumerConfig {
     }
 }
 
-fn partitions_all(options: &Options) -> Vec<Partition> {
+pub(crate) fn partitions_all(options: &Options) -> Vec<Partition> {
     (0..options.topic_partitions)
         .map(|index| Partition::new(TOPIC, index))
         .collect()
 }
 
 /// Every partition from its log start: what a consumer assigns itself here.
-fn positions_earliest(partitions: &[Partition]) -> Vec<(client::TopicPartition, client::Offset)> {
+pub(crate) fn positions_earliest(
+    partitions: &[Partition],
+) -> Vec<(client::TopicPartition, client::Offset)> {
     partitions
         .iter()
         .map(|p| {
@@ -233,6 +239,7 @@ async fn producer_run(
         recorder.note(&format!("producer {process} is idempotent and retries"));
     }
     let mut poisoner = Poisoner::new(&config);
+    let mut stamper = (options.seeker_count > 0).then(|| Stamper::new(config.clock));
     let producer = client::Producer::new(config, producer_config);
     let mut counter = 0;
     while !stop.load(Ordering::SeqCst) {
@@ -245,30 +252,57 @@ async fn producer_run(
         let partition = Partition::new(TOPIC, rng.gen_range(0..options.topic_partitions));
         let value = process as i64 * VALUES_PER_PROCESS + counter;
         counter += 1;
-        recorder.event(
-            process,
-            EventKind::Invoke,
-            Op::send(partition.clone(), value),
-        );
+        // Only seeds with seekers draw timestamps, so other seeds keep their worlds.
+        let timestamp = stamper.as_mut().map(|stamper| stamper.next(&mut rng));
+        let send = |offset| {
+            Op::Txn(vec![MicroOp::Send {
+                partition: partition.clone(),
+                value,
+                offset,
+                timestamp,
+            }])
+        };
+        recorder.event(process, EventKind::Invoke, send(None));
         let mut record =
             crate::log_workload::record_build(&options, &mut rng, &recorder, &partition, value);
         record.partition = Some(partition.partition);
+        record.timestamp_ms = timestamp;
         let deadline = options.request_timeout * 2;
         let (kind, offset) = match runtime::time::timeout(deadline, producer.send(record)).await {
             Ok(Ok(metadata)) => (EventKind::Ok, Some(metadata.offset)),
             Ok(Err(error)) if send_definitely_failed(&error) => (EventKind::Fail, None),
             Ok(Err(_)) | Err(_) => (EventKind::Info, None),
         };
-        recorder.event(
-            process,
-            kind,
-            Op::Txn(vec![MicroOp::Send {
-                partition,
-                value,
-                offset,
-            }]),
-        );
+        recorder.event(process, kind, send(offset));
         runtime::time::sleep(options.send_interval).await;
+    }
+}
+
+/// Explicit record timestamps for the seek checks, meaningful as Kafka sees them: the producer's
+/// wall clock rounded to 10 ms (so producers share some), mostly increasing, sometimes the same
+/// as the previous record's, sometimes up to 200 ms in the past (out of order).
+struct Stamper {
+    clock: runtime::Clock,
+    previous: Option<i64>,
+}
+
+impl Stamper {
+    fn new(clock: runtime::Clock) -> Stamper {
+        Stamper {
+            clock,
+            previous: None,
+        }
+    }
+
+    fn next(&mut self, rng: &mut impl Rng) -> i64 {
+        let now = self.clock.wall_ms() / 10 * 10;
+        let timestamp = match (rng.gen_range(0..10), self.previous) {
+            (0, Some(previous)) => previous,
+            (1, _) => now - rng.gen_range(1..=200),
+            _ => now,
+        };
+        self.previous = Some(timestamp);
+        timestamp
     }
 }
 
@@ -449,7 +483,7 @@ pub(crate) fn poll_complete(
 }
 
 /// One recorded poll. `true` if it returned normally.
-async fn poll_once(
+pub(crate) async fn poll_once(
     process: u64,
     consumer: &mut client::Consumer,
     recorder: &Recorder,

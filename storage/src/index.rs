@@ -72,6 +72,18 @@ impl OffsetIndex {
         }
     }
 
+    /// The planted bug `IndexLookupOvershoots`: the entry after the floor when there is one.
+    #[cfg(feature = "planted-bugs")]
+    pub fn planted_overshoot(&self, relative_offset: u32) -> OffsetEntry {
+        let count = self
+            .entries
+            .partition_point(|entry| entry.relative_offset <= relative_offset);
+        match self.entries.get(count) {
+            Some(entry) => *entry,
+            None => self.floor(relative_offset),
+        }
+    }
+
     /// The first entry at or above `relative_offset`: every batch from its position on starts at
     /// or above the offset, so a read bounded by the offset never needs bytes past it.
     pub fn ceiling(&self, relative_offset: u32) -> Option<OffsetEntry> {

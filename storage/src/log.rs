@@ -22,7 +22,7 @@ use runtime::Disk;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use wire::ValidatedBatch;
+use wire::{BatchHeader, ValidatedBatch};
 
 /// What an append stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,12 +337,40 @@ impl PartitionLog {
             offset,
             max_bytes,
             max_offset.min(self.log_end_offset()),
+            self.planted,
         )
     }
 
     /// The first record at or after the log start with a timestamp at or above `timestamp_ms`:
     /// its offset and timestamp (ListOffsets). `None` if there is none.
+    ///
+    /// The walk decides from batch headers read without their CRC (their max timestamp, length
+    /// and base offset), so one misread bit could skip the batch that holds the answer or move
+    /// it. The lookup therefore runs twice on fresh reads: a transient misread does not repeat,
+    /// and two answers that differ are refused as corrupt (the client retries) rather than
+    /// served, as reads refuse a batch located two ways.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let first = self.offset_for_timestamp_once(timestamp_ms)?;
+        let again = self.offset_for_timestamp_once(timestamp_ms)?;
+        if first != again {
+            // `site`: the simulator counts these, so regression seeds can show they meet it.
+            tracing::warn!(
+                site = "timestamp-lookup-differs",
+                timestamp_ms,
+                "two timestamp lookups disagree"
+            );
+            return Err(LogError::Corrupt {
+                path: self.dir.clone(),
+                position: 0,
+                reason: format!(
+                    "timestamp {timestamp_ms} looked up twice gave {first:?} and {again:?}"
+                ),
+            });
+        }
+        Ok(first)
+    }
+
+    fn offset_for_timestamp_once(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
         for segment in self.segments.values() {
             if segment.timestamp_max() < timestamp_ms
                 || segment.next_offset() <= self.log_start_offset
@@ -358,7 +386,7 @@ impl PartitionLog {
             loop {
                 if header.max_timestamp >= timestamp_ms {
                     if let Some(found) =
-                        self.record_for_timestamp(segment, position, timestamp_ms)?
+                        self.record_for_timestamp(segment, position, &header, timestamp_ms)?
                     {
                         return Ok(Some(found));
                     }
@@ -373,14 +401,16 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// The first record at or above `timestamp_ms` in the batch the walk found at `position`
+    /// (`walked`, its header as the walk read it).
     fn record_for_timestamp(
         &self,
         segment: &Segment,
         position: u64,
+        walked: &BatchHeader,
         timestamp_ms: i64,
     ) -> Result<Option<(i64, i64)>, LogError> {
-        let header = segment.header_at(position)?;
-        let mut bytes = vec![0; header.size()];
+        let mut bytes = vec![0; walked.size()];
         segment.read_exact(&mut bytes, position)?;
         let corrupt = |reason: String| LogError::Corrupt {
             path: segment.path().to_path_buf(),
@@ -389,6 +419,23 @@ impl PartitionLog {
         };
         let batch =
             ValidatedBatch::validate(bytes.into()).map_err(|error| corrupt(error.to_string()))?;
+        // The CRC does not cover baseOffset: a misread one would name the wrong records.
+        let base_offset = batch.header().base_offset;
+        if base_offset != walked.base_offset
+            || base_offset < segment.base_offset()
+            || base_offset >= segment.next_offset()
+        {
+            // `site`: the simulator counts these, so regression seeds can show they meet it.
+            tracing::warn!(
+                site = "timestamp-batch-misread",
+                base_offset,
+                "a timestamp lookup read a batch at another base offset than it walked"
+            );
+            return Err(corrupt(format!(
+                "batch read with base offset {base_offset}, walked as {}",
+                walked.base_offset
+            )));
+        }
         let section = records_section(&batch).map_err(corrupt)?;
         let records = records_parse(&section, batch.header()).map_err(corrupt)?;
         Ok(records

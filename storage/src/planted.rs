@@ -33,6 +33,10 @@ pub enum PlantedBug {
     /// state: after a restart every producer is unknown, so a retry of an acknowledged batch
     /// is appended again.
     ProducerStateNotRestored,
+    /// The offset index lookup takes the first entry above the target instead of the last at or
+    /// below it (a `partition_point` without the `- 1`), so a read from the middle of a segment,
+    /// between two sparse index entries, starts at a later batch and skips records.
+    IndexLookupOvershoots,
 }
 
 impl PlantedBug {

@@ -47,18 +47,20 @@ pub(crate) fn batches_read(
     offset: i64,
     max_bytes: usize,
     limit_offset: i64,
+    planted: Option<crate::PlantedBug>,
 ) -> Result<ReadResult, LogError> {
     if offset >= limit_offset {
         return Ok(ReadResult::empty(offset));
     }
-    let Some((first, position, header)) = batch_find(segments, offset)? else {
+    let Some((first, position, header)) = batch_find(segments, offset, planted)? else {
         return Ok(ReadResult::empty(offset));
     };
     if header.base_offset > offset {
         // A gap before the batch: real after compaction, or a header misread on the way from
         // the disk (the walk that located it reads fields no CRC covers). Locating again with
         // fresh reads tells them apart: a transient misread does not repeat.
-        let again = batch_find(segments, offset)?.map(|(_, position, header)| (position, header));
+        let again =
+            batch_find(segments, offset, planted)?.map(|(_, position, header)| (position, header));
         if again != Some((position, header)) {
             // `site`: the simulator counts these, so regression seeds can show they meet it.
             tracing::warn!(
@@ -118,6 +120,7 @@ pub(crate) fn batches_read(
 fn batch_find(
     segments: &BTreeMap<i64, Segment>,
     offset: i64,
+    planted: Option<crate::PlantedBug>,
 ) -> Result<Option<(&Segment, u64, BatchHeader)>, LogError> {
     // Start in the segment whose base is at or below the offset; compaction may have emptied
     // it or left a gap, so later segments are tried in turn.
@@ -126,7 +129,7 @@ fn batch_find(
         .next_back()
         .map_or(i64::MIN, |(base, _)| *base);
     for segment in segments.range(start..).map(|(_, segment)| segment) {
-        if let Some((position, header)) = segment.locate(offset)? {
+        if let Some((position, header)) = segment.locate_planted(offset, planted)? {
             return Ok(Some((segment, position, header)));
         }
     }

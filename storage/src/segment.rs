@@ -187,6 +187,18 @@ impl Segment {
         let Ok(times) = TimeIndex::decode(&time_bytes, relative_end.max(1)) else {
             return Ok(None);
         };
+        // The roll sealed the segment's maximum as the last entry, so no batch may carry a
+        // later timestamp. No CRC covers an index file: a misread entry (single-chaos seed 250:
+        // a flipped timestamp made a timestamp lookup start at the last batch) is rebuilt.
+        if times.timestamp_last() < walk.timestamp_max {
+            // `site`: the simulator counts these, so regression seeds can show they meet it.
+            tracing::warn!(
+                site = "time-index-misread",
+                path = %time_path.display(),
+                "time index ends below its segment's newest timestamp; rebuilding"
+            );
+            return Ok(None);
+        }
         let timestamp_max = times.timestamp_last().max(walk.timestamp_max);
         let indexes = IndexBuilder::loaded(base_offset, offsets, times, timestamp_max);
         let next_offset = walk.next_offset;
@@ -292,8 +304,24 @@ impl Segment {
     /// The batch containing `offset`, or the first one after it, within this segment: its
     /// position and header. `None` if every batch here ends below `offset`.
     pub fn locate(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        self.locate_planted(offset, None)
+    }
+
+    /// `locate`, with a planted bug that may mislead the index lookup.
+    pub fn locate_planted(
+        &self,
+        offset: i64,
+        planted: Option<crate::PlantedBug>,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-        let mut position = u64::from(self.indexes.offsets.floor(relative).position);
+        let entry = match planted {
+            #[cfg(feature = "planted-bugs")]
+            Some(crate::PlantedBug::IndexLookupOvershoots) => {
+                self.indexes.offsets.planted_overshoot(relative)
+            }
+            _ => self.indexes.offsets.floor(relative),
+        };
+        let mut position = u64::from(entry.position);
         // Bounded: each step moves forward by a whole batch of at least a header.
         while position < self.size_bytes {
             let header = self.header_at(position)?;

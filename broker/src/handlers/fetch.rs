@@ -16,6 +16,7 @@ use crate::broker::Broker;
 use crate::handlers::errors::{log_error_code, NONE};
 use crate::handlers::{Reply, ResponseFuture};
 use crate::partition::Durable;
+use crate::planted::Bug;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -35,7 +36,7 @@ pub fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> Rep
     let broker = broker.clone();
     let wait =
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(FETCH_WAIT_MAX);
-    let first = fetch_once(&broker, &request);
+    let first = fetch_once(&broker, &request, false);
     if first.ready(&request) || wait.is_zero() {
         return Reply::Now(Box::new(first.into_response()));
     }
@@ -46,15 +47,17 @@ fn long_poll(broker: Arc<Broker>, request: FetchRequest, wait: Duration) -> Resp
     Box::pin(async move {
         let deadline = broker.clock.now() + wait;
         let mut watches = partitions_watch(&broker, &request);
+        let mut woken = false;
         loop {
             // Mark every watch seen before reading, so a change after the read wakes us.
             for watch in &mut watches {
                 watch.borrow_and_update();
             }
-            let result = fetch_once(&broker, &request);
+            let result = fetch_once(&broker, &request, woken);
             if result.ready(&request) || broker.clock.now() >= deadline {
                 return result.into_response();
             }
+            woken = true;
             runtime::select! {
                 biased;
                 () = changed_any(&mut watches) => {}
@@ -128,7 +131,9 @@ impl FetchResult {
     }
 }
 
-fn fetch_once(broker: &Arc<Broker>, request: &FetchRequest) -> FetchResult {
+/// One read of every requested partition; `woken` after a parked fetch's wake (a planted bug
+/// reads differently then).
+fn fetch_once(broker: &Arc<Broker>, request: &FetchRequest, woken: bool) -> FetchResult {
     let mut result = FetchResult {
         topics: Vec::with_capacity(request.topics.len()),
         bytes: 0,
@@ -140,7 +145,14 @@ fn fetch_once(broker: &Arc<Broker>, request: &FetchRequest) -> FetchResult {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for fetch in &topic.partitions {
             let remaining = response_bytes_max.saturating_sub(result.bytes);
-            let data = partition_read(broker, &topic.topic, fetch, remaining, result.bytes == 0);
+            let data = partition_read(
+                broker,
+                &topic.topic,
+                fetch,
+                remaining,
+                result.bytes == 0,
+                woken,
+            );
             let data = if read_committed {
                 data.with_aborted_transactions(Some(Vec::new()))
             } else {
@@ -165,6 +177,7 @@ fn partition_read(
     fetch: &FetchPartition,
     response_bytes_remaining: usize,
     response_empty: bool,
+    woken: bool,
 ) -> PartitionData {
     let data = PartitionData::default()
         .with_partition_index(fetch.partition)
@@ -174,8 +187,11 @@ fn partition_read(
             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
             .with_high_watermark(-1);
     };
-    let high_watermark = partition.high_watermark();
+    let mut high_watermark = partition.high_watermark();
     let log = partition.log();
+    if woken && Bug::active(partition.planted(), Bug::LongPollServesLogEnd) {
+        high_watermark = log.log_end_offset();
+    }
     let data = data
         .with_high_watermark(high_watermark)
         .with_last_stable_offset(high_watermark)

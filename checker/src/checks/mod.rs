@@ -4,6 +4,7 @@
 
 pub(crate) mod commits;
 pub(crate) mod compaction;
+pub(crate) mod lookups;
 pub(crate) mod lost;
 pub(crate) mod offsets;
 pub(crate) mod polls;
@@ -41,4 +42,5 @@ pub(crate) fn run(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
     sends::check_malformed_accepted(anomalies, analysis);
     retention::check_early_deletion(anomalies, analysis);
     compaction::check_latest_values(anomalies, analysis);
+    lookups::check(anomalies, analysis);
 }

@@ -20,6 +20,15 @@
 //! the operation did not count). If a rebalance happens while an operation is open, its poll
 //! micro-ops are not compared with each other either: we cannot tell which side of the rebalance
 //! each was on.
+//!
+//! An `Ok` `Seek` to offset O sets the position to "just before O" instead, until the process
+//! next reads that partition. That first record must be the first known committed record at or
+//! after O:
+//! - seek-skip: it lies above O, and known committed records lie in [O, its offset).
+//! - seek-wrong-record: it lies below O (a fetch from mid-batch must drop the batch's records
+//!   before O).
+//!
+//! An `Info` seek may or may not have moved the position: it is forgotten, as before.
 
 use crate::checks::Analysis;
 use crate::history::{EventKind, MicroOp, Op, Partition, Record};
@@ -31,8 +40,17 @@ use std::collections::BTreeMap;
 #[derive(Default)]
 struct Consumer<'h> {
     positions: BTreeMap<&'h Partition, Position>,
+    /// Partitions sought by an `Ok` seek and not read since: the offset and the seek's event.
+    sought: BTreeMap<&'h Partition, (i64, usize)>,
     open: bool,
     rebalanced_while_open: bool,
+}
+
+impl Consumer<'_> {
+    fn forget(&mut self) {
+        self.positions.clear();
+        self.sought.clear();
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -48,7 +66,7 @@ pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
     for (position, event) in analysis.history.events.iter().enumerate() {
         let consumer = consumers.entry(event.process).or_default();
         if event.op.is_marker() {
-            consumer.positions.clear();
+            consumer.forget();
             consumer.rebalanced_while_open |= consumer.open;
             continue;
         }
@@ -73,10 +91,16 @@ pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
             }
             (Op::Txn(micro_ops), Outcome::Fail | Outcome::Info) => {
                 if micro_ops.iter().any(|m| matches!(m, MicroOp::Poll { .. })) {
-                    consumer.positions.clear();
+                    consumer.forget();
                 }
             }
             (_, Outcome::Fail) => {}
+            (Op::Seek { offsets }, Outcome::Ok) => {
+                for (partition, offset) in offsets {
+                    consumer.positions.remove(partition);
+                    consumer.sought.insert(partition, (*offset, position));
+                }
+            }
             (op, Outcome::Ok | Outcome::Info) => reset(consumer, op),
         }
     }
@@ -90,7 +114,7 @@ fn reset(consumer: &mut Consumer, op: &Op) {
             ..
         }
         | Op::Subscribe { .. } => {
-            consumer.positions.clear();
+            consumer.forget();
         }
         Op::Assign {
             partitions,
@@ -99,10 +123,16 @@ fn reset(consumer: &mut Consumer, op: &Op) {
             consumer
                 .positions
                 .retain(|partition, _| partitions.contains(partition));
+            consumer
+                .sought
+                .retain(|partition, _| partitions.contains(partition));
         }
         Op::Seek { offsets } => {
             consumer
                 .positions
+                .retain(|partition, _| !offsets.contains_key(*partition));
+            consumer
+                .sought
                 .retain(|partition, _| !offsets.contains_key(*partition));
         }
         _ => {}
@@ -129,7 +159,7 @@ fn consume<'h>(
             continue;
         };
         if consumer.rebalanced_while_open {
-            consumer.positions.clear();
+            consumer.forget();
         }
         for (partition, records) in records {
             let index = &analysis.index.partitions[partition];
@@ -139,6 +169,15 @@ fn consume<'h>(
                     op: polled.op,
                     event: polled.event,
                 };
+                if let Some((offset_sought, seek)) = consumer.sought.remove(partition) {
+                    let sought = Sought {
+                        partition,
+                        process: polled.process,
+                        offset: offset_sought,
+                        seek,
+                    };
+                    anomalies.extend(seek_compare(index, sought, next));
+                }
                 if let Some(previous) = consumer.positions.insert(partition, next) {
                     let step = Step {
                         partition,
@@ -151,6 +190,61 @@ fn consume<'h>(
             }
         }
     }
+}
+
+struct Sought<'a> {
+    partition: &'a Partition,
+    process: u64,
+    offset: i64,
+    /// The seek's completion event.
+    seek: usize,
+}
+
+/// The first record read after a seek against the offset sought.
+fn seek_compare(index: &PartitionIndex, sought: Sought, read: Position) -> Option<Anomaly> {
+    let Sought {
+        partition,
+        process,
+        offset,
+        seek,
+    } = sought;
+    if read.offset < offset {
+        return Some(Anomaly::SeekWrongRecord {
+            partition: partition.clone(),
+            process,
+            seek,
+            read: read.event,
+            offset_sought: offset,
+            offset_read: read.offset,
+        });
+    }
+    let skipped_count = index.offsets_between(offset.saturating_sub(1), read.offset);
+    if skipped_count == 0 {
+        return None;
+    }
+    Some(Anomaly::SeekSkip {
+        partition: partition.clone(),
+        process,
+        seek,
+        read: read.event,
+        offset_sought: offset,
+        offset_read: read.offset,
+        skipped_count,
+        skipped: skipped_list(index, offset.saturating_sub(1), read.offset),
+    })
+}
+
+/// The known records strictly between two offsets, at most `LISTED_MAX`.
+fn skipped_list(index: &PartitionIndex, low: i64, high: i64) -> Vec<Record> {
+    index
+        .log
+        .range(low.saturating_add(1)..high.max(low.saturating_add(1)))
+        .take(LISTED_MAX)
+        .map(|(offset, seen)| Record {
+            offset: *offset,
+            value: seen[0].value,
+        })
+        .collect()
 }
 
 struct Step<'a> {
