@@ -99,21 +99,23 @@ fn regression_read_skip_after_header_bitflip_113() {
 /// in another seed a partition's readers stalled behind a similar jump. Scans now re-read any
 /// batch that leaves an offset gap before believing it. (Seeds 2070 and 2091 before the stream
 /// change of issue 10; 57 and 98 before the merge of crash kinds and aimed faults; 10 and 30
-/// before fsync latency was split around the sync.)
+/// before fsync latency was split around the sync; 14 and 16 before the merge of the seek,
+/// retention and idempotence workloads.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_14_16() {
-    regression("single-crash", 14, "scan-gap-reread-differs");
-    regression("single-crash", 16, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_51_173() {
+    regression("single-crash", 51, "scan-gap-reread-differs");
+    regression("single-crash", 173, "scan-gap-reread-differs");
 }
 
 /// Found by the re-sweep after the stream change of issue 10: a segment's scan at open did not
 /// check its first batch against the segment's base, so a bit flipped in that batch's
 /// baseOffset jumped the log to 2^29 + 1185 (lost-write, poll-skip). The first batch is now
 /// checked like any other gap. (Seed 99 before the merge of crash kinds and aimed faults; 55
-/// before fsync latency was split around the sync.)
+/// before fsync latency was split around the sync; 91 before the merge of the seek, retention
+/// and idempotence workloads.)
 #[test]
-fn regression_segment_first_batch_gap_91() {
-    regression("single-crash", 91, "scan-gap-reread-differs");
+fn regression_segment_first_batch_gap_184() {
+    regression("single-crash", 184, "scan-gap-reread-differs");
 }
 
 /// fsyncgate, found once SimDisk failed fsyncs: a failed fdatasync left pages the kernel marked
@@ -142,10 +144,11 @@ fn regression_rewrite_of_a_flipped_base_offset_groups_14() {
 /// answer a later offset (one flipped max timestamp skipped the right batch) or none (a flipped
 /// baseOffset named records above the high watermark). The lookup now runs twice and refuses
 /// answers that differ, and checks the base offset of the batch it reads.
+/// (Seeds 32 and 35 before the merge of the seek, retention and idempotence workloads.)
 #[test]
-fn regression_timestamp_lookup_misread_32_35() {
-    regression("single-crash", 32, "timestamp-batch-misread");
-    regression("single-crash", 35, "timestamp-lookup-differs");
+fn regression_timestamp_lookup_misread_23_275() {
+    regression("single-crash", 23, "timestamp-batch-misread");
+    regression("single-crash", 275, "timestamp-lookup-differs");
 }
 
 /// Found by the seek workload's sweep: a closed segment's time index, read back at open with a
@@ -153,9 +156,10 @@ fn regression_timestamp_lookup_misread_32_35() {
 /// timestamp lookup started at the segment's last batch and skipped ten earlier matches
 /// (lookup-wrong, timestamp-skipped). An index whose last entry lies below the segment's newest
 /// batch timestamp is now rebuilt.
+/// (single-chaos 250 before the merge of the seek, retention and idempotence workloads.)
 #[test]
-fn regression_time_index_misread_250() {
-    regression("single-chaos", 250, "time-index-misread");
+fn regression_time_index_misread_99() {
+    regression("single-crash", 99, "time-index-misread");
 }
 
 /// Issue 9: a read error while replaying `__consumer_offsets` at startup stopped the replay, so
@@ -174,9 +178,10 @@ fn regression_offsets_replay_read_error_3_14() {
 /// the error returned before the new segment joined the log, so the log forgot the segment's
 /// offsets and a fetch inside them was served from the next segment (poll-skip of a live
 /// record). The segment now joins the log first; its index files are a cache, as at a roll.
+/// (Seed 25 before the merge of the other workloads.)
 #[test]
-fn regression_compaction_index_write_failure_25() {
-    regression("single-compaction", 25, "compaction-index-unwritten");
+fn regression_compaction_index_write_failure_6() {
+    regression("single-compaction", 6, "compaction-index-unwritten");
 }
 
 /// The rotating window (`GREGOR_SWEEP_WINDOW=A..B`, which ci/sim-test derives from the commit
