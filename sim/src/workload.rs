@@ -266,7 +266,11 @@ async fn producer_run(
         let mut record =
             crate::log_workload::record_build(&options, &mut rng, &recorder, &partition, value);
         record.partition = Some(partition.partition);
-        record.timestamp_ms = timestamp;
+        if timestamp.is_some() {
+            // The seek workload's timestamps; otherwise the record keeps what `record_build`
+            // chose (the retention workload's odd timestamps, recorded for its checks).
+            record.timestamp_ms = timestamp;
+        }
         let deadline = options.request_timeout * 2;
         let (kind, offset) = match runtime::time::timeout(deadline, producer.send(record)).await {
             Ok(Ok(metadata)) => (EventKind::Ok, Some(metadata.offset)),
