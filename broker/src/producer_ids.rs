@@ -38,18 +38,11 @@ pub enum ProducerIdError {
 }
 
 fn encode(block_end: i64) -> String {
-    let body = format!("{HEADER}\nblock_end {block_end}\n");
-    let crc = crc32c::crc32c(body.as_bytes());
-    format!("{body}crc {crc:#010x}\n")
+    storage::crc_framed(&format!("{HEADER}\nblock_end {block_end}\n"))
 }
 
 fn decode(text: &str) -> Option<i64> {
-    let (body, crc_line) = text.strip_suffix('\n')?.rsplit_once('\n')?;
-    let body = format!("{body}\n");
-    let crc = u32::from_str_radix(crc_line.strip_prefix("crc 0x")?, 16).ok()?;
-    if crc != crc32c::crc32c(body.as_bytes()) {
-        return None;
-    }
+    let body = storage::crc_unframed(text)?;
     let mut lines = body.lines();
     if lines.next()? != HEADER {
         return None;

@@ -27,17 +27,11 @@ impl LogCheckpoint {
             "{HEADER}\nlog_start_offset {}\nrecovery_point {}\n",
             self.log_start_offset, self.recovery_point
         );
-        let crc = crc32c::crc32c(body.as_bytes());
-        format!("{body}crc {crc:#010x}\n")
+        crc_framed(&body)
     }
 
     fn decode(text: &str) -> Option<LogCheckpoint> {
-        let (body, crc_line) = text.strip_suffix('\n')?.rsplit_once('\n')?;
-        let body = format!("{body}\n");
-        let crc = u32::from_str_radix(crc_line.strip_prefix("crc 0x")?, 16).ok()?;
-        if crc != crc32c::crc32c(body.as_bytes()) {
-            return None;
-        }
+        let body = crc_unframed(text)?;
         let mut lines = body.lines();
         if lines.next()? != HEADER {
             return None;
@@ -81,6 +75,21 @@ impl LogCheckpoint {
         let path = dir.join(CHECKPOINT_NAME);
         write_atomic(disk, &path, self.encode().as_bytes()).context("write", &path)
     }
+}
+
+/// A small text file's body with a last line holding its CRC-32C: how checkpoint-like files
+/// (the log checkpoint, the producer id block) tell a torn or rotted file from a valid one.
+pub fn crc_framed(body: &str) -> String {
+    let crc = crc32c::crc32c(body.as_bytes());
+    format!("{body}crc {crc:#010x}\n")
+}
+
+/// The body of a `crc_framed` text, or `None` if the CRC line is missing or does not match.
+pub fn crc_unframed(text: &str) -> Option<String> {
+    let (body, crc_line) = text.strip_suffix('\n')?.rsplit_once('\n')?;
+    let body = format!("{body}\n");
+    let crc = u32::from_str_radix(crc_line.strip_prefix("crc 0x")?, 16).ok()?;
+    (crc == crc32c::crc32c(body.as_bytes())).then_some(body)
 }
 
 #[cfg(test)]

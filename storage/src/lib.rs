@@ -43,6 +43,7 @@ mod retention;
 mod scan;
 mod segment;
 
+pub use checkpoint::{crc_framed, crc_unframed};
 pub use compaction::CompactionOutcome;
 pub use config::{
     CleanupPolicy, ConfigError, LogConfig, TimestampType, GIB, KIB, MESSAGE_BYTES_MAX, MIB,
