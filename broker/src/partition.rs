@@ -123,6 +123,28 @@ impl Partition {
         matches!(result, Ok(durable) if !durable.failed)
     }
 
+    /// After a write that failed: if a sync of the log failed inside it (a roll syncs the closed
+    /// segment), the partition goes offline as when the group commit's sync fails. Retrying
+    /// would be fsyncgate: the failed sync may have marked pages clean that it never wrote, so
+    /// a later sync that succeeds proves nothing (single-chaos seed 681 acknowledged records a
+    /// roll's failed sync had left only in the page cache, and lost them to a power loss).
+    pub fn offline_if_sync_failed(&self) {
+        if self.log().sync_failed() && !self.durable().failed {
+            self.offline_for_sync_failure("a segment roll's sync failed");
+        }
+    }
+
+    fn offline_for_sync_failure(&self, error: &str) {
+        tracing::error!(
+            site = "fsync-failed",
+            topic = %self.topic, partition = self.index, error,
+            "fsync failed; partition offline until restart"
+        );
+        self.durable_sender
+            .send_modify(|durable| durable.failed = true);
+        self.flush_wanted.notify_one();
+    }
+
     /// Stops the flusher and fails pending waits; the caller removes the files.
     pub fn delete(&self) {
         self.deleted
@@ -190,26 +212,27 @@ async fn flush_once(partition: &Arc<Partition>) -> bool {
         runtime::time::sleep(delay.after).await;
     }
     if let Err(error) = result {
-        tracing::error!(
-            site = "fsync-failed",
-            topic = %partition.topic, partition = partition.index, %error,
-            "fsync failed; partition offline until restart"
-        );
-        partition
-            .durable_sender
-            .send_modify(|durable| durable.failed = true);
+        partition.log().sync_failure_note();
+        partition.offline_for_sync_failure(&error.to_string());
         return false;
     }
-    durable_publish(partition, ticket);
-    true
+    durable_publish(partition, ticket)
 }
 
-/// Completes a synced ticket and tells producers and fetchers the new durable offset.
-fn durable_publish(partition: &Partition, ticket: storage::FlushTicket) {
+/// Completes a synced ticket and tells producers and fetchers the new durable offset; `false`
+/// if a sync of the log failed meanwhile (a roll's), so the ticket's success proves nothing.
+fn durable_publish(partition: &Partition, ticket: storage::FlushTicket) -> bool {
     let offset_end = {
         let mut log = partition.log();
         log.flush_complete(ticket);
-        log.recovery_point()
+        match log.sync_failed() {
+            true => None,
+            false => Some(log.recovery_point()),
+        }
+    };
+    let Some(offset_end) = offset_end else {
+        partition.offline_for_sync_failure("a sync of the log failed during the group commit");
+        return false;
     };
     partition.durable_sender.send_if_modified(|durable| {
         assert!(
@@ -220,6 +243,7 @@ fn durable_publish(partition: &Partition, ticket: storage::FlushTicket) {
         durable.offset_end = offset_end;
         advanced
     });
+    true
 }
 
 /// The planted bug `AckAtFsyncStart`: the durable offset is published as the fsync is issued,

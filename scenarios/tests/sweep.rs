@@ -100,10 +100,11 @@ fn regression_read_skip_after_header_bitflip_113() {
 /// batch that leaves an offset gap before believing it. (Seeds 2070 and 2091 before the stream
 /// change of issue 10; 57 and 98 before the merge of crash kinds and aimed faults; 10 and 30
 /// before fsync latency was split around the sync; 14 and 16 before the merge of the seek,
-/// retention and idempotence workloads; 51 and 173 before record padding.)
+/// retention and idempotence workloads; 51 before record padding, 156 before a failed roll sync
+/// took the partition offline.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_156_173() {
-    regression("single-crash", 156, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_118_173() {
+    regression("single-crash", 118, "scan-gap-reread-differs");
     regression("single-crash", 173, "scan-gap-reread-differs");
 }
 
@@ -123,10 +124,11 @@ fn regression_segment_first_batch_gap_364() {
 /// recovery read those pages from the cache, synced (which wrote nothing) and served them. A
 /// later power loss took them back: offsets reused (inconsistent-offsets), and a partition cut
 /// short behind the hole (lost writes). Recovery now rewrites the tail past its recovery point
-/// before syncing it (`Segment::rewrite_from`).
+/// before syncing it (`Segment::rewrite_from`). (Seed 66 before a failed roll sync took the
+/// partition offline.)
 #[test]
-fn regression_fsyncgate_recovery_rewrites_the_tail_66_142() {
-    regression("single-crash", 66, "fsync-failed");
+fn regression_fsyncgate_recovery_rewrites_the_tail_10_142() {
+    regression("single-crash", 10, "fsync-failed");
     regression("single-crash", 142, "fsync-failed");
 }
 
@@ -161,6 +163,17 @@ fn regression_timestamp_lookup_misread_19_275() {
 #[test]
 fn regression_time_index_misread_99() {
     regression("single-crash", 99, "time-index-misread");
+}
+
+/// fsyncgate at a roll, found by the first 1,000-seed sweep of single-chaos: a roll's sync of
+/// the segment it closed failed (the produce got an error), but the group commit's ticket,
+/// captured before the roll and synced after it, succeeded and published offsets 476-503 as
+/// durable; consumers read them, a power loss took them back, and the offsets were reused
+/// (inconsistent-offsets). Once any sync of a log fails, it refuses writes and completes no
+/// ticket, and the partition goes offline until a restart recovers it.
+#[test]
+fn regression_roll_sync_failure_takes_the_partition_offline_chaos_681() {
+    regression("single-chaos", 681, "fsync-failed");
 }
 
 /// Issue 9: a read error while replaying `__consumer_offsets` at startup stopped the replay, so

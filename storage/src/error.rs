@@ -29,6 +29,8 @@ pub enum LogError {
         position: u64,
         reason: String,
     },
+    #[error("{}: an fsync failed; no writes until the log is reopened and recovered", dir.display())]
+    SyncFailed { dir: PathBuf },
     #[error(transparent)]
     Sequence(#[from] crate::producer_state::SequenceError),
     #[error("invalid log config: {0}")]

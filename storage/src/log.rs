@@ -65,6 +65,11 @@ pub struct PartitionLog {
     pub(crate) unstable: Vec<(i64, i64)>,
     /// Bumped by every truncation, so flush tickets taken before it complete as no-ops.
     pub(crate) generation: u64,
+    /// A sync of a segment failed: the page cache may now hold pages the kernel marked clean
+    /// without writing them (fsyncgate), which no later sync persists, so a retried sync that
+    /// "succeeds" proves nothing. The log refuses writes until it is reopened, and recovery
+    /// rewrites the tail past the recovery point.
+    pub(crate) sync_failed: bool,
     /// The latest wall time a caller passed in: the clock for follower appends, which carry none.
     pub(crate) clock_ms: i64,
     /// A planted bug (feature `planted-bugs` only; always `None` otherwise).
@@ -305,6 +310,7 @@ impl PartitionLog {
         batch: ValidatedBatch,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.writable()?;
         let header = *batch.header();
         let log_end_offset = self.log_end_offset();
         assert_eq!(
@@ -367,8 +373,11 @@ impl PartitionLog {
         let sync_skipped =
             crate::PlantedBug::active(self.planted, crate::PlantedBug::RollSkipsFsync);
         assert!(!self.active().is_empty(), "empty segments are not rolled");
+        self.writable()?;
         if !sync_skipped {
-            self.active().sync()?;
+            self.active()
+                .sync()
+                .inspect_err(|_| self.sync_failed = true)?;
         }
         let mut segment = Segment::create(&*self.disk, &self.dir, base_offset, interval, now_ms)?;
         if let Err(error) = self.disk.sync_dir(&self.dir) {
@@ -410,9 +419,11 @@ impl PartitionLog {
         }
     }
 
-    /// Records a ticket whose `sync` returned `Ok`.
+    /// Records a ticket whose `sync` returned `Ok`. Not after a failed sync (`sync_failed`):
+    /// the ticket's sync ran without the lock, perhaps after the failure, and then its success
+    /// proves nothing (fsyncgate).
     pub fn flush_complete(&mut self, ticket: FlushTicket) {
-        if ticket.generation != self.generation {
+        if ticket.generation != self.generation || self.sync_failed {
             return;
         }
         assert!(
@@ -428,8 +439,10 @@ impl PartitionLog {
 
     /// Syncs everything appended so far.
     pub fn flush(&mut self) -> Result<(), LogError> {
+        self.writable()?;
         let ticket = self.flush_begin();
-        ticket.sync().context("sync", self.active().path())?;
+        let synced = ticket.sync().context("sync", self.active().path());
+        synced.inspect_err(|_| self.sync_failed = true)?;
         self.flush_complete(ticket);
         Ok(())
     }
@@ -683,6 +696,26 @@ impl PartitionLog {
 
     /// New settings take effect from the next operation (a smaller `segment_bytes` rolls at the
     /// next append). The broker validates topic configs on the way in.
+    /// Whether a sync of this log failed since it was opened (`sync_failed`): its partition must
+    /// go offline until a restart recovers it.
+    pub fn sync_failed(&self) -> bool {
+        self.sync_failed
+    }
+
+    /// Records a sync of this log's files that failed outside it (the broker's group commit).
+    pub fn sync_failure_note(&mut self) {
+        self.sync_failed = true;
+    }
+
+    fn writable(&self) -> Result<(), LogError> {
+        match self.sync_failed {
+            true => Err(LogError::SyncFailed {
+                dir: self.dir.clone(),
+            }),
+            false => Ok(()),
+        }
+    }
+
     pub fn config_update(&mut self, config: LogConfig) {
         assert_eq!(
             config.validate(),

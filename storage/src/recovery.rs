@@ -103,6 +103,7 @@ pub(crate) fn recover(
         producers: crate::producer_state::ProducerStates::new(log_end_offset),
         unstable: Vec::new(),
         generation: 0,
+        sync_failed: false,
         planted,
         clock_ms: now_ms,
     };

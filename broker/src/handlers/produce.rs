@@ -119,6 +119,7 @@ fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceDat
                 }
                 _ => tracing::error!(topic, partition = index, %error, "append failed"),
             }
+            partition.offline_if_sync_failed();
             return rejected(index, log_error_code(&error), &error.to_string());
         }
     };

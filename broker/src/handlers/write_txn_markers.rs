@@ -182,6 +182,7 @@ fn partition_mark(broker: &Arc<Broker>, target: &MarkerTarget<'_>, now_ms: i64) 
                     tracing::error!(topic = target.topic, partition = target.index, %error, "transaction marker append failed")
                 }
             }
+            partition.offline_if_sync_failed();
             failed(log_error_code(&error))
         }
     }

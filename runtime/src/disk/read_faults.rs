@@ -1,7 +1,8 @@
 //! `ReadFaults`: a `Disk` wrapper for tests of load and replay paths. It fails the next reads of
 //! the files whose path contains a pattern (EIO), or flips a bit in what they return, so a test
 //! can prove a startup path re-reads a transient fault and refuses to go on with part of its
-//! state, or a wrong one, when the fault persists. The
+//! state, or a wrong one, when the fault persists. It can also fail the next fdatasync of such
+//! files (EIO, nothing written), for tests of what a log does after a failed sync. The
 //! simulator's `SimDisk` injects faults at random; this one injects them exactly where told.
 
 use super::{Disk, DiskFile, OpenMode};
@@ -19,6 +20,8 @@ struct Plan {
     flip_byte: Option<usize>,
     /// Reads failed or flipped so far.
     failed: u64,
+    /// The next fdatasync of a file whose path contains this fails.
+    sync_pattern: Option<String>,
 }
 
 #[derive(Debug)]
@@ -56,6 +59,12 @@ impl ReadFaults {
         plan.pattern = pattern.to_string();
         plan.remaining = count;
         plan.flip_byte = Some(byte);
+    }
+
+    /// The next fdatasync of a file whose path contains `pattern` fails with EIO, writing
+    /// nothing back.
+    pub fn sync_fail_next(&self, pattern: &str) {
+        lock(&self.plan).sync_pattern = Some(pattern.to_string());
     }
 
     /// Reads failed or flipped so far.
@@ -133,6 +142,17 @@ impl DiskFile for ReadFaultsFile {
         self.inner.truncate(len)
     }
     fn sync_data(&self) -> io::Result<()> {
+        let mut plan = lock(&self.plan);
+        let path = self.path.to_string_lossy();
+        if plan
+            .sync_pattern
+            .as_ref()
+            .is_some_and(|pattern| path.contains(pattern.as_str()))
+        {
+            plan.sync_pattern = None;
+            return Err(io::Error::other("injected EIO on fdatasync"));
+        }
+        drop(plan);
         self.inner.sync_data()
     }
 }
