@@ -16,7 +16,14 @@ const SEEDS_MAX: u64 = 200;
 /// its CRC) was caught in 2-4% of seeds before the merge of the seek, retention and idempotence
 /// workloads and the split fsync latency, and in none of 200 after; why is the next thing to
 /// find out (a tear must land inside a batch whose other checks still pass).
-const ESCAPES_KNOWN: &[&str] = &["recovery-skips-crc"];
+/// lso-from-high-watermark and fenced-producer-accepted need a transactional workload, which no
+/// scenario has until txnsim's `single-txn` lands (it takes them off this list); until then
+/// storage's `tests/transactions.rs` catches each (`--features planted-bugs`, run by ci/test).
+const ESCAPES_KNOWN: &[&str] = &[
+    "recovery-skips-crc",
+    "lso-from-high-watermark",
+    "fenced-producer-accepted",
+];
 
 #[test]
 fn every_planted_bug_is_caught() {
