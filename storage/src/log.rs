@@ -571,7 +571,7 @@ impl PartitionLog {
         if offset < first_base {
             // Compaction emptied the head of the log: no batch below `offset` remains.
             self.segments_reset(offset)?;
-            return self.truncation_finish(offset, offset);
+            return self.truncation_finish(offset, i64::MAX);
         }
         self.generation += 1;
         let base = *self
@@ -597,6 +597,11 @@ impl PartitionLog {
         index_files_remove(&*self.disk, &self.dir, base)?;
         self.disk.sync_dir(&self.dir).context("sync", &self.dir)?;
         let segment = self.segments.remove(&base).expect("located above");
+        // What is left of a segment without aborts has none: only one with some is rebuilt.
+        let txn_index_from = match segment.aborted().is_empty() {
+            true => i64::MAX,
+            false => base,
+        };
         let segment = segment.truncate(
             &*self.disk,
             &self.dir,
@@ -605,11 +610,11 @@ impl PartitionLog {
             self.clock_ms,
         )?;
         self.segments.insert(base, segment);
-        self.truncation_finish(offset, base)
+        self.truncation_finish(offset, txn_index_from)
     }
 
     /// The bookkeeping after a truncation: offsets, checkpoint, epoch cache, producer state and
-    /// the transaction index of the segments from `txn_index_from` (the one cut).
+    /// the transaction index of the segments from `txn_index_from` (the one cut, if it had any).
     fn truncation_finish(&mut self, offset: i64, txn_index_from: i64) -> Result<(), LogError> {
         let log_end_offset = self.log_end_offset();
         self.log_start_offset = self.log_start_offset.min(log_end_offset);
