@@ -403,12 +403,13 @@ async fn a_parked_read_committed_fetch_wakes_when_a_marker_decides() {
     let broker = broker_open(runtime::MemDisk::new());
     topic_create(&broker);
     assert_eq!(produce(&broker, batch(A, 0, 0, &["a0"])).await, (0, 0));
-    let started = std::time::Instant::now();
+    let clock = runtime::Clock::system();
+    let started = clock.now();
     let parked = {
         let broker = broker.clone();
-        tokio::spawn(async move { fetch_waiting(&broker, 0, true, 20_000).await })
+        runtime::spawn(async move { fetch_waiting(&broker, 0, true, 20_000).await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    runtime::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(
         !parked.is_finished(),
         "nothing stable to read: the fetch parks"
@@ -417,7 +418,7 @@ async fn a_parked_read_committed_fetch_wakes_when_a_marker_decides() {
     assert_eq!(marker_errors(&response), [0]);
     let fetched = parked.await.unwrap();
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
+        clock.now() - started < std::time::Duration::from_secs(10),
         "woken by the marker, not the timeout"
     );
     assert_eq!(fetched.last_stable_offset, 2);
