@@ -71,7 +71,7 @@ pub(crate) fn recover(
         for base in &loaded.scanned {
             // Below the recovery point every byte was synced; past it, only rewriting makes sure
             // the sync covers what the page cache shows (`Segment::rewrite_from`).
-            segments[base].rewrite_from(recovery_point_hint)?;
+            segments[base].rewrite_from(recovery_point_hint, verify_crc)?;
             segments[base].sync()?;
         }
     }
