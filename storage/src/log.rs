@@ -383,7 +383,7 @@ impl PartitionLog {
         }
         segment.rolling_start(now_ms);
         self.segments.insert(base_offset, segment);
-        self.recovery_point = self.recovery_point.max(base_offset);
+        self.recovery_point_raise(base_offset);
         self.checkpoint_write()?;
         self.producer_snapshot_write();
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
@@ -419,11 +419,17 @@ impl PartitionLog {
             ticket.offset_end <= self.log_end_offset(),
             "the log only grew since the ticket"
         );
-        self.recovery_point = self.recovery_point.max(ticket.offset_end);
+        self.recovery_point_raise(ticket.offset_end);
+        self.invariants_check();
+    }
+
+    /// Moves the recovery point up to `offset`: transactions whose markers it passes are
+    /// decided for good.
+    fn recovery_point_raise(&mut self, offset: i64) {
+        self.recovery_point = self.recovery_point.max(offset);
         let recovery_point = self.recovery_point;
         self.unstable
             .retain(|(_, marker)| *marker >= recovery_point);
-        self.invariants_check();
     }
 
     /// Syncs everything appended so far.
@@ -808,6 +814,18 @@ impl PartitionLog {
         if let Some(entry) = self.epochs.entries().last() {
             assert!(entry.start_offset <= self.log_end_offset());
         }
+        if let Some(first) = self.producers.first_unstable_offset() {
+            assert!(
+                first < self.log_end_offset(),
+                "open transactions lie in the log"
+            );
+        }
+        assert!(
+            self.unstable
+                .iter()
+                .all(|(first, marker)| first < marker && *marker >= self.recovery_point),
+            "undecided transactions are exactly those whose marker is not durable"
+        );
         // The index path of the active segment never exists on disk: it would be stale.
         debug_assert!(!self.disk.exists(&segment_path(
             &self.dir,

@@ -471,3 +471,127 @@ mod planted {
         )));
     }
 }
+
+/// One step of the transaction model test.
+#[derive(Debug, Clone)]
+enum Step {
+    Data { producer: i64, transactional: bool },
+    Marker { producer: i64, commit: bool },
+    Flush,
+    Crash { seed: u64 },
+    Truncate { back: u8 },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (0i64..3, any::<bool>()).prop_map(|(producer, transactional)| Step::Data { producer, transactional }),
+        3 => (0i64..3, any::<bool>()).prop_map(|(producer, commit)| Step::Marker { producer, commit }),
+        3 => Just(Step::Flush),
+        1 => any::<u64>().prop_map(|seed| Step::Crash { seed }),
+        1 => (1u8..6).prop_map(|back| Step::Truncate { back }),
+    ]
+}
+
+/// What the log holds, as the model sees it: per offset, (producer, transactional data or a
+/// marker and whether it commits).
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Data { producer: i64, transactional: bool },
+    Marker { producer: i64, commit: bool },
+}
+
+/// The model's LSO for high watermark `hw` and aborted (producer, first, last) list.
+fn model(held: &[Held], hw: i64) -> (i64, Vec<(i64, i64, i64)>) {
+    let mut open: std::collections::BTreeMap<i64, i64> = Default::default();
+    let mut undecided = Vec::new();
+    let mut aborted = Vec::new();
+    for (offset, held) in held.iter().enumerate() {
+        let offset = offset as i64;
+        match *held {
+            Held::Data {
+                producer,
+                transactional: true,
+            } => {
+                open.entry(producer).or_insert(offset);
+            }
+            Held::Data { .. } => {}
+            Held::Marker { producer, commit } => {
+                if let Some(first) = open.remove(&producer) {
+                    if offset >= hw {
+                        undecided.push(first);
+                    }
+                    if !commit {
+                        aborted.push((producer, first, offset));
+                    }
+                }
+            }
+        }
+    }
+    let lso = open
+        .values()
+        .chain(&undecided)
+        .copied()
+        .chain([hw])
+        .min()
+        .unwrap();
+    (lso, aborted)
+}
+
+proptest::proptest! {
+    /// Whatever producers, markers, fsyncs, power losses and truncations do, the log's LSO (at
+    /// the durable offset) and aborted transactions equal a model's replay of what the log
+    /// holds, and a reopened log agrees.
+    #[test]
+    fn lso_and_aborted_transactions_follow_the_model(
+        steps in proptest::collection::vec(step(), 1..50)
+    ) {
+        let disk = mem_disk();
+        let mut log = open(&disk, config_small());
+        let mut held: Vec<Held> = Vec::new();
+        for step in steps {
+            match step {
+                Step::Data { producer, transactional } => {
+                    let sequence = log
+                        .producers()
+                        .entry(producer)
+                        .and_then(|entry| entry.batches.back())
+                        .map_or(0, |batch| batch.last_sequence + 1);
+                    let batch = batch(producer, sequence, transactional, "k", "v");
+                    log.produce(vec![batch], 0, 0).unwrap();
+                    held.push(Held::Data { producer, transactional });
+                }
+                Step::Marker { producer, commit } => {
+                    log.append_marker(producer, 0, 0, commit, 0).unwrap();
+                    held.push(Held::Marker { producer, commit });
+                }
+                Step::Flush => log.flush().unwrap(),
+                Step::Crash { seed } => {
+                    let durable = log.recovery_point();
+                    drop(log);
+                    disk.crash(CrashOptions::LoseUnsynced, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+                    log = open(&disk, config_small());
+                    proptest::prop_assert!(log.log_end_offset() >= durable);
+                    held.truncate(log.log_end_offset() as usize);
+                }
+                Step::Truncate { back } => {
+                    let offset = (log.log_end_offset() - i64::from(back)).max(0);
+                    log.truncate_to(offset).unwrap();
+                    held.truncate(log.log_end_offset() as usize);
+                }
+            }
+            proptest::prop_assert_eq!(held.len() as i64, log.log_end_offset());
+            let hw = log.recovery_point();
+            let (lso, expected) = model(&held, hw);
+            proptest::prop_assert_eq!(log.last_stable_offset(hw), lso);
+            proptest::prop_assert_eq!(aborted(&log), expected);
+        }
+        log.flush().unwrap();
+        let end = log.log_end_offset();
+        let before = (lso(&log), aborted(&log));
+        drop(log);
+        let log = open(&disk, config_small());
+        proptest::prop_assert_eq!((lso(&log), aborted(&log)), before);
+        proptest::prop_assert_eq!(model(&held, end).0, lso(&log));
+    }
+}
