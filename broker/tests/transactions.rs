@@ -424,3 +424,22 @@ async fn a_parked_read_committed_fetch_wakes_when_a_marker_decides() {
     assert_eq!(fetched.last_stable_offset, 2);
     assert_eq!(fetched.batches, [(0, false), (1, true)]);
 }
+
+#[tokio::test]
+async fn a_marker_the_disk_refuses_is_a_storage_error() {
+    let disk = runtime::MemDisk::new();
+    let broker = broker_open(disk.clone());
+    topic_create(&broker);
+    assert_eq!(produce(&broker, batch(A, 0, 0, &["a0"])).await, (0, 0));
+    disk.full_set(true);
+    assert_eq!(
+        mark(&broker, 1, markers(A, 0, 0, true, &[("t", 0)])).await,
+        [ResponseError::KafkaStorageError.code()]
+    );
+    disk.full_set(false);
+    assert_eq!(
+        mark(&broker, 1, markers(A, 0, 0, true, &[("t", 0)])).await,
+        [0]
+    );
+    assert_eq!(latest(&broker, true).await, 2);
+}
