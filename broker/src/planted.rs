@@ -58,6 +58,11 @@ pub enum Bug {
     /// Storage's `IndexLookupOvershoots`: reads from between two sparse index entries start at
     /// a later batch. Index-heavy seeds (small `index.interval.bytes`) see it.
     IndexLookupOvershoots,
+    /// The last stable offset ignores open transactions (it is the high watermark): a
+    /// read_committed consumer reads undecided, even aborted, transactions' records.
+    LsoFromHighWatermark,
+    /// A data batch whose epoch a marker fenced is appended: a zombie producer writes on.
+    FencedProducerAccepted,
 }
 
 impl Bug {
@@ -80,6 +85,8 @@ impl Bug {
         Bug::ProducerStateNotRestored,
         Bug::LongPollServesLogEnd,
         Bug::IndexLookupOvershoots,
+        Bug::LsoFromHighWatermark,
+        Bug::FencedProducerAccepted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -102,6 +109,8 @@ impl Bug {
             Bug::ProducerStateNotRestored => "producer-state-not-restored",
             Bug::LongPollServesLogEnd => "long-poll-serves-log-end",
             Bug::IndexLookupOvershoots => "index-lookup-overshoots",
+            Bug::LsoFromHighWatermark => "lso-from-high-watermark",
+            Bug::FencedProducerAccepted => "fenced-producer-accepted",
         }
     }
 
@@ -121,6 +130,8 @@ impl Bug {
             Bug::CommitAckBeforeFsync | Bug::OffsetsReplayKeepsFirst => None,
             Bug::AckBeforeFsync | Bug::FetchBeyondDurable | Bug::LongPollServesLogEnd => None,
             Bug::IndexLookupOvershoots => Some(PlantedBug::IndexLookupOvershoots),
+            Bug::LsoFromHighWatermark => Some(PlantedBug::LsoFromHighWatermark),
+            Bug::FencedProducerAccepted => Some(PlantedBug::FencedProducerAccepted),
         }
     }
 

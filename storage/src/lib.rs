@@ -17,8 +17,9 @@
 //! - `records`: raw record views inside a batch, and rewriting a batch to a subset of them.
 //! - `compaction`: keeping the latest record per key, swapped in crash-safely.
 //! - `flush`: `FlushTicket`, the group-commit handle.
-//! - `producer_state`: idempotent producers' epochs and last batches (sans-IO, Kafka's
-//!   ProducerStateManager), and `producer_snapshot`: its `.snapshot` files and rebuild.
+//! - `producer_state`: idempotent producers' epochs and last batches, and transactions (open
+//!   ones, markers, fencing; sans-IO, Kafka's ProducerStateManager), and `producer_snapshot`:
+//!   its `.snapshot` files and the rebuild (which also rebuilds transaction indexes).
 //! - `log`: `PartitionLog`, the API the broker uses, tying the rest together.
 //!
 //! **Invariant:** every byte goes through `runtime::Disk`; nothing here knows tokio or std::fs.

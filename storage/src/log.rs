@@ -392,7 +392,7 @@ impl PartitionLog {
         }
         segment.rolling_start(now_ms);
         self.segments.insert(base_offset, segment);
-        self.recovery_point = self.recovery_point.max(base_offset);
+        self.recovery_point_raise(base_offset);
         self.checkpoint_write()?;
         self.producer_snapshot_write();
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
@@ -430,11 +430,17 @@ impl PartitionLog {
             ticket.offset_end <= self.log_end_offset(),
             "the log only grew since the ticket"
         );
-        self.recovery_point = self.recovery_point.max(ticket.offset_end);
+        self.recovery_point_raise(ticket.offset_end);
+        self.invariants_check();
+    }
+
+    /// Moves the recovery point up to `offset`: transactions whose markers it passes are
+    /// decided for good.
+    fn recovery_point_raise(&mut self, offset: i64) {
+        self.recovery_point = self.recovery_point.max(offset);
         let recovery_point = self.recovery_point;
         self.unstable
             .retain(|(_, marker)| *marker >= recovery_point);
-        self.invariants_check();
     }
 
     /// Syncs everything appended so far.
@@ -584,7 +590,7 @@ impl PartitionLog {
         if offset < first_base {
             // Compaction emptied the head of the log: no batch below `offset` remains.
             self.segments_reset(offset)?;
-            return self.truncation_finish(offset, offset);
+            return self.truncation_finish(offset, i64::MAX);
         }
         self.generation += 1;
         let base = *self
@@ -610,6 +616,11 @@ impl PartitionLog {
         index_files_remove(&*self.disk, &self.dir, base)?;
         self.disk.sync_dir(&self.dir).context("sync", &self.dir)?;
         let segment = self.segments.remove(&base).expect("located above");
+        // What is left of a segment without aborts has none: only one with some is rebuilt.
+        let txn_index_from = match segment.aborted().is_empty() {
+            true => i64::MAX,
+            false => base,
+        };
         let segment = segment.truncate(
             &*self.disk,
             &self.dir,
@@ -618,11 +629,11 @@ impl PartitionLog {
             self.clock_ms,
         )?;
         self.segments.insert(base, segment);
-        self.truncation_finish(offset, base)
+        self.truncation_finish(offset, txn_index_from)
     }
 
     /// The bookkeeping after a truncation: offsets, checkpoint, epoch cache, producer state and
-    /// the transaction index of the segments from `txn_index_from` (the one cut).
+    /// the transaction index of the segments from `txn_index_from` (the one cut, if it had any).
     fn truncation_finish(&mut self, offset: i64, txn_index_from: i64) -> Result<(), LogError> {
         let log_end_offset = self.log_end_offset();
         self.log_start_offset = self.log_start_offset.min(log_end_offset);
@@ -836,6 +847,18 @@ impl PartitionLog {
         if let Some(entry) = self.epochs.entries().last() {
             assert!(entry.start_offset <= self.log_end_offset());
         }
+        if let Some(first) = self.producers.first_unstable_offset() {
+            assert!(
+                first < self.log_end_offset(),
+                "open transactions lie in the log"
+            );
+        }
+        assert!(
+            self.unstable
+                .iter()
+                .all(|(first, marker)| first < marker && *marker >= self.recovery_point),
+            "undecided transactions are exactly those whose marker is not durable"
+        );
         // The index path of the active segment never exists on disk: it would be stale.
         debug_assert!(!self.disk.exists(&segment_path(
             &self.dir,

@@ -112,7 +112,7 @@ impl PartitionLog {
                     break;
                 }
                 None => {
-                    tracing::warn!(path = %path.display(), "corrupt producer snapshot; removing it");
+                    tracing::warn!(path = %path.display(), "corrupt or older-version producer snapshot; removing it");
                     snapshots_remove(&*self.disk, &self.dir, |bad| bad == offset)?;
                 }
             }

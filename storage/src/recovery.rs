@@ -117,11 +117,12 @@ pub(crate) fn recover(
         // The checkpoint's start lies past every batch that survived: start afresh there.
         log.truncate_fully_and_start_at(log_start_offset)?;
     } else if !crate::PlantedBug::active(planted, crate::PlantedBug::ProducerStateNotRestored) {
-        // Scanned segments have no transaction index yet: the replay rebuilds theirs.
-        let txn_index_from = loaded.scanned.iter().copied().min().unwrap_or(i64::MAX);
+        // Scanned segments holding markers have no transaction index yet: the replay rebuilds
+        // theirs (a scanned segment without markers has none to rebuild).
+        let txn_index_from = loaded.with_markers.first().copied().unwrap_or(i64::MAX);
         log.producers_rebuild(txn_index_from)?;
     }
-    scanned_indexes_write(&log, &loaded.scanned)?;
+    scanned_indexes_write(&log, &loaded.with_markers)?;
     tracing::info!(
         dir = %log.dir.display(), log_start_offset = log.log_start_offset, log_end_offset = log.log_end_offset(),
         segments = log.segments.len(), scanned = loaded.scanned.len(), "recovered"
@@ -261,6 +262,9 @@ struct Loaded {
     scanned: Vec<i64>,
     /// The first batch of each leader epoch seen in the scanned segments.
     epoch_starts: Vec<(i32, i64)>,
+    /// Scanned segments holding a control batch: their transaction index needs the producer
+    /// state replay, so their index files are written after it (`scanned_indexes_write`).
+    with_markers: BTreeSet<i64>,
 }
 
 /// What the checkpoint says, if anything (zeros otherwise).
@@ -283,6 +287,7 @@ fn segments_load(
         segments: BTreeMap::new(),
         scanned: Vec::new(),
         epoch_starts: Vec::new(),
+        with_markers: BTreeSet::new(),
     };
     let mut offset_floor = 0;
     for (index, &base) in bases.iter().enumerate() {
@@ -301,6 +306,9 @@ fn segments_load(
                 let mut visit = |header: &BatchHeader| {
                     if header.last_offset() >= hints.log_start_offset {
                         epoch_observe(&mut loaded.epoch_starts, header);
+                    }
+                    if header.is_control() {
+                        loaded.with_markers.insert(base);
                     }
                 };
                 loaded.scanned.push(base);
@@ -355,10 +363,14 @@ fn tail_cut(
     disk.sync_dir(dir).context("sync", dir)
 }
 
-/// Seals the closed segments that were rebuilt by a scan (as a roll would have), and removes
-/// their index files and any of the active segment (its indexes live in memory; files there
-/// would go stale). The scanned segments' index files are written once the producer-state
-/// replay has rebuilt their transaction index (`scanned_indexes_write`).
+/// Seals and writes the indexes of closed segments that were rebuilt by a scan (as a roll
+/// would have), and removes any index files of the active segment (its indexes live in
+/// memory; files there would go stale). Index files that cannot be written are removed, so the
+/// next recovery scans that segment again; its indexes serve from memory meanwhile. A segment
+/// holding markers only loses its stale files here: its transaction index is not known before
+/// the producer-state replay, after which `scanned_indexes_write` writes all of them (written
+/// now, a crash before the replay could leave an offset index beside a missing transaction
+/// index, which reads as "no aborts").
 fn indexes_settle(disk: &dyn Disk, dir: &Path, loaded: &mut Loaded) -> Result<(), LogError> {
     let Some((&last, _)) = loaded.segments.iter().next_back() else {
         return Ok(());
@@ -370,19 +382,25 @@ fn indexes_settle(disk: &dyn Disk, dir: &Path, loaded: &mut Loaded) -> Result<()
                 .get_mut(base)
                 .expect("scanned segments are loaded");
             segment.seal();
+            if loaded.with_markers.contains(base) {
+                index_files_remove(disk, dir, *base)?;
+                continue;
+            }
+            let written = segment.index_files_write(disk, dir);
+            if !cache_write_or_warn("index files", segment.path(), written)? {
+                index_files_remove(disk, dir, *base)?;
+            }
         }
-        index_files_remove(disk, dir, *base)?;
     }
     index_files_remove(disk, dir, last)?;
     disk.sync_dir(dir).context("sync", dir)
 }
 
-/// Writes the index files of the closed segments recovery scanned. Files that cannot be
-/// written are removed, so the next recovery scans that segment again; its indexes serve from
-/// memory meanwhile.
-fn scanned_indexes_write(log: &PartitionLog, scanned: &[i64]) -> Result<(), LogError> {
+/// Writes the index files of the closed segments recovery scanned that hold markers, now that
+/// the replay rebuilt their transaction index (see `indexes_settle`).
+fn scanned_indexes_write(log: &PartitionLog, with_markers: &BTreeSet<i64>) -> Result<(), LogError> {
     let active = log.active().base_offset();
-    for base in scanned.iter().filter(|base| **base != active) {
+    for base in with_markers.iter().filter(|base| **base != active) {
         let Some(segment) = log.segments.get(base) else {
             continue; // a full truncation removed it
         };

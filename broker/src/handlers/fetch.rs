@@ -227,6 +227,10 @@ fn partition_read(
             data.with_error_code(NONE).with_records(Some(Bytes::new()))
         }
         Ok(read) if read_committed => {
+            assert!(
+                read.batch_count == 0 || read.next_offset <= last_stable_offset,
+                "a read_committed fetch never returns a record at or above the LSO"
+            );
             let aborted = log
                 .aborted_transactions(fetch.fetch_offset, read.next_offset)
                 .into_iter()

@@ -11,7 +11,9 @@
 //! Batches with a producer id go through the log's producer state first (`storage::
 //! producer_state`): a retry of a batch already in the log is answered with the original offsets
 //! once those are durable, a sequence gap is OUT_OF_ORDER_SEQUENCE_NUMBER and an old epoch
-//! INVALID_PRODUCER_EPOCH, before anything is appended.
+//! INVALID_PRODUCER_EPOCH (also an epoch a transaction marker fenced), before anything is
+//! appended. Transactional batches open their producer's transaction in the partition
+//! (`write_txn_markers` ends it); control batches from clients are refused (INVALID_RECORD).
 
 use crate::broker::Broker;
 use crate::handlers::errors::{batch_error_code, log_error_code, record_error_code, NONE};
