@@ -1,0 +1,1 @@
+//! The async shell (filled in by the next commit).
