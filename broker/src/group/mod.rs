@@ -15,6 +15,10 @@
 //! shell started, so the same input sequence always yields the same outputs.
 //! **Invariant:** an offset commit is acknowledged, and visible to OffsetFetch, only after the
 //! record carrying it is durable in `__consumer_offsets`.
+//! **Invariant:** a transactional offset commit (TxnOffsetCommit) is written as a transactional
+//! batch of its producer and stays pending, invisible to OffsetFetch, until a COMMIT marker for
+//! that producer is durable on the group's partition (then it becomes the committed offset) or
+//! an ABORT marker is (then it is dropped); replay applies the markers found in the log.
 
 pub mod classic;
 pub mod coordinator;
@@ -183,6 +187,19 @@ pub struct MemberRef {
 pub struct Leaving {
     pub member_id: String,
     pub group_instance_id: Option<String>,
+}
+
+/// TxnOffsetCommit: offsets a transaction commits, pending until its marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnCommitRequest {
+    pub group_id: String,
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// v3+: -1 and "" unless the producer is also the group's member (KIP-447).
+    pub generation_id: i32,
+    pub member_id: String,
+    /// Partitions the handler already checked (topic exists, metadata size).
+    pub offsets: Vec<(TopicPartition, Committed)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
