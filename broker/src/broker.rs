@@ -81,7 +81,7 @@ impl Broker {
             producer_ids.clone(),
             config.planted,
         )?;
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             producer_ids,
             txn,
             config,
@@ -90,7 +90,12 @@ impl Broker {
             topics: Mutex::new(topics),
             rng: Mutex::new(rng),
             groups,
-        }))
+        });
+        let sender = crate::txn::shell::LocalMarkerSender {
+            broker: Arc::downgrade(&broker),
+        };
+        broker.txn.start(Arc::new(sender));
+        Ok(broker)
     }
 
     pub fn groups(&self) -> &Arc<GroupCoordinator> {

@@ -70,6 +70,7 @@ pub enum Input {
     TxnMarker {
         partition: i32,
         producer_id: i64,
+        epoch: i16,
         commit: bool,
     },
     /// OffsetDelete: drop the group's committed offsets of `partitions`.
@@ -198,6 +199,10 @@ pub struct Coordinator {
     deletes: BTreeMap<RequestId, DeletePending>,
     /// Transactional offsets awaiting their marker: per group, per producer id.
     txn_pending: BTreeMap<String, BTreeMap<i64, BTreeMap<TopicPartition, Committed>>>,
+    /// The epoch of the last marker seen per producer id: a TxnOffsetCommit from an older epoch
+    /// is a zombie's (its transaction was aborted by a newer producer or a timeout) and refused,
+    /// or its offsets would wait for a marker that never comes, or ride on a later commit.
+    txn_marker_epochs: BTreeMap<i64, i16>,
     incarnation_next: u64,
     rng: ChaCha8Rng,
     /// The planted bug switched on (feature `planted-bugs` only; always `None` otherwise).
@@ -215,6 +220,7 @@ impl Coordinator {
             write_next: 1,
             deletes: BTreeMap::new(),
             txn_pending: BTreeMap::new(),
+            txn_marker_epochs: BTreeMap::new(),
             incarnation_next: 1,
             rng,
             planted: None,
@@ -330,8 +336,9 @@ impl Coordinator {
             Input::TxnMarker {
                 partition,
                 producer_id,
+                epoch,
                 commit,
-            } => self.txn_marker(partition, producer_id, commit),
+            } => self.txn_marker(partition, producer_id, epoch, commit),
             Input::Delete {
                 request,
                 now: _,
@@ -446,7 +453,17 @@ impl Coordinator {
         request: RequestId,
         commit: TxnCommitRequest,
     ) {
+        let fenced_by = self
+            .txn_marker_epochs
+            .get(&commit.producer_id)
+            .copied()
+            .filter(|fenced_by| commit.epoch < *fenced_by);
         let checked = match self.groups.get(&commit.group_id) {
+            _ if fenced_by.is_some() => Err(GroupError::ProducerFenced {
+                producer_id: commit.producer_id,
+                epoch: commit.epoch,
+                fenced_by: fenced_by.expect("checked"),
+            }),
             _ if commit.offsets.is_empty() => Ok(()),
             None if commit.member_id.is_empty() && commit.generation_id < 0 => Ok(()),
             None if !commit.member_id.is_empty() => Err(GroupError::UnknownMemberId {
@@ -506,7 +523,9 @@ impl Coordinator {
 
     /// A marker for `producer_id` is durable on `partition`: its pending offsets for every group
     /// of that partition become committed, or are dropped.
-    fn txn_marker(&mut self, partition: i32, producer_id: i64, commit: bool) {
+    fn txn_marker(&mut self, partition: i32, producer_id: i64, epoch: i16, commit: bool) {
+        let known = self.txn_marker_epochs.entry(producer_id).or_insert(epoch);
+        *known = (*known).max(epoch);
         let group_ids: Vec<String> = self
             .txn_pending
             .iter()
@@ -864,8 +883,8 @@ impl Coordinator {
     }
 
     /// Recovery: a transaction marker found on `partition` of `__consumer_offsets`.
-    pub fn replay_marker(&mut self, partition: i32, producer_id: i64, commit: bool) {
-        self.txn_marker(partition, producer_id, commit);
+    pub fn replay_marker(&mut self, partition: i32, producer_id: i64, epoch: i16, commit: bool) {
+        self.txn_marker(partition, producer_id, epoch, commit);
     }
 
     /// Recovery: applies one record of `__consumer_offsets`, in log order.

@@ -264,6 +264,13 @@ pub enum GroupError {
     /// OffsetDelete of a topic an active member still consumes: it would commit again at once.
     #[error("the group still consumes topic {topic:?}")]
     GroupSubscribedToTopic { topic: String },
+    /// TxnOffsetCommit from a producer epoch a marker already ended: a zombie.
+    #[error("producer {producer_id} epoch {epoch} is fenced by epoch {fenced_by}")]
+    ProducerFenced {
+        producer_id: i64,
+        epoch: i16,
+        fenced_by: i16,
+    },
     /// The group is being deleted, or its write to `__consumer_offsets` failed: retry.
     #[error("the coordinator is not available: {reason}")]
     CoordinatorNotAvailable { reason: &'static str },

@@ -150,10 +150,17 @@ impl GroupCoordinator {
     /// A transaction marker is durable on partition `partition` of `__consumer_offsets`: the
     /// producer's pending transactional offsets there are committed or dropped. Called where
     /// WriteTxnMarkers writes a marker to an internal partition.
-    pub fn txn_completed(self: &Arc<Self>, partition: i32, producer_id: i64, commit: bool) {
+    pub fn txn_completed(
+        self: &Arc<Self>,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) {
         self.step(Input::TxnMarker {
             partition,
             producer_id,
+            epoch,
             commit,
         });
     }
@@ -352,8 +359,9 @@ fn replay_partition(core: &mut Coordinator, partition: &Partition) -> Result<(),
                 } => core.replay_txn(producer_id, record),
                 ReplayItem::Marker {
                     producer_id,
+                    epoch,
                     commit,
-                } => core.replay_marker(partition.index, producer_id, commit),
+                } => core.replay_marker(partition.index, producer_id, epoch, commit),
             }
         }
         offset = next_offset;
@@ -423,6 +431,7 @@ enum ReplayItem {
     /// A COMMIT or ABORT marker of `producer_id`.
     Marker {
         producer_id: i64,
+        epoch: i16,
         commit: bool,
     },
 }
@@ -455,6 +464,7 @@ fn replay_decode(partition: i32, bytes: &Bytes) -> Result<Vec<ReplayItem>, Strin
                 };
                 records.push(ReplayItem::Marker {
                     producer_id: record.producer_id,
+                    epoch: record.producer_epoch,
                     commit,
                 });
                 continue;

@@ -12,6 +12,8 @@
 //! group API spans all the crate's versions.
 //!
 //! InitProducerId stops at 4: v5 and v6 belong to transactions (KIP-890, KIP-939).
+//! WriteTxnMarkers is v1 only: the protocol crate decodes nothing older (Kafka 4 removed v0,
+//! KIP-896), and v1 differs from v0 only by the flexible encoding.
 //!
 //! Transactions (KIP-98): AddPartitionsToTxn spans v0-5 (v4+ is the brokers' batched form, v5
 //! only adds an error code we never send); AddOffsetsToTxn and TxnOffsetCommit stop at 3 and
@@ -59,6 +61,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::WriteTxnMarkers, 1, 1),
 ];
 
 pub fn is_supported(api_key: ApiKey, api_version: i16) -> bool {

@@ -21,6 +21,9 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::Sequence(SequenceError::EpochFenced { .. }) => {
             ResponseError::InvalidProducerEpoch
         }
+        LogError::Sequence(SequenceError::CoordinatorFenced { .. }) => {
+            ResponseError::TransactionCoordinatorFenced
+        }
         _ => ResponseError::KafkaStorageError,
     }
 }
@@ -91,6 +94,7 @@ pub fn group_error_code(error: &GroupError) -> ResponseError {
         GroupError::NonEmptyGroup { .. } => ResponseError::NonEmptyGroup,
         GroupError::GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
         GroupError::CoordinatorNotAvailable { .. } => ResponseError::CoordinatorNotAvailable,
+        GroupError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
     }
 }
 

@@ -37,6 +37,7 @@ pub mod produce;
 pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod txns;
+pub mod write_txn_markers;
 
 use crate::broker::Broker;
 use runtime::buggify::Site;
@@ -160,6 +161,7 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
         RequestKind::ListTransactions(body) => {
             Reply::Now(Box::new(list_transactions::handle(broker, body, version)))
         }
+        RequestKind::WriteTxnMarkers(body) => write_txn_markers::handle(broker, body, version),
         other => {
             unreachable!("api_versions::is_supported admitted an unhandled request: {other:?}")
         }

@@ -681,3 +681,24 @@ fn replay_decode(partition: i32, bytes: &Bytes) -> Result<Vec<TxnRecord>, String
     }
     Ok(records)
 }
+
+/// The markers for partitions this broker hosts: `handlers::write_txn_markers::write`, which
+/// answers once every marker it wrote is fsynced. Holds the broker weakly (the broker holds the
+/// coordinator, which holds this).
+#[derive(Debug)]
+pub struct LocalMarkerSender {
+    pub broker: Weak<crate::broker::Broker>,
+}
+
+impl MarkerSender for LocalMarkerSender {
+    fn send(&self, node_id: i32, request: WriteTxnMarkersRequest) -> MarkerFuture {
+        let broker = self.broker.upgrade();
+        Box::pin(async move {
+            let broker = broker.ok_or_else(|| "the broker is shutting down".to_string())?;
+            if node_id != broker.config.node_id {
+                return Err(format!("no route to broker {node_id}"));
+            }
+            Ok(crate::handlers::write_txn_markers::write(&broker, request).await)
+        })
+    }
+}
