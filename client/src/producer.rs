@@ -685,7 +685,9 @@ impl ProducerTask {
                 self.cluster.backoff().await;
             }
             if let Err(error) = self.batches_seal(&mut batches).await {
-                if !error.is_retriable() {
+                // A transaction that cannot take these batches (fenced, abortable, not begun)
+                // will not change its mind on a retry.
+                if self.transactional.is_some() && !error.is_retriable() {
                     for (_, batch) in batches {
                         self.batch_fail(batch, &error);
                     }
