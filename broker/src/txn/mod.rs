@@ -23,6 +23,8 @@ pub mod records;
 pub mod shell;
 
 #[cfg(test)]
+mod shell_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::group::TopicPartition;
