@@ -155,12 +155,14 @@ enum After {
         incarnation: u64,
         offsets: Vec<(TopicPartition, Committed)>,
     },
-    /// A TxnOffsetCommit whose transactional batch is durable: its offsets become pending.
+    /// A TxnOffsetCommit whose transactional batch is durable: its offsets become pending, or,
+    /// if the transaction's marker came first (`decided`), committed or dropped at once.
     TxnCommit {
         request: RequestId,
         group_id: String,
         producer_id: i64,
         offsets: Vec<(TopicPartition, Committed)>,
+        decided: Option<bool>,
     },
     /// One group of a DeleteGroups request.
     Delete {
@@ -512,6 +514,7 @@ impl Coordinator {
             group_id: commit.group_id,
             producer_id: commit.producer_id,
             offsets: commit.offsets,
+            decided: None,
         };
         self.write_as(
             outputs,
@@ -526,6 +529,25 @@ impl Coordinator {
     fn txn_marker(&mut self, partition: i32, producer_id: i64, epoch: i16, commit: bool) {
         let known = self.txn_marker_epochs.entry(producer_id).or_insert(epoch);
         *known = (*known).max(epoch);
+        // A TxnOffsetCommit of this producer still waiting for its fsync was appended before the
+        // marker (a producer ends its transaction only after its offsets are answered, or gives
+        // up on them and aborts), so the marker decides it too: without this, offsets whose
+        // waiter wakes after the marker would stay pending for good.
+        for pending in self.writes.values_mut() {
+            if pending.partition != partition {
+                continue;
+            }
+            if let After::TxnCommit {
+                producer_id: writer,
+                decided,
+                ..
+            } = &mut pending.after
+            {
+                if *writer == producer_id && decided.is_none() {
+                    *decided = Some(commit);
+                }
+            }
+        }
         let group_ids: Vec<String> = self
             .txn_pending
             .iter()
@@ -836,15 +858,25 @@ impl Coordinator {
                 group_id,
                 producer_id,
                 offsets,
+                decided,
             } => {
-                if result.is_ok() {
-                    let pending = self
-                        .txn_pending
-                        .entry(group_id)
-                        .or_default()
-                        .entry(producer_id)
-                        .or_default();
-                    pending.extend(offsets);
+                match (&result, decided) {
+                    (Err(_), _) | (Ok(()), Some(false)) => {}
+                    (Ok(()), Some(true)) => {
+                        let group = self.group_create(&group_id);
+                        for (partition, committed) in offsets {
+                            group.offset_put(partition, committed);
+                        }
+                    }
+                    (Ok(()), None) => {
+                        let pending = self
+                            .txn_pending
+                            .entry(group_id)
+                            .or_default()
+                            .entry(producer_id)
+                            .or_default();
+                        pending.extend(offsets);
+                    }
                 }
                 outputs.push(Output::TxnOffsetCommit { request, result });
             }

@@ -1333,6 +1333,36 @@ fn transactional_offsets_wait_for_their_marker() {
 }
 
 #[test]
+fn a_marker_that_overtakes_the_offsets_fsync_still_decides_them() {
+    let script = "
+        txn-commit 7 0 t-0=5
+        marker 7 0 commit
+        persist
+        state
+        txn-commit 8 0 t-1=6
+        marker 8 1 abort
+        persist
+        state
+    ";
+    insta::assert_snapshot!(run(script), @r"
+    txn-commit 7 0 t-0=5
+      persist w1 p3 txn=7/0 [t-0=5]
+    marker 7 0 commit
+    persist
+      txn-commit#1 ok
+    state
+      Empty gen=0 protocol= members=[] offsets=[t-0=5]
+    txn-commit 8 0 t-1=6
+      persist w2 p3 txn=8/0 [t-1=6]
+    marker 8 1 abort
+    persist
+      txn-commit#5 ok
+    state
+      Empty gen=0 protocol= members=[] offsets=[t-0=5]
+    ");
+}
+
+#[test]
 fn replay_honours_transaction_markers() {
     let mut core = coordinator(config(0), false);
     let offset = |offset| OffsetsRecord::Offset {
