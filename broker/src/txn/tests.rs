@@ -5,6 +5,8 @@ use super::coordinator::{Coordinator, Input, Output};
 use super::records::{record_decode, record_encode, TxnRecord};
 use super::*;
 use crate::planted::Bug;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 const ID: &str = "tx";
@@ -625,4 +627,292 @@ fn add_offsets_maps_a_group_to_its_offsets_partition() {
             partition: crate::group::coordinator::partition_for("my-group", 16),
         }
     );
+}
+
+/// One random step of the property below.
+#[derive(Debug, Clone)]
+enum Op {
+    /// InitProducerId of id `0` or `1`; with the producer's current id and epoch (KIP-360) or not.
+    Init(usize, bool),
+    /// AddPartitions of `count` partitions, with the current producer or a stale epoch.
+    Add(usize, usize, bool),
+    End(usize, bool, bool),
+    /// The oldest write in flight becomes durable.
+    Durable,
+    /// The oldest write in flight fails.
+    Fail,
+    /// The oldest outstanding markers are all written.
+    MarkersDone,
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..2usize, any::<bool>()).prop_map(|(id, expected)| Op::Init(id, expected)),
+        (0..2usize, 1..3usize, any::<bool>()).prop_map(|(id, n, ok)| Op::Add(id, n, ok)),
+        (0..2usize, any::<bool>(), any::<bool>()).prop_map(|(id, c, ok)| Op::End(id, c, ok)),
+        Just(Op::Durable),
+        Just(Op::Durable),
+        Just(Op::Durable),
+        Just(Op::Fail),
+        Just(Op::MarkersDone),
+        Just(Op::MarkersDone),
+        (1..1_500u64).prop_map(Op::Advance),
+    ]
+}
+
+const IDS: [&str; 2] = ["a", "b"];
+
+/// Drives the core with two transactional ids and checks, after every step, the rules a client
+/// and the partitions rely on: markers and EndTxn answers only after their decision is durable,
+/// no producer id and epoch handed out twice, and replay of the durable log giving the state
+/// the core shows.
+struct Property {
+    core: Coordinator,
+    now: Duration,
+    request_next: RequestId,
+    producer_id_next: i64,
+    /// Writes in flight, in emission order, with their records.
+    in_flight: Vec<(WriteId, TxnRecord)>,
+    /// Every durable record, in log order, for the replay check.
+    durable_log: Vec<TxnRecord>,
+    /// Decisions durable so far: (producer id, epoch, commit).
+    decided: BTreeSet<(i64, i16, bool)>,
+    markers: Vec<Markers>,
+    /// Every (producer id, epoch) an InitProducerId handed out.
+    issued: BTreeSet<(i64, i16)>,
+    /// The last producer each id was given, as its client would hold it.
+    producers: [Option<(i64, i16)>; 2],
+    /// Outstanding EndTxn requests: request -> (producer id, epoch, commit).
+    ends: BTreeMap<RequestId, (i64, i16, bool)>,
+    /// Outstanding InitProducerId requests: request -> id index.
+    inits: BTreeMap<RequestId, usize>,
+}
+
+impl Property {
+    fn new(core: Coordinator) -> Property {
+        Property {
+            core,
+            now: Duration::ZERO,
+            request_next: 1,
+            producer_id_next: 100,
+            in_flight: Vec::new(),
+            durable_log: Vec::new(),
+            decided: BTreeSet::new(),
+            markers: Vec::new(),
+            issued: BTreeSet::new(),
+            producers: [None, None],
+            ends: BTreeMap::new(),
+            inits: BTreeMap::new(),
+        }
+    }
+
+    fn step(&mut self, input: Input) {
+        let mut outputs = Vec::new();
+        self.core.step(&mut outputs, input);
+        for output in outputs {
+            match output {
+                Output::Persist { write, record, .. } => self.in_flight.push((write, record)),
+                Output::Markers(markers) => {
+                    let decision = (markers.producer_id, markers.epoch, markers.commit);
+                    assert!(
+                        self.decided.contains(&decision),
+                        "markers before their decision is durable: {markers:?}"
+                    );
+                    self.markers.push(markers);
+                }
+                Output::InitProducerId { request, result } => {
+                    let id = self.inits.remove(&request).expect("one answer per request");
+                    if let Ok(producer) = result {
+                        // A KIP-360 retry gets the same producer back; anything else is new.
+                        if self.producers[id] != Some(producer) {
+                            assert!(self.issued.insert(producer), "{producer:?} issued twice");
+                        }
+                        self.producers[id] = Some(producer);
+                    }
+                }
+                Output::EndTxn { request, result } => {
+                    let (producer_id, epoch, commit) = self.ends.remove(&request).expect("asked");
+                    if result.is_ok() {
+                        assert!(
+                            self.decided.contains(&(producer_id, epoch, commit)),
+                            "EndTxn answered before its decision was durable"
+                        );
+                    }
+                }
+                Output::AddPartitions { .. } => {}
+            }
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        let request = self.request_next;
+        self.request_next += 1;
+        let wall_ms = self.now.as_millis() as i64;
+        match op.clone() {
+            Op::Init(id, expected) => {
+                let fresh = self.core.needs_producer_id(IDS[id]).then(|| {
+                    self.producer_id_next += 1;
+                    self.producer_id_next
+                });
+                self.inits.insert(request, id);
+                self.step(Input::InitProducerId {
+                    request,
+                    now: self.now,
+                    wall_ms,
+                    transactional_id: IDS[id].to_string(),
+                    timeout: TIMEOUT,
+                    expected: if expected { self.producers[id] } else { None },
+                    fresh_producer_id: fresh,
+                });
+            }
+            Op::Add(id, count, current) => {
+                let Some((producer_id, epoch)) = self.producers[id] else {
+                    return;
+                };
+                let epoch = if current {
+                    epoch
+                } else {
+                    epoch.saturating_sub(1)
+                };
+                let partitions = (0..count as i32).map(|p| tp("t", p)).collect();
+                self.step(Input::AddPartitions {
+                    request,
+                    now: self.now,
+                    wall_ms,
+                    transactional_id: IDS[id].to_string(),
+                    producer_id,
+                    epoch,
+                    partitions,
+                });
+            }
+            Op::End(id, commit, current) => {
+                let Some((producer_id, epoch)) = self.producers[id] else {
+                    return;
+                };
+                let epoch = if current {
+                    epoch
+                } else {
+                    epoch.saturating_sub(1)
+                };
+                self.ends.insert(request, (producer_id, epoch, commit));
+                self.step(Input::EndTxn {
+                    request,
+                    wall_ms,
+                    transactional_id: IDS[id].to_string(),
+                    producer_id,
+                    epoch,
+                    commit,
+                });
+            }
+            Op::Durable => {
+                if self.in_flight.is_empty() {
+                    return;
+                }
+                let (write, record) = self.in_flight.remove(0);
+                let metadata = record.metadata.clone().expect("no tombstones");
+                let decision = match metadata.state {
+                    TxnState::PrepareCommit => Some(true),
+                    TxnState::PrepareAbort => Some(false),
+                    _ => None,
+                };
+                if let Some(commit) = decision {
+                    self.decided
+                        .insert((metadata.producer_id, metadata.epoch, commit));
+                }
+                self.durable_log.push(record);
+                self.step(Input::Persisted { write });
+            }
+            Op::Fail => {
+                if self.in_flight.is_empty() {
+                    return;
+                }
+                let (write, _) = self.in_flight.remove(0);
+                self.step(Input::PersistFailed {
+                    write,
+                    now: self.now,
+                });
+            }
+            Op::MarkersDone => {
+                if self.markers.is_empty() {
+                    return;
+                }
+                let markers = self.markers.remove(0);
+                self.step(Input::MarkersWritten {
+                    wall_ms,
+                    transactional_id: markers.transactional_id,
+                    producer_id: markers.producer_id,
+                    epoch: markers.epoch,
+                });
+            }
+            Op::Advance(ms) => {
+                self.now += Duration::from_millis(ms);
+                self.step(Input::Tick {
+                    now: self.now,
+                    wall_ms,
+                });
+            }
+        }
+    }
+
+    /// Replaying the durable log gives the state the core shows (but for the previous producer
+    /// id and epoch, which v0 records do not keep).
+    fn replay_agrees(&self) {
+        let mut replayed = Coordinator::new(config(), 4, 4);
+        for record in &self.durable_log {
+            let (key, value) = record_encode(record);
+            replayed.replay(
+                Duration::ZERO,
+                record_decode(Some(&key), value.as_ref()).unwrap(),
+            );
+        }
+        replayed.replay_finish(&mut Vec::new());
+        let strip = |description: TxnDescription| TxnMetadata {
+            last_producer_id: -1,
+            last_epoch: -1,
+            ..description.metadata
+        };
+        for id in IDS {
+            assert_eq!(
+                self.core.describe(id).map(strip),
+                replayed.describe(id).map(strip),
+                "{id}: replay disagrees"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    #[test]
+    fn random_requests_keep_the_transaction_rules(ops in prop::collection::vec(op(), 1..150)) {
+        let mut property = Property::new(Coordinator::new(config(), 4, 4));
+        for op in &ops {
+            property.apply(op);
+            if property.in_flight.is_empty() {
+                property.replay_agrees();
+            }
+        }
+    }
+}
+
+/// The property above catches the planted bug (it would not be worth much otherwise).
+#[test]
+fn the_property_catches_markers_before_the_durable_decision() {
+    let mut core = Coordinator::new(config(), 4, 4);
+    core.planted_set(Some(Bug::MarkersBeforeDurableDecision));
+    let mut property = Property::new(core);
+    let ops = [
+        Op::Init(0, false),
+        Op::Durable,
+        Op::Add(0, 1, true),
+        Op::Durable,
+        Op::End(0, true, true),
+    ];
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for op in &ops {
+            property.apply(op);
+        }
+    }));
+    assert!(caught.is_err());
 }
