@@ -25,7 +25,9 @@ use crate::planted::Bug;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// After a failed write of CompleteCommit/CompleteAbort, the next attempt waits this long.
+/// After a failed write of CompleteCommit/CompleteAbort, or of a timeout's PrepareAbort, the
+/// next attempt waits this long: a log that refuses appends at once (an offline partition) must
+/// not spin the timer.
 pub const COMPLETE_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Everything that happens to the coordinator. `now` is monotonic time since the shell started;
@@ -141,6 +143,8 @@ struct Entry {
     started: Duration,
     /// A Complete* write that failed: try again at this time.
     complete_retry_at: Option<Duration>,
+    /// A timeout's abort whose write failed: not again before this time.
+    timeout_retry_at: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -386,6 +390,7 @@ impl Coordinator {
                     pending: None,
                     started: now,
                     complete_retry_at: None,
+                    timeout_retry_at: None,
                 },
             );
             self.write(
@@ -726,6 +731,7 @@ impl Coordinator {
         let metadata = pending.metadata;
         if metadata.state == TxnState::Ongoing && !was_ongoing {
             entry.started = pending.now;
+            entry.timeout_retry_at = None;
         }
         entry.metadata = Some(metadata.clone());
         let prepared = matches!(
@@ -789,6 +795,12 @@ impl Coordinator {
             // The markers are all written; only the completion is missing: try it again later.
             entry.complete_retry_at = Some(now + COMPLETE_RETRY_BACKOFF);
         }
+        let timeout_abort = pending.reply == ReplyTo::Nobody
+            && pending.metadata.state == TxnState::PrepareAbort
+            && current.state == TxnState::Ongoing;
+        if timeout_abort {
+            entry.timeout_retry_at = Some(now + COMPLETE_RETRY_BACKOFF);
+        }
         self.failed_reply(outputs, pending.reply);
     }
 
@@ -829,6 +841,7 @@ impl Coordinator {
                         pending: None,
                         started: now,
                         complete_retry_at: None,
+                        timeout_retry_at: None,
                     },
                 );
             }
@@ -888,8 +901,10 @@ impl Entry {
     /// When the open transaction times out: only an Ongoing one with nothing in flight.
     fn timeout_at(&self) -> Option<Duration> {
         let metadata = self.metadata.as_ref()?;
-        (metadata.state == TxnState::Ongoing && self.pending.is_none())
-            .then(|| self.started + metadata.timeout)
+        (metadata.state == TxnState::Ongoing && self.pending.is_none()).then(|| {
+            let at = self.started + metadata.timeout;
+            self.timeout_retry_at.map_or(at, |retry| at.max(retry))
+        })
     }
 }
 

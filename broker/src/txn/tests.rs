@@ -430,6 +430,36 @@ fn a_transaction_past_its_timeout_is_aborted_with_a_bumped_epoch() {
 }
 
 #[test]
+fn a_failed_timeout_abort_is_retried_after_a_backoff_not_at_once() {
+    let mut harness = Harness::new();
+    harness.init(None);
+    harness.durable();
+    harness.add((100, 0), &[tp("t", 0)]);
+    harness.durable();
+    harness.take();
+    harness.tick(1_000);
+    harness.fail_writes();
+    assert_eq!(
+        harness.core.deadline_next(),
+        Some(Duration::from_millis(1_100)),
+        "an offline log must not spin the timer"
+    );
+    harness.tick(1_000);
+    harness.tick(1_100);
+    harness.durable();
+    insta::assert_snapshot!(harness.take(), @r"
+    > tick 1000
+    persist PrepareAbort pid=100 epoch=1 partitions=1
+    > write fails
+    > tick 1000
+    > tick 1100
+    persist PrepareAbort pid=100 epoch=1 partitions=1
+    > durable
+    markers ABORT pid=100 epoch=1 partitions=1
+    ");
+}
+
+#[test]
 fn bad_requests_get_kafkas_errors() {
     let mut harness = Harness::new();
     harness.add((1, 0), &[tp("t", 0)]);
