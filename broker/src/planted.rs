@@ -63,6 +63,10 @@ pub enum Bug {
     LsoFromHighWatermark,
     /// A data batch whose epoch a marker fenced is appended: a zombie producer writes on.
     FencedProducerAccepted,
+    /// The transaction coordinator sends COMMIT markers as soon as it appends PrepareCommit,
+    /// before that decision is fsynced: a crash then finds partitions committed by a transaction
+    /// the coordinator's log never decided, which replay aborts (a torn transaction).
+    MarkersBeforeDurableDecision,
 }
 
 impl Bug {
@@ -87,6 +91,7 @@ impl Bug {
         Bug::IndexLookupOvershoots,
         Bug::LsoFromHighWatermark,
         Bug::FencedProducerAccepted,
+        Bug::MarkersBeforeDurableDecision,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +116,7 @@ impl Bug {
             Bug::IndexLookupOvershoots => "index-lookup-overshoots",
             Bug::LsoFromHighWatermark => "lso-from-high-watermark",
             Bug::FencedProducerAccepted => "fenced-producer-accepted",
+            Bug::MarkersBeforeDurableDecision => "markers-before-durable-decision",
         }
     }
 
@@ -132,6 +138,7 @@ impl Bug {
             Bug::IndexLookupOvershoots => Some(PlantedBug::IndexLookupOvershoots),
             Bug::LsoFromHighWatermark => Some(PlantedBug::LsoFromHighWatermark),
             Bug::FencedProducerAccepted => Some(PlantedBug::FencedProducerAccepted),
+            Bug::MarkersBeforeDurableDecision => None,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Internal topics (`__consumer_offsets`) belong to the broker: a Produce to one is refused per
+//! Internal topics (`__consumer_offsets`, `__transaction_state`) belong to the broker: a Produce to one is refused per
 //! partition with INVALID_TOPIC_EXCEPTION, as Kafka does, and the rest of the request proceeds.
 //! Reading them is allowed (Kafka's tools do).
 
