@@ -100,11 +100,11 @@ fn regression_read_skip_after_header_bitflip_113() {
 /// batch that leaves an offset gap before believing it. (Seeds 2070 and 2091 before the stream
 /// change of issue 10; 57 and 98 before the merge of crash kinds and aimed faults; 10 and 30
 /// before fsync latency was split around the sync; 14 and 16 before the merge of the seek,
-/// retention and idempotence workloads; 51 before record padding, 156 before a failed roll sync
-/// took the partition offline.)
+/// retention and idempotence workloads; 51 before record padding; 156 and 118 before a failed
+/// roll sync took the partition offline and transactions were merged. Seeds 0-400 of today's
+/// worlds meet the site only at 173 and 364, which the next test uses.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_118_173() {
-    regression("single-crash", 118, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_173() {
     regression("single-crash", 173, "scan-gap-reread-differs");
 }
 
