@@ -627,6 +627,12 @@ impl Group {
         let all_joined = self.members.values().all(|m| m.join_pending.is_some())
             && self.members_pending.is_empty();
         let delayed = self.join_earliest.is_some_and(|at| ctx.now < at);
+        if !delayed {
+            // The initial delay is over; it must not stay a deadline, or a join that still
+            // waits (for a member id handed out with MEMBER_ID_REQUIRED) would have the timer
+            // tick at the same instant forever (single-groups seed 779 hung).
+            self.join_earliest = None;
+        }
         let timed_out = self.rebalance_deadline.is_some_and(|at| ctx.now >= at);
         if !(self.members.is_empty() || (all_joined && !delayed) || timed_out) {
             return;

@@ -190,6 +190,9 @@ struct DeletePending {
     writes_left: usize,
 }
 
+/// Rounds of one tick before a group whose deadlines never clear is called a bug.
+const TICK_ROUNDS_MAX: usize = 16;
+
 #[derive(Debug)]
 pub struct Coordinator {
     config: GroupConfig,
@@ -750,19 +753,34 @@ impl Coordinator {
         self.write(outputs, records, after);
     }
 
+    /// Acts on every deadline due at `now`, in rounds: a round can make more work due at the
+    /// same instant (a rebalance timeout answers a member's pending sync, exposing its passed
+    /// session deadline), and the shell's timer ticks again at once while anything is due, so
+    /// work left due would be a spin without time moving (single-groups seed 779 hung on the
+    /// initial delay's passed deadline). Each round removes members or ends a phase; the bound
+    /// turns a spin into a crash.
     fn tick(&mut self, outputs: &mut Vec<Output>, now: Duration) {
-        let due: Vec<String> = self
-            .groups
-            .values()
-            .filter(|group| group.deadline_next().is_some_and(|at| at <= now))
-            .map(|group| group.group_id.clone())
-            .collect();
-        let config = self.config.clone();
-        for group_id in due {
-            let group = self.groups.get_mut(&group_id).expect("listed");
-            group.tick(outputs, now, &config);
-            self.group_after(outputs, &group_id);
+        for _ in 0..TICK_ROUNDS_MAX {
+            let due: Vec<String> = self
+                .groups
+                .values()
+                .filter(|group| group.deadline_next().is_some_and(|at| at <= now))
+                .map(|group| group.group_id.clone())
+                .collect();
+            if due.is_empty() {
+                return;
+            }
+            let config = self.config.clone();
+            for group_id in due {
+                let group = self.groups.get_mut(&group_id).expect("listed");
+                group.tick(outputs, now, &config);
+                self.group_after(outputs, &group_id);
+            }
         }
+        panic!(
+            "ticks at {now:?} keep leaving deadlines due: {:?}",
+            self.groups
+        );
     }
 
     /// The next time `Input::Tick` has work, if any.

@@ -886,6 +886,38 @@ fn the_initial_delay_gathers_members_into_one_generation() {
     ");
 }
 
+/// Single-groups seed 779: a member joined under the initial delay while another was still to
+/// come back with the id MEMBER_ID_REQUIRED gave it. Once the delay passed the join still
+/// waited for that member, but the delay's end stayed the next deadline, so the timer ticked at
+/// the same instant forever. Now the rebalance waits for the pending member's deadline.
+#[test]
+fn a_join_waiting_for_a_pending_member_after_the_initial_delay_does_not_spin() {
+    let script = "
+        join a
+        join b
+        join a member=m1
+        advance 3500
+        state
+        advance 10000
+        state
+    ";
+    insta::assert_snapshot!(run_with(coordinator(config(3_000), false), script), @"
+    join a
+      join#1 MemberIdRequired m1
+    join b
+      join#2 MemberIdRequired m2
+    join a member=m1
+    advance 3500
+    state
+      PreparingRebalance gen=0 protocol= members=[m1:] offsets=[]
+    advance 10000
+      join#3 ok gen=1 member=m1 leader=m1 protocol=range members=[m1]
+      persist w1 p3 [group gen=1 members=[m1]]
+    state
+      CompletingRebalance gen=1 protocol=range members=[m1:] offsets=[]
+    ");
+}
+
 /// The planted bug `commit-stale-generation`: the same commit is refused by the clean build.
 #[test]
 fn the_planted_bug_accepts_a_commit_from_a_stale_generation() {
