@@ -8,6 +8,8 @@
 //! - `log_workload` (madsim only): the retention and compaction workloads' topic configs,
 //!   keyed and oddly timestamped records, and log start reports.
 //!   `seek_workload` (madsim only): tail readers and seekers, with their lookups and seeks.
+//! - `txn_workload` (madsim only): transactional producers, consume-transform-produce
+//!   processors and read_committed readers.
 //! - `buggify` (madsim only): aimed faults at the broker's and storage's named sites.
 
 pub mod disk;
@@ -27,6 +29,8 @@ pub mod nemesis;
 pub mod recorder;
 #[cfg(madsim)]
 pub mod seek_workload;
+#[cfg(madsim)]
+pub mod txn_workload;
 #[cfg(madsim)]
 pub mod workload;
 #[cfg(madsim)]

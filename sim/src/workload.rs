@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-const VALUES_PER_PROCESS: i64 = 1_000_000;
+pub(crate) const VALUES_PER_PROCESS: i64 = 1_000_000;
 /// Process ids: producers 1.., consumers 100.., the final reader 1000.
 pub(crate) const CONSUMER_PROCESS_BASE: u64 = 100;
-const FINAL_PROCESS: u64 = 1000;
+pub(crate) const FINAL_PROCESS: u64 = 1000;
 /// How long one poll waits for data.
 const POLL_WAIT: Duration = Duration::from_millis(200);
 
@@ -131,6 +131,7 @@ pub fn start(
                     stop.clone(),
                 ))
             }
+            Workload::Transactions => unreachable!("txn_workload starts its own workers"),
             Workload::Group => node.spawn(crate::group_workload::member_run(
                 index,
                 options.clone(),
@@ -189,7 +190,7 @@ pub(crate) fn positions_earliest(
 }
 
 /// Errors after which the record was certainly not written.
-fn send_definitely_failed(error: &ClientError) -> bool {
+pub(crate) fn send_definitely_failed(error: &ClientError) -> bool {
     use kafka_protocol::ResponseError as E;
     matches!(
         error.kafka_error(),
