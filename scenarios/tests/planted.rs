@@ -21,7 +21,7 @@ const ESCAPES_KNOWN: &[&str] = &["recovery-skips-crc"];
 #[test]
 fn every_planted_bug_is_caught() {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gregor-sim"));
-    let outcomes = campaign(binary, SEEDS_MAX, HuntMode::FirstCatch, &[]);
+    let outcomes = campaign(binary, SEEDS_MAX, HuntMode::FirstCatch, &[], None);
     assert!(!outcomes.is_empty(), "the feature plants bugs");
     let escaped: Vec<String> = outcomes
         .iter()

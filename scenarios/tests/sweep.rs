@@ -63,6 +63,11 @@ fn sweep_single_compaction() {
     sweep_clean("single-compaction", 0..100);
 }
 
+#[test]
+fn sweep_single_txn() {
+    sweep_clean("single-txn", 0..100);
+}
+
 /// Runs one regression seed in its own process and checks both that it passes and that it still
 /// meets the fault it is named for: `site` (a `sim::sites` name) fired at least once. A seed
 /// whose world changed (a new swarm draw, a new stream) would otherwise pass while testing

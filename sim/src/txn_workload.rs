@@ -15,8 +15,8 @@
 use crate::options::{Options, TxnPolicy};
 use crate::recorder::Recorder;
 use crate::workload::{
-    client_config, poll_once, positions_earliest, process_index, send_definitely_failed,
-    CONSUMER_PROCESS_BASE, FINAL_PROCESS, VALUES_PER_PROCESS,
+    client_config, poll_complete, poll_once, positions_earliest, process_index,
+    send_definitely_failed, CONSUMER_PROCESS_BASE, FINAL_PROCESS, VALUES_PER_PROCESS,
 };
 use crate::world::TOPIC;
 use bytes::Bytes;
@@ -36,6 +36,8 @@ pub const TOPIC_INPUT: &str = "in";
 pub const TOPIC_OUTPUT: &str = "out";
 /// The consumer group the processors commit their input offsets to, inside their transactions.
 pub const PROCESSOR_GROUP: &str = "processors";
+/// How long a processor's poll waits for data.
+const POLL_WAIT: Duration = Duration::from_millis(200);
 /// Pause after a failed operation, so a down broker is not hammered.
 const BACKOFF: Duration = Duration::from_millis(100);
 
@@ -57,7 +59,7 @@ fn topics(options: &Options) -> [(&'static str, i32); 4] {
     ]
 }
 
-fn partitions_of(options: &Options, names: &[&str]) -> Vec<Partition> {
+pub(crate) fn partitions_of(options: &Options, names: &[&str]) -> Vec<Partition> {
     topics(options)
         .into_iter()
         .filter(|(topic, _)| names.contains(topic))
@@ -265,7 +267,12 @@ async fn reader_run(
     }
     while !stop.load(Ordering::SeqCst) {
         let deadline = options.request_timeout * 2;
-        poll_once(process, &mut consumer, &recorder, false, deadline).await;
+        if poll_recorded(process, &mut consumer, &recorder, deadline)
+            .await
+            .is_none()
+        {
+            runtime::time::sleep(BACKOFF).await;
+        }
     }
 }
 
@@ -327,7 +334,10 @@ async fn final_read(
     }
     let inputs = partitions_of(&options, &[TOPIC_INPUT]);
     let mut cluster = client::Cluster::new(config);
-    while !committed_list(FINAL_PROCESS, &mut cluster, &inputs, &recorder, &options).await {
+    while committed_list(FINAL_PROCESS, &mut cluster, &inputs, &recorder, &options)
+        .await
+        .is_none()
+    {
         if runtime::Clock::system().now() >= deadline {
             return Err("the processors' committed offsets unreadable after heal".to_string());
         }
@@ -383,14 +393,32 @@ async fn ends_stable(
     Ok(ends)
 }
 
-/// Lists `PROCESSOR_GROUP`'s committed offsets of `partitions`, recorded; `true` when answered.
+/// One recorded poll that hands its records back; `None` when it failed or timed out.
+pub(crate) async fn poll_recorded(
+    process: u64,
+    consumer: &mut client::Consumer,
+    recorder: &Recorder,
+    deadline: Duration,
+) -> Option<Vec<client::ConsumerRecord>> {
+    recorder.event(process, EventKind::Invoke, Op::poll(false));
+    let outcome = runtime::time::timeout(deadline, consumer.poll(POLL_WAIT)).await;
+    let records = match &outcome {
+        Ok(Ok(records)) => Some(records.clone()),
+        Ok(Err(_)) | Err(_) => None,
+    };
+    poll_complete(process, recorder, false, outcome);
+    records
+}
+
+/// Lists `PROCESSOR_GROUP`'s committed offsets of `partitions` (-1: none), recorded; `None` when
+/// not answered.
 pub(crate) async fn committed_list(
     process: u64,
     cluster: &mut client::Cluster,
     partitions: &[Partition],
     recorder: &Recorder,
     options: &Options,
-) -> bool {
+) -> Option<BTreeMap<Partition, i64>> {
     let asked: BTreeMap<Partition, i64> = partitions.iter().map(|p| (p.clone(), -1)).collect();
     recorder.event(
         process,
@@ -427,8 +455,8 @@ pub(crate) async fn committed_list(
         kind,
         Op::ListCommitted {
             group: PROCESSOR_GROUP.to_string(),
-            offsets,
+            offsets: offsets.clone(),
         },
     );
-    kind == EventKind::Ok
+    (kind == EventKind::Ok).then_some(offsets)
 }
