@@ -226,6 +226,17 @@ fn admin_sample_requests(api_key: ApiKey) -> Option<Vec<RequestKind>> {
                     .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx")))),
             ),
         ],
+        ApiKey::WriteTxnMarkers => vec![RequestKind::WriteTxnMarkers(
+            WriteTxnMarkersRequest::default().with_markers(vec![
+                write_txn_markers_request::WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(5))
+                    .with_topics(vec![
+                        write_txn_markers_request::WritableTxnMarkerTopic::default()
+                            .with_name(name("t"))
+                            .with_partition_indexes(vec![0, 9]),
+                    ]),
+            ]),
+        )],
         _ => return None,
     };
     Some(requests)

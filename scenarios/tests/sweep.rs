@@ -105,10 +105,10 @@ fn regression_read_skip_after_header_bitflip_113() {
 /// batch that leaves an offset gap before believing it. (Seeds 2070 and 2091 before the stream
 /// change of issue 10; 57 and 98 before the merge of crash kinds and aimed faults; 10 and 30
 /// before fsync latency was split around the sync; 14 and 16 before the merge of the seek,
-/// retention and idempotence workloads.)
+/// retention and idempotence workloads; 51 and 173 before record padding.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_51_173() {
-    regression("single-crash", 51, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_156_173() {
+    regression("single-crash", 156, "scan-gap-reread-differs");
     regression("single-crash", 173, "scan-gap-reread-differs");
 }
 
@@ -117,10 +117,10 @@ fn regression_recovery_gap_from_header_bitflip_51_173() {
 /// baseOffset jumped the log to 2^29 + 1185 (lost-write, poll-skip). The first batch is now
 /// checked like any other gap. (Seed 99 before the merge of crash kinds and aimed faults; 55
 /// before fsync latency was split around the sync; 91 before the merge of the seek, retention
-/// and idempotence workloads.)
+/// and idempotence workloads; 184 before record padding.)
 #[test]
-fn regression_segment_first_batch_gap_184() {
-    regression("single-crash", 184, "scan-gap-reread-differs");
+fn regression_segment_first_batch_gap_364() {
+    regression("single-crash", 364, "scan-gap-reread-differs");
 }
 
 /// fsyncgate, found once SimDisk failed fsyncs: a failed fdatasync left pages the kernel marked
@@ -138,10 +138,10 @@ fn regression_fsyncgate_recovery_rewrites_the_tail_66_142() {
 /// The tail rewrite of the fsyncgate fix wrote a batch back as it read it, and a bit flipped in
 /// baseOffset on that read (not covered by the CRC) became corruption at rest: offsets 153-156
 /// reappeared as 1177-1180 (duplicate, lost-write, poll-skip). A batch is now written back only
-/// when two reads agree.
+/// when two reads agree. (Seed 14 before record padding.)
 #[test]
-fn regression_rewrite_of_a_flipped_base_offset_groups_14() {
-    regression("single-groups", 14, "rewrite-reread-differs");
+fn regression_rewrite_of_a_flipped_base_offset_groups_0() {
+    regression("single-groups", 0, "rewrite-reread-differs");
 }
 
 /// Found by the seek workload's first sweep (single-crash 45, 91, 187, lookup-wrong): a
@@ -149,10 +149,11 @@ fn regression_rewrite_of_a_flipped_base_offset_groups_14() {
 /// answer a later offset (one flipped max timestamp skipped the right batch) or none (a flipped
 /// baseOffset named records above the high watermark). The lookup now runs twice and refuses
 /// answers that differ, and checks the base offset of the batch it reads.
-/// (Seeds 32 and 35 before the merge of the seek, retention and idempotence workloads.)
+/// (Seeds 32 and 35 before the merge of the seek, retention and idempotence workloads; 23 and
+/// 275 before record padding.)
 #[test]
-fn regression_timestamp_lookup_misread_23_275() {
-    regression("single-crash", 23, "timestamp-batch-misread");
+fn regression_timestamp_lookup_misread_19_275() {
+    regression("single-crash", 19, "timestamp-batch-misread");
     regression("single-crash", 275, "timestamp-lookup-differs");
 }
 
@@ -172,11 +173,11 @@ fn regression_time_index_misread_99() {
 /// generation (stale-generation-commit), with committed offsets that went back
 /// (committed-offset-regression). Replay now reads again, and fails the broker's start if the
 /// error persists. (Seeds 163 and 195 before the stream change of issue 10; 216 and 658 before
-/// the merge of crash kinds and aimed faults.)
+/// the merge of crash kinds and aimed faults; 3 and 14 before record padding.)
 #[test]
-fn regression_offsets_replay_read_error_3_14() {
+fn regression_offsets_replay_read_error_3_105() {
     regression("single-groups", 3, "offsets-replay-reread");
-    regression("single-groups", 14, "offsets-replay-reread");
+    regression("single-groups", 105, "offsets-replay-reread");
 }
 
 /// A compaction swapped a cleaned segment in, then the disk refused its index files (ENOSPC):

@@ -20,6 +20,9 @@ use std::time::Duration;
 
 /// The header that carries a record's value id, so a tombstone (null value) still names its send.
 pub(crate) const VALUE_HEADER: &str = "v";
+
+/// The header that pads records in seeds with `Options::record_padding_max`.
+const PADDING_HEADER: &str = "pad";
 /// The log-start watcher's process id.
 pub(crate) const WATCHER_PROCESS: u64 = 900;
 /// Ten years, for timestamps far from now.
@@ -77,7 +80,12 @@ pub(crate) fn record_build(
 ) -> client::ProducerRecord {
     let value_bytes = Bytes::from(value.to_string());
     let Some(policy) = &options.log_policy else {
-        return client::ProducerRecord::new(TOPIC, None, Some(value_bytes));
+        let mut record = client::ProducerRecord::new(TOPIC, None, Some(value_bytes));
+        if options.record_padding_max > 0 {
+            let padding = vec![b'p'; rng.gen_range(0..=options.record_padding_max)];
+            record.headers = vec![(PADDING_HEADER.to_string(), Some(Bytes::from(padding)))];
+        }
+        return record;
     };
     let now_ms = runtime::Clock::system().wall_ms();
     let timestamp = timestamp_draw(policy, rng, now_ms);

@@ -162,8 +162,22 @@ pub struct Options {
     /// segments, overriding `segment_bytes`), so reads and timestamp lookups land between sparse
     /// index entries in the middle of segments; `None` keeps Kafka's 4096.
     pub index_interval_bytes: Option<u32>,
+    /// Records carry a padding header of up to this many bytes (0: none), in some seeds of the
+    /// workloads without a log policy (the retention check bounds record sizes): batches then
+    /// span many disk sectors, so a torn write can cut through one, and reads cross more
+    /// boundaries (fetch sizes, segment ends).
+    pub record_padding_max: usize,
     /// The transactional workload's knobs (`Workload::Transactions` only).
     pub txn: Option<TxnPolicy>,
+}
+
+/// Draws record padding (appended after every earlier draw, both draws in every seed).
+fn padding_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
+    let padded = rng.gen_bool(0.3);
+    let padding_max = rng.gen_range(256..=3 * 1024);
+    if padded && options.log_policy.is_none() {
+        options.record_padding_max = padding_max;
+    }
 }
 
 /// Draws the transactional workload's knobs: in every seed, after every other draw (append-only),
@@ -361,6 +375,7 @@ impl Options {
             tail_poll_wait: Duration::ZERO,
             seeker_count: 0,
             index_interval_bytes: None,
+            record_padding_max: 0,
             txn: None,
         };
         options.buggify = buggify_draw(rng, mix);
@@ -379,6 +394,7 @@ impl Options {
         options.idempotent_producers = rng.gen_bool(0.5);
         // The seek workload's knobs: drawn in every seed, after every other draw.
         seek_draw(rng, workload, &mut options);
+        padding_draw(rng, &mut options);
         // The transactional workload's knobs: drawn in every seed, after every other draw.
         options.txn = txn_draw(rng, workload);
         if options.txn.is_some() {
@@ -488,6 +504,28 @@ mod tests {
             seen.extend(all.buggify.iter().map(|(site, _)| *site));
         }
         assert_eq!(seen.len(), Site::ALL.len(), "{seen:?}");
+    }
+
+    /// Padding reaches some assigned and group seeds (both on and off somewhere) and never a
+    /// seed with a log policy, whose retention check bounds record sizes.
+    #[test]
+    fn padding_only_without_log_policy() {
+        let mut padded = 0;
+        for seed in 0..100 {
+            for workload in [Workload::Retention, Workload::Compaction] {
+                let options = Options::swarm(
+                    seed,
+                    FaultMix::ALL,
+                    workload,
+                    &mut stream_rng(seed, Stream::Swarm, 0),
+                );
+                assert_eq!(options.record_padding_max, 0, "{seed} {workload:?}");
+            }
+            let assigned = swarm(seed, FaultMix::ALL);
+            padded += usize::from(assigned.record_padding_max > 0);
+            assert!(assigned.record_padding_max <= 3 * 1024);
+        }
+        assert!((10..60).contains(&padded), "{padded}");
     }
 
     /// Only the assigned workload uses the seek workload's knobs (a group seed's world is what it

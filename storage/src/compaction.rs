@@ -9,9 +9,12 @@
 //!    one segment with the group's first base offset. Offsets never change: a partly kept batch
 //!    is rebuilt around its surviving raw records (`records::batch_rebuild`); a batch left empty
 //!    disappears. Keyless records are kept (Kafka refuses them on compacted topics; here they
-//!    are never silently lost). Control and transactional batches are kept verbatim and add no
-//!    keys: this log does not know which transactions aborted, and an aborted record must never
-//!    supersede a committed one.
+//!    are never silently lost). Transactions: only segments wholly below the last stable offset
+//!    are cleaned, so every transactional batch there is decided and no open transaction's
+//!    records are touched. An aborted transaction's records (`AbortedTxn` ranges of the
+//!    segments' transaction indexes) are removed and add no keys: they must never shadow a
+//!    committed value. Committed transactional records are compacted like any others. Markers
+//!    are kept (Kafka drops them after `delete.retention.ms`; keeping them costs a batch each).
 //! 3. Swap, crash-safe: write `<base>-<end>.cleaned`, fsync, rename to `.swap` and fsync the
 //!    directory (the commit point), then replace the group's files (`recovery::swap_install`,
 //!    which recovery also runs to finish an interrupted swap). A crash before the commit point
@@ -22,6 +25,7 @@ use crate::error::{IoContext, LogError};
 use crate::index::IndexBuilder;
 use crate::layout::{compaction_path, CLEANED_SUFFIX, SWAP_SUFFIX};
 use crate::log::PartitionLog;
+use crate::producer_state::AbortedTxn;
 use crate::records::{batch_rebuild, records_parse, records_section};
 use crate::recovery::swap_install;
 use crate::retention::ClosedSegment;
@@ -55,6 +59,39 @@ struct Latest {
     tombstone_timestamp: Option<i64>,
 }
 
+/// The aborted transactions' offset ranges, by producer: whose records compaction removes.
+#[derive(Debug, Default)]
+struct Aborted {
+    ranges: BTreeMap<i64, Vec<(i64, i64)>>,
+}
+
+impl Aborted {
+    fn new<'a>(entries: impl Iterator<Item = &'a AbortedTxn>) -> Aborted {
+        let mut aborted = Aborted::default();
+        for entry in entries {
+            aborted
+                .ranges
+                .entry(entry.producer_id)
+                .or_default()
+                .push((entry.first_offset, entry.last_offset));
+        }
+        aborted
+    }
+
+    /// Whether `batch` is data of an aborted transaction.
+    fn holds(&self, batch: &ValidatedBatch) -> bool {
+        let header = batch.header();
+        if !header.is_transactional() || header.is_control() {
+            return false;
+        }
+        self.ranges.get(&header.producer_id).is_some_and(|ranges| {
+            ranges
+                .iter()
+                .any(|(first, last)| (*first..=*last).contains(&header.base_offset))
+        })
+    }
+}
+
 #[derive(Debug, Default)]
 struct KeyMap {
     latest: BTreeMap<Vec<u8>, Latest>,
@@ -73,9 +110,13 @@ impl PartitionLog {
             ..Default::default()
         };
         if self.config.cleanup_policy.compacts() {
-            let closed = self.closed_segments();
+            // Closed segments were synced at roll: the recovery point is past them all.
+            let stable = self.last_stable_offset(self.recovery_point);
+            let mut closed = self.closed_segments();
+            closed.retain(|segment| segment.end_offset <= stable);
             let horizon_ms = now_ms.saturating_sub(self.config.delete_retention_ms);
-            let map = self.key_map_build(&closed, horizon_ms)?;
+            let aborted = Aborted::new(self.segments.values().flat_map(|s| s.aborted()));
+            let map = self.key_map_build(&closed, &aborted, horizon_ms)?;
             let mapped = &closed[..map.removable.len()];
             for group in groups_plan(mapped, self.config.segment_bytes) {
                 let first = mapped
@@ -85,7 +126,7 @@ impl PartitionLog {
                 if group.len() == 1 && map.removable[first] == 0 {
                     continue;
                 }
-                outcome.records_removed += self.group_clean(group, &map, horizon_ms)?;
+                outcome.records_removed += self.group_clean(group, &map, &aborted, horizon_ms)?;
             }
         }
         outcome.segments_after = self.segment_count();
@@ -99,7 +140,12 @@ impl PartitionLog {
 
     /// Maps keys to their latest record, oldest segment first, until the budget is spent (the
     /// segment that spends it is still mapped whole: the budget may be exceeded by one segment).
-    fn key_map_build(&self, closed: &[ClosedSegment], horizon_ms: i64) -> Result<KeyMap, LogError> {
+    fn key_map_build(
+        &self,
+        closed: &[ClosedSegment],
+        aborted: &Aborted,
+        horizon_ms: i64,
+    ) -> Result<KeyMap, LogError> {
         let mut map = KeyMap::default();
         for (segment_index, summary) in closed.iter().enumerate() {
             if map.bytes >= COMPACTION_MAP_BYTES_MAX {
@@ -109,6 +155,10 @@ impl PartitionLog {
             let keep_first =
                 crate::PlantedBug::active(self.planted, crate::PlantedBug::CompactionKeepsFirst);
             self.batches_visit(summary.base_offset, &mut |batch| {
+                if aborted.holds(batch) {
+                    map.removable[segment_index] += u64::from(batch.header().record_count as u32);
+                    return Ok(());
+                }
                 map_batch(&mut map, batch, segment_index, keep_first);
                 Ok(())
             })?;
@@ -171,6 +221,7 @@ impl PartitionLog {
         &mut self,
         group: &[ClosedSegment],
         map: &KeyMap,
+        aborted: &Aborted,
         horizon_ms: i64,
     ) -> Result<u64, LogError> {
         let base_offset = group[0].base_offset;
@@ -185,7 +236,10 @@ impl PartitionLog {
         let (mut position, mut next_offset, mut removed) = (0u64, base_offset, 0);
         for summary in group {
             self.batches_visit(summary.base_offset, &mut |batch| {
-                let (kept, count) = batch_clean(batch, map, horizon_ms);
+                let (kept, count) = match aborted.holds(batch) {
+                    true => (None, u64::from(batch.header().record_count as u32)),
+                    false => batch_clean(batch, map, horizon_ms),
+                };
                 removed += count;
                 let Some(kept) = kept else { return Ok(()) };
                 file.write_at(kept.bytes(), position)
@@ -216,10 +270,14 @@ impl PartitionLog {
             end_offset,
             &files,
         )?;
+        // The markers stay, and with them their transaction index entries.
+        let mut aborted_kept = Vec::new();
         for summary in group {
-            self.segments
+            let segment = self
+                .segments
                 .remove(&summary.base_offset)
                 .expect("a closed segment");
+            aborted_kept.extend_from_slice(segment.aborted());
         }
         if position > 0 {
             let modified_ms = group.iter().map(|s| s.modified_ms).max().expect("a group");
@@ -231,6 +289,7 @@ impl PartitionLog {
                 next_offset,
                 indexes,
                 modified_ms,
+                aborted_kept,
             );
             // The swap is committed: the segment must join the log whatever happens next. Its
             // index files are a cache (recovery rebuilds them); a disk that refuses them must not
@@ -250,7 +309,7 @@ impl PartitionLog {
 /// `keep_first` is the planted bug `CompactionKeepsFirst`: a key's first record stays mapped.
 fn map_batch(map: &mut KeyMap, batch: &ValidatedBatch, segment_index: usize, keep_first: bool) {
     let header = batch.header();
-    if header.is_control() || header.is_transactional() {
+    if header.is_control() {
         return;
     }
     // A batch whose records do not parse is kept verbatim by cleaning; it adds no keys.
@@ -288,7 +347,7 @@ fn batch_clean(
     horizon_ms: i64,
 ) -> (Option<ValidatedBatch>, u64) {
     let header = batch.header();
-    if header.is_control() || header.is_transactional() {
+    if header.is_control() {
         return (Some(batch.clone()), 0);
     }
     let Ok(section) = records_section(batch) else {

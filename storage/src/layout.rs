@@ -4,6 +4,7 @@
 //! 00000000000000000000.log         segment: batches, base offset in the name (Kafka's layout)
 //! 00000000000000000000.index       sparse offset index of a closed segment
 //! 00000000000000000000.timeindex   sparse time index of a closed segment
+//! 00000000000000000000.txnindex    aborted transactions whose markers a closed segment holds
 //! <base>-<end>.cleaned             compaction output being written (discarded on recovery)
 //! <base>-<end>.swap                compaction output committed to replace segments [base, end)
 //! log.checkpoint                   log start offset and recovery point
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+pub(crate) const TXN_INDEX_SUFFIX: &str = "txnindex";
 pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
 pub(crate) const SWAP_SUFFIX: &str = "swap";
 pub(crate) const SNAPSHOT_SUFFIX: &str = "snapshot";
@@ -36,6 +38,9 @@ pub(crate) enum FileKind {
         base_offset: i64,
     },
     TimeIndex {
+        base_offset: i64,
+    },
+    TxnIndex {
         base_offset: i64,
     },
     Cleaned,
@@ -114,6 +119,7 @@ pub(crate) fn file_kind(path: &Path) -> FileKind {
         LOG_SUFFIX => FileKind::Log { base_offset },
         INDEX_SUFFIX => FileKind::Index { base_offset },
         TIME_INDEX_SUFFIX => FileKind::TimeIndex { base_offset },
+        TXN_INDEX_SUFFIX => FileKind::TxnIndex { base_offset },
         SNAPSHOT_SUFFIX => FileKind::Snapshot {
             offset: base_offset,
         },
@@ -135,6 +141,10 @@ mod tests {
         assert_eq!(
             file_kind(&segment_path(dir, 7, TIME_INDEX_SUFFIX)),
             FileKind::TimeIndex { base_offset: 7 }
+        );
+        assert_eq!(
+            file_kind(&segment_path(dir, 7, TXN_INDEX_SUFFIX)),
+            FileKind::TxnIndex { base_offset: 7 }
         );
         assert_eq!(
             file_kind(&compaction_path(dir, 0, 9, SWAP_SUFFIX)),

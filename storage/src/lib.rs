@@ -5,7 +5,8 @@
 //! - `config`: `LogConfig` (Kafka's topic settings) and the hard limits.
 //! - `error`: `LogError`.
 //! - `layout`: file names in a partition directory and their classification.
-//! - `index`: sparse offset and time indexes (pure).
+//! - `index`: sparse offset and time indexes (pure); `txn_index`: the aborted-transaction
+//!   index's encoding (pure).
 //! - `scan`: validating batch scans and header reads over a segment file.
 //! - `segment`: one `.log` file with its indexes: append, locate, open by scan or by index.
 //! - `checkpoint`: `log.checkpoint` (log start offset, recovery point).
@@ -42,6 +43,7 @@ mod recovery;
 mod retention;
 mod scan;
 mod segment;
+mod txn_index;
 
 pub use checkpoint::{crc_framed, crc_unframed};
 pub use compaction::CompactionOutcome;

@@ -14,7 +14,7 @@ use crate::epoch_cache::EpochCache;
 use crate::error::{IoContext, LogError};
 use crate::flush::FlushTicket;
 use crate::layout::{segment_path, INDEX_SUFFIX};
-use crate::producer_state::{Admission, ProducerStates};
+use crate::producer_state::{AbortedTxn, Admission, ProducerStates, SequenceError};
 use crate::read::{batches_read, ReadResult};
 use crate::records::{batch_timestamp_max_settle, records_parse, records_section};
 use crate::segment::{index_files_remove, segment_files_remove, Segment};
@@ -22,7 +22,7 @@ use runtime::Disk;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use wire::{BatchHeader, ValidatedBatch};
+use wire::{BatchHeader, ControlMarker, ValidatedBatch};
 
 /// What an append stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +56,13 @@ pub struct PartitionLog {
     pub(crate) log_start_offset: i64,
     pub(crate) recovery_point: i64,
     pub(crate) epochs: EpochCache,
-    /// Idempotent producers' state, always up to the log end (`producer_state`).
+    /// Idempotent and transactional producers' state, always up to the log end
+    /// (`producer_state`).
     pub(crate) producers: ProducerStates,
+    /// Transactions whose marker is appended but not yet durable, as (first offset, marker
+    /// offset): still unstable, since a crash would take the marker back and reopen them
+    /// (Kafka's unreplicated transactions). Emptied as the recovery point passes the markers.
+    pub(crate) unstable: Vec<(i64, i64)>,
     /// Bumped by every truncation, so flush tickets taken before it complete as no-ops.
     pub(crate) generation: u64,
     /// The latest wall time a caller passed in: the clock for follower appends, which carry none.
@@ -142,7 +147,18 @@ impl PartitionLog {
         assert!(!batches.is_empty(), "a produce carries at least one batch");
         let admission = self
             .producers
-            .admit_all(batches.iter().map(ValidatedBatch::header))?;
+            .admit_all(batches.iter().map(ValidatedBatch::header));
+        let admission = match admission {
+            Err(SequenceError::EpochFenced { .. })
+                if crate::PlantedBug::active(
+                    self.planted,
+                    crate::PlantedBug::FencedProducerAccepted,
+                ) =>
+            {
+                Admission::Append
+            }
+            admission => admission?,
+        };
         let appends_again =
             crate::PlantedBug::active(self.planted, crate::PlantedBug::DedupAppendsAgain);
         if let (Admission::Duplicate(original), false) = (admission, appends_again) {
@@ -173,6 +189,91 @@ impl PartitionLog {
             last_offset,
             duplicate: false,
         })
+    }
+
+    /// Writes a transaction marker (a control batch: COMMIT if `commit`, else ABORT) for
+    /// `producer_id`, ending its open transaction here, if any; WriteTxnMarkers. Refused if the
+    /// epoch is older than the producer's (INVALID_PRODUCER_EPOCH) or the coordinator epoch
+    /// older than the last marker's (TRANSACTION_COORDINATOR_FENCED). A marker for a producer
+    /// with nothing open is still written: an abort so fences the producer's older epochs.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        if producer_id < 0 {
+            return Err(SequenceError::EpochFenced {
+                producer_id,
+                epoch: producer_epoch,
+                current: producer_epoch,
+            }
+            .into());
+        }
+        self.producers
+            .admit_marker(producer_id, producer_epoch, coordinator_epoch)?;
+        let marker = ControlMarker {
+            commit,
+            coordinator_epoch,
+        };
+        let batch = wire::control_batch_encode(producer_id, producer_epoch, marker, now_ms);
+        let leader_epoch = self.epochs.latest_epoch().unwrap_or(0);
+        self.append(batch, leader_epoch, now_ms)
+    }
+
+    /// The last stable offset (LSO) given the high watermark: below it every transaction is
+    /// decided, so read_committed readers stop there. It is the first offset of the oldest
+    /// transaction still open or whose marker is not yet below the high watermark, else the
+    /// high watermark; never below the log start.
+    /// **Invariant:** `log_start_offset <= LSO <= min(high_watermark, log_end_offset)`.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        let high_watermark = high_watermark.min(self.log_end_offset());
+        let ignores_transactions =
+            crate::PlantedBug::active(self.planted, crate::PlantedBug::LsoFromHighWatermark);
+        let open = self.producers.first_unstable_offset();
+        let undecided = self
+            .unstable
+            .iter()
+            .filter(|(_, marker)| *marker >= high_watermark)
+            .map(|(first, _)| *first)
+            .min();
+        let lso = match ignores_transactions {
+            true => high_watermark,
+            false => [Some(high_watermark), open, undecided]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("the high watermark is there"),
+        };
+        let lso = lso.max(self.log_start_offset.min(high_watermark));
+        assert!(lso <= high_watermark);
+        lso
+    }
+
+    /// The aborted transactions that overlap `[from, upto)` (a read_committed fetch's range):
+    /// last offset at or above `from`, first offset below `upto`. Searches the segments from
+    /// the one holding `from` (earlier markers end below it) and stops at the first entry whose
+    /// stable offset reaches `upto`: every later abort began at or above it.
+    pub fn aborted_transactions(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
+        let start = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(i64::MIN, |(base, _)| *base);
+        let mut found = Vec::new();
+        for segment in self.segments.range(start..).map(|(_, segment)| segment) {
+            for entry in segment.aborted() {
+                if entry.last_offset >= from && entry.first_offset < upto {
+                    found.push(*entry);
+                }
+                if entry.last_stable_offset >= upto {
+                    return found;
+                }
+            }
+        }
+        found
     }
 
     /// The follower path: the batch keeps the leader's offsets, epoch and timestamps. Its base
@@ -221,7 +322,14 @@ impl PartitionLog {
         }
         self.active_mut().append(&batch, now_ms)?;
         assert_eq!(self.log_end_offset(), header.next_offset());
-        self.producers.apply(&header);
+        if let Some(completed) = self.producers.apply_batch(&batch) {
+            if let Some(first) = completed.first_offset {
+                self.unstable.push((first, completed.last_offset));
+            }
+            if let Some(entry) = self.producers.aborted_entry(&completed) {
+                self.active_mut().aborted_push(entry);
+            }
+        }
         Ok(AppendInfo {
             base_offset: header.base_offset,
             last_offset: header.last_offset(),
@@ -312,6 +420,9 @@ impl PartitionLog {
             "the log only grew since the ticket"
         );
         self.recovery_point = self.recovery_point.max(ticket.offset_end);
+        let recovery_point = self.recovery_point;
+        self.unstable
+            .retain(|(_, marker)| *marker >= recovery_point);
         self.invariants_check();
     }
 
@@ -460,7 +571,7 @@ impl PartitionLog {
         if offset < first_base {
             // Compaction emptied the head of the log: no batch below `offset` remains.
             self.segments_reset(offset)?;
-            return self.truncation_finish(offset);
+            return self.truncation_finish(offset, offset);
         }
         self.generation += 1;
         let base = *self
@@ -494,11 +605,12 @@ impl PartitionLog {
             self.clock_ms,
         )?;
         self.segments.insert(base, segment);
-        self.truncation_finish(offset)
+        self.truncation_finish(offset, base)
     }
 
-    /// The bookkeeping after a truncation: offsets, checkpoint, epoch cache.
-    fn truncation_finish(&mut self, offset: i64) -> Result<(), LogError> {
+    /// The bookkeeping after a truncation: offsets, checkpoint, epoch cache, producer state and
+    /// the transaction index of the segments from `txn_index_from` (the one cut).
+    fn truncation_finish(&mut self, offset: i64, txn_index_from: i64) -> Result<(), LogError> {
         let log_end_offset = self.log_end_offset();
         self.log_start_offset = self.log_start_offset.min(log_end_offset);
         // The truncated segment was synced whole by the cut and the ones before it at their
@@ -508,7 +620,8 @@ impl PartitionLog {
         if self.epochs.truncate_from_end(log_end_offset) {
             self.epochs.write(&*self.disk, &self.dir)?;
         }
-        self.producers_rebuild()?;
+        self.unstable.clear();
+        self.producers_rebuild(txn_index_from)?;
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset, "truncated");
         self.invariants_check();
         Ok(())
@@ -525,6 +638,7 @@ impl PartitionLog {
         self.epochs.write(&*self.disk, &self.dir)?;
         self.producer_snapshots_clear()?;
         self.producers = ProducerStates::new(offset);
+        self.unstable.clear();
         tracing::info!(dir = %self.dir.display(), offset, "truncated fully");
         self.invariants_check();
         Ok(())
@@ -612,7 +726,7 @@ impl PartitionLog {
         self.epochs.latest_epoch()
     }
 
-    /// The idempotent producers' state (read-only: it changes only with the log).
+    /// The producers' state (read-only: it changes only with the log).
     pub fn producers(&self) -> &ProducerStates {
         &self.producers
     }

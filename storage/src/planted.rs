@@ -37,6 +37,12 @@ pub enum PlantedBug {
     /// below it (a `partition_point` without the `- 1`), so a read from the middle of a segment,
     /// between two sparse index entries, starts at a later batch and skips records.
     IndexLookupOvershoots,
+    /// The last stable offset ignores open transactions: it is the high watermark, so a
+    /// read_committed reader gets records of transactions not yet decided, aborted ones too.
+    LsoFromHighWatermark,
+    /// A data batch whose epoch is older than the producer's (a marker bumped it: the producer
+    /// was fenced) is appended instead of refused: a zombie writes into the log.
+    FencedProducerAccepted,
 }
 
 impl PlantedBug {

@@ -10,7 +10,7 @@
 use crate::error::{IoContext, LogError};
 use crate::layout::{file_kind, segment_path, FileKind, SNAPSHOT_SUFFIX};
 use crate::log::PartitionLog;
-use crate::producer_state::ProducerStates;
+use crate::producer_state::{AbortedTxn, ProducerStates};
 use crate::scan::{BatchScan, ScanItem};
 use crate::segment::Segment;
 use runtime::disk::{read_all_stable, write_atomic};
@@ -80,12 +80,21 @@ impl PartitionLog {
 
     /// Rebuilds the producer state from the newest valid snapshot at or below the log end and
     /// the batches after it (recovery, truncation). Snapshots past the log end go first.
-    pub(crate) fn producers_rebuild(&mut self) -> Result<(), LogError> {
+    ///
+    /// The aborted-transaction lists of the segments from `txn_index_from` on (scanned by
+    /// recovery, cut by a truncation) are rebuilt by the same replay: an abort's entry needs its
+    /// transaction's first offset, which may lie in an earlier segment, so the replay starts
+    /// from a snapshot at or below the first of them (snapshots hold the open transactions),
+    /// and each of them is replayed whole.
+    pub(crate) fn producers_rebuild(&mut self, txn_index_from: i64) -> Result<(), LogError> {
         let log_end_offset = self.log_end_offset();
         snapshots_remove(&*self.disk, &self.dir, |offset| offset > log_end_offset)?;
         let first_base = *self.segments.keys().next().expect("never empty");
         let mut states = None;
         for offset in snapshots_list(&*self.disk, &self.dir)?.into_iter().rev() {
+            if offset > txn_index_from {
+                continue;
+            }
             let path = segment_path(&self.dir, offset, SNAPSHOT_SUFFIX);
             let bytes = match read_all_stable(&*self.disk, &path) {
                 Ok(bytes) => bytes,
@@ -110,11 +119,20 @@ impl PartitionLog {
         }
         let mut states = states.unwrap_or_else(|| ProducerStates::new(first_base));
         let mut batches = 0;
-        for segment in self.segments.values() {
+        for segment in self.segments.values_mut() {
             if segment.next_offset() <= states.end_offset() {
                 continue;
             }
-            batches += producers_replay(segment, &mut states)?;
+            let whole = segment.base_offset() >= states.end_offset();
+            let (applied, aborted) = producers_replay(segment, &mut states)?;
+            batches += applied;
+            if segment.base_offset() >= txn_index_from {
+                assert!(
+                    whole,
+                    "the replay starts at or below every segment it rebuilds"
+                );
+                segment.aborted_set(aborted);
+            }
         }
         assert!(
             states.end_offset() <= log_end_offset,
@@ -132,12 +150,16 @@ impl PartitionLog {
     }
 }
 
-/// Applies the batches of `segment` at or past `states`' end; returns how many. Every batch is
+/// Applies the batches of `segment` at or past `states`' end; returns how many, and the
+/// aborted transactions whose markers it applied. Every batch is
 /// CRC-checked and its offsets held to the segment's (the producer fields lie inside the CRC,
 /// baseOffset outside it): a bit flipped on the way from the disk is read again rather than
 /// believed, as recovery's own scan does (single-crash seed 37 replayed a flipped baseOffset
 /// of 4104 into a 40-offset log).
-fn producers_replay(segment: &Segment, states: &mut ProducerStates) -> Result<usize, LogError> {
+fn producers_replay(
+    segment: &Segment,
+    states: &mut ProducerStates,
+) -> Result<(usize, Vec<AbortedTxn>), LogError> {
     let next_offset = segment.next_offset();
     let mut scan = BatchScan::new(&**segment.file(), segment.path(), segment.size_bytes())
         .expecting(segment.base_offset());
@@ -148,18 +170,18 @@ fn producers_replay(segment: &Segment, states: &mut ProducerStates) -> Result<us
             header.last_offset()
         )),
     };
-    let mut applied = 0;
+    let (mut applied, mut aborted) = (0, Vec::new());
     // Bounded: each step moves forward by a whole batch.
     loop {
         match scan.next_checked(&mut check)? {
             ScanItem::Batch { batch, .. } => {
-                let header = batch.header();
-                if header.base_offset >= states.end_offset() {
-                    states.apply(header);
+                if batch.header().base_offset >= states.end_offset() {
+                    let completed = states.apply_batch(&batch);
+                    aborted.extend(completed.and_then(|done| states.aborted_entry(&done)));
                     applied += 1;
                 }
             }
-            ScanItem::End => return Ok(applied),
+            ScanItem::End => return Ok((applied, aborted)),
             ScanItem::Invalid { position, reason } => {
                 return Err(LogError::Corrupt {
                     path: segment.path().to_path_buf(),

@@ -71,7 +71,7 @@ pub(crate) fn recover(
         for base in &loaded.scanned {
             // Below the recovery point every byte was synced; past it, only rewriting makes sure
             // the sync covers what the page cache shows (`Segment::rewrite_from`).
-            segments[base].rewrite_from(recovery_point_hint)?;
+            segments[base].rewrite_from(recovery_point_hint, verify_crc)?;
             segments[base].sync()?;
         }
     }
@@ -101,6 +101,7 @@ pub(crate) fn recover(
         recovery_point: log_end_offset,
         epochs: EpochCache::default(),
         producers: crate::producer_state::ProducerStates::new(log_end_offset),
+        unstable: Vec::new(),
         generation: 0,
         planted,
         clock_ms: now_ms,
@@ -115,8 +116,11 @@ pub(crate) fn recover(
         // The checkpoint's start lies past every batch that survived: start afresh there.
         log.truncate_fully_and_start_at(log_start_offset)?;
     } else if !crate::PlantedBug::active(planted, crate::PlantedBug::ProducerStateNotRestored) {
-        log.producers_rebuild()?;
+        // Scanned segments have no transaction index yet: the replay rebuilds theirs.
+        let txn_index_from = loaded.scanned.iter().copied().min().unwrap_or(i64::MAX);
+        log.producers_rebuild(txn_index_from)?;
     }
+    scanned_indexes_write(&log, &loaded.scanned)?;
     tracing::info!(
         dir = %log.dir.display(), log_start_offset = log.log_start_offset, log_end_offset = log.log_end_offset(),
         segments = log.segments.len(), scanned = loaded.scanned.len(), "recovered"
@@ -184,7 +188,8 @@ pub(crate) fn swap_install(
         .filter_map(|path| match file_kind(path) {
             FileKind::Log { base_offset }
             | FileKind::Index { base_offset }
-            | FileKind::TimeIndex { base_offset } => Some(base_offset),
+            | FileKind::TimeIndex { base_offset }
+            | FileKind::TxnIndex { base_offset } => Some(base_offset),
             _ => None,
         })
         .filter(|base| (base_offset..end_offset).contains(base))
@@ -233,9 +238,9 @@ fn segments_list(disk: &dyn Disk, dir: &Path, log_start_offset: i64) -> Result<V
     }
     for path in &files {
         let orphan = match file_kind(path) {
-            FileKind::Index { base_offset } | FileKind::TimeIndex { base_offset } => {
-                bases.binary_search(&base_offset).is_err()
-            }
+            FileKind::Index { base_offset }
+            | FileKind::TimeIndex { base_offset }
+            | FileKind::TxnIndex { base_offset } => bases.binary_search(&base_offset).is_err(),
             _ => false,
         };
         if orphan && disk.exists(path) {
@@ -349,10 +354,10 @@ fn tail_cut(
     disk.sync_dir(dir).context("sync", dir)
 }
 
-/// Seals and writes the indexes of closed segments that were rebuilt by a scan (as a roll
-/// would have), and removes any index files of the active segment (its indexes live in
-/// memory; files there would go stale). Index files that cannot be written are removed, so the
-/// next recovery scans that segment again; its indexes serve from memory meanwhile.
+/// Seals the closed segments that were rebuilt by a scan (as a roll would have), and removes
+/// their index files and any of the active segment (its indexes live in memory; files there
+/// would go stale). The scanned segments' index files are written once the producer-state
+/// replay has rebuilt their transaction index (`scanned_indexes_write`).
 fn indexes_settle(disk: &dyn Disk, dir: &Path, loaded: &mut Loaded) -> Result<(), LogError> {
     let Some((&last, _)) = loaded.segments.iter().next_back() else {
         return Ok(());
@@ -364,14 +369,28 @@ fn indexes_settle(disk: &dyn Disk, dir: &Path, loaded: &mut Loaded) -> Result<()
                 .get_mut(base)
                 .expect("scanned segments are loaded");
             segment.seal();
-            let written = segment.index_files_write(disk, dir);
-            if !cache_write_or_warn("index files", segment.path(), written)? {
-                index_files_remove(disk, dir, *base)?;
-            }
         }
+        index_files_remove(disk, dir, *base)?;
     }
     index_files_remove(disk, dir, last)?;
     disk.sync_dir(dir).context("sync", dir)
+}
+
+/// Writes the index files of the closed segments recovery scanned. Files that cannot be
+/// written are removed, so the next recovery scans that segment again; its indexes serve from
+/// memory meanwhile.
+fn scanned_indexes_write(log: &PartitionLog, scanned: &[i64]) -> Result<(), LogError> {
+    let active = log.active().base_offset();
+    for base in scanned.iter().filter(|base| **base != active) {
+        let Some(segment) = log.segments.get(base) else {
+            continue; // a full truncation removed it
+        };
+        let written = segment.index_files_write(&*log.disk, &log.dir);
+        if !cache_write_or_warn("index files", segment.path(), written)? {
+            index_files_remove(&*log.disk, &log.dir, *base)?;
+        }
+    }
+    Ok(())
 }
 
 fn epoch_observe(starts: &mut Vec<(i32, i64)>, header: &BatchHeader) {

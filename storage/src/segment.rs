@@ -5,7 +5,8 @@
 
 use crate::error::{IoContext, LogError};
 use crate::index::{IndexBuilder, OffsetEntry, OffsetIndex, TimeIndex, TIMESTAMP_NONE};
-use crate::layout::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::layout::{segment_path, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX};
+use crate::producer_state::AbortedTxn;
 use crate::scan::{header_read, BatchScan, ScanItem};
 use runtime::disk::{read_all, write_atomic};
 use runtime::{Disk, DiskFile, OpenMode};
@@ -38,6 +39,10 @@ pub(crate) struct Segment {
     /// an existing file to the time of the open. That is never older than the file's true last
     /// change, so a restart can only postpone deletion, never bring it forward.
     modified_ms: i64,
+    /// The aborted transactions whose ABORT markers this segment holds, in log order
+    /// (`txn_index`). Set by the log (appends, recovery's replay, compaction), which knows the
+    /// transactions' first offsets; a scan alone cannot.
+    aborted: Vec<AbortedTxn>,
 }
 
 impl Segment {
@@ -65,6 +70,7 @@ impl Segment {
             indexes,
             rolling_ms: None,
             modified_ms: now_ms,
+            aborted: Vec::new(),
         })
     }
 
@@ -72,6 +78,7 @@ impl Segment {
     /// the handle it was written through. `modified_ms` is the newest of the segments it
     /// replaces, as Kafka's cleaner keeps it: a rewrite adds no records, so it must not make
     /// untimed records look younger, nor older.
+    #[allow(clippy::too_many_arguments)]
     pub fn installed(
         dir: &Path,
         file: Arc<dyn DiskFile>,
@@ -80,6 +87,7 @@ impl Segment {
         next_offset: i64,
         indexes: IndexBuilder,
         modified_ms: i64,
+        aborted: Vec<AbortedTxn>,
     ) -> Segment {
         assert!(size_bytes > 0 && next_offset > base_offset);
         let path = segment_path(dir, base_offset, LOG_SUFFIX);
@@ -92,6 +100,7 @@ impl Segment {
             indexes,
             rolling_ms: None,
             modified_ms,
+            aborted,
         }
     }
 
@@ -124,6 +133,7 @@ impl Segment {
             indexes: IndexBuilder::new(base_offset, interval),
             rolling_ms: None,
             modified_ms: now_ms,
+            aborted: Vec::new(),
         };
         let mut scan = BatchScan::new(&*file, &path, file_bytes).expecting(segment.next_offset);
         if !verify_crc {
@@ -162,6 +172,7 @@ impl Segment {
         let size_bytes = file.len().context("size", &path)?;
         let index_path = segment_path(dir, base_offset, INDEX_SUFFIX);
         let time_path = segment_path(dir, base_offset, TIME_INDEX_SUFFIX);
+        let txn_path = segment_path(dir, base_offset, TXN_INDEX_SUFFIX);
         if !disk.exists(&index_path) || !disk.exists(&time_path) {
             return Ok(None);
         }
@@ -202,7 +213,16 @@ impl Segment {
         let timestamp_max = times.timestamp_last().max(walk.timestamp_max);
         let indexes = IndexBuilder::loaded(base_offset, offsets, times, timestamp_max);
         let next_offset = walk.next_offset;
-        Ok(Some(Segment {
+        // Written before the offset index when not empty (`index_files_write`): missing means
+        // no aborts.
+        let txn_bytes = match disk.exists(&txn_path) {
+            true => read_all(disk, &txn_path).context("read", &txn_path)?,
+            false => Vec::new(),
+        };
+        let Ok(aborted) = crate::txn_index::decode(&txn_bytes, base_offset, next_offset) else {
+            return Ok(None);
+        };
+        let segment = Segment {
             base_offset,
             path,
             file,
@@ -211,7 +231,19 @@ impl Segment {
             indexes,
             rolling_ms: None,
             modified_ms: now_ms,
-        }))
+            aborted,
+        };
+        // No checksum covers the file: each entry must end at a marker of its producer.
+        for entry in &segment.aborted {
+            match segment.locate(entry.last_offset)? {
+                Some((_, header))
+                    if header.base_offset == entry.last_offset
+                        && header.is_control()
+                        && header.producer_id == entry.producer_id => {}
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(segment))
     }
 
     /// The offset checks a scanned batch must pass on top of its own validity: offsets only go
@@ -371,13 +403,23 @@ impl Segment {
         self.indexes.seal();
     }
 
-    /// Writes both index files atomically (a torn index is never mistaken for a valid one).
+    /// Writes the index files atomically (a torn index is never mistaken for a valid one). The
+    /// transaction index, written only when some transaction aborted here (as Kafka creates it
+    /// lazily), goes first: a segment whose offset index is on disk has it if it needs it.
     pub fn index_files_write(&self, disk: &dyn Disk, dir: &Path) -> Result<(), LogError> {
         let files = [
+            (TXN_INDEX_SUFFIX, crate::txn_index::encode(&self.aborted)),
             (INDEX_SUFFIX, self.indexes.offsets.encode()),
             (TIME_INDEX_SUFFIX, self.indexes.times.encode()),
         ];
         for (suffix, bytes) in files {
+            if suffix == TXN_INDEX_SUFFIX && bytes.is_empty() {
+                let path = segment_path(dir, self.base_offset, suffix);
+                if disk.exists(&path) {
+                    disk.remove_file(&path).context("remove", &path)?;
+                }
+                continue;
+            }
             let path = segment_path(dir, self.base_offset, suffix);
             write_atomic(disk, &path, &bytes).context("write index", &path)?;
         }
@@ -397,7 +439,9 @@ impl Segment {
     /// Writing back is the one place recovery could turn a bit flipped on the way from the disk
     /// into corruption at rest, and the CRC does not cover baseOffset: so a batch is written back
     /// only once two reads of it agree byte for byte and its CRC checks (`SCAN_REREADS` tries).
-    pub fn rewrite_from(&self, offset: i64) -> Result<(), LogError> {
+    /// `verify_crc` is recovery's: false only for the planted bug `RecoverySkipsCrc`, which
+    /// skips every CRC check of recovery, this one too.
+    pub fn rewrite_from(&self, offset: i64, verify_crc: bool) -> Result<(), LogError> {
         let Some((mut position, _)) = self.locate(offset)? else {
             return Ok(());
         };
@@ -409,8 +453,11 @@ impl Segment {
                 self.read_exact(&mut first, position)?;
                 self.read_exact(&mut second, position)?;
                 let agreed = first == second;
+                if agreed && !verify_crc {
+                    break bytes::Bytes::from(first);
+                }
                 match ValidatedBatch::validate(first.into()) {
-                    Ok(batch) if agreed => break batch,
+                    Ok(batch) if agreed => break batch.bytes().clone(),
                     _ if attempt >= crate::scan::SCAN_REREADS => {
                         return Err(LogError::Corrupt {
                             path: self.path.clone(),
@@ -429,7 +476,7 @@ impl Segment {
                 }
             };
             self.file
-                .write_at(batch.bytes(), position)
+                .write_at(&batch, position)
                 .context("rewrite", &self.path)?;
             position += size as u64;
         }
@@ -469,6 +516,22 @@ impl Segment {
     pub fn time_index(&self) -> &TimeIndex {
         &self.indexes.times
     }
+    pub fn aborted(&self) -> &[AbortedTxn] {
+        &self.aborted
+    }
+    /// Records an abort whose marker was just appended here.
+    pub fn aborted_push(&mut self, entry: AbortedTxn) {
+        assert!(entry.last_offset >= self.base_offset && entry.last_offset < self.next_offset);
+        assert!(self
+            .aborted
+            .last()
+            .is_none_or(|last| last.last_offset < entry.last_offset));
+        self.aborted.push(entry);
+    }
+    /// Replaces the aborted transactions (a replay rebuilt them).
+    pub fn aborted_set(&mut self, aborted: Vec<AbortedTxn>) {
+        self.aborted = aborted;
+    }
 }
 
 /// Removes a segment's files: indexes first, so a crash in between leaves an orphan index
@@ -478,7 +541,12 @@ pub(crate) fn segment_files_remove(
     dir: &Path,
     base_offset: i64,
 ) -> Result<(), LogError> {
-    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+    for suffix in [
+        INDEX_SUFFIX,
+        TIME_INDEX_SUFFIX,
+        TXN_INDEX_SUFFIX,
+        LOG_SUFFIX,
+    ] {
         let path = segment_path(dir, base_offset, suffix);
         if disk.exists(&path) {
             disk.remove_file(&path).context("remove", &path)?;
@@ -492,7 +560,7 @@ pub(crate) fn index_files_remove(
     dir: &Path,
     base_offset: i64,
 ) -> Result<(), LogError> {
-    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+    for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX] {
         let path = segment_path(dir, base_offset, suffix);
         if disk.exists(&path) {
             disk.remove_file(&path).context("remove", &path)?;

@@ -11,11 +11,13 @@
 pub mod batch;
 pub mod bounds;
 pub mod codec;
+pub mod control;
 pub mod frame;
 pub mod records;
 
 pub use batch::{BatchError, BatchHeader, ValidatedBatch};
 pub use codec::{DecodeError, RequestFrame};
+pub use control::{control_batch_encode, control_marker_parse, ControlMarker};
 pub use frame::{FrameError, REQUEST_BYTES_MAX};
 pub use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 pub use kafka_protocol::{self as protocol};

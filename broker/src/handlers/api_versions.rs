@@ -12,6 +12,8 @@
 //! group API spans all the crate's versions.
 //!
 //! InitProducerId stops at 4: v5 and v6 belong to transactions (KIP-890, KIP-939).
+//! WriteTxnMarkers is v1 only: the protocol crate decodes nothing older (Kafka 4 removed v0,
+//! KIP-896), and v1 differs from v0 only by the flexible encoding.
 //!
 //! Admin: AlterConfigs, IncrementalAlterConfigs, DeleteRecords and OffsetDelete span all the
 //! crate's versions.
@@ -47,6 +49,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::WriteTxnMarkers, 1, 1),
 ];
 
 pub fn is_supported(api_key: ApiKey, api_version: i16) -> bool {

@@ -20,6 +20,9 @@ pub fn log_error_code(error: &LogError) -> ResponseError {
         LogError::Sequence(SequenceError::EpochFenced { .. }) => {
             ResponseError::InvalidProducerEpoch
         }
+        LogError::Sequence(SequenceError::CoordinatorFenced { .. }) => {
+            ResponseError::TransactionCoordinatorFenced
+        }
         _ => ResponseError::KafkaStorageError,
     }
 }

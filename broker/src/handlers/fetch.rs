@@ -1,6 +1,12 @@
 //! Fetch: read whole batches below the high watermark, long-polling until `min_bytes` are
 //! available or `max_wait_ms` passes.
 //!
+//! isolation_level 1 (read_committed) reads only below the last stable offset (LSO: below it
+//! every transaction is decided) and lists the aborted transactions overlapping the batches
+//! returned, whose records the client drops. **Invariant:** no read_committed fetch returns a
+//! record at or above the LSO. Markers are appends, so the LSO only moves when the durable
+//! offset does (or the log start moves): the same watch wakes parked read_committed fetches.
+//!
 //! A parked fetch waits on the durable-offset watch of each partition it asked for, so it wakes
 //! only when one of them may have become readable (its high watermark advanced, its log start
 //! moved, or it went offline), never for traffic on other partitions. Each wake re-reads every
@@ -19,7 +25,9 @@ use crate::partition::Durable;
 use crate::planted::Bug;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchPartition;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::ResponseError;
 use runtime::sync::watch;
@@ -145,19 +153,13 @@ fn fetch_once(broker: &Arc<Broker>, request: &FetchRequest, woken: bool) -> Fetc
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for fetch in &topic.partitions {
             let remaining = response_bytes_max.saturating_sub(result.bytes);
-            let data = partition_read(
-                broker,
-                &topic.topic,
-                fetch,
-                remaining,
-                result.bytes == 0,
+            let read = PartitionRead {
+                response_bytes_remaining: remaining,
+                response_empty: result.bytes == 0,
                 woken,
-            );
-            let data = if read_committed {
-                data.with_aborted_transactions(Some(Vec::new()))
-            } else {
-                data
+                read_committed,
             };
+            let data = partition_read(broker, &topic.topic, fetch, &read);
             result.errors |= data.error_code != NONE;
             result.bytes += data.records.as_ref().map_or(0, Bytes::len);
             partitions.push(data);
@@ -171,17 +173,30 @@ fn fetch_once(broker: &Arc<Broker>, request: &FetchRequest, woken: bool) -> Fetc
     result
 }
 
+/// How one partition is to be read within a response.
+struct PartitionRead {
+    response_bytes_remaining: usize,
+    response_empty: bool,
+    woken: bool,
+    read_committed: bool,
+}
+
 fn partition_read(
     broker: &Arc<Broker>,
     topic: &TopicName,
     fetch: &FetchPartition,
-    response_bytes_remaining: usize,
-    response_empty: bool,
-    woken: bool,
+    read: &PartitionRead,
 ) -> PartitionData {
+    let PartitionRead {
+        response_bytes_remaining,
+        response_empty,
+        woken,
+        read_committed,
+    } = *read;
     let data = PartitionData::default()
         .with_partition_index(fetch.partition)
-        .with_preferred_read_replica((-1).into());
+        .with_preferred_read_replica((-1).into())
+        .with_aborted_transactions(read_committed.then(Vec::new));
     let Some(partition) = broker.topics().partition(topic.0.as_str(), fetch.partition) else {
         return data
             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
@@ -192,19 +207,38 @@ fn partition_read(
     if woken && Bug::active(partition.planted(), Bug::LongPollServesLogEnd) {
         high_watermark = log.log_end_offset();
     }
+    let last_stable_offset = log.last_stable_offset(high_watermark);
     let data = data
         .with_high_watermark(high_watermark)
-        .with_last_stable_offset(high_watermark)
+        .with_last_stable_offset(last_stable_offset)
         .with_log_start_offset(log.log_start_offset());
+    let limit = match read_committed {
+        true => last_stable_offset,
+        false => high_watermark,
+    };
     let partition_bytes_max = usize::try_from(fetch.partition_max_bytes).unwrap_or(0);
     let bytes_max = partition_bytes_max.min(response_bytes_remaining);
     if bytes_max == 0 && !response_empty {
         return data.with_error_code(NONE).with_records(Some(Bytes::new()));
     }
-    match log.read(fetch.fetch_offset, bytes_max, high_watermark) {
+    match log.read(fetch.fetch_offset, bytes_max, limit) {
         // Only the response's first partition may exceed the limits (KIP-74).
         Ok(read) if read.bytes.len() > bytes_max && !response_empty => {
             data.with_error_code(NONE).with_records(Some(Bytes::new()))
+        }
+        Ok(read) if read_committed => {
+            let aborted = log
+                .aborted_transactions(fetch.fetch_offset, read.next_offset)
+                .into_iter()
+                .map(|txn| {
+                    AbortedTransaction::default()
+                        .with_producer_id(txn.producer_id.into())
+                        .with_first_offset(txn.first_offset)
+                })
+                .collect();
+            data.with_error_code(NONE)
+                .with_records(Some(read.bytes))
+                .with_aborted_transactions(Some(aborted))
         }
         Ok(read) => data.with_error_code(NONE).with_records(Some(read.bytes)),
         Err(error) => {

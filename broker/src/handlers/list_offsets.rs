@@ -1,5 +1,6 @@
-//! ListOffsets: earliest (-2), latest (-1: the high watermark, which is also the last stable
-//! offset until transactions exist), or the first offset whose timestamp is at or after a time.
+//! ListOffsets: earliest (-2), latest (-1: the high watermark, or with isolation_level 1,
+//! read_committed, the last stable offset), or the first offset whose timestamp is at or after
+//! a time (the same for both isolation levels, as in Kafka).
 
 use crate::broker::Broker;
 use crate::handlers::errors::{log_error_code, NONE};
@@ -15,6 +16,7 @@ const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
 
 pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ResponseKind {
+    let read_committed = request.isolation_level == 1;
     let topics = request
         .topics
         .into_iter()
@@ -29,6 +31,7 @@ pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -
                         asked.partition_index,
                         asked.timestamp,
                         version,
+                        read_committed,
                     )
                 })
                 .collect();
@@ -46,6 +49,7 @@ fn partition_lookup(
     index: i32,
     timestamp: i64,
     version: i16,
+    read_committed: bool,
 ) -> ListOffsetsPartitionResponse {
     // leader_epoch exists from v4; the protocol crate refuses to encode it set at older versions.
     let leader_epoch = if version >= 4 { 0 } else { -1 };
@@ -62,6 +66,7 @@ fn partition_lookup(
     let log = partition.log();
     let found = match timestamp {
         EARLIEST => Ok(Some((log.log_start_offset(), -1))),
+        LATEST if read_committed => Ok(Some((log.last_stable_offset(high_watermark), -1))),
         LATEST => Ok(Some((high_watermark, -1))),
         timestamp if timestamp < 0 => {
             return response

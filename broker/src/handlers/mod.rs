@@ -30,6 +30,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod write_txn_markers;
 
 use crate::broker::Broker;
 use runtime::buggify::Site;
@@ -143,6 +144,7 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
         RequestKind::InitProducerId(body) => {
             Reply::Now(Box::new(init_producer_id::handle(broker, body, version)))
         }
+        RequestKind::WriteTxnMarkers(body) => write_txn_markers::handle(broker, body, version),
         other => {
             unreachable!("api_versions::is_supported admitted an unhandled request: {other:?}")
         }
