@@ -565,3 +565,24 @@ fn output_uncommitted_input() {
       its output out-0 value 102 at offset 3 was read by event 17, but group g committed only up to 2 (event 19)
     ");
 }
+
+/// A transaction whose client never heard its outcome, yet some of it was read before the final
+/// polls: it committed, so all of it must be read (a coordinator that committed t-0 and aborted
+/// t-1 after a crash leaves t-1's value unseen).
+#[test]
+fn unseen_part_of_an_observed_transaction() {
+    let torn = "p1 invoke txn send t-0 1, send t-1 2; p1 info txn send t-0 1, send t-1 2; \
+                p0 poll t-0 [0:1]; p9 final-poll t-0 [0:1]; p9 final-poll t-1 []";
+    assert_eq!(kinds(torn), ["unseen"]);
+    insta::assert_snapshot!(report(torn).anomalies[0].render(), @r"
+    unseen: partition t-1: lag 1 after heal
+      acknowledged but never polled: values 2 (sent by events 1)
+    ");
+    let whole = "p1 invoke txn send t-0 1, send t-1 2; p1 info txn send t-0 1, send t-1 2; \
+                 p0 poll t-0 [0:1]; p9 final-poll t-0 [0:1]; p9 final-poll t-1 [1:2]";
+    assert_eq!(kinds(whole), [""; 0]);
+    // Not read before the final polls: it may have committed after they began, or never.
+    let unobserved = "p1 invoke txn send t-0 1, send t-1 2; p1 info txn send t-0 1, send t-1 2; \
+                      p9 final-poll t-0 [0:1]; p9 final-poll t-1 []";
+    assert_eq!(kinds(unobserved), [""; 0]);
+}
