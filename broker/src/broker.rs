@@ -4,6 +4,7 @@ use crate::config::BrokerConfig;
 use crate::group::shell::GroupCoordinator;
 use crate::producer_ids::{ProducerIdError, ProducerIds};
 use crate::topics::{TopicError, Topics};
+use crate::txn::shell::TxnCoordinator;
 use runtime::rng::{stream_rng, ChaCha8Rng, RngCore, Stream};
 use runtime::{Clock, Disk};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,8 +28,10 @@ pub struct Broker {
     rng: Mutex<ChaCha8Rng>,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
     groups: Arc<GroupCoordinator>,
-    /// InitProducerId's durable id blocks.
-    producer_ids: Mutex<ProducerIds>,
+    /// InitProducerId's durable id blocks, shared with the transaction coordinator.
+    producer_ids: Arc<Mutex<ProducerIds>>,
+    /// Transactions (`__transaction_state`).
+    txn: Arc<TxnCoordinator>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,19 +70,40 @@ impl Broker {
                 },
             },
         )?;
-        Ok(Arc::new(Broker {
-            producer_ids: Mutex::new(producer_ids),
+        let producer_ids = Arc::new(Mutex::new(producer_ids));
+        let txn = TxnCoordinator::open(
+            &topics,
+            config.transactions.clone(),
+            groups.read(|core| core.partition_count()),
+            config.node_id,
+            context.clock,
+            stream_rng(context.seed, Stream::Transactions, node_index),
+            producer_ids.clone(),
+            config.planted,
+        )?;
+        let broker = Arc::new(Broker {
+            producer_ids,
+            txn,
             config,
             clock: context.clock,
             disk: context.disk,
             topics: Mutex::new(topics),
             rng: Mutex::new(rng),
             groups,
-        }))
+        });
+        let sender = crate::txn::shell::LocalMarkerSender {
+            broker: Arc::downgrade(&broker),
+        };
+        broker.txn.start(Arc::new(sender));
+        Ok(broker)
     }
 
     pub fn groups(&self) -> &Arc<GroupCoordinator> {
         &self.groups
+    }
+
+    pub fn txn(&self) -> &Arc<TxnCoordinator> {
+        &self.txn
     }
 
     /// A producer id never issued before on this data dir (InitProducerId).

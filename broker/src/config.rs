@@ -68,6 +68,8 @@ pub struct BrokerConfig {
     pub planted: Option<crate::planted::Bug>,
     /// The group coordinator's limits and timeouts (Kafka's `group.*` broker settings).
     pub groups: crate::group::GroupConfig,
+    /// The transaction coordinator's settings (Kafka's `transaction.*` broker settings).
+    pub transactions: crate::txn::TxnConfig,
 }
 
 impl BrokerConfig {
@@ -91,6 +93,7 @@ impl BrokerConfig {
             cluster_id: "gregor-cluster".to_string(),
             planted: None,
             groups: crate::group::GroupConfig::kafka_defaults(),
+            transactions: crate::txn::TxnConfig::kafka_defaults(),
         }
     }
 
@@ -125,6 +128,7 @@ pub struct ConfigFile {
     pub request_bytes_max: Option<u32>,
     pub retention_check_interval_ms: Option<u64>,
     pub producer_id_expiration_ms: Option<i64>,
+    pub transaction_max_timeout_ms: Option<u64>,
     pub cluster_id: Option<String>,
 }
 
@@ -165,6 +169,7 @@ impl ConfigFile {
             request_bytes_max,
             retention_check_interval_ms,
             producer_id_expiration_ms,
+            transaction_max_timeout_ms,
             cluster_id,
         } = self;
         config.node_id = node_id.unwrap_or(config.node_id);
@@ -187,6 +192,9 @@ impl ConfigFile {
         }
         config.producer_id_expiration_ms =
             producer_id_expiration_ms.unwrap_or(config.producer_id_expiration_ms);
+        if let Some(timeout_ms) = transaction_max_timeout_ms {
+            config.transactions.timeout_max = Duration::from_millis(timeout_ms);
+        }
         config.cluster_id = cluster_id.unwrap_or(config.cluster_id.clone());
     }
 }
@@ -202,6 +210,15 @@ pub fn validate(config: &BrokerConfig) -> Result<(), ConfigError> {
             "default_partitions",
             config.default_partitions.to_string(),
             "must be >= 1",
+        );
+    }
+    if config.transactions.timeout_max.is_zero()
+        || config.transactions.timeout_max.as_millis() > i32::MAX as u128
+    {
+        return invalid(
+            "transaction_max_timeout_ms",
+            config.transactions.timeout_max.as_millis().to_string(),
+            "must be 1..=2147483647",
         );
     }
     if config.producer_id_expiration_ms < 1 {

@@ -60,6 +60,10 @@ struct BrokerArgs {
     /// producer.id.expiration.ms; default 86400000).
     #[arg(long)]
     producer_id_expiration_ms: Option<i64>,
+    /// The longest transaction timeout a producer may ask for (Kafka's
+    /// transaction.max.timeout.ms; default 900000).
+    #[arg(long)]
+    transaction_max_timeout_ms: Option<u64>,
     /// Connections allowed from one client address (Kafka's max.connections.per.ip).
     #[arg(long)]
     max_connections_per_ip: Option<usize>,
@@ -107,6 +111,9 @@ fn broker_config(args: &BrokerArgs) -> Result<(BrokerConfig, String), String> {
     config.producer_id_expiration_ms = args
         .producer_id_expiration_ms
         .unwrap_or(config.producer_id_expiration_ms);
+    if let Some(timeout_ms) = args.transaction_max_timeout_ms {
+        config.transactions.timeout_max = std::time::Duration::from_millis(timeout_ms);
+    }
     config.connections_per_ip_max = args
         .max_connections_per_ip
         .unwrap_or(config.connections_per_ip_max);

@@ -58,6 +58,10 @@ pub enum Bug {
     /// Storage's `IndexLookupOvershoots`: reads from between two sparse index entries start at
     /// a later batch. Index-heavy seeds (small `index.interval.bytes`) see it.
     IndexLookupOvershoots,
+    /// The transaction coordinator sends COMMIT markers as soon as it appends PrepareCommit,
+    /// before that decision is fsynced: a crash then finds partitions committed by a transaction
+    /// the coordinator's log never decided, which replay aborts (a torn transaction).
+    MarkersBeforeDurableDecision,
 }
 
 impl Bug {
@@ -80,6 +84,7 @@ impl Bug {
         Bug::ProducerStateNotRestored,
         Bug::LongPollServesLogEnd,
         Bug::IndexLookupOvershoots,
+        Bug::MarkersBeforeDurableDecision,
     ];
 
     pub fn name(self) -> &'static str {
@@ -102,6 +107,7 @@ impl Bug {
             Bug::ProducerStateNotRestored => "producer-state-not-restored",
             Bug::LongPollServesLogEnd => "long-poll-serves-log-end",
             Bug::IndexLookupOvershoots => "index-lookup-overshoots",
+            Bug::MarkersBeforeDurableDecision => "markers-before-durable-decision",
         }
     }
 
@@ -121,6 +127,7 @@ impl Bug {
             Bug::CommitAckBeforeFsync | Bug::OffsetsReplayKeepsFirst => None,
             Bug::AckBeforeFsync | Bug::FetchBeyondDurable | Bug::LongPollServesLogEnd => None,
             Bug::IndexLookupOvershoots => Some(PlantedBug::IndexLookupOvershoots),
+            Bug::MarkersBeforeDurableDecision => None,
         }
     }
 

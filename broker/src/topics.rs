@@ -60,9 +60,11 @@ pub enum TopicError {
     Internal { name: String },
     /// The broker does not start: serving the partition's groups would serve an older state.
     #[error(
-        "replaying __consumer_offsets-{partition} failed at offset {offset} after {attempts} reads: {reason}"
+        "replaying {topic}-{partition} failed at offset {offset} after {attempts} reads: {reason}"
     )]
     OffsetsReplay {
+        /// `__consumer_offsets` or `__transaction_state`.
+        topic: &'static str,
         partition: i32,
         offset: i64,
         attempts: u32,
@@ -87,7 +89,7 @@ pub struct Topics {
 /// Internal topics belong to the broker (`__consumer_offsets`): listed with `is_internal`, never
 /// produced to, deleted or grown by users (growing would move groups and lose their offsets).
 pub fn is_internal(name: &str) -> bool {
-    name == crate::group::OFFSETS_TOPIC
+    name == crate::group::OFFSETS_TOPIC || name == crate::txn::TRANSACTION_STATE_TOPIC
 }
 
 /// A partition's directory: `<data_dir>/<topic>-<index>`, as Kafka names them.

@@ -91,12 +91,13 @@ async fn retries_are_stored_once_and_gaps_and_old_epochs_refused() {
     assert_eq!((error, epoch), (0, 0));
     let (_, second_id, _) = init_producer_id(&mut connection, false).await;
     assert_ne!(first_id, second_id, "every producer gets its own id");
-    let (error, _, _) = init_producer_id(&mut connection, true).await;
+    let (error, transactional_id, epoch) = init_producer_id(&mut connection, true).await;
     assert_eq!(
-        error,
-        ResponseError::InvalidRequest.code(),
-        "no transactions yet"
+        (error, epoch),
+        (0, 0),
+        "a transactional id gets its own producer id"
     );
+    assert!(transactional_id > second_id);
 
     let id = first_id;
     assert_eq!(produce(&mut connection, batch(id, 0, 0, 2)).await, (0, 0));

@@ -1,388 +1,442 @@
-//! Transactions on the partition side, through the handlers on a `MemDisk` (so a power loss can
-//! be staged): transactional batches hold the last stable offset (LSO) back until
-//! WriteTxnMarkers decides them; read_committed fetches stop at the LSO and list the aborted
-//! transactions; ListOffsets answers the LSO for read_committed; markers fence old producer
-//! epochs and deposed coordinators; and a restart rebuilds the same LSO and aborted index.
+//! Transactions against the real server (in-process, on a `MemDisk`), driven by the project's
+//! transactional producer and read_committed consumer: commit and abort, fencing of an old
+//! producer by a new InitProducerId, the timeout abort, transactional offsets visible only after
+//! the commit, a restart in PrepareCommit that finishes the commit, and Describe/List.
 
-use broker::handlers::{self, write_txn_markers, Reply};
-use broker::{Broker, BrokerConfig, NodeContext};
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::*;
+use broker::txn::records::{record_encode, TxnRecord};
+use broker::txn::{TxnMetadata, TxnState, TRANSACTION_STATE_TOPIC};
+use broker::{BrokerConfig, NodeContext};
+use bytes::Bytes;
+use client::{
+    Admin, ClientConfig, ClientError, Connection, Consumer, ConsumerConfig, IsolationLevel, Offset,
+    Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    DescribeTransactionsRequest, GroupId, ListTransactionsRequest, OffsetFetchRequest, TopicName,
+    TransactionalId,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use kafka_protocol::ResponseError;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use wire::batch::build::{batch_encode_with, RecordSpec};
-use wire::codec::{request_decode, request_encode};
-use wire::frame::frame_split;
-use wire::{ApiKey, RequestKind, ResponseKind, ValidatedBatch};
+use std::time::Duration;
+use wire::batch::build::{batch_encode, RecordSpec};
+use wire::{RequestKind, ResponseKind};
 
-fn broker_open(disk: Arc<runtime::MemDisk>) -> Arc<Broker> {
+mod common;
+
+fn client_config(address: &str) -> ClientConfig {
+    ClientConfig {
+        request_timeout: Duration::from_secs(5),
+        retry_backoff: Duration::from_millis(20),
+        ..ClientConfig::new([address])
+    }
+}
+
+fn transactional(address: &str, transactional_id: &str, timeout: Duration) -> Producer {
+    let config = ProducerConfig {
+        transactional_id: Some(transactional_id.to_string()),
+        transaction_timeout: timeout,
+        linger: Duration::ZERO,
+        delivery_timeout: Duration::from_secs(10),
+        ..ProducerConfig::kafka_defaults()
+    };
+    Producer::new(client_config(address), config)
+}
+
+fn record(partition: i32, value: &str) -> ProducerRecord {
+    let mut record = ProducerRecord::new("t", None, Some(Bytes::from(value.to_string())));
+    record.partition = Some(partition);
+    record
+}
+
+async fn topic_create(address: &str, partitions: i32) {
+    Admin::new(client_config(address))
+        .create_topic("t", partitions, 1, BTreeMap::new())
+        .await
+        .unwrap();
+}
+
+/// Every value a read_committed consumer reads from t-0..t-(partitions-1) up to `end` records
+/// or until nothing more comes, in partition then offset order.
+async fn committed_values(address: &str, partitions: i32, expected: usize) -> Vec<String> {
+    let config = ConsumerConfig {
+        isolation_level: IsolationLevel::ReadCommitted,
+        ..ConsumerConfig::kafka_defaults()
+    };
+    let mut consumer = Consumer::new(client_config(address), config);
+    let assignment = (0..partitions)
+        .map(|partition| (TopicPartition::new("t", partition), Offset::Earliest))
+        .collect();
+    consumer.assign(assignment).await.unwrap();
+    let mut values: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let mut idle = 0;
+    while idle < 3 {
+        let records = consumer.poll(Duration::from_millis(200)).await.unwrap();
+        if records.is_empty() {
+            if values.len() >= expected {
+                idle += 1;
+            }
+            continue;
+        }
+        for record in records {
+            let value = String::from_utf8_lossy(record.value.as_deref().unwrap()).to_string();
+            values.insert((record.partition, record.offset), value);
+        }
+    }
+    values.into_values().collect()
+}
+
+async fn describe(address: &str, transactional_id: &str) -> (i16, String, i64, i16, usize) {
+    let mut connection = Connection::connect(address, &client_config(address))
+        .await
+        .unwrap();
+    let request =
+        DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(
+            StrBytes::from_string(transactional_id.to_string()),
+        )]);
+    let ResponseKind::DescribeTransactions(response) = connection
+        .request(RequestKind::DescribeTransactions(request))
+        .await
+        .unwrap()
+    else {
+        panic!("not a DescribeTransactions response");
+    };
+    let state = &response.transaction_states[0];
+    let partitions = state.topics.iter().map(|t| t.partitions.len()).sum();
+    (
+        state.error_code,
+        state.transaction_state.to_string(),
+        state.producer_id.0,
+        state.producer_epoch,
+        partitions,
+    )
+}
+
+/// Waits until the transaction of `transactional_id` reached `state` (markers are written after
+/// EndTxn is answered).
+async fn settled(address: &str, transactional_id: &str, state: &str) -> (i64, i16) {
+    for _ in 0..200 {
+        let (_, found, producer_id, epoch, _) = describe(address, transactional_id).await;
+        if found == state {
+            return (producer_id, epoch);
+        }
+        runtime::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{transactional_id} never reached {state}");
+}
+
+#[tokio::test]
+async fn committed_records_are_read_and_aborted_ones_are_not() {
+    let address = common::broker_start(|_| {}).await;
+    topic_create(&address, 2).await;
+    let producer = transactional(&address, "tx", Duration::from_secs(60));
+    producer.init_transactions().await.unwrap();
+
+    producer.begin_transaction().await.unwrap();
+    producer.send(record(0, "aborted-0")).await.unwrap();
+    producer.send(record(1, "aborted-1")).await.unwrap();
+    producer.abort_transaction().await.unwrap();
+    settled(&address, "tx", "CompleteAbort").await;
+
+    producer.begin_transaction().await.unwrap();
+    producer.send(record(0, "committed-0")).await.unwrap();
+    producer.send(record(1, "committed-1")).await.unwrap();
+    let (_, state, _, _, partitions) = describe(&address, "tx").await;
+    assert_eq!((state.as_str(), partitions), ("Ongoing", 2));
+    producer.commit_transaction().await.unwrap();
+    settled(&address, "tx", "CompleteCommit").await;
+
+    // Sends outside a transaction are refused.
+    let refused = producer.send(record(0, "outside")).await.unwrap_err();
+    assert!(
+        matches!(refused, ClientError::TransactionState { .. }),
+        "{refused}"
+    );
+
+    let values = committed_values(&address, 2, 2).await;
+    assert_eq!(values, ["committed-0", "committed-1"]);
+}
+
+#[tokio::test]
+async fn a_new_producer_fences_the_old_one_and_aborts_its_transaction() {
+    let address = common::broker_start(|_| {}).await;
+    topic_create(&address, 1).await;
+    let old = transactional(&address, "tx", Duration::from_secs(60));
+    old.init_transactions().await.unwrap();
+    old.begin_transaction().await.unwrap();
+    old.send(record(0, "zombie")).await.unwrap();
+
+    let new = transactional(&address, "tx", Duration::from_secs(60));
+    new.init_transactions().await.unwrap();
+    let error = old.commit_transaction().await.unwrap_err();
+    assert!(error.is_transaction_fatal(), "{error}");
+    // Fatal: every later call fails too.
+    assert!(old
+        .begin_transaction()
+        .await
+        .unwrap_err()
+        .is_transaction_fatal());
+
+    new.begin_transaction().await.unwrap();
+    new.send(record(0, "fresh")).await.unwrap();
+    new.commit_transaction().await.unwrap();
+    let (_, epoch) = settled(&address, "tx", "CompleteCommit").await;
+    assert_eq!(
+        epoch, 2,
+        "the fence bumped once, the new producer's init once more"
+    );
+    assert_eq!(committed_values(&address, 1, 1).await, ["fresh"]);
+}
+
+#[tokio::test]
+async fn a_transaction_past_its_timeout_is_aborted() {
+    let address = common::broker_start(|_| {}).await;
+    topic_create(&address, 1).await;
+    let producer = transactional(&address, "slow", Duration::from_millis(300));
+    producer.init_transactions().await.unwrap();
+    producer.begin_transaction().await.unwrap();
+    producer.send(record(0, "late")).await.unwrap();
+    let (_, epoch) = settled(&address, "slow", "CompleteAbort").await;
+    assert_eq!(epoch, 1, "the timeout abort bumps the epoch");
+    let error = producer.commit_transaction().await.unwrap_err();
+    assert!(error.is_transaction_fatal(), "{error}");
+
+    let next = transactional(&address, "slow", Duration::from_secs(60));
+    next.init_transactions().await.unwrap();
+    next.begin_transaction().await.unwrap();
+    next.send(record(0, "on-time")).await.unwrap();
+    next.commit_transaction().await.unwrap();
+    assert_eq!(committed_values(&address, 1, 1).await, ["on-time"]);
+}
+
+/// OffsetFetch v7 for group `g`, partition t-0: (offset, error code).
+async fn offset_fetched(address: &str, require_stable: bool) -> (i64, i16) {
+    let mut connection = Connection::connect(address, &client_config(address))
+        .await
+        .unwrap();
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partition_indexes(vec![0])]))
+        .with_require_stable(require_stable);
+    let ResponseKind::OffsetFetch(response) = connection
+        .request(RequestKind::OffsetFetch(request))
+        .await
+        .unwrap()
+    else {
+        panic!("not an OffsetFetch response");
+    };
+    let partition = &response.topics[0].partitions[0];
+    (partition.committed_offset, partition.error_code)
+}
+
+#[tokio::test]
+async fn transactional_offsets_are_visible_only_after_the_commit() {
+    let address = common::broker_start(|_| {}).await;
+    topic_create(&address, 1).await;
+    let producer = transactional(&address, "eos", Duration::from_secs(60));
+    producer.init_transactions().await.unwrap();
+    let offsets = |offset| BTreeMap::from([(TopicPartition::new("t", 0), offset)]);
+
+    producer.begin_transaction().await.unwrap();
+    producer.send(record(0, "out")).await.unwrap();
+    producer
+        .send_offsets_to_transaction("g", &offsets(5))
+        .await
+        .unwrap();
+    assert_eq!(offset_fetched(&address, false).await, (-1, 0));
+    let unstable = ResponseError::UnstableOffsetCommit.code();
+    assert_eq!(offset_fetched(&address, true).await, (-1, unstable));
+    producer.commit_transaction().await.unwrap();
+    settled(&address, "eos", "CompleteCommit").await;
+    assert_eq!(offset_fetched(&address, true).await, (5, 0));
+
+    producer.begin_transaction().await.unwrap();
+    producer
+        .send_offsets_to_transaction("g", &offsets(9))
+        .await
+        .unwrap();
+    producer.abort_transaction().await.unwrap();
+    settled(&address, "eos", "CompleteAbort").await;
+    assert_eq!(
+        offset_fetched(&address, true).await,
+        (5, 0),
+        "aborted offsets are dropped"
+    );
+}
+
+#[tokio::test]
+async fn describe_and_list_transactions() {
+    let address = common::broker_start(|_| {}).await;
+    topic_create(&address, 1).await;
+    let a = transactional(&address, "a", Duration::from_secs(60));
+    a.init_transactions().await.unwrap();
+    a.begin_transaction().await.unwrap();
+    a.send(record(0, "x")).await.unwrap();
+    let b = transactional(&address, "b", Duration::from_secs(60));
+    b.init_transactions().await.unwrap();
+
+    let (error, state, a_id, epoch, partitions) = describe(&address, "a").await;
+    assert_eq!(
+        (error, state.as_str(), epoch, partitions),
+        (0, "Ongoing", 0, 1)
+    );
+    let (error, ..) = describe(&address, "nobody").await;
+    assert_eq!(error, ResponseError::TransactionalIdNotFound.code());
+
+    let mut connection = Connection::connect(&address, &client_config(&address))
+        .await
+        .unwrap();
+    let all = list(&mut connection, ListTransactionsRequest::default()).await;
+    assert_eq!(all.0, ["a:Ongoing", "b:Empty"]);
+    let ongoing = list(
+        &mut connection,
+        ListTransactionsRequest::default().with_state_filters(vec![
+            StrBytes::from_static_str("Ongoing"),
+            StrBytes::from_static_str("Bogus"),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        ongoing,
+        (vec!["a:Ongoing".to_string()], vec!["Bogus".to_string()])
+    );
+    let by_producer = list(
+        &mut connection,
+        ListTransactionsRequest::default()
+            .with_producer_id_filters(vec![kafka_protocol::messages::ProducerId(a_id)]),
+    )
+    .await;
+    assert_eq!(by_producer.0, ["a:Ongoing"]);
+}
+
+/// ListTransactions: "id:state" per transaction, and the unknown state filters.
+async fn list(
+    connection: &mut Connection,
+    request: ListTransactionsRequest,
+) -> (Vec<String>, Vec<String>) {
+    let ResponseKind::ListTransactions(response) = connection
+        .request(RequestKind::ListTransactions(request))
+        .await
+        .unwrap()
+    else {
+        panic!("not a ListTransactions response");
+    };
+    let listed = response
+        .transaction_states
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s.transactional_id.as_str(),
+                s.transaction_state.as_str()
+            )
+        })
+        .collect();
+    let unknown = response
+        .unknown_state_filters
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    (listed, unknown)
+}
+
+/// A broker on `disk` that stops when `stop` fires; the returned handle ends with it.
+async fn broker_on(
+    disk: Arc<runtime::MemDisk>,
+    address: &str,
+) -> (runtime::sync::oneshot::Sender<()>, runtime::JoinHandle<()>) {
     let mut config = BrokerConfig::zero_config();
+    config.listen = address.to_string();
     config.data_dir = "data".into();
     let context = NodeContext {
         clock: runtime::Clock::system(),
         disk,
         seed: 3,
     };
-    Broker::open(config, context).expect("opens")
-}
-
-/// Power loss: every byte not yet synced is gone; then a fresh start.
-fn power_loss_and_restart(broker: Arc<Broker>, disk: &Arc<runtime::MemDisk>) -> Arc<Broker> {
-    drop(broker);
-    let mut rng = runtime::rng::stream_rng(1, runtime::rng::Stream::Disk, 0);
-    disk.crash(runtime::disk::CrashOptions::LoseUnsynced, &mut rng);
-    broker_open(disk.clone())
-}
-
-fn text(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
-}
-
-/// One request through the codec and the handler, as a connection would run it.
-async fn call(
-    broker: &Arc<Broker>,
-    api_key: ApiKey,
-    version: i16,
-    body: RequestKind,
-) -> ResponseKind {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(1);
-    let mut buffer = BytesMut::new();
-    request_encode(&mut buffer, &header, &body).expect("encodes");
-    let frame = frame_split(&mut buffer, 1 << 24).unwrap().unwrap();
-    match handlers::handle(broker, request_decode(frame).expect("decodes")) {
-        Reply::Now(response) => *response,
-        Reply::Later(future) => future.await,
-        Reply::None => panic!("{api_key:?} is answered"),
-    }
-}
-
-/// Topic "t", one partition, small segments (two data batches each): markers land in
-/// segments that close.
-fn topic_create(broker: &Arc<Broker>) {
-    let configs = [("segment.bytes".to_string(), "1024".to_string())]
-        .into_iter()
-        .collect();
-    let topic_id = broker.topic_id_new();
-    broker
-        .topics()
-        .create("t", 1, &configs, topic_id, 0)
-        .expect("creates");
-}
-
-/// A batch of `values` (padded to 400 bytes each); transactional if `producer_id` is not -1.
-fn batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&str]) -> Bytes {
-    let specs: Vec<RecordSpec> = values
-        .iter()
-        .map(|value| RecordSpec {
-            value: Some(Bytes::from(format!("{value:-<400}"))),
-            timestamp: 1_000,
-            ..Default::default()
+    let (stop, stopped) = runtime::sync::oneshot::channel::<()>();
+    let served = runtime::spawn(async move {
+        broker::serve(config, context, async {
+            let _ = stopped.await;
         })
-        .collect();
-    let transactional = producer_id >= 0;
-    batch_encode_with(
-        &specs,
-        Compression::None,
-        producer_id,
-        epoch,
-        sequence,
-        transactional,
-    )
-    .into_bytes()
-}
-
-/// Produces `records` to t-0: (error code, base offset).
-async fn produce(broker: &Arc<Broker>, records: Bytes) -> (i16, i64) {
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5_000)
-        .with_transactional_id(Some(TransactionalId(text("tx"))))
-        .with_topic_data(vec![produce_request::TopicProduceData::default()
-            .with_name(TopicName(text("t")))
-            .with_partition_data(vec![
-                produce_request::PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(records)),
-            ])]);
-    let ResponseKind::Produce(response) =
-        call(broker, ApiKey::Produce, 9, RequestKind::Produce(request)).await
-    else {
-        panic!("a Produce response");
-    };
-    let partition = &response.responses[0].partition_responses[0];
-    (partition.error_code, partition.base_offset)
-}
-
-fn markers(
-    producer_id: i64,
-    epoch: i16,
-    coordinator_epoch: i32,
-    commit: bool,
-    partitions: &[(&str, i32)],
-) -> WriteTxnMarkersRequest {
-    let topics = partitions
-        .iter()
-        .map(|(topic, index)| {
-            write_txn_markers_request::WritableTxnMarkerTopic::default()
-                .with_name(TopicName(text(topic)))
-                .with_partition_indexes(vec![*index])
-        })
-        .collect();
-    WriteTxnMarkersRequest::default().with_markers(vec![
-        write_txn_markers_request::WritableTxnMarker::default()
-            .with_producer_id(ProducerId(producer_id))
-            .with_producer_epoch(epoch)
-            .with_coordinator_epoch(coordinator_epoch)
-            .with_transaction_result(commit)
-            .with_topics(topics),
-    ])
-}
-
-/// Every partition's error code, in request order.
-fn marker_errors(response: &WriteTxnMarkersResponse) -> Vec<i16> {
-    response
-        .markers
-        .iter()
-        .flat_map(|marker| &marker.topics)
-        .flat_map(|topic| &topic.partitions)
-        .map(|partition| partition.error_code)
-        .collect()
-}
-
-/// WriteTxnMarkers through the wire at `version`.
-async fn mark(broker: &Arc<Broker>, version: i16, request: WriteTxnMarkersRequest) -> Vec<i16> {
-    let body = RequestKind::WriteTxnMarkers(request);
-    let ResponseKind::WriteTxnMarkers(response) =
-        call(broker, ApiKey::WriteTxnMarkers, version, body).await
-    else {
-        panic!("a WriteTxnMarkers response");
-    };
-    marker_errors(&response)
-}
-
-/// What a fetch of t-0 from `offset` answered.
-#[derive(Debug)]
-struct Fetched {
-    high_watermark: i64,
-    last_stable_offset: i64,
-    /// (base offset, is control) of each batch.
-    batches: Vec<(i64, bool)>,
-    /// (producer id, first offset); `None` for read_uncommitted.
-    aborted: Option<Vec<(i64, i64)>>,
-}
-
-async fn fetch(broker: &Arc<Broker>, offset: i64, read_committed: bool) -> Fetched {
-    let request = FetchRequest::default()
-        .with_max_wait_ms(0)
-        .with_max_bytes(1 << 20)
-        .with_isolation_level(i8::from(read_committed))
-        .with_topics(vec![fetch_request::FetchTopic::default()
-            .with_topic(TopicName(text("t")))
-            .with_partitions(vec![fetch_request::FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
-    let ResponseKind::Fetch(response) =
-        call(broker, ApiKey::Fetch, 12, RequestKind::Fetch(request)).await
-    else {
-        panic!("a Fetch response");
-    };
-    let partition = &response.responses[0].partitions[0];
-    assert_eq!(partition.error_code, 0);
-    let records = partition.records.clone().unwrap_or_default();
-    let batches = ValidatedBatch::validate_all(records)
-        .unwrap()
-        .iter()
-        .map(|batch| (batch.header().base_offset, batch.header().is_control()))
-        .collect();
-    Fetched {
-        high_watermark: partition.high_watermark,
-        last_stable_offset: partition.last_stable_offset,
-        batches,
-        aborted: partition.aborted_transactions.as_ref().map(|aborted| {
-            aborted
-                .iter()
-                .map(|txn| (txn.producer_id.0, txn.first_offset))
-                .collect()
-        }),
+        .await
+        .expect("serves")
+    });
+    for _ in 0..100 {
+        if runtime::net::TcpStream::connect(address).await.is_ok() {
+            return (stop, served);
+        }
+        runtime::time::sleep(Duration::from_millis(20)).await;
     }
+    panic!("the broker did not listen");
 }
-
-/// ListOffsets latest of t-0 at isolation level `isolation_level`.
-async fn latest(broker: &Arc<Broker>, read_committed: bool) -> i64 {
-    let request = ListOffsetsRequest::default()
-        .with_isolation_level(i8::from(read_committed))
-        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-            .with_name(TopicName(text("t")))
-            .with_partitions(vec![
-                list_offsets_request::ListOffsetsPartition::default()
-                    .with_partition_index(0)
-                    .with_timestamp(-1),
-            ])]);
-    let ResponseKind::ListOffsets(response) = call(
-        broker,
-        ApiKey::ListOffsets,
-        5,
-        RequestKind::ListOffsets(request),
-    )
-    .await
-    else {
-        panic!("a ListOffsets response");
-    };
-    let partition = &response.topics[0].partitions[0];
-    assert_eq!(partition.error_code, 0);
-    partition.offset
-}
-
-const A: i64 = 100;
-const B: i64 = 200;
-const C: i64 = 300;
 
 #[tokio::test]
-async fn markers_decide_what_read_committed_readers_see() {
+async fn a_restart_in_prepare_commit_finishes_the_commit() {
     let disk = runtime::MemDisk::new();
-    let broker = broker_open(disk.clone());
-    topic_create(&broker);
-    assert_eq!(
-        produce(&broker, batch(-1, -1, -1, &["plain0"])).await,
-        (0, 0)
-    );
-    assert_eq!(
-        produce(&broker, batch(A, 0, 0, &["a0", "a1"])).await,
-        (0, 1)
-    );
-    assert_eq!(produce(&broker, batch(B, 0, 0, &["b0"])).await, (0, 3));
-    assert_eq!(
-        produce(&broker, batch(-1, -1, -1, &["plain1"])).await,
-        (0, 4)
-    );
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let (stop, served) = broker_on(disk.clone(), &address).await;
+    topic_create(&address, 2).await;
+    let producer = transactional(&address, "tx", Duration::from_secs(60));
+    producer.init_transactions().await.unwrap();
+    producer.begin_transaction().await.unwrap();
+    producer.send(record(0, "a")).await.unwrap();
+    producer.send(record(1, "b")).await.unwrap();
+    let (_, state, producer_id, epoch, _) = describe(&address, "tx").await;
+    assert_eq!(state, "Ongoing");
+    drop(producer);
+    stop.send(()).unwrap();
+    served.await.unwrap();
 
-    let uncommitted = fetch(&broker, 0, false).await;
-    assert_eq!(
-        (uncommitted.high_watermark, uncommitted.last_stable_offset),
-        (5, 1)
-    );
-    assert_eq!(uncommitted.batches.len(), 4);
-    assert_eq!(
-        uncommitted.aborted, None,
-        "read_uncommitted gets no aborted list"
-    );
-    let committed = fetch(&broker, 0, true).await;
-    assert_eq!(
-        committed.batches,
-        [(0, false)],
-        "nothing at or above the LSO"
-    );
-    assert_eq!(committed.aborted, Some(Vec::new()));
-    assert!(fetch(&broker, 1, true).await.batches.is_empty());
-    assert_eq!(
-        (latest(&broker, false).await, latest(&broker, true).await),
-        (5, 1)
-    );
+    // The crash this stands for: PrepareCommit durable, then the process died before any
+    // marker went out. Its record is appended as the coordinator would have.
+    {
+        let topics =
+            broker::topics::Topics::open(disk.clone(), "data".into(), 0, None).expect("opens");
+        let partitions = topics.get(TRANSACTION_STATE_TOPIC).unwrap().partition_count;
+        let index = broker::group::coordinator::partition_for("tx", partitions);
+        let record = TxnRecord {
+            transactional_id: "tx".to_string(),
+            metadata: Some(TxnMetadata {
+                producer_id,
+                last_producer_id: -1,
+                epoch,
+                last_epoch: -1,
+                timeout: Duration::from_secs(60),
+                state: TxnState::PrepareCommit,
+                partitions: [0, 1]
+                    .map(|partition| broker::group::TopicPartition {
+                        topic: "t".to_string(),
+                        partition,
+                    })
+                    .into(),
+                last_update_ms: 0,
+                start_ms: 0,
+            }),
+        };
+        let (key, value) = record_encode(&record);
+        let spec = RecordSpec {
+            key: Some(key),
+            value,
+            headers: Vec::new(),
+            timestamp: 0,
+        };
+        let partition = topics.partition(TRANSACTION_STATE_TOPIC, index).unwrap();
+        let mut log = partition.log();
+        log.append(batch_encode(&[spec], Compression::None), 0, 0)
+            .unwrap();
+        log.flush().unwrap();
+    }
 
-    // A aborts (over the wire); B commits (the coordinator's direct call).
-    assert_eq!(
-        mark(&broker, 1, markers(A, 0, 0, false, &[("t", 0)])).await,
-        [0]
-    );
-    assert_eq!(
-        (latest(&broker, false).await, latest(&broker, true).await),
-        (6, 3),
-        "the abort is durable: B is the oldest open transaction"
-    );
-    let response = write_txn_markers::write(&broker, markers(B, 0, 3, true, &[("t", 0)])).await;
-    assert_eq!(marker_errors(&response), [0]);
-    assert_eq!(response.markers[0].producer_id.0, B);
-    assert_eq!(
-        (latest(&broker, false).await, latest(&broker, true).await),
-        (7, 7)
-    );
-
-    let committed = fetch(&broker, 0, true).await;
-    assert_eq!(committed.last_stable_offset, 7);
-    assert_eq!(
-        committed.batches,
-        [
-            (0, false),
-            (1, false),
-            (3, false),
-            (4, false),
-            (5, true),
-            (6, true)
-        ]
-    );
-    assert_eq!(committed.aborted, Some(vec![(A, 1)]));
-    assert_eq!(
-        fetch(&broker, 5, true).await.aborted,
-        Some(vec![(A, 1)]),
-        "ends at 5"
-    );
-    assert_eq!(fetch(&broker, 6, true).await.aborted, Some(Vec::new()));
-
-    // Fencing: an empty abort with a newer epoch fences A's epoch 0; a deposed coordinator's
-    // marker is refused; unknown partitions are named.
-    assert_eq!(
-        mark(&broker, 1, markers(A, 1, 0, false, &[("t", 0)])).await,
-        [0]
-    );
-    let fenced = produce(&broker, batch(A, 0, 2, &["zombie"])).await;
-    assert_eq!(fenced, (ResponseError::InvalidProducerEpoch.code(), -1));
-    assert_eq!(
-        mark(&broker, 1, markers(A, 0, 0, true, &[("t", 0)])).await,
-        [ResponseError::InvalidProducerEpoch.code()]
-    );
-    assert_eq!(
-        mark(&broker, 1, markers(B, 0, 2, false, &[("t", 0)])).await,
-        [ResponseError::TransactionCoordinatorFenced.code()]
-    );
-    let unknown = ResponseError::UnknownTopicOrPartition.code();
-    assert_eq!(
-        mark(
-            &broker,
-            1,
-            markers(B, 0, 3, false, &[("t", 9), ("nope", 0)])
-        )
-        .await,
-        [unknown, unknown]
-    );
-
-    // C stays open across a power loss: the same LSO and aborted index after the restart,
-    // rebuilt from the producer snapshots, the log and the closed segments' .txnindex.
-    assert_eq!(produce(&broker, batch(C, 0, 0, &["c0"])).await, (0, 8));
-    assert_eq!(
-        produce(&broker, batch(-1, -1, -1, &["plain2"])).await,
-        (0, 9)
-    );
-    let before = fetch(&broker, 0, true).await;
-    assert_eq!((before.high_watermark, before.last_stable_offset), (10, 8));
-    let broker = power_loss_and_restart(broker, &disk);
-    let after = fetch(&broker, 0, true).await;
-    assert_eq!(
-        (
-            after.high_watermark,
-            after.last_stable_offset,
-            &after.batches,
-            &after.aborted
-        ),
-        (10, 8, &before.batches, &before.aborted)
-    );
-    assert_eq!(latest(&broker, true).await, 8);
-    assert_eq!(
-        produce(&broker, batch(A, 0, 2, &["zombie"])).await.0,
-        ResponseError::InvalidProducerEpoch.code(),
-        "the fence survives the restart"
-    );
-    assert_eq!(
-        mark(&broker, 1, markers(C, 0, 0, false, &[("t", 0)])).await,
-        [0]
-    );
-    let done = fetch(&broker, 0, true).await;
-    assert_eq!(done.last_stable_offset, 11);
-    assert_eq!(done.aborted, Some(vec![(A, 1), (C, 8)]));
-    assert!(!done.batches.contains(&(11, false)));
+    let (_stop, _served) = broker_on(disk, &address).await;
+    settled(&address, "tx", "CompleteCommit").await;
+    assert_eq!(committed_values(&address, 2, 2).await, ["a", "b"]);
 }

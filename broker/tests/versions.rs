@@ -44,6 +44,9 @@ fn sample_requests(api_key: ApiKey, version: i16, member: &Member) -> Vec<Reques
     if let Some(requests) = admin_sample_requests(api_key) {
         return requests;
     }
+    if let Some(requests) = txn_sample_requests(api_key, version) {
+        return requests;
+    }
     let records = batch_encode(
         &[RecordSpec {
             value: Some("v".into()),
@@ -237,6 +240,79 @@ fn admin_sample_requests(api_key: ApiKey) -> Option<Vec<RequestKind>> {
                     ]),
             ]),
         )],
+        _ => return None,
+    };
+    Some(requests)
+}
+
+/// The transaction APIs: requests the coordinator refuses (unknown producer, unknown topic) and
+/// ones it answers (describe, list), which together set every response field.
+fn txn_sample_requests(api_key: ApiKey, version: i16) -> Option<Vec<RequestKind>> {
+    let id = || TransactionalId(StrBytes::from_static_str("tx"));
+    let topics = || {
+        vec![
+            add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![0]),
+            add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(name("nope"))
+                .with_partitions(vec![1]),
+        ]
+    };
+    let requests = match api_key {
+        ApiKey::AddPartitionsToTxn if version >= 4 => {
+            let transaction = |verify_only| {
+                add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                    .with_transactional_id(id())
+                    .with_producer_id(ProducerId(5))
+                    .with_verify_only(verify_only)
+                    .with_topics(topics())
+            };
+            vec![RequestKind::AddPartitionsToTxn(
+                AddPartitionsToTxnRequest::default()
+                    .with_transactions(vec![transaction(false), transaction(true)]),
+            )]
+        }
+        ApiKey::AddPartitionsToTxn => vec![RequestKind::AddPartitionsToTxn(
+            AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(id())
+                .with_v3_and_below_producer_id(ProducerId(5))
+                .with_v3_and_below_topics(topics()),
+        )],
+        ApiKey::AddOffsetsToTxn => vec![RequestKind::AddOffsetsToTxn(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(id())
+                .with_group_id(group("g")),
+        )],
+        ApiKey::EndTxn => vec![RequestKind::EndTxn(
+            EndTxnRequest::default().with_transactional_id(id()),
+        )],
+        ApiKey::TxnOffsetCommit => vec![RequestKind::TxnOffsetCommit(
+            TxnOffsetCommitRequest::default()
+                .with_transactional_id(id())
+                .with_group_id(group("g"))
+                .with_generation_id(-1)
+                .with_topics(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default(),
+                        ]),
+                ]),
+        )],
+        ApiKey::DescribeTransactions => vec![RequestKind::DescribeTransactions(
+            DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                id(),
+                TransactionalId(StrBytes::from_static_str("nope")),
+            ]),
+        )],
+        ApiKey::ListTransactions => vec![
+            RequestKind::ListTransactions(
+                ListTransactionsRequest::default()
+                    .with_state_filters(vec![StrBytes::from_static_str("Bogus")]),
+            ),
+            RequestKind::ListTransactions(ListTransactionsRequest::default()),
+        ],
         _ => return None,
     };
     Some(requests)

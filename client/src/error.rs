@@ -94,6 +94,10 @@ pub enum ClientError {
     /// The producer's background task is gone (closed, or its node was killed).
     #[error("the producer is closed")]
     ProducerClosed,
+    /// A transactional call out of order (a send outside a transaction, commit before begin),
+    /// or a transaction that must be aborted because `cause` failed part of it.
+    #[error("transaction: {reason}")]
+    TransactionState { reason: String },
 }
 
 impl ClientError {
@@ -156,6 +160,23 @@ impl ClientError {
             ClientError::Kafka { error, .. } => response_error_is_metadata_stale(*error),
             _ => false,
         }
+    }
+
+    /// Whether a transactional producer that met this error can never continue (Java's fatal
+    /// errors): a newer producer took its transactional id over, or the coordinator does not know
+    /// its producer id. The application must close it and start a new one.
+    pub fn is_transaction_fatal(&self) -> bool {
+        matches!(
+            self.kafka_error(),
+            Some(
+                ResponseError::ProducerFenced
+                    | ResponseError::InvalidProducerEpoch
+                    | ResponseError::InvalidProducerIdMapping
+                    | ResponseError::TransactionalIdAuthorizationFailed
+                    | ResponseError::InvalidTransactionTimeout
+                    | ResponseError::UnsupportedVersion
+            )
+        )
     }
 
     /// Whether the connection that produced this error can no longer be trusted.

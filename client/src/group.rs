@@ -88,9 +88,19 @@ pub fn error_is_coordinator_lost(error: &ClientError) -> bool {
 
 /// The node coordinating `group_id`, made routable (its address in the cluster's metadata).
 pub async fn coordinator_find(cluster: &mut Cluster, group_id: &str) -> Result<i32, ClientError> {
+    coordinator_find_keyed(cluster, group_id, KEY_TYPE_GROUP).await
+}
+
+/// The node coordinating `key` of `key_type` (0: a group, 1: a transactional id), made routable.
+pub async fn coordinator_find_keyed(
+    cluster: &mut Cluster,
+    key: &str,
+    key_type: i8,
+) -> Result<i32, ClientError> {
+    let group_id = key;
     let request = FindCoordinatorRequest::default()
-        .with_key(StrBytes::from_string(group_id.to_string()))
-        .with_key_type(KEY_TYPE_GROUP);
+        .with_key(StrBytes::from_string(key.to_string()))
+        .with_key_type(key_type);
     let response = cluster
         .request(Target::Any, RequestKind::FindCoordinator(request))
         .await?;

@@ -10,7 +10,9 @@
 //! - `cluster`: `Cluster`, the metadata cache plus a connection pool per node id.
 //! - `partitioner`: Kafka's murmur2 key partitioning and the sticky keyless one.
 //! - `records`: record types; RecordBatch encoding and Fetch data decoding.
-//! - `producer`: `Producer`, a batching background task behind a cheap handle.
+//! - `producer`: `Producer`, a batching background task behind a cheap handle; idempotent and
+//!   transactional modes.
+//! - `transaction`: a transactional producer's requests to its coordinators, with retries.
 //! - `offsets`: ListOffsets (earliest, latest, by timestamp).
 //! - `consumer`: `Consumer`, manual assignment and Fetch.
 //! - `admin`: `Admin`: create, delete, list and describe topics; topic configs; groups.
@@ -37,6 +39,7 @@ pub mod offsets;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
+pub mod transaction;
 pub mod versions;
 
 pub use admin::{Admin, ConfigChange, ConfigEntry, NewTopic};

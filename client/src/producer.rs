@@ -24,6 +24,20 @@
 //! partition at sequence 0 (where Java bumps the epoch; without a transactional id the broker
 //! hands out a new id instead). OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH and
 //! UNKNOWN_PRODUCER_ID fail the batch (the broker refused it) and trigger the same reset.
+//!
+//! Transactions (`ProducerConfig::transactional_id`, Kafka's KIP-98), as Java's
+//! `TransactionManager` in miniature: `init_transactions` takes the producer id and epoch for
+//! the transactional id (fencing any older producer with it), `begin_transaction` opens a
+//! transaction, sends go into it (a partition is added with AddPartitionsToTxn before its first
+//! batch is sealed, and every batch carries the transactional bit), `send_offsets_to_transaction`
+//! adds a group's offsets, and `commit_transaction` / `abort_transaction` first send and settle
+//! everything accepted, then end it with EndTxn. The transaction calls are commands on the same
+//! channel as sends, so they apply in call order. Errors come in three kinds: retriable ones
+//! (CONCURRENT_TRANSACTIONS, a moved coordinator) are retried inside the call until the delivery
+//! timeout; fatal ones (`ClientError::is_transaction_fatal`: fenced by a newer producer) fail
+//! this and every later call; any other failure, including a batch that failed for good, makes
+//! the transaction abortable: commit refuses, abort works, and since a failed batch leaves its
+//! sequence in doubt the abort then bumps the epoch (KIP-360), restarting the numbering.
 
 use crate::cluster::{Cluster, Target};
 use crate::config::ClientConfig;
@@ -98,6 +112,11 @@ pub struct ProducerConfig {
     /// Kafka's `enable.idempotence`: retries never duplicate (see the module doc). Needs
     /// `Acks::All`.
     pub idempotence: bool,
+    /// Kafka's `transactional.id`: the producer is transactional (and idempotent). Producers
+    /// with the same id fence each other: the newest `init_transactions` wins.
+    pub transactional_id: Option<String>,
+    /// Kafka's `transaction.timeout.ms`: the coordinator aborts a transaction open this long.
+    pub transaction_timeout: Duration,
 }
 
 impl ProducerConfig {
@@ -114,6 +133,8 @@ impl ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             partitioner_seed: 0,
             idempotence: false,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -129,6 +150,23 @@ enum Command {
     Flush {
         reply: oneshot::Sender<()>,
     },
+    Transaction {
+        call: TxnCall,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+}
+
+/// The transactional calls, applied by the task in order with sends.
+#[derive(Debug)]
+enum TxnCall {
+    Init,
+    Begin,
+    SendOffsets {
+        group_id: String,
+        offsets: BTreeMap<TopicPartition, i64>,
+    },
+    Commit,
+    Abort,
 }
 
 /// A handle to the producer task. Dropping every handle lets the task send what it holds and stop.
@@ -141,8 +179,9 @@ pub struct Producer {
 
 impl Producer {
     /// Starts the producer task on the current runtime (the current node under madsim).
-    pub fn new(client: ClientConfig, config: ProducerConfig) -> Producer {
+    pub fn new(client: ClientConfig, mut config: ProducerConfig) -> Producer {
         assert!(config.batch_bytes_max > 0);
+        config.idempotence |= config.transactional_id.is_some();
         assert!(
             !config.idempotence || config.acks == Acks::All,
             "idempotence needs acks=all"
@@ -234,6 +273,54 @@ impl Producer {
         .await
     }
 
+    /// Transactional producers: takes the producer id and epoch of `transactional_id`, fencing
+    /// any older producer with it (its open transaction is aborted). Call once, first.
+    pub async fn init_transactions(&self) -> Result<(), ClientError> {
+        self.transaction_call(TxnCall::Init).await
+    }
+
+    /// Opens a transaction: the sends that follow belong to it until commit or abort.
+    pub async fn begin_transaction(&self) -> Result<(), ClientError> {
+        self.transaction_call(TxnCall::Begin).await
+    }
+
+    /// Adds the consumed `offsets` (the next offset to read, per partition) of `group_id` to the
+    /// transaction: they become the group's committed offsets if, and when, it commits.
+    pub async fn send_offsets_to_transaction(
+        &self,
+        group_id: &str,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<(), ClientError> {
+        let call = TxnCall::SendOffsets {
+            group_id: group_id.to_string(),
+            offsets: offsets.clone(),
+        };
+        self.transaction_call(call).await
+    }
+
+    /// Sends everything accepted, then commits the transaction. An error other than a fatal one
+    /// leaves the transaction open: abort it (or, after a timeout, try the commit again).
+    pub async fn commit_transaction(&self) -> Result<(), ClientError> {
+        self.transaction_call(TxnCall::Commit).await
+    }
+
+    /// Sends everything accepted, then aborts the transaction.
+    pub async fn abort_transaction(&self) -> Result<(), ClientError> {
+        self.transaction_call(TxnCall::Abort).await
+    }
+
+    async fn transaction_call(&self, call: TxnCall) -> Result<(), ClientError> {
+        let (reply, done) = oneshot::channel();
+        self.delivered(async {
+            self.commands
+                .send(Command::Transaction { call, reply })
+                .await
+                .map_err(|_| ClientError::ProducerClosed)?;
+            done.await.map_err(|_| ClientError::ProducerClosed)?
+        })
+        .await
+    }
+
     /// Sends what was accepted, then lets go of this handle. The task stops once every handle
     /// (clones included) is gone.
     pub async fn close(self) -> Result<(), ClientError> {
@@ -307,6 +394,57 @@ struct Idempotence {
     reset_wanted: bool,
 }
 
+/// Where a transactional producer stands (Java's `TransactionManager.State`, simplified).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxnPhase {
+    Uninitialized,
+    Ready,
+    InTransaction,
+}
+
+/// A transactional producer's state in its task.
+#[derive(Debug)]
+struct Transactional {
+    coordinator: crate::transaction::CoordinatorKey,
+    timeout: Duration,
+    phase: TxnPhase,
+    /// A fatal error: every later call fails with it.
+    fatal: Option<ClientError>,
+    /// Why the open transaction can only be aborted.
+    abortable: Option<ClientError>,
+    /// Partitions added to the open transaction.
+    partitions: BTreeSet<TopicPartition>,
+    /// Whether the open transaction holds offsets (AddOffsetsToTxn), so it needs an EndTxn.
+    offsets_added: bool,
+}
+
+impl Transactional {
+    /// The error a call or send must fail with now, if any.
+    fn refuse(&self, wanted: TxnPhase, what: &str) -> Result<(), ClientError> {
+        if let Some(fatal) = &self.fatal {
+            return Err(fatal.clone());
+        }
+        if self.phase != wanted {
+            return Err(ClientError::TransactionState {
+                reason: format!(
+                    "{what} needs state {wanted:?}, the producer is {:?}",
+                    self.phase
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records an error met inside the open transaction: fatal, or it makes it abortable.
+    fn failed(&mut self, error: &ClientError) {
+        if error.is_transaction_fatal() {
+            self.fatal.get_or_insert_with(|| error.clone());
+        } else if self.phase == TxnPhase::InTransaction {
+            self.abortable.get_or_insert_with(|| error.clone());
+        }
+    }
+}
+
 /// The sequence after a batch of `records` starting at `first`, wrapping past `i32::MAX` to 0 as
 /// Kafka's sequences do.
 fn sequence_next(first: i32, records: usize) -> i32 {
@@ -324,6 +462,8 @@ struct ProducerTask {
     bytes_buffered: usize,
     /// `Some` when `config.idempotence`.
     idempotence: Option<Idempotence>,
+    /// `Some` when `config.transactional_id`.
+    transactional: Option<Transactional>,
 }
 
 impl ProducerTask {
@@ -332,6 +472,17 @@ impl ProducerTask {
             cluster: Cluster::new(client),
             partitioner: Partitioner::new(config.partitioner_seed),
             idempotence: config.idempotence.then(Idempotence::default),
+            transactional: config.transactional_id.as_deref().map(|transactional_id| {
+                Transactional {
+                    coordinator: crate::transaction::CoordinatorKey::transaction(transactional_id),
+                    timeout: config.transaction_timeout,
+                    phase: TxnPhase::Uninitialized,
+                    fatal: None,
+                    abortable: None,
+                    partitions: BTreeSet::new(),
+                    offsets_added: false,
+                }
+            }),
             config,
             open: BTreeMap::new(),
             full: Vec::new(),
@@ -400,11 +551,22 @@ impl ProducerTask {
                 flushes.push(reply);
                 true
             }
+            Command::Transaction { call, reply } => {
+                let result = self.transaction_apply(call).await;
+                let _ = reply.send(result);
+                false
+            }
         }
     }
 
     /// Chooses the record's partition and appends it to that partition's open batch, or fails it.
     async fn accept(&mut self, record: ProducerRecord, reply: Reply) {
+        if let Some(transactional) = &self.transactional {
+            if let Err(error) = transactional.refuse(TxnPhase::InTransaction, "a send") {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        }
         let bytes = record.size_estimate();
         if bytes > self.config.request_bytes_max {
             let _ = reply.send(Err(ClientError::RecordTooLarge {
@@ -523,6 +685,14 @@ impl ProducerTask {
                 self.cluster.backoff().await;
             }
             if let Err(error) = self.batches_seal(&mut batches).await {
+                // A transaction that cannot take these batches (fenced, abortable, not begun)
+                // will not change its mind on a retry.
+                if self.transactional.is_some() && !error.is_retriable() {
+                    for (_, batch) in batches {
+                        self.batch_fail(batch, &error);
+                    }
+                    return;
+                }
                 for (_, batch) in &mut batches {
                     batch.error_last = Some(error.clone());
                 }
@@ -580,6 +750,9 @@ impl ProducerTask {
         if let (Some(idempotence), Some(_)) = (&mut self.idempotence, &batch.sealed) {
             idempotence.reset_wanted = true;
         }
+        if let Some(transactional) = &mut self.transactional {
+            transactional.failed(error);
+        }
         batch.fail(error);
     }
 
@@ -593,13 +766,25 @@ impl ProducerTask {
         if !unsealed {
             return Ok(());
         }
-        let producer = match &self.idempotence {
-            None => None,
-            Some(idempotence) => match (idempotence.producer, idempotence.reset_wanted) {
+        let producer = match (&self.idempotence, &self.transactional) {
+            (None, _) => None,
+            (Some(idempotence), Some(transactional)) => {
+                transactional.refuse(TxnPhase::InTransaction, "a batch")?;
+                if let Some(abortable) = &transactional.abortable {
+                    return Err(abortable.clone());
+                }
+                let producer = idempotence
+                    .producer
+                    .expect("initialised before any transaction");
+                self.partitions_add(producer, batches).await?;
+                Some(producer)
+            }
+            (Some(idempotence), None) => match (idempotence.producer, idempotence.reset_wanted) {
                 (Some(producer), false) => Some(producer),
                 _ => Some(self.producer_id_init().await?),
             },
         };
+        let transactional = self.transactional.is_some();
         let compression = self.config.compression;
         for (partition, batch) in batches.iter_mut() {
             if batch.sealed.is_some() {
@@ -617,6 +802,7 @@ impl ProducerTask {
                     producer_id,
                     epoch,
                     base_sequence,
+                    transactional,
                 }
             });
             let records: Vec<ProducerRecord> =
@@ -629,6 +815,218 @@ impl ProducerTask {
                 sequenced,
             ));
         }
+        Ok(())
+    }
+
+    /// AddPartitionsToTxn for the partitions of unsealed `batches` not yet in the transaction.
+    async fn partitions_add(
+        &mut self,
+        producer: (i64, i16),
+        batches: &[(TopicPartition, Batch)],
+    ) -> Result<(), ClientError> {
+        let deadline = self.cluster.config().clock.now() + self.config.delivery_timeout;
+        let transactional = self.transactional.as_mut().expect("transactional");
+        let mut new: Vec<TopicPartition> = batches
+            .iter()
+            .filter(|(partition, batch)| {
+                batch.sealed.is_none() && !transactional.partitions.contains(partition)
+            })
+            .map(|(partition, _)| partition.clone())
+            .collect();
+        new.sort();
+        new.dedup();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let result = crate::transaction::add_partitions(
+            &mut self.cluster,
+            &mut transactional.coordinator,
+            producer,
+            &new,
+            deadline,
+        )
+        .await;
+        match result {
+            Ok(()) => {
+                transactional.partitions.extend(new);
+                Ok(())
+            }
+            Err(error) => {
+                if !error.is_retriable() {
+                    transactional.failed(&error);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// One transactional call, after everything accepted before it.
+    async fn transaction_apply(&mut self, call: TxnCall) -> Result<(), ClientError> {
+        let Some(transactional) = &self.transactional else {
+            return Err(ClientError::TransactionState {
+                reason: "the producer has no transactional id".to_string(),
+            });
+        };
+        let deadline = self.cluster.config().clock.now() + self.config.delivery_timeout;
+        match call {
+            TxnCall::Init => {
+                transactional.refuse(TxnPhase::Uninitialized, "init_transactions")?;
+                self.transaction_producer_take(None, deadline).await
+            }
+            TxnCall::Begin => {
+                transactional.refuse(TxnPhase::Ready, "begin_transaction")?;
+                let transactional = self.transactional.as_mut().expect("checked");
+                transactional.phase = TxnPhase::InTransaction;
+                transactional.abortable = None;
+                transactional.partitions.clear();
+                transactional.offsets_added = false;
+                Ok(())
+            }
+            TxnCall::SendOffsets { group_id, offsets } => {
+                transactional.refuse(TxnPhase::InTransaction, "send_offsets_to_transaction")?;
+                if let Some(abortable) = &transactional.abortable {
+                    return Err(abortable.clone());
+                }
+                let producer = self.producer_current();
+                let transactional = self.transactional.as_mut().expect("checked");
+                let transactional_id = transactional.coordinator.key.clone();
+                let mut result = crate::transaction::add_offsets(
+                    &mut self.cluster,
+                    &mut transactional.coordinator,
+                    producer,
+                    &group_id,
+                    deadline,
+                )
+                .await;
+                if result.is_ok() {
+                    transactional.offsets_added = true;
+                    let mut group = crate::transaction::CoordinatorKey::group(&group_id);
+                    result = crate::transaction::txn_offset_commit(
+                        &mut self.cluster,
+                        &mut group,
+                        &transactional_id,
+                        producer,
+                        &offsets,
+                        deadline,
+                    )
+                    .await;
+                }
+                if let Err(error) = &result {
+                    transactional.failed(error);
+                }
+                result
+            }
+            TxnCall::Commit => {
+                transactional.refuse(TxnPhase::InTransaction, "commit_transaction")?;
+                self.drain(Drain::All).await;
+                let transactional = self.transactional.as_ref().expect("checked");
+                if let Some(fatal) = &transactional.fatal {
+                    return Err(fatal.clone());
+                }
+                if let Some(abortable) = &transactional.abortable {
+                    return Err(ClientError::TransactionState {
+                        reason: format!("the transaction must be aborted: {abortable}"),
+                    });
+                }
+                self.transaction_end(true, deadline).await
+            }
+            TxnCall::Abort => {
+                transactional.refuse(TxnPhase::InTransaction, "abort_transaction")?;
+                self.drain(Drain::All).await;
+                if let Some(fatal) = &self.transactional.as_ref().expect("checked").fatal {
+                    return Err(fatal.clone());
+                }
+                self.transaction_end(false, deadline).await?;
+                let reset_wanted = self.idempotence.as_ref().is_some_and(|i| i.reset_wanted);
+                if reset_wanted {
+                    // A batch failed for good: its sequence is in doubt, so take a new epoch
+                    // (KIP-360), which restarts every partition's numbering.
+                    let current = self.producer_current();
+                    self.transaction_producer_take(Some(current), deadline)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The producer id and epoch of an initialised transactional producer.
+    fn producer_current(&self) -> (i64, i16) {
+        self.idempotence
+            .as_ref()
+            .and_then(|idempotence| idempotence.producer)
+            .expect("a transactional producer past init has a producer id")
+    }
+
+    /// EndTxn, when the transaction holds anything; then the producer is Ready again.
+    async fn transaction_end(
+        &mut self,
+        commit: bool,
+        deadline: Instant,
+    ) -> Result<(), ClientError> {
+        let producer = self.producer_current();
+        let transactional = self.transactional.as_mut().expect("transactional");
+        if !transactional.partitions.is_empty() || transactional.offsets_added {
+            let result = crate::transaction::end_txn(
+                &mut self.cluster,
+                &mut transactional.coordinator,
+                producer,
+                commit,
+                deadline,
+            )
+            .await;
+            if let Err(error) = result {
+                if error.is_transaction_fatal() {
+                    transactional.failed(&error);
+                }
+                return Err(error);
+            }
+        }
+        transactional.phase = TxnPhase::Ready;
+        transactional.abortable = None;
+        transactional.partitions.clear();
+        transactional.offsets_added = false;
+        Ok(())
+    }
+
+    /// InitProducerId with the transactional id: a new epoch (or id), numbering from 0.
+    async fn transaction_producer_take(
+        &mut self,
+        expected: Option<(i64, i16)>,
+        deadline: Instant,
+    ) -> Result<(), ClientError> {
+        let transactional = self.transactional.as_mut().expect("transactional");
+        let result = crate::transaction::init_producer_id(
+            &mut self.cluster,
+            &mut transactional.coordinator,
+            transactional.timeout,
+            expected,
+            deadline,
+        )
+        .await;
+        let producer = match result {
+            Ok(producer) => producer,
+            Err(error) => {
+                if error.is_transaction_fatal() {
+                    transactional.failed(&error);
+                }
+                return Err(error);
+            }
+        };
+        transactional.phase = TxnPhase::Ready;
+        tracing::debug!(
+            producer_id = producer.0,
+            epoch = producer.1,
+            "transactional producer id taken"
+        );
+        *self
+            .idempotence
+            .as_mut()
+            .expect("transactional implies idempotent") = Idempotence {
+            producer: Some(producer),
+            sequences: BTreeMap::new(),
+            reset_wanted: false,
+        };
         Ok(())
     }
 

@@ -114,6 +114,8 @@ pub struct Sequenced {
     pub producer_id: i64,
     pub epoch: i16,
     pub base_sequence: i32,
+    /// Part of a transaction: the batch's transactional attribute bit (4) is set.
+    pub transactional: bool,
 }
 
 /// `batch_encode`, with an idempotent producer's id, epoch and first sequence when given.
@@ -134,15 +136,17 @@ pub fn batch_encode_sequenced(
             timestamp: *timestamp,
         })
         .collect();
-    let (producer_id, epoch, base_sequence) =
-        sequenced.map_or((-1, -1, -1), |s| (s.producer_id, s.epoch, s.base_sequence));
+    let (producer_id, epoch, base_sequence, transactional) = sequenced
+        .map_or((-1, -1, -1, false), |s| {
+            (s.producer_id, s.epoch, s.base_sequence, s.transactional)
+        });
     batch_encode_with(
         &specs,
         compression,
         producer_id,
         epoch,
         base_sequence,
-        false,
+        transactional,
     )
     .into_bytes()
 }

@@ -62,6 +62,15 @@ pub fn versions_ours(api_key: ApiKey) -> Option<VersionRange> {
         // Idempotence: v0 carries everything an idempotent producer needs; v3+ only adds the
         // re-initialisation fields of a known producer (KIP-360), which we do not send.
         ApiKey::InitProducerId => (0, 4),
+        // Transactions (KIP-98). AddPartitionsToTxn stops at 3: v4+ is the brokers' batched
+        // form. EndTxn stops at 4 and TxnOffsetCommit, AddOffsetsToTxn at 3: later versions
+        // belong to KIP-890's second phase (the broker bumps the epoch at every commit).
+        ApiKey::AddPartitionsToTxn => (0, 3),
+        ApiKey::AddOffsetsToTxn => (0, 3),
+        ApiKey::EndTxn => (0, 4),
+        ApiKey::TxnOffsetCommit => (0, 3),
+        ApiKey::DescribeTransactions => (0, 0),
+        ApiKey::ListTransactions => (0, 1),
         _ => return None,
     };
     Some(VersionRange { min, max })
@@ -94,6 +103,12 @@ pub fn request_api_key(body: &RequestKind) -> Result<ApiKey, ClientError> {
         RequestKind::DeleteRecords(_) => ApiKey::DeleteRecords,
         RequestKind::OffsetDelete(_) => ApiKey::OffsetDelete,
         RequestKind::InitProducerId(_) => ApiKey::InitProducerId,
+        RequestKind::AddPartitionsToTxn(_) => ApiKey::AddPartitionsToTxn,
+        RequestKind::AddOffsetsToTxn(_) => ApiKey::AddOffsetsToTxn,
+        RequestKind::EndTxn(_) => ApiKey::EndTxn,
+        RequestKind::TxnOffsetCommit(_) => ApiKey::TxnOffsetCommit,
+        RequestKind::DescribeTransactions(_) => ApiKey::DescribeTransactions,
+        RequestKind::ListTransactions(_) => ApiKey::ListTransactions,
         other => {
             // The variant's name, e.g. "JoinGroup", from its Debug form: only on this error path.
             let rendered = format!("{other:?}");
@@ -240,8 +255,8 @@ mod tests {
             "Metadata: broker supports v0..=v-1, this client v4..=v12"
         );
         assert_eq!(
-            check(&old, ApiKey::TxnOffsetCommit),
-            "TxnOffsetCommit is not implemented by this client"
+            check(&old, ApiKey::DescribeCluster),
+            "DescribeCluster is not implemented by this client"
         );
         assert_eq!(
             check(&old, ApiKey::JoinGroup),
@@ -251,11 +266,11 @@ mod tests {
 
     #[test]
     fn requests_outside_our_set_are_refused_by_name() {
-        let txn = RequestKind::TxnOffsetCommit(Default::default());
-        let error = request_api_key(&txn).unwrap_err();
+        let cluster = RequestKind::DescribeCluster(Default::default());
+        let error = request_api_key(&cluster).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "TxnOffsetCommit is not implemented by this client"
+            "DescribeCluster is not implemented by this client"
         );
         let fetch = RequestKind::Fetch(Default::default());
         assert_eq!(request_api_key(&fetch).unwrap(), ApiKey::Fetch);

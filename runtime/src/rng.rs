@@ -34,6 +34,9 @@ pub enum Stream {
     Groups = 8,
     /// Aimed faults (`buggify`; index: node id, 0 for the simulator's own).
     Buggify = 9,
+    /// A broker's transaction coordinator: the `__transaction_state` topic id (index: node id),
+    /// from its start's seed.
+    Transactions = 10,
 }
 
 impl Stream {

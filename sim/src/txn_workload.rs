@@ -7,6 +7,7 @@
 //!
 //! - Input producers (processes 1..) send unique values to `in`, as `workload`'s producers do.
 //! - Readers (processes 100..) assign every partition of `t`, `u` and `out` and poll.
+//! - Transactional producers (400..) and processors (500..): `txn_processes`.
 //! - The final reader waits until no transaction is open anywhere (each partition's last stable
 //!   offset has reached its high watermark: the coordinator aborts abandoned transactions after
 //!   their timeout), then reads every partition from the start to there, and lists the
@@ -14,6 +15,7 @@
 
 use crate::options::{Options, TxnPolicy};
 use crate::recorder::Recorder;
+use crate::txn_processes::PRODUCER_PROCESS_BASE;
 use crate::workload::{
     client_config, poll_complete, poll_once, positions_earliest, process_index,
     send_definitely_failed, CONSUMER_PROCESS_BASE, FINAL_PROCESS, VALUES_PER_PROCESS,
@@ -179,6 +181,36 @@ pub fn start(
             .build();
         workers.push(node.spawn(reader_run(
             process,
+            options.clone(),
+            client_config(options, bootstrap),
+            recorder.clone(),
+            stop.clone(),
+        )));
+    }
+    let policy = policy(options);
+    for index in 0..policy.producer_count {
+        let process = PRODUCER_PROCESS_BASE + index as u64;
+        let node = handle
+            .create_node()
+            .name(format!("txn-producer-{process}"))
+            .ip(format!("10.0.7.{}", index + 1).parse().expect("ip"))
+            .build();
+        workers.push(node.spawn(crate::txn_processes::producer_run(
+            process,
+            options.clone(),
+            client_config(options, bootstrap),
+            recorder.clone(),
+            stop.clone(),
+        )));
+    }
+    for index in 0..policy.processor_count {
+        let node = handle
+            .create_node()
+            .name(format!("processor-{index}"))
+            .ip(format!("10.0.8.{}", index + 1).parse().expect("ip"))
+            .build();
+        workers.push(node.spawn(crate::txn_processes::processor_run(
+            index,
             options.clone(),
             client_config(options, bootstrap),
             recorder.clone(),

@@ -17,7 +17,8 @@ use super::classic::{Group, GroupState};
 use super::records::OffsetsRecord;
 use super::{
     CommitRequest, Committed, GroupConfig, GroupDescription, GroupError, JoinRequest, JoinResponse,
-    Leaving, MemberRef, RequestId, SyncRequest, SyncResponse, TopicPartition, WriteId,
+    Leaving, MemberRef, RequestId, SyncRequest, SyncResponse, TopicPartition, TxnCommitRequest,
+    WriteId,
 };
 use crate::planted::Bug;
 use runtime::rng::{ChaCha8Rng, RngCore};
@@ -57,6 +58,20 @@ pub enum Input {
         request: RequestId,
         now: Duration,
         group_ids: Vec<String>,
+    },
+    /// TxnOffsetCommit: offsets pending until the producer's transaction ends.
+    TxnOffsetCommit {
+        request: RequestId,
+        now: Duration,
+        commit: TxnCommitRequest,
+    },
+    /// A transaction marker is durable on partition `partition` of `__consumer_offsets`: the
+    /// producer's pending offsets there become committed (`commit`) or are dropped.
+    TxnMarker {
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
     },
     /// OffsetDelete: drop the group's committed offsets of `partitions`.
     OffsetDelete {
@@ -105,6 +120,10 @@ pub enum Output {
         request: RequestId,
         result: Result<(), GroupError>,
     },
+    TxnOffsetCommit {
+        request: RequestId,
+        result: Result<(), GroupError>,
+    },
     /// One result per group, in request order.
     Delete {
         request: RequestId,
@@ -117,10 +136,12 @@ pub enum Output {
         result: Result<PartitionResults, GroupError>,
     },
     /// Append `records` to partition `partition` of `__consumer_offsets`, then report the write.
+    /// `producer`: a transactional batch of this producer id and epoch (TxnOffsetCommit).
     Persist {
         partition: i32,
         write: WriteId,
         records: Vec<OffsetsRecord>,
+        producer: Option<(i64, i16)>,
     },
 }
 
@@ -132,6 +153,13 @@ enum After {
         request: RequestId,
         group_id: String,
         incarnation: u64,
+        offsets: Vec<(TopicPartition, Committed)>,
+    },
+    /// A TxnOffsetCommit whose transactional batch is durable: its offsets become pending.
+    TxnCommit {
+        request: RequestId,
+        group_id: String,
+        producer_id: i64,
         offsets: Vec<(TopicPartition, Committed)>,
     },
     /// One group of a DeleteGroups request.
@@ -169,6 +197,12 @@ pub struct Coordinator {
     writes: BTreeMap<WriteId, WritePending>,
     write_next: WriteId,
     deletes: BTreeMap<RequestId, DeletePending>,
+    /// Transactional offsets awaiting their marker: per group, per producer id.
+    txn_pending: BTreeMap<String, BTreeMap<i64, BTreeMap<TopicPartition, Committed>>>,
+    /// The epoch of the last marker seen per producer id: a TxnOffsetCommit from an older epoch
+    /// is a zombie's (its transaction was aborted by a newer producer or a timeout) and refused,
+    /// or its offsets would wait for a marker that never comes, or ride on a later commit.
+    txn_marker_epochs: BTreeMap<i64, i16>,
     incarnation_next: u64,
     rng: ChaCha8Rng,
     /// The planted bug switched on (feature `planted-bugs` only; always `None` otherwise).
@@ -185,6 +219,8 @@ impl Coordinator {
             writes: BTreeMap::new(),
             write_next: 1,
             deletes: BTreeMap::new(),
+            txn_pending: BTreeMap::new(),
+            txn_marker_epochs: BTreeMap::new(),
             incarnation_next: 1,
             rng,
             planted: None,
@@ -199,6 +235,11 @@ impl Coordinator {
 
     pub fn config(&self) -> &GroupConfig {
         &self.config
+    }
+
+    /// Partitions of `__consumer_offsets`.
+    pub fn partition_count(&self) -> i32 {
+        self.partition_count
     }
 
     /// The partition of `__consumer_offsets` that owns `group_id`: Kafka's
@@ -217,6 +258,33 @@ impl Coordinator {
 
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
         self.groups.get(group_id).map(Group::describe)
+    }
+
+    /// Whether an open transaction holds offsets of `group_id` for `partition` (OffsetFetch's
+    /// `require_stable` answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn txn_offsets_pending(&self, group_id: &str, partition: &TopicPartition) -> bool {
+        self.txn_pending.get(group_id).is_some_and(|producers| {
+            producers
+                .values()
+                .any(|offsets| offsets.contains_key(partition))
+        })
+    }
+
+    /// The partitions of `group_id` with transactional offsets pending.
+    pub fn txn_pending_partitions(&self, group_id: &str) -> Vec<TopicPartition> {
+        let mut partitions: Vec<TopicPartition> = self
+            .txn_pending
+            .get(group_id)
+            .into_iter()
+            .flat_map(|producers| {
+                producers
+                    .values()
+                    .flat_map(|offsets| offsets.keys().cloned())
+            })
+            .collect();
+        partitions.sort();
+        partitions.dedup();
+        partitions
     }
 
     pub fn step(&mut self, outputs: &mut Vec<Output>, input: Input) {
@@ -260,6 +328,17 @@ impl Coordinator {
                 now: _,
                 commit,
             } => self.commit(outputs, request, commit),
+            Input::TxnOffsetCommit {
+                request,
+                now: _,
+                commit,
+            } => self.txn_commit(outputs, request, commit),
+            Input::TxnMarker {
+                partition,
+                producer_id,
+                epoch,
+                commit,
+            } => self.txn_marker(partition, producer_id, epoch, commit),
             Input::Delete {
                 request,
                 now: _,
@@ -339,6 +418,16 @@ impl Coordinator {
     }
 
     fn write(&mut self, outputs: &mut Vec<Output>, records: Vec<OffsetsRecord>, after: After) {
+        self.write_as(outputs, records, after, None);
+    }
+
+    fn write_as(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        records: Vec<OffsetsRecord>,
+        after: After,
+        producer: Option<(i64, i16)>,
+    ) {
         assert!(!records.is_empty());
         let partition = self.partition_for(records[0].group_id());
         assert!(records
@@ -351,7 +440,117 @@ impl Coordinator {
             partition,
             write,
             records,
+            producer,
         });
+    }
+
+    /// TxnOffsetCommit, as Kafka's `handleTxnCommitOffsets`: a member id, if given, must be the
+    /// group's, and a generation, if given, the current one; the offsets are written as a
+    /// transactional batch of the producer and stay pending until its marker.
+    fn txn_commit(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        request: RequestId,
+        commit: TxnCommitRequest,
+    ) {
+        let fenced_by = self
+            .txn_marker_epochs
+            .get(&commit.producer_id)
+            .copied()
+            .filter(|fenced_by| commit.epoch < *fenced_by);
+        let checked = match self.groups.get(&commit.group_id) {
+            _ if fenced_by.is_some() => Err(GroupError::ProducerFenced {
+                producer_id: commit.producer_id,
+                epoch: commit.epoch,
+                fenced_by: fenced_by.expect("checked"),
+            }),
+            _ if commit.offsets.is_empty() => Ok(()),
+            None if commit.member_id.is_empty() && commit.generation_id < 0 => Ok(()),
+            None if !commit.member_id.is_empty() => Err(GroupError::UnknownMemberId {
+                member_id: commit.member_id.clone(),
+            }),
+            None => Err(GroupError::IllegalGeneration {
+                generation_id: commit.generation_id,
+                current: -1,
+            }),
+            Some(group) => {
+                if !commit.member_id.is_empty()
+                    && !group.members().any(|m| m.member_id == commit.member_id)
+                {
+                    Err(GroupError::UnknownMemberId {
+                        member_id: commit.member_id.clone(),
+                    })
+                } else if commit.generation_id >= 0 && commit.generation_id != group.generation_id()
+                {
+                    Err(GroupError::IllegalGeneration {
+                        generation_id: commit.generation_id,
+                        current: group.generation_id(),
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        if checked.is_err() || commit.offsets.is_empty() {
+            outputs.push(Output::TxnOffsetCommit {
+                request,
+                result: checked,
+            });
+            return;
+        }
+        let records = commit
+            .offsets
+            .iter()
+            .map(|(partition, committed)| OffsetsRecord::Offset {
+                group_id: commit.group_id.clone(),
+                partition: partition.clone(),
+                committed: Some(committed.clone()),
+            })
+            .collect();
+        let after = After::TxnCommit {
+            request,
+            group_id: commit.group_id,
+            producer_id: commit.producer_id,
+            offsets: commit.offsets,
+        };
+        self.write_as(
+            outputs,
+            records,
+            after,
+            Some((commit.producer_id, commit.epoch)),
+        );
+    }
+
+    /// A marker for `producer_id` is durable on `partition`: its pending offsets for every group
+    /// of that partition become committed, or are dropped.
+    fn txn_marker(&mut self, partition: i32, producer_id: i64, epoch: i16, commit: bool) {
+        let known = self.txn_marker_epochs.entry(producer_id).or_insert(epoch);
+        *known = (*known).max(epoch);
+        let group_ids: Vec<String> = self
+            .txn_pending
+            .iter()
+            .filter(|(group_id, producers)| {
+                self.partition_for(group_id) == partition && producers.contains_key(&producer_id)
+            })
+            .map(|(group_id, _)| group_id.clone())
+            .collect();
+        for group_id in group_ids {
+            let producers = self.txn_pending.get_mut(&group_id).expect("listed");
+            let offsets = producers.remove(&producer_id).expect("listed");
+            if producers.is_empty() {
+                self.txn_pending.remove(&group_id);
+            }
+            tracing::debug!(group = %group_id, producer_id, commit, count = offsets.len(), "transactional offsets completed");
+            if commit {
+                let group = self.group_create(&group_id);
+                for (partition, committed) in offsets {
+                    group.offset_put(partition, committed);
+                }
+            }
+            if self.groups.get(&group_id).is_some_and(Group::is_removable) {
+                self.groups.remove(&group_id);
+            }
+        }
     }
 
     fn leave(
@@ -443,6 +642,7 @@ impl Coordinator {
                 Some(group) => group.delete(),
             };
             if outcome.is_ok() {
+                self.txn_pending.remove(&group_id);
                 let group = self.groups.remove(&group_id).expect("found above");
                 let mut records: Vec<OffsetsRecord> = group
                     .offsets()
@@ -631,6 +831,23 @@ impl Coordinator {
                 let result = result.map(|()| results);
                 outputs.push(Output::OffsetDelete { request, result });
             }
+            After::TxnCommit {
+                request,
+                group_id,
+                producer_id,
+                offsets,
+            } => {
+                if result.is_ok() {
+                    let pending = self
+                        .txn_pending
+                        .entry(group_id)
+                        .or_default()
+                        .entry(producer_id)
+                        .or_default();
+                    pending.extend(offsets);
+                }
+                outputs.push(Output::TxnOffsetCommit { request, result });
+            }
             After::Delete { request, index } => {
                 let pending = self.deletes.get_mut(&request).expect("pending delete");
                 if result.is_err() {
@@ -646,6 +863,28 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// Recovery: a record of a transactional batch of `producer_id`: pending until its marker.
+    pub fn replay_txn(&mut self, producer_id: i64, record: OffsetsRecord) {
+        if let OffsetsRecord::Offset {
+            group_id,
+            partition,
+            committed: Some(committed),
+        } = record
+        {
+            self.txn_pending
+                .entry(group_id)
+                .or_default()
+                .entry(producer_id)
+                .or_default()
+                .insert(partition, committed);
+        }
+    }
+
+    /// Recovery: a transaction marker found on `partition` of `__consumer_offsets`.
+    pub fn replay_marker(&mut self, partition: i32, producer_id: i64, epoch: i16, commit: bool) {
+        self.txn_marker(partition, producer_id, epoch, commit);
     }
 
     /// Recovery: applies one record of `__consumer_offsets`, in log order.

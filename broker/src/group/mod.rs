@@ -15,6 +15,10 @@
 //! shell started, so the same input sequence always yields the same outputs.
 //! **Invariant:** an offset commit is acknowledged, and visible to OffsetFetch, only after the
 //! record carrying it is durable in `__consumer_offsets`.
+//! **Invariant:** a transactional offset commit (TxnOffsetCommit) is written as a transactional
+//! batch of its producer and stays pending, invisible to OffsetFetch, until a COMMIT marker for
+//! that producer is durable on the group's partition (then it becomes the committed offset) or
+//! an ABORT marker is (then it is dropped); replay applies the markers found in the log.
 
 pub mod classic;
 pub mod coordinator;
@@ -185,6 +189,19 @@ pub struct Leaving {
     pub group_instance_id: Option<String>,
 }
 
+/// TxnOffsetCommit: offsets a transaction commits, pending until its marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnCommitRequest {
+    pub group_id: String,
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// v3+: -1 and "" unless the producer is also the group's member (KIP-447).
+    pub generation_id: i32,
+    pub member_id: String,
+    /// Partitions the handler already checked (topic exists, metadata size).
+    pub offsets: Vec<(TopicPartition, Committed)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitRequest {
     pub member: MemberRef,
@@ -247,6 +264,13 @@ pub enum GroupError {
     /// OffsetDelete of a topic an active member still consumes: it would commit again at once.
     #[error("the group still consumes topic {topic:?}")]
     GroupSubscribedToTopic { topic: String },
+    /// TxnOffsetCommit from a producer epoch a marker already ended: a zombie.
+    #[error("producer {producer_id} epoch {epoch} is fenced by epoch {fenced_by}")]
+    ProducerFenced {
+        producer_id: i64,
+        epoch: i16,
+        fenced_by: i16,
+    },
     /// The group is being deleted, or its write to `__consumer_offsets` failed: retry.
     #[error("the coordinator is not available: {reason}")]
     CoordinatorNotAvailable { reason: &'static str },

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use storage::PartitionLog;
-use wire::batch::build::{batch_encode, RecordSpec};
+use wire::batch::build::{batch_encode, batch_encode_with, RecordSpec};
 
 /// The timer wakes at least this often, even with no deadline pending, so that it notices the
 /// coordinator was dropped. Deadlines themselves are met exactly.
@@ -85,7 +85,13 @@ impl GroupCoordinator {
         mut rng: ChaCha8Rng,
         planted: Option<Bug>,
     ) -> Result<Arc<GroupCoordinator>, TopicError> {
-        let partitions = offsets_topic_open(topics, &config, clock.wall_ms(), &mut rng)?;
+        let partitions = internal_topic_open(
+            topics,
+            OFFSETS_TOPIC,
+            config.offsets_topic_partitions,
+            clock.wall_ms(),
+            &mut rng,
+        )?;
         let mut core = Coordinator::new(config, partitions.len() as i32, rng);
         core.planted_set(planted.filter(|_| cfg!(feature = "planted-bugs")));
         for partition in &partitions {
@@ -141,6 +147,24 @@ impl GroupCoordinator {
         receiver
     }
 
+    /// A transaction marker is durable on partition `partition` of `__consumer_offsets`: the
+    /// producer's pending transactional offsets there are committed or dropped. Called where
+    /// WriteTxnMarkers writes a marker to an internal partition.
+    pub fn txn_completed(
+        self: &Arc<Self>,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) {
+        self.step(Input::TxnMarker {
+            partition,
+            producer_id,
+            epoch,
+            commit,
+        });
+    }
+
     /// A read-only look at the core (DescribeGroups, ListGroups, OffsetFetch).
     pub fn read<R>(&self, read: impl FnOnce(&Coordinator) -> R) -> R {
         read(&lock(&self.state).core)
@@ -163,8 +187,9 @@ impl GroupCoordinator {
                         partition,
                         write,
                         records,
+                        producer,
                     } => {
-                        if let Err(error) = self.persist(partition, write, &records) {
+                        if let Err(error) = self.persist(partition, write, &records, producer) {
                             tracing::error!(partition, write, %error, "offsets append failed");
                             inputs.push_back(Input::PersistFailed { write });
                         }
@@ -175,6 +200,7 @@ impl GroupCoordinator {
                     | Output::Heartbeat { request, .. }
                     | Output::Leave { request, .. }
                     | Output::OffsetCommit { request, .. }
+                    | Output::TxnOffsetCommit { request, .. }
                     | Output::Delete { request, .. }
                     | Output::OffsetDelete { request, .. } => request,
                 };
@@ -189,12 +215,14 @@ impl GroupCoordinator {
         self.timer_wake.notify_one();
     }
 
-    /// Appends one write as one batch and spawns the waiter that reports its durability.
+    /// Appends one write as one batch (a transactional one of `producer`, for TxnOffsetCommit)
+    /// and spawns the waiter that reports its durability.
     fn persist(
         self: &Arc<Self>,
         partition_index: i32,
         write: u64,
         records: &[OffsetsRecord],
+        producer: Option<(i64, i16)>,
     ) -> Result<(), storage::LogError> {
         let partition = self.partitions[partition_index as usize].clone();
         let now_ms = self.clock.wall_ms();
@@ -210,7 +238,14 @@ impl GroupCoordinator {
                 }
             })
             .collect();
-        let batch = batch_encode(&specs, Compression::None);
+        let batch = match producer {
+            None => batch_encode(&specs, Compression::None),
+            // Kafka writes a transactional offset commit with no sequence: the coordinator is the
+            // only writer of its partitions, so there is nothing to deduplicate.
+            Some((producer_id, epoch)) => {
+                batch_encode_with(&specs, Compression::None, producer_id, epoch, -1, true)
+            }
+        };
         let appended = partition.log().append(batch, LEADER_EPOCH, now_ms)?;
         partition.flush_request();
         let coordinator = Arc::downgrade(self);
@@ -259,14 +294,16 @@ async fn timer_run(coordinator: Weak<GroupCoordinator>) {
     }
 }
 
-/// The partitions of `__consumer_offsets`, creating the topic (compacted) on first start.
-fn offsets_topic_open(
+/// The partitions of an internal topic (`__consumer_offsets`, `__transaction_state`), creating
+/// it (compacted, `partition_count` partitions) on first start.
+pub(crate) fn internal_topic_open(
     topics: &mut Topics,
-    config: &GroupConfig,
+    name: &str,
+    partition_count: i32,
     now_ms: i64,
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<Arc<Partition>>, TopicError> {
-    if topics.get(OFFSETS_TOPIC).is_none() {
+    if topics.get(name).is_none() {
         let configs = BTreeMap::from([
             ("cleanup.policy".to_string(), "compact".to_string()),
             (
@@ -278,17 +315,11 @@ fn offsets_topic_open(
         while topic_id == [0u8; 16] {
             runtime::rng::RngCore::fill_bytes(rng, &mut topic_id);
         }
-        topics.create(
-            OFFSETS_TOPIC,
-            config.offsets_topic_partitions,
-            &configs,
-            topic_id,
-            now_ms,
-        )?;
+        topics.create(name, partition_count, &configs, topic_id, now_ms)?;
     }
-    let count = topics.get(OFFSETS_TOPIC).expect("exists").partition_count;
+    let count = topics.get(name).expect("exists").partition_count;
     Ok((0..count)
-        .map(|index| topics.partition(OFFSETS_TOPIC, index).expect("listed"))
+        .map(|index| topics.partition(name, index).expect("listed"))
         .collect())
 }
 
@@ -303,7 +334,15 @@ fn replay_partition(core: &mut Coordinator, partition: &Partition) -> Result<(),
     let mut record_count = 0usize;
     while offset < end {
         // No batch at or after `offset`: compaction emptied the rest of the log.
-        let Some((records, next_offset)) = replay_read(&log, partition.index, offset, end)? else {
+        let read = replay_read(
+            &log,
+            OFFSETS_TOPIC,
+            partition.index,
+            offset,
+            end,
+            replay_decode,
+        )?;
+        let Some((records, next_offset)) = read else {
             break;
         };
         assert!(
@@ -311,8 +350,19 @@ fn replay_partition(core: &mut Coordinator, partition: &Partition) -> Result<(),
             "a read that returned batches moves on"
         );
         record_count += records.len();
-        for record in records {
-            core.replay(Duration::ZERO, record);
+        for item in records {
+            match item {
+                ReplayItem::Record(record) => core.replay(Duration::ZERO, record),
+                ReplayItem::Transactional {
+                    producer_id,
+                    record,
+                } => core.replay_txn(producer_id, record),
+                ReplayItem::Marker {
+                    producer_id,
+                    epoch,
+                    commit,
+                } => core.replay_marker(partition.index, producer_id, epoch, commit),
+            }
         }
         offset = next_offset;
     }
@@ -324,22 +374,24 @@ fn replay_partition(core: &mut Coordinator, partition: &Partition) -> Result<(),
     Ok(())
 }
 
-/// Reads and decodes the batches at `offset`: the records and the offset after them, or `None`
-/// at the end of the data. A failed read or decode is read again from the disk, as the storage
-/// scan does, up to `REPLAY_READ_ATTEMPTS` times; each retry is a trace event with
-/// `site = "offsets-replay-reread"`, which the simulator counts so its regression seeds can
-/// prove they still meet the fault.
-fn replay_read(
+/// Reads and decodes the batches at `offset` of an internal topic's partition: the records and
+/// the offset after them, or `None` at the end of the data. A failed read or decode is read
+/// again from the disk, as the storage scan does, up to `REPLAY_READ_ATTEMPTS` times; each retry
+/// is a trace event with `site = "offsets-replay-reread"`, which the simulator counts so its
+/// regression seeds can prove they still meet the fault. Shared by the transaction coordinator.
+pub(crate) fn replay_read<R>(
     log: &PartitionLog,
+    topic: &'static str,
     partition: i32,
     offset: i64,
     end: i64,
-) -> Result<Option<(Vec<OffsetsRecord>, i64)>, TopicError> {
+    decode: impl Fn(i32, &Bytes) -> Result<Vec<R>, String>,
+) -> Result<Option<(Vec<R>, i64)>, TopicError> {
     let mut attempt = 1;
     loop {
         let reason = match log.read(offset, REPLAY_READ_BYTES, end) {
             Ok(read) if read.batch_count == 0 => return Ok(None),
-            Ok(read) => match replay_decode(partition, &read.bytes) {
+            Ok(read) => match decode(partition, &read.bytes) {
                 Ok(records) => return Ok(Some((records, read.next_offset))),
                 Err(reason) => reason,
             },
@@ -347,6 +399,7 @@ fn replay_read(
         };
         if attempt == REPLAY_READ_ATTEMPTS {
             return Err(TopicError::OffsetsReplay {
+                topic,
                 partition,
                 offset,
                 attempts: attempt,
@@ -355,29 +408,73 @@ fn replay_read(
         }
         tracing::warn!(
             site = "offsets-replay-reread",
+            topic,
             partition,
             offset,
             attempt,
             %reason,
-            "offsets replay read failed; reading again"
+            "internal topic replay read failed; reading again"
         );
         attempt += 1;
     }
 }
 
+/// One thing replay finds in `__consumer_offsets`, in log order.
+#[derive(Debug)]
+enum ReplayItem {
+    Record(OffsetsRecord),
+    /// A record of a transactional batch (TxnOffsetCommit): pending until its marker.
+    Transactional {
+        producer_id: i64,
+        record: OffsetsRecord,
+    },
+    /// A COMMIT or ABORT marker of `producer_id`.
+    Marker {
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    },
+}
+
 /// The records of whole batches read back from `__consumer_offsets`. A batch that does not
 /// decode is an error (its CRC passed on this read, so a retry can only help if the bytes
 /// changed); so is a record that does not decode, except a key version this broker does not
-/// know, which a newer broker wrote and which Kafka skips as well.
-fn replay_decode(partition: i32, bytes: &Bytes) -> Result<Vec<OffsetsRecord>, String> {
+/// know, which a newer broker wrote and which Kafka skips as well. Control records are markers:
+/// key `[i16 version][i16 type: 0 abort, 1 commit]`.
+fn replay_decode(partition: i32, bytes: &Bytes) -> Result<Vec<ReplayItem>, String> {
     let mut bytes = bytes.clone();
     let mut records = Vec::new();
     while !bytes.is_empty() {
         let set = RecordBatchDecoder::decode(&mut bytes)
             .map_err(|error| format!("undecodable batch: {error}"))?;
-        for record in set.records.iter().filter(|record| !record.control) {
+        for record in &set.records {
+            if record.control {
+                let key = record.key.as_deref().unwrap_or_default();
+                let commit = match key.get(2..4) {
+                    Some([0, 0]) => false,
+                    Some([0, 1]) => true,
+                    _ => {
+                        tracing::warn!(
+                            partition,
+                            offset = record.offset,
+                            "skipping an unknown control record"
+                        );
+                        continue;
+                    }
+                };
+                records.push(ReplayItem::Marker {
+                    producer_id: record.producer_id,
+                    epoch: record.producer_epoch,
+                    commit,
+                });
+                continue;
+            }
             match record_decode(record.key.as_ref(), record.value.as_ref()) {
-                Ok(decoded) => records.push(decoded),
+                Ok(decoded) if record.transactional => records.push(ReplayItem::Transactional {
+                    producer_id: record.producer_id,
+                    record: decoded,
+                }),
+                Ok(decoded) => records.push(ReplayItem::Record(decoded)),
                 Err(error @ RecordError::Version { what: "key", .. }) => tracing::warn!(
                     partition, offset = record.offset, %error,
                     "skipping an offsets record of an unknown kind"

@@ -152,11 +152,21 @@ impl Harness {
                 partition,
                 write,
                 records,
+                producer,
             } => {
                 let rendered: Vec<String> = records.iter().map(|r| self.record(r)).collect();
                 self.writes_log.push((write, records.clone()));
                 self.writes.push((write, records));
-                format!("persist w{write} p{partition} [{}]", rendered.join(", "))
+                let producer = producer
+                    .map(|(id, epoch)| format!(" txn={id}/{epoch}"))
+                    .unwrap_or_default();
+                format!(
+                    "persist w{write} p{partition}{producer} [{}]",
+                    rendered.join(", ")
+                )
+            }
+            Output::TxnOffsetCommit { request, result } => {
+                format!("txn-commit#{request} {}", brief(&result))
             }
         }
     }
@@ -286,6 +296,42 @@ impl Harness {
                     request,
                     now,
                     commit,
+                });
+            }
+            "txn-commit" => {
+                let offsets = words[3..]
+                    .iter()
+                    .map(|pair| {
+                        let (tp, offset) = pair.split_once('=').expect("topic-P=offset");
+                        let (topic, partition) = tp.rsplit_once('-').expect("topic-P");
+                        let key = TopicPartition {
+                            topic: topic.into(),
+                            partition: partition.parse().expect("partition"),
+                        };
+                        (key, committed(offset.parse().expect("offset")))
+                    })
+                    .collect();
+                let commit = TxnCommitRequest {
+                    group_id: GROUP.into(),
+                    producer_id: words[1].parse().expect("producer id"),
+                    epoch: words[2].parse().expect("epoch"),
+                    generation_id: -1,
+                    member_id: String::new(),
+                    offsets,
+                };
+                self.step(Input::TxnOffsetCommit {
+                    request,
+                    now,
+                    commit,
+                });
+            }
+            "marker" => {
+                let partition = self.core.partition_for(GROUP);
+                self.step(Input::TxnMarker {
+                    partition,
+                    producer_id: words[1].parse().expect("producer id"),
+                    epoch: words[2].parse().expect("epoch"),
+                    commit: words[3] == "commit",
                 });
             }
             "advance" => {
@@ -1158,6 +1204,7 @@ impl Property {
             | Output::Heartbeat { request, .. }
             | Output::Leave { request, .. }
             | Output::OffsetCommit { request, .. }
+            | Output::TxnOffsetCommit { request, .. }
             | Output::Delete { request, .. }
             | Output::OffsetDelete { request, .. } => *request,
         };
@@ -1241,4 +1288,75 @@ proptest! {
         }
         property.quiesce();
     }
+}
+
+#[test]
+fn transactional_offsets_wait_for_their_marker() {
+    let script = "
+        commit - -1 t-0=1
+        persist
+        txn-commit 7 0 t-0=5 t-1=6
+        persist
+        state
+        marker 7 0 commit
+        state
+        txn-commit 7 0 t-0=9
+        persist
+        marker 7 1 abort
+        state
+        txn-commit 7 0 t-0=10
+    ";
+    insta::assert_snapshot!(run(script), @r"
+    commit - -1 t-0=1
+      persist w1 p3 [t-0=1]
+    persist
+      commit#1 ok
+    txn-commit 7 0 t-0=5 t-1=6
+      persist w2 p3 txn=7/0 [t-0=5, t-1=6]
+    persist
+      txn-commit#3 ok
+    state
+      Empty gen=0 protocol= members=[] offsets=[t-0=1]
+    marker 7 0 commit
+    state
+      Empty gen=0 protocol= members=[] offsets=[t-0=5,t-1=6]
+    txn-commit 7 0 t-0=9
+      persist w3 p3 txn=7/0 [t-0=9]
+    persist
+      txn-commit#8 ok
+    marker 7 1 abort
+    state
+      Empty gen=0 protocol= members=[] offsets=[t-0=5,t-1=6]
+    txn-commit 7 0 t-0=10
+      txn-commit#12 ProducerFenced
+    ");
+}
+
+#[test]
+fn replay_honours_transaction_markers() {
+    let mut core = coordinator(config(0), false);
+    let offset = |offset| OffsetsRecord::Offset {
+        group_id: GROUP.into(),
+        partition: TopicPartition {
+            topic: "t".into(),
+            partition: 0,
+        },
+        committed: Some(committed(offset)),
+    };
+    let partition = core.partition_for(GROUP);
+    core.replay(Duration::ZERO, offset(1));
+    core.replay_txn(7, offset(5));
+    core.replay_txn(8, offset(6));
+    core.replay_marker(partition, 7, 0, true);
+    core.replay_marker(partition, 8, 0, false);
+    core.replay_finish();
+    let key = TopicPartition {
+        topic: "t".into(),
+        partition: 0,
+    };
+    assert_eq!(core.group(GROUP).unwrap().offsets()[&key].offset, 5);
+    assert!(!core.txn_offsets_pending(GROUP, &key));
+    core.replay_txn(9, offset(8));
+    assert!(core.txn_offsets_pending(GROUP, &key));
+    assert_eq!(core.group(GROUP).unwrap().offsets()[&key].offset, 5);
 }

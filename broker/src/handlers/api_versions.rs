@@ -15,6 +15,12 @@
 //! WriteTxnMarkers is v1 only: the protocol crate decodes nothing older (Kafka 4 removed v0,
 //! KIP-896), and v1 differs from v0 only by the flexible encoding.
 //!
+//! Transactions (KIP-98): AddPartitionsToTxn spans v0-5 (v4+ is the brokers' batched form, v5
+//! only adds an error code we never send); AddOffsetsToTxn and TxnOffsetCommit stop at 3 and
+//! EndTxn at 4, because the next versions belong to KIP-890's second phase (an epoch bump at every
+//! EndTxn, partitions added implicitly), which gregor's coordinator does not implement.
+//! ListTransactions stops at 1: v2's regular-expression filter is not served.
+//!
 //! Admin: AlterConfigs, IncrementalAlterConfigs, DeleteRecords and OffsetDelete span all the
 //! crate's versions.
 
@@ -49,6 +55,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
     (ApiKey::WriteTxnMarkers, 1, 1),
 ];
 

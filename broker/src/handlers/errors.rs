@@ -7,6 +7,7 @@ use wire::{BatchError, RecordError};
 
 use crate::group::GroupError;
 use crate::topics::TopicError;
+use crate::txn::TxnError;
 
 pub fn log_error_code(error: &LogError) -> ResponseError {
     match error {
@@ -93,5 +94,21 @@ pub fn group_error_code(error: &GroupError) -> ResponseError {
         GroupError::NonEmptyGroup { .. } => ResponseError::NonEmptyGroup,
         GroupError::GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
         GroupError::CoordinatorNotAvailable { .. } => ResponseError::CoordinatorNotAvailable,
+        GroupError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
+    }
+}
+
+/// The Kafka code for a transaction coordinator error. `fenced_known`: the request's version
+/// knows PRODUCER_FENCED (KIP-588); older clients get INVALID_PRODUCER_EPOCH instead.
+pub fn txn_error_code(error: TxnError, fenced_known: bool) -> ResponseError {
+    match error {
+        TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+        TxnError::ProducerFenced if fenced_known => ResponseError::ProducerFenced,
+        TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+        TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
+        TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+        TxnError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
     }
 }

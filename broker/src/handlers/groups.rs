@@ -1,7 +1,7 @@
 //! What the group handlers share: checking names at arrival, and turning the coordinator's reply
 //! channel into a `Reply` (at once when the core answered in the same step, else later).
 
-use crate::group::{Output, GROUP_NAME_BYTES_MAX};
+use crate::group::GROUP_NAME_BYTES_MAX;
 use crate::handlers::Reply;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -35,9 +35,9 @@ pub fn name_optional_check(
 
 /// Answers with `respond(output)` as soon as the coordinator replies. `None` means the
 /// coordinator dropped the request (it never should): the client is told to retry.
-pub fn reply_when(
-    mut receiver: oneshot::Receiver<Output>,
-    respond: impl FnOnce(Option<Output>) -> ResponseKind + Send + 'static,
+pub fn reply_when<T: Send + 'static>(
+    mut receiver: oneshot::Receiver<T>,
+    respond: impl FnOnce(Option<T>) -> ResponseKind + Send + 'static,
 ) -> Reply {
     match receiver.try_recv() {
         Ok(output) => Reply::Now(Box::new(respond(Some(output)))),

@@ -2,6 +2,8 @@
 //! does its synchronous part at once (in request order), and either answers now or returns the
 //! future that will answer (a produce waiting for durability, a fetch long-polling).
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod configs;
@@ -12,6 +14,8 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod errors;
 pub mod fetch;
 pub mod find_coordinator;
@@ -24,12 +28,15 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
+pub mod txns;
 pub mod write_txn_markers;
 
 use crate::broker::Broker;
@@ -141,8 +148,18 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
             Reply::Now(Box::new(delete_records::handle(broker, body, version)))
         }
         RequestKind::OffsetDelete(body) => offset_delete::handle(broker, body, version),
-        RequestKind::InitProducerId(body) => {
-            Reply::Now(Box::new(init_producer_id::handle(broker, body, version)))
+        RequestKind::InitProducerId(body) => init_producer_id::handle(broker, body, version),
+        RequestKind::AddPartitionsToTxn(body) => {
+            add_partitions_to_txn::handle(broker, body, version)
+        }
+        RequestKind::AddOffsetsToTxn(body) => add_offsets_to_txn::handle(broker, body, version),
+        RequestKind::EndTxn(body) => end_txn::handle(broker, body, version),
+        RequestKind::TxnOffsetCommit(body) => txn_offset_commit::handle(broker, body, version),
+        RequestKind::DescribeTransactions(body) => {
+            Reply::Now(Box::new(describe_transactions::handle(broker, body)))
+        }
+        RequestKind::ListTransactions(body) => {
+            Reply::Now(Box::new(list_transactions::handle(broker, body, version)))
         }
         RequestKind::WriteTxnMarkers(body) => write_txn_markers::handle(broker, body, version),
         other => {

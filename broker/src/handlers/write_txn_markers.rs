@@ -15,6 +15,7 @@
 //! this broker hosts.
 
 use crate::broker::Broker;
+use crate::group::OFFSETS_TOPIC;
 use crate::handlers::errors::{log_error_code, NONE};
 use crate::handlers::Reply;
 use crate::partition::Partition;
@@ -54,15 +55,16 @@ type TopicWritten = (kafka_protocol::messages::TopicName, Vec<Written>);
 
 /// The markers appended, waiting for their fsync.
 pub struct Pending {
-    /// Per marker: producer id, then per topic its name and partitions.
-    markers: Vec<(i64, Vec<TopicWritten>)>,
+    broker: Arc<Broker>,
+    /// Per marker: producer id, epoch, result, then per topic its name and partitions.
+    markers: Vec<(i64, i16, bool, Vec<TopicWritten>)>,
 }
 
 impl Pending {
     /// The response, once every appended marker is durable (or its partition failed).
     pub async fn durable(self) -> WriteTxnMarkersResponse {
         let mut results = Vec::with_capacity(self.markers.len());
-        for (producer_id, topics) in self.markers {
+        for (producer_id, epoch, commit, topics) in self.markers {
             let mut topic_results = Vec::with_capacity(topics.len());
             for (name, partitions) in topics {
                 let mut partition_results = Vec::with_capacity(partitions.len());
@@ -70,6 +72,15 @@ impl Pending {
                     if let Some((partition, offset)) = wait {
                         if !partition.durable_wait(offset).await {
                             result.error_code = ResponseError::KafkaStorageError.code();
+                        } else if name.as_str() == OFFSETS_TOPIC {
+                            // The transaction's offsets in this partition become committed
+                            // (or are dropped) now that its marker is durable.
+                            self.broker.groups().txn_completed(
+                                result.partition_index,
+                                producer_id,
+                                epoch,
+                                commit,
+                            );
                         }
                     }
                     partition_results.push(result);
@@ -120,10 +131,18 @@ pub fn append_all(broker: &Arc<Broker>, request: WriteTxnMarkersRequest) -> Pend
                     (topic.name, partitions)
                 })
                 .collect();
-            (producer_id, topics)
+            (
+                producer_id,
+                marker.producer_epoch,
+                marker.transaction_result,
+                topics,
+            )
         })
         .collect();
-    Pending { markers }
+    Pending {
+        broker: broker.clone(),
+        markers,
+    }
 }
 
 struct MarkerTarget<'a> {

@@ -1,0 +1,904 @@
+//! `Coordinator`: every transactional id this node coordinates, behind one
+//! `step(outputs, input)`, following Kafka's TransactionCoordinator.
+//!
+//! Each transition is decided here, written (`Output::Persist`, to the partition of
+//! `__transaction_state` that owns the id) and applied only when the shell reports the write
+//! durable (`Input::Persisted`): until then the id has a pending write and every other request
+//! for it gets CONCURRENT_TRANSACTIONS, as Kafka's `pendingState` does. A durable write implies
+//! every earlier write to its partition is durable (a log is durable as a prefix), so
+//! `Persisted` completes the earlier writes of that partition too.
+//!
+//! The life of a transaction: InitProducerId (Empty, epoch bumped) -> AddPartitionsToTxn /
+//! AddOffsetsToTxn (Ongoing) -> EndTxn (PrepareCommit or PrepareAbort, durable, answered) ->
+//! markers to every partition (`Output::Markers`, sent by the shell until each partition has
+//! one) -> `Input::MarkersWritten` -> CompleteCommit or CompleteAbort. InitProducerId during
+//! Ongoing, and a transaction past its timeout, abort with a bumped epoch so that the old
+//! producer is fenced at the coordinator and, through the markers, at every partition.
+
+use super::records::TxnRecord;
+use super::{
+    Markers, RequestId, TxnConfig, TxnDescription, TxnError, TxnMetadata, TxnState, WriteId,
+};
+use crate::group::coordinator::partition_for;
+use crate::group::TopicPartition;
+use crate::planted::Bug;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// After a failed write of CompleteCommit/CompleteAbort, the next attempt waits this long.
+pub const COMPLETE_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Everything that happens to the coordinator. `now` is monotonic time since the shell started;
+/// `wall_ms` the wall clock, which is only recorded (DescribeTransactions), never compared.
+#[derive(Debug, Clone)]
+pub enum Input {
+    InitProducerId {
+        request: RequestId,
+        now: Duration,
+        wall_ms: i64,
+        transactional_id: String,
+        timeout: Duration,
+        /// KIP-360 (v3+): the producer id and epoch the client already has, if any.
+        expected: Option<(i64, i16)>,
+        /// A producer id never issued before, when `needs_producer_id` said one is needed (the
+        /// shell allocates it, which is I/O); `None` if that allocation failed.
+        fresh_producer_id: Option<i64>,
+    },
+    /// AddPartitionsToTxn, and AddOffsetsToTxn with the group's `__consumer_offsets` partition.
+    AddPartitions {
+        request: RequestId,
+        now: Duration,
+        wall_ms: i64,
+        transactional_id: String,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<TopicPartition>,
+    },
+    EndTxn {
+        request: RequestId,
+        wall_ms: i64,
+        transactional_id: String,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    },
+    Tick {
+        now: Duration,
+        wall_ms: i64,
+    },
+    /// Every partition of the decision `(producer_id, epoch)` of this id has its marker.
+    MarkersWritten {
+        wall_ms: i64,
+        transactional_id: String,
+        producer_id: i64,
+        epoch: i16,
+    },
+    /// The write, and every earlier write to its partition, is durable.
+    Persisted {
+        write: WriteId,
+    },
+    /// The write could not be made durable (append or fsync failed).
+    PersistFailed {
+        write: WriteId,
+        now: Duration,
+    },
+}
+
+/// What the shell must do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    InitProducerId {
+        request: RequestId,
+        result: Result<(i64, i16), TxnError>,
+    },
+    AddPartitions {
+        request: RequestId,
+        result: Result<(), TxnError>,
+    },
+    EndTxn {
+        request: RequestId,
+        result: Result<(), TxnError>,
+    },
+    /// Append `record` to partition `partition` of `__transaction_state`, then report the write.
+    Persist {
+        partition: i32,
+        write: WriteId,
+        record: TxnRecord,
+    },
+    /// Send these markers until every partition has one, then report `MarkersWritten`.
+    Markers(Markers),
+}
+
+/// Whom to answer once a write is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyTo {
+    Nobody,
+    Init(RequestId),
+    /// An InitProducerId that found a transaction ongoing and aborts it first: once the abort is
+    /// durable it is answered CONCURRENT_TRANSACTIONS, and the client's retry gets the new epoch.
+    InitFencing(RequestId),
+    AddPartitions(RequestId),
+    EndTxn(RequestId),
+}
+
+#[derive(Debug, Clone)]
+struct WritePending {
+    partition: i32,
+    transactional_id: String,
+    metadata: TxnMetadata,
+    reply: ReplyTo,
+    /// When the transition starts a transaction: its timeout runs from here.
+    now: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The durable state; `None` until the id's first write is durable.
+    metadata: Option<TxnMetadata>,
+    /// The write in flight for this id, if any: nothing else may change it meanwhile.
+    pending: Option<WriteId>,
+    /// When the open transaction started (monotonic), for its timeout.
+    started: Duration,
+    /// A Complete* write that failed: try again at this time.
+    complete_retry_at: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct Coordinator {
+    config: TxnConfig,
+    /// Partitions of `__transaction_state`: fixed once the topic exists.
+    partition_count: i32,
+    /// Partitions of `__consumer_offsets`, for AddOffsetsToTxn.
+    offsets_partition_count: i32,
+    entries: BTreeMap<String, Entry>,
+    writes: BTreeMap<WriteId, WritePending>,
+    write_next: WriteId,
+    planted: Option<Bug>,
+}
+
+/// Kafka's `ProducerIdAndEpoch` exhaustion: an epoch this high is not bumped but the producer id
+/// rotated, leaving room for one fencing bump (PrepareAbort at epoch + 1).
+fn epoch_exhausted(epoch: i16) -> bool {
+    epoch >= i16::MAX - 1
+}
+
+impl Coordinator {
+    pub fn new(config: TxnConfig, partition_count: i32, offsets_partition_count: i32) -> Self {
+        assert!(partition_count > 0 && offsets_partition_count > 0);
+        Coordinator {
+            config,
+            partition_count,
+            offsets_partition_count,
+            entries: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            write_next: 1,
+            planted: None,
+        }
+    }
+
+    /// Switches on a planted bug; the core obeys it in every build so unit tests can plant one.
+    pub fn planted_set(&mut self, planted: Option<Bug>) {
+        self.planted = planted;
+    }
+
+    /// The partition of `__transaction_state` that owns `transactional_id` (Java hashCode).
+    pub fn partition_for(&self, transactional_id: &str) -> i32 {
+        partition_for(transactional_id, self.partition_count)
+    }
+
+    /// The `__consumer_offsets` partition AddOffsetsToTxn adds for `group_id`.
+    pub fn offsets_partition(&self, group_id: &str) -> TopicPartition {
+        TopicPartition {
+            topic: crate::group::OFFSETS_TOPIC.to_string(),
+            partition: partition_for(group_id, self.offsets_partition_count),
+        }
+    }
+
+    /// Whether InitProducerId for `transactional_id` would need a never-issued producer id: the
+    /// id is new, or its epoch is exhausted.
+    pub fn needs_producer_id(&self, transactional_id: &str) -> bool {
+        match self.entries.get(transactional_id) {
+            None => true,
+            Some(entry) if entry.pending.is_some() => false,
+            Some(entry) => entry
+                .metadata
+                .as_ref()
+                .is_some_and(|m| epoch_exhausted(m.epoch) && !m.state.is_open()),
+        }
+    }
+
+    pub fn describe(&self, transactional_id: &str) -> Option<TxnDescription> {
+        let metadata = self.entries.get(transactional_id)?.metadata.clone()?;
+        Some(TxnDescription {
+            transactional_id: transactional_id.to_string(),
+            metadata,
+        })
+    }
+
+    /// Every transactional id with durable state, in id order.
+    pub fn list(&self) -> impl Iterator<Item = TxnDescription> + '_ {
+        self.entries.iter().filter_map(|(id, entry)| {
+            entry.metadata.clone().map(|metadata| TxnDescription {
+                transactional_id: id.clone(),
+                metadata,
+            })
+        })
+    }
+
+    /// AddPartitionsToTxn v4+ `verify_only`: whether the producer's open transaction holds
+    /// every partition in `partitions`, without changing anything.
+    pub fn verify(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partition: &TopicPartition,
+    ) -> Result<(), TxnError> {
+        let metadata = self.current(transactional_id, producer_id, epoch)?;
+        match metadata.state == TxnState::Ongoing && metadata.partitions.contains(partition) {
+            true => Ok(()),
+            false => Err(TxnError::InvalidTxnState),
+        }
+    }
+
+    pub fn step(&mut self, outputs: &mut Vec<Output>, input: Input) {
+        match input {
+            Input::InitProducerId {
+                request,
+                now,
+                wall_ms,
+                transactional_id,
+                timeout,
+                expected,
+                fresh_producer_id,
+            } => {
+                let result = self.init(
+                    outputs,
+                    request,
+                    now,
+                    wall_ms,
+                    transactional_id,
+                    timeout,
+                    expected,
+                    fresh_producer_id,
+                );
+                if let Err(error) = result {
+                    let result = Err(error);
+                    outputs.push(Output::InitProducerId { request, result });
+                }
+            }
+            Input::AddPartitions {
+                request,
+                now,
+                wall_ms,
+                transactional_id,
+                producer_id,
+                epoch,
+                partitions,
+            } => {
+                let result = self.add_partitions(
+                    outputs,
+                    request,
+                    now,
+                    wall_ms,
+                    transactional_id,
+                    (producer_id, epoch),
+                    partitions,
+                );
+                if let Err(error) = result {
+                    let result = Err(error);
+                    outputs.push(Output::AddPartitions { request, result });
+                }
+            }
+            Input::EndTxn {
+                request,
+                wall_ms,
+                transactional_id,
+                producer_id,
+                epoch,
+                commit,
+            } => {
+                let result = self.end_txn(
+                    outputs,
+                    request,
+                    wall_ms,
+                    transactional_id,
+                    (producer_id, epoch),
+                    commit,
+                );
+                if let Err(error) = result {
+                    let result = Err(error);
+                    outputs.push(Output::EndTxn { request, result });
+                }
+            }
+            Input::Tick { now, wall_ms } => self.tick(outputs, now, wall_ms),
+            Input::MarkersWritten {
+                wall_ms,
+                transactional_id,
+                producer_id,
+                epoch,
+            } => self.markers_written(outputs, wall_ms, transactional_id, producer_id, epoch),
+            Input::Persisted { write } => self.persisted(outputs, write),
+            Input::PersistFailed { write, now } => self.persist_failed(outputs, write, now),
+        }
+        self.invariants_check();
+    }
+
+    /// The durable state of an id with no write in flight, if the producer is its current one.
+    fn current(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+    ) -> Result<&TxnMetadata, TxnError> {
+        let entry = self
+            .entries
+            .get(transactional_id)
+            .ok_or(TxnError::InvalidProducerIdMapping)?;
+        let Some(metadata) = &entry.metadata else {
+            return Err(TxnError::InvalidProducerIdMapping);
+        };
+        if metadata.producer_id != producer_id {
+            return Err(TxnError::InvalidProducerIdMapping);
+        }
+        if metadata.epoch != epoch {
+            return Err(TxnError::ProducerFenced);
+        }
+        if entry.pending.is_some() {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        Ok(metadata)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn init(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        request: RequestId,
+        now: Duration,
+        wall_ms: i64,
+        transactional_id: String,
+        timeout: Duration,
+        expected: Option<(i64, i16)>,
+        fresh_producer_id: Option<i64>,
+    ) -> Result<(), TxnError> {
+        if timeout.is_zero() || timeout > self.config.timeout_max {
+            return Err(TxnError::InvalidTransactionTimeout);
+        }
+        let fresh = || fresh_producer_id.ok_or(TxnError::CoordinatorNotAvailable);
+        let empty = |producer_id, last_producer_id, epoch, last_epoch| TxnMetadata {
+            producer_id,
+            last_producer_id,
+            epoch,
+            last_epoch,
+            timeout,
+            state: TxnState::Empty,
+            partitions: BTreeSet::new(),
+            last_update_ms: wall_ms,
+            start_ms: -1,
+        };
+        let Some(entry) = self.entries.get(&transactional_id) else {
+            let metadata = empty(fresh()?, -1, 0, -1);
+            self.entries.insert(
+                transactional_id.clone(),
+                Entry {
+                    metadata: None,
+                    pending: None,
+                    started: now,
+                    complete_retry_at: None,
+                },
+            );
+            self.write(
+                outputs,
+                transactional_id,
+                metadata,
+                ReplyTo::Init(request),
+                now,
+            );
+            return Ok(());
+        };
+        if entry.pending.is_some() {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        let current = entry.metadata.clone().expect("no write pending: durable");
+        if let Some((producer_id, epoch)) = expected {
+            let is_current = producer_id == current.producer_id && epoch == current.epoch;
+            let is_retry = epoch == current.last_epoch
+                && (producer_id == current.producer_id || producer_id == current.last_producer_id);
+            if is_retry && matches!(current.state, TxnState::Empty) {
+                // KIP-360: the client did not get the answer to the bump it asked for.
+                let result = Ok((current.producer_id, current.epoch));
+                outputs.push(Output::InitProducerId { request, result });
+                return Ok(());
+            }
+            if !is_current {
+                return Err(TxnError::ProducerFenced);
+            }
+        }
+        let next = match current.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                return Err(TxnError::ConcurrentTransactions)
+            }
+            TxnState::Ongoing => {
+                // Fence the old producer: abort its transaction at a bumped epoch. Issued epochs
+                // stay below `i16::MAX - 1` (`epoch_exhausted` rotates the id), so this fits.
+                assert!(
+                    current.epoch < i16::MAX,
+                    "an issued epoch is never i16::MAX"
+                );
+                let fenced = TxnMetadata {
+                    epoch: current.epoch + 1,
+                    last_epoch: current.epoch,
+                    state: TxnState::PrepareAbort,
+                    last_update_ms: wall_ms,
+                    ..current
+                };
+                let reply = ReplyTo::InitFencing(request);
+                self.write(outputs, transactional_id, fenced, reply, now);
+                return Ok(());
+            }
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                if epoch_exhausted(current.epoch) {
+                    empty(fresh()?, current.producer_id, 0, current.epoch)
+                } else {
+                    empty(
+                        current.producer_id,
+                        current.last_producer_id,
+                        current.epoch + 1,
+                        current.epoch,
+                    )
+                }
+            }
+        };
+        self.write(outputs, transactional_id, next, ReplyTo::Init(request), now);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_partitions(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        request: RequestId,
+        now: Duration,
+        wall_ms: i64,
+        transactional_id: String,
+        (producer_id, epoch): (i64, i16),
+        partitions: Vec<TopicPartition>,
+    ) -> Result<(), TxnError> {
+        let current = self.current(&transactional_id, producer_id, epoch)?.clone();
+        if partitions.is_empty() {
+            outputs.push(Output::AddPartitions {
+                request,
+                result: Ok(()),
+            });
+            return Ok(());
+        }
+        let mut next = match current.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                return Err(TxnError::ConcurrentTransactions)
+            }
+            TxnState::Ongoing if partitions.iter().all(|p| current.partitions.contains(p)) => {
+                let result = Ok(());
+                outputs.push(Output::AddPartitions { request, result });
+                return Ok(());
+            }
+            TxnState::Ongoing => current,
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => TxnMetadata {
+                state: TxnState::Ongoing,
+                partitions: BTreeSet::new(),
+                start_ms: wall_ms,
+                ..current
+            },
+        };
+        next.partitions.extend(partitions);
+        next.last_update_ms = wall_ms;
+        let reply = ReplyTo::AddPartitions(request);
+        self.write(outputs, transactional_id, next, reply, now);
+        Ok(())
+    }
+
+    fn end_txn(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        request: RequestId,
+        wall_ms: i64,
+        transactional_id: String,
+        (producer_id, epoch): (i64, i16),
+        commit: bool,
+    ) -> Result<(), TxnError> {
+        let current = self.current(&transactional_id, producer_id, epoch)?.clone();
+        let prepare = match (current.state, commit) {
+            (TxnState::Ongoing, true) => TxnState::PrepareCommit,
+            (TxnState::Ongoing, false) => TxnState::PrepareAbort,
+            // A retry while the markers are out: it will complete as asked.
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                return Err(TxnError::ConcurrentTransactions)
+            }
+            // A retry of an EndTxn that completed (its answer was lost).
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                outputs.push(Output::EndTxn {
+                    request,
+                    result: Ok(()),
+                });
+                return Ok(());
+            }
+            _ => return Err(TxnError::InvalidTxnState),
+        };
+        let next = TxnMetadata {
+            state: prepare,
+            last_update_ms: wall_ms,
+            ..current
+        };
+        let write = self.write(
+            outputs,
+            transactional_id,
+            next,
+            ReplyTo::EndTxn(request),
+            Duration::ZERO,
+        );
+        if prepare == TxnState::PrepareCommit
+            && self.planted == Some(Bug::MarkersBeforeDurableDecision)
+        {
+            // The planted bug: the markers go out with the decision's write, not after its fsync
+            // (they go out again once it is durable, which is harmless).
+            let pending = &self.writes[&write];
+            let markers = markers_of(&pending.transactional_id, &pending.metadata);
+            outputs.push(Output::Markers(markers));
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, outputs: &mut Vec<Output>, now: Duration, wall_ms: i64) {
+        let timed_out: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.timeout_at().is_some_and(|at| at <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for transactional_id in timed_out {
+            let current = self.entries[&transactional_id]
+                .metadata
+                .clone()
+                .expect("ongoing: durable");
+            tracing::info!(
+                transactional_id,
+                producer_id = current.producer_id,
+                epoch = current.epoch,
+                "transaction timed out; aborting it"
+            );
+            assert!(
+                current.epoch < i16::MAX,
+                "an issued epoch is never i16::MAX"
+            );
+            let aborting = TxnMetadata {
+                epoch: current.epoch + 1,
+                last_epoch: current.epoch,
+                state: TxnState::PrepareAbort,
+                last_update_ms: wall_ms,
+                ..current
+            };
+            self.write(outputs, transactional_id, aborting, ReplyTo::Nobody, now);
+        }
+        let retries: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.complete_retry_at.is_some_and(|at| at <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for transactional_id in retries {
+            let entry = self.entries.get_mut(&transactional_id).expect("listed");
+            entry.complete_retry_at = None;
+            let current = entry.metadata.clone().expect("prepared: durable");
+            self.complete(outputs, wall_ms, transactional_id, current);
+        }
+    }
+
+    /// The next time `Input::Tick` has work, if any.
+    pub fn deadline_next(&self) -> Option<Duration> {
+        self.entries
+            .values()
+            .flat_map(|entry| [entry.timeout_at(), entry.complete_retry_at])
+            .flatten()
+            .min()
+    }
+
+    fn markers_written(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        wall_ms: i64,
+        transactional_id: String,
+        producer_id: i64,
+        epoch: i16,
+    ) {
+        let Some(entry) = self.entries.get(&transactional_id) else {
+            return;
+        };
+        let Some(current) = entry.metadata.clone() else {
+            return;
+        };
+        let prepared = matches!(
+            current.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort
+        );
+        if !prepared
+            || entry.pending.is_some()
+            || (current.producer_id, current.epoch) != (producer_id, epoch)
+        {
+            // Stale (the planted bug's early markers, or a resend that raced the first).
+            return;
+        }
+        self.complete(outputs, wall_ms, transactional_id, current);
+    }
+
+    fn complete(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        wall_ms: i64,
+        transactional_id: String,
+        current: TxnMetadata,
+    ) {
+        let state = match current.state {
+            TxnState::PrepareCommit => TxnState::CompleteCommit,
+            TxnState::PrepareAbort => TxnState::CompleteAbort,
+            state => unreachable!("complete from {state:?}"),
+        };
+        let next = TxnMetadata {
+            state,
+            partitions: BTreeSet::new(),
+            last_update_ms: wall_ms,
+            ..current
+        };
+        self.write(
+            outputs,
+            transactional_id,
+            next,
+            ReplyTo::Nobody,
+            Duration::ZERO,
+        );
+    }
+
+    fn write(
+        &mut self,
+        outputs: &mut Vec<Output>,
+        transactional_id: String,
+        metadata: TxnMetadata,
+        reply: ReplyTo,
+        now: Duration,
+    ) -> WriteId {
+        let write = self.write_next;
+        self.write_next += 1;
+        let partition = self.partition_for(&transactional_id);
+        let entry = self
+            .entries
+            .get_mut(&transactional_id)
+            .expect("an entry exists before its write");
+        assert!(entry.pending.is_none(), "one write in flight per id");
+        entry.pending = Some(write);
+        outputs.push(Output::Persist {
+            partition,
+            write,
+            record: TxnRecord {
+                transactional_id: transactional_id.clone(),
+                metadata: Some(metadata.clone()),
+            },
+        });
+        self.writes.insert(
+            write,
+            WritePending {
+                partition,
+                transactional_id,
+                metadata,
+                reply,
+                now,
+            },
+        );
+        write
+    }
+
+    fn persisted(&mut self, outputs: &mut Vec<Output>, write: WriteId) {
+        let Some(partition) = self.writes.get(&write).map(|w| w.partition) else {
+            return; // Completed already, by a later write to the same partition.
+        };
+        let done: Vec<WriteId> = self
+            .writes
+            .range(..=write)
+            .filter(|(_, pending)| pending.partition == partition)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            let pending = self.writes.remove(&id).expect("listed");
+            self.apply(outputs, id, pending);
+        }
+    }
+
+    /// A durable transition: it becomes the id's state, then its consequences follow.
+    fn apply(&mut self, outputs: &mut Vec<Output>, write: WriteId, pending: WritePending) {
+        let entry = self
+            .entries
+            .get_mut(&pending.transactional_id)
+            .expect("an id with a write in flight stays");
+        assert_eq!(entry.pending, Some(write));
+        entry.pending = None;
+        let was_ongoing = entry
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.state == TxnState::Ongoing);
+        let metadata = pending.metadata;
+        if metadata.state == TxnState::Ongoing && !was_ongoing {
+            entry.started = pending.now;
+        }
+        entry.metadata = Some(metadata.clone());
+        let prepared = matches!(
+            metadata.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort
+        );
+        if prepared {
+            outputs.push(Output::Markers(markers_of(
+                &pending.transactional_id,
+                &metadata,
+            )));
+        }
+        match pending.reply {
+            ReplyTo::Nobody => {}
+            ReplyTo::Init(request) => outputs.push(Output::InitProducerId {
+                request,
+                result: Ok((metadata.producer_id, metadata.epoch)),
+            }),
+            ReplyTo::InitFencing(request) => outputs.push(Output::InitProducerId {
+                request,
+                result: Err(TxnError::ConcurrentTransactions),
+            }),
+            ReplyTo::AddPartitions(request) => outputs.push(Output::AddPartitions {
+                request,
+                result: Ok(()),
+            }),
+            ReplyTo::EndTxn(request) => outputs.push(Output::EndTxn {
+                request,
+                result: Ok(()),
+            }),
+        }
+    }
+
+    fn persist_failed(&mut self, outputs: &mut Vec<Output>, write: WriteId, now: Duration) {
+        let Some(pending) = self.writes.remove(&write) else {
+            return;
+        };
+        tracing::warn!(
+            write,
+            partition = pending.partition,
+            transactional_id = pending.transactional_id,
+            "transaction state write failed"
+        );
+        let entry = self
+            .entries
+            .get_mut(&pending.transactional_id)
+            .expect("an id with a write in flight stays");
+        assert_eq!(entry.pending, Some(write));
+        entry.pending = None;
+        let Some(current) = &entry.metadata else {
+            // The id's first write: it never existed.
+            self.entries.remove(&pending.transactional_id);
+            self.failed_reply(outputs, pending.reply);
+            return;
+        };
+        let completing = matches!(
+            pending.metadata.state,
+            TxnState::CompleteCommit | TxnState::CompleteAbort
+        );
+        if completing && current.state != pending.metadata.state {
+            // The markers are all written; only the completion is missing: try it again later.
+            entry.complete_retry_at = Some(now + COMPLETE_RETRY_BACKOFF);
+        }
+        self.failed_reply(outputs, pending.reply);
+    }
+
+    fn failed_reply(&mut self, outputs: &mut Vec<Output>, reply: ReplyTo) {
+        let error = TxnError::CoordinatorNotAvailable;
+        match reply {
+            ReplyTo::Nobody => {}
+            ReplyTo::Init(request) | ReplyTo::InitFencing(request) => {
+                outputs.push(Output::InitProducerId {
+                    request,
+                    result: Err(error),
+                })
+            }
+            ReplyTo::AddPartitions(request) => outputs.push(Output::AddPartitions {
+                request,
+                result: Err(error),
+            }),
+            ReplyTo::EndTxn(request) => outputs.push(Output::EndTxn {
+                request,
+                result: Err(error),
+            }),
+        }
+    }
+
+    /// Recovery: applies one record of `__transaction_state`, in log order. An open transaction's
+    /// timeout restarts at `now` (the record's wall clock is not comparable to our clock), so a
+    /// restart can postpone a timeout, never hasten it.
+    pub fn replay(&mut self, now: Duration, record: TxnRecord) {
+        match record.metadata {
+            None => {
+                self.entries.remove(&record.transactional_id);
+            }
+            Some(metadata) => {
+                self.entries.insert(
+                    record.transactional_id,
+                    Entry {
+                        metadata: Some(metadata),
+                        pending: None,
+                        started: now,
+                        complete_retry_at: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// After replay: every decision found prepared gets its markers sent again, because a crash
+    /// may have cut them short.
+    pub fn replay_finish(&mut self, outputs: &mut Vec<Output>) {
+        for (transactional_id, entry) in &self.entries {
+            let metadata = entry.metadata.as_ref().expect("replayed: durable");
+            if matches!(
+                metadata.state,
+                TxnState::PrepareCommit | TxnState::PrepareAbort
+            ) {
+                outputs.push(Output::Markers(markers_of(transactional_id, metadata)));
+            }
+        }
+        self.invariants_check();
+    }
+
+    pub fn invariants_check(&self) {
+        for (transactional_id, entry) in &self.entries {
+            if let Some(write) = entry.pending {
+                let pending = &self.writes[&write];
+                assert_eq!(&pending.transactional_id, transactional_id);
+            } else {
+                assert!(
+                    entry.metadata.is_some(),
+                    "{transactional_id}: no state, no write"
+                );
+            }
+            if let Some(metadata) = &entry.metadata {
+                assert!(metadata.producer_id >= 0 && metadata.epoch >= 0);
+                assert!(
+                    metadata.state.is_open() || metadata.partitions.is_empty(),
+                    "{transactional_id}: only an open transaction holds partitions"
+                );
+                assert!(
+                    metadata.state != TxnState::Ongoing || !metadata.partitions.is_empty(),
+                    "{transactional_id}: an ongoing transaction holds a partition"
+                );
+            }
+        }
+        for (write, pending) in &self.writes {
+            assert!(*write < self.write_next);
+            assert_eq!(
+                self.entries[&pending.transactional_id].pending,
+                Some(*write),
+                "every write in flight is its id's one pending write"
+            );
+        }
+    }
+}
+
+impl Entry {
+    /// When the open transaction times out: only an Ongoing one with nothing in flight.
+    fn timeout_at(&self) -> Option<Duration> {
+        let metadata = self.metadata.as_ref()?;
+        (metadata.state == TxnState::Ongoing && self.pending.is_none())
+            .then(|| self.started + metadata.timeout)
+    }
+}
+
+fn markers_of(transactional_id: &str, metadata: &TxnMetadata) -> Markers {
+    Markers {
+        transactional_id: transactional_id.to_string(),
+        producer_id: metadata.producer_id,
+        epoch: metadata.epoch,
+        commit: metadata.state == TxnState::PrepareCommit,
+        partitions: metadata.partitions.clone(),
+    }
+}
