@@ -18,6 +18,9 @@ pub fn planted_scenario(bug: Bug) -> &'static str {
         // Retries of stored batches come from crashes (a produce appended, its answer lost);
         // half of single-crash's seeds have idempotent, retrying producers.
         Bug::DedupAppendsAgain | Bug::ProducerStateNotRestored => "single-crash",
+        // Only a transactional workload writes markers; a crash between the markers and the
+        // decision's fsync tears a transaction.
+        Bug::MarkersBeforeDurableDecision => "single-txn",
         _ => "single-crash",
     }
 }

@@ -10,9 +10,9 @@ const SEEDS_MAX: u64 = 200;
 
 /// Planted bugs the simulator is known to miss within `SEEDS_MAX` seeds today, each an open
 /// weakness of the harness, not a pass: `ci/sim planted` still hunts and prints them.
-/// markers-before-durable-decision (the transaction coordinator's) needs a transactional
-/// workload, which arrives with txnsim's `single-txn` scenario: until then no scenario runs a
-/// transaction, and the core's unit test is what catches it.
+/// markers-before-durable-decision (the transaction coordinator's) is hunted in `single-txn`,
+/// which runs transactions under crashes, but escapes its first 140 seeds: the crash must land
+/// between a marker write and the decision's fsync, and no aimed-fault site sits there yet.
 const ESCAPES_KNOWN: &[&str] = &["markers-before-durable-decision"];
 
 #[test]
