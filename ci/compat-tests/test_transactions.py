@@ -14,7 +14,7 @@ import uuid
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-TXN_TIMEOUT_MS = 10000
+TXN_TIMEOUT_MS = 60000
 
 
 def create_topic(broker, name, partitions):
@@ -25,7 +25,7 @@ def create_topic(broker, name, partitions):
 def transactional_producer(broker, transactional_id):
     producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": transactional_id,
                          "transaction.timeout.ms": TXN_TIMEOUT_MS, "linger.ms": 2,
-                         "message.timeout.ms": 60000, "retry.backoff.ms": 50})
+                         "message.timeout.ms": 30000, "retry.backoff.ms": 50})
     producer.init_transactions(60)
     return producer
 
