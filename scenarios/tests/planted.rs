@@ -9,11 +9,10 @@ use scenarios::planted::{campaign, HuntMode};
 const SEEDS_MAX: u64 = 200;
 
 /// Planted bugs the simulator is known to miss within `SEEDS_MAX` seeds today, each an open
-/// weakness of the harness, not a pass: `ci/sim planted` still hunts and prints them.
-/// markers-before-durable-decision (the transaction coordinator's) is hunted in `single-txn`,
-/// which runs transactions under crashes, but escapes its first 140 seeds: the crash must land
-/// between a marker write and the decision's fsync, and no aimed-fault site sits there yet.
-const ESCAPES_KNOWN: &[&str] = &["markers-before-durable-decision"];
+/// weakness of the harness, not a pass: `ci/sim planted` still hunts and prints them. None now:
+/// markers-before-durable-decision is caught in `single-txn` (first at seed 78, 1 of 140 seeds;
+/// rare, because the crash must land between a marker write and the decision's fsync).
+const ESCAPES_KNOWN: &[&str] = &[];
 
 #[test]
 fn every_planted_bug_is_caught() {
