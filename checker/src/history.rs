@@ -36,6 +36,32 @@ pub struct History {
     /// How event times relate to the brokers' wall clocks; needed by the time-based checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clocks: Option<Clocks>,
+    /// Consume-transform-produce processors, when the workload ran some (`checks::exactly_once`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing: Option<Processing>,
+}
+
+/// What consume-transform-produce processors did, beyond their events. A processor polls input
+/// records (recorded as polls), sends one output record per input record in a transaction that
+/// also commits the input offsets to `group` (Kafka's `sendOffsetsToTransaction`), and commits or
+/// aborts it. An aborted input is processed again into a new output value, so output values stay
+/// unique per partition; `sources` names each output value's input.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Processing {
+    /// The consumer group the processors commit their input offsets to.
+    pub group: String,
+    /// Output partition -> output value -> the input record it was made from.
+    pub sources: BTreeMap<Partition, BTreeMap<i64, Source>>,
+}
+
+/// An input record as the processor read it: partition, offset, value. Exactly-once is judged
+/// per offset, so a duplicated input record (a producer's anomaly, reported as `duplicate`) is two
+/// inputs here, each owed one output.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Source {
+    pub partition: Partition,
+    pub offset: i64,
+    pub value: i64,
 }
 
 /// A topic's cleanup settings, as the broker was told them (Kafka's topic configs).

@@ -23,8 +23,8 @@ pub mod script;
 mod stats;
 
 pub use history::{
-    Clocks, Event, EventKind, History, MicroOp, OffsetQuery, Op, Partition, Record, RecordSpec,
-    TopicSettings,
+    Clocks, Event, EventKind, History, MicroOp, OffsetQuery, Op, Partition, Processing, Record,
+    RecordSpec, Source, TopicSettings,
 };
 pub use report::{
     Anomaly, LookupRule, PrecommitReason, Report, Stats, LISTED_MAX, RENDERED_PER_KIND_MAX,

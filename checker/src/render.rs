@@ -55,6 +55,9 @@ pub(crate) fn anomaly(anomaly: &Anomaly) -> String {
         Anomaly::SeekSkip { .. }
         | Anomaly::SeekWrongRecord { .. }
         | Anomaly::LookupWrong { .. } => seek(anomaly),
+        Anomaly::OutputDuplicated { .. }
+        | Anomaly::OutputMissing { .. }
+        | Anomaly::OutputUncommittedInput { .. } => exactly_once(anomaly),
         _ => transaction(anomaly),
     };
     format!("{kind}: {body}\n")
@@ -202,6 +205,68 @@ fn send(anomaly: &Anomaly) -> String {
             record(later_send),
         ),
         _ => unreachable!("send() takes nonmonotonic-send and send-realtime-order"),
+    }
+}
+
+fn exactly_once(anomaly: &Anomaly) -> String {
+    match anomaly {
+        Anomaly::OutputDuplicated {
+            input,
+            input_value,
+            outputs,
+            readers,
+        } => {
+            let read: Vec<String> = outputs
+                .iter()
+                .zip(readers)
+                .map(|((partition, output), reader)| {
+                    format!("{partition} {} (event {reader})", record(output))
+                })
+                .collect();
+            format!(
+                "partition {input}, value {input_value}\n  processed into {} committed outputs: {}",
+                outputs.len(),
+                read.join(", ")
+            )
+        }
+        Anomaly::OutputMissing {
+            input,
+            group,
+            committed,
+            list,
+            count,
+            offsets,
+            values,
+        } => {
+            let inputs: Vec<String> = offsets
+                .iter()
+                .zip(values)
+                .map(|(offset, value)| format!("offset {offset} value {value}"))
+                .collect();
+            format!(
+                "partition {input}, group {group}\n  committed offset {committed} (event {list}) \
+                 covers {count} inputs with no committed output: {}{}",
+                inputs.join(", "),
+                if *count > offsets.len() { ", ..." } else { "" },
+            )
+        }
+        Anomaly::OutputUncommittedInput {
+            input,
+            input_offset,
+            input_value,
+            output,
+            output_record,
+            reader,
+            group,
+            committed,
+            list,
+        } => format!(
+            "partition {input}, offset {input_offset}, value {input_value}\n  its output \
+             {output} {} was read by event {reader}, but group {group} committed only up to \
+             {committed} (event {list})",
+            record(output_record)
+        ),
+        _ => unreachable!("exactly_once() takes the output-* anomalies"),
     }
 }
 

@@ -213,6 +213,41 @@ pub enum Anomaly {
         witness: usize,
         record: Record,
     },
+    /// Exactly-once output broken: the input record `input_value` of `input` was made into more
+    /// than one output record that a read_committed poll returned (`outputs`, each with the
+    /// first event that read it). Its input was processed twice and both results committed.
+    OutputDuplicated {
+        input: Partition,
+        input_value: i64,
+        outputs: Vec<(Partition, Record)>,
+        readers: Vec<usize>,
+    },
+    /// Exactly-once output broken: `group`'s final committed offset on `input` (`committed`,
+    /// listed by event `list`) says these `count` input records were consumed, yet no poll
+    /// returned an output made from any of them. `offsets` and `values` list them.
+    OutputMissing {
+        input: Partition,
+        group: String,
+        committed: i64,
+        list: usize,
+        count: usize,
+        offsets: Vec<i64>,
+        values: Vec<i64>,
+    },
+    /// Exactly-once output broken: a poll returned `output`, made from the input record at
+    /// `input_offset`, yet `group`'s final committed offset on `input` (`committed`, listed by
+    /// event `list`) does not cover that record: the output committed without its offsets.
+    OutputUncommittedInput {
+        input: Partition,
+        input_offset: i64,
+        input_value: i64,
+        output: Partition,
+        output_record: Record,
+        reader: usize,
+        group: String,
+        committed: i64,
+        list: usize,
+    },
 }
 
 /// Which rule a ListOffsets answer broke.
@@ -356,6 +391,9 @@ impl Anomaly {
             Anomaly::SeekSkip { .. } => "seek-skip",
             Anomaly::SeekWrongRecord { .. } => "seek-wrong-record",
             Anomaly::LookupWrong { .. } => "lookup-wrong",
+            Anomaly::OutputDuplicated { .. } => "output-duplicated",
+            Anomaly::OutputMissing { .. } => "output-missing",
+            Anomaly::OutputUncommittedInput { .. } => "output-uncommitted-input",
         }
     }
 

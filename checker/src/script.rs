@@ -32,12 +32,14 @@
 //! record t-0 5 key=2 tombstone ts=1000     value 5's record: key 2, null value, timestamp 1000
 //! clocks origin=1000 skew=0                 wall clock ms at time 0, and the skew bound
 //! sleep 500                                 later events happen 500 ms later
+//! processing g                              processors commit their input offsets to group g
+//! source out-0 70 in-1 3:7                  output value 70 of out-0 was made from in-1 offset 3 value 7
 //! ```
 //!
 //! Example: `p0 send t-0 1@0; p1 invoke send t-0 2; p1 info send t-0 2; p2 poll t-0 [0:1]`.
 
 use crate::history::{
-    Clocks, EventKind, History, MicroOp, OffsetQuery, Op, Partition, Record, RecordSpec,
+    Clocks, EventKind, History, MicroOp, OffsetQuery, Op, Partition, Record, RecordSpec, Source,
     TopicSettings,
 };
 use std::collections::BTreeMap;
@@ -98,6 +100,17 @@ fn settings_parse(
             });
         }),
         "record" => record_parse(history, arguments),
+        "processing" => match arguments {
+            [group] => {
+                history
+                    .processing
+                    .get_or_insert_with(Default::default)
+                    .group = group.to_string();
+                Ok(())
+            }
+            _ => Err("processing needs a group".to_string()),
+        },
+        "source" => source_parse(history, arguments),
         "sleep" => match arguments {
             [ms] => integer(ms).map(|ms| *sleep_ns += ms.max(0) as u64 * 1_000_000),
             _ => Err("sleep needs milliseconds".to_string()),
@@ -143,6 +156,33 @@ fn record_parse(history: &mut History, arguments: &[&str]) -> Result<(), String>
         .entry(partition.parse()?)
         .or_default()
         .insert(integer(value)?, spec);
+    Ok(())
+}
+
+/// `source out-0 70 in-1 3:7`: output value 70 of out-0 was made from in-1's record 3:7.
+fn source_parse(history: &mut History, arguments: &[&str]) -> Result<(), String> {
+    let [output, value, input, record] = arguments else {
+        return Err(
+            "source needs an output partition and value, an input partition and \
+                    offset:value"
+                .to_string(),
+        );
+    };
+    let (offset, input_value) = record
+        .split_once(':')
+        .ok_or_else(|| format!("{record:?} is not offset:value"))?;
+    let source = Source {
+        partition: input.parse()?,
+        offset: integer(offset)?,
+        value: integer(input_value)?,
+    };
+    history
+        .processing
+        .get_or_insert_with(Default::default)
+        .sources
+        .entry(output.parse()?)
+        .or_default()
+        .insert(integer(value)?, source);
     Ok(())
 }
 

@@ -492,3 +492,97 @@ fn end_lookups() {
     let early = "p0 list-offsets t-0 ts=1 -> 0@1; p1 send t-0 1@0 ts=1";
     assert_eq!(kinds(early), ["lookup-wrong"]);
 }
+
+/// A processor read in-0's three inputs and made outputs 100, 101 (one transaction) and 102
+/// (a second); the final polls read out-0 and the group's committed offsets.
+const PROCESSED: &str = "processing g; source out-0 100 in-0 0:1; source out-0 101 in-0 1:2; \
+    source out-0 102 in-0 2:3; source out-0 103 in-0 2:3; \
+    p1 send in-0 1@0; p1 send in-0 2@1; p1 send in-0 3@2; \
+    p2 assign in-0; p2 poll in-0 [0:1 1:2]; p2 txn send out-0 100@0, send out-0 101@1; \
+    p2 poll in-0 [2:3]";
+
+#[test]
+fn exactly_once_output_clean() {
+    let good = format!(
+        "{PROCESSED}; p2 txn send out-0 102@3; p3 final-poll out-0 [0:100 1:101 3:102]; \
+         p3 list g in-0=3"
+    );
+    assert_eq!(kinds(&good), [""; 0]);
+    // An aborted attempt before the committed one is no duplicate.
+    let retried = format!(
+        "{PROCESSED}; p2 invoke txn send out-0 102; p2 fail txn send out-0 102; \
+         p2 seek in-0=2; p2 poll in-0 [2:3]; p2 txn send out-0 103@5; \
+         p3 final-poll out-0 [0:100 1:101 5:103]; p3 list g in-0=3"
+    );
+    assert_eq!(kinds(&retried), [""; 0]);
+}
+
+#[test]
+fn output_duplicated() {
+    // The first attempt's commit was in doubt and did commit; the retry committed too.
+    let bad = format!(
+        "{PROCESSED}; p2 invoke txn send out-0 102; p2 info txn send out-0 102; \
+         p2 seek in-0=2; p2 poll in-0 [2:3]; p2 txn send out-0 103@5; \
+         p3 final-poll out-0 [0:100 1:101 3:102 5:103]; p3 list g in-0=3"
+    );
+    assert_eq!(kinds(&bad), ["output-duplicated"]);
+    insta::assert_snapshot!(report(&bad).anomalies[0].render(), @r"
+    output-duplicated: partition in-0, value 3
+      processed into 2 committed outputs: out-0 value 102 at offset 3 (event 23), out-0 value 103 at offset 5 (event 23)
+    ");
+}
+
+#[test]
+fn output_missing() {
+    // Offsets committed past input 2, whose output's transaction never showed up.
+    let bad = format!(
+        "{PROCESSED}; p2 invoke txn send out-0 102; p2 info txn send out-0 102; \
+         p3 final-poll out-0 [0:100 1:101]; p3 list g in-0=3"
+    );
+    assert_eq!(kinds(&bad), ["output-missing"]);
+    insta::assert_snapshot!(report(&bad).anomalies[0].render(), @r"
+    output-missing: partition in-0, group g
+      committed offset 3 (event 19) covers 1 inputs with no committed output: offset 2 value 3
+    ");
+    // Without a final list of the group's offsets nothing is owed.
+    let unlisted = format!(
+        "{PROCESSED}; p2 invoke txn send out-0 102; p2 info txn send out-0 102; \
+         p3 final-poll out-0 [0:100 1:101]"
+    );
+    assert_eq!(kinds(&unlisted), [""; 0]);
+}
+
+#[test]
+fn output_uncommitted_input() {
+    // Output 102 committed, yet the group's offsets stayed before its input.
+    let bad = format!(
+        "{PROCESSED}; p2 txn send out-0 102@3; p3 final-poll out-0 [0:100 1:101 3:102]; \
+         p3 list g in-0=2"
+    );
+    assert_eq!(kinds(&bad), ["output-uncommitted-input"]);
+    insta::assert_snapshot!(report(&bad).anomalies[0].render(), @r"
+    output-uncommitted-input: partition in-0, offset 2, value 3
+      its output out-0 value 102 at offset 3 was read by event 17, but group g committed only up to 2 (event 19)
+    ");
+}
+
+/// A transaction whose client never heard its outcome, yet some of it was read before the final
+/// polls: it committed, so all of it must be read (a coordinator that committed t-0 and aborted
+/// t-1 after a crash leaves t-1's value unseen).
+#[test]
+fn unseen_part_of_an_observed_transaction() {
+    let torn = "p1 invoke txn send t-0 1, send t-1 2; p1 info txn send t-0 1, send t-1 2; \
+                p0 poll t-0 [0:1]; p9 final-poll t-0 [0:1]; p9 final-poll t-1 []";
+    assert_eq!(kinds(torn), ["unseen"]);
+    insta::assert_snapshot!(report(torn).anomalies[0].render(), @r"
+    unseen: partition t-1: lag 1 after heal
+      acknowledged but never polled: values 2 (sent by events 1)
+    ");
+    let whole = "p1 invoke txn send t-0 1, send t-1 2; p1 info txn send t-0 1, send t-1 2; \
+                 p0 poll t-0 [0:1]; p9 final-poll t-0 [0:1]; p9 final-poll t-1 [1:2]";
+    assert_eq!(kinds(whole), [""; 0]);
+    // Not read before the final polls: it may have committed after they began, or never.
+    let unobserved = "p1 invoke txn send t-0 1, send t-1 2; p1 info txn send t-0 1, send t-1 2; \
+                      p9 final-poll t-0 [0:1]; p9 final-poll t-1 []";
+    assert_eq!(kinds(unobserved), [""; 0]);
+}

@@ -591,6 +591,79 @@ mod tests {
         assert_eq!(consumer.high_watermark(&partition), Some(9));
     }
 
+    /// Under read_committed the Fetch asks for isolation level 1 and the partition's
+    /// aborted-transaction list reaches the record filter: an aborted transaction's records and
+    /// every marker are dropped, and the position still moves past them.
+    #[test]
+    fn read_committed_fetches_drop_aborted_transactions() {
+        use wire::protocol::messages::fetch_response::AbortedTransaction as WireAborted;
+        use wire::protocol::messages::ProducerId;
+        let mut consumer = consumer(OffsetReset::Latest, &[(0, 0)]);
+        consumer.config.isolation_level = IsolationLevel::ReadCommitted;
+        let partitions = consumer.assignment();
+        assert_eq!(
+            consumer
+                .fetch_request(&partitions, Duration::ZERO)
+                .isolation_level,
+            1
+        );
+        let txn = |base: i64, producer_id: i64, marker: Option<i16>| {
+            let spec = match marker {
+                None => wire::batch::build::RecordSpec {
+                    value: Some(Bytes::from(format!("v{base}"))),
+                    ..Default::default()
+                },
+                Some(kind) => wire::batch::build::RecordSpec {
+                    key: Some(Bytes::copy_from_slice(&[0, 0, 0, kind as u8])),
+                    ..Default::default()
+                },
+            };
+            let built = wire::batch::build::batch_encode_with(
+                &[spec],
+                Compression::None,
+                producer_id,
+                0,
+                0,
+                true,
+            );
+            let mut bytes = BytesMut::from(&built.into_bytes()[..]);
+            if marker.is_some() {
+                bytes[22] |= 0x20;
+                let crc = wire::batch::crc_compute(&bytes);
+                bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+            }
+            ValidatedBatch::validate(bytes.freeze())
+                .unwrap()
+                .with_placement(base, 0)
+                .into_bytes()
+        };
+        let mut all = BytesMut::new();
+        for part in [
+            txn(0, 3, None),
+            txn(1, 4, None),
+            txn(2, 3, Some(0)),
+            txn(3, 4, Some(1)),
+        ] {
+            all.extend_from_slice(&part);
+        }
+        let answer = data(0, 0, Some(all.freeze()))
+            .with_last_stable_offset(4)
+            .with_aborted_transactions(Some(vec![WireAborted::default()
+                .with_producer_id(ProducerId(3))
+                .with_first_offset(0)]));
+        let mut records = Vec::new();
+        let partition = TopicPartition::new("t", 0);
+        consumer
+            .fetch_partition_apply(&response(vec![answer]), &partition, &mut records)
+            .unwrap();
+        let values: Vec<(i64, Option<Bytes>)> = records
+            .iter()
+            .map(|record| (record.offset, record.value.clone()))
+            .collect();
+        assert_eq!(values, [(1, Some(Bytes::from("v1")))]);
+        assert_eq!(consumer.position(&partition), Some(4));
+    }
+
     #[test]
     fn partition_errors_leave_the_position_and_say_why() {
         let mut consumer = consumer(OffsetReset::Latest, &[(0, 7), (1, 7)]);

@@ -534,6 +534,88 @@ mod tests {
         );
     }
 
+    /// Kafka's consumer adds an aborted transaction's producer when it reaches a batch of that
+    /// producer at or past the transaction's first offset, and drops it at the producer's ABORT
+    /// marker: a fetch from the middle of an aborted transaction still drops its tail, and a
+    /// producer's second aborted transaction is dropped after a committed one in between.
+    #[test]
+    fn read_committed_follows_each_aborted_range_until_its_marker() {
+        let records = concat(&[
+            txn_batch(0, 7, None),    // aborted (first range)
+            txn_batch(1, 7, None),    // aborted (first range)
+            txn_batch(2, 7, Some(0)), // ABORT
+            txn_batch(3, 7, None),    // committed
+            txn_batch(4, 7, Some(1)), // COMMIT
+            txn_batch(5, 7, None),    // aborted (second range)
+            txn_batch(6, 9, None),    // another producer, committed later: visible
+            txn_batch(7, 7, Some(0)), // ABORT
+        ]);
+        // Listed out of order, as a broker may: the consumer sorts by first offset.
+        let aborted = vec![
+            AbortedTransaction {
+                producer_id: 7,
+                first_offset: 5,
+            },
+            AbortedTransaction {
+                producer_id: 7,
+                first_offset: 0,
+            },
+        ];
+        assert_eq!(
+            decode(0, records.clone(), Some(aborted.clone())),
+            (vec!["3:txn".into(), "6:txn".into()], Some(8))
+        );
+        // From mid-way through the first aborted transaction.
+        assert_eq!(
+            decode(1, records.clone(), Some(aborted.clone())),
+            (vec!["3:txn".into(), "6:txn".into()], Some(8))
+        );
+        // Only markers and aborted records: nothing returned, yet the position moves past them.
+        assert_eq!(
+            decode(
+                0,
+                concat(&[txn_batch(0, 7, None), txn_batch(1, 7, Some(0))]),
+                Some(aborted[1..].to_vec())
+            ),
+            (vec![], Some(2))
+        );
+        // Without the list (read_uncommitted) every data record shows.
+        assert_eq!(decode(0, records, None).0.len(), 5);
+    }
+
+    /// A non-transactional batch of a producer with an aborted transaction is never dropped
+    /// (Kafka drops only batches with the transactional bit).
+    #[test]
+    fn read_committed_keeps_non_transactional_batches() {
+        let plain = ValidatedBatch::validate(
+            batch_encode_with(
+                &[RecordSpec {
+                    value: Some(Bytes::from("plain")),
+                    timestamp: 5,
+                    ..RecordSpec::default()
+                }],
+                Compression::None,
+                7,
+                0,
+                0,
+                false,
+            )
+            .into_bytes(),
+        )
+        .unwrap()
+        .with_placement(1, 4)
+        .into_bytes();
+        let records = concat(&[txn_batch(0, 7, None), plain, txn_batch(2, 7, Some(0))]);
+        let aborted = vec![AbortedTransaction {
+            producer_id: 7,
+            first_offset: 0,
+        }];
+        assert_eq!(
+            decode(0, records, Some(aborted)),
+            (vec!["1:plain".into()], Some(3))
+        );
+    }
+
     #[test]
     fn corrupt_batches_are_errors_not_panics() {
         let mut bytes = BytesMut::from(&batch(0, 2, Compression::None)[..]);

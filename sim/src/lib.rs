@@ -8,6 +8,9 @@
 //! - `log_workload` (madsim only): the retention and compaction workloads' topic configs,
 //!   keyed and oddly timestamped records, and log start reports.
 //!   `seek_workload` (madsim only): tail readers and seekers, with their lookups and seeks.
+//! - `txn_workload` (madsim only): topics, input producers, read_committed readers and the final
+//!   drain of the transactional workload; `txn_processes`: its transactional producers and
+//!   consume-transform-produce processors.
 //! - `buggify` (madsim only): aimed faults at the broker's and storage's named sites.
 
 pub mod disk;
@@ -27,6 +30,10 @@ pub mod nemesis;
 pub mod recorder;
 #[cfg(madsim)]
 pub mod seek_workload;
+#[cfg(madsim)]
+pub mod txn_processes;
+#[cfg(madsim)]
+pub mod txn_workload;
 #[cfg(madsim)]
 pub mod workload;
 #[cfg(madsim)]

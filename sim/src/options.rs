@@ -55,6 +55,32 @@ pub enum Workload {
     Retention,
     /// As `Assigned`, on a compacted topic: keys from a small key space, overwrites, tombstones.
     Compaction,
+    /// Kafka transactions (`txn_workload`): transactional producers across two topics, some
+    /// transactions aborted or abandoned on purpose; consume-transform-produce processors; every
+    /// consumer reads committed.
+    Transactions,
+}
+
+/// The knobs of the `Transactions` workload (`txn_workload`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxnPolicy {
+    /// Transactional producers writing to both data topics.
+    pub producer_count: usize,
+    /// Consume-transform-produce processors, each owning a share of the input partitions.
+    pub processor_count: usize,
+    /// Partitions of each data topic, of the input and of the output topic.
+    pub data_partitions: i32,
+    pub input_partitions: i32,
+    pub output_partitions: i32,
+    /// A transaction sends 1..=this many records.
+    pub sends_max: usize,
+    /// The chance that a producer or processor aborts a transaction on purpose.
+    pub abort_rate: f64,
+    /// The chance that a producer abandons an open transaction (drops the producer without
+    /// ending it), leaving the coordinator's timeout to abort it; a processor restarts instead.
+    pub abandon_rate: f64,
+    /// The producers' `transaction.timeout.ms`.
+    pub timeout: Duration,
 }
 
 /// The topic's cleanup settings and the record mix of the `Retention` and `Compaction`
@@ -141,6 +167,8 @@ pub struct Options {
     /// span many disk sectors, so a torn write can cut through one, and reads cross more
     /// boundaries (fetch sizes, segment ends).
     pub record_padding_max: usize,
+    /// The transactional workload's knobs (`Workload::Transactions` only).
+    pub txn: Option<TxnPolicy>,
 }
 
 /// Draws record padding (appended after every earlier draw, both draws in every seed).
@@ -150,6 +178,26 @@ fn padding_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
     if padded && options.log_policy.is_none() {
         options.record_padding_max = padding_max;
     }
+}
+
+/// Draws the transactional workload's knobs: in every seed, after every other draw (append-only),
+/// kept only by `Workload::Transactions`.
+fn txn_draw(rng: &mut ChaCha8Rng, workload: Workload) -> Option<TxnPolicy> {
+    let policy = TxnPolicy {
+        producer_count: rng.gen_range(1..=3),
+        processor_count: rng.gen_range(1..=2),
+        data_partitions: rng.gen_range(1..=3),
+        input_partitions: rng.gen_range(1..=3),
+        output_partitions: rng.gen_range(1..=2),
+        sends_max: rng.gen_range(1..=6),
+        abort_rate: rng.gen_range(0.05..0.3),
+        abandon_rate: match rng.gen_bool(0.5) {
+            true => rng.gen_range(0.01..0.05),
+            false => 0.0,
+        },
+        timeout: Duration::from_millis(rng.gen_range(2_000..10_000)),
+    };
+    (workload == Workload::Transactions).then_some(policy)
 }
 
 /// Draws the seek workload's knobs (appended after every earlier draw; all drawn in every seed,
@@ -287,7 +335,10 @@ impl Options {
             2
         };
         let consumer_count = match workload {
-            Workload::Assigned | Workload::Retention | Workload::Compaction => rng.gen_range(1..=2),
+            Workload::Assigned
+            | Workload::Retention
+            | Workload::Compaction
+            | Workload::Transactions => rng.gen_range(1..=2),
             Workload::Group => rng.gen_range(2..=4),
         };
         // Struct fields are evaluated in order: draws in the literal below stay where they were,
@@ -325,6 +376,7 @@ impl Options {
             seeker_count: 0,
             index_interval_bytes: None,
             record_padding_max: 0,
+            txn: None,
         };
         options.buggify = buggify_draw(rng, mix);
         // Drawn last and only by the workloads that use it, so every other seed keeps its world.
@@ -343,6 +395,13 @@ impl Options {
         // The seek workload's knobs: drawn in every seed, after every other draw.
         seek_draw(rng, workload, &mut options);
         padding_draw(rng, &mut options);
+        // The transactional workload's knobs: drawn in every seed, after every other draw.
+        options.txn = txn_draw(rng, workload);
+        if options.txn.is_some() {
+            // Poisoned batches have their own scenarios; here every send is transactional or an
+            // input record a processor must turn into exactly one output.
+            options.malformed_send_rate = 0.0;
+        }
         options
     }
 }
@@ -355,7 +414,7 @@ fn log_policy_draw(
     segment_bytes: u64,
 ) -> Option<LogPolicy> {
     match workload {
-        Workload::Assigned | Workload::Group => None,
+        Workload::Assigned | Workload::Group | Workload::Transactions => None,
         Workload::Retention => {
             let check_interval = Duration::from_millis(rng.gen_range(300..3_000));
             // By time, by size, or both.

@@ -102,6 +102,28 @@ impl Recorder {
             .insert(value, spec);
     }
 
+    /// Names the consumer group the processors commit their input offsets to (`checker`'s
+    /// exactly-once check).
+    pub fn processing_group(&self, group: &str) {
+        lock(&self.inner)
+            .history
+            .processing
+            .get_or_insert_with(Default::default)
+            .group = group.to_string();
+    }
+
+    /// Records that output `value` of `output` was made from the input record `source`.
+    pub fn source(&self, output: &checker::Partition, value: i64, source: checker::Source) {
+        lock(&self.inner)
+            .history
+            .processing
+            .get_or_insert_with(Default::default)
+            .sources
+            .entry(output.clone())
+            .or_default()
+            .insert(value, source);
+    }
+
     /// Records how far a broker's wall clock may be off the workload's.
     pub fn clock_skew_set(&self, skew_ms_max: i64) {
         if let Some(clocks) = lock(&self.inner).history.clocks.as_mut() {

@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-const VALUES_PER_PROCESS: i64 = 1_000_000;
+pub(crate) const VALUES_PER_PROCESS: i64 = 1_000_000;
 /// Process ids: producers 1.., consumers 100.., the final reader 1000.
 pub(crate) const CONSUMER_PROCESS_BASE: u64 = 100;
-const FINAL_PROCESS: u64 = 1000;
+pub(crate) const FINAL_PROCESS: u64 = 1000;
 /// How long one poll waits for data.
 const POLL_WAIT: Duration = Duration::from_millis(200);
 
@@ -131,6 +131,7 @@ pub fn start(
                     stop.clone(),
                 ))
             }
+            Workload::Transactions => unreachable!("txn_workload starts its own workers"),
             Workload::Group => node.spawn(crate::group_workload::member_run(
                 index,
                 options.clone(),
@@ -189,7 +190,7 @@ pub(crate) fn positions_earliest(
 }
 
 /// Errors after which the record was certainly not written.
-fn send_definitely_failed(error: &ClientError) -> bool {
+pub(crate) fn send_definitely_failed(error: &ClientError) -> bool {
     use kafka_protocol::ResponseError as E;
     matches!(
         error.kafka_error(),
@@ -396,27 +397,32 @@ fn produce_request(partition: &Partition, records: Bytes) -> wire::RequestKind {
     )
 }
 
+/// The workload value a record carries; -1 when it carries none (the checker reports it).
+pub(crate) fn record_value(record: &client::ConsumerRecord) -> i64 {
+    // A tombstone carries its value id in a header (`log_workload`).
+    let tombstone_id = || {
+        record
+            .headers
+            .iter()
+            .find(|(name, _)| name == crate::log_workload::VALUE_HEADER)
+            .and_then(|(_, value)| value.as_ref())
+    };
+    record
+        .value
+        .as_ref()
+        .or_else(tombstone_id)
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(-1)
+}
+
 /// Turns a poll's records into the history's shape, checking each value parses.
 pub(crate) fn poll_records(
     records: Vec<client::ConsumerRecord>,
 ) -> BTreeMap<Partition, Vec<Record>> {
     let mut polled: BTreeMap<Partition, Vec<Record>> = BTreeMap::new();
     for record in records {
-        // A tombstone carries its value id in a header (`log_workload`).
-        let tombstone_id = || {
-            record
-                .headers
-                .iter()
-                .find(|(name, _)| name == crate::log_workload::VALUE_HEADER)
-                .and_then(|(_, value)| value.as_ref())
-        };
-        let value = record
-            .value
-            .as_ref()
-            .or_else(tombstone_id)
-            .and_then(|bytes| std::str::from_utf8(bytes).ok())
-            .and_then(|text| text.parse().ok())
-            .unwrap_or(-1); // Not a value the workload wrote: the checker reports it.
+        let value = record_value(&record);
         polled
             .entry(Partition::new(&record.topic, record.partition))
             .or_default()

@@ -280,10 +280,17 @@ async fn simulate(
     recorder.note(&format!("start {} broker(s)", brokers.len()));
     crate::buggify::install(options, &brokers, recorder);
     let bootstrap: Vec<String> = brokers.iter().map(|b| b.address.clone()).collect();
-    workload::topic_create(options, &bootstrap, recorder).await?;
+    let transactions = options.workload == Workload::Transactions;
+    match transactions {
+        true => crate::txn_workload::topics_create(options, &bootstrap, recorder).await?,
+        false => workload::topic_create(options, &bootstrap, recorder).await?,
+    }
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers = workload::start(options, &bootstrap, recorder, stop.clone());
+    let workers = match transactions {
+        true => crate::txn_workload::start(options, &bootstrap, recorder, stop.clone()),
+        false => workload::start(options, &bootstrap, recorder, stop.clone()),
+    };
     let nemesis_rng = stream_rng(options.seed, Stream::Nemesis, 0);
     let nemesis = runtime::spawn(crate::nemesis::run(
         options.clone(),
@@ -301,7 +308,10 @@ async fn simulate(
         let _ = worker.await;
     }
     recorder.note("liveness phase");
-    workload::final_polls(options, &bootstrap, recorder).await
+    match transactions {
+        true => crate::txn_workload::final_polls(options, &bootstrap, recorder).await,
+        false => workload::final_polls(options, &bootstrap, recorder).await,
+    }
 }
 
 fn brokers_start(options: &Options, planted: Option<broker::planted::Bug>) -> Vec<BrokerNode> {

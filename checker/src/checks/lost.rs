@@ -14,8 +14,12 @@
 //!
 //! unseen: if the history has final polls, every send acknowledged (`Ok`) before the first final
 //! poll was invoked must have been read by some `Ok` poll. Sends acknowledged later raced the final
-//! polls and are not required. Values already reported as lost writes are not repeated here, so
-//! an unseen value is one nobody read past: lag, reported as `partition t-0: lag N after heal`.
+//! polls and are not required. So must every send of an indeterminate (`Info`) transaction of
+//! which an `Ok` poll that completed before the final polls began read some value: a transaction
+//! commits all or nothing, so by that read all of it had committed (a coordinator that commits
+//! some partitions of a transaction and aborts the rest, whose client never heard back, shows
+//! here). Values already reported as lost writes are not repeated here, so an unseen value is one
+//! nobody read past: lag, reported as `partition t-0: lag N after heal`.
 
 use crate::checks::Analysis;
 use crate::history::{MicroOp, Op, Partition};
@@ -40,6 +44,7 @@ pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
     let Some(cutoff) = final_polls_start(analysis) else {
         return;
     };
+    let observed_before = observed_committed_before(analysis, cutoff);
     for (partition, index) in &analysis.index.partitions {
         if analysis.compaction.covers(partition) {
             continue;
@@ -47,8 +52,9 @@ pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
         let mut unseen: Vec<(i64, usize)> = Vec::new();
         for (value, writer) in &index.writers {
             let operation = &analysis.operations.list[writer.op];
-            let acknowledged = operation.outcome == Outcome::Ok
-                && operation.complete.is_some_and(|complete| complete < cutoff);
+            let acknowledged = (operation.outcome == Outcome::Ok
+                && operation.complete.is_some_and(|complete| complete < cutoff))
+                || observed_before[writer.op];
             let lost_here = lost
                 .get(partition)
                 .is_some_and(|values| values.contains(value));
@@ -67,6 +73,28 @@ pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
             });
         }
     }
+}
+
+/// Per operation: an indeterminate transaction with more than one send, of which an `Ok` poll
+/// completed before `cutoff` read some value.
+fn observed_committed_before(analysis: &Analysis, cutoff: usize) -> Vec<bool> {
+    analysis
+        .operations
+        .list
+        .iter()
+        .map(|operation| {
+            operation.outcome == Outcome::Info
+                && crate::index::sends(operation.op.micro_ops())
+                    .nth(1)
+                    .is_some()
+                && crate::index::sends(operation.op.micro_ops()).any(|(partition, value, _)| {
+                    analysis.index.partitions[partition]
+                        .reads_ok
+                        .get(&value)
+                        .is_some_and(|read| read.event < cutoff)
+                })
+        })
+        .collect()
 }
 
 /// Where a value sits in the log: first and last index, and the offset of the first.

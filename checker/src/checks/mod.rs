@@ -4,6 +4,7 @@
 
 pub(crate) mod commits;
 pub(crate) mod compaction;
+pub(crate) mod exactly_once;
 pub(crate) mod lookups;
 pub(crate) mod lost;
 pub(crate) mod offsets;
@@ -43,4 +44,5 @@ pub(crate) fn run(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
     retention::check_early_deletion(anomalies, analysis);
     compaction::check_latest_values(anomalies, analysis);
     lookups::check(anomalies, analysis);
+    exactly_once::check(anomalies, analysis);
 }

@@ -63,6 +63,9 @@ mod cli {
             /// Hunt only these bugs (by name); all of them by default.
             #[arg(long)]
             bug: Vec<String>,
+            /// Hunt in this scenario instead of each bug's own (`planted_scenario`).
+            #[arg(long)]
+            scenario: Option<String>,
         },
     }
 
@@ -109,7 +112,14 @@ mod cli {
                 scenario: name,
                 seeds,
             } => sweep(&name, seeds),
-            Action::Planted { seeds, bug } => planted(seeds, &bug),
+            Action::Planted {
+                seeds,
+                bug,
+                scenario: hunted_in,
+            } => match hunted_in.as_deref().map(scenario).transpose() {
+                Ok(_) => planted(seeds, &bug, hunted_in.as_deref()),
+                Err(code) => Err(code),
+            },
         };
         result.unwrap_or_else(|code| code)
     }
@@ -250,9 +260,9 @@ mod cli {
         })
     }
 
-    fn planted(seeds: u64, only: &[String]) -> Result<ExitCode, ExitCode> {
+    fn planted(seeds: u64, only: &[String], scenario: Option<&str>) -> Result<ExitCode, ExitCode> {
         let mode = scenarios::planted::HuntMode::Rate;
-        let outcomes = scenarios::planted::campaign(&binary()?, seeds, mode, only);
+        let outcomes = scenarios::planted::campaign(&binary()?, seeds, mode, only, scenario);
         if outcomes.is_empty() {
             eprintln!(
                 "no planted bugs in this build: run `ci/sim planted` (it enables the feature)"
