@@ -34,6 +34,11 @@ pub enum Site {
     /// A Fetch response is on its way to the client: the node crashes right after, while what
     /// the client just read may still be only in the page cache if the broker served it early.
     FetchReplied,
+    /// The transaction coordinator has had every partition's marker written: the node crashes
+    /// a moment later, while the coordinator's completion record (or, with a planted bug, its
+    /// decision) may not be durable yet. Not in `ALL`: only the transaction scenario aims it
+    /// (`sim::options`), so other scenarios' draws stay where they were.
+    MarkersWritten,
 }
 
 impl Site {
@@ -62,6 +67,7 @@ impl Site {
             Site::OffsetsReplay => "offsets-replay",
             Site::FsyncStretch => "fsync-stretch",
             Site::FetchReplied => "fetch-replied",
+            Site::MarkersWritten => "markers-written",
         }
     }
 }

@@ -20,7 +20,11 @@ pub fn planted_scenario(bug: Bug) -> &'static str {
         Bug::DedupAppendsAgain | Bug::ProducerStateNotRestored => "single-crash",
         // Only a transactional workload writes markers; a crash between the markers and the
         // decision's fsync tears a transaction.
-        Bug::MarkersBeforeDurableDecision => "single-txn",
+        // A read_committed reader meets an open transaction (LSO); the processors' zombies
+        // write after a new instance fenced them (a marker with the bumped epoch).
+        Bug::MarkersBeforeDurableDecision
+        | Bug::LsoFromHighWatermark
+        | Bug::FencedProducerAccepted => "single-txn",
         _ => "single-crash",
     }
 }

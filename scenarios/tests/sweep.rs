@@ -63,14 +63,25 @@ fn sweep_single_compaction() {
     sweep_clean("single-compaction", 0..100);
 }
 
-/// Seeds 18 and 48 (and about 3% of others) hang today: the transaction coordinator appends to
-/// `__transaction_state` in a loop without advancing time (`TxnCoordinator::step` ->
-/// `output_run` -> `PartitionLog::append`, memory growing) in seeds with failed fsyncs or ENOSPC.
-/// Until that is fixed the fixed sweep stops before 18 and the rotating window skips this
-/// scenario; raise both to 100 seeds with the fix (about 0.5 s a seed).
+/// Seeds 0-299 pass but one: seed 65 leaves a transaction open on `out-0` after heal
+/// (`open_bug_hanging_transaction_65` below). Until that is fixed the rotating window skips this
+/// scenario, so no commit's window can land on such a seed. (Seeds 18 and 48 hung before a
+/// failed sync stopped a log's writes: the coordinator retried its append at once.)
 #[test]
 fn sweep_single_txn() {
-    sweep_clean("single-txn", 0..18);
+    sweep_clean("single-txn", 0..60);
+}
+
+/// An open bug, not a pass: found by the first sweep with crashes aimed right after a
+/// transaction's markers are written (site `markers-written`). After several such crashes a
+/// transaction stays open on the processors' output partition through the 60 s liveness phase,
+/// holding its last stable offset back (liveness: "a transaction still open after heal"):
+/// data of a transaction no marker will close, a hanging transaction. Run with `--ignored`
+/// (nightly) until it is fixed; then it becomes a regression seed.
+#[test]
+#[ignore = "open bug: a hanging transaction (issue 11)"]
+fn open_bug_hanging_transaction_65() {
+    regression("single-txn", 65, "fsync-failed");
 }
 
 /// Runs one regression seed in its own process and checks both that it passes and that it still
@@ -223,7 +234,7 @@ fn sweep_window() {
     let seeds = window_parse(&window)
         .unwrap_or_else(|| panic!("GREGOR_SWEEP_WINDOW={window:?} is not A..B with A < B"));
     println!("rotating window: seeds {}..{}", seeds.start, seeds.end);
-    // single-txn: see `sweep_single_txn` (a coordinator livelock hangs some seeds).
+    // single-txn: see `sweep_single_txn` (an open bug fails some seeds).
     for scenario in SCENARIOS.iter().filter(|s| s.name != "single-txn") {
         sweep_clean(scenario.name, seeds.clone());
     }

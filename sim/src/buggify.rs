@@ -75,7 +75,8 @@ pub fn install(options: &Options, brokers: &[BrokerNode], recorder: &Recorder) {
                 Site::FsyncInFlight
                 | Site::ProduceReplied
                 | Site::CommitReplied
-                | Site::FetchReplied => {
+                | Site::FetchReplied
+                | Site::MarkersWritten => {
                     Some(CRASH_DELAY_MAX.mul_f64(table.rng.gen_range(0.0..1.0)))
                 }
                 _ => {

@@ -232,6 +232,7 @@ fn buggify_rate_base(site: Site) -> f64 {
     match site {
         Site::FsyncInFlight | Site::ProduceReplied | Site::FsyncStretch => 0.003,
         Site::FetchReplied => 0.003,
+        Site::MarkersWritten => MARKERS_WINDOW_RATE,
         Site::CommitReplied | Site::SegmentRoll | Site::CheckpointWrite => 0.03,
         Site::CompactionSwap | Site::Recovery | Site::OffsetsReplay => 0.2,
     }
@@ -269,6 +270,20 @@ fn commit_windows_aim(buggify: &mut Vec<(Site, f64)>, rng: &mut ChaCha8Rng) {
     buggify.push((Site::CommitReplied, rate));
     buggify.sort_by_key(|(site, _)| *site);
 }
+
+/// The transaction scenario aims crashes right after a transaction's markers are written, in
+/// every seed that may crash: the window in which a coordinator that sent markers before its
+/// decision was durable would lose the decision (the planted bug markers-before-durable-
+/// decision was caught in 1 of 200 seeds without it), and in which a correct one must resend
+/// markers after replay. Drawn after every other draw (append-only).
+fn markers_window_aim(buggify: &mut Vec<(Site, f64)>, rng: &mut ChaCha8Rng) {
+    let rate = MARKERS_WINDOW_RATE * rng.gen_range(0.5..2.0);
+    buggify.push((Site::MarkersWritten, rate));
+    buggify.sort_by_key(|(site, _)| *site);
+}
+
+/// The markers-written site's typical chance per visit: transactions end a few times a second.
+const MARKERS_WINDOW_RATE: f64 = 0.1;
 
 /// The commit-reply site's typical chance per visit in the group scenario: with a few commits a
 /// second and an aimed crash's quiet gap of 2 s, about one aimed crash every few seconds.
@@ -397,6 +412,9 @@ impl Options {
         padding_draw(rng, &mut options);
         // The transactional workload's knobs: drawn in every seed, after every other draw.
         options.txn = txn_draw(rng, workload);
+        if workload == Workload::Transactions && mix.crash {
+            markers_window_aim(&mut options.buggify, rng);
+        }
         if options.txn.is_some() {
             // Poisoned batches have their own scenarios; here every send is transactional or an
             // input record a processor must turn into exactly one output.

@@ -698,7 +698,10 @@ impl MarkerSender for LocalMarkerSender {
             if node_id != broker.config.node_id {
                 return Err(format!("no route to broker {node_id}"));
             }
-            Ok(crate::handlers::write_txn_markers::write(&broker, request).await)
+            let response = crate::handlers::write_txn_markers::write(&broker, request).await;
+            // Aimed crashes land here: markers durable, the coordinator not yet told.
+            runtime::buggify::hit(&*broker.disk, runtime::buggify::Site::MarkersWritten);
+            Ok(response)
         })
     }
 }
