@@ -84,18 +84,6 @@ fn open_bug_hanging_transaction_65() {
     regression("single-txn", 65, "fsync-failed");
 }
 
-/// An open bug, not a pass: found by the first 1,000-seed sweep of single-compaction. The final
-/// reader stops one offset short of the end it listed ("lag 1 after heal") after reading every
-/// acknowledged record: most likely the log's last batch (idempotent producers, a tombstone
-/// past `delete.retention.ms`) removed whole by compaction, leaving an offset no read can pass;
-/// Kafka keeps a producer's last batch as an empty batch. Run with `--ignored` (nightly) until
-/// it is fixed; then it becomes a regression seed.
-#[test]
-#[ignore = "open bug: compaction leaves an unreachable log end (issue 10)"]
-fn open_bug_compaction_lag_741() {
-    regression("single-compaction", 741, "compaction-index-unwritten");
-}
-
 /// Runs one regression seed in its own process and checks both that it passes and that it still
 /// meets the fault it is named for: `site` (a `sim::sites` name) fired at least once. A seed
 /// whose world changed (a new swarm draw, a new stream) would otherwise pass while testing
