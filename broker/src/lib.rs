@@ -16,10 +16,12 @@ pub mod partition;
 pub mod planted;
 pub mod producer_ids;
 pub mod server;
-pub mod topic_config;
 pub mod topics;
 pub mod txn;
 
 pub use broker::{Broker, NodeContext};
+/// Topic names and configs moved to `cluster` (the controller validates them too); the broker
+/// keeps using them by this path.
+pub use cluster::topic_config;
 pub use config::BrokerConfig;
 pub use server::serve;

@@ -289,7 +289,7 @@ async fn config_refusals_are_per_resource_and_name_the_key_and_the_fix() {
     }
     insta::assert_snapshot!(rendered.join("\n"), @r#"
     40 topic "t": invalid value "soon" for retention.ms: expected an integer
-    40 topic "t": unknown topic config "compression.type"; gregor supports cleanup.policy, delete.retention.ms, index.interval.bytes, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms
+    40 topic "t": unknown topic config "compression.type"; gregor supports cleanup.policy, delete.retention.ms, index.interval.bytes, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms, unclean.leader.election.enable
     40 config "segment.bytes" is not a list; use SET to change it (APPEND and SUBTRACT are for cleanup.policy)
     40 topic "t": invalid value "" for cleanup.policy: expected delete, compact or compact,delete
     42 config "retention.ms" is named twice; name each key once

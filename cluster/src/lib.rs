@@ -3,3 +3,10 @@
 //! every node builds by applying its committed records.
 //!
 //! Sans-IO cores (the controller, the image, the Raft glue's decisions) with a thin async shell.
+
+pub mod controller;
+pub mod image;
+pub mod placement;
+pub mod planted;
+pub mod records;
+pub mod topic_config;

@@ -30,7 +30,7 @@ fn config_type(key: &str) -> i8 {
         "cleanup.policy" => TYPE_LIST,
         "message.timestamp.type" => TYPE_STRING,
         "max.message.bytes" | "min.insync.replicas" | "num.partitions" | "broker.id" => TYPE_INT,
-        "auto.create.topics.enable" => TYPE_BOOLEAN,
+        "auto.create.topics.enable" | "unclean.leader.election.enable" => TYPE_BOOLEAN,
         "log.dirs" => TYPE_STRING,
         _ => TYPE_LONG,
     }

@@ -252,7 +252,7 @@ mod tests {
         InvalidConfig: config "retention.ms" is not a list; use SET to change it (APPEND and SUBTRACT are for cleanup.policy)
         InvalidConfig: config "retention.ms": SET needs a value
         InvalidConfig: config "retention.ms": operation 7 is unknown; use SET (0), DELETE (1), APPEND (2) or SUBTRACT (3)
-        InvalidConfig: unknown topic config "flush.ms"; gregor supports cleanup.policy, delete.retention.ms, index.interval.bytes, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms
+        InvalidConfig: unknown topic config "flush.ms"; gregor supports cleanup.policy, delete.retention.ms, index.interval.bytes, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms, unclean.leader.election.enable
         "#);
     }
 }

@@ -68,6 +68,9 @@ pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
     ("retention.ms", "604800000"),
     ("segment.bytes", "1073741824"),
     ("segment.ms", "604800000"),
+    // The controller's: whether a replica outside the ISR may be elected when no ISR member is
+    // live (it may lack acknowledged records). Kafka's default since 0.11.
+    ("unclean.leader.election.enable", "false"),
 ];
 
 /// Keys Kafka 3.x accepts and ignores; so does gregor (batches are always stored as v2).
@@ -113,6 +116,10 @@ pub fn topic_config_validate(key: &str, value: &str) -> Result<String, TopicConf
                 _ => Err(invalid("expected delete, compact or compact,delete")),
             }
         }
+        "unclean.leader.election.enable" => match value.trim().to_ascii_lowercase().as_str() {
+            normalised @ ("true" | "false") => Ok(normalised.to_string()),
+            _ => Err(invalid("expected true or false")),
+        },
         "message.timestamp.type" => match value {
             "CreateTime" | "LogAppendTime" => Ok(value.to_string()),
             _ => Err(invalid("expected CreateTime or LogAppendTime")),
@@ -232,6 +239,11 @@ mod tests {
         assert!(topic_config_validate("segment.bytes", "10").is_err());
         assert!(topic_config_validate("retention.ms", "-2").is_err());
         assert!(topic_config_validate("no.such.key", "1").is_err());
+        assert_eq!(
+            topic_config_validate("unclean.leader.election.enable", "TRUE").unwrap(),
+            "true"
+        );
+        assert!(topic_config_validate("unclean.leader.election.enable", "yes").is_err());
         let overrides = BTreeMap::from([
             ("retention.ms".to_string(), "-1".to_string()),
             ("segment.bytes".to_string(), "4096".to_string()),
@@ -300,7 +312,7 @@ mod tests {
         invalid value "2147483648" for segment.bytes: must be at most 2147483647 (Kafka's limit)
         invalid value "0" for max.message.bytes: must be at least 1
         invalid value "soon" for retention.ms: expected an integer
-        unknown topic config "compression.type"; gregor supports cleanup.policy, delete.retention.ms, index.interval.bytes, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms
+        unknown topic config "compression.type"; gregor supports cleanup.policy, delete.retention.ms, index.interval.bytes, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms, unclean.leader.election.enable
         "#);
     }
 }
