@@ -10,3 +10,5 @@ pub mod placement;
 pub mod planted;
 pub mod records;
 pub mod topic_config;
+
+pub use planted::PlantedBug;

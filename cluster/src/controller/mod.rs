@@ -1,0 +1,186 @@
+//! The controller: Kafka's active controller (`QuorumController`) as a sans-IO state machine.
+//! It runs on the Raft leader only, decides what goes into the metadata log, and keeps its own
+//! `MetadataImage` ahead of the committed one: every operation applies the records it returns
+//! at once, so the next decision sees them (Kafka's active controller does the same). When
+//! leadership changes or a proposal is lost, the shell throws the controller away and builds a
+//! new one from the committed image (`Controller::new`).
+//!
+//! Each operation takes `index`, the Raft index its records will get (the shell's
+//! `last_index + 1`: one operation is one Raft entry, applied as one batch), and returns a
+//! `Proposal`: the records to propose (maybe none) and the reply to send once the log has
+//! committed `reply_after`. Time is `now_ms` of the node's monotonic clock; the rng is injected.
+//!
+//! Modules: `brokers` (registration, heartbeats, session expiry, fencing), `election` (who
+//! leads when a broker leaves or arrives), `topics` (create, delete, add partitions), `configs`,
+//! `producer_ids`. Start with `brokers`.
+
+mod brokers;
+mod configs;
+mod election;
+pub mod errors;
+mod producer_ids;
+mod topics;
+
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
+pub use brokers::{BrokerHeartbeat, BrokerRegistrationRequest, HeartbeatReply, RegistrationReply};
+pub use configs::{ConfigAlter, ConfigChange};
+pub use errors::ApiError;
+pub use producer_ids::ProducerIdBlock;
+pub use topics::{PartitionsCreate, TopicCreate, TopicCreated};
+
+use crate::image::{MetadataImage, MetadataOffset};
+use crate::planted::PlantedBug;
+use crate::records::{BrokerId, MetadataRecord};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+/// The controller's settings, with Kafka's defaults in `kafka_defaults`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// A broker that has not heartbeated for this long is fenced
+    /// (`broker.session.timeout.ms`).
+    pub session_timeout_ms: u64,
+    /// CreateTopics' partition count when the request says -1 (`num.partitions`).
+    pub partitions_default: i32,
+    /// CreateTopics' replication factor when the request says -1
+    /// (`default.replication.factor`).
+    pub replication_factor_default: i16,
+}
+
+impl ControllerConfig {
+    pub fn kafka_defaults() -> ControllerConfig {
+        ControllerConfig {
+            session_timeout_ms: 9_000,
+            partitions_default: 1,
+            replication_factor_default: 1,
+        }
+    }
+}
+
+/// What an operation decided: records to propose as one Raft entry, and the reply to send once
+/// the log has committed `reply_after` (the operation's own entry, or, when it wrote nothing,
+/// the last entry this controller proposed: the reply may describe state that entry made).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal<R> {
+    pub records: Vec<MetadataRecord>,
+    pub reply: R,
+    pub reply_after: MetadataOffset,
+}
+
+pub struct Controller {
+    config: ControllerConfig,
+    /// The committed image plus everything this controller proposed since it was built.
+    image: MetadataImage,
+    /// When each registered broker's session ends unless it heartbeats (ms, monotonic).
+    session_deadlines: BTreeMap<BrokerId, u64>,
+    rng: ChaCha8Rng,
+    planted: Option<PlantedBug>,
+}
+
+impl Controller {
+    /// A controller for a new Raft leader, from the committed image. Every registered broker
+    /// gets a fresh session: the old leader's heartbeats are unknown here (Kafka does the same).
+    pub fn new(
+        config: ControllerConfig,
+        image: MetadataImage,
+        now_ms: u64,
+        rng: ChaCha8Rng,
+    ) -> Controller {
+        image.check_invariants();
+        let deadline = now_ms.saturating_add(config.session_timeout_ms);
+        let session_deadlines = image
+            .brokers()
+            .map(|broker| (broker.broker_id, deadline))
+            .collect();
+        Controller {
+            config,
+            image,
+            session_deadlines,
+            rng,
+            planted: None,
+        }
+    }
+
+    /// Switches on a planted bug (tests and the simulator's self-test only).
+    #[cfg(feature = "planted-bugs")]
+    pub fn with_planted_bug(mut self, bug: PlantedBug) -> Controller {
+        self.planted = Some(bug);
+        self
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// The committed image plus this controller's proposals.
+    pub fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+
+    /// When `tick` next has work: the earliest session deadline of an unfenced broker.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.session_deadlines
+            .iter()
+            .filter(|(broker_id, _)| self.image.broker_is_live(**broker_id))
+            .map(|(_, deadline)| *deadline)
+            .min()
+    }
+
+    /// Starts the batch of records one operation proposes at `index`.
+    fn batch(&mut self, index: MetadataOffset) -> Batch<'_> {
+        assert!(
+            index > self.image.offset(),
+            "proposal at index {index}, but this controller already proposed up to {}",
+            self.image.offset()
+        );
+        Batch {
+            image: &mut self.image,
+            rng: &mut self.rng,
+            index,
+            records: Vec::new(),
+        }
+    }
+}
+
+/// Records being decided: each is applied to the controller's image as it is pushed, so the
+/// next decision of the same operation sees it.
+struct Batch<'a> {
+    image: &'a mut MetadataImage,
+    rng: &'a mut ChaCha8Rng,
+    index: MetadataOffset,
+    records: Vec<MetadataRecord>,
+}
+
+impl Batch<'_> {
+    fn image(&self) -> &MetadataImage {
+        self.image
+    }
+
+    fn rng(&mut self) -> &mut ChaCha8Rng {
+        self.rng
+    }
+
+    fn push(&mut self, record: MetadataRecord) {
+        self.image.apply_record(self.index, &record);
+        self.records.push(record);
+    }
+
+    /// Ends the batch: the proposal with `reply`, to be sent after this batch's entry commits
+    /// (or, if it wrote nothing, after the last entry proposed before it).
+    fn finish<R>(self, reply: R) -> Proposal<R> {
+        if !self.records.is_empty() {
+            self.image.batch_end(self.index);
+        }
+        Proposal {
+            records: self.records,
+            reply,
+            reply_after: self.image.offset(),
+        }
+    }
+}
