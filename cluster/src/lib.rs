@@ -3,6 +3,13 @@
 //! every node builds by applying its committed records.
 //!
 //! Sans-IO cores (the controller, the image, the Raft glue's decisions) with a thin async shell.
+//!
+//! - `records`: the metadata log's records, one batch per Raft entry, and their encoding.
+//! - `image`: `MetadataImage`, what a node has applied; its invariants are asserted as it applies.
+//! - `placement`: replica assignment for new partitions.
+//! - `controller`: the active controller's decisions (start at `controller/mod.rs`).
+//! - `topic_config`: topic names and configs (shared with the broker).
+//! - `planted`: bugs the tests must catch (feature `planted-bugs`).
 
 pub mod controller;
 pub mod image;
