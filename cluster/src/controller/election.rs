@@ -65,7 +65,7 @@ pub(super) fn unclean_allowed(image: &MetadataImage, topic_id: TopicId) -> bool 
     value == "true"
 }
 
-/// Every partition, in topic-id then partition order (deterministic).
+/// Every partition, in topic-name then partition order (deterministic).
 fn partitions(image: &MetadataImage) -> Vec<(TopicId, i32, PartitionImage)> {
     image
         .topics()

@@ -479,6 +479,12 @@ impl Model {
         );
         self.controller.image().check_invariants();
         self.committed.check_invariants();
+        let snapshot = self.committed.snapshot_encode();
+        let restored = MetadataImage::snapshot_decode(&snapshot).expect("a valid snapshot");
+        assert_eq!(
+            restored, self.committed,
+            "a snapshot restores the image exactly"
+        );
         electable_have_leaders(self.controller.image());
         fenced_leave_isrs(self.controller.image());
     }

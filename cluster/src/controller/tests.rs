@@ -600,3 +600,59 @@ fn the_image_panics_on_a_record_that_breaks_an_invariant() {
     let result = catch_unwind(AssertUnwindSafe(|| image.apply_batch(stale, &[])));
     assert!(result.is_err(), "an index applied twice");
 }
+
+/// What Metadata and DescribeCluster read: live brokers only, topics by name, partitions with
+/// their leader, replicas, ISR and leader epoch.
+#[test]
+fn the_read_side_lists_live_brokers_and_topics_by_name() {
+    let mut cluster = Cluster::new(18);
+    cluster.brokers_up(&[3, 1, 2]);
+    cluster.create("zeta", 2, 3, &[]).unwrap();
+    cluster.create("alpha", 1, 1, &[]).unwrap();
+    cluster.heartbeat(2, true);
+    let image = &cluster.committed;
+    let live: Vec<i32> = image.brokers_live().map(|b| b.broker_id).collect();
+    assert_eq!(live, [1, 3]);
+    let names: Vec<&str> = image.topics().map(|topic| topic.name).collect();
+    assert_eq!(names, ["alpha", "zeta"]);
+    let zeta = image.topics().find(|topic| topic.name == "zeta").unwrap();
+    assert_eq!(Some(zeta.topic_id), image.topic_id("zeta"));
+    for (index, partition) in zeta.partitions.iter().enumerate() {
+        assert_eq!(
+            image.partition(zeta.topic_id, index as i32),
+            Some(partition)
+        );
+        assert!(partition.isr.iter().all(|member| *member != 2));
+        let leader = partition.leader().unwrap();
+        assert!(image.broker_is_live(leader));
+    }
+    assert_eq!(image.partition(zeta.topic_id, 2), None);
+    assert_eq!(image.partition(zeta.topic_id, -1), None);
+}
+
+proptest::proptest! {
+    /// Snapshot bytes from elsewhere: noise, and mutations of a real snapshot, give an image
+    /// that keeps its invariants or an error, never a panic.
+    #[test]
+    fn decoding_bad_snapshots_never_panics(
+        noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        flips in proptest::collection::vec(
+            (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+            1..6,
+        ),
+    ) {
+        let _ = MetadataImage::snapshot_decode(&noise);
+        let mut cluster = Cluster::new(19);
+        cluster.brokers_up(&[1, 2, 3]);
+        cluster.create("t", 3, 2, &[("retention.ms", "5")]).unwrap();
+        cluster.heartbeat(2, true);
+        let mut bytes = cluster.committed.snapshot_encode();
+        for (index, byte) in flips {
+            let at = index.index(bytes.len());
+            bytes[at] = byte;
+        }
+        if let Ok(image) = MetadataImage::snapshot_decode(&bytes) {
+            image.check_invariants();
+        }
+    }
+}
