@@ -156,6 +156,20 @@ impl MetadataImage {
         self.producer_id_next
     }
 
+    /// Applies a committed Raft entry's bytes (the `StateMachine` side of the Raft glue). An
+    /// empty entry (raft-rs writes one when a leader is elected) holds no records but still
+    /// moves `offset`, so `offset` is always the last applied Raft index. Bytes that do not
+    /// decode are an error: a committed entry cannot be skipped, so the node must stop.
+    pub fn entry_apply(&mut self, index: MetadataOffset, bytes: &[u8]) -> Result<(), DecodeError> {
+        let records = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            records::batch_decode(bytes)?
+        };
+        self.apply_batch(index, &records);
+        Ok(())
+    }
+
     /// Applies one Raft entry's records at `index`. Panics on a record that breaks an invariant.
     pub fn apply_batch(&mut self, index: MetadataOffset, records: &[MetadataRecord]) {
         assert!(
@@ -469,6 +483,22 @@ impl MetadataImage {
             image: self,
         };
         serde_json::to_vec(&snapshot).expect("images always serialize")
+    }
+
+    /// Reads the snapshot Raft installs at `index`: it must be the image at exactly that index.
+    pub fn snapshot_restore(
+        index: MetadataOffset,
+        bytes: &[u8],
+    ) -> Result<MetadataImage, DecodeError> {
+        let image = MetadataImage::snapshot_decode(bytes)?;
+        if image.offset != index {
+            let message = format!(
+                "snapshot of offset {} installed at index {index}",
+                image.offset
+            );
+            return Err(DecodeError::Malformed(message));
+        }
+        Ok(image)
     }
 
     /// Reads a snapshot; bytes that do not make a valid image are an error, never a panic.

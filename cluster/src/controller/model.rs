@@ -146,9 +146,6 @@ struct Model {
     incarnations: [u128; BROKER_COUNT as usize + 1],
     /// Producer id blocks whose replies were delivered.
     blocks: BTreeSet<i64>,
-    /// After a failover, raft-rs's new leader first appends an empty entry: proposals start
-    /// after it, so the log has an index no metadata batch uses.
-    index_min: MetadataOffset,
     /// When each broker's session last started, as the controller should know it: its last
     /// accepted registration or heartbeat, or the controller's start.
     session_starts: BTreeMap<i32, u64>,
@@ -169,7 +166,6 @@ impl Model {
             seed,
             incarnations: [0; BROKER_COUNT as usize + 1],
             blocks: BTreeSet::new(),
-            index_min: 1,
             session_starts: BTreeMap::new(),
             planted,
         }
@@ -181,7 +177,7 @@ impl Model {
             .entries
             .back()
             .map_or(self.committed.offset(), |(index, _)| *index);
-        (last.max(self.controller.image().offset()) + 1).max(self.index_min)
+        last.max(self.controller.image().offset()) + 1
     }
 
     fn propose<R>(&mut self, proposal: Proposal<R>, reply: impl FnOnce(R) -> Reply) {
@@ -252,7 +248,11 @@ impl Model {
         // What was in flight is lost, and with it every reply not yet sent.
         self.entries.clear();
         self.replies.clear();
-        self.index_min = self.committed.offset() + 2;
+        // raft-rs's new leader commits an empty entry of its term first.
+        let empty = self.committed.offset() + 1;
+        self.committed
+            .entry_apply(empty, &[])
+            .expect("an empty entry");
         self.seed += 1;
         let config = self.controller.config().clone();
         self.controller =

@@ -21,8 +21,12 @@ pub(super) fn rng(seed: u64) -> ChaCha8Rng {
 
 /// Decodes an entry's bytes and applies them, as a follower does.
 pub(super) fn entry_apply(image: &mut MetadataImage, index: MetadataOffset, bytes: &[u8]) {
-    let records = batch_decode(bytes).expect("the controller's own bytes decode");
-    image.apply_batch(index, &records);
+    assert!(!batch_decode(bytes)
+        .expect("the controller's bytes decode")
+        .is_empty());
+    image
+        .entry_apply(index, bytes)
+        .expect("the controller's bytes decode");
 }
 
 impl Cluster {

@@ -547,6 +547,10 @@ fn snapshots_round_trip_and_bad_ones_are_refused() {
     let error = MetadataImage::snapshot_decode(broken.as_bytes()).unwrap_err();
     insta::assert_snapshot!(error.to_string(), @r#"metadata bytes are not a valid encoding: partition t-0: leader 3 is not in ISR [1, 2]"#);
     assert!(MetadataImage::snapshot_decode(b"{\"version\":1}").is_err());
+    let offset = cluster.committed.offset();
+    let restored = MetadataImage::snapshot_restore(offset, text.as_bytes()).unwrap();
+    assert_eq!(restored, cluster.committed);
+    assert!(MetadataImage::snapshot_restore(offset + 1, text.as_bytes()).is_err());
     assert!(MetadataImage::snapshot_decode(&text.as_bytes()[..text.len() / 2]).is_err());
 }
 
@@ -654,5 +658,47 @@ proptest::proptest! {
         if let Ok(image) = MetadataImage::snapshot_decode(&bytes) {
             image.check_invariants();
         }
+    }
+}
+
+/// Raft's own entries (a new leader's empty entry) move the applied offset and change nothing
+/// else; a committed entry that does not decode is an error for the node to stop on.
+#[test]
+fn empty_entries_move_the_offset_and_bad_entries_are_errors() {
+    let mut cluster = Cluster::new(20);
+    cluster.brokers_up(&[1]);
+    let mut image = cluster.committed.clone();
+    let offset = image.offset();
+    image.entry_apply(offset + 1, &[]).unwrap();
+    assert_eq!(image.offset(), offset + 1);
+    assert!(image.entry_apply(offset + 2, b"{").is_err());
+    assert_eq!(image.offset(), offset + 1);
+    // The controller built on it proposes after the empty entry.
+    let controller = Controller::new(
+        ControllerConfig::kafka_defaults(),
+        image,
+        0,
+        super::testing::rng(1),
+    );
+    assert_eq!(controller.image().offset(), offset + 1);
+}
+
+/// With racks on every broker, each partition's replicas span as many racks as they can.
+#[test]
+fn topics_are_placed_across_racks() {
+    let mut cluster = Cluster::new(21);
+    for (broker_id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b")] {
+        cluster.register(broker_id, broker_id as u128, Some(rack));
+        cluster.heartbeat(broker_id, false);
+    }
+    cluster.create("t", 8, 2, &[]).unwrap();
+    let topic = cluster.committed.topic_by_name("t").unwrap();
+    for partition in &topic.partitions {
+        let racks: std::collections::BTreeSet<_> = partition
+            .replicas
+            .iter()
+            .map(|b| cluster.committed.broker(*b).unwrap().rack.clone())
+            .collect();
+        assert_eq!(racks.len(), 2, "{:?}", partition.replicas);
     }
 }
