@@ -265,36 +265,12 @@ impl Model {
 
     fn step(&mut self, op: &Op) {
         let index = self.index();
-        let now_ms = self.now_ms;
         match *op {
             Op::Register {
                 broker_id,
                 restart,
                 rack,
-            } => {
-                let slot = &mut self.incarnations[broker_id as usize];
-                if restart || *slot == 0 {
-                    *slot = u128::from(self.seed as u32) << 64 | (*slot + 1);
-                }
-                let request = BrokerRegistrationRequest {
-                    broker_id,
-                    incarnation_id: IncarnationId(*slot),
-                    host: format!("h{broker_id}"),
-                    port: 9092,
-                    rack: rack.then(|| format!("r{}", broker_id % 2)),
-                };
-                match self.controller.register_broker(index, now_ms, &request) {
-                    Ok(proposal) => {
-                        self.session_starts.insert(broker_id, now_ms);
-                        self.propose(proposal, |reply| Reply::Registered {
-                            broker_id,
-                            broker_epoch: reply.broker_epoch,
-                        })
-                    }
-                    // A retry of the same incarnation with another rack.
-                    Err(error) => assert_eq!(error.code, errors::DUPLICATE_BROKER_REGISTRATION),
-                }
-            }
+            } => self.register(broker_id, restart, rack),
             Op::Heartbeat {
                 broker_id,
                 caught_up,
@@ -311,44 +287,7 @@ impl Model {
                 partition_count,
                 replication_factor,
                 unclean,
-            } => {
-                let name = TOPIC_NAMES[topic].to_string();
-                let value = if unclean { "true" } else { "false" };
-                let request = TopicCreate {
-                    name: name.clone(),
-                    partition_count,
-                    replication_factor,
-                    configs: [(
-                        "unclean.leader.election.enable".to_string(),
-                        value.to_string(),
-                    )]
-                    .into(),
-                };
-                let live = self.controller.image().brokers_live().count();
-                let proposal = self.controller.create_topics(index, &[request], false);
-                let (_, result) = proposal.reply[0].clone();
-                match result {
-                    Ok(created) => {
-                        assert!(replication_factor as usize <= live);
-                        let topic_id = created.topic_id.expect("created");
-                        self.propose(proposal, |_| Reply::Created {
-                            name,
-                            topic_id,
-                            partition_count,
-                        });
-                    }
-                    Err(error) => {
-                        let exists = self.controller.image().topic_id(&name).is_some();
-                        let expected = if exists {
-                            errors::TOPIC_ALREADY_EXISTS
-                        } else {
-                            errors::INVALID_REPLICATION_FACTOR
-                        };
-                        assert_eq!(error.code, expected, "{error}");
-                        self.propose(proposal, |_| Reply::Other);
-                    }
-                }
-            }
+            } => self.create(topic, partition_count, replication_factor, unclean),
             Op::Delete { topic } => {
                 let names = [TOPIC_NAMES[topic].to_string()];
                 let proposal = self.controller.delete_topics(index, &names);
@@ -397,6 +336,79 @@ impl Model {
         }
         self.replies_deliver();
         self.check();
+    }
+
+    fn register(&mut self, broker_id: i32, restart: bool, rack: bool) {
+        let slot = &mut self.incarnations[broker_id as usize];
+        if restart || *slot == 0 {
+            *slot = u128::from(self.seed as u32) << 64 | (*slot + 1);
+        }
+        let request = BrokerRegistrationRequest {
+            broker_id,
+            incarnation_id: IncarnationId(*slot),
+            host: format!("h{broker_id}"),
+            port: 9092,
+            rack: rack.then(|| format!("r{}", broker_id % 2)),
+        };
+        let (index, now_ms) = (self.index(), self.now_ms);
+        match self.controller.register_broker(index, now_ms, &request) {
+            Ok(proposal) => {
+                self.session_starts.insert(broker_id, now_ms);
+                self.propose(proposal, |reply| Reply::Registered {
+                    broker_id,
+                    broker_epoch: reply.broker_epoch,
+                })
+            }
+            // A retry of the same incarnation with another rack.
+            Err(error) => assert_eq!(error.code, errors::DUPLICATE_BROKER_REGISTRATION),
+        }
+    }
+
+    fn create(
+        &mut self,
+        topic: usize,
+        partition_count: i32,
+        replication_factor: i16,
+        unclean: bool,
+    ) {
+        let name = TOPIC_NAMES[topic].to_string();
+        let value = if unclean { "true" } else { "false" };
+        let request = TopicCreate {
+            name: name.clone(),
+            partition_count,
+            replication_factor,
+            configs: [(
+                "unclean.leader.election.enable".to_string(),
+                value.to_string(),
+            )]
+            .into(),
+        };
+        let live = self.controller.image().brokers_live().count();
+        let proposal = self
+            .controller
+            .create_topics(self.index(), &[request], false);
+        let (_, result) = proposal.reply[0].clone();
+        match result {
+            Ok(created) => {
+                assert!(replication_factor as usize <= live);
+                let topic_id = created.topic_id.expect("created");
+                self.propose(proposal, |_| Reply::Created {
+                    name,
+                    topic_id,
+                    partition_count,
+                });
+            }
+            Err(error) => {
+                let exists = self.controller.image().topic_id(&name).is_some();
+                let expected = if exists {
+                    errors::TOPIC_ALREADY_EXISTS
+                } else {
+                    errors::INVALID_REPLICATION_FACTOR
+                };
+                assert_eq!(error.code, expected, "{error}");
+                self.propose(proposal, |_| Reply::Other);
+            }
+        }
     }
 
     fn heartbeat(&mut self, broker_id: i32, caught_up: bool, want_shutdown: bool) {
@@ -627,11 +639,16 @@ pub(super) fn catch_count(planted: Option<PlantedBug>, cases: u32) -> u32 {
     let mut runner = TestRunner::new(Config::with_cases(cases));
     let strategy = (any::<u64>(), bootstrap_strategy(), ops_strategy());
     let mut caught = 0;
+    // Each caught case panics; keep the output to the count. (A concurrent test's failure is
+    // still reported: the test harness and proptest report the panic's payload themselves.)
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     for _ in 0..cases {
         let (seed, bootstrap, ops) = strategy.new_tree(&mut runner).expect("a case").current();
         let outcome = catch_unwind(AssertUnwindSafe(|| run(seed, bootstrap, &ops, planted)));
         caught += u32::from(outcome.is_err());
     }
+    std::panic::set_hook(hook);
     caught
 }
 
