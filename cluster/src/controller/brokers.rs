@@ -54,6 +54,26 @@ impl Controller {
         index: MetadataOffset,
         now_ms: u64,
         request: &BrokerRegistrationRequest,
+    ) -> Proposal<Result<RegistrationReply, ApiError>> {
+        let decided = self.register_decide(index, now_ms, request);
+        self.answer(index, decided)
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        index: MetadataOffset,
+        now_ms: u64,
+        request: &BrokerHeartbeat,
+    ) -> Proposal<Result<HeartbeatReply, ApiError>> {
+        let decided = self.heartbeat_decide(index, now_ms, request);
+        self.answer(index, decided)
+    }
+
+    fn register_decide(
+        &mut self,
+        index: MetadataOffset,
+        now_ms: u64,
+        request: &BrokerRegistrationRequest,
     ) -> Result<Proposal<RegistrationReply>, ApiError> {
         if request.broker_id < 0 {
             let message = format!("broker id {} is negative", request.broker_id);
@@ -98,7 +118,7 @@ impl Controller {
         Ok(proposal)
     }
 
-    pub fn heartbeat(
+    fn heartbeat_decide(
         &mut self,
         index: MetadataOffset,
         now_ms: u64,

@@ -73,6 +73,16 @@ pub struct Proposal<R> {
     pub reply_after: MetadataOffset,
 }
 
+impl<R> Proposal<R> {
+    pub fn map<S>(self, f: impl FnOnce(R) -> S) -> Proposal<S> {
+        Proposal {
+            records: self.records,
+            reply: f(self.reply),
+            reply_after: self.reply_after,
+        }
+    }
+}
+
 pub struct Controller {
     config: ControllerConfig,
     /// The committed image plus everything this controller proposed since it was built.
@@ -130,6 +140,20 @@ impl Controller {
             .filter(|(broker_id, _)| self.image.broker_is_live(**broker_id))
             .map(|(_, deadline)| *deadline)
             .min()
+    }
+
+    /// An operation's answer: its proposal, or a refusal that writes nothing. A refusal too
+    /// waits for the last proposal: it was decided on state that may not have committed yet
+    /// (a registration in flight makes an older epoch stale), as Kafka's controller waits.
+    fn answer<R>(
+        &mut self,
+        index: MetadataOffset,
+        decided: Result<Proposal<R>, ApiError>,
+    ) -> Proposal<Result<R, ApiError>> {
+        match decided {
+            Ok(proposal) => proposal.map(Ok),
+            Err(error) => self.batch(index).finish(Err(error)),
+        }
     }
 
     /// Starts the batch of records one operation proposes at `index`.

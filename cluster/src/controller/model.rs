@@ -132,6 +132,11 @@ enum Reply {
     ProducerIds {
         block: ProducerIdBlock,
     },
+    /// A heartbeat refused for its epoch: when the refusal is sent, the log has a newer one.
+    Stale {
+        broker_id: i32,
+        broker_epoch: i64,
+    },
     Other,
 }
 
@@ -201,16 +206,17 @@ impl Model {
         }
     }
 
-    /// Delivers the replies whose entry has committed, checking each against the committed
-    /// image: replies are delivered in order, so it is the image at their `reply_after`.
+    /// Delivers each reply as soon as its `reply_after` has committed (not in request order:
+    /// the shell answers each request on its own), checking it against the committed image,
+    /// which is the image at its `reply_after` (this runs after every single entry commits).
     fn replies_deliver(&mut self) {
         let committed = self.committed.offset();
-        let due = self
-            .replies
-            .iter()
-            .take_while(|(after, _)| *after <= committed)
-            .count();
-        for (_, reply) in self.replies.drain(..due) {
+        let (due, waiting) = std::mem::take(&mut self.replies)
+            .into_iter()
+            .partition(|(after, _)| *after <= committed);
+        self.replies = waiting;
+        let due: Vec<(MetadataOffset, Reply)> = due;
+        for (_, reply) in due {
             match reply {
                 Reply::Registered {
                     broker_id,
@@ -237,6 +243,16 @@ impl Model {
                         "block {block:?} issued twice"
                     );
                     assert!(self.committed.producer_id_next() >= block.first + block.size);
+                }
+                Reply::Stale {
+                    broker_id,
+                    broker_epoch,
+                } => {
+                    let broker = self.committed.broker(broker_id).expect("registered");
+                    assert_ne!(
+                        broker.broker_epoch, broker_epoch,
+                        "a refusal before its cause"
+                    );
                 }
                 Reply::Other => {}
             }
@@ -327,8 +343,8 @@ impl Model {
                 let proposal = self
                     .controller
                     .producer_ids_allocate(index, broker_id, epoch);
-                self.propose(proposal.expect("a registered broker"), |block| {
-                    Reply::ProducerIds { block }
+                self.propose(proposal, |block| Reply::ProducerIds {
+                    block: block.expect("a registered broker"),
                 });
             }
             Op::Commit { count } => self.commit(count),
@@ -351,17 +367,21 @@ impl Model {
             rack: rack.then(|| format!("r{}", broker_id % 2)),
         };
         let (index, now_ms) = (self.index(), self.now_ms);
-        match self.controller.register_broker(index, now_ms, &request) {
-            Ok(proposal) => {
+        let proposal = self.controller.register_broker(index, now_ms, &request);
+        match &proposal.reply {
+            Ok(_) => {
                 self.session_starts.insert(broker_id, now_ms);
-                self.propose(proposal, |reply| Reply::Registered {
-                    broker_id,
-                    broker_epoch: reply.broker_epoch,
-                })
             }
             // A retry of the same incarnation with another rack.
             Err(error) => assert_eq!(error.code, errors::DUPLICATE_BROKER_REGISTRATION),
         }
+        self.propose(proposal, |reply| match reply {
+            Ok(reply) => Reply::Registered {
+                broker_id,
+                broker_epoch: reply.broker_epoch,
+            },
+            Err(_) => Reply::Other,
+        });
     }
 
     fn create(
@@ -428,18 +448,18 @@ impl Model {
         };
         let index = self.index();
         let fenced_before = !self.controller.image().broker_is_live(broker_id);
-        match self.controller.heartbeat(index, self.now_ms, &request) {
-            Ok(proposal) => {
+        let proposal = self.controller.heartbeat(index, self.now_ms, &request);
+        match &proposal.reply {
+            Ok(reply) => {
                 self.session_starts.insert(broker_id, self.now_ms);
                 // Shutting down fences; a caught-up broker is unfenced, one behind its own
                 // registration stays fenced (it may not know every partition it hosts yet).
-                let reply = &proposal.reply;
                 if want_shutdown {
                     assert!(reply.should_shutdown && reply.is_fenced);
                 } else if caught_up {
                     assert!(
                         !reply.is_fenced,
-                        "broker {broker_id} caught up and still fenced"
+                        "broker {broker_id} caught up, still fenced"
                     );
                 } else if fenced_before {
                     assert!(
@@ -447,18 +467,16 @@ impl Model {
                         "broker {broker_id} unfenced before catching up"
                     );
                 }
-                self.propose(proposal, |reply| Reply::Heartbeat { broker_id, reply });
             }
-            Err(error) => {
-                assert_eq!(error.code, errors::STALE_BROKER_EPOCH, "{error}");
-                let current = self
-                    .controller
-                    .image()
-                    .broker(broker_id)
-                    .expect("registered");
-                assert_ne!(current.broker_epoch, broker.broker_epoch);
-            }
+            Err(error) => assert_eq!(error.code, errors::STALE_BROKER_EPOCH, "{error}"),
         }
+        self.propose(proposal, |reply| match reply {
+            Ok(reply) => Reply::Heartbeat { broker_id, reply },
+            Err(_) => Reply::Stale {
+                broker_id,
+                broker_epoch: broker.broker_epoch,
+            },
+        });
     }
 
     /// After a tick, no broker whose session ended is still live, and none whose session goes

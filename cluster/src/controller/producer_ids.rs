@@ -20,6 +20,16 @@ impl Controller {
         index: MetadataOffset,
         broker_id: BrokerId,
         broker_epoch: i64,
+    ) -> Proposal<Result<ProducerIdBlock, ApiError>> {
+        let decided = self.producer_ids_decide(index, broker_id, broker_epoch);
+        self.answer(index, decided)
+    }
+
+    fn producer_ids_decide(
+        &mut self,
+        index: MetadataOffset,
+        broker_id: BrokerId,
+        broker_epoch: i64,
     ) -> Result<Proposal<ProducerIdBlock>, ApiError> {
         let Some(broker) = self.image.broker(broker_id) else {
             let message = format!("broker {broker_id} is not registered; register first");

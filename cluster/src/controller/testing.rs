@@ -78,7 +78,8 @@ impl Cluster {
         let proposal = self
             .controller
             .register_broker(self.index(), self.now_ms, &request);
-        self.commit(proposal.expect("registration accepted"))
+        self.commit(proposal)
+            .expect("registration accepted")
             .broker_epoch
     }
 
@@ -97,7 +98,7 @@ impl Cluster {
         let proposal = self
             .controller
             .heartbeat(self.index(), self.now_ms, &request);
-        self.commit(proposal.expect("heartbeat accepted"))
+        self.commit(proposal).expect("heartbeat accepted")
     }
 
     /// Registers and unfences brokers `ids`, each with incarnation = its id.

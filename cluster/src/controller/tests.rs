@@ -37,6 +37,7 @@ fn a_new_incarnation_gets_a_new_epoch_and_starts_fenced_a_retry_the_same() {
     let error = cluster
         .controller
         .register_broker(9, 0, &moved)
+        .reply
         .unwrap_err();
     assert_eq!(error.code, DUPLICATE_BROKER_REGISTRATION);
     let negative = BrokerRegistrationRequest {
@@ -46,6 +47,7 @@ fn a_new_incarnation_gets_a_new_epoch_and_starts_fenced_a_retry_the_same() {
     let error = cluster
         .controller
         .register_broker(9, 0, &negative)
+        .reply
         .unwrap_err();
     assert_eq!(error.code, INVALID_REQUEST);
 }
@@ -64,7 +66,7 @@ fn a_broker_is_unfenced_once_it_has_applied_its_registration() {
     let proposal = cluster
         .controller
         .heartbeat(cluster.index(), 0, &behind)
-        .unwrap();
+        .map(Result::unwrap);
     assert!(proposal.records.is_empty());
     assert!(cluster.commit(proposal).is_fenced);
     let caught_up = BrokerHeartbeat {
@@ -74,7 +76,7 @@ fn a_broker_is_unfenced_once_it_has_applied_its_registration() {
     let proposal = cluster
         .controller
         .heartbeat(cluster.index(), 0, &caught_up)
-        .unwrap();
+        .map(Result::unwrap);
     assert!(!cluster.commit(proposal).is_fenced);
     assert!(cluster.committed.broker_is_live(1));
     let stale = BrokerHeartbeat {
@@ -84,6 +86,7 @@ fn a_broker_is_unfenced_once_it_has_applied_its_registration() {
     let error = cluster
         .controller
         .heartbeat(cluster.index(), 0, &stale)
+        .reply
         .unwrap_err();
     assert_eq!(error.code, STALE_BROKER_EPOCH);
     let unknown = BrokerHeartbeat {
@@ -93,6 +96,7 @@ fn a_broker_is_unfenced_once_it_has_applied_its_registration() {
     let error = cluster
         .controller
         .heartbeat(cluster.index(), 0, &unknown)
+        .reply
         .unwrap_err();
     assert_eq!(error.code, BROKER_ID_NOT_REGISTERED);
 }
@@ -459,7 +463,7 @@ fn producer_id_blocks_are_handed_out_in_order_across_controllers() {
         let proposal = cluster
             .controller
             .producer_ids_allocate(cluster.index(), broker_id, epoch);
-        let block = cluster.commit(proposal.unwrap());
+        let block = cluster.commit(proposal).unwrap();
         assert_eq!(block.size, 1000);
         firsts.push(block.first);
         cluster.leader_change();
@@ -468,11 +472,13 @@ fn producer_id_blocks_are_handed_out_in_order_across_controllers() {
     let error = cluster
         .controller
         .producer_ids_allocate(cluster.index(), 1, 0)
+        .reply
         .unwrap_err();
     assert_eq!(error.code, STALE_BROKER_EPOCH);
     let error = cluster
         .controller
         .producer_ids_allocate(cluster.index(), 9, 0)
+        .reply
         .unwrap_err();
     assert_eq!(error.code, BROKER_ID_NOT_REGISTERED);
 }
@@ -509,11 +515,11 @@ fn a_reply_without_records_waits_for_the_last_proposal() {
     let first = cluster
         .controller
         .register_broker(cluster.index(), 0, &request)
-        .unwrap();
+        .map(Result::unwrap);
     let retry = cluster
         .controller
         .register_broker(cluster.index(), 0, &request)
-        .unwrap();
+        .map(Result::unwrap);
     assert!(retry.records.is_empty());
     assert_eq!(retry.reply_after, first.reply_after);
     assert_eq!(retry.reply, first.reply);
