@@ -3,3 +3,5 @@
 //! every node builds by applying its committed records.
 //!
 //! Sans-IO cores (the controller, the image, the Raft glue's decisions) with a thin async shell.
+
+pub mod raft;
