@@ -2,10 +2,17 @@
 //!
 //! - `storage`: `DurableStorage`, raft-rs's `Storage` on a `runtime::Disk` (CRC-framed append-only
 //!   log, atomically replaced snapshot file, torn-tail recovery).
+//! - `node`: `RaftNode`, one `RawNode` driving one `StateMachine` under the Ready contract.
 //! - `planted`: the glue's planted bugs (`RaftBug`), compiled in only with `planted-bugs`.
+//! - `harness` (tests): a seeded in-memory cluster with message loss, partitions and crashes.
 
+pub mod node;
 pub mod planted;
 pub mod storage;
 
+#[cfg(test)]
+mod harness;
+
+pub use node::{NodeConfig, Outcome, ProposeError, RaftNode, Role, StateMachine, Status};
 pub use planted::RaftBug;
 pub use storage::DurableStorage;
