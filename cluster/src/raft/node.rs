@@ -27,6 +27,9 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The largest proposal: far below a log record's and a frame's limits, so one always fits.
+pub const PROPOSAL_BYTES_MAX: usize = 8 << 20;
+
 /// What the log replicates into: the metadata image, in production.
 pub trait StateMachine {
     /// Applies the committed entry at `index` (never an empty one: those are Raft's own).
@@ -96,6 +99,8 @@ pub enum ProposeError {
     /// raft-rs refused it (a leadership transfer, or too many uncommitted bytes).
     #[error("proposal dropped by raft")]
     Dropped,
+    #[error("proposal of {0} bytes over the limit")]
+    TooLarge(usize),
 }
 
 /// What became of a proposal this node accepted as leader.
@@ -217,6 +222,9 @@ impl<M: StateMachine> RaftNode<M> {
                 leader: (leader != 0).then_some(leader),
             });
         }
+        if data.len() + context.len() > PROPOSAL_BYTES_MAX {
+            return Err(ProposeError::TooLarge(data.len() + context.len()));
+        }
         let last = self.raw.raft.raft_log.last_index();
         let result = self.raw.propose(context.clone(), data);
         self.after_input();
@@ -280,6 +288,11 @@ impl<M: StateMachine> RaftNode<M> {
         self.leadership_check();
         self.compact_maybe()?;
         Ok(out)
+    }
+
+    /// Whether `handle_ready` has work (the shell skips the blocking pool when not).
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
     }
 
     /// Outcomes of this node's proposals since the last call, in the order they were settled.

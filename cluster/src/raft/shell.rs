@@ -196,6 +196,9 @@ impl<M: StateMachine + Send + 'static> EventLoop<M> {
     }
 
     async fn ready_handle(&mut self) -> io::Result<()> {
+        if !self.node.as_ref().expect("node is home").has_ready() {
+            return Ok(());
+        }
         let mut node = self.node.take().expect("node is home between readies");
         let (node, messages) = runtime::blocking(move || {
             let messages = node.handle_ready();

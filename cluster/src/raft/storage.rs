@@ -216,6 +216,9 @@ impl DurableStorage {
             Some((batch, false)) => batch,
         };
         for start in at + 1..bytes.len() {
+            if !header_plausible(bytes, start, bad_batch) {
+                continue;
+            }
             if let Some(framed) = record_decode(bytes, start) {
                 if framed.batch > bad_batch {
                     return Err(corrupt(format!(
@@ -279,7 +282,14 @@ impl DurableStorage {
     /// Writes the ready's entries and hard state as one batch and syncs it.
     pub fn persist(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> io::Result<()> {
         let mut records = Vec::new();
-        if !entries.is_empty() {
+        if let Some(first) = entries.first() {
+            let snapshot_index = self.snapshot.get_metadata().index;
+            if self.entries.is_empty() && first.index != snapshot_index + 1 {
+                return Err(io::Error::other(format!(
+                    "entries from {} leave a gap after the snapshot at {snapshot_index}",
+                    first.index
+                )));
+            }
             splice_check(&self.entries, entries).map_err(io::Error::other)?;
             records.push(Record::Entries(entries.to_vec()));
         }
@@ -365,7 +375,7 @@ impl DurableStorage {
             Record::HardState(self.hard_state.clone()),
             Record::Entries(self.entries.clone()),
         ];
-        let bytes = batch_encode(self.batch_next, &records);
+        let bytes = batch_encode(self.batch_next, &records)?;
         self.batch_next += 1;
         let path = self.dir.join(LOG_FILE);
         let temporary = self.dir.join(format!("{LOG_FILE}.tmp"));
@@ -383,7 +393,7 @@ impl DurableStorage {
 
     /// Appends one batch; syncs it unless `sync` is false (then the next batch syncs both).
     fn write_batch(&mut self, records: &[Record], sync: bool) -> io::Result<()> {
-        let bytes = batch_encode(self.batch_next, records);
+        let bytes = batch_encode(self.batch_next, records)?;
         if self.sync_owed {
             self.file.sync_data()?;
             self.sync_owed = false;
@@ -521,33 +531,46 @@ fn splice_check(log: &[Entry], new: &[Entry]) -> Result<(), String> {
     Ok(())
 }
 
-fn batch_encode(batch: u64, records: &[Record]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (position, record) in records.iter().enumerate() {
-        let (kind, payload) = match record {
+/// Encodes `records` as one batch. Entries are split into as many records as the payload
+/// limit needs; an entry that cannot fit in one is refused.
+fn batch_encode(batch: u64, records: &[Record]) -> io::Result<Vec<u8>> {
+    let mut payloads: Vec<(Kind, Vec<u8>)> = Vec::new();
+    for record in records {
+        match record {
             Record::Entries(entries) => {
                 let mut payload = Vec::new();
                 for entry in entries {
-                    let bytes = entry.write_to_bytes().expect("an Entry always encodes");
+                    let bytes = entry.write_to_bytes().map_err(io::Error::other)?;
+                    if 4 + bytes.len() > RECORD_PAYLOAD_BYTES_MAX {
+                        return Err(io::Error::other(format!(
+                            "raft entry {} of {} bytes is over the record limit",
+                            entry.index,
+                            bytes.len()
+                        )));
+                    }
+                    if payload.len() + 4 + bytes.len() > RECORD_PAYLOAD_BYTES_MAX {
+                        payloads.push((Kind::Entries, std::mem::take(&mut payload)));
+                    }
                     payload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
                     payload.extend_from_slice(&bytes);
                 }
-                (Kind::Entries, payload)
+                payloads.push((Kind::Entries, payload));
             }
-            Record::HardState(hard_state) => (
+            Record::HardState(hard_state) => payloads.push((
                 Kind::HardState,
-                hard_state.write_to_bytes().expect("a HardState encodes"),
-            ),
-            Record::ConfState(conf_state) => (
+                hard_state.write_to_bytes().map_err(io::Error::other)?,
+            )),
+            Record::ConfState(conf_state) => payloads.push((
                 Kind::ConfState,
-                conf_state.write_to_bytes().expect("a ConfState encodes"),
-            ),
-        };
-        assert!(
-            payload.len() <= RECORD_PAYLOAD_BYTES_MAX,
-            "raft record too large"
-        );
-        let flags = if position + 1 == records.len() {
+                conf_state.write_to_bytes().map_err(io::Error::other)?,
+            )),
+        }
+    }
+    let mut out = Vec::new();
+    let count = payloads.len();
+    for (position, (kind, payload)) in payloads.into_iter().enumerate() {
+        assert!(payload.len() <= RECORD_PAYLOAD_BYTES_MAX);
+        let flags = if position + 1 == count {
             FLAG_BATCH_END
         } else {
             0
@@ -562,7 +585,21 @@ fn batch_encode(batch: u64, records: &[Record]) -> Vec<u8> {
         let crc = crc32c::crc32c(&out[start + 8..]);
         out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
-    out
+    Ok(out)
+}
+
+/// Whether a record header at `at` could start a record of a batch after `batch`: a cheap
+/// filter before the CRC, for the scan behind a bad record.
+fn header_plausible(bytes: &[u8], at: usize, batch: u64) -> bool {
+    let Some(header) = bytes.get(at..at + RECORD_HEADER_BYTES) else {
+        return false;
+    };
+    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+    let record_batch = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    len <= bytes.len() - at - RECORD_HEADER_BYTES
+        && record_batch > batch
+        && header[16] <= FLAG_BATCH_END
+        && (Kind::Entries as u8..=Kind::ConfState as u8).contains(&header[17])
 }
 
 /// The record at `at`, or None if it is not a whole, valid one.

@@ -40,17 +40,17 @@ pub enum FrameError {
     Undecodable,
 }
 
-/// One message as a frame.
-pub fn frame_encode(message: &Message) -> Vec<u8> {
-    let body = message
-        .write_to_bytes()
-        .expect("a raft Message always encodes");
-    assert!(body.len() <= FRAME_BYTES_MAX, "raft message too large");
+/// One message as a frame; None if it is over the limit (a snapshot too large to send).
+pub fn frame_encode(message: &Message) -> Option<Vec<u8>> {
+    let body = message.write_to_bytes().ok()?;
+    if body.len() > FRAME_BYTES_MAX {
+        return None;
+    }
     let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
     out.extend_from_slice(&body);
-    out
+    Some(out)
 }
 
 /// The body length a frame header announces, checked against the limit.
@@ -176,7 +176,13 @@ async fn peer_run(id: u64, address: String, mut queue: mpsc::Receiver<Message>) 
                     None => return, // the transport is gone
                 },
             };
-            let frame = frame_encode(&message);
+            let Some(frame) = frame_encode(&message) else {
+                tracing::error!(
+                    "raft peer {id}: a {:?} over the frame limit dropped",
+                    message.get_msg_type()
+                );
+                continue;
+            };
             let written = async {
                 stream.write_all(&frame).await?;
                 stream.flush().await
@@ -254,7 +260,7 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_wait_for_more_bytes() {
-        let frame = frame_encode(&message());
+        let frame = frame_encode(&message()).unwrap();
         for cut in 0..frame.len() {
             assert_eq!(frame_decode(&frame[..cut]), Ok(None), "cut at {cut}");
         }
@@ -276,7 +282,7 @@ mod tests {
 
     #[test]
     fn damaged_frames_are_errors_not_panics() {
-        let frame = frame_encode(&message());
+        let frame = frame_encode(&message()).unwrap();
         let mut flipped = frame.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(frame_decode(&flipped), Err(FrameError::Crc));
