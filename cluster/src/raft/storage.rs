@@ -86,6 +86,9 @@ pub struct DurableStorage {
     planted: Option<RaftBug>,
     /// `SendBeforePersist`: the last batch was written but not synced.
     sync_owed: bool,
+    /// Tests: stop after the snapshot file, before the log rewrite (a crash between the two).
+    #[cfg(test)]
+    interrupt_before_rewrite: bool,
 }
 
 fn corrupt(message: String) -> io::Error {
@@ -131,6 +134,8 @@ impl DurableStorage {
             entries: Vec::new(),
             planted,
             sync_owed: false,
+            #[cfg(test)]
+            interrupt_before_rewrite: false,
         };
         storage.replay(&path)?;
         storage.reconcile()?;
@@ -370,6 +375,10 @@ impl DurableStorage {
 
     /// Replaces the log file by one batch holding the current state.
     fn rewrite(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        if self.interrupt_before_rewrite {
+            return Ok(());
+        }
         let records = [
             Record::ConfState(self.conf_state.clone()),
             Record::HardState(self.hard_state.clone()),

@@ -287,3 +287,62 @@ fn storage_answers_raft_queries() {
     assert_eq!(storage.snapshot(4, 2).unwrap().get_metadata().index, 4);
     assert!(storage.snapshot(5, 2).is_err());
 }
+
+fn entries_model(storage: &DurableStorage) -> Vec<(u64, u64)> {
+    storage.entries.iter().map(|e| (e.index, e.term)).collect()
+}
+
+/// A crash between a compaction's snapshot file and its log rewrite: the old log agrees with
+/// the snapshot (it holds the snapshot's index and term), so it is kept whole.
+#[test]
+fn crash_between_compaction_snapshot_and_rewrite_keeps_the_log() {
+    let disk = MemDisk::new();
+    let mut storage = open(&disk).unwrap();
+    let entries: Vec<Entry> = (1..=6).map(|index| entry(index, 1, b"e")).collect();
+    storage
+        .persist(&entries, Some(&hard_state(1, 1, 6)))
+        .unwrap();
+    let before = entries_model(&storage);
+    storage.interrupt_before_rewrite = true;
+    storage.compact(4, b"s".to_vec(), 0).unwrap();
+    disk.crash(
+        CrashOptions::LoseUnsynced,
+        &mut ChaCha8Rng::seed_from_u64(1),
+    );
+    let recovered = open(&disk).unwrap();
+    assert_eq!(recovered.snapshot.get_metadata().index, 4);
+    assert_eq!(entries_model(&recovered), before);
+    assert_eq!(recovered.term(4), Ok(1));
+    assert_eq!(recovered.last(), 6);
+}
+
+/// A crash between a leader's snapshot file and the log rewrite: the old log conflicts with
+/// the snapshot (another term at its index), so recovery drops it, as raft-rs would have.
+#[test]
+fn crash_between_installed_snapshot_and_rewrite_drops_a_conflicting_log() {
+    let disk = MemDisk::new();
+    let mut storage = open(&disk).unwrap();
+    let entries: Vec<Entry> = (1..=6).map(|index| entry(index, 1, b"e")).collect();
+    storage
+        .persist(&entries, Some(&hard_state(1, 1, 2)))
+        .unwrap();
+    let mut snapshot = Snapshot {
+        data: b"leader".to_vec().into(),
+        ..Default::default()
+    };
+    snapshot.mut_metadata().index = 5;
+    snapshot.mut_metadata().term = 2;
+    snapshot.mut_metadata().mut_conf_state().voters = VOTERS.to_vec();
+    storage.interrupt_before_rewrite = true;
+    storage.snapshot_install(&snapshot).unwrap();
+    disk.crash(
+        CrashOptions::LoseUnsynced,
+        &mut ChaCha8Rng::seed_from_u64(1),
+    );
+    let recovered = open(&disk).unwrap();
+    assert_eq!(entries_model(&recovered), vec![]);
+    assert_eq!((recovered.first(), recovered.last()), (6, 5));
+    assert_eq!(recovered.term(5), Ok(2));
+    assert_eq!(recovered.hard_state.commit, 5);
+    assert_eq!(recovered.hard_state.term, 2);
+}
