@@ -74,6 +74,16 @@ impl RaftHandle {
     pub fn status(&self) -> Status {
         self.status.borrow().clone()
     }
+
+    /// Waits until the status changes (a new leader, term, commit or applied index): how the
+    /// controller learns it gained or lost leadership. Err once the loop stopped.
+    pub async fn status_changed(&mut self) -> Result<Status, ProposalError> {
+        self.status
+            .changed()
+            .await
+            .map_err(|_| ProposalError::Stopped)?;
+        Ok(self.status.borrow_and_update().clone())
+    }
 }
 
 /// A running shell: its tasks stop when it is dropped (or `stop`ped).
@@ -233,7 +243,12 @@ impl<M: StateMachine + Send + 'static> EventLoop<M> {
             };
             let _ = reply.send(answer);
         }
-        self.status.send_replace(node.status());
+        let status = node.status();
+        self.status.send_if_modified(|current| {
+            let changed = *current != status;
+            *current = status;
+            changed
+        });
         Ok(())
     }
 }
@@ -308,7 +323,10 @@ mod tests {
             .iter()
             .map(|(id, shell)| (*id, shell.handle()))
             .collect();
+        let mut watcher = handles[0].1.clone();
         let (leader, term) = leader_wait(&handles, 0).await;
+        let seen = runtime::time::timeout(Duration::from_secs(1), watcher.status_changed()).await;
+        assert!(seen.unwrap().is_ok(), "status changes are announced");
         let follower = handles.iter().find(|(id, _)| *id != leader).unwrap();
         assert!(matches!(
             follower.1.propose(b"nope".to_vec()).await,

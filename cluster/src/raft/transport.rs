@@ -307,4 +307,32 @@ mod tests {
             let _ = frame_decode(&mutated);
         }
     }
+
+    /// A peer that is not listening yet: the message waits in the queue, the task re-dials with
+    /// backoff, and delivers once the peer is up. A full queue drops instead of blocking.
+    #[cfg(not(madsim))]
+    #[tokio::test]
+    async fn peer_task_redials_until_the_peer_listens() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let transport = Transport::start(&BTreeMap::from([(2, address.clone())]));
+        assert!(transport.send(message()));
+        let mut unknown = message();
+        unknown.to = 9;
+        assert!(!transport.send(unknown), "no such peer");
+        runtime::time::sleep(Duration::from_millis(100)).await;
+        let listener = TcpListener::bind(address.as_str()).await.unwrap();
+        let (inbound, mut received) = mpsc::channel(8);
+        let listening = runtime::spawn(listen(listener, inbound));
+        let delivered = runtime::time::timeout(Duration::from_secs(5), received.recv()).await;
+        assert_eq!(delivered.unwrap(), Some(message()));
+        listening.abort();
+
+        let stuck = Transport::start(&BTreeMap::from([(2, "127.0.0.1:1".to_string())]));
+        let accepted = (0..PEER_QUEUE_MAX + 10)
+            .filter(|_| stuck.send(message()))
+            .count();
+        assert!(accepted <= PEER_QUEUE_MAX + 1, "{accepted} accepted");
+    }
 }
