@@ -149,6 +149,22 @@ impl DurableStorage {
             storage.write_batch(&[Record::ConfState(conf_state.clone())], true)?;
             storage.conf_state = conf_state;
         }
+        let mut stored = storage.conf_state.voters.clone();
+        let mut configured = voters.to_vec();
+        stored.sort_unstable();
+        configured.sort_unstable();
+        if stored != configured {
+            // Membership is `--voters`, fixed: a different list is a misconfiguration, and
+            // running with it would make a quorum of nodes that never agreed on it.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "raft state in {} has voters {stored:?}, configured {configured:?}; \
+                     membership changes are not supported",
+                    storage.dir.display()
+                ),
+            ));
+        }
         Ok(storage)
     }
 

@@ -346,3 +346,12 @@ fn crash_between_installed_snapshot_and_rewrite_drops_a_conflicting_log() {
     assert_eq!(recovered.hard_state.commit, 5);
     assert_eq!(recovered.hard_state.term, 2);
 }
+
+#[test]
+fn other_voters_than_the_stored_ones_refuse_to_start() {
+    let disk = MemDisk::new();
+    drop(open(&disk).unwrap());
+    let error = DurableStorage::open(disk.clone(), &dir(), &[1, 2, 3, 4], None).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+    DurableStorage::open(disk, &dir(), &[3, 1, 2], None).unwrap();
+}
