@@ -5,7 +5,8 @@
 //! 2. a snapshot is persisted, then restored into the state machine;
 //! 3. committed entries are applied, in order (they were persisted by an earlier ready);
 //! 4. entries and the hard state are persisted and synced, and only then are
-//!    `persisted_messages()` (votes, append responses) released;
+//!    `persisted_messages()` (votes, append responses) released (a hard state whose only change
+//!    is the commit index is written unsynced, as `must_sync` allows);
 //! 5. `advance_append`, then the light ready's commit index, messages and committed entries;
 //!    `advance_apply_to` the index applied.
 //!
@@ -276,7 +277,13 @@ impl<M: StateMachine> RaftNode<M> {
         if RaftBug::active(self.config.planted, RaftBug::ApplyUncommitted) {
             self.apply_early(ready.entries());
         }
-        self.raw.mut_store().persist(ready.entries(), ready.hs())?;
+        match ready.hs() {
+            // Only the commit index moved: raft-rs allows it unsynced (`must_sync`).
+            Some(hard_state) if !ready.must_sync() => {
+                self.raw.mut_store().persist_commit(hard_state)?
+            }
+            hard_state => self.raw.mut_store().persist(ready.entries(), hard_state)?,
+        }
         out.extend(ready.take_persisted_messages());
         let mut light = self.raw.advance_append(ready);
         if let Some(commit) = light.commit_index() {

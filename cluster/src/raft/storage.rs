@@ -15,8 +15,11 @@
 //! Recovery reads every record and checks its CRC. A bad record is a torn tail, which a power
 //! loss leaves, when nothing synced can follow it: only the last batch is ever unsynced, so a
 //! valid record of a later batch behind a bad one proves the bad one was synced, and the log is
-//! corrupt: recovery refuses to start rather than serve a log with a hole. A torn tail is cut
-//! and the cut synced before anything new is written behind it.
+//! corrupt: recovery refuses to start rather than serve a log with a hole. Whole batches only
+//! count. Recovery ends by rewriting the log it recovered (temporary, sync, rename, directory
+//! sync): after a process crash the page cache may hold a batch no sync covered, and what the
+//! node serves (a vote, an acknowledgement) must be durable; the torn tail goes with the old
+//! file.
 //!
 //! Recovery then reconciles the log with the snapshot: if the snapshot was written but the log
 //! rewrite that follows it was lost, the old log is kept only when it agrees with the snapshot
@@ -72,7 +75,8 @@ struct Framed {
 pub struct DurableStorage {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
-    file: Arc<dyn DiskFile>,
+    /// The log file, opened by the rewrite every `open` ends with.
+    file: Option<Arc<dyn DiskFile>>,
     /// Where the next record goes (the end of the valid log).
     log_len: u64,
     /// The batch number of the next `persist`.
@@ -111,21 +115,15 @@ impl DurableStorage {
                 disk.sync_dir(parent)?;
             }
         }
-        let temporary = dir.join(format!("{LOG_FILE}.tmp"));
-        if disk.exists(&temporary) {
-            disk.remove_file(&temporary)?;
-        }
+        // A rename a process crash left in the page cache (a snapshot's, a log rewrite's) is
+        // made durable before the state it names is served.
+        disk.sync_dir(dir)?;
         let snapshot = snapshot_load(&*disk, &dir.join(SNAPSHOT_FILE))?;
         let path = dir.join(LOG_FILE);
-        let created = !disk.exists(&path);
-        let file = disk.open(&path, OpenMode::Create)?;
-        if created {
-            disk.sync_dir(dir)?;
-        }
         let mut storage = DurableStorage {
             disk,
             dir: dir.to_path_buf(),
-            file,
+            file: None,
             log_len: 0,
             batch_next: 1,
             hard_state: HardState::default(),
@@ -137,17 +135,17 @@ impl DurableStorage {
             #[cfg(test)]
             interrupt_before_rewrite: false,
         };
-        storage.replay(&path)?;
+        if storage.disk.exists(&path) {
+            storage.replay(&path)?;
+        }
         storage.reconcile()?;
         if storage.conf_state.voters.is_empty() {
             // An empty directory (or a bootstrap a crash cut short): every node starts from the
             // same configuration, which is what raft-rs asks of a group without a snapshot.
-            let conf_state = ConfState {
+            storage.conf_state = ConfState {
                 voters: voters.to_vec(),
                 ..Default::default()
             };
-            storage.write_batch(&[Record::ConfState(conf_state.clone())], true)?;
-            storage.conf_state = conf_state;
         }
         let mut stored = storage.conf_state.voters.clone();
         let mut configured = voters.to_vec();
@@ -165,6 +163,11 @@ impl DurableStorage {
                 ),
             ));
         }
+        // What was read may be only in the page cache (the batch a process crash interrupted
+        // before its sync, or bytes a failed sync left clean but never written): rewritten and
+        // synced, what the node now serves is durable, and the torn tail is gone with the old
+        // file.
+        storage.rewrite()?;
         Ok(storage)
     }
 
@@ -205,16 +208,11 @@ impl DurableStorage {
         }
         if batch_start < bytes.len() {
             tracing::warn!(
-                "raft log {}: torn tail of {} bytes at {batch_start} cut",
+                "raft log {}: torn tail of {} bytes at {batch_start} dropped",
                 path.display(),
                 bytes.len() - batch_start
             );
-            // Synced at once: nothing new may be written behind bytes a later crash could
-            // bring back.
-            self.file.truncate(batch_start as u64)?;
-            self.file.sync_data()?;
         }
-        self.log_len = batch_start as u64;
         Ok(())
     }
 
@@ -328,6 +326,21 @@ impl DurableStorage {
         Ok(())
     }
 
+    /// Writes a hard state that differs from the stored one only in its commit index, without
+    /// a sync (raft-rs's `must_sync` is false for it: a commit index need not be durable). The
+    /// next batch syncs it first, so at most one batch is ever unsynced, which is what the
+    /// torn-tail rule of recovery relies on.
+    pub fn persist_commit(&mut self, hard_state: &HardState) -> io::Result<()> {
+        assert_eq!(
+            (hard_state.term, hard_state.vote),
+            (self.hard_state.term, self.hard_state.vote),
+            "only a commit index may be written lazily"
+        );
+        self.write_batch(&[Record::HardState(hard_state.clone())], false)?;
+        self.hard_state = hard_state.clone();
+        Ok(())
+    }
+
     /// `persist` without the sync: the state a crash in the middle of one leaves.
     #[cfg(test)]
     fn persist_unsynced(&mut self, entries: &[Entry], hard_state: &HardState) -> io::Result<()> {
@@ -410,7 +423,7 @@ impl DurableStorage {
         file.sync_data()?;
         self.disk.rename(&temporary, &path)?;
         self.disk.sync_dir(&self.dir)?;
-        self.file = self.disk.open(&path, OpenMode::Existing)?;
+        self.file = Some(self.disk.open(&path, OpenMode::Existing)?);
         self.log_len = bytes.len() as u64;
         self.sync_owed = false;
         Ok(())
@@ -419,13 +432,14 @@ impl DurableStorage {
     /// Appends one batch; syncs it unless `sync` is false (then the next batch syncs both).
     fn write_batch(&mut self, records: &[Record], sync: bool) -> io::Result<()> {
         let bytes = batch_encode(self.batch_next, records)?;
+        let file = self.file.as_ref().expect("open rewrites the log");
         if self.sync_owed {
-            self.file.sync_data()?;
+            file.sync_data()?;
             self.sync_owed = false;
         }
-        self.file.write_at(&bytes, self.log_len)?;
+        file.write_at(&bytes, self.log_len)?;
         if sync {
-            self.file.sync_data()?;
+            file.sync_data()?;
         } else {
             self.sync_owed = true;
         }
