@@ -17,7 +17,10 @@ pub mod transport;
 #[cfg(test)]
 mod harness;
 
-pub use node::{NodeConfig, Outcome, ProposeError, RaftNode, Role, StateMachine, Status};
+pub use node::{
+    Completion, NodeConfig, Outcome, ProposeError, RaftNode, Role, StateMachine, Status,
+    PROPOSAL_BYTES_MAX,
+};
 pub use planted::RaftBug;
 pub use shell::{ProposalError, RaftHandle, Shell, ShellConfig};
 pub use storage::DurableStorage;

@@ -202,10 +202,20 @@ impl<M: StateMachine> RaftNode<M> {
         self.after_input();
     }
 
-    /// A message from a peer. Messages raft-rs refuses (from unknown peers, local types) are
-    /// dropped: a peer's bytes must never stop the node.
+    /// A message from a peer. Messages not for this node, from outside the voters, of raft-rs's
+    /// local types, or that raft-rs refuses are dropped: a peer's bytes must never stop the node.
     pub fn step(&mut self, message: Message) {
-        if raft::raw_node::is_local_msg(message.get_msg_type()) {
+        if raft::raw_node::is_local_msg(message.get_msg_type())
+            || message.to != self.config.id
+            || !self.config.voters.contains(&message.from)
+        {
+            tracing::debug!(
+                "raft node {}: dropped a {:?} from {} to {}",
+                self.config.id,
+                message.get_msg_type(),
+                message.from,
+                message.to
+            );
             return;
         }
         if let Err(error) = self.raw.step(message) {
@@ -491,6 +501,18 @@ mod tests {
             node.propose(b"early".to_vec(), vec![]),
             Err(ProposeError::NotLeader { leader: None })
         );
+        // Messages from outside the voters, or for another node, change nothing.
+        for (from, to) in [(9, 1), (1, 2)] {
+            let mut stray = Message {
+                from,
+                to,
+                term: 100,
+                ..Default::default()
+            };
+            stray.set_msg_type(MessageType::MsgHeartbeat);
+            node.step(stray);
+            assert_eq!(node.status().term, 0);
+        }
         for _ in 0..40 {
             node.tick();
             assert!(node.handle_ready().unwrap().is_empty(), "no peers");
