@@ -9,12 +9,14 @@
 //! - `placement`: replica assignment for new partitions.
 //! - `controller`: the active controller's decisions (start at `controller/mod.rs`).
 //! - `topic_config`: topic names and configs (shared with the broker).
+//! - `raft`: the raft-rs glue: durable Raft storage, the Ready contract, transport and shell.
 //! - `planted`: bugs the tests must catch (feature `planted-bugs`).
 
 pub mod controller;
 pub mod image;
 pub mod placement;
 pub mod planted;
+pub mod raft;
 pub mod records;
 pub mod topic_config;
 
