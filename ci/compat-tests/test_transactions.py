@@ -17,6 +17,12 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 TXN_TIMEOUT_MS = 60000
+# librdkafka 2.10+ re-bootstraps as soon as every known broker is down, which a SIGKILL of a
+# single-broker cluster always causes: it decommissions broker 1, and the handle the transaction
+# coordinator still references then spins "terminating" (27,000 TERMINATE log lines in 47 s in
+# our debug trace) while the transaction stalls until an API timeout. Clients of the restart tests
+# keep their learned broker instead, as librdkafka < 2.10 did; the broker is not involved.
+NO_REBOOTSTRAP = {"metadata.recovery.strategy": "none"}
 
 
 def create_topic(broker, name, partitions):
@@ -27,7 +33,7 @@ def create_topic(broker, name, partitions):
 def transactional_producer(broker, transactional_id):
     producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": transactional_id,
                          "transaction.timeout.ms": TXN_TIMEOUT_MS, "linger.ms": 2,
-                         "message.timeout.ms": 30000, "retry.backoff.ms": 50})
+                         "message.timeout.ms": 30000, "retry.backoff.ms": 50, **NO_REBOOTSTRAP})
     producer.init_transactions(60)
     return producer
 
@@ -166,7 +172,7 @@ class Pipeline:
             self.consumer.close()
         self.consumer = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": self.group,
                                   "enable.auto.commit": False, "isolation.level": "read_committed",
-                                  "auto.offset.reset": "earliest"})
+                                  "auto.offset.reset": "earliest", **NO_REBOOTSTRAP})
         while True:
             try:
                 self.producer = transactional_producer(self.broker, "eos-pipeline")
@@ -222,9 +228,6 @@ class Pipeline:
                 self.start()
 
 
-@pytest.mark.skip(reason="does not finish yet: after the SIGKILLs librdkafka reports connection "
-                         "refused for minutes while the restarted broker listens; under investigation "
-                         "(txnsim report)")
 def test_exactly_once_pipeline_survives_sigkill(broker):
     partitions, inputs = 3, 3000
     create_topic(broker, "eos-in", partitions)
