@@ -39,6 +39,12 @@ pub enum Site {
     /// decision) may not be durable yet. Not in `ALL`: only the transaction scenario aims it
     /// (`sim::options`), so other scenarios' draws stay where they were.
     MarkersWritten,
+    /// The transaction coordinator has appended a commit decision (PrepareCommit) to
+    /// `__transaction_state` and asked for its fsync: the node loses power somewhere within an
+    /// fsync's latency, before or after that fsync and the markers' (which a correct coordinator
+    /// sends only once the decision is durable). Not in `ALL`: only the transaction scenario
+    /// aims it (`sim::options`).
+    DecisionAppended,
 }
 
 impl Site {
@@ -68,6 +74,7 @@ impl Site {
             Site::FsyncStretch => "fsync-stretch",
             Site::FetchReplied => "fetch-replied",
             Site::MarkersWritten => "markers-written",
+            Site::DecisionAppended => "decision-appended",
         }
     }
 }

@@ -4,7 +4,8 @@
 //! - in the middle of synchronous work (a roll, a compaction swap, a checkpoint, recovery, the
 //!   offsets replay) kills the node on the spot, so the rest of that work never reaches the disk;
 //! - in a window that spans an await (an fsync in flight, a reply on its way out) asks the
-//!   crash driver to kill the node a moment later, inside the window;
+//!   crash driver to kill the node a moment later, inside the window (for a transaction's
+//!   commit decision, a power loss anywhere within an fsync's latency);
 //! - for a stretched fsync, answers yes and lets the disk stretch it.
 //!
 //! Every firing is a trace line and a count in the run's summary.
@@ -76,7 +77,8 @@ pub fn install(options: &Options, brokers: &[BrokerNode], recorder: &Recorder) {
                 | Site::ProduceReplied
                 | Site::CommitReplied
                 | Site::FetchReplied
-                | Site::MarkersWritten => {
+                | Site::MarkersWritten
+                | Site::DecisionAppended => {
                     Some(CRASH_DELAY_MAX.mul_f64(table.rng.gen_range(0.0..1.0)))
                 }
                 _ => {
@@ -96,7 +98,18 @@ pub fn install(options: &Options, brokers: &[BrokerNode], recorder: &Recorder) {
         broker.disk.buggify_set(Some(Arc::new(hook)));
     }
     let rng = stream_rng(options.seed, Stream::Buggify, 0);
-    runtime::spawn(drive(receiver, brokers.to_vec(), recorder.clone(), rng));
+    // A client retries EndTxn for twice its request timeout (`sim::txn_processes`): a power
+    // loss that took back a commit decision keeps the node down longer, so the client gives up
+    // and its next incarnation fences the transaction, which the recovered coordinator aborts.
+    let decision_down_min = options.request_timeout * 2;
+    let driver = drive(
+        receiver,
+        brokers.to_vec(),
+        recorder.clone(),
+        rng,
+        decision_down_min,
+    );
+    runtime::spawn(driver);
 }
 
 /// Carries out each requested crash in its own task, with a kind and downtime drawn here.
@@ -105,10 +118,21 @@ async fn drive(
     brokers: Vec<BrokerNode>,
     recorder: Recorder,
     mut rng: ChaCha8Rng,
+    decision_down_min: Duration,
 ) {
     while let Some(request) = receiver.recv().await {
         let kind = CrashKind::ALL[rng.gen_range(0..CrashKind::ALL.len())];
+        // A decision not yet durable is lost only with the page cache, and a torn power loss
+        // keeps a random part of the dirty pages: some partitions' markers, perhaps not others.
+        let kind = match request.site {
+            Site::DecisionAppended => CrashKind::PowerTear,
+            _ => kind,
+        };
         let down_for = Duration::from_millis(rng.gen_range(10..2_000));
+        let down_for = match request.site {
+            Site::DecisionAppended => decision_down_min + down_for,
+            _ => down_for,
+        };
         let crash_rng = stream_rng(rng.gen(), Stream::Buggify, 0);
         let (broker, recorder) = (brokers[request.node].clone(), recorder.clone());
         runtime::spawn(async move {

@@ -233,6 +233,7 @@ fn buggify_rate_base(site: Site) -> f64 {
         Site::FsyncInFlight | Site::ProduceReplied | Site::FsyncStretch => 0.003,
         Site::FetchReplied => 0.003,
         Site::MarkersWritten => MARKERS_WINDOW_RATE,
+        Site::DecisionAppended => DECISION_WINDOW_RATE,
         Site::CommitReplied | Site::SegmentRoll | Site::CheckpointWrite => 0.03,
         Site::CompactionSwap | Site::Recovery | Site::OffsetsReplay => 0.2,
     }
@@ -281,6 +282,20 @@ fn markers_window_aim(buggify: &mut Vec<(Site, f64)>, rng: &mut ChaCha8Rng) {
     buggify.push((Site::MarkersWritten, rate));
     buggify.sort_by_key(|(site, _)| *site);
 }
+
+/// The transaction scenario also aims power losses at the moment a commit decision is appended,
+/// in every seed that may crash: anywhere within an fsync's latency, so some land after the
+/// markers of a coordinator that sent them early (the planted bug markers-before-durable-
+/// decision) were written and before the decision was durable, which the recovered coordinator
+/// then aborts. Drawn after every other draw (append-only).
+fn decision_window_aim(buggify: &mut Vec<(Site, f64)>, rng: &mut ChaCha8Rng) {
+    let rate = DECISION_WINDOW_RATE * rng.gen_range(0.5..2.0);
+    buggify.push((Site::DecisionAppended, rate));
+    buggify.sort_by_key(|(site, _)| *site);
+}
+
+/// The decision-appended site's typical chance per visit: a few commits a second.
+const DECISION_WINDOW_RATE: f64 = 0.3;
 
 /// The markers-written site's typical chance per visit: transactions end a few times a second.
 const MARKERS_WINDOW_RATE: f64 = 0.1;
@@ -414,6 +429,10 @@ impl Options {
         options.txn = txn_draw(rng, workload);
         if workload == Workload::Transactions && mix.crash {
             markers_window_aim(&mut options.buggify, rng);
+        }
+        // Drawn after every older draw (append-only): only transaction seeds move.
+        if workload == Workload::Transactions && mix.crash {
+            decision_window_aim(&mut options.buggify, rng);
         }
         if options.txn.is_some() {
             // Poisoned batches have their own scenarios; here every send is transactional or an

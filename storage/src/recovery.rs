@@ -412,6 +412,34 @@ fn scanned_indexes_write(log: &PartitionLog, with_markers: &BTreeSet<i64>) -> Re
     Ok(())
 }
 
+/// A header whose leader epoch rises, read until two reads agree: the epoch lies outside the
+/// CRC (and this walk checks none), so a bit flipped on the way from the disk would otherwise
+/// become the log's latest epoch and refuse every append at the real one (see
+/// `BatchScan::surprise_confirm`).
+fn header_confirmed(
+    segment: &Segment,
+    position: u64,
+    mut header: BatchHeader,
+) -> Result<BatchHeader, LogError> {
+    for _ in 0..crate::scan::SCAN_REREADS {
+        let again = segment.header_at(position)?;
+        if again == header {
+            return Ok(header);
+        }
+        tracing::warn!(
+            site = "scan-epoch-reread-differs",
+            position,
+            "a batch header read differently twice"
+        );
+        header = again;
+    }
+    Err(LogError::Corrupt {
+        path: segment.path().to_path_buf(),
+        position,
+        reason: "the batch header reads differently every time".to_string(),
+    })
+}
+
 fn epoch_observe(starts: &mut Vec<(i32, i64)>, header: &BatchHeader) {
     let epoch = header.partition_leader_epoch;
     if starts.last().is_none_or(|(latest, _)| epoch > *latest) && epoch >= 0 {
@@ -466,7 +494,11 @@ fn epochs_walk(log: &PartitionLog) -> Result<EpochCache, LogError> {
         let mut position = 0;
         // Bounded: each step moves forward by a whole batch.
         while position < segment.size_bytes() {
-            let header = segment.header_at(position)?;
+            let mut header = segment.header_at(position)?;
+            let latest = starts.last().map_or(0, |(epoch, _)| *epoch);
+            if header.partition_leader_epoch > latest {
+                header = header_confirmed(segment, position, header)?;
+            }
             epoch_observe(&mut starts, &header);
             position += header.size() as u64;
         }

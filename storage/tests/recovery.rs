@@ -447,3 +447,69 @@ fn recovery_makes_a_failed_syncs_clean_pages_durable() {
         );
     }
 }
+
+/// A bit flipped on the way from the disk in a batch's partition leader epoch (outside the CRC)
+/// must not reach the leader-epoch cache: with a latest epoch it never had, the log refused every
+/// append at its real epoch (single-txn seeds 65, 358, 359, 944: `__transaction_state` took no
+/// write after a restart, so a transaction's timeout abort failed forever and it hung). A batch
+/// whose epoch rises is read again before it is believed.
+#[test]
+fn a_leader_epoch_flipped_in_a_read_is_read_again() {
+    let disk = runtime::ReadFaults::new(mem_disk());
+    let config = LogConfig {
+        segment_bytes: 10_000,
+        ..config_small()
+    };
+    let open = || PartitionLog::open(disk.clone(), dir(), config.clone(), 0).expect("open");
+    let mut log = open();
+    let mut positions = Vec::new();
+    for index in 0..3 {
+        positions.push(log.size_bytes());
+        log.append(batch_sized(1, 60, 100 + index), 0, 0).unwrap();
+    }
+    log.flush().unwrap();
+    drop(log);
+    // The low byte of the second batch's partitionLeaderEpoch (bytes 12..16, big-endian), in
+    // recovery's scan of the active segment (one read from the file's start).
+    disk.flip_next(".log", 1, positions[1] as usize + 15);
+    let mut log = open();
+    assert_eq!(disk.failed(), 1, "the flip happened");
+    assert_eq!(
+        log.latest_epoch(),
+        Some(0),
+        "the flipped epoch was believed"
+    );
+    assert_eq!(log.log_end_offset(), 3, "nothing was cut");
+    log.append(batch_sized(1, 60, 200), 0, 0)
+        .expect("an append at the log's real epoch");
+}
+
+/// The same flip in the header walk that rebuilds a missing leader-epoch cache: the walk reads
+/// only headers and checks no CRC, so a rising epoch is read until two reads agree.
+#[test]
+fn a_leader_epoch_flipped_in_the_header_walk_is_read_again() {
+    let disk = runtime::ReadFaults::new(mem_disk());
+    let open = || PartitionLog::open(disk.clone(), dir(), config_small(), 0).expect("open");
+    let mut log = open();
+    for index in 0..4 {
+        log.append(batch_sized(1, 60, 100 + index), 0, 0).unwrap();
+    }
+    log.flush().unwrap();
+    assert_eq!(log.segment_count(), 2);
+    drop(log);
+    disk.remove_file(&dir().join("leader-epoch-checkpoint"))
+        .unwrap();
+    // Every read of the closed segment up to and including the walk's first header read (the
+    // fourth: the index check and the scans come first) has byte 15 flipped: the low byte of
+    // the first batch's partitionLeaderEpoch. The confirming read (the fifth) is clean.
+    disk.flip_next("00000000000000000000.log", 4, 15);
+    let mut log = open();
+    assert_eq!(disk.failed(), 4, "the flips happened");
+    assert_eq!(
+        log.latest_epoch(),
+        Some(0),
+        "the flipped epoch was believed"
+    );
+    log.append(batch_sized(1, 60, 200), 0, 0)
+        .expect("an append at the log's real epoch");
+}

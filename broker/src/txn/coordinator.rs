@@ -30,6 +30,9 @@ use std::time::Duration;
 /// not spin the timer.
 pub const COMPLETE_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Rounds of one tick before deadlines that never clear are called a bug.
+const TICK_ROUNDS_MAX: usize = 16;
+
 /// Everything that happens to the coordinator. `now` is monotonic time since the shell started;
 /// `wall_ms` the wall clock, which is only recorded (DescribeTransactions), never compared.
 #[derive(Debug, Clone)]
@@ -553,7 +556,25 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Acts on every deadline due at `now`, in rounds, until none is: the shell's timer ticks
+    /// again at once while `deadline_next` says something is due, so work a tick leaves due (or
+    /// a deadline `tick` and `deadline_next` disagree on) would spin without time moving, as
+    /// the group coordinator's did (single-groups seed 779). A round starts a write for each id
+    /// it acts on, which takes the id's deadlines away; the bound turns a spin into a crash.
     fn tick(&mut self, outputs: &mut Vec<Output>, now: Duration, wall_ms: i64) {
+        for _ in 0..TICK_ROUNDS_MAX {
+            if self.deadline_next().is_none_or(|at| at > now) {
+                return;
+            }
+            self.tick_round(outputs, now, wall_ms);
+        }
+        panic!(
+            "ticks at {now:?} keep leaving deadlines due: {:?}",
+            self.entries
+        );
+    }
+
+    fn tick_round(&mut self, outputs: &mut Vec<Output>, now: Duration, wall_ms: i64) {
         let timed_out: Vec<String> = self
             .entries
             .iter()
@@ -587,7 +608,7 @@ impl Coordinator {
         let retries: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, entry)| entry.complete_retry_at.is_some_and(|at| at <= now))
+            .filter(|(_, entry)| entry.complete_retry_due().is_some_and(|at| at <= now))
             .map(|(id, _)| id.clone())
             .collect();
         for transactional_id in retries {
@@ -602,7 +623,7 @@ impl Coordinator {
     pub fn deadline_next(&self) -> Option<Duration> {
         self.entries
             .values()
-            .flat_map(|entry| [entry.timeout_at(), entry.complete_retry_at])
+            .flat_map(|entry| [entry.timeout_at(), entry.complete_retry_due()])
             .flatten()
             .min()
     }
@@ -724,6 +745,9 @@ impl Coordinator {
             .expect("an id with a write in flight stays");
         assert_eq!(entry.pending, Some(write));
         entry.pending = None;
+        // A durable transition supersedes a completion still to retry: left set, it would
+        // complete a later decision before its markers are written.
+        entry.complete_retry_at = None;
         let was_ongoing = entry
             .metadata
             .as_ref()
@@ -898,6 +922,20 @@ impl Coordinator {
 }
 
 impl Entry {
+    /// When to write the completion again after a failed attempt: only while the decision is
+    /// still prepared and nothing is in flight (a resent `MarkersWritten` may have started the
+    /// completion meanwhile; the retry would then be a second write in flight).
+    fn complete_retry_due(&self) -> Option<Duration> {
+        let prepared = self.metadata.as_ref().is_some_and(|metadata| {
+            matches!(
+                metadata.state,
+                TxnState::PrepareCommit | TxnState::PrepareAbort
+            )
+        });
+        self.complete_retry_at
+            .filter(|_| prepared && self.pending.is_none())
+    }
+
     /// When the open transaction times out: only an Ongoing one with nothing in flight.
     fn timeout_at(&self) -> Option<Duration> {
         let metadata = self.metadata.as_ref()?;

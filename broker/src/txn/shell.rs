@@ -392,6 +392,15 @@ impl TxnCoordinator {
             .append(batch, LEADER_EPOCH, now_ms)
             .map_err(|error| error.to_string())?;
         partition.flush_request();
+        let decision = record
+            .metadata
+            .as_ref()
+            .is_some_and(|metadata| metadata.state == super::TxnState::PrepareCommit);
+        if decision {
+            // Aimed power losses land here: the decision appended, its fsync under way.
+            let disk = partition.log().disk().clone();
+            runtime::buggify::hit(&*disk, runtime::buggify::Site::DecisionAppended);
+        }
         let coordinator = Arc::downgrade(self);
         runtime::spawn(async move {
             let durable = partition.durable_wait(appended.last_offset).await;

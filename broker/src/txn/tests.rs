@@ -534,6 +534,47 @@ fn a_failed_write_changes_nothing_and_a_failed_completion_is_retried() {
     assert_eq!(harness.state(), (TxnState::CompleteAbort, 101, 0));
 }
 
+/// A completion to retry (its write failed) while a resent `MarkersWritten` has started the
+/// completion again: the retry waits for that write instead of starting a second one, and once
+/// the completion is durable nothing is due any more. Before, the tick's retry started a second
+/// write in flight for the id (a panic), and a tick that skipped it while `deadline_next` still
+/// named it would have spun the timer at one instant (now a panic after `TICK_ROUNDS_MAX`).
+#[test]
+fn a_completion_retry_waits_for_a_completion_in_flight_and_ticks_leave_nothing_due() {
+    let mut harness = Harness::new();
+    harness.init(None);
+    harness.durable();
+    let producer = (100, 0);
+    harness.add(producer, &[tp("t", 0)]);
+    harness.durable();
+    harness.end(producer, true);
+    harness.durable();
+    harness.take();
+    harness.markers_written(producer);
+    harness.fail_writes();
+    assert_eq!(
+        harness.core.deadline_next(),
+        Some(super::coordinator::COMPLETE_RETRY_BACKOFF)
+    );
+    harness.markers_written(producer);
+    assert_eq!(harness.core.deadline_next(), None, "a write is in flight");
+    harness.tick(100);
+    harness.durable();
+    harness.tick(200);
+    insta::assert_snapshot!(harness.take(), @r"
+    > markers written
+    persist CompleteCommit pid=100 epoch=0 partitions=0
+    > write fails
+    > markers written
+    persist CompleteCommit pid=100 epoch=0 partitions=0
+    > tick 100
+    > durable
+    > tick 200
+    ");
+    assert_eq!(harness.state(), (TxnState::CompleteCommit, 100, 0));
+    assert_eq!(harness.core.deadline_next(), None);
+}
+
 #[test]
 fn an_exhausted_epoch_rotates_the_producer_id() {
     let mut harness = Harness::new();
