@@ -9,8 +9,9 @@
 //! - builds the controller once this node leads and has applied its whole log (the new
 //!   leader's empty entry included), from the applied image, as Kafka's controller replays the
 //!   log before it becomes active; until then calls get NOT_CONTROLLER;
-//! - answers the calls whose `reply_after` is applied;
-//! - publishes the image and the status.
+//! - publishes the image and the status;
+//! - answers the calls whose `reply_after` is applied (after publishing: whoever reads the
+//!   image after an answer sees what it answered).
 //!
 //! A call runs through the controller with `index = last index + 1` (one operation, one
 //! entry); its records are proposed at once and must land at exactly that index, else the
@@ -277,8 +278,9 @@ impl Driver {
             self.deactivate(&status);
         }
         self.activate_maybe(&status);
-        self.answer_applied(status.applied);
+        // Publish first: whoever gets an answer may read the image next.
         self.publish();
+        self.answer_applied(status.applied);
     }
 
     /// Leadership is lost (or was never ours): the controller goes and so do the answers still

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::controller::errors::TOPIC_ALREADY_EXISTS;
+use rpc::{Request, Response, RPC_MAGIC};
 use runtime::MemDisk;
 
 /// A free loopback port: bound, read, released.
@@ -143,6 +144,25 @@ async fn three_nodes_register_create_through_a_follower_and_survive_the_leader_c
         .await
         .unwrap();
     assert_eq!(again[0].1.as_ref().unwrap_err().code, TOPIC_ALREADY_EXISTS);
+    // Straight to the leader's listener, without the caller's wait: the leader answers only
+    // once the entry is applied there.
+    let mut stream = runtime::net::TcpStream::connect(voters[&leader].as_str())
+        .await
+        .unwrap();
+    runtime::io::AsyncWriteExt::write_all(&mut stream, &RPC_MAGIC)
+        .await
+        .unwrap();
+    let request = Request::CreateTopics {
+        topics: vec![topic("raw", 1, 3).into()],
+        validate_only: false,
+    };
+    rpc::frame_write(&mut stream, &request).await.unwrap();
+    let response: Response = rpc::frame_read(&mut stream).await.unwrap().unwrap();
+    assert!(matches!(response, Response::Answer { .. }), "{response:?}");
+    assert!(
+        handles[&leader].image().topic_id("raw").is_some(),
+        "answered before applied on the leader"
+    );
     let block = handles[&follower].allocate_producer_ids().await.unwrap();
     let other = handles[&leader].allocate_producer_ids().await.unwrap();
     assert!(block.first + block.size <= other.first || other.first + other.size <= block.first);
@@ -269,4 +289,77 @@ async fn a_lone_voter_is_its_own_controller() {
     until("re-registered and unfenced", 10, || all_unfenced(&handles)).await;
     assert!(restarted.image().topic_id("wide").is_none());
     assert_eq!(restarted.status().broker_epoch, Some(2));
+}
+
+/// Garbage on the controller listener, as a raft peer or as an RPC client, closes that
+/// connection only; a well-formed RPC on a raw connection is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_survives_bad_frames() {
+    use runtime::io::{AsyncReadExt, AsyncWriteExt};
+    use runtime::net::TcpStream;
+    let voters = voters(1).await;
+    let handle = start(config(1, &voters, MemDisk::new(), 9)).await;
+    let handles = BTreeMap::from([(1, handle.clone())]);
+    until("registered and unfenced", 10, || all_unfenced(&handles)).await;
+    let address = voters[&1].as_str();
+    let valid = rpc::frame_encode(&Request::Heartbeat {
+        broker_id: 1,
+        broker_epoch: 999,
+        metadata_offset: 0,
+        want_shutdown: false,
+    })
+    .unwrap();
+    let mut huge = RPC_MAGIC.to_vec();
+    huge.extend_from_slice(&u32::MAX.to_be_bytes());
+    huge.extend_from_slice(&[0; 4]);
+    let mut crc_bad = RPC_MAGIC.to_vec();
+    crc_bad.extend_from_slice(&valid);
+    *crc_bad.last_mut().unwrap() ^= 1;
+    let body = b"{\"Register\":17}";
+    let mut json_bad = RPC_MAGIC.to_vec();
+    json_bad.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    json_bad.extend_from_slice(&crc32c::crc32c(body).to_be_bytes());
+    json_bad.extend_from_slice(body);
+    // As raft frames: a length over the limit, and a CRC that does not match.
+    let raft_huge = vec![0x05, 0x00, 0x00, 0x00, 1, 2, 3, 4];
+    let raft_crc_bad = vec![0, 0, 0, 4, 1, 2, 3, 4, 0xff, 0xff, 0xff, 0xff];
+    for (at, bytes) in [
+        huge,
+        crc_bad,
+        json_bad,
+        raft_huge,
+        raft_crc_bad,
+        vec![0xff; 64],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(&bytes).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut rest = Vec::new();
+        let read = runtime::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest));
+        assert!(
+            read.await.is_ok(),
+            "bad frame {at}: the node closes the connection"
+        );
+        assert!(rest.is_empty(), "bad frame {at}: no answer");
+    }
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(&RPC_MAGIC).await.unwrap();
+    stream.write_all(&valid).await.unwrap();
+    stream.flush().await.unwrap();
+    let response: Response = rpc::frame_read(&mut stream).await.unwrap().unwrap();
+    let Response::Answer {
+        answer: rpc::Answer::Heartbeat(Err(error)),
+        ..
+    } = response
+    else {
+        panic!("a heartbeat's answer: {response:?}");
+    };
+    assert_eq!(error.code, crate::controller::errors::STALE_BROKER_EPOCH);
+    let created = handle
+        .create_topics(vec![topic("still", 1, 1)], false)
+        .await;
+    assert!(created.unwrap()[0].1.is_ok());
 }
