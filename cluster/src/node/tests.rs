@@ -208,14 +208,19 @@ async fn three_nodes_register_create_through_a_follower_and_survive_the_leader_c
     assert!(image.topic_id("orders") == Some(topic_id));
     assert!(handles[&leader].status().broker_epoch.unwrap() > epoch_before);
 
-    // Controlled shutdown of a follower: it is fenced and leads nothing.
+    // Controlled shutdown of a follower: once it returns, the controller has fenced it and it
+    // leads nothing (not later, by its session running out).
     let leaving = *handles.keys().find(|id| **id != second).unwrap();
     let handle = handles.remove(&leaving).unwrap();
+    let clock = runtime::Clock::system();
+    let asked_at = clock.now();
     handle.shutdown().await;
-    until("the leaving broker fenced", 10, || {
-        !handles[&second].image().broker_is_live(leaving)
-    })
-    .await;
+    let took = clock.now() - asked_at;
+    assert!(
+        took < ClusterTiming::fast().broker_session_timeout,
+        "{took:?}"
+    );
+    assert!(!handles[&second].image().broker_is_live(leaving));
     let image = handles[&second].image();
     for view in image.topics() {
         for partition in view.partitions {
@@ -362,4 +367,47 @@ async fn the_listener_survives_bad_frames() {
         .create_topics(vec![topic("still", 1, 1)], false)
         .await;
     assert!(created.unwrap()[0].1.is_ok());
+}
+
+/// A leader cut off from its quorum steps down (check_quorum); a call waiting for its entry
+/// to commit is answered NOT_CONTROLLER then, not left hanging, and the caller goes elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_its_quorum_answers_not_controller() {
+    let voters = voters(3).await;
+    let mut handles = BTreeMap::new();
+    for id in 1..=3 {
+        let handle = start(config(id, &voters, MemDisk::new(), 20 + id as u64)).await;
+        handles.insert(id, handle);
+    }
+    until("every broker unfenced", 20, || all_unfenced(&handles)).await;
+    let leader = leader_of(&handles).unwrap();
+    let survivor = handles.remove(&leader).unwrap();
+    for (_, handle) in std::mem::take(&mut handles) {
+        handle.kill();
+    }
+    let mut stream = runtime::net::TcpStream::connect(voters[&leader].as_str())
+        .await
+        .unwrap();
+    runtime::io::AsyncWriteExt::write_all(&mut stream, &RPC_MAGIC)
+        .await
+        .unwrap();
+    let request = Request::CreateTopics {
+        topics: vec![topic("stranded", 1, 1).into()],
+        validate_only: false,
+    };
+    rpc::frame_write(&mut stream, &request).await.unwrap();
+    let answered = runtime::time::timeout(
+        Duration::from_secs(5),
+        rpc::frame_read::<Response>(&mut stream),
+    )
+    .await;
+    let response = answered
+        .expect("answered, not left waiting")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(response, Response::NotController { .. }),
+        "{response:?}"
+    );
+    assert!(!survivor.status().controller_active);
 }
