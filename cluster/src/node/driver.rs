@@ -295,6 +295,8 @@ impl Driver {
                 status.role
             );
         }
+        // Published before the answers go: a caller told NOT_CONTROLLER sees it in the status.
+        self.publish();
         let leader = status.leader.map(|id| id as i32);
         for waiting in self.waiting.drain(..) {
             let _ = waiting.reply.send(Response::NotController { leader });
