@@ -59,6 +59,9 @@ impl Forwarder {
         let deadline = self.clock.now() + self.timeout;
         let mut backoff = BACKOFF_MIN;
         loop {
+            if self.local.is_closed() {
+                return Err(ClusterError::Stopped); // killed, or the loop's disk failed
+            }
             let leader = self.status.borrow().controller_leader;
             let response = match leader {
                 None => None,

@@ -9,9 +9,14 @@ use crate::raft::transport::{self, FRAME_HEADER_BYTES};
 use raft::eraftpb::Message;
 use runtime::io::AsyncReadExt;
 use runtime::net::{TcpListener, TcpStream};
-use runtime::sync::{mpsc, oneshot, watch};
+use runtime::sync::{mpsc, oneshot, watch, Semaphore};
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Connections served at once: every voter's raft stream and a few RPC connections from each
+/// node's pool fit many times over; beyond it a connection is closed at once.
+pub(crate) const CONNECTIONS_MAX: usize = 256;
 
 /// Accepts connections until the node stops.
 pub(crate) async fn listen(
@@ -20,6 +25,7 @@ pub(crate) async fn listen(
     calls: mpsc::Sender<Call>,
     stop: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -28,6 +34,12 @@ pub(crate) async fn listen(
                 runtime::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "controller listener: {CONNECTIONS_MAX} connections open, {peer} refused"
+            );
+            continue; // dropped: closed at once
         };
         let _ = stream.set_nodelay(true);
         let inbound = inbound.clone();
@@ -43,6 +55,7 @@ pub(crate) async fn listen(
                     }
                 }
             }
+            drop(slot);
         });
     }
 }

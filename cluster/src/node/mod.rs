@@ -177,7 +177,8 @@ pub struct ClusterStatus {
     pub controller_active: bool,
     pub term: u64,
     pub commit: u64,
-    /// The offset of the published image (the last applied index).
+    /// Raft's applied index: every entry up to it is in the published image, whose own
+    /// `offset()` may be a few (empty, leader-election) entries behind.
     pub applied: MetadataOffset,
     /// This broker's epoch once registered (None before, and while re-registering).
     pub broker_epoch: Option<i64>,

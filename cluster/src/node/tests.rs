@@ -287,6 +287,9 @@ async fn a_lone_voter_is_its_own_controller() {
 
     // A restart from the same directory keeps the log and registers anew.
     handle.kill();
+    runtime::time::sleep(Duration::from_millis(50)).await;
+    let refused = handle.create_topics(vec![topic("late", 1, 1)], false).await;
+    assert!(matches!(refused, Err(ClusterError::Stopped)), "{refused:?}");
     drop(handles);
     drop(handle);
     let restarted = start(config(1, &voters, disk, 8)).await;
