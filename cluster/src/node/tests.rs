@@ -414,3 +414,53 @@ async fn a_leader_without_its_quorum_answers_not_controller() {
     );
     assert!(!survivor.status().controller_active);
 }
+
+/// Producer id blocks asked for without pause from the followers while the controller leader
+/// is killed: the new controller starts only once it has applied its whole log (the old
+/// leader's last blocks included), so no block is handed out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_id_blocks_stay_unique_across_a_controller_crash() {
+    let voters = voters(3).await;
+    let mut handles = BTreeMap::new();
+    for id in 1..=3 {
+        let handle = start(config(id, &voters, MemDisk::new(), 40 + id as u64)).await;
+        handles.insert(id, handle);
+    }
+    until("every broker unfenced", 20, || all_unfenced(&handles)).await;
+    let leader = leader_of(&handles).unwrap();
+    let blocks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut askers = Vec::new();
+    for (id, handle) in &handles {
+        if *id == leader {
+            continue;
+        }
+        for _ in 0..4 {
+            let handle = handle.clone();
+            let blocks = blocks.clone();
+            askers.push(runtime::spawn(async move {
+                loop {
+                    if let Ok(block) = handle.allocate_producer_ids().await {
+                        blocks.lock().unwrap().push(block);
+                    }
+                }
+            }));
+        }
+    }
+    runtime::time::sleep(Duration::from_millis(300)).await;
+    let killed = handles.remove(&leader).unwrap();
+    killed.kill();
+    until("a new controller", 10, || leader_of(&handles).is_some()).await;
+    runtime::time::sleep(Duration::from_millis(300)).await;
+    for asker in &askers {
+        asker.abort();
+    }
+    let mut blocks = blocks.lock().unwrap().clone();
+    blocks.sort_by_key(|block| block.first);
+    assert!(blocks.len() > 20, "only {} blocks", blocks.len());
+    for pair in blocks.windows(2) {
+        assert!(
+            pair[0].first + pair[0].size <= pair[1].first,
+            "a producer id block handed out twice: {pair:?}"
+        );
+    }
+}
