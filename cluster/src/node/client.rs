@@ -17,6 +17,11 @@ use std::time::Duration;
 
 /// Idle connections kept per voter.
 const IDLE_CONNECTIONS_MAX: usize = 4;
+/// One attempt at a remote leader gets at most this share of the timeout, so a leader cut
+/// off mid-call (its connection silent, not closed) still leaves time to ask its successor.
+/// A leader without its quorum steps down within two election timeouts and answers
+/// NOT_CONTROLLER, far within one attempt.
+const ATTEMPTS_MIN: u32 = 3;
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
 
@@ -68,7 +73,8 @@ impl Forwarder {
                 Some(id) if id == self.node_id => Some(self.local_call(request).await?),
                 Some(id) => {
                     let remaining = deadline.saturating_duration_since(self.clock.now());
-                    runtime::time::timeout(remaining, self.remote_call(id, request))
+                    let attempt = remaining.min(self.timeout / ATTEMPTS_MIN);
+                    runtime::time::timeout(attempt, self.remote_call(id, request))
                         .await
                         .ok()
                         .flatten()
