@@ -113,6 +113,7 @@ impl Driver {
         driver
     }
 
+    /// Runs until the metadata log's disk fails.
     pub(crate) async fn run(
         mut self,
         tick: Duration,
@@ -134,6 +135,7 @@ impl Driver {
                 // The node's Raft state may be ahead of its disk: it must not go on. Waiting
                 // callers learn it from their dropped replies.
                 tracing::error!("cluster node stopped: metadata log disk failed: {error}");
+                self.status.send_modify(|status| status.failed = true);
                 return;
             }
             self.after_ready();

@@ -186,6 +186,10 @@ pub struct ClusterStatus {
     pub fenced: bool,
     /// Controlled shutdown has started.
     pub shutting_down: bool,
+    /// The metadata log's disk failed: the node stopped (fail-stop, its Raft state may be
+    /// ahead of its disk) and answers nothing more. Restart it from its directory, as Kafka's
+    /// process exits on a log directory failure.
+    pub failed: bool,
 }
 
 /// How a caller starts a node.
@@ -238,6 +242,7 @@ impl ClusterNode {
             broker_epoch: None,
             fenced: true,
             shutting_down: false,
+            failed: false,
         });
         let status_sender = Arc::new(status_sender);
         let (stop_sender, stop) = watch::channel(false);

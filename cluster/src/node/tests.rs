@@ -285,6 +285,17 @@ async fn a_lone_voter_is_its_own_controller() {
     assert!(deleted[0].1.is_ok());
     assert!(handle.image().topic_id("solo").is_none());
 
+    // A full disk stops the node (fail-stop): it says so and answers Stopped.
+    let memory = MemDisk::new();
+    let lone = self::voters(1).await;
+    let full = start(config(1, &lone, memory.clone(), 10)).await;
+    until("registered", 10, || full.status().broker_epoch.is_some()).await;
+    memory.full_set(true);
+    let refused = full.create_topics(vec![topic("full", 1, 1)], false).await;
+    assert!(matches!(refused, Err(ClusterError::Stopped)), "{refused:?}");
+    assert!(full.status().failed);
+    full.kill();
+
     // A restart from the same directory keeps the log and registers anew.
     handle.kill();
     runtime::time::sleep(Duration::from_millis(50)).await;
