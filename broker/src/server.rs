@@ -21,6 +21,8 @@ pub enum ServeError {
         address: String,
         source: std::io::Error,
     },
+    #[error("cluster mode (--voters) is not available in this build yet; start without --voters")]
+    ClusterUnavailable,
 }
 
 /// Opens the data dir, binds, and serves until `shutdown` resolves; then flushes every partition.
@@ -29,6 +31,9 @@ pub async fn serve(
     context: NodeContext,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    if config.is_cluster() {
+        return Err(ServeError::ClusterUnavailable);
+    }
     let broker = Broker::open(config, context)?;
     let address = broker.config.listen.clone();
     let listener = TcpListener::bind(&address)
