@@ -191,3 +191,174 @@ pub async fn producer_ids_refill(broker: Arc<Broker>) {
 
 /// How often the refill task looks at the reserve. A block lasts 1,000 InitProducerIds.
 const PRODUCER_ID_REFILL_POLL: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cluster::records::{
+        IncarnationId, MetadataRecord, PartitionChange, PartitionRecord, RegisterBroker,
+    };
+    use runtime::Disk;
+    use std::path::Path;
+
+    const A: TopicId = TopicId(0xa);
+    const A_NEW: TopicId = TopicId(0xa2);
+    const B: TopicId = TopicId(0xb);
+
+    fn partition(topic_id: TopicId, partition: i32, replicas: &[i32]) -> MetadataRecord {
+        MetadataRecord::Partition(PartitionRecord {
+            topic_id,
+            partition,
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            leader: replicas[0],
+            leader_epoch: 0,
+            partition_epoch: 0,
+        })
+    }
+
+    /// Brokers 1-3 registered and unfenced; topic `a`: a-0 on [1], a-1 on [2], a-2 on
+    /// [1, 2, 3]; topic `b`: b-0 on [2].
+    fn image() -> MetadataImage {
+        let mut records: Vec<MetadataRecord> = (1..=3)
+            .map(|id| {
+                MetadataRecord::RegisterBroker(RegisterBroker {
+                    broker_id: id,
+                    incarnation_id: IncarnationId(id as u128),
+                    broker_epoch: i64::from(id),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + id as u16,
+                    rack: None,
+                })
+            })
+            .collect();
+        records.extend((1..=3).map(|id| MetadataRecord::UnfenceBroker {
+            broker_id: id,
+            broker_epoch: i64::from(id),
+        }));
+        records.extend([
+            MetadataRecord::Topic {
+                name: "a".into(),
+                topic_id: A,
+            },
+            partition(A, 0, &[1]),
+            partition(A, 1, &[2]),
+            partition(A, 2, &[1, 2, 3]),
+            MetadataRecord::Topic {
+                name: "b".into(),
+                topic_id: B,
+            },
+            partition(B, 0, &[2]),
+        ]);
+        let mut image = MetadataImage::new();
+        image.apply_batch(1, &records);
+        image
+    }
+
+    fn topics_open(disk: &Arc<runtime::MemDisk>) -> Topics {
+        let disk: Arc<dyn Disk> = disk.clone();
+        Topics::open(disk, "data".into(), 0, None).unwrap()
+    }
+
+    fn dirs(disk: &Arc<runtime::MemDisk>) -> Vec<String> {
+        let mut names: Vec<String> = disk
+            .list(Path::new("data"))
+            .unwrap()
+            .iter()
+            .filter(|path| disk.is_dir(path))
+            .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn only_the_leader_serves_and_writes_need_a_single_replica() {
+        let image = image();
+        let role = |node, topic, index, access| partition_role(&image, node, topic, index, access);
+        assert_eq!(role(1, "a", 0, Access::Produce), Ok(()));
+        assert_eq!(role(1, "a", 0, Access::Read), Ok(()));
+        let not_leader = Err(ResponseError::NotLeaderOrFollower);
+        assert_eq!(role(1, "a", 1, Access::Produce), not_leader);
+        assert_eq!(role(1, "a", 1, Access::Read), not_leader);
+        assert_eq!(role(1, "a", 2, Access::Read), Ok(()));
+        let refused = Err(ResponseError::NotEnoughReplicas);
+        assert_eq!(role(1, "a", 2, Access::Produce), refused);
+        let unknown = Err(ResponseError::UnknownTopicOrPartition);
+        assert_eq!(role(1, "a", 3, Access::Read), unknown);
+        assert_eq!(role(1, "a", -1, Access::Read), unknown);
+        assert_eq!(role(1, "c", 0, Access::Read), unknown);
+    }
+
+    #[test]
+    fn an_offline_partition_answers_leader_not_available() {
+        let mut image = image();
+        let offline = MetadataRecord::PartitionChange(PartitionChange {
+            topic_id: B,
+            partition: 0,
+            leader: Some(cluster::records::LEADER_NONE),
+            isr: None,
+        });
+        image.apply_batch(2, &[offline]);
+        let role = partition_role(&image, 2, "b", 0, Access::Read);
+        assert_eq!(role, Err(ResponseError::LeaderNotAvailable));
+    }
+
+    #[tokio::test]
+    async fn reconcile_hosts_exactly_the_assigned_partitions_and_survives_a_restart() {
+        let disk = runtime::MemDisk::new();
+        let mut topics = topics_open(&disk);
+        let image = image();
+        reconcile(&mut topics, &image, 1, 0).unwrap();
+        assert_eq!(dirs(&disk), ["a-0", "a-2"]);
+        assert!(topics.partition("a", 0).is_some());
+        assert!(topics.partition("a", 1).is_none());
+        assert!(topics.get("b").is_none(), "node 1 hosts nothing of b");
+        reconcile(&mut topics, &image, 1, 0).unwrap();
+        assert_eq!(dirs(&disk), ["a-0", "a-2"], "idempotent");
+        // A restart recovers the hosted set from the metadata file, removing nothing.
+        drop(topics);
+        let mut topics = topics_open(&disk);
+        assert_eq!(dirs(&disk), ["a-0", "a-2"]);
+        assert_eq!(topics.get("a").unwrap().hosted_indices(), [0, 2]);
+        // CreatePartitions and a config change.
+        let mut image = image;
+        let retention = MetadataRecord::Config {
+            topic_id: A,
+            key: "retention.ms".into(),
+            value: Some("60000".into()),
+        };
+        image.apply_batch(
+            2,
+            &[partition(A, 3, &[2]), partition(A, 4, &[1]), retention],
+        );
+        reconcile(&mut topics, &image, 1, 0).unwrap();
+        assert_eq!(dirs(&disk), ["a-0", "a-2", "a-4"]);
+        let local = topics.get("a").unwrap();
+        assert_eq!(local.partition_count, 5);
+        assert_eq!(
+            local.configs.get("retention.ms").map(String::as_str),
+            Some("60000")
+        );
+        // The name reused by a new topic: the old logs go, the new topic's come.
+        image.apply_batch(3, &[MetadataRecord::RemoveTopic { topic_id: A }]);
+        image.apply_batch(
+            4,
+            &[
+                MetadataRecord::Topic {
+                    name: "a".into(),
+                    topic_id: A_NEW,
+                },
+                partition(A_NEW, 0, &[2]),
+                partition(A_NEW, 1, &[1]),
+            ],
+        );
+        reconcile(&mut topics, &image, 1, 0).unwrap();
+        assert_eq!(dirs(&disk), ["a-1"]);
+        assert_eq!(topics.get("a").unwrap().topic_id, topic_id_bytes(A_NEW));
+        image.apply_batch(5, &[MetadataRecord::RemoveTopic { topic_id: A_NEW }]);
+        reconcile(&mut topics, &image, 1, 0).unwrap();
+        assert!(dirs(&disk).is_empty());
+        assert!(topics.get("a").is_none());
+    }
+}

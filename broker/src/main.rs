@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cli;
+mod cli_cluster;
 mod cli_group;
 
 #[derive(Parser)]
