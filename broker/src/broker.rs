@@ -2,9 +2,12 @@
 
 use crate::config::BrokerConfig;
 use crate::group::shell::GroupCoordinator;
+use crate::partition::Partition;
 use crate::producer_ids::{ProducerIdError, ProducerIds};
 use crate::topics::{TopicError, Topics};
 use crate::txn::shell::TxnCoordinator;
+use cluster::node::ClusterHandle;
+use kafka_protocol::ResponseError;
 use runtime::rng::{stream_rng, ChaCha8Rng, RngCore, Stream};
 use runtime::{Clock, Disk};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +35,8 @@ pub struct Broker {
     producer_ids: Arc<Mutex<ProducerIds>>,
     /// Transactions (`__transaction_state`).
     txn: Arc<TxnCoordinator>,
+    /// Cluster mode's node: the metadata image and the controller. `None` on a single node.
+    cluster: Option<ClusterHandle>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -43,6 +48,26 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Broker {
     /// Recovers the data dir and returns a broker ready to serve.
     pub fn open(config: BrokerConfig, context: NodeContext) -> Result<Arc<Broker>, TopicError> {
+        Broker::open_with(config, context, None)
+    }
+
+    /// `open` in cluster mode: topics, leaders and producer ids come from `cluster`. The local
+    /// logs are brought in line with its current image before the broker serves.
+    pub fn open_clustered(
+        config: BrokerConfig,
+        context: NodeContext,
+        cluster: ClusterHandle,
+    ) -> Result<Arc<Broker>, TopicError> {
+        let broker = Broker::open_with(config, context, Some(cluster))?;
+        broker.reconcile()?;
+        Ok(broker)
+    }
+
+    fn open_with(
+        config: BrokerConfig,
+        context: NodeContext,
+        cluster: Option<ClusterHandle>,
+    ) -> Result<Arc<Broker>, TopicError> {
         let now_ms = context.clock.wall_ms();
         let mut topics = Topics::open(
             context.disk.clone(),
@@ -61,15 +86,18 @@ impl Broker {
             groups_rng,
             config.planted,
         )?;
-        let producer_ids = ProducerIds::open(context.disk.clone(), &config.data_dir).map_err(
-            |error| match error {
-                ProducerIdError::Io { path, source } => TopicError::Io { path, source },
-                error => TopicError::Corrupt {
-                    path: config.data_dir.join(crate::producer_ids::FILE_NAME),
-                    message: error.to_string(),
-                },
-            },
-        )?;
+        let producer_ids = match cluster {
+            Some(_) => ProducerIds::clustered(),
+            None => ProducerIds::open(context.disk.clone(), &config.data_dir).map_err(|error| {
+                match error {
+                    ProducerIdError::Io { path, source } => TopicError::Io { path, source },
+                    error => TopicError::Corrupt {
+                        path: config.data_dir.join(crate::producer_ids::FILE_NAME),
+                        message: error.to_string(),
+                    },
+                }
+            })?,
+        };
         let producer_ids = Arc::new(Mutex::new(producer_ids));
         let txn = TxnCoordinator::open(
             &topics,
@@ -90,12 +118,56 @@ impl Broker {
             topics: Mutex::new(topics),
             rng: Mutex::new(rng),
             groups,
+            cluster,
         });
         let sender = crate::txn::shell::LocalMarkerSender {
             broker: Arc::downgrade(&broker),
         };
         broker.txn.start(Arc::new(sender));
         Ok(broker)
+    }
+
+    /// The cluster node, in cluster mode.
+    pub fn cluster(&self) -> Option<&ClusterHandle> {
+        self.cluster.as_ref()
+    }
+
+    /// Cluster mode: opens the logs of partitions the image assigns here and removes those of
+    /// topics it no longer has. A no-op on a single node.
+    pub fn reconcile(&self) -> Result<(), TopicError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let image = cluster.image();
+        let now_ms = self.clock.wall_ms();
+        crate::cluster_mode::reconcile(&mut self.topics(), &image, self.config.node_id, now_ms)
+    }
+
+    /// The partition a Produce, Fetch or ListOffsets addresses, if this broker may serve it:
+    /// on a single node every partition it has; in cluster mode only those it leads
+    /// (`cluster_mode::partition_role`). Internal topics are local on every node.
+    pub fn partition_serving(
+        &self,
+        topic: &str,
+        index: i32,
+        access: crate::cluster_mode::Access,
+    ) -> Result<Arc<Partition>, ResponseError> {
+        if let Some(cluster) = self
+            .cluster
+            .as_ref()
+            .filter(|_| !crate::topics::is_internal(topic))
+        {
+            let image = cluster.image();
+            crate::cluster_mode::partition_role(&image, self.config.node_id, topic, index, access)?;
+            // Led here by the image but not open yet: the reconciler is a step behind.
+            return self
+                .topics()
+                .partition(topic, index)
+                .ok_or(ResponseError::NotLeaderOrFollower);
+        }
+        self.topics()
+            .partition(topic, index)
+            .ok_or(ResponseError::UnknownTopicOrPartition)
     }
 
     pub fn groups(&self) -> &Arc<GroupCoordinator> {
@@ -109,6 +181,16 @@ impl Broker {
     /// A producer id never issued before on this data dir (InitProducerId).
     pub fn producer_id_new(&self) -> Result<i64, ProducerIdError> {
         lock(&self.producer_ids).next_id()
+    }
+
+    /// Cluster mode: whether the producer-id refill task should ask the controller for a block.
+    pub fn producer_id_block_wanted(&self) -> bool {
+        lock(&self.producer_ids).block_wanted()
+    }
+
+    /// Cluster mode: a producer-id block the controller allocated to this broker.
+    pub fn producer_id_block_add(&self, first: i64, size: i64) {
+        lock(&self.producer_ids).block_add(first, size);
     }
 
     pub fn topics(&self) -> MutexGuard<'_, Topics> {

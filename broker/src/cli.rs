@@ -71,6 +71,18 @@ pub enum ClientAction {
     /// List, describe, delete consumer groups, or reset or delete their committed offsets.
     #[command(subcommand)]
     Group(GroupAction),
+    /// Inspect the cluster (brokers, controller, offline and under-replicated partitions).
+    #[command(subcommand)]
+    Cluster(ClusterAction),
+}
+
+#[derive(Subcommand)]
+pub enum ClusterAction {
+    /// Brokers (fenced ones marked), the controller, offline and under-replicated partitions.
+    Describe {
+        #[command(flatten)]
+        bootstrap: Bootstrap,
+    },
 }
 
 #[derive(Subcommand)]
@@ -250,6 +262,9 @@ pub fn run(action: ClientAction) -> ExitCode {
                 consume(topic, bootstrap, start, partition, limits).await
             }
             ClientAction::Group(action) => crate::cli_group::group(action).await,
+            ClientAction::Cluster(ClusterAction::Describe { bootstrap }) => {
+                crate::cli_cluster::describe(bootstrap).await
+            }
         }
     });
     match outcome {

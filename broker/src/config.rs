@@ -5,6 +5,7 @@
 
 use runtime::sync::Semaphore;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -70,6 +71,14 @@ pub struct BrokerConfig {
     pub groups: crate::group::GroupConfig,
     /// The transaction coordinator's settings (Kafka's `transaction.*` broker settings).
     pub transactions: crate::txn::TxnConfig,
+    /// Cluster mode's controller quorum: node id -> controller listener `host:port`. Empty is
+    /// single-node mode (no Raft, `gregor-topics.json`); `--voters` turns cluster mode on.
+    pub voters: BTreeMap<i32, String>,
+    /// Where this node's controller listener binds, `IP:PORT`. Defaults to this node's entry
+    /// in `voters`. Cluster mode only.
+    pub controller_listen: Option<String>,
+    /// This broker's rack, for rack-aware replica placement. Cluster mode only.
+    pub rack: Option<String>,
 }
 
 impl BrokerConfig {
@@ -94,7 +103,21 @@ impl BrokerConfig {
             planted: None,
             groups: crate::group::GroupConfig::kafka_defaults(),
             transactions: crate::txn::TxnConfig::kafka_defaults(),
+            voters: BTreeMap::new(),
+            controller_listen: None,
+            rack: None,
         }
+    }
+
+    /// Cluster mode: the node runs the Raft controller quorum given by `voters`.
+    pub fn is_cluster(&self) -> bool {
+        !self.voters.is_empty()
+    }
+
+    /// The address this node's controller listener binds (cluster mode).
+    pub fn controller_address(&self) -> Option<String> {
+        let own = self.voters.get(&self.node_id).cloned();
+        self.controller_listen.clone().or(own)
     }
 
     /// The address clients should use, as `(host, port)`.
@@ -130,6 +153,10 @@ pub struct ConfigFile {
     pub producer_id_expiration_ms: Option<i64>,
     pub transaction_max_timeout_ms: Option<u64>,
     pub cluster_id: Option<String>,
+    /// `"1@host:port,2@host:port,3@host:port"`, as the flag.
+    pub voters: Option<String>,
+    pub controller_listen: Option<String>,
+    pub rack: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,8 +179,8 @@ impl ConfigFile {
         })
     }
 
-    /// Overlays the file's settings on `config`.
-    pub fn apply(self, config: &mut BrokerConfig) {
+    /// Overlays the file's settings on `config`; refuses a `voters` list that does not parse.
+    pub fn apply(self, config: &mut BrokerConfig) -> Result<(), ConfigError> {
         let ConfigFile {
             node_id,
             listen,
@@ -171,6 +198,9 @@ impl ConfigFile {
             producer_id_expiration_ms,
             transaction_max_timeout_ms,
             cluster_id,
+            voters,
+            controller_listen,
+            rack,
         } = self;
         config.node_id = node_id.unwrap_or(config.node_id);
         config.listen = listen.unwrap_or(config.listen.clone());
@@ -196,7 +226,71 @@ impl ConfigFile {
             config.transactions.timeout_max = Duration::from_millis(timeout_ms);
         }
         config.cluster_id = cluster_id.unwrap_or(config.cluster_id.clone());
+        if let Some(voters) = voters {
+            config.voters = voters_parse(&voters)?;
+        }
+        config.controller_listen = controller_listen.or(config.controller_listen.take());
+        config.rack = rack.or(config.rack.take());
+        Ok(())
     }
+}
+
+/// Parses `--voters`: `ID@HOST:PORT` entries separated by commas. Ids must be >= 1 (they are
+/// Raft ids) and distinct, addresses well formed and distinct.
+pub fn voters_parse(text: &str) -> Result<BTreeMap<i32, String>, ConfigError> {
+    let invalid = |value: &str, reason| ConfigError::Invalid {
+        key: "voters",
+        value: value.to_string(),
+        reason,
+    };
+    let mut voters = BTreeMap::new();
+    for entry in text.split(',').map(str::trim) {
+        let (id, address) = entry.split_once('@').ok_or_else(|| {
+            invalid(
+                entry,
+                "each voter must be ID@HOST:PORT, e.g. 1@127.0.0.1:9093",
+            )
+        })?;
+        let id: i32 = id
+            .parse()
+            .map_err(|_| invalid(entry, "a voter id must be an integer"))?;
+        if id < 1 {
+            return Err(invalid(entry, "a voter id must be >= 1"));
+        }
+        if !host_port_is_valid(address) {
+            return Err(invalid(
+                entry,
+                "a voter address must be HOST:PORT with a port 1..=65535",
+            ));
+        }
+        if voters.values().any(|known| known == address) {
+            return Err(invalid(entry, "two voters share an address"));
+        }
+        if voters.insert(id, address.to_string()).is_some() {
+            return Err(invalid(entry, "a voter id appears twice"));
+        }
+    }
+    Ok(voters)
+}
+
+/// `HOST:PORT`: a non-empty host (a name, an IPv4 address or a bracketed IPv6 one) and a port
+/// 1..=65535.
+fn host_port_is_valid(address: &str) -> bool {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = match host.strip_prefix('[') {
+        Some(rest) => rest
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        }
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|port| port != 0)
 }
 
 /// Checks relationships the server relies on; the binary refuses to start otherwise.
@@ -266,6 +360,80 @@ pub fn validate(config: &BrokerConfig) -> Result<(), ConfigError> {
             "must be IP:PORT, e.g. 127.0.0.1:9092",
         );
     }
+    validate_cluster(config)
+}
+
+/// Cluster mode's settings: this node is one of the voters, its controller listener is a
+/// bindable address distinct from the Kafka listener; without `voters` no cluster setting may
+/// be given (it would be silently ignored).
+fn validate_cluster(config: &BrokerConfig) -> Result<(), ConfigError> {
+    let invalid = |key, value: String, reason| Err(ConfigError::Invalid { key, value, reason });
+    if !config.is_cluster() {
+        if let Some(address) = &config.controller_listen {
+            let reason = "only in cluster mode: give --voters too";
+            return invalid("controller_listen", address.clone(), reason);
+        }
+        if let Some(rack) = &config.rack {
+            return invalid(
+                "rack",
+                rack.clone(),
+                "only in cluster mode: give --voters too",
+            );
+        }
+        return Ok(());
+    }
+    let voters = || {
+        let entries: Vec<String> = config
+            .voters
+            .iter()
+            .map(|(id, address)| format!("{id}@{address}"))
+            .collect();
+        entries.join(",")
+    };
+    if config.voters.keys().any(|id| *id < 1)
+        || config.voters.values().any(|a| !host_port_is_valid(a))
+    {
+        return invalid(
+            "voters",
+            voters(),
+            "each voter must be ID@HOST:PORT with an id >= 1",
+        );
+    }
+    if !config.voters.contains_key(&config.node_id) {
+        let value = config.node_id.to_string();
+        return invalid("node_id", value, "must be one of the voters' ids");
+    }
+    let controller = config.controller_address().unwrap_or_default();
+    if controller.parse::<std::net::SocketAddr>().is_err() {
+        return invalid(
+            "controller_listen",
+            controller,
+            "must be IP:PORT, e.g. 127.0.0.1:9093",
+        );
+    }
+    if controller == config.listen {
+        return invalid(
+            "controller_listen",
+            controller,
+            "must differ from listen: controller traffic has its own listener",
+        );
+    }
+    if config
+        .voters
+        .values()
+        .any(|address| *address == config.listen)
+    {
+        return invalid(
+            "listen",
+            config.listen.clone(),
+            "is a voter's controller address; the Kafka listener needs its own",
+        );
+    }
+    if let Some(rack) = &config.rack {
+        if rack.is_empty() || rack.len() > 255 {
+            return invalid("rack", rack.clone(), "must be 1..=255 characters");
+        }
+    }
     Ok(())
 }
 
@@ -277,7 +445,7 @@ mod tests {
     fn file_overrides_defaults_and_rejects_unknown_keys() {
         let mut config = BrokerConfig::zero_config();
         let file = ConfigFile::parse("x.toml", "node_id = 3\nlisten = \"0.0.0.0:9093\"\n").unwrap();
-        file.apply(&mut config);
+        file.apply(&mut config).unwrap();
         assert_eq!(config.node_id, 3);
         assert_eq!(config.listen, "0.0.0.0:9093");
         assert!(ConfigFile::parse("x.toml", "nodeid = 3").is_err());
@@ -291,7 +459,7 @@ mod tests {
         let mut config = BrokerConfig::zero_config();
         assert_eq!(config.retention_check_interval, Duration::from_secs(300));
         let file = ConfigFile::parse("x.toml", "retention_check_interval_ms = 500").unwrap();
-        file.apply(&mut config);
+        file.apply(&mut config).unwrap();
         assert_eq!(config.retention_check_interval, Duration::from_millis(500));
         config.retention_check_interval = Duration::ZERO;
         assert!(validate(&config).is_err(), "a zero interval would spin");
@@ -307,7 +475,8 @@ mod tests {
                     queued_max_request_bytes = 104857600\n";
         ConfigFile::parse("x.toml", text)
             .unwrap()
-            .apply(&mut config);
+            .apply(&mut config)
+            .unwrap();
         assert_eq!(config.connections_per_ip_max, 5);
         assert_eq!(config.connections_idle_max, Duration::from_millis(250));
         assert_eq!(config.requests_queued_bytes_max, 100 << 20);
@@ -326,5 +495,100 @@ mod tests {
         assert_eq!(config.advertised(), ("127.0.0.1".to_string(), 9092));
         config.advertise = Some("[::1]:9999".into());
         assert_eq!(config.advertised(), ("::1".to_string(), 9999));
+    }
+
+    fn cluster_config(node_id: i32) -> BrokerConfig {
+        let mut config = BrokerConfig::zero_config();
+        config.node_id = node_id;
+        config.listen = "127.0.0.1:19092".into();
+        config.voters =
+            voters_parse("1@127.0.0.1:19093,2@127.0.0.1:19193,3@localhost:19293").unwrap();
+        config
+    }
+
+    fn refused_key(config: &BrokerConfig) -> &'static str {
+        match validate(config) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn voters_parse_refuses_malformed_and_duplicate_entries() {
+        let voters = voters_parse("1@127.0.0.1:9093, 2@[::1]:9093,3@host-3.example:9093").unwrap();
+        assert_eq!(voters.len(), 3);
+        assert_eq!(voters[&2], "[::1]:9093");
+        for bad in [
+            "",
+            "1@127.0.0.1:9093,1@127.0.0.1:9094",
+            "1@127.0.0.1:9093,2@127.0.0.1:9093",
+            "0@127.0.0.1:9093",
+            "-1@127.0.0.1:9093",
+            "x@127.0.0.1:9093",
+            "1127.0.0.1:9093",
+            "1@127.0.0.1",
+            "1@127.0.0.1:0",
+            "1@127.0.0.1:70000",
+            "1@:9093",
+            "1@[::1:9093",
+            "1@bad host:9093",
+        ] {
+            assert!(voters_parse(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn cluster_mode_needs_this_node_among_the_voters() {
+        let config = cluster_config(1);
+        assert!(config.is_cluster());
+        assert_eq!(
+            config.controller_address().as_deref(),
+            Some("127.0.0.1:19093")
+        );
+        assert!(validate(&config).is_ok());
+        assert_eq!(refused_key(&cluster_config(4)), "node_id");
+        // Node 3's own voter address is a name: it cannot bind there without --controller-listen.
+        assert_eq!(refused_key(&cluster_config(3)), "controller_listen");
+        let mut config = cluster_config(3);
+        config.controller_listen = Some("0.0.0.0:19293".into());
+        assert!(validate(&config).is_ok());
+        config.controller_listen = Some(config.listen.clone());
+        assert_eq!(refused_key(&config), "controller_listen");
+        let mut config = cluster_config(1);
+        config.listen = "127.0.0.1:19193".into();
+        assert_eq!(refused_key(&config), "listen");
+        let mut config = cluster_config(1);
+        config.rack = Some(String::new());
+        assert_eq!(refused_key(&config), "rack");
+        config.rack = Some("rack-a".into());
+        assert!(validate(&config).is_ok());
+    }
+
+    #[test]
+    fn cluster_settings_without_voters_are_refused_not_ignored() {
+        let mut config = BrokerConfig::zero_config();
+        assert!(!config.is_cluster());
+        config.rack = Some("a".into());
+        assert_eq!(refused_key(&config), "rack");
+        config.rack = None;
+        config.controller_listen = Some("127.0.0.1:9093".into());
+        assert_eq!(refused_key(&config), "controller_listen");
+    }
+
+    #[test]
+    fn config_file_takes_cluster_settings() {
+        let mut config = BrokerConfig::zero_config();
+        let text = "node_id = 2\nvoters = \"1@127.0.0.1:9093,2@127.0.0.1:9193\"\n\
+                    rack = \"r1\"\ncontroller_listen = \"127.0.0.1:9193\"\n";
+        ConfigFile::parse("x.toml", text)
+            .unwrap()
+            .apply(&mut config)
+            .unwrap();
+        assert_eq!(config.voters.len(), 2);
+        assert_eq!(config.rack.as_deref(), Some("r1"));
+        assert!(validate(&config).is_ok());
+        let text = "voters = \"1@127.0.0.1:9093,1@127.0.0.1:9193\"";
+        let file = ConfigFile::parse("x.toml", text).unwrap();
+        assert!(file.apply(&mut BrokerConfig::zero_config()).is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! `storage` crate's logs with group commit.
 
 pub mod broker;
+pub mod cluster_mode;
 pub mod config;
 pub mod connection;
 pub mod group;

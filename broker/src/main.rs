@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cli;
+mod cli_cluster;
 mod cli_group;
 
 #[derive(Parser)]
@@ -33,8 +34,19 @@ struct BrokerArgs {
     /// TOML file with the same keys as these flags (node_id, listen, ...). Flags win.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// This node's id (default 1); in cluster mode one of the --voters ids.
     #[arg(long)]
     node_id: Option<i32>,
+    /// Cluster mode: the controller quorum, ID@HOST:PORT,... (each node's controller listener).
+    /// Without it the broker runs alone (single-node mode, no Raft).
+    #[arg(long)]
+    voters: Option<String>,
+    /// Where this node's controller listener binds, IP:PORT (default: its --voters address).
+    #[arg(long)]
+    controller_listen: Option<String>,
+    /// This broker's rack, for rack-aware replica placement (cluster mode).
+    #[arg(long)]
+    rack: Option<String>,
     /// Address to listen on, IP:PORT.
     #[arg(long)]
     listen: Option<String>,
@@ -97,7 +109,7 @@ fn broker_config(args: &BrokerArgs) -> Result<(BrokerConfig, String), String> {
         if let Some(level) = &file.log_level {
             log_level = level.clone();
         }
-        file.apply(&mut config);
+        file.apply(&mut config).map_err(|error| error.to_string())?;
     }
     config.node_id = args.node_id.unwrap_or(config.node_id);
     config.listen = args.listen.clone().unwrap_or(config.listen);
@@ -123,6 +135,11 @@ fn broker_config(args: &BrokerArgs) -> Result<(BrokerConfig, String), String> {
     config.requests_queued_bytes_max = args
         .queued_max_request_bytes
         .unwrap_or(config.requests_queued_bytes_max);
+    if let Some(voters) = &args.voters {
+        config.voters = broker::config::voters_parse(voters).map_err(|error| error.to_string())?;
+    }
+    config.controller_listen = args.controller_listen.clone().or(config.controller_listen);
+    config.rack = args.rack.clone().or(config.rack);
     if let Some(level) = &args.log_level {
         log_level = level.clone();
     }

@@ -5,9 +5,16 @@
 //!
 //! The file is written with `write_atomic` and carries a CRC. A file that exists but cannot be
 //! read or fails its CRC stops the broker from starting: guessing could reissue ids.
+//!
+//! In cluster mode the blocks come from the controller (`ProducerIds::clustered`): the metadata
+//! log hands each block out once, cluster-wide, so nothing is written here; a restart asks for a
+//! new block and skips what was left of the old one. A background task keeps one block in
+//! reserve (`cluster_mode::producer_ids_refill`); with none at hand, InitProducerId answers a
+//! retriable error.
 
 use runtime::disk::{read_all_stable, write_atomic};
 use runtime::Disk;
+use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,9 +25,16 @@ pub const FILE_NAME: &str = "producer-id-block";
 const HEADER: &str = "gregor-producer-id-block 1";
 
 #[derive(Debug)]
+enum Source {
+    /// Single node: the durable block end in the data dir.
+    File { disk: Arc<dyn Disk>, path: PathBuf },
+    /// Cluster mode: blocks from the controller, `(first, end)`, oldest first.
+    Controller { blocks: VecDeque<(i64, i64)> },
+}
+
+#[derive(Debug)]
 pub struct ProducerIds {
-    disk: Arc<dyn Disk>,
-    path: PathBuf,
+    source: Source,
     /// The next id to issue.
     next: i64,
     /// Ids below this are covered by the durable file; issuing `block_end` needs a new block.
@@ -35,6 +49,8 @@ pub enum ProducerIdError {
     Corrupt { path: PathBuf },
     #[error("producer ids exhausted")]
     Exhausted,
+    #[error("no producer id block from the controller yet")]
+    NoBlock,
 }
 
 fn encode(block_end: i64) -> String {
@@ -70,27 +86,74 @@ impl ProducerIds {
             }
         };
         Ok(ProducerIds {
-            disk,
-            path,
+            source: Source::File { disk, path },
             next,
             block_end: next,
         })
     }
 
+    /// Cluster mode: ids only from blocks given to `block_add`.
+    pub fn clustered() -> ProducerIds {
+        ProducerIds {
+            source: Source::Controller {
+                blocks: VecDeque::new(),
+            },
+            next: 0,
+            block_end: 0,
+        }
+    }
+
+    /// Cluster mode: whether the refill task should fetch a block (none in reserve).
+    pub fn block_wanted(&self) -> bool {
+        matches!(&self.source, Source::Controller { blocks } if blocks.is_empty())
+    }
+
+    /// Cluster mode: a block the controller allocated to this broker. A block that does not lie
+    /// above every id issued so far is dropped: the controller's blocks only move forward, so it
+    /// can only be a stale reply, and using it could issue an id twice.
+    pub fn block_add(&mut self, first: i64, size: i64) {
+        let Source::Controller { blocks } = &mut self.source else {
+            panic!("producer id blocks are only added in cluster mode");
+        };
+        let floor = blocks.back().map_or(self.block_end, |(_, end)| *end);
+        let Some(end) = first
+            .checked_add(size)
+            .filter(|_| size > 0 && first >= floor)
+        else {
+            tracing::warn!(
+                first,
+                size,
+                floor,
+                "dropping a producer id block below ids issued"
+            );
+            return;
+        };
+        blocks.push_back((first, end));
+    }
+
     /// A producer id never issued before, on this data dir, by any run.
     pub fn next_id(&mut self) -> Result<i64, ProducerIdError> {
         if self.next >= self.block_end {
-            let block_end = self
-                .next
-                .checked_add(BLOCK_SIZE)
-                .ok_or(ProducerIdError::Exhausted)?;
-            write_atomic(&*self.disk, &self.path, encode(block_end).as_bytes()).map_err(
-                |source| ProducerIdError::Io {
-                    path: self.path.clone(),
-                    source,
-                },
-            )?;
-            self.block_end = block_end;
+            match &mut self.source {
+                Source::File { disk, path } => {
+                    let block_end = self
+                        .next
+                        .checked_add(BLOCK_SIZE)
+                        .ok_or(ProducerIdError::Exhausted)?;
+                    write_atomic(&**disk, path, encode(block_end).as_bytes()).map_err(
+                        |source| ProducerIdError::Io {
+                            path: path.clone(),
+                            source,
+                        },
+                    )?;
+                    self.block_end = block_end;
+                }
+                Source::Controller { blocks } => {
+                    let (first, end) = blocks.pop_front().ok_or(ProducerIdError::NoBlock)?;
+                    assert!(first >= self.block_end, "producer id blocks move forward");
+                    (self.next, self.block_end) = (first, end);
+                }
+            }
         }
         let id = self.next;
         self.next += 1;
@@ -148,5 +211,21 @@ mod tests {
         assert_eq!(decode(&text), Some(3000));
         assert_eq!(decode(&text.replace("3000", "3001")), None);
         assert_eq!(decode(""), None);
+    }
+
+    #[test]
+    fn controller_blocks_are_used_in_order_and_never_reused() {
+        let mut ids = ProducerIds::clustered();
+        assert!(ids.block_wanted());
+        assert!(matches!(ids.next_id(), Err(ProducerIdError::NoBlock)));
+        ids.block_add(2000, 2);
+        assert!(!ids.block_wanted());
+        ids.block_add(1000, 2); // Below the reserve: a stale reply, dropped.
+        ids.block_add(5000, 1);
+        let issued: Vec<i64> = (0..3).map(|_| ids.next_id().unwrap()).collect();
+        assert_eq!(issued, vec![2000, 2001, 5000]);
+        assert!(ids.block_wanted());
+        ids.block_add(4000, 10); // Below ids already issued.
+        assert!(matches!(ids.next_id(), Err(ProducerIdError::NoBlock)));
     }
 }

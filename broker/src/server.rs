@@ -8,6 +8,7 @@ use crate::broker::{Broker, NodeContext};
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::limits::Limits;
+use cluster::node::ClusterNode;
 use runtime::net::TcpListener;
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ pub enum ServeError {
         address: String,
         source: std::io::Error,
     },
+    #[error("cannot start the cluster node: {0}")]
+    Cluster(#[from] cluster::node::ClusterError),
 }
 
 /// Opens the data dir, binds, and serves until `shutdown` resolves; then flushes every partition.
@@ -29,7 +32,12 @@ pub async fn serve(
     context: NodeContext,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let broker = Broker::open(config, context)?;
+    let broker = if config.is_cluster() {
+        let node = ClusterNode::start(crate::cluster_mode::node_config(&config, &context)).await?;
+        Broker::open_clustered(config, context, node)?
+    } else {
+        Broker::open(config, context)?
+    };
     let address = broker.config.listen.clone();
     let listener = TcpListener::bind(&address)
         .await
@@ -39,12 +47,26 @@ pub async fn serve(
         })?;
     tracing::info!(node = broker.config.node_id, %address, data_dir = %broker.config.data_dir.display(), "broker listening");
     let maintenance = runtime::spawn(crate::maintenance::run(broker.clone()));
+    let cluster_tasks: Vec<_> = match broker.cluster() {
+        None => Vec::new(),
+        Some(_) => vec![
+            runtime::spawn(crate::cluster_mode::reconcile_loop(broker.clone())),
+            runtime::spawn(crate::cluster_mode::producer_ids_refill(broker.clone())),
+        ],
+    };
     runtime::select! {
         biased;
         () = shutdown => tracing::info!("shutdown requested"),
         () = accept_loop(&broker, listener) => {}
     }
     maintenance.abort();
+    for task in cluster_tasks {
+        task.abort();
+    }
+    if let Some(cluster) = broker.cluster() {
+        // Controlled shutdown: the controller moves leadership away before the logs close.
+        cluster.clone().shutdown().await;
+    }
     shutdown_flush(&broker).await;
     Ok(())
 }

@@ -12,7 +12,7 @@ use crate::topic_config::{
 };
 use runtime::Disk;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use storage::{LogError, PartitionLog};
@@ -28,6 +28,24 @@ pub struct TopicMetadata {
     pub topic_id: [u8; 16],
     pub partition_count: i32,
     pub configs: BTreeMap<String, String>,
+    /// Cluster mode: the partitions whose replicas include this broker, the only ones with a
+    /// local log. `None` (single node) hosts every partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted: Option<BTreeSet<i32>>,
+}
+
+impl TopicMetadata {
+    fn hosted_set(&self) -> BTreeSet<i32> {
+        self.hosted_indices().into_iter().collect()
+    }
+
+    /// The partitions with a local log, ascending.
+    pub fn hosted_indices(&self) -> Vec<i32> {
+        match &self.hosted {
+            None => (0..self.partition_count).collect(),
+            Some(hosted) => hosted.iter().copied().collect(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -75,7 +93,9 @@ pub enum TopicError {
 #[derive(Debug)]
 struct Topic {
     metadata: TopicMetadata,
-    partitions: Vec<Arc<Partition>>,
+    /// By partition index; every partition of the topic in single-node mode, the hosted ones in
+    /// cluster mode.
+    partitions: BTreeMap<i32, Arc<Partition>>,
 }
 
 #[derive(Debug)]
@@ -130,9 +150,11 @@ impl Topics {
             topics: BTreeMap::new(),
         };
         for metadata in file.topics {
-            let partitions = (0..metadata.partition_count)
-                .map(|index| topics.partition_open(&metadata, index, now_ms))
-                .collect::<Result<Vec<_>, _>>()?;
+            let partitions = metadata
+                .hosted_indices()
+                .into_iter()
+                .map(|index| Ok((index, topics.partition_open(&metadata, index, now_ms)?)))
+                .collect::<Result<BTreeMap<_, _>, TopicError>>()?;
             topics.topics.insert(
                 metadata.name.clone(),
                 Topic {
@@ -216,7 +238,7 @@ impl Topics {
             let known = self
                 .topics
                 .get(topic)
-                .is_some_and(|t| index < t.metadata.partition_count);
+                .is_some_and(|t| t.partitions.contains_key(&index));
             if !known {
                 tracing::warn!(dir = %entry.display(), "removing orphan partition directory");
                 self.disk
@@ -272,16 +294,32 @@ impl Topics {
         topic_id: [u8; 16],
         now_ms: i64,
     ) -> Result<TopicMetadata, TopicError> {
+        self.create_hosted(name, partition_count, configs, topic_id, None, now_ms)
+    }
+
+    /// `create`, hosting only the partitions in `hosted` (cluster mode; `None` hosts all).
+    pub fn create_hosted(
+        &mut self,
+        name: &str,
+        partition_count: i32,
+        configs: &BTreeMap<String, String>,
+        topic_id: [u8; 16],
+        hosted: Option<BTreeSet<i32>>,
+        now_ms: i64,
+    ) -> Result<TopicMetadata, TopicError> {
         let configs = self.create_check(name, partition_count, configs)?;
         let metadata = TopicMetadata {
             name: name.to_string(),
             topic_id,
             partition_count,
             configs,
+            hosted,
         };
-        let partitions = (0..partition_count)
-            .map(|index| self.partition_open(&metadata, index, now_ms))
-            .collect::<Result<Vec<_>, _>>()?;
+        let partitions = metadata
+            .hosted_indices()
+            .into_iter()
+            .map(|index| Ok((index, self.partition_open(&metadata, index, now_ms)?)))
+            .collect::<Result<BTreeMap<_, _>, TopicError>>()?;
         self.topics.insert(
             name.to_string(),
             Topic {
@@ -293,7 +331,7 @@ impl Topics {
             if let Some(topic) = self.topics.remove(name) {
                 topic
                     .partitions
-                    .iter()
+                    .values()
                     .for_each(|partition| partition.delete());
             }
             return Err(error);
@@ -317,7 +355,7 @@ impl Topics {
             self.topics.insert(name.to_string(), topic);
             return Err(error);
         }
-        for partition in &topic.partitions {
+        for partition in topic.partitions.values() {
             partition.delete();
             let dir = partition_dir(&self.data_dir, name, partition.index);
             if let Err(error) = self.disk.remove_dir_all(&dir) {
@@ -358,12 +396,52 @@ impl Topics {
         let mut metadata = topic.metadata.clone();
         metadata.partition_count = partition_count;
         let added = (current..partition_count)
-            .map(|index| self.partition_open(&metadata, index, now_ms))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|index| Ok((index, self.partition_open(&metadata, index, now_ms)?)))
+            .collect::<Result<Vec<_>, TopicError>>()?;
         let topic = self.topics.get_mut(name).expect("checked above");
         topic.metadata.partition_count = partition_count;
         topic.partitions.extend(added);
         self.metadata_persist()
+    }
+
+    /// Cluster mode: brings a topic's partition count and hosted set to the image's. Opens the
+    /// logs of newly hosted partitions first, then persists (a crash between leaves orphans the
+    /// next start removes, and the reconciler opens them again). Hosted partitions only grow:
+    /// there is no reassignment yet.
+    pub fn hosted_grow(
+        &mut self,
+        name: &str,
+        partition_count: i32,
+        hosted: BTreeSet<i32>,
+        now_ms: i64,
+    ) -> Result<(), TopicError> {
+        let Some(topic) = self.topics.get(name) else {
+            return Err(TopicError::Unknown {
+                name: name.to_string(),
+            });
+        };
+        let mut metadata = topic.metadata.clone();
+        metadata.partition_count = partition_count;
+        metadata.hosted = Some(hosted.clone());
+        let added = hosted
+            .iter()
+            .filter(|index| !topic.partitions.contains_key(index))
+            .map(|index| Ok((*index, self.partition_open(&metadata, *index, now_ms)?)))
+            .collect::<Result<Vec<_>, TopicError>>()?;
+        let topic = self.topics.get_mut(name).expect("checked above");
+        let previous = std::mem::replace(&mut topic.metadata, metadata);
+        topic.partitions.extend(added);
+        if let Err(error) = self.metadata_persist() {
+            let topic = self.topics.get_mut(name).expect("present");
+            for index in hosted.difference(&previous.hosted_set()) {
+                if let Some(partition) = topic.partitions.remove(index) {
+                    partition.delete();
+                }
+            }
+            topic.metadata = previous;
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// Validates a topic's new overrides without applying them (AlterConfigs `validate_only`,
@@ -403,7 +481,7 @@ impl Topics {
         }
         let topic = &self.topics[name];
         let config = log_config(&configs);
-        for partition in &topic.partitions {
+        for partition in topic.partitions.values() {
             partition.log().config_update(config.clone());
         }
         tracing::info!(topic = name, ?configs, "topic configs replaced");
@@ -426,18 +504,14 @@ impl Topics {
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        let topic = self.topics.get(topic)?;
-        usize::try_from(index)
-            .ok()
-            .and_then(|index| topic.partitions.get(index))
-            .cloned()
+        self.topics.get(topic)?.partitions.get(&index).cloned()
     }
 
     /// Every partition, for background work (retention, compaction, shutdown flush).
     pub fn partitions_all(&self) -> Vec<Arc<Partition>> {
         self.topics
             .values()
-            .flat_map(|topic| topic.partitions.iter().cloned())
+            .flat_map(|topic| topic.partitions.values().cloned())
             .collect()
     }
 }

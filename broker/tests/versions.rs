@@ -157,6 +157,25 @@ fn sample_requests(api_key: ApiKey, version: i16, member: &Member) -> Vec<Reques
                     .with_resource_name(StrBytes::from_static_str("1")),
             ]),
         )],
+        ApiKey::DescribeCluster => {
+            let request = DescribeClusterRequest::default();
+            let request = match version {
+                0 => request,
+                1 => request.with_endpoint_type(1),
+                _ => request
+                    .with_endpoint_type(1)
+                    .with_include_fenced_brokers(true),
+            };
+            // Controller endpoints are refused, with an error the version can carry.
+            let controllers = DescribeClusterRequest::default().with_endpoint_type(2);
+            match version {
+                0 => vec![RequestKind::DescribeCluster(request)],
+                _ => vec![
+                    RequestKind::DescribeCluster(request),
+                    RequestKind::DescribeCluster(controllers),
+                ],
+            }
+        }
         other => panic!("no sample request for {other:?}"),
     }
 }

@@ -74,3 +74,48 @@ def broker(tmp_path_factory):
     yield instance
     instance.stop()
     print(instance.log_path.read_text(errors="replace")[-4000:])
+
+
+class Cluster:
+    """`size` gregor processes on loopback forming one cluster (every node broker and
+    controller): node i is `nodes[i - 1]`, with its own Kafka port, controller port, data dir
+    and rack `r{i}`."""
+
+    def __init__(self, root: Path, size=3):
+        controller_ports = [free_port() for _ in range(size)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(controller_ports))
+        self.nodes = [
+            Broker(root / f"node{i + 1}" / "data",
+                   ["--node-id", str(i + 1), "--voters", voters, "--rack", f"r{i + 1}"])
+            for i in range(size)
+        ]
+        for node in self.nodes:
+            node.data_dir.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def node(self, node_id: int) -> Broker:
+        return self.nodes[node_id - 1]
+
+    def start(self):
+        for node in self.nodes:
+            node.start()
+
+    def stop(self):
+        for node in self.nodes:
+            node.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- node {i + 1}\n" + node.log_path.read_text(errors="replace")[-3000:]
+                         for i, node in enumerate(self.nodes))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    instance = Cluster(tmp_path_factory.mktemp("gregor-cluster"))
+    instance.start()
+    yield instance
+    instance.stop()
+    print(instance.logs())

@@ -43,7 +43,7 @@ fn resource_alter(
 }
 
 /// The requested set, refusing a key named twice or without a value.
-fn overrides_requested(
+pub fn overrides_requested(
     resource: &AlterConfigsResource,
 ) -> Result<BTreeMap<String, String>, Refusal> {
     let mut overrides = BTreeMap::new();

@@ -117,7 +117,7 @@ fn topic_create(
     }
 }
 
-fn configs_describe(overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+pub fn configs_describe(overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
     crate::topic_config::TOPIC_CONFIG_KEYS
         .iter()
         .map(|(key, _)| {

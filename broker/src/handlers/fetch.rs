@@ -29,7 +29,6 @@ use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
-use kafka_protocol::ResponseError;
 use runtime::sync::watch;
 use std::future::Future;
 use std::sync::Arc;
@@ -197,10 +196,10 @@ fn partition_read(
         .with_partition_index(fetch.partition)
         .with_preferred_read_replica((-1).into())
         .with_aborted_transactions(read_committed.then(Vec::new));
-    let Some(partition) = broker.topics().partition(topic.0.as_str(), fetch.partition) else {
-        return data
-            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-            .with_high_watermark(-1);
+    let access = crate::cluster_mode::Access::Read;
+    let partition = match broker.partition_serving(topic.0.as_str(), fetch.partition, access) {
+        Ok(partition) => partition,
+        Err(error) => return data.with_error_code(error.code()).with_high_watermark(-1),
     };
     let mut high_watermark = partition.high_watermark();
     let log = partition.log();

@@ -80,6 +80,17 @@ fn resource_alter(
     if resource.resource_type != RESOURCE_TOPIC {
         return Err(resource_refusal(resource.resource_type));
     }
+    let name = resource.resource_name.as_str();
+    topic_overrides_change(broker, name, validate_only, |current| {
+        overrides_changed(resource, current)
+    })
+}
+
+/// The overrides after `resource`'s operations on `current`; a key named twice is refused.
+pub fn overrides_changed(
+    resource: &AlterConfigsResource,
+    current: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, Refusal> {
     let mut keys = BTreeSet::new();
     if let Some(config) = resource
         .configs
@@ -90,14 +101,11 @@ fn resource_alter(
         let message = format!("config {key:?} is named twice; name each key once");
         return Err(Refusal::new(ResponseError::InvalidRequest, message));
     }
-    let name = resource.resource_name.as_str();
-    topic_overrides_change(broker, name, validate_only, |current| {
-        let mut overrides = current.clone();
-        for config in &resource.configs {
-            operation_apply(&mut overrides, config)?;
-        }
-        Ok(overrides)
-    })
+    let mut overrides = current.clone();
+    for config in &resource.configs {
+        operation_apply(&mut overrides, config)?;
+    }
+    Ok(overrides)
 }
 
 /// Applies one operation to the overrides. Values are validated afterwards, as a whole set.

@@ -56,11 +56,15 @@ fn partition_lookup(
     let response = ListOffsetsPartitionResponse::default()
         .with_partition_index(index)
         .with_leader_epoch(leader_epoch);
-    let Some(partition) = broker.topics().partition(topic, index) else {
-        return response
-            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-            .with_offset(-1)
-            .with_timestamp(-1);
+    let access = crate::cluster_mode::Access::Read;
+    let partition = match broker.partition_serving(topic, index, access) {
+        Ok(partition) => partition,
+        Err(error) => {
+            return response
+                .with_error_code(error.code())
+                .with_offset(-1)
+                .with_timestamp(-1)
+        }
     };
     let high_watermark = partition.high_watermark();
     let log = partition.log();

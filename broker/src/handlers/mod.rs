@@ -4,6 +4,7 @@
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
+pub mod admin_cluster;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod configs;
@@ -12,6 +13,7 @@ pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_transactions;
@@ -30,6 +32,7 @@ pub mod list_groups;
 pub mod list_offsets;
 pub mod list_transactions;
 pub mod metadata;
+pub mod metadata_cluster;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
@@ -85,8 +88,14 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
         RequestKind::ApiVersions(body) => {
             Reply::Now(Box::new(api_versions::handle(&body, version)))
         }
+        RequestKind::Metadata(body) if broker.cluster().is_some() => {
+            metadata_cluster::handle(broker, body, version)
+        }
         RequestKind::Metadata(body) => {
             Reply::Now(Box::new(metadata::handle(broker, body, version)))
+        }
+        RequestKind::DescribeCluster(body) => {
+            Reply::Now(Box::new(describe_cluster::handle(broker, body, version)))
         }
         RequestKind::Produce(body) => replied(
             broker,
@@ -100,6 +109,21 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
         ),
         RequestKind::ListOffsets(body) => {
             Reply::Now(Box::new(list_offsets::handle(broker, body, version)))
+        }
+        RequestKind::CreateTopics(body) if broker.cluster().is_some() => {
+            Reply::Later(admin_cluster::create_topics(broker, body, version))
+        }
+        RequestKind::DeleteTopics(body) if broker.cluster().is_some() => {
+            Reply::Later(admin_cluster::delete_topics(broker, body, version))
+        }
+        RequestKind::CreatePartitions(body) if broker.cluster().is_some() => {
+            Reply::Later(admin_cluster::create_partitions(broker, body))
+        }
+        RequestKind::AlterConfigs(body) if broker.cluster().is_some() => {
+            Reply::Later(admin_cluster::alter_configs(broker, body))
+        }
+        RequestKind::IncrementalAlterConfigs(body) if broker.cluster().is_some() => {
+            Reply::Later(admin_cluster::incremental_alter_configs(broker, body))
         }
         RequestKind::CreateTopics(body) => {
             Reply::Now(Box::new(create_topics::handle(broker, body, version)))

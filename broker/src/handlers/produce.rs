@@ -86,12 +86,19 @@ fn rejected(index: i32, error: ResponseError, message: &str) -> Appended {
 
 fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceData) -> Appended {
     let index = data.index;
-    let Some(partition) = broker.topics().partition(topic, index) else {
-        return rejected(
-            index,
-            ResponseError::UnknownTopicOrPartition,
-            "unknown topic or partition",
-        );
+    let access = crate::cluster_mode::Access::Produce;
+    let partition = match broker.partition_serving(topic, index, access) {
+        Ok(partition) => partition,
+        Err(ResponseError::NotEnoughReplicas) => {
+            let message = "the partition has more replicas than this broker, and replication \
+                           does not exist yet: a write only one replica holds is not acknowledged";
+            return rejected(index, ResponseError::NotEnoughReplicas, message);
+        }
+        Err(ResponseError::UnknownTopicOrPartition) => {
+            let error = ResponseError::UnknownTopicOrPartition;
+            return rejected(index, error, "unknown topic or partition");
+        }
+        Err(error) => return rejected(index, error, "this broker does not lead the partition"),
     };
     let Some(records) = data.records else {
         return rejected(index, ResponseError::InvalidRecord, "no records");

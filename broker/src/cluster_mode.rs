@@ -1,0 +1,364 @@
+//! The broker in cluster mode (`--voters`): the cluster node (`cluster::node`) decides topics,
+//! leaders and producer-id blocks through the Raft metadata log; this module is the broker's
+//! side of it.
+//!
+//! - `node_config`: the node's settings, from the broker's.
+//! - `reconcile`: makes the local logs match the image: every partition whose replicas include
+//!   this broker has a log, topics the image no longer has (or has under a new id) lose theirs.
+//!   It goes through `Topics`, whose ordering keeps it crash-safe (logs opened before the
+//!   metadata file names them, the file rewritten before logs are removed); a restart finds
+//!   the same image and converges again.
+//! - `partition_role`: what a Produce/Fetch/ListOffsets may do with a partition here.
+//!
+//! Internal topics (`__consumer_offsets`, `__transaction_state`) are not in the image: each
+//! node keeps its own, as in single-node mode (replicated internal topics are issue 13).
+
+use crate::broker::{Broker, NodeContext};
+use crate::config::BrokerConfig;
+use crate::topics::{is_internal, TopicError, Topics};
+use cluster::image::MetadataImage;
+use cluster::node::{BrokerEndpoint, ClusterConfig, ClusterTiming};
+use cluster::records::TopicId;
+use kafka_protocol::ResponseError;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The metadata log's directory inside the data dir.
+pub const METADATA_DIR: &str = "__cluster_metadata";
+
+/// The cluster node's settings for this broker. `config` was validated: it is in cluster mode.
+pub fn node_config(config: &BrokerConfig, context: &NodeContext) -> ClusterConfig {
+    let (host, port) = config.advertised();
+    ClusterConfig {
+        node_id: config.node_id,
+        voters: config.voters.clone(),
+        controller_listen: config.controller_address().unwrap_or_default(),
+        dir: config.data_dir.join(METADATA_DIR),
+        disk: context.disk.clone(),
+        clock: context.clock,
+        seed: context.seed,
+        broker: BrokerEndpoint {
+            host,
+            port: u16::try_from(port).unwrap_or(9092),
+        },
+        rack: config.rack.clone(),
+        timing: ClusterTiming::production(),
+        partitions_default: config.default_partitions,
+        // Kafka's default.replication.factor.
+        replication_factor_default: 1,
+        planted: None,
+        raft_planted: None,
+    }
+}
+
+/// The image's topic id as the bytes Kafka's protocol carries.
+pub fn topic_id_bytes(topic_id: TopicId) -> [u8; 16] {
+    topic_id.0.to_be_bytes()
+}
+
+/// Brings the local logs in line with `image`. Idempotent; stops at the first I/O error (the
+/// next image change, or the next call, tries again).
+pub fn reconcile(
+    topics: &mut Topics,
+    image: &MetadataImage,
+    node_id: i32,
+    now_ms: i64,
+) -> Result<(), TopicError> {
+    // Deleted topics, and names reused by a new topic: remove the old logs first.
+    let stale: Vec<String> = topics
+        .list()
+        .filter(|local| !is_internal(&local.name))
+        .filter(|local| {
+            image
+                .topic_by_name(&local.name)
+                .is_none_or(|topic| topic_id_bytes(topic.topic_id) != local.topic_id)
+        })
+        .map(|local| local.name.clone())
+        .collect();
+    for name in stale {
+        topics.delete(&name)?;
+    }
+    // Internal topics are each node's own; the controller never creates them, and a name that
+    // reached the image anyway must not take over the local topic.
+    for topic in image.topics().filter(|topic| !is_internal(topic.name)) {
+        let hosted: BTreeSet<i32> = topic
+            .partitions
+            .iter()
+            .zip(0..)
+            .filter(|(partition, _)| partition.replicas.contains(&node_id))
+            .map(|(_, index)| index)
+            .collect();
+        let count = i32::try_from(topic.partitions.len()).expect("partition count fits i32");
+        let configs = image
+            .topic(topic.topic_id)
+            .map(|topic| topic.configs.clone())
+            .unwrap_or_default();
+        let Some(local) = topics.get(topic.name) else {
+            if !hosted.is_empty() {
+                let id = topic_id_bytes(topic.topic_id);
+                topics.create_hosted(topic.name, count, &configs, id, Some(hosted), now_ms)?;
+            }
+            continue;
+        };
+        let grown = local.partition_count != count || local.hosted.as_ref() != Some(&hosted);
+        let reconfigured = local.configs != configs;
+        if grown {
+            topics.hosted_grow(topic.name, count, hosted, now_ms)?;
+        }
+        if reconfigured {
+            topics.configs_replace(topic.name, &configs)?;
+        }
+    }
+    Ok(())
+}
+
+/// What a data-plane request is about to do with a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Produce,
+    Read,
+}
+
+/// Whether this broker may serve `access` on `topic`'s partition `index`, by the image:
+/// only its leader may, and a produce only where the leader alone is every replica. With more
+/// replicas there is no replication yet (issue 13): acknowledging a write only one replica
+/// holds would break the promise of the topic's replication factor, so it is refused with
+/// NOT_ENOUGH_REPLICAS.
+pub fn partition_role(
+    image: &MetadataImage,
+    node_id: i32,
+    topic: &str,
+    index: i32,
+    access: Access,
+) -> Result<(), ResponseError> {
+    let Some(topic) = image.topic_by_name(topic) else {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    };
+    let Some(partition) = image.partition(topic.topic_id, index) else {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    };
+    match partition.leader() {
+        None => return Err(ResponseError::LeaderNotAvailable),
+        Some(leader) if leader != node_id => return Err(ResponseError::NotLeaderOrFollower),
+        Some(_) => {}
+    }
+    if access == Access::Produce && partition.replicas.len() > 1 {
+        return Err(ResponseError::NotEnoughReplicas);
+    }
+    Ok(())
+}
+
+/// Reconciles after every image change, for as long as the broker serves. A failed pass (an
+/// I/O error) is retried a second later even without a change.
+pub async fn reconcile_loop(broker: Arc<Broker>) {
+    let Some(cluster) = broker.cluster() else {
+        return;
+    };
+    let mut images = cluster.image_watch();
+    loop {
+        if let Err(error) = broker.reconcile() {
+            tracing::error!(%error, "cannot open or remove partition logs the image asks for");
+            runtime::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        if images.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Keeps a producer-id block from the controller in reserve, so InitProducerId rarely waits:
+/// checks every `PRODUCER_ID_REFILL_POLL` and asks when the reserve is empty.
+pub async fn producer_ids_refill(broker: Arc<Broker>) {
+    let Some(cluster) = broker.cluster().cloned() else {
+        return;
+    };
+    loop {
+        if !broker.producer_id_block_wanted() {
+            runtime::time::sleep(PRODUCER_ID_REFILL_POLL).await;
+            continue;
+        }
+        match cluster.allocate_producer_ids().await {
+            Ok(block) => broker.producer_id_block_add(block.first, block.size),
+            Err(error) => {
+                tracing::info!(%error, "no producer id block from the controller yet; retrying");
+                runtime::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// How often the refill task looks at the reserve. A block lasts 1,000 InitProducerIds.
+const PRODUCER_ID_REFILL_POLL: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cluster::records::{
+        IncarnationId, MetadataRecord, PartitionChange, PartitionRecord, RegisterBroker,
+    };
+    use runtime::Disk;
+    use std::path::Path;
+
+    const A: TopicId = TopicId(0xa);
+    const A_NEW: TopicId = TopicId(0xa2);
+    const B: TopicId = TopicId(0xb);
+
+    fn partition(topic_id: TopicId, partition: i32, replicas: &[i32]) -> MetadataRecord {
+        MetadataRecord::Partition(PartitionRecord {
+            topic_id,
+            partition,
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            leader: replicas[0],
+            leader_epoch: 0,
+            partition_epoch: 0,
+        })
+    }
+
+    /// Brokers 1-3 registered and unfenced; topic `a`: a-0 on [1], a-1 on [2], a-2 on
+    /// [1, 2, 3]; topic `b`: b-0 on [2].
+    fn image() -> MetadataImage {
+        let mut records: Vec<MetadataRecord> = (1..=3)
+            .map(|id| {
+                MetadataRecord::RegisterBroker(RegisterBroker {
+                    broker_id: id,
+                    incarnation_id: IncarnationId(id as u128),
+                    broker_epoch: i64::from(id),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + id as u16,
+                    rack: None,
+                })
+            })
+            .collect();
+        records.extend((1..=3).map(|id| MetadataRecord::UnfenceBroker {
+            broker_id: id,
+            broker_epoch: i64::from(id),
+        }));
+        records.extend([
+            MetadataRecord::Topic {
+                name: "a".into(),
+                topic_id: A,
+            },
+            partition(A, 0, &[1]),
+            partition(A, 1, &[2]),
+            partition(A, 2, &[1, 2, 3]),
+            MetadataRecord::Topic {
+                name: "b".into(),
+                topic_id: B,
+            },
+            partition(B, 0, &[2]),
+        ]);
+        let mut image = MetadataImage::new();
+        image.apply_batch(1, &records);
+        image
+    }
+
+    fn topics_open(disk: &Arc<runtime::MemDisk>) -> Topics {
+        let disk: Arc<dyn Disk> = disk.clone();
+        Topics::open(disk, "data".into(), 0, None).unwrap()
+    }
+
+    fn dirs(disk: &Arc<runtime::MemDisk>) -> Vec<String> {
+        let mut names: Vec<String> = disk
+            .list(Path::new("data"))
+            .unwrap()
+            .iter()
+            .filter(|path| disk.is_dir(path))
+            .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn only_the_leader_serves_and_writes_need_a_single_replica() {
+        let image = image();
+        let role = |node, topic, index, access| partition_role(&image, node, topic, index, access);
+        assert_eq!(role(1, "a", 0, Access::Produce), Ok(()));
+        assert_eq!(role(1, "a", 0, Access::Read), Ok(()));
+        let not_leader = Err(ResponseError::NotLeaderOrFollower);
+        assert_eq!(role(1, "a", 1, Access::Produce), not_leader);
+        assert_eq!(role(1, "a", 1, Access::Read), not_leader);
+        assert_eq!(role(1, "a", 2, Access::Read), Ok(()));
+        let refused = Err(ResponseError::NotEnoughReplicas);
+        assert_eq!(role(1, "a", 2, Access::Produce), refused);
+        let unknown = Err(ResponseError::UnknownTopicOrPartition);
+        assert_eq!(role(1, "a", 3, Access::Read), unknown);
+        assert_eq!(role(1, "a", -1, Access::Read), unknown);
+        assert_eq!(role(1, "c", 0, Access::Read), unknown);
+    }
+
+    #[test]
+    fn an_offline_partition_answers_leader_not_available() {
+        let mut image = image();
+        let offline = MetadataRecord::PartitionChange(PartitionChange {
+            topic_id: B,
+            partition: 0,
+            leader: Some(cluster::records::LEADER_NONE),
+            isr: None,
+        });
+        image.apply_batch(2, &[offline]);
+        let role = partition_role(&image, 2, "b", 0, Access::Read);
+        assert_eq!(role, Err(ResponseError::LeaderNotAvailable));
+    }
+
+    #[tokio::test]
+    async fn reconcile_hosts_exactly_the_assigned_partitions_and_survives_a_restart() {
+        let disk = runtime::MemDisk::new();
+        let mut topics = topics_open(&disk);
+        let image = image();
+        reconcile(&mut topics, &image, 1, 0).unwrap();
+        assert_eq!(dirs(&disk), ["a-0", "a-2"]);
+        assert!(topics.partition("a", 0).is_some());
+        assert!(topics.partition("a", 1).is_none());
+        assert!(topics.get("b").is_none(), "node 1 hosts nothing of b");
+        reconcile(&mut topics, &image, 1, 0).unwrap();
+        assert_eq!(dirs(&disk), ["a-0", "a-2"], "idempotent");
+        // A restart recovers the hosted set from the metadata file, removing nothing.
+        drop(topics);
+        let mut topics = topics_open(&disk);
+        assert_eq!(dirs(&disk), ["a-0", "a-2"]);
+        assert_eq!(topics.get("a").unwrap().hosted_indices(), [0, 2]);
+        // CreatePartitions and a config change.
+        let mut image = image;
+        let retention = MetadataRecord::Config {
+            topic_id: A,
+            key: "retention.ms".into(),
+            value: Some("60000".into()),
+        };
+        image.apply_batch(
+            2,
+            &[partition(A, 3, &[2]), partition(A, 4, &[1]), retention],
+        );
+        reconcile(&mut topics, &image, 1, 0).unwrap();
+        assert_eq!(dirs(&disk), ["a-0", "a-2", "a-4"]);
+        let local = topics.get("a").unwrap();
+        assert_eq!(local.partition_count, 5);
+        assert_eq!(
+            local.configs.get("retention.ms").map(String::as_str),
+            Some("60000")
+        );
+        // The name reused by a new topic: the old logs go, the new topic's come.
+        image.apply_batch(3, &[MetadataRecord::RemoveTopic { topic_id: A }]);
+        image.apply_batch(
+            4,
+            &[
+                MetadataRecord::Topic {
+                    name: "a".into(),
+                    topic_id: A_NEW,
+                },
+                partition(A_NEW, 0, &[2]),
+                partition(A_NEW, 1, &[1]),
+            ],
+        );
+        reconcile(&mut topics, &image, 1, 0).unwrap();
+        assert_eq!(dirs(&disk), ["a-1"]);
+        assert_eq!(topics.get("a").unwrap().topic_id, topic_id_bytes(A_NEW));
+        image.apply_batch(5, &[MetadataRecord::RemoveTopic { topic_id: A_NEW }]);
+        reconcile(&mut topics, &image, 1, 0).unwrap();
+        assert!(dirs(&disk).is_empty());
+        assert!(topics.get("a").is_none());
+    }
+}
