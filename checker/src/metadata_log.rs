@@ -6,9 +6,11 @@
 //! Rules (each an [`MetadataAnomaly`] kind):
 //! - `two-leaders`: at most one leader per term, over every (term, leader) any node observed.
 //! - `log-diverged`: every applied entry is committed, so all nodes' applied sequences are
-//!   prefixes of one sequence: one index, one digest, whoever applied it, whenever.
-//! - `apply-out-of-order`: within one incarnation of a node, applied indices go up by exactly one,
-//!   except right after a snapshot restore, which sets the next index to its own plus one.
+//!   prefixes of one sequence, and the image is a function of the prefix: one applied index, one
+//!   image digest, whoever applied it, whenever. (Images are observed, not every entry: a watch
+//!   coalesces, so an observation may skip indices.)
+//! - `apply-out-of-order`: within one incarnation of a node, the applied index never goes back
+//!   (the same index may be observed twice).
 //! - `committed-lost`: after heal, every live node has applied at least every index any node ever
 //!   applied (and `final-images-differ` if two live nodes at the same index disagree).
 //! - `acked-missing` / `acked-undone`: an acknowledged CreateTopics, DeleteTopics or
@@ -52,14 +54,10 @@ pub enum MetaEventKind {
         term: u64,
         leader: Option<NodeId>,
     },
-    /// The node applied the committed entry at `index`, whose bytes hash to `digest`.
+    /// The node's image has applied up to `index` and hashes to `digest`.
     Applied {
         index: u64,
         digest: u64,
-    },
-    /// The node installed a snapshot of `index`; its next applied entry is `index + 1`.
-    SnapshotRestored {
-        index: u64,
     },
     /// The node (re)started: a new incarnation, which replays from its snapshot or the start.
     Started,
@@ -144,7 +142,7 @@ pub enum MetadataAnomaly {
     },
     ApplyOutOfOrder {
         node: NodeId,
-        expected: u64,
+        before: u64,
         index: u64,
         event: usize,
     },
@@ -222,13 +220,10 @@ impl fmt::Display for MetadataAnomaly {
             ),
             MetadataAnomaly::ApplyOutOfOrder {
                 node,
-                expected,
+                before,
                 index,
                 event,
-            } => write!(
-                f,
-                "node {node} applied {index}, expected {expected} (event {event})"
-            ),
+            } => write!(f, "node {node} back at {index} after {before} (event {event})"),
             MetadataAnomaly::CommittedLost {
                 node,
                 applied,
@@ -319,16 +314,13 @@ fn check_leaders(anomalies: &mut Vec<MetadataAnomaly>, history: &MetadataHistory
 fn check_log(anomalies: &mut Vec<MetadataAnomaly>, history: &MetadataHistory) -> u64 {
     // index -> digest -> first event.
     let mut by_index: BTreeMap<u64, BTreeMap<u64, usize>> = BTreeMap::new();
-    // node -> next index expected in this incarnation (None: unknown, after a start).
-    let mut next: BTreeMap<NodeId, Option<u64>> = BTreeMap::new();
+    // node -> the last index it showed in this incarnation.
+    let mut last: BTreeMap<NodeId, u64> = BTreeMap::new();
     let mut committed = 0;
     for (i, event) in history.events.iter().enumerate() {
         match event.kind {
             MetaEventKind::Started => {
-                next.insert(event.node, None);
-            }
-            MetaEventKind::SnapshotRestored { index } => {
-                next.insert(event.node, Some(index + 1));
+                last.remove(&event.node);
             }
             MetaEventKind::Applied { index, digest } => {
                 by_index
@@ -337,19 +329,17 @@ fn check_log(anomalies: &mut Vec<MetadataAnomaly>, history: &MetadataHistory) ->
                     .entry(digest)
                     .or_insert(i);
                 committed = committed.max(index);
-                let expected = next.get(&event.node).copied().flatten();
-                // A fresh incarnation without a snapshot replays from its first entry; raft-rs
-                // starts a log at index 1, so anything above 1 needs a snapshot first.
-                let expected = expected.unwrap_or(1);
-                if index != expected {
-                    anomalies.push(MetadataAnomaly::ApplyOutOfOrder {
-                        node: event.node,
-                        expected,
-                        index,
-                        event: i,
-                    });
+                if let Some(&before) = last.get(&event.node) {
+                    if index < before {
+                        anomalies.push(MetadataAnomaly::ApplyOutOfOrder {
+                            node: event.node,
+                            before,
+                            index,
+                            event: i,
+                        });
+                    }
                 }
-                next.insert(event.node, Some(index + 1));
+                last.insert(event.node, index);
             }
             _ => {}
         }
