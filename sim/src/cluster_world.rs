@@ -528,8 +528,27 @@ enum Fault {
     OneWay,
 }
 
-/// The node that last showed itself leading, if it still runs.
-fn leader_now(shared: &Mutex<Nodes>) -> Option<i32> {
+/// Notes how long after the leader of `term` crashed a leader of a later term is known (the
+/// election-time figure): `election after leader crash: N ms`.
+async fn election_time(shared: Arc<Mutex<Nodes>>, recorder: Recorder, term: u64) {
+    let start = recorder.elapsed();
+    while recorder.elapsed() < start + Duration::from_secs(30) {
+        if let Some((_, now)) = leader_now(&shared) {
+            if now > term {
+                let took = recorder.elapsed() - start;
+                recorder.note(&format!(
+                    "election after leader crash: {} ms",
+                    took.as_millis()
+                ));
+                return;
+            }
+        }
+        runtime::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The running node that shows itself leading in the highest term, with that term.
+fn leader_now(shared: &Mutex<Nodes>) -> Option<(i32, u64)> {
     let nodes = lock(shared);
     nodes
         .handles
@@ -538,7 +557,7 @@ fn leader_now(shared: &Mutex<Nodes>) -> Option<i32> {
         .map(|(_, handle)| handle.status())
         .filter(|status| status.role == Role::Leader)
         .max_by_key(|status| status.term)
-        .map(|status| status.node_id)
+        .map(|status| (status.node_id, status.term))
 }
 
 async fn nemesis_run(
@@ -584,16 +603,19 @@ async fn nemesis_run(
         }
         let aim_leader = rng.gen_bool(policy.leader_aim_rate);
         let random = rng.gen_range(0..nodes.len());
-        let target = match (aim_leader, leader_now(&shared)) {
-            (true, Some(leader)) => (leader - 1) as usize,
-            _ => random,
+        let leader = leader_now(&shared);
+        let (target, aimed) = match (aim_leader, leader) {
+            (true, Some((leader, _))) => ((leader - 1) as usize, " (leader)"),
+            _ => (random, ""),
         };
         let node = &nodes[target];
         let duration = Duration::from_millis(rng.gen_range(10..4_000));
-        let aimed = if aim_leader { " (leader)" } else { "" };
         match fault {
             Fault::Crash => {
                 let kind = CrashKind::ALL[rng.gen_range(0..CrashKind::ALL.len())];
+                if let (false, Some((_, term))) = (aimed.is_empty(), leader) {
+                    runtime::spawn(election_time(shared.clone(), recorder.clone(), term));
+                }
                 crate::nemesis::crash(
                     &handle, &recorder, node, kind, duration, "nemesis", &mut rng,
                 )

@@ -152,6 +152,32 @@ impl RunResult {
             self.options,
             crate::sites::render(&self.sites),
             self.faults_line(),
+        ) + &self.metadata_line()
+    }
+
+    /// The cluster world's tally (empty for other workloads): its events, admin operations
+    /// acknowledged, and the final applied index.
+    fn metadata_line(&self) -> String {
+        use checker::metadata_log::MetaEventKind;
+        if self.metadata.events.is_empty() && self.metadata.finals.is_empty() {
+            return String::new();
+        }
+        let count = |pick: fn(&MetaEventKind) -> bool| {
+            self.metadata
+                .events
+                .iter()
+                .filter(|event| pick(&event.kind))
+                .count()
+        };
+        let applied = self.metadata.finals.values().map(|node| node.applied).max();
+        format!(
+            "\nmetadata: {} events, admin ops invoked={} ok={} fail={} info={}, final applied {:?}",
+            self.metadata.events.len(),
+            count(|kind| matches!(kind, MetaEventKind::Invoke { .. })),
+            count(|kind| matches!(kind, MetaEventKind::Ok { .. })),
+            count(|kind| matches!(kind, MetaEventKind::Fail { .. })),
+            count(|kind| matches!(kind, MetaEventKind::Info { .. })),
+            applied,
         )
     }
 
