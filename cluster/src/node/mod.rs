@@ -15,14 +15,35 @@
 //! - admin calls forwarded to the controller leader wherever it is, retried across leader
 //!   changes, answered once their records are applied here too (`client`).
 
+mod client;
+mod driver;
+mod lifecycle;
+mod listener;
+mod machine;
+pub mod rpc;
+#[cfg(all(test, not(madsim)))]
+mod tests;
+
+use crate::controller::errors::UNKNOWN_SERVER_ERROR;
+use crate::controller::ControllerConfig;
 use crate::controller::{
     ApiError, ConfigAlter, PartitionsCreate, ProducerIdBlock, TopicCreate, TopicCreated,
 };
 use crate::image::{MetadataImage, MetadataOffset};
 use crate::planted::PlantedBug;
+use crate::raft::transport::{Transport, INBOUND_QUEUE_MAX};
+use crate::raft::{NodeConfig, RaftNode};
 use crate::raft::{RaftBug, Role};
-use crate::records::{BrokerId, TopicId};
-use runtime::sync::watch;
+use crate::records::{BrokerId, IncarnationId, TopicId};
+use client::Forwarder;
+use driver::{Driver, DriverParts};
+use lifecycle::Lifecycle;
+use machine::ImageMachine;
+use rand::{Rng, SeedableRng};
+use rpc::{Answer, Request, WireError};
+use runtime::net::TcpListener;
+use runtime::rng::ChaCha8Rng;
+use runtime::sync::{mpsc, watch};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -156,7 +177,8 @@ pub struct ClusterStatus {
     pub controller_active: bool,
     pub term: u64,
     pub commit: u64,
-    /// The offset of the published image (the last applied index).
+    /// Raft's applied index: every entry up to it is in the published image, whose own
+    /// `offset()` may be a few (empty, leader-election) entries behind.
     pub applied: MetadataOffset,
     /// This broker's epoch once registered (None before, and while re-registering).
     pub broker_epoch: Option<i64>,
@@ -169,14 +191,180 @@ pub struct ClusterStatus {
 /// How a caller starts a node.
 pub struct ClusterNode;
 
+/// The node's rng streams, drawn from `ClusterConfig::seed` (independent by construction).
+const RNG_STREAM_RAFT: u64 = 1;
+const RNG_STREAM_CONTROLLER: u64 = 2;
+const RNG_STREAM_INCARNATION: u64 = 3;
+
+fn rng_stream(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
 impl ClusterNode {
     /// Binds the controller listener, opens (or bootstraps) the metadata log in `config.dir`,
-    /// and starts the node's tasks: Raft, the controller driver, the RPC server and the broker
-    /// lifecycle (registration then heartbeats). Returns at once; watch `status_watch` for
-    /// `!fenced`.
+    /// and starts the node's tasks: Raft and the controller driver, the listener, and the
+    /// broker lifecycle (registration, then heartbeats). Returns at once; watch
+    /// `status_watch` for `!fenced`.
     pub async fn start(config: ClusterConfig) -> Result<ClusterHandle, ClusterError> {
-        let _ = config;
-        Err(ClusterError::Stopped)
+        config_check(&config)?;
+        let listener = TcpListener::bind(config.controller_listen.as_str()).await?;
+        let voters: Vec<u64> = config.voters.keys().map(|id| *id as u64).collect();
+        let mut node_config = NodeConfig::new(config.node_id as u64, voters);
+        node_config.election_ticks = config.timing.election_ticks;
+        node_config.heartbeat_ticks = config.timing.heartbeat_ticks;
+        node_config.planted = config.raft_planted;
+        let raft_rng = rng_stream(config.seed, RNG_STREAM_RAFT);
+        let node = RaftNode::open(
+            node_config,
+            config.disk.clone(),
+            &config.dir,
+            ImageMachine::default(),
+            raft_rng,
+        )?;
+        let incarnation_id =
+            IncarnationId(rng_stream(config.seed, RNG_STREAM_INCARNATION).gen::<u128>());
+
+        let (image_sender, image) = watch::channel(Arc::new(MetadataImage::new()));
+        let (status_sender, status) = watch::channel(ClusterStatus {
+            node_id: config.node_id,
+            role: Role::Follower,
+            controller_leader: None,
+            controller_active: false,
+            term: 0,
+            commit: 0,
+            applied: 0,
+            broker_epoch: None,
+            fenced: true,
+            shutting_down: false,
+        });
+        let status_sender = Arc::new(status_sender);
+        let (stop_sender, stop) = watch::channel(false);
+        let (inbound_sender, inbound) = mpsc::channel(INBOUND_QUEUE_MAX);
+        let (call_sender, calls) = mpsc::channel(driver::CALL_QUEUE_MAX);
+        let peers = config
+            .voters
+            .iter()
+            .filter(|(id, _)| **id != config.node_id)
+            .map(|(id, address)| (*id as u64, address.clone()))
+            .collect();
+        let driver = Driver::new(
+            node,
+            DriverParts {
+                transport: Transport::start(&peers),
+                controller_config: ControllerConfig {
+                    session_timeout_ms: duration_ms(config.timing.broker_session_timeout),
+                    partitions_default: config.partitions_default,
+                    replication_factor_default: config.replication_factor_default,
+                },
+                planted: config.planted,
+                clock: config.clock,
+                rng: rng_stream(config.seed, RNG_STREAM_CONTROLLER),
+                image: image_sender,
+                status: status_sender.clone(),
+            },
+        );
+        let forwarder = Arc::new(Forwarder::new(
+            config.node_id,
+            config.voters.clone(),
+            call_sender.clone(),
+            status.clone(),
+            config.timing.request_timeout,
+            config.clock,
+        ));
+        let (shutdown_sender, shutdown) = watch::channel(false);
+        let lifecycle = Lifecycle {
+            broker_id: config.node_id,
+            incarnation_id,
+            endpoint: config.broker.clone(),
+            rack: config.rack.clone(),
+            interval: config.timing.broker_heartbeat,
+            forwarder: forwarder.clone(),
+            status: status_sender.clone(),
+            shutdown,
+        };
+        let tasks = vec![
+            runtime::spawn(driver.run(config.timing.tick, inbound, calls)),
+            runtime::spawn(listener::listen(
+                listener,
+                inbound_sender,
+                call_sender,
+                stop,
+            )),
+            runtime::spawn(lifecycle.run()),
+        ];
+        debug_assert_eq!(tasks.len(), LIFECYCLE_TASK + 1);
+        tracing::info!(
+            "cluster node {} started: controller listener {}, voters {:?}",
+            config.node_id,
+            config.controller_listen,
+            config.voters
+        );
+        Ok(ClusterHandle {
+            inner: Arc::new(Inner {
+                tasks,
+                stop: stop_sender,
+                shutdown: shutdown_sender,
+                status_sender,
+            }),
+            forwarder,
+            image,
+            status,
+            request_timeout: config.timing.request_timeout,
+        })
+    }
+}
+
+fn config_check(config: &ClusterConfig) -> Result<(), ClusterError> {
+    let invalid = |message: String| {
+        ClusterError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            message,
+        ))
+    };
+    if let Some(id) = config.voters.keys().find(|id| **id < 1) {
+        return Err(invalid(format!("voter id {id}: node ids start at 1")));
+    }
+    if !config.voters.contains_key(&config.node_id) {
+        let message = format!(
+            "node {} is not one of the voters {:?}",
+            config.node_id, config.voters
+        );
+        return Err(invalid(message));
+    }
+    Ok(())
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Where the lifecycle task is in `Inner::tasks` (`shutdown` waits for it).
+const LIFECYCLE_TASK: usize = 2;
+
+/// The node's tasks: stopped when the last handle goes, or on `kill`.
+struct Inner {
+    tasks: Vec<runtime::JoinHandle<()>>,
+    /// Tells the listener's connection tasks to end.
+    stop: watch::Sender<bool>,
+    /// Asks the lifecycle for controlled shutdown.
+    shutdown: watch::Sender<bool>,
+    status_sender: Arc<watch::Sender<ClusterStatus>>,
+}
+
+impl Inner {
+    fn stop(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -184,9 +372,11 @@ impl ClusterNode {
 /// dropped, on `kill`, or at the end of `shutdown`.
 #[derive(Clone)]
 pub struct ClusterHandle {
-    inner: Arc<()>,
+    inner: Arc<Inner>,
+    forwarder: Arc<Forwarder>,
     image: watch::Receiver<Arc<MetadataImage>>,
     status: watch::Receiver<ClusterStatus>,
+    request_timeout: Duration,
 }
 
 impl ClusterHandle {
@@ -195,7 +385,7 @@ impl ClusterHandle {
         self.image.borrow().clone()
     }
 
-    /// Changes whenever a Raft ready applied entries (or installed a snapshot).
+    /// Changes whenever a Raft ready applied records (or installed a snapshot).
     pub fn image_watch(&self) -> watch::Receiver<Arc<MetadataImage>> {
         self.image.clone()
     }
@@ -216,8 +406,14 @@ impl ClusterHandle {
         topics: Vec<TopicCreate>,
         validate_only: bool,
     ) -> Result<TopicResults<TopicCreated>, ClusterError> {
-        let _ = (&self.inner, topics, validate_only);
-        Err(ClusterError::Stopped)
+        let request = Request::CreateTopics {
+            topics: topics.into_iter().map(Into::into).collect(),
+            validate_only,
+        };
+        match self.forwarder.call_applied(&request).await? {
+            Answer::TopicsCreated(results) => Ok(results_from(results)),
+            other => Err(answer_unexpected(other)),
+        }
     }
 
     /// DeleteTopics by name; each deleted topic's id.
@@ -225,8 +421,14 @@ impl ClusterHandle {
         &self,
         names: Vec<String>,
     ) -> Result<TopicResults<TopicId>, ClusterError> {
-        let _ = names;
-        Err(ClusterError::Stopped)
+        match self
+            .forwarder
+            .call_applied(&Request::DeleteTopics { names })
+            .await?
+        {
+            Answer::TopicsDeleted(results) => Ok(results_from(results)),
+            other => Err(answer_unexpected(other)),
+        }
     }
 
     /// CreatePartitions: each topic's new total count.
@@ -235,8 +437,14 @@ impl ClusterHandle {
         requests: Vec<PartitionsCreate>,
         validate_only: bool,
     ) -> Result<TopicResults<()>, ClusterError> {
-        let _ = (requests, validate_only);
-        Err(ClusterError::Stopped)
+        let request = Request::CreatePartitions {
+            requests: requests.into_iter().map(Into::into).collect(),
+            validate_only,
+        };
+        match self.forwarder.call_applied(&request).await? {
+            Answer::PartitionsCreated(results) => Ok(results_from(results)),
+            other => Err(answer_unexpected(other)),
+        }
     }
 
     /// Topic config changes (IncrementalAlterConfigs' SET/DELETE; AlterConfigs as a diff).
@@ -245,22 +453,66 @@ impl ClusterHandle {
         alters: Vec<ConfigAlter>,
         validate_only: bool,
     ) -> Result<TopicResults<()>, ClusterError> {
-        let _ = (alters, validate_only);
-        Err(ClusterError::Stopped)
+        let request = Request::AlterConfigs {
+            alters: alters.into_iter().map(Into::into).collect(),
+            validate_only,
+        };
+        match self.forwarder.call_applied(&request).await? {
+            Answer::ConfigsAltered(results) => Ok(results_from(results)),
+            other => Err(answer_unexpected(other)),
+        }
     }
 
     /// A block of producer ids for this broker (KIP-730), unique across the cluster.
     pub async fn allocate_producer_ids(&self) -> Result<ProducerIdBlock, ClusterError> {
-        Err(ClusterError::Stopped)
+        let status = self.status();
+        let broker_epoch = status.broker_epoch.ok_or(ClusterError::NotRegistered)?;
+        let request = Request::AllocateProducerIds {
+            broker_id: status.node_id,
+            broker_epoch,
+        };
+        match self.forwarder.call_applied(&request).await? {
+            Answer::ProducerIds(Ok((first, size))) => Ok(ProducerIdBlock { first, size }),
+            Answer::ProducerIds(Err(error)) => Err(ClusterError::Refused(error.into())),
+            other => Err(answer_unexpected(other)),
+        }
     }
 
     /// Controlled shutdown: the broker asks the controller to move its partition leadership
     /// away (heartbeats with `want_shutdown` until told it may stop, bounded by
-    /// `request_timeout`), then every task stops.
-    pub async fn shutdown(self) {}
+    /// `request_timeout`), then every task stops. Raft leadership is not handed over: the
+    /// other voters elect a new leader once this node's heartbeats stop (an election timeout).
+    pub async fn shutdown(self) {
+        self.inner
+            .status_sender
+            .send_modify(|status| status.shutting_down = true);
+        let _ = self.inner.shutdown.send(true);
+        let lifecycle = &self.inner.tasks[LIFECYCLE_TASK];
+        let finished = async {
+            while !lifecycle.is_finished() {
+                runtime::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = runtime::time::timeout(self.request_timeout, finished).await;
+        self.inner.stop();
+    }
 
     /// Stops every task at once, as a crash would (tests; no controlled shutdown).
-    pub fn kill(&self) {}
+    pub fn kill(&self) {
+        self.inner.stop();
+    }
+}
+
+fn results_from<W, T: From<W>>(results: Vec<(String, Result<W, WireError>)>) -> TopicResults<T> {
+    results
+        .into_iter()
+        .map(|(name, result)| (name, result.map(T::from).map_err(ApiError::from)))
+        .collect()
+}
+
+fn answer_unexpected(answer: Answer) -> ClusterError {
+    let message = format!("the controller answered with {answer:?}");
+    ClusterError::Refused(ApiError::new(UNKNOWN_SERVER_ERROR, message))
 }
 
 impl std::fmt::Debug for ClusterHandle {
