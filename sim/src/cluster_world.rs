@@ -102,8 +102,8 @@ enum AdminCall {
 }
 
 enum AdminReply {
-    /// Answered: per-item success, and the node's image right after.
-    Done(Vec<bool>, BTreeMap<String, TopicShape>, u64),
+    /// Answered: per-item error code (0: done), and the node's image right after.
+    Done(Vec<i16>, BTreeMap<String, TopicShape>, u64),
     /// Refused as a whole: nothing happened.
     Refused,
     /// Timed out or the node stopped: it may have happened.
@@ -180,6 +180,18 @@ pub async fn simulate(
         }
     }
     crate::nemesis::heal(&nodes, recorder).await;
+    // A node whose disk failed it (a read error, ENOSPC, a failed fsync) stops its metadata
+    // log rather than trust it; an operator restarts it after the alert, as `heal` does for a
+    // broker's failed fsync.
+    let mut heal_rng = stream_rng(options.seed, Stream::Nemesis, 1);
+    for node in &nodes {
+        if node.disk.faults_injected().iter().sum::<u64>() > 0 && !node.disk.is_down() {
+            let handle = Handle::current();
+            let down = Duration::from_millis(100);
+            let kind = CrashKind::Process;
+            crate::nemesis::crash(&handle, recorder, node, kind, down, "heal", &mut heal_rng).await;
+        }
+    }
     for admin in admins {
         let _ = admin.await;
     }
@@ -383,8 +395,12 @@ fn image_topics(image: &MetadataImage) -> BTreeMap<String, TopicShape> {
 }
 
 async fn admin_serve(handle: ClusterHandle, request: AdminRequest) {
-    fn done<T>(results: Vec<(String, Result<T, cluster::controller::ApiError>)>) -> Vec<bool> {
-        results.iter().map(|(_, result)| result.is_ok()).collect()
+    fn done<T>(results: Vec<(String, Result<T, cluster::controller::ApiError>)>) -> Vec<i16> {
+        let code = |result: &Result<T, cluster::controller::ApiError>| match result {
+            Ok(_) => 0,
+            Err(error) => error.code,
+        };
+        results.iter().map(|(_, result)| code(result)).collect()
     }
     let answer = match request.call {
         AdminCall::Create(topics) => handle.create_topics(topics, false).await.map(done),
@@ -479,7 +495,20 @@ async fn admin_run(
         }
         let deadline = timing().request_timeout + Duration::from_secs(5);
         match runtime::time::timeout(deadline, answer).await {
-            Ok(Ok(AdminReply::Done(done, topics, applied))) => {
+            Ok(Ok(AdminReply::Done(codes, _, applied)))
+                if codes.iter().any(|&code| ambiguous(&admin, code)) =>
+            {
+                // The node retries across leader changes: a retry of a call whose first try
+                // committed meets its own effect (the topic already there, or already gone).
+                // A Kafka client retrying meets the same; the outcome is unknown.
+                log.recorder.count("admin-retry-ambiguous");
+                log.recorder.note(&format!(
+                    "admin {op} node-{node_id} {admin:?}: {codes:?} at {applied} (ambiguous)"
+                ));
+                log.push(node_id, MetaEventKind::Info { op });
+            }
+            Ok(Ok(AdminReply::Done(codes, topics, applied))) => {
+                let done: Vec<bool> = codes.iter().map(|&code| code == 0).collect();
                 {
                     let mut known = lock(&known);
                     let items: Vec<(String, u32)> = match &admin {
@@ -502,17 +531,43 @@ async fn admin_run(
                         }
                     }
                 }
+                log.recorder.note(&format!(
+                    "admin {op} node-{node_id} {admin:?}: ok {done:?} at {applied}"
+                ));
                 log.push(node_id, MetaEventKind::Ok { op, done });
                 log.push(node_id, MetaEventKind::Image { applied, topics });
             }
-            Ok(Ok(AdminReply::Refused)) => log.push(node_id, MetaEventKind::Fail { op }),
+            Ok(Ok(AdminReply::Refused)) => {
+                log.recorder
+                    .note(&format!("admin {op} node-{node_id} {admin:?}: refused"));
+                log.push(node_id, MetaEventKind::Fail { op });
+            }
             Ok(Ok(AdminReply::Unknown(reason))) => {
-                tracing::debug!(op, %reason, "admin call indeterminate");
+                log.recorder
+                    .note(&format!("admin {op} node-{node_id} {admin:?}: {reason}"));
                 log.push(node_id, MetaEventKind::Info { op });
             }
             // The node died with the call in flight, or never answered.
-            Ok(Err(_)) | Err(_) => log.push(node_id, MetaEventKind::Info { op }),
+            Ok(Err(_)) | Err(_) => {
+                log.recorder
+                    .note(&format!("admin {op} node-{node_id} {admin:?}: no answer"));
+                log.push(node_id, MetaEventKind::Info { op });
+            }
         }
+    }
+}
+
+/// Kafka's UNKNOWN_TOPIC_OR_PARTITION, TOPIC_ALREADY_EXISTS, INVALID_PARTITIONS.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+const INVALID_PARTITIONS: i16 = 37;
+
+/// Whether an item's refusal may be a retry meeting the call's own first, committed, try.
+fn ambiguous(admin: &AdminOp, code: i16) -> bool {
+    match admin {
+        AdminOp::CreateTopics(_) => code == TOPIC_ALREADY_EXISTS,
+        AdminOp::DeleteTopics(_) => code == UNKNOWN_TOPIC_OR_PARTITION,
+        AdminOp::CreatePartitions(_) => code == INVALID_PARTITIONS,
     }
 }
 
