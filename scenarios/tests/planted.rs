@@ -15,7 +15,12 @@ const SEEDS_MAX: u64 = 200;
 /// moved the worlds, and in none after: the crash must fall after the markers' fsync and
 /// before the decision's, which run concurrently. An aimed stretch of the decision's fsync
 /// would widen that window; the coordinator's unit and property tests catch it today.
-const ESCAPES_KNOWN: &[&str] = &["markers-before-durable-decision"];
+/// snapshot-without-index (a restart restores the snapshot but re-applies the log tail below
+/// it) escaped 200 cluster-metadata seeds: a run commits a few hundred entries, too few for the
+/// node to take a snapshot and compact, so there is no tail below a snapshot to re-apply. A
+/// world with a small snapshot threshold (a `ClusterTiming`/config knob the node does not offer
+/// yet) would reach it; the Raft glue's crash harness catches it today.
+const ESCAPES_KNOWN: &[&str] = &["markers-before-durable-decision", "snapshot-without-index"];
 
 #[test]
 fn every_planted_bug_is_caught() {
