@@ -11,11 +11,14 @@
 //! - `operations`: pairs invocations with completions; flags malformed histories.
 //! - `index`: per-partition log (offset -> values), writers and reads, built once.
 //! - `checks/`: one module per family of anomalies, each documenting its exact rule.
+//! - `metadata_log`: the cluster control plane's checker, with its own history (Raft leaders,
+//!   applied entries, admin operations, final images).
 //! - `report`, `render`: anomalies, stats, text and JSON output.
 
 mod checks;
 pub mod history;
 mod index;
+pub mod metadata_log;
 mod operations;
 mod render;
 mod report;

@@ -61,6 +61,15 @@ pub const SCENARIOS: &[Scenario] = &[
         faults: FaultMix { swarm: true, crash: true, pause: true, clock_skew: true, disk: true, ..FaultMix::NONE },
         workload: Workload::Transactions,
     },
+    Scenario {
+        name: "cluster-metadata",
+        description: "3 or 5 cluster nodes (Raft voters, controllers, brokers) taking admin \
+                      operations at random nodes while they crash in every way, pause, lose \
+                      their leader to isolation, split majority/minority, lose one-way links, \
+                      skew clocks and meet disk faults on a minority; the metadata-log checker",
+        faults: FaultMix { swarm: true, crash: true, pause: true, network_partition: true, clock_skew: true, disk: true, network_delay: false },
+        workload: Workload::ClusterMetadata,
+    },
 ];
 
 pub fn scenario_find(name: &str) -> Option<&'static Scenario> {

@@ -3,12 +3,20 @@
 //! the same seeds must pass with no bug switched on.
 
 use broker::planted::Bug;
+use sim::cluster_world::ClusterBug;
+use sim::world::Planted;
 use std::fmt;
 
 /// The scenario that can show `bug`: storage and produce bugs need crashes, the group bug a
 /// group whose members stall, the retention and compaction bugs a topic that deletes or
 /// compacts.
-pub fn planted_scenario(bug: Bug) -> &'static str {
+pub fn planted_scenario(planted: Planted) -> &'static str {
+    let bug = match planted {
+        Planted::Broker(bug) => bug,
+        // Every control-plane bug shows in the cluster world: a leader elected twice in a term,
+        // a diverged log, an acknowledged topic lost, or a fenced broker leading (an assertion).
+        Planted::Cluster(_) => return "cluster-metadata",
+    };
     match bug {
         Bug::CommitStaleGeneration | Bug::CommitAckBeforeFsync | Bug::OffsetsReplayKeepsFirst => {
             "single-groups"
@@ -40,7 +48,7 @@ pub enum HuntMode {
 
 #[derive(Debug)]
 pub struct Outcome {
-    pub bug: Bug,
+    pub bug: Planted,
     /// The scenario hunted in.
     pub scenario: String,
     /// The first seed whose run failed, and how.
@@ -84,7 +92,7 @@ impl fmt::Display for Outcome {
 /// `binary`), until one fails or, in `HuntMode::Rate`, through all of them.
 pub fn hunt(
     binary: &std::path::Path,
-    bug: Bug,
+    bug: Planted,
     scenario: &str,
     seeds_max: u64,
     mode: HuntMode,
@@ -138,12 +146,14 @@ pub fn campaign(
     if !cfg!(feature = "planted-bugs") {
         return Vec::new();
     }
-    Bug::ALL
-        .iter()
+    let broker = Bug::ALL.iter().map(|bug| Planted::Broker(*bug));
+    let cluster = ClusterBug::ALL.into_iter().map(Planted::Cluster);
+    broker
+        .chain(cluster)
         .filter(|bug| only.is_empty() || only.iter().any(|name| name == bug.name()))
         .map(|bug| {
-            let scenario = scenario.unwrap_or(planted_scenario(*bug));
-            hunt(binary, *bug, scenario, seeds_max, mode)
+            let scenario = scenario.unwrap_or(planted_scenario(bug));
+            hunt(binary, bug, scenario, seeds_max, mode)
         })
         .collect()
 }

@@ -9,11 +9,16 @@ use scenarios::planted::{campaign, HuntMode};
 const SEEDS_MAX: u64 = 200;
 
 /// Planted bugs the simulator is known to miss within `SEEDS_MAX` seeds today, each an open
-/// weakness of the harness, not a pass: `ci/sim planted` still hunts and prints them. None now:
+/// weakness of the harness, not a pass: `ci/sim planted` still hunts and prints them.
 /// markers-before-durable-decision escaped until the transaction scenario aimed power losses at
 /// the moment a commit decision is appended (`decision-appended`); it is caught in 14 of 200
 /// single-txn seeds, first at seed 16.
-const ESCAPES_KNOWN: &[&str] = &[];
+/// snapshot-without-index (a restart restores the snapshot but re-applies the log tail below
+/// it) escaped 200 cluster-metadata seeds: a run commits a few hundred entries, too few for the
+/// node to take a snapshot and compact, so there is no tail below a snapshot to re-apply. A
+/// world with a small snapshot threshold (a `ClusterTiming`/config knob the node does not offer
+/// yet) would reach it; the Raft glue's crash harness catches it today.
+const ESCAPES_KNOWN: &[&str] = &["snapshot-without-index"];
 
 #[test]
 fn every_planted_bug_is_caught() {

@@ -48,6 +48,12 @@ fn sweep_single_chaos() {
     sweep_clean("single-chaos", 0..300);
 }
 
+/// The control plane: 3- and 5-node clusters (about 14 seeds/s on two processes).
+#[test]
+fn sweep_cluster_metadata() {
+    sweep_clean("cluster-metadata", 0..60);
+}
+
 #[test]
 fn sweep_single_groups() {
     sweep_clean("single-groups", 0..100);

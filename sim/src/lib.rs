@@ -11,6 +11,9 @@
 //! - `txn_workload` (madsim only): topics, input producers, read_committed readers and the final
 //!   drain of the transactional workload; `txn_processes`: its transactional producers and
 //!   consume-transform-produce processors.
+//! - `cluster_world` (madsim only): 3 or 5 `cluster::node::ClusterNode`s under crashes, pauses,
+//!   partitions (the leader isolated, splits, one-way links), skew and minority disk faults,
+//!   with admin clients; judged by `checker::metadata_log`.
 //! - `buggify` (madsim only): aimed faults at the broker's and storage's named sites.
 
 pub mod disk;
@@ -20,6 +23,8 @@ pub mod trace;
 
 #[cfg(madsim)]
 pub mod buggify;
+#[cfg(madsim)]
+pub mod cluster_world;
 #[cfg(madsim)]
 pub mod group_workload;
 #[cfg(madsim)]

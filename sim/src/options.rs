@@ -59,6 +59,29 @@ pub enum Workload {
     /// transactions aborted or abandoned on purpose; consume-transform-produce processors; every
     /// consumer reads committed.
     Transactions,
+    /// The cluster control plane (`cluster_world`, scenario `cluster-metadata`): 3 or 5 nodes
+    /// running `cluster::node::ClusterNode`, admin clients creating, deleting and growing topics
+    /// at random nodes; the metadata-log checker judges it.
+    ClusterMetadata,
+}
+
+/// The knobs of the `ClusterMetadata` workload (`cluster_world`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterPolicy {
+    /// Voters, each also a broker: 3 or 5.
+    pub node_count: usize,
+    /// Admin clients, each one operation at a time at a random node.
+    pub admin_count: usize,
+    /// Pause between one admin client's operations.
+    pub admin_interval: Duration,
+    /// Nodes whose disks get the seed's disk faults: a minority (0 when disk faults are off).
+    pub disk_faulty_nodes: usize,
+    /// The chance that a crash, pause or isolation aims at the controller leader rather than
+    /// a random node.
+    pub leader_aim_rate: f64,
+    /// The chance that a network fault is a majority/minority split or a one-way link rather
+    /// than one node's isolation.
+    pub split_rate: f64,
 }
 
 /// The knobs of the `Transactions` workload (`txn_workload`).
@@ -169,6 +192,41 @@ pub struct Options {
     pub record_padding_max: usize,
     /// The transactional workload's knobs (`Workload::Transactions` only).
     pub txn: Option<TxnPolicy>,
+    /// The cluster world's knobs (`Workload::ClusterMetadata` only).
+    pub cluster: Option<ClusterPolicy>,
+}
+
+/// Draws the cluster world's knobs: in every seed, after every other draw (append-only), kept
+/// only by `Workload::ClusterMetadata`, whose broker count becomes the node count.
+fn cluster_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
+    let node_count = match rng.gen_bool(0.6) {
+        true => 3,
+        false => 5,
+    };
+    let policy = ClusterPolicy {
+        node_count,
+        admin_count: rng.gen_range(1..=3),
+        admin_interval: Duration::from_millis(rng.gen_range(20..400)),
+        disk_faulty_nodes: rng.gen_range(1..=(node_count - 1) / 2),
+        leader_aim_rate: rng.gen_range(0.2..0.8),
+        split_rate: rng.gen_range(0.0..0.6),
+    };
+    if options.workload != Workload::ClusterMetadata {
+        return;
+    }
+    options.broker_count = policy.node_count;
+    let disk_faulty = options.disk_faults.read_error_rate > 0.0;
+    options.cluster = Some(ClusterPolicy {
+        disk_faulty_nodes: if disk_faulty {
+            policy.disk_faulty_nodes
+        } else {
+            0
+        },
+        ..policy
+    });
+    // The cluster world has no producers or consumers; its runs are short.
+    options.safety_duration = options.safety_duration.min(Duration::from_secs(20));
+    options.malformed_send_rate = 0.0;
 }
 
 /// Draws record padding (appended after every earlier draw, both draws in every seed).
@@ -368,7 +426,8 @@ impl Options {
             Workload::Assigned
             | Workload::Retention
             | Workload::Compaction
-            | Workload::Transactions => rng.gen_range(1..=2),
+            | Workload::Transactions
+            | Workload::ClusterMetadata => rng.gen_range(1..=2),
             Workload::Group => rng.gen_range(2..=4),
         };
         // Struct fields are evaluated in order: draws in the literal below stay where they were,
@@ -407,6 +466,7 @@ impl Options {
             index_interval_bytes: None,
             record_padding_max: 0,
             txn: None,
+            cluster: None,
         };
         options.buggify = buggify_draw(rng, mix);
         // Drawn last and only by the workloads that use it, so every other seed keeps its world.
@@ -439,6 +499,8 @@ impl Options {
             // input record a processor must turn into exactly one output.
             options.malformed_send_rate = 0.0;
         }
+        // The cluster world's knobs: drawn in every seed, after every other draw.
+        cluster_draw(rng, &mut options);
         options
     }
 }
@@ -451,7 +513,10 @@ fn log_policy_draw(
     segment_bytes: u64,
 ) -> Option<LogPolicy> {
     match workload {
-        Workload::Assigned | Workload::Group | Workload::Transactions => None,
+        Workload::Assigned
+        | Workload::Group
+        | Workload::Transactions
+        | Workload::ClusterMetadata => None,
         Workload::Retention => {
             let check_interval = Duration::from_millis(rng.gen_range(300..3_000));
             // By time, by size, or both.

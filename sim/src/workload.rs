@@ -132,6 +132,7 @@ pub fn start(
                 ))
             }
             Workload::Transactions => unreachable!("txn_workload starts its own workers"),
+            Workload::ClusterMetadata => unreachable!("cluster_world runs its own admin clients"),
             Workload::Group => node.spawn(crate::group_workload::member_run(
                 index,
                 options.clone(),

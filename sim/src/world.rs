@@ -83,6 +83,31 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// A planted bug: the broker's (`broker::planted::Bug`) or the control plane's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planted {
+    Broker(broker::planted::Bug),
+    Cluster(crate::cluster_world::ClusterBug),
+}
+
+impl Planted {
+    pub fn name(self) -> &'static str {
+        match self {
+            Planted::Broker(bug) => bug.name(),
+            Planted::Cluster(bug) => bug.name(),
+        }
+    }
+
+    /// Every planted bug by name: the broker's, then the control plane's.
+    pub fn from_name(name: &str) -> Option<Planted> {
+        broker::planted::Bug::ALL
+            .iter()
+            .find(|bug| bug.name() == name)
+            .map(|bug| Planted::Broker(*bug))
+            .or_else(|| crate::cluster_world::ClusterBug::from_name(name).map(Planted::Cluster))
+    }
+}
+
 #[derive(Debug)]
 pub struct RunResult {
     pub scenario: String,
@@ -92,6 +117,8 @@ pub struct RunResult {
     pub trace_hash: u64,
     pub trace_lines: Vec<String>,
     pub history: History,
+    /// The cluster world's history (`Workload::ClusterMetadata`; empty otherwise).
+    pub metadata: checker::metadata_log::MetadataHistory,
     pub report_text: String,
     pub simulated: Duration,
     /// How often the broker met and handled each kind of fault (`crate::sites`).
@@ -125,6 +152,32 @@ impl RunResult {
             self.options,
             crate::sites::render(&self.sites),
             self.faults_line(),
+        ) + &self.metadata_line()
+    }
+
+    /// The cluster world's tally (empty for other workloads): its events, admin operations
+    /// acknowledged, and the final applied index.
+    fn metadata_line(&self) -> String {
+        use checker::metadata_log::MetaEventKind;
+        if self.metadata.events.is_empty() && self.metadata.finals.is_empty() {
+            return String::new();
+        }
+        let count = |pick: fn(&MetaEventKind) -> bool| {
+            self.metadata
+                .events
+                .iter()
+                .filter(|event| pick(&event.kind))
+                .count()
+        };
+        let applied = self.metadata.finals.values().map(|node| node.applied).max();
+        format!(
+            "\nmetadata: {} events, admin ops invoked={} ok={} fail={} info={}, final applied {:?}",
+            self.metadata.events.len(),
+            count(|kind| matches!(kind, MetaEventKind::Invoke { .. })),
+            count(|kind| matches!(kind, MetaEventKind::Ok { .. })),
+            count(|kind| matches!(kind, MetaEventKind::Fail { .. })),
+            count(|kind| matches!(kind, MetaEventKind::Info { .. })),
+            applied,
         )
     }
 
@@ -154,7 +207,7 @@ pub fn run(
     workload: Workload,
     seed: u64,
     trace_lines: bool,
-    planted: Option<broker::planted::Bug>,
+    planted: Option<Planted>,
 ) -> RunResult {
     let scenario = scenario.to_string();
     #[allow(clippy::disallowed_methods)] // The reason is above; the simulation itself is seeded.
@@ -171,7 +224,7 @@ fn run_here(
     workload: Workload,
     seed: u64,
     trace_lines: bool,
-    planted: Option<broker::planted::Bug>,
+    planted: Option<Planted>,
 ) -> RunResult {
     let options = Options::swarm(seed, mix, workload, &mut stream_rng(seed, Stream::Swarm, 0));
     // Counts the faults the broker meets, for the summary; logs as well when RUST_LOG asks.
@@ -193,12 +246,37 @@ fn run_here(
     let disks: Arc<std::sync::Mutex<Vec<Arc<SimDisk>>>> = Default::default();
     let disks_slot = disks.clone();
     let simulation_options = options.clone();
+    let metadata_slot: Arc<std::sync::Mutex<checker::metadata_log::MetadataHistory>> =
+        Default::default();
+    let metadata_shared = metadata_slot.clone();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(async move {
             let recorder = Recorder::new(trace_lines);
             recorder.clock_skew_set(simulation_options.clock_skew_ms_max);
             *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(recorder.clone());
-            let liveness = simulate(&simulation_options, &recorder, &disks_slot, planted).await;
+            let liveness = match (simulation_options.workload, planted) {
+                (Workload::ClusterMetadata, planted) => {
+                    let planted = match planted {
+                        Some(Planted::Cluster(bug)) => Some(bug),
+                        _ => None,
+                    };
+                    crate::cluster_world::simulate(
+                        &simulation_options,
+                        &recorder,
+                        &disks_slot,
+                        planted,
+                        &metadata_shared,
+                    )
+                    .await
+                }
+                (_, planted) => {
+                    let planted = match planted {
+                        Some(Planted::Broker(bug)) => Some(bug),
+                        _ => None,
+                    };
+                    simulate(&simulation_options, &recorder, &disks_slot, planted).await
+                }
+            };
             (liveness, recorder.elapsed())
         })
     }));
@@ -214,6 +292,12 @@ fn run_here(
         .map(|recorder| recorder.counts())
         .unwrap_or_default();
     let report = checker::check(&history);
+    let metadata = std::mem::take(&mut *metadata_slot.lock().unwrap_or_else(|p| p.into_inner()));
+    let metadata_anomalies = checker::metadata_log::check(&metadata);
+    let mut report_text = report.render_text();
+    for anomaly in &metadata_anomalies {
+        report_text.push_str(&format!("{anomaly}\n"));
+    }
     let disk_faults_injected = disks
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -230,6 +314,13 @@ fn run_here(
             Duration::ZERO,
         ),
         Ok((Err(reason), simulated)) => (Verdict::Liveness { reason }, simulated),
+        Ok((Ok(()), simulated)) if !metadata_anomalies.is_empty() => {
+            let anomalies = metadata_anomalies
+                .iter()
+                .map(|anomaly| anomaly.kind().to_string())
+                .collect();
+            (Verdict::Correctness { anomalies }, simulated)
+        }
         Ok((Ok(()), simulated)) if !report.is_valid() => {
             let anomalies = report
                 .anomalies
@@ -248,7 +339,8 @@ fn run_here(
         trace_hash: trace.hash(),
         trace_lines: trace.lines().to_vec(),
         history,
-        report_text: report.render_text(),
+        metadata,
+        report_text,
         simulated,
         sites: sites.snapshot(),
         disk_faults_injected,

@@ -156,16 +156,10 @@ mod cli {
         let scenario = scenario(name)?;
         let planted = match planted {
             None => None,
-            Some(name) => {
-                let found = broker::planted::Bug::ALL
-                    .iter()
-                    .copied()
-                    .find(|bug| bug.name() == name);
-                Some(found.ok_or_else(|| {
-                    eprintln!("unknown planted bug {name:?}");
-                    ExitCode::from(2)
-                })?)
-            }
+            Some(name) => Some(sim::world::Planted::from_name(name).ok_or_else(|| {
+                eprintln!("unknown planted bug {name:?}");
+                ExitCode::from(2)
+            })?),
         };
         watchdog_start(scenario.name, seed);
         let result = sim::world::run(

@@ -1,0 +1,307 @@
+//! One test per rule: a clean history passes, and each planted violation is named.
+
+use super::*;
+
+fn event(node: NodeId, kind: MetaEventKind) -> MetaEvent {
+    MetaEvent {
+        time_ns: 0,
+        node,
+        kind,
+    }
+}
+
+fn status(node: NodeId, term: u64, leader: NodeId) -> MetaEvent {
+    event(
+        node,
+        MetaEventKind::Status {
+            term,
+            leader: Some(leader),
+        },
+    )
+}
+
+fn applied(node: NodeId, index: u64, digest: u64) -> MetaEvent {
+    event(node, MetaEventKind::Applied { index, digest })
+}
+
+fn topics(items: &[(&str, u32)]) -> BTreeMap<String, TopicShape> {
+    items
+        .iter()
+        .map(|&(name, partitions)| (name.to_string(), TopicShape { partitions }))
+        .collect()
+}
+
+fn final_node(applied: u64, leader: NodeId, items: &[(&str, u32)]) -> FinalNode {
+    FinalNode {
+        term: 2,
+        leader: Some(leader),
+        applied,
+        image_digest: applied * 7,
+        topics: topics(items),
+        brokers: [(1, false), (2, false), (3, false)].into_iter().collect(),
+    }
+}
+
+/// Three nodes, leader 1 in term 2; `a` created (2 partitions) then grown to 3, `b` created
+/// then deleted; every node applied 1..=4 and ends at 4.
+fn clean() -> MetadataHistory {
+    let mut events = vec![status(1, 2, 1), status(2, 2, 1), status(3, 2, 1)];
+    for node in 1..=3 {
+        events.push(event(node, MetaEventKind::Started));
+    }
+    events.push(event(
+        1,
+        MetaEventKind::Invoke {
+            op: 1,
+            admin: AdminOp::CreateTopics(vec![("a".into(), 2), ("b".into(), 1)]),
+        },
+    ));
+    for node in 1..=3 {
+        events.push(applied(node, 1, 11));
+        events.push(applied(node, 2, 22));
+    }
+    events.push(event(
+        1,
+        MetaEventKind::Ok {
+            op: 1,
+            done: vec![true, true],
+        },
+    ));
+    events.push(event(
+        1,
+        MetaEventKind::Image {
+            applied: 2,
+            topics: topics(&[("a", 2), ("b", 1)]),
+        },
+    ));
+    events.push(event(
+        2,
+        MetaEventKind::Invoke {
+            op: 2,
+            admin: AdminOp::CreatePartitions(vec![("a".into(), 3)]),
+        },
+    ));
+    for node in 1..=3 {
+        events.push(applied(node, 3, 33));
+    }
+    events.push(event(
+        2,
+        MetaEventKind::Ok {
+            op: 2,
+            done: vec![true],
+        },
+    ));
+    events.push(event(
+        3,
+        MetaEventKind::Invoke {
+            op: 3,
+            admin: AdminOp::DeleteTopics(vec!["b".into()]),
+        },
+    ));
+    for node in 1..=3 {
+        events.push(applied(node, 4, 44));
+    }
+    events.push(event(
+        3,
+        MetaEventKind::Ok {
+            op: 3,
+            done: vec![true],
+        },
+    ));
+    // A create that failed for sure asks nothing of the image.
+    events.push(event(
+        3,
+        MetaEventKind::Invoke {
+            op: 4,
+            admin: AdminOp::CreateTopics(vec![("c".into(), 1)]),
+        },
+    ));
+    events.push(event(3, MetaEventKind::Fail { op: 4 }));
+    let finals = (1..=3)
+        .map(|node| (node, final_node(4, 1, &[("a", 3)])))
+        .collect();
+    MetadataHistory { events, finals }
+}
+
+fn kinds(history: &MetadataHistory) -> Vec<&'static str> {
+    check(history).iter().map(MetadataAnomaly::kind).collect()
+}
+
+#[test]
+fn clean_history_passes() {
+    assert_eq!(check(&clean()), vec![]);
+}
+
+#[test]
+fn two_leaders_in_one_term() {
+    let mut history = clean();
+    history.events.push(status(3, 2, 3));
+    assert_eq!(kinds(&history), vec!["two-leaders"]);
+    // A later term may have another leader.
+    let mut history = clean();
+    history.events.push(status(3, 3, 3));
+    history.events.push(status(1, 3, 3));
+    assert_eq!(kinds(&history), Vec::<&str>::new());
+}
+
+#[test]
+fn diverged_entry_is_caught() {
+    let mut history = clean();
+    history.events.push(event(2, MetaEventKind::Started));
+    history.events.push(applied(2, 1, 11));
+    history.events.push(applied(2, 2, 99));
+    assert_eq!(kinds(&history), vec!["log-diverged"]);
+}
+
+#[test]
+fn going_back_is_caught_but_skips_repeats_and_restarts_are_not() {
+    let mut history = clean();
+    history.events.push(applied(2, 3, 33));
+    assert_eq!(kinds(&history), vec!["apply-out-of-order"]);
+
+    let mut history = clean();
+    history.events.push(applied(2, 4, 44));
+    history.events.push(applied(2, 6, 66));
+    history.finals.values_mut().for_each(|node| {
+        node.applied = 6;
+        node.image_digest = 42;
+    });
+    assert_eq!(kinds(&history), Vec::<&str>::new());
+
+    // A restart replays from its snapshot or the start.
+    let mut history = clean();
+    history.events.push(event(2, MetaEventKind::Started));
+    history.events.push(applied(2, 1, 11));
+    history.events.push(applied(2, 4, 44));
+    assert_eq!(kinds(&history), Vec::<&str>::new());
+}
+
+#[test]
+fn committed_entry_lost_at_the_end() {
+    let mut history = clean();
+    history.finals.get_mut(&3).unwrap().applied = 3;
+    history.finals.get_mut(&3).unwrap().image_digest = 28;
+    assert_eq!(kinds(&history), vec!["committed-lost"]);
+}
+
+#[test]
+fn final_images_differ() {
+    let mut history = clean();
+    history.finals.get_mut(&2).unwrap().image_digest = 1;
+    assert_eq!(kinds(&history), vec!["final-images-differ"]);
+}
+
+#[test]
+fn acknowledged_operations_must_show_in_final_images() {
+    // Created topic missing.
+    let mut history = clean();
+    history.finals.get_mut(&2).unwrap().topics.remove("a");
+    assert_eq!(kinds(&history), vec!["acked-missing", "acked-missing"]);
+    // Grown partitions shrunk.
+    let mut history = clean();
+    history.finals.get_mut(&2).unwrap().topics = topics(&[("a", 2)]);
+    assert_eq!(kinds(&history), vec!["acked-missing"]);
+    // Deleted topic back.
+    let mut history = clean();
+    history.finals.get_mut(&1).unwrap().topics = topics(&[("a", 3), ("b", 1)]);
+    assert_eq!(kinds(&history), vec!["acked-missing"]);
+}
+
+#[test]
+fn later_operation_excuses_and_refused_items_do_not() {
+    // An indeterminate delete of `a` after its creation excuses its absence.
+    let mut history = clean();
+    history.events.push(event(
+        2,
+        MetaEventKind::Invoke {
+            op: 9,
+            admin: AdminOp::DeleteTopics(vec!["a".into()]),
+        },
+    ));
+    history.events.push(event(2, MetaEventKind::Info { op: 9 }));
+    for final_node in history.finals.values_mut() {
+        final_node.topics.clear();
+    }
+    assert_eq!(kinds(&history), Vec::<&str>::new());
+    // The same delete refused by the controller (Ok, item not done) excuses nothing.
+    let mut history = clean();
+    history.events.push(event(
+        2,
+        MetaEventKind::Invoke {
+            op: 9,
+            admin: AdminOp::DeleteTopics(vec!["a".into()]),
+        },
+    ));
+    history.events.push(event(
+        2,
+        MetaEventKind::Ok {
+            op: 9,
+            done: vec![false],
+        },
+    ));
+    history.finals.get_mut(&1).unwrap().topics.clear();
+    assert_eq!(kinds(&history), vec!["acked-missing", "acked-missing"]);
+}
+
+#[test]
+fn acknowledging_node_must_keep_showing_it() {
+    let mut history = clean();
+    history.events.push(event(
+        1,
+        MetaEventKind::Image {
+            applied: 4,
+            topics: topics(&[]),
+        },
+    ));
+    assert_eq!(kinds(&history), vec!["acked-undone"]);
+    // After a restart the node replays; an image mid-replay is not an undo.
+    let mut history = clean();
+    history.events.push(event(1, MetaEventKind::Started));
+    history.events.push(event(
+        1,
+        MetaEventKind::Image {
+            applied: 0,
+            topics: topics(&[]),
+        },
+    ));
+    assert_eq!(kinds(&history), Vec::<&str>::new());
+}
+
+#[test]
+fn liveness_after_heal() {
+    let mut history = clean();
+    for final_node in history.finals.values_mut() {
+        final_node.leader = None;
+    }
+    assert_eq!(kinds(&history), vec!["no-leader"]);
+    // Disagreeing leaders in different terms are no leader either.
+    let mut history = clean();
+    let node = history.finals.get_mut(&3).unwrap();
+    node.term = 5;
+    node.leader = Some(3);
+    assert_eq!(kinds(&history), vec!["no-leader"]);
+
+    let mut history = clean();
+    history.finals.get_mut(&2).unwrap().brokers.remove(&3);
+    assert_eq!(kinds(&history), vec!["broker-unregistered"]);
+    let mut history = clean();
+    history.finals.get_mut(&2).unwrap().brokers.insert(1, true);
+    assert_eq!(kinds(&history), vec!["broker-fenced"]);
+}
+
+#[test]
+fn malformed_histories_are_named() {
+    let mut history = clean();
+    history.events.push(event(
+        1,
+        MetaEventKind::Ok {
+            op: 42,
+            done: vec![],
+        },
+    ));
+    history.events.push(event(1, MetaEventKind::Fail { op: 1 }));
+    assert_eq!(
+        kinds(&history),
+        vec!["malformed-history", "malformed-history"]
+    );
+}
