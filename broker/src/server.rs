@@ -24,6 +24,11 @@ pub enum ServeError {
     },
     #[error("cannot start the cluster node: {0}")]
     Cluster(#[from] cluster::node::ClusterError),
+    /// The node stopped after its metadata log failed a write (a disk error): it applies
+    /// nothing more, so the process exits for its supervisor to restart it from disk, as Kafka's
+    /// does.
+    #[error("the cluster node stopped after a metadata log write failed; restart to recover")]
+    ClusterFailed,
 }
 
 /// Opens the data dir, binds, and serves until `shutdown` resolves; then flushes every partition.
@@ -54,21 +59,46 @@ pub async fn serve(
             runtime::spawn(crate::cluster_mode::producer_ids_refill(broker.clone())),
         ],
     };
+    let mut failed = false;
     runtime::select! {
         biased;
         () = shutdown => tracing::info!("shutdown requested"),
+        () = cluster_failed(&broker) => {
+            tracing::error!("the cluster node stopped after a metadata log write failed: exiting");
+            failed = true;
+        }
         () = accept_loop(&broker, listener) => {}
     }
     maintenance.abort();
     for task in cluster_tasks {
         task.abort();
     }
-    if let Some(cluster) = broker.cluster() {
+    if let Some(cluster) = broker.cluster().filter(|_| !failed) {
         // Controlled shutdown: the controller moves leadership away before the logs close.
         cluster.clone().shutdown().await;
     }
     shutdown_flush(&broker).await;
+    if failed {
+        return Err(ServeError::ClusterFailed);
+    }
     Ok(())
+}
+
+/// Resolves once the cluster node has stopped on a failed metadata log write (or is gone);
+/// never in single-node mode.
+async fn cluster_failed(broker: &Arc<Broker>) {
+    let Some(cluster) = broker.cluster() else {
+        return std::future::pending().await;
+    };
+    let mut status = cluster.status_watch();
+    loop {
+        if status.borrow_and_update().failed {
+            return;
+        }
+        if status.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn accept_loop(broker: &Arc<Broker>, listener: TcpListener) {

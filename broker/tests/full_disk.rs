@@ -143,3 +143,54 @@ async fn a_broker_killed_on_a_full_disk_restarts_and_serves_reads() {
     let refused = produce_one(&mut connection, "still full".into()).await;
     assert_ne!(refused, 0, "appends keep failing while the disk is full");
 }
+
+/// In cluster mode a metadata log write that fails (here: the disk is full when CreateTopics
+/// appends its records) stops the cluster node, which then applies nothing more. The broker must
+/// not go on serving a frozen image: `serve` returns `ClusterFailed`, so the process exits and a
+/// supervisor restarts it from disk, as Kafka's does.
+#[tokio::test]
+async fn a_failed_metadata_log_write_ends_the_cluster_broker() {
+    let disk = MemDisk::new();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let address = free();
+    let mut config = BrokerConfig::zero_config();
+    config.listen = address.clone();
+    config.data_dir = "data".into();
+    config.voters = BTreeMap::from([(1, free())]);
+    let context = NodeContext {
+        clock: runtime::Clock::system(),
+        disk: disk.clone(),
+        seed: 9,
+    };
+    let task = runtime::spawn(broker::serve(config, context, std::future::pending()));
+    let mut admin = Admin::new(ClientConfig::new([address.clone()]));
+    let mut created = false;
+    for _ in 0..250 {
+        if admin
+            .create_topic("before", 1, 1, BTreeMap::new())
+            .await
+            .is_ok()
+        {
+            created = true;
+            break;
+        }
+        runtime::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert!(created, "the one-voter cluster serves CreateTopics");
+    disk.full_set(true);
+    let _ = admin.create_topic("after", 1, 1, BTreeMap::new()).await;
+    let served = runtime::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("the broker stops once its metadata log failed")
+        .expect("serve does not panic");
+    assert!(
+        matches!(served, Err(broker::ServeError::ClusterFailed)),
+        "serve ends with ClusterFailed, not {served:?}"
+    );
+}
