@@ -217,8 +217,11 @@ pub async fn simulate(
     }
 }
 
-fn timing() -> ClusterTiming {
-    ClusterTiming::fast()
+fn timing(policy: &ClusterPolicy) -> ClusterTiming {
+    ClusterTiming {
+        snapshot_interval_entries: policy.snapshot_interval_entries,
+        ..ClusterTiming::fast()
+    }
 }
 
 fn nodes_start(
@@ -262,7 +265,7 @@ fn nodes_start(
                     port: BROKER_PORT,
                 },
                 rack: None,
-                timing: timing(),
+                timing: timing(policy),
                 partitions_default: 1,
                 replication_factor_default: 1,
                 planted: match planted {
@@ -493,7 +496,7 @@ async fn admin_run(
             log.push(node_id, MetaEventKind::Fail { op });
             continue;
         }
-        let deadline = timing().request_timeout + Duration::from_secs(5);
+        let deadline = ClusterTiming::fast().request_timeout + Duration::from_secs(5);
         match runtime::time::timeout(deadline, answer).await {
             Ok(Ok(AdminReply::Done(codes, _, applied)))
                 if codes.iter().any(|&code| ambiguous(&admin, code)) =>

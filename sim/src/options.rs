@@ -82,6 +82,9 @@ pub struct ClusterPolicy {
     /// The chance that a network fault is a majority/minority split or a one-way link rather
     /// than one node's isolation.
     pub split_rate: f64,
+    /// Applied entries between two snapshots of the image: small in half the seeds, so that a
+    /// run of a few hundred entries snapshots, compacts, and installs snapshots on followers.
+    pub snapshot_interval_entries: u64,
 }
 
 /// The knobs of the `Transactions` workload (`txn_workload`).
@@ -210,6 +213,8 @@ fn cluster_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
         disk_faulty_nodes: rng.gen_range(1..=(node_count - 1) / 2),
         leader_aim_rate: rng.gen_range(0.2..0.8),
         split_rate: rng.gen_range(0.0..0.6),
+        // Drawn below, after every other draw of every seed (append-only).
+        snapshot_interval_entries: cluster::node::SNAPSHOT_INTERVAL_ENTRIES,
     };
     if options.workload != Workload::ClusterMetadata {
         return;
@@ -501,6 +506,12 @@ impl Options {
         }
         // The cluster world's knobs: drawn in every seed, after every other draw.
         cluster_draw(rng, &mut options);
+        // Drawn after every older draw (append-only), only in cluster seeds.
+        if let Some(cluster) = options.cluster.as_mut() {
+            if rng.gen_bool(0.5) {
+                cluster.snapshot_interval_entries = rng.gen_range(4..=64);
+            }
+        }
         options
     }
 }

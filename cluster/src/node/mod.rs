@@ -74,7 +74,14 @@ pub struct ClusterTiming {
     pub broker_session_timeout: Duration,
     /// How long an admin call or controller RPC keeps retrying across leader changes.
     pub request_timeout: Duration,
+    /// Applied entries between two snapshots of the image (each followed by a log compaction).
+    /// The simulator draws small values so that its short runs snapshot, compact and install
+    /// snapshots on lagging followers.
+    pub snapshot_interval_entries: u64,
 }
+
+/// Raft's default distance between snapshots of the image, in applied entries.
+pub const SNAPSHOT_INTERVAL_ENTRIES: u64 = 1024;
 
 impl ClusterTiming {
     /// Kafka's defaults for the broker side; Raft at 100 ms ticks (elections in 1-2 s).
@@ -86,6 +93,7 @@ impl ClusterTiming {
             broker_heartbeat: Duration::from_millis(2_000),
             broker_session_timeout: Duration::from_millis(9_000),
             request_timeout: Duration::from_millis(30_000),
+            snapshot_interval_entries: SNAPSHOT_INTERVAL_ENTRIES,
         }
     }
 
@@ -98,6 +106,7 @@ impl ClusterTiming {
             broker_heartbeat: Duration::from_millis(200),
             broker_session_timeout: Duration::from_millis(1_500),
             request_timeout: Duration::from_millis(10_000),
+            snapshot_interval_entries: SNAPSHOT_INTERVAL_ENTRIES,
         }
     }
 }
@@ -218,6 +227,12 @@ impl ClusterNode {
         let mut node_config = NodeConfig::new(config.node_id as u64, voters);
         node_config.election_ticks = config.timing.election_ticks;
         node_config.heartbeat_ticks = config.timing.heartbeat_ticks;
+        node_config.snapshot_interval_entries = config.timing.snapshot_interval_entries.max(2);
+        // Keep a short tail below each snapshot (a follower a few entries behind catches up
+        // from the log), never the whole interval.
+        node_config.snapshot_keep_entries = node_config
+            .snapshot_keep_entries
+            .min(node_config.snapshot_interval_entries / 4);
         node_config.planted = config.raft_planted;
         let raft_rng = rng_stream(config.seed, RNG_STREAM_RAFT);
         let node = RaftNode::open(
