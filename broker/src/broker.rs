@@ -152,22 +152,49 @@ impl Broker {
         index: i32,
         access: crate::cluster_mode::Access,
     ) -> Result<Arc<Partition>, ResponseError> {
+        self.partition_serving_at(topic, index, access, None)
+            .map(|(partition, _)| partition)
+    }
+
+    /// `partition_serving` for a request that names the leader epoch it believes current
+    /// (`leader_epoch::check`), with the partition's leader epoch: the image's in cluster mode,
+    /// `leader_epoch::SINGLE_NODE` on a single node and for internal topics.
+    pub fn partition_serving_at(
+        &self,
+        topic: &str,
+        index: i32,
+        access: crate::cluster_mode::Access,
+        current_leader_epoch: Option<i32>,
+    ) -> Result<(Arc<Partition>, i32), ResponseError> {
         if let Some(cluster) = self
             .cluster
             .as_ref()
             .filter(|_| !crate::topics::is_internal(topic))
         {
             let image = cluster.image();
-            crate::cluster_mode::partition_role(&image, self.config.node_id, topic, index, access)?;
+            let node_id = self.config.node_id;
+            let role = crate::cluster_mode::partition_role(
+                &image,
+                node_id,
+                topic,
+                index,
+                access,
+                current_leader_epoch,
+            );
+            let leader_epoch = role?;
             // Led here by the image but not open yet: the reconciler is a step behind.
-            return self
-                .topics()
-                .partition(topic, index)
+            let partition = self.topics().partition(topic, index);
+            return partition
+                .map(|partition| (partition, leader_epoch))
                 .ok_or(ResponseError::NotLeaderOrFollower);
         }
-        self.topics()
+        let partition = self
+            .topics()
             .partition(topic, index)
-            .ok_or(ResponseError::UnknownTopicOrPartition)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        let leader_epoch = crate::leader_epoch::SINGLE_NODE;
+        crate::leader_epoch::check(leader_epoch, current_leader_epoch)?;
+        Ok((partition, leader_epoch))
     }
 
     pub fn groups(&self) -> &Arc<GroupCoordinator> {

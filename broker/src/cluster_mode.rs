@@ -120,24 +120,31 @@ pub enum Access {
     Read,
 }
 
-/// Whether this broker may serve `access` on `topic`'s partition `index`, by the image:
-/// only its leader may, and a produce only where the leader alone is every replica. With more
-/// replicas there is no replication yet (issue 13): acknowledging a write only one replica
-/// holds would break the promise of the topic's replication factor, so it is refused with
-/// NOT_ENOUGH_REPLICAS.
+/// Whether this broker may serve `access` on `topic`'s partition `index`, by the image, and at
+/// which leader epoch: only its leader may, and a produce only where the leader alone is every
+/// replica. With more replicas there is no replication yet (issue 13): acknowledging a write
+/// only one replica holds would break the promise of the topic's replication factor, so it is
+/// refused with NOT_ENOUGH_REPLICAS.
+///
+/// `current_leader_epoch` is the epoch the client believes current (Fetch v9+, ListOffsets v4+,
+/// OffsetForLeaderEpoch; `None` when it sent -1). As in Kafka's `Partition.getLocalLog`, it is
+/// checked before leadership: a client behind the image gets FENCED_LEADER_EPOCH, one ahead of
+/// it UNKNOWN_LEADER_EPOCH, both retriable after a metadata refresh.
 pub fn partition_role(
     image: &MetadataImage,
     node_id: i32,
     topic: &str,
     index: i32,
     access: Access,
-) -> Result<(), ResponseError> {
+    current_leader_epoch: Option<i32>,
+) -> Result<i32, ResponseError> {
     let Some(topic) = image.topic_by_name(topic) else {
         return Err(ResponseError::UnknownTopicOrPartition);
     };
     let Some(partition) = image.partition(topic.topic_id, index) else {
         return Err(ResponseError::UnknownTopicOrPartition);
     };
+    crate::leader_epoch::check(partition.leader_epoch, current_leader_epoch)?;
     match partition.leader() {
         None => return Err(ResponseError::LeaderNotAvailable),
         Some(leader) if leader != node_id => return Err(ResponseError::NotLeaderOrFollower),
@@ -146,7 +153,7 @@ pub fn partition_role(
     if access == Access::Produce && partition.replicas.len() > 1 {
         return Err(ResponseError::NotEnoughReplicas);
     }
-    Ok(())
+    Ok(partition.leader_epoch)
 }
 
 /// Reconciles after every image change, for as long as the broker serves. A failed pass (an
@@ -275,13 +282,14 @@ mod tests {
     #[test]
     fn only_the_leader_serves_and_writes_need_a_single_replica() {
         let image = image();
-        let role = |node, topic, index, access| partition_role(&image, node, topic, index, access);
-        assert_eq!(role(1, "a", 0, Access::Produce), Ok(()));
-        assert_eq!(role(1, "a", 0, Access::Read), Ok(()));
+        let role =
+            |node, topic, index, access| partition_role(&image, node, topic, index, access, None);
+        assert_eq!(role(1, "a", 0, Access::Produce), Ok(0));
+        assert_eq!(role(1, "a", 0, Access::Read), Ok(0));
         let not_leader = Err(ResponseError::NotLeaderOrFollower);
         assert_eq!(role(1, "a", 1, Access::Produce), not_leader);
         assert_eq!(role(1, "a", 1, Access::Read), not_leader);
-        assert_eq!(role(1, "a", 2, Access::Read), Ok(()));
+        assert_eq!(role(1, "a", 2, Access::Read), Ok(0));
         let refused = Err(ResponseError::NotEnoughReplicas);
         assert_eq!(role(1, "a", 2, Access::Produce), refused);
         let unknown = Err(ResponseError::UnknownTopicOrPartition);
@@ -300,8 +308,31 @@ mod tests {
             isr: None,
         });
         image.apply_batch(2, &[offline]);
-        let role = partition_role(&image, 2, "b", 0, Access::Read);
+        let role = partition_role(&image, 2, "b", 0, Access::Read, None);
         assert_eq!(role, Err(ResponseError::LeaderNotAvailable));
+    }
+
+    #[test]
+    fn the_current_leader_epoch_is_checked_before_leadership() {
+        let mut image = image();
+        // a-2 (replicas 1, 2, 3) moves from leader 1 to leader 2: a new leader epoch.
+        let change = MetadataRecord::PartitionChange(PartitionChange {
+            topic_id: A,
+            partition: 2,
+            leader: Some(2),
+            isr: None,
+        });
+        image.apply_batch(2, &[change]);
+        let epoch = image.partition(A, 2).unwrap().leader_epoch;
+        assert_eq!(epoch, 1, "a leader change bumps the leader epoch");
+        let role = |node, current| partition_role(&image, node, "a", 2, Access::Read, current);
+        assert_eq!(role(2, None), Ok(1));
+        assert_eq!(role(2, Some(1)), Ok(1));
+        assert_eq!(role(2, Some(0)), Err(ResponseError::FencedLeaderEpoch));
+        assert_eq!(role(2, Some(2)), Err(ResponseError::UnknownLeaderEpoch));
+        // The old leader, asked at the old epoch, answers FENCED first, as Kafka's getLocalLog.
+        assert_eq!(role(1, Some(0)), Err(ResponseError::FencedLeaderEpoch));
+        assert_eq!(role(1, Some(1)), Err(ResponseError::NotLeaderOrFollower));
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod group;
 pub mod handlers;
+pub mod leader_epoch;
 pub mod limits;
 pub mod maintenance;
 pub mod partition;

@@ -99,6 +99,26 @@ fn sample_requests(api_key: ApiKey, version: i16, member: &Member) -> Vec<Reques
                     ),
             ]),
         )],
+        ApiKey::OffsetForLeaderEpoch => {
+            let asked = |partition, current, epoch| {
+                offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                    .with_partition(partition)
+                    .with_current_leader_epoch(current)
+                    .with_leader_epoch(epoch)
+            };
+            vec![RequestKind::OffsetForLeaderEpoch(
+                OffsetForLeaderEpochRequest::default().with_topics(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                        .with_topic(name("t"))
+                        .with_partitions(vec![
+                            asked(0, -1, 0),
+                            asked(0, 0, -1),
+                            asked(0, 5, 0),
+                            asked(9, -1, 0),
+                        ]),
+                ]),
+            )]
+        }
         ApiKey::Metadata => {
             let some =
                 vec![metadata_request::MetadataRequestTopic::default().with_name(Some(name("t")))];

@@ -75,6 +75,15 @@ impl EpochCache {
         }
     }
 
+    /// The epoch in force at `offset`: the latest whose start is at or below it (Kafka's
+    /// `epochForOffset`); `None` below the first entry.
+    pub fn epoch_at(&self, offset: i64) -> Option<i32> {
+        let count = self
+            .entries
+            .partition_point(|entry| entry.start_offset <= offset);
+        count.checked_sub(1).map(|last| self.entries[last].epoch)
+    }
+
     /// Forgets epochs that start at or after `end_offset` (truncation, lost tail).
     pub fn truncate_from_end(&mut self, end_offset: i64) -> bool {
         let before = self.entries.len();
@@ -196,6 +205,18 @@ mod tests {
         );
         assert_eq!(cache.end_offset_for(9, 40), Some((4, 40)));
         assert_eq!(EpochCache::default().end_offset_for(1, 40), None);
+    }
+
+    #[test]
+    fn epoch_at_an_offset_is_the_one_in_force() {
+        let cache = cache(&[(1, 5), (3, 10), (4, 25)]);
+        assert_eq!(cache.epoch_at(4), None, "below the first entry");
+        assert_eq!(cache.epoch_at(5), Some(1));
+        assert_eq!(cache.epoch_at(9), Some(1));
+        assert_eq!(cache.epoch_at(10), Some(3));
+        assert_eq!(cache.epoch_at(24), Some(3));
+        assert_eq!(cache.epoch_at(99), Some(4));
+        assert_eq!(EpochCache::default().epoch_at(0), None);
     }
 
     #[test]

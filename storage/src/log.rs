@@ -766,6 +766,12 @@ impl PartitionLog {
             .end_offset_for(leader_epoch, self.log_end_offset())
     }
 
+    /// The leader epoch of the batch holding `offset`, by the epoch cache (Kafka's
+    /// `epochForOffset`); `None` below the first known epoch.
+    pub fn epoch_at(&self, offset: i64) -> Option<i32> {
+        self.epochs.epoch_at(offset)
+    }
+
     pub fn latest_epoch(&self) -> Option<i32> {
         self.epochs.latest_epoch()
     }

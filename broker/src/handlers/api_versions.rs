@@ -21,7 +21,8 @@
 //! EndTxn, partitions added implicitly), which gregor's coordinator does not implement.
 //! ListTransactions stops at 1: v2's regular-expression filter is not served.
 //!
-//! DescribeCluster spans all the crate's versions (0-2), in both modes.
+//! DescribeCluster spans all the crate's versions (0-2), in both modes. OffsetForLeaderEpoch
+//! spans the crate's 2-4 (it decodes nothing older; v2 is where `current_leader_epoch` begins).
 //!
 //! Admin: AlterConfigs, IncrementalAlterConfigs, DeleteRecords and OffsetDelete span all the
 //! crate's versions.
@@ -36,6 +37,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 0, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),

@@ -13,6 +13,15 @@
 //! requested partition, so `min_bytes` accumulates across partitions until it is met or the
 //! wait ends.
 //!
+//! Leader epochs: `current_leader_epoch` (v9+) is checked as Kafka does (FENCED_LEADER_EPOCH
+//! when the fetcher's is older than the leader's, UNKNOWN_LEADER_EPOCH when newer); and when a
+//! fetcher names the epoch of the last batch it holds (`last_fetched_epoch`, v12+), its history
+//! must agree with ours up to its fetch offset: if our end offset for that epoch
+//! (`leader_epoch::end_offset_for`) is below the fetch offset, or our epoch at or below it is
+//! older, the answer is `diverging_epoch` {epoch, end offset} and no records, and the follower
+//! truncates there (Kafka's `Partition.readRecords`, KIP-279). Such an answer, like an error,
+//! is sent at once.
+//!
 //! Limits follow KIP-74: `partition_max_bytes` per partition and `max_bytes` per response, except
 //! that the first batch of the first non-empty partition is always returned whole, so a batch
 //! larger than the limits can never wedge a consumer. Stored bytes go out as read (one copy, from
@@ -21,14 +30,16 @@
 use crate::broker::Broker;
 use crate::handlers::errors::{log_error_code, NONE};
 use crate::handlers::{Reply, ResponseFuture};
+use crate::leader_epoch;
 use crate::partition::Durable;
 use crate::planted::Bug;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::ResponseError;
 use runtime::sync::watch;
 use std::future::Future;
 use std::sync::Arc;
@@ -121,12 +132,13 @@ async fn changed_any(watches: &mut Vec<watch::Receiver<Durable>>) {
 struct FetchResult {
     topics: Vec<FetchableTopicResponse>,
     bytes: usize,
-    errors: bool,
+    /// Some partition answered with an error or a diverging epoch: answer now.
+    urgent: bool,
 }
 
 impl FetchResult {
     fn ready(&self, request: &FetchRequest) -> bool {
-        self.errors || self.bytes >= usize::try_from(request.min_bytes).unwrap_or(0).max(1)
+        self.urgent || self.bytes >= usize::try_from(request.min_bytes).unwrap_or(0).max(1)
     }
 
     fn into_response(self) -> ResponseKind {
@@ -144,7 +156,7 @@ fn fetch_once(broker: &Arc<Broker>, request: &FetchRequest, woken: bool) -> Fetc
     let mut result = FetchResult {
         topics: Vec::with_capacity(request.topics.len()),
         bytes: 0,
-        errors: false,
+        urgent: false,
     };
     let response_bytes_max = usize::try_from(request.max_bytes).unwrap_or(0);
     let read_committed = request.isolation_level == 1;
@@ -159,7 +171,7 @@ fn fetch_once(broker: &Arc<Broker>, request: &FetchRequest, woken: bool) -> Fetc
                 read_committed,
             };
             let data = partition_read(broker, &topic.topic, fetch, &read);
-            result.errors |= data.error_code != NONE;
+            result.urgent |= data.error_code != NONE || data.diverging_epoch.epoch >= 0;
             result.bytes += data.records.as_ref().map_or(0, Bytes::len);
             partitions.push(data);
         }
@@ -197,8 +209,10 @@ fn partition_read(
         .with_preferred_read_replica((-1).into())
         .with_aborted_transactions(read_committed.then(Vec::new));
     let access = crate::cluster_mode::Access::Read;
-    let partition = match broker.partition_serving(topic.0.as_str(), fetch.partition, access) {
-        Ok(partition) => partition,
+    let current = leader_epoch::from_wire(fetch.current_leader_epoch);
+    let served = broker.partition_serving_at(topic.0.as_str(), fetch.partition, access, current);
+    let (partition, leader_epoch) = match served {
+        Ok(served) => served,
         Err(error) => return data.with_error_code(error.code()).with_high_watermark(-1),
     };
     let mut high_watermark = partition.high_watermark();
@@ -211,6 +225,22 @@ fn partition_read(
         .with_high_watermark(high_watermark)
         .with_last_stable_offset(last_stable_offset)
         .with_log_start_offset(log.log_start_offset());
+    if let Some(last_fetched_epoch) = leader_epoch::from_wire(fetch.last_fetched_epoch) {
+        match divergence(&log, fetch, last_fetched_epoch, leader_epoch) {
+            Ok(None) => {}
+            Ok(Some(diverging)) => {
+                return data
+                    .with_error_code(NONE)
+                    .with_records(Some(Bytes::new()))
+                    .with_diverging_epoch(diverging)
+            }
+            Err(error) => {
+                return data
+                    .with_error_code(error.code())
+                    .with_records(Some(Bytes::new()))
+            }
+        }
+    }
     let limit = match read_committed {
         true => last_stable_offset,
         false => high_watermark,
@@ -252,4 +282,30 @@ fn partition_read(
                 .with_records(Some(Bytes::new()))
         }
     }
+}
+
+/// Whether a fetcher whose last batch is of `last_fetched_epoch` holds a history that diverges
+/// from ours before its fetch offset (Kafka's `Partition.readRecords`): then the epoch and end
+/// offset it must truncate to. OFFSET_OUT_OF_RANGE when we cannot tell (no end for that epoch)
+/// or the fetch offset is below our log start, diverging or not, as Kafka answers.
+fn divergence(
+    log: &storage::PartitionLog,
+    fetch: &FetchPartition,
+    last_fetched_epoch: i32,
+    leader_epoch: i32,
+) -> Result<Option<EpochEndOffset>, ResponseError> {
+    let Some((epoch, end_offset)) =
+        leader_epoch::end_offset_for(log, last_fetched_epoch, leader_epoch)
+    else {
+        return Err(ResponseError::OffsetOutOfRange);
+    };
+    if fetch.fetch_offset < log.log_start_offset() {
+        return Err(ResponseError::OffsetOutOfRange);
+    }
+    let diverges = epoch < last_fetched_epoch || end_offset < fetch.fetch_offset;
+    Ok(diverges.then(|| {
+        EpochEndOffset::default()
+            .with_epoch(epoch)
+            .with_end_offset(end_offset)
+    }))
 }

@@ -1,9 +1,14 @@
 //! ListOffsets: earliest (-2), latest (-1: the high watermark, or with isolation_level 1,
 //! read_committed, the last stable offset), or the first offset whose timestamp is at or after
 //! a time (the same for both isolation levels, as in Kafka).
+//!
+//! v4+: `current_leader_epoch` is checked as Fetch checks it (`leader_epoch::check`), and each
+//! answer carries a leader epoch as Kafka's: for latest the leader's current epoch, for earliest
+//! and a timestamp the epoch of the batch at the offset found (-1 if none is known).
 
 use crate::broker::Broker;
 use crate::handlers::errors::{log_error_code, NONE};
+use crate::leader_epoch;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -25,14 +30,14 @@ pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -
                 .partitions
                 .iter()
                 .map(|asked| {
-                    partition_lookup(
-                        broker,
-                        topic.name.0.as_str(),
-                        asked.partition_index,
-                        asked.timestamp,
+                    let lookup = Lookup {
+                        index: asked.partition_index,
+                        timestamp: asked.timestamp,
+                        current_leader_epoch: leader_epoch::from_wire(asked.current_leader_epoch),
                         version,
                         read_committed,
-                    )
+                    };
+                    partition_lookup(broker, topic.name.0.as_str(), &lookup)
                 })
                 .collect();
             ListOffsetsTopicResponse::default()
@@ -43,22 +48,34 @@ pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -
     ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
 }
 
+/// One partition's question.
+struct Lookup {
+    index: i32,
+    timestamp: i64,
+    current_leader_epoch: Option<i32>,
+    version: i16,
+    read_committed: bool,
+}
+
 fn partition_lookup(
     broker: &Arc<Broker>,
     topic: &str,
-    index: i32,
-    timestamp: i64,
-    version: i16,
-    read_committed: bool,
+    lookup: &Lookup,
 ) -> ListOffsetsPartitionResponse {
-    // leader_epoch exists from v4; the protocol crate refuses to encode it set at older versions.
-    let leader_epoch = if version >= 4 { 0 } else { -1 };
+    let Lookup {
+        index,
+        timestamp,
+        current_leader_epoch,
+        version,
+        read_committed,
+    } = *lookup;
     let response = ListOffsetsPartitionResponse::default()
         .with_partition_index(index)
-        .with_leader_epoch(leader_epoch);
+        .with_leader_epoch(-1);
     let access = crate::cluster_mode::Access::Read;
-    let partition = match broker.partition_serving(topic, index, access) {
-        Ok(partition) => partition,
+    let served = broker.partition_serving_at(topic, index, access, current_leader_epoch);
+    let (partition, leader_epoch) = match served {
+        Ok(served) => served,
         Err(error) => {
             return response
                 .with_error_code(error.code())
@@ -68,6 +85,12 @@ fn partition_lookup(
     };
     let high_watermark = partition.high_watermark();
     let log = partition.log();
+    // leader_epoch exists from v4; the protocol crate refuses to encode it set at older versions.
+    let epoch_of = |offset: i64, latest: bool| match (version >= 4, latest) {
+        (false, _) => -1,
+        (true, true) => leader_epoch,
+        (true, false) => log.epoch_at(offset).unwrap_or(-1),
+    };
     let found = match timestamp {
         EARLIEST => Ok(Some((log.log_start_offset(), -1))),
         LATEST if read_committed => Ok(Some((log.last_stable_offset(high_watermark), -1))),
@@ -84,10 +107,11 @@ fn partition_lookup(
             .map(|found| found.filter(|(offset, _)| *offset < high_watermark)),
     };
     match found {
-        Ok(Some((offset, timestamp))) => response
+        Ok(Some((offset, found_timestamp))) => response
+            .with_leader_epoch(epoch_of(offset, timestamp == LATEST))
             .with_error_code(NONE)
             .with_offset(offset)
-            .with_timestamp(timestamp),
+            .with_timestamp(found_timestamp),
         Ok(None) => response
             .with_error_code(NONE)
             .with_offset(-1)

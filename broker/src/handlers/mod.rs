@@ -36,6 +36,7 @@ pub mod metadata_cluster;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 pub mod txn_offset_commit;
@@ -110,6 +111,9 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
         RequestKind::ListOffsets(body) => {
             Reply::Now(Box::new(list_offsets::handle(broker, body, version)))
         }
+        RequestKind::OffsetForLeaderEpoch(body) => Reply::Now(Box::new(
+            offset_for_leader_epoch::handle(broker, body, version),
+        )),
         RequestKind::CreateTopics(body) if broker.cluster().is_some() => {
             Reply::Later(admin_cluster::create_topics(broker, body, version))
         }
