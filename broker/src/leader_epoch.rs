@@ -47,7 +47,28 @@ pub fn end_offset_for(log: &PartitionLog, requested: i32, leader_epoch: i32) -> 
     )
 }
 
-fn end_offset_as_leader(
+/// Whether a fetcher whose last batch is of `last_fetched_epoch` holds a history that diverges
+/// from the leader's before its fetch offset (Kafka's `Partition.readRecords`), given the
+/// leader's end offset for that epoch (`end_offset_for`): then the epoch and end offset it must
+/// truncate to. OFFSET_OUT_OF_RANGE when the leader cannot tell (no end for that epoch) or the
+/// fetch offset is below its log start, diverging or not, as Kafka answers.
+pub fn divergence(
+    end: Option<(i32, i64)>,
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+    log_start_offset: i64,
+) -> Result<Option<(i32, i64)>, ResponseError> {
+    let Some((epoch, end_offset)) = end else {
+        return Err(ResponseError::OffsetOutOfRange);
+    };
+    if fetch_offset < log_start_offset {
+        return Err(ResponseError::OffsetOutOfRange);
+    }
+    let diverges = epoch < last_fetched_epoch || end_offset < fetch_offset;
+    Ok(diverges.then_some((epoch, end_offset)))
+}
+
+pub(crate) fn end_offset_as_leader(
     requested: i32,
     leader_epoch: i32,
     latest_cached: Option<i32>,

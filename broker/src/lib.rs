@@ -17,6 +17,7 @@ pub mod maintenance;
 pub mod partition;
 pub mod planted;
 pub mod producer_ids;
+pub mod replica;
 pub mod server;
 pub mod topics;
 pub mod txn;

@@ -284,26 +284,21 @@ fn partition_read(
     }
 }
 
-/// Whether a fetcher whose last batch is of `last_fetched_epoch` holds a history that diverges
-/// from ours before its fetch offset (Kafka's `Partition.readRecords`): then the epoch and end
-/// offset it must truncate to. OFFSET_OUT_OF_RANGE when we cannot tell (no end for that epoch)
-/// or the fetch offset is below our log start, diverging or not, as Kafka answers.
+/// `leader_epoch::divergence` on this log, as the Fetch response's `diverging_epoch`.
 fn divergence(
     log: &storage::PartitionLog,
     fetch: &FetchPartition,
     last_fetched_epoch: i32,
     leader_epoch: i32,
 ) -> Result<Option<EpochEndOffset>, ResponseError> {
-    let Some((epoch, end_offset)) =
-        leader_epoch::end_offset_for(log, last_fetched_epoch, leader_epoch)
-    else {
-        return Err(ResponseError::OffsetOutOfRange);
-    };
-    if fetch.fetch_offset < log.log_start_offset() {
-        return Err(ResponseError::OffsetOutOfRange);
-    }
-    let diverges = epoch < last_fetched_epoch || end_offset < fetch.fetch_offset;
-    Ok(diverges.then(|| {
+    let end = leader_epoch::end_offset_for(log, last_fetched_epoch, leader_epoch);
+    let diverging = leader_epoch::divergence(
+        end,
+        last_fetched_epoch,
+        fetch.fetch_offset,
+        log.log_start_offset(),
+    )?;
+    Ok(diverging.map(|(epoch, end_offset)| {
         EpochEndOffset::default()
             .with_epoch(epoch)
             .with_end_offset(end_offset)
