@@ -32,9 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use wire::{records_validate, RecordError, RecordRules, ResponseKind, ValidatedBatch};
 
-/// The leader epoch stamped on batches: a single node never changes leadership.
-const LEADER_EPOCH: i32 = 0;
-
 /// A partition's outcome, before durability is known.
 struct Appended {
     response: PartitionProduceResponse,
@@ -87,8 +84,11 @@ fn rejected(index: i32, error: ResponseError, message: &str) -> Appended {
 fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceData) -> Appended {
     let index = data.index;
     let access = crate::cluster_mode::Access::Produce;
-    let partition = match broker.partition_serving(topic, index, access) {
-        Ok(partition) => partition,
+    // Batches are stamped with the partition's leader epoch: the image's in cluster mode (so
+    // the epoch cache, OffsetForLeaderEpoch and diverging epochs follow leader changes), 0 on
+    // a single node, which never changes leadership.
+    let (partition, leader_epoch) = match broker.partition_serving_at(topic, index, access, None) {
+        Ok(served) => served,
         Err(ResponseError::NotEnoughReplicas) => {
             let message = "the partition has more replicas than this broker, and replication \
                            does not exist yet: a write only one replica holds is not acknowledged";
@@ -118,7 +118,7 @@ fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceDat
         }
     };
     let now_ms = broker.clock.wall_ms();
-    let produced = partition.log().produce(batches, LEADER_EPOCH, now_ms);
+    let produced = partition.log().produce(batches, leader_epoch, now_ms);
     let produced = match produced {
         Ok(produced) => produced,
         Err(error) => {
