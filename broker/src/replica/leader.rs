@@ -85,7 +85,10 @@ impl Leader {
     ) -> Leader {
         let (log_end, durable_end, high_watermark) = log;
         assert_eq!(state.leader, id, "a leader leads");
-        assert!(0 <= high_watermark && high_watermark <= durable_end && durable_end <= log_end);
+        assert!(0 <= durable_end && durable_end <= log_end);
+        // A follower's HW is capped by its log end, not its fsynced end; the leader's may not
+        // pass what it has fsynced. Lower is always safe: it only waits longer.
+        let high_watermark = high_watermark.clamp(0, durable_end);
         let followers = state
             .replicas
             .iter()

@@ -102,6 +102,9 @@ fn the_leader_counts_only_its_own_fsynced_end() {
     leader.durable(&mut out, 5);
     assert_eq!(leader.high_watermark(), 5);
     assert_eq!(acks(&out), [(1, Ok(()))]);
+    // A follower becoming leader knew an HW past its fsynced end: it starts from the latter.
+    let leader = Leader::new(1, state(1, 1, &[1, 2], 1), (10, 5, 8), ms(0), CONFIG, None);
+    assert_eq!(leader.high_watermark(), 5);
 }
 
 #[test]
@@ -617,21 +620,18 @@ impl World {
             Role::Follower(core) => core.high_watermark(),
             Role::Zombie(core) | Role::Leader(core) => core.high_watermark(),
         };
-        // Its appended tail is fsynced as it becomes leader (the shell flushes first).
-        replica.durable = replica.log.len();
-        let end = replica.log.len() as i64;
-        let old = std::mem::replace(
-            &mut replica.role,
-            Role::Leader(Leader::new(
-                new,
-                self.controller.clone(),
-                (end, end, hw),
-                self.now,
-                CONFIG,
-                self.planted,
-            )),
+        // Its unfsynced tail stays unfsynced: the leader counts only what it fsyncs later.
+        let log = (replica.log.len() as i64, replica.durable as i64, hw);
+        let core = Leader::new(
+            new,
+            self.controller.clone(),
+            log,
+            self.now,
+            CONFIG,
+            self.planted,
         );
-        replica.hw_seen = hw;
+        replica.hw_seen = core.high_watermark();
+        let old = std::mem::replace(&mut replica.role, Role::Leader(core));
         if let Role::Zombie(mut core) = old {
             let mut out = Vec::new();
             core.depose(&mut out);
