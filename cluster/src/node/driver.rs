@@ -18,7 +18,7 @@
 //! controller, whose image already holds them, is rebuilt from the applied image.
 
 use super::machine::ImageMachine;
-use super::rpc::{Answer, HeartbeatAnswer, Request, Response, WireError};
+use super::rpc::{Answer, Envelope, HeartbeatAnswer, Request, Response, WireError};
 use super::ClusterStatus;
 use crate::controller::errors::INVALID_REQUEST;
 use crate::controller::{ApiError, Controller, ControllerConfig, Proposal};
@@ -42,7 +42,7 @@ pub(crate) const CALL_QUEUE_MAX: usize = 1024;
 /// One controller call and where its response goes.
 #[derive(Debug)]
 pub(crate) struct Call {
-    pub request: Request,
+    pub envelope: Envelope,
     pub reply: oneshot::Sender<Response>,
 }
 
@@ -185,7 +185,7 @@ impl Driver {
         let index = self.index_next();
         let now_ms = self.now_ms();
         let controller = self.active.as_mut().expect("checked above");
-        let (records, after, answer) = decide(controller, index, now_ms, call.request);
+        let (records, after, answer) = decide(controller, index, now_ms, call.envelope);
         match self.records_propose(index, records) {
             Ok(()) => self.waiting.push(Waiting {
                 after,
@@ -391,14 +391,28 @@ impl SeedU64 for ChaCha8Rng {
     }
 }
 
-/// Runs one request through the controller: its records, when its answer may be sent, and the
-/// answer.
+/// Runs one request through the controller, once per request id (a retry of a decided call
+/// gets its recorded answer): its records, when its answer may be sent, and the answer.
 fn decide(
     controller: &mut Controller,
     index: MetadataOffset,
     now_ms: u64,
-    request: Request,
+    envelope: Envelope,
 ) -> (Vec<MetadataRecord>, MetadataOffset, Answer) {
+    let Envelope { id, request } = envelope;
+    let proposal = controller.decide_once(index, id, |controller| {
+        decide_new(controller, index, now_ms, request)
+    });
+    (proposal.records, proposal.reply_after, proposal.reply)
+}
+
+/// Runs one request through the controller.
+fn decide_new(
+    controller: &mut Controller,
+    index: MetadataOffset,
+    now_ms: u64,
+    request: Request,
+) -> Proposal<Answer> {
     fn results<T, W: From<T>>(
         results: Vec<(String, Result<T, ApiError>)>,
     ) -> Vec<(String, Result<W, WireError>)> {
@@ -407,15 +421,8 @@ fn decide(
             .map(|(name, result)| (name, result.map(W::from).map_err(WireError::from)))
             .collect()
     }
-    fn split<R>(
-        proposal: Proposal<R>,
-        answer: impl FnOnce(R) -> Answer,
-    ) -> (Vec<MetadataRecord>, MetadataOffset, Answer) {
-        (
-            proposal.records,
-            proposal.reply_after,
-            answer(proposal.reply),
-        )
+    fn split<R>(proposal: Proposal<R>, answer: impl FnOnce(R) -> Answer) -> Proposal<Answer> {
+        proposal.map(answer)
     }
     if let Some(registration) = request.registration() {
         let proposal = controller.register_broker(index, now_ms, &registration);

@@ -287,6 +287,7 @@ impl ClusterNode {
         );
         let forwarder = Arc::new(Forwarder::new(
             config.node_id,
+            incarnation_id,
             config.voters.clone(),
             call_sender.clone(),
             status.clone(),
@@ -483,7 +484,8 @@ impl ClusterHandle {
         }
     }
 
-    /// A block of producer ids for this broker (KIP-730), unique across the cluster.
+    /// A block of producer ids for this broker (KIP-730), unique across the cluster. A retry
+    /// after a lost answer gets the same block (one call, one block: `controller::requests`).
     pub async fn allocate_producer_ids(&self) -> Result<ProducerIdBlock, ClusterError> {
         let status = self.status();
         let broker_epoch = status.broker_epoch.ok_or(ClusterError::NotRegistered)?;

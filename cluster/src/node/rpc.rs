@@ -15,7 +15,7 @@ use crate::controller::{
 };
 use crate::image::MetadataOffset;
 use crate::raft::transport::FRAME_BYTES_MAX;
-use crate::records::{BrokerId, IncarnationId, TopicId};
+use crate::records::{BrokerId, IncarnationId, RequestId, TopicId};
 use runtime::io::{AsyncReadExt, AsyncWriteExt};
 use runtime::net::TcpStream;
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,15 @@ const HEADER_BYTES: usize = 8;
 const _: () = assert!(RPC_FRAME_BYTES_MAX < u32::MAX as usize);
 // The magic, read as a raft frame's length, is refused by the raft transport.
 const _: () = assert!(u32::from_be_bytes(RPC_MAGIC) as usize > FRAME_BYTES_MAX);
+
+/// A request as it travels to the controller: with its id when it changes state (the same id
+/// on every retry, so that the controller decides it once; `controller::requests`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub id: Option<RequestId>,
+    pub request: Request,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -253,6 +262,20 @@ impl From<ProducerIdBlock> for (i64, i64) {
 }
 
 impl Request {
+    /// Whether the call must take effect once however often it is retried: the admin calls and
+    /// producer id blocks. Registration is retried safely by its incarnation id (the same one
+    /// gets its epoch back), and a heartbeat's answer is the broker's state when it arrives.
+    pub fn is_once(&self) -> bool {
+        match self {
+            Request::Register { .. } | Request::Heartbeat { .. } => false,
+            Request::CreateTopics { .. }
+            | Request::DeleteTopics { .. }
+            | Request::CreatePartitions { .. }
+            | Request::AlterConfigs { .. }
+            | Request::AllocateProducerIds { .. } => true,
+        }
+    }
+
     pub(crate) fn registration(&self) -> Option<BrokerRegistrationRequest> {
         match self {
             Request::Register {

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::controller::errors::TOPIC_ALREADY_EXISTS;
-use rpc::{Request, Response, RPC_MAGIC};
+use rpc::{Envelope, Request, Response, RPC_MAGIC};
+use runtime::sync::oneshot;
 use runtime::MemDisk;
 
 /// A free loopback port: bound, read, released.
@@ -156,7 +157,8 @@ async fn three_nodes_register_create_through_a_follower_and_survive_the_leader_c
         topics: vec![topic("raw", 1, 3).into()],
         validate_only: false,
     };
-    rpc::frame_write(&mut stream, &request).await.unwrap();
+    let envelope = Envelope { id: None, request };
+    rpc::frame_write(&mut stream, &envelope).await.unwrap();
     let response: Response = rpc::frame_read(&mut stream).await.unwrap().unwrap();
     assert!(matches!(response, Response::Answer { .. }), "{response:?}");
     assert!(
@@ -321,11 +323,14 @@ async fn the_listener_survives_bad_frames() {
     let handles = BTreeMap::from([(1, handle.clone())]);
     until("registered and unfenced", 10, || all_unfenced(&handles)).await;
     let address = voters[&1].as_str();
-    let valid = rpc::frame_encode(&Request::Heartbeat {
-        broker_id: 1,
-        broker_epoch: 999,
-        metadata_offset: 0,
-        want_shutdown: false,
+    let valid = rpc::frame_encode(&Envelope {
+        id: None,
+        request: Request::Heartbeat {
+            broker_id: 1,
+            broker_epoch: 999,
+            metadata_offset: 0,
+            want_shutdown: false,
+        },
     })
     .unwrap();
     let mut huge = RPC_MAGIC.to_vec();
@@ -409,7 +414,8 @@ async fn a_leader_without_its_quorum_answers_not_controller() {
         topics: vec![topic("stranded", 1, 1).into()],
         validate_only: false,
     };
-    rpc::frame_write(&mut stream, &request).await.unwrap();
+    let envelope = Envelope { id: None, request };
+    rpc::frame_write(&mut stream, &envelope).await.unwrap();
     let answered = runtime::time::timeout(
         Duration::from_secs(5),
         rpc::frame_read::<Response>(&mut stream),
@@ -474,4 +480,109 @@ async fn producer_id_blocks_stay_unique_across_a_controller_crash() {
             "a producer id block handed out twice: {pair:?}"
         );
     }
+}
+
+/// A call whose first try committed while its answer was lost (the controller leader died
+/// after the commit, before its answer arrived): the retry carries the same request id, and
+/// the new controller answers what the first try decided, not a refusal of its own effect
+/// (TOPIC_ALREADY_EXISTS). A proxy stands in for the controller between the forwarder and the
+/// nodes: it passes each request on, and holds the first answer until the leader is dead, then
+/// drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_lost_answer_gets_the_first_answer() {
+    use runtime::io::AsyncWriteExt;
+    use runtime::net::TcpStream;
+    let voters = voters(3).await;
+    let mut handles = BTreeMap::new();
+    for id in 1..=3 {
+        let handle = start(config(id, &voters, MemDisk::new(), 60 + id as u64)).await;
+        handles.insert(id, handle);
+    }
+    until("every broker unfenced", 20, || all_unfenced(&handles)).await;
+    let leader = leader_of(&handles).unwrap();
+    let target = Arc::new(std::sync::Mutex::new(voters[&leader].clone()));
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_address = proxy.local_addr().unwrap().to_string();
+    let (answered, first_answer) = oneshot::channel::<Response>();
+    let (go, dropped) = oneshot::channel::<()>();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Envelope>::new()));
+    let proxied = {
+        let (target, seen) = (target.clone(), seen.clone());
+        runtime::spawn(async move {
+            let mut hold = Some((answered, dropped));
+            loop {
+                let (mut client, _) = proxy.accept().await.unwrap();
+                let mut magic = [0u8; 4];
+                runtime::io::AsyncReadExt::read_exact(&mut client, &mut magic)
+                    .await
+                    .unwrap();
+                while let Ok(Some(envelope)) = rpc::frame_read::<Envelope>(&mut client).await {
+                    seen.lock().unwrap().push(envelope.clone());
+                    let address = target.lock().unwrap().clone();
+                    let mut server = TcpStream::connect(address.as_str()).await.unwrap();
+                    server.write_all(&RPC_MAGIC).await.unwrap();
+                    rpc::frame_write(&mut server, &envelope).await.unwrap();
+                    let response: Response = rpc::frame_read(&mut server).await.unwrap().unwrap();
+                    if let Some((answered, dropped)) = hold.take() {
+                        answered.send(response).unwrap();
+                        dropped.await.unwrap();
+                        break; // the answer is lost with the connection
+                    }
+                    rpc::frame_write(&mut client, &response).await.unwrap();
+                }
+            }
+        })
+    };
+    // The forwarder of a node that knows only the proxy, as its controller.
+    let follower = *handles.keys().find(|id| **id != leader).unwrap();
+    let (local, _calls) = mpsc::channel(1);
+    let mut status = handles[&follower].status();
+    status.controller_leader = Some(99);
+    let (_status_sender, status) = watch::channel(status);
+    let forwarder = Forwarder::new(
+        follower,
+        IncarnationId(7),
+        BTreeMap::from([(99, proxy_address)]),
+        local,
+        status,
+        ClusterTiming::fast().request_timeout,
+        runtime::Clock::system(),
+    );
+    let request = Request::CreateTopics {
+        topics: vec![topic("once", 2, 3).into()],
+        validate_only: false,
+    };
+    let call = runtime::spawn(async move { forwarder.call(&request).await });
+
+    // The first try committed and was answered; then the leader dies with the answer.
+    let first = first_answer.await.unwrap();
+    let Response::Answer { offset, .. } = &first else {
+        panic!("the first try is answered: {first:?}");
+    };
+    let topic_id = handles[&leader].image().topic_id("once").expect("applied");
+    assert!(handles[&leader].status().commit >= *offset);
+    handles.remove(&leader).unwrap().kill();
+    until("a new controller", 10, || leader_of(&handles).is_some()).await;
+    let second = leader_of(&handles).unwrap();
+    *target.lock().unwrap() = voters[&second].clone();
+    go.send(()).unwrap();
+
+    let (offset_retried, answer) = call.await.unwrap().expect("the retry is answered");
+    assert_eq!(
+        Response::Answer {
+            offset: offset_retried,
+            answer: answer.clone(),
+        },
+        first,
+        "the retry answers what the first try decided"
+    );
+    let rpc::Answer::TopicsCreated(results) = answer else {
+        panic!("{answer:?}");
+    };
+    assert_eq!(results[0].1.as_ref().unwrap().topic_id, Some(topic_id));
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() >= 2, "retried: {seen:?}");
+    assert!(seen[0].id.is_some());
+    assert!(seen.iter().all(|envelope| *envelope == seen[0]), "{seen:?}");
+    proxied.abort();
 }
