@@ -26,7 +26,7 @@ use crate::image::{MetadataImage, MetadataOffset};
 use crate::planted::PlantedBug;
 use crate::raft::transport::Transport;
 use crate::raft::{Outcome, ProposeError, RaftNode, Role, Status};
-use crate::records::{batch_encode, MetadataRecord};
+use crate::records::{batch_encode, BrokerId, MetadataRecord};
 use raft::eraftpb::Message;
 use raft::Storage;
 use runtime::rng::{ChaCha8Rng, Rng};
@@ -79,6 +79,8 @@ enum Event {
     Message(Message),
     Call(Call),
     Deadline,
+    /// Controlled shutdown: hand Raft leadership to another voter.
+    Handover,
 }
 
 /// What `Driver::new` needs besides the node.
@@ -113,12 +115,14 @@ impl Driver {
         driver
     }
 
-    /// Runs until the metadata log's disk fails.
+    /// Runs until the metadata log's disk fails. `handover` turning true asks for the Raft
+    /// leadership to move to another voter (controlled shutdown).
     pub(crate) async fn run(
         mut self,
         tick: Duration,
         mut inbound: mpsc::Receiver<Message>,
         mut calls: mpsc::Receiver<Call>,
+        mut handover: watch::Receiver<bool>,
     ) {
         let mut ticker = runtime::time::interval(tick);
         loop {
@@ -129,6 +133,7 @@ impl Driver {
                 Some(message) = inbound.recv() => Event::Message(message),
                 Some(call) = calls.recv() => Event::Call(call),
                 _ = deadline_wait(deadline) => Event::Deadline,
+                Ok(()) = handover.changed() => Event::Handover,
             };
             self.event_handle(event);
             if let Err(error) = self.ready_handle().await {
@@ -162,6 +167,13 @@ impl Driver {
             Event::Message(message) => self.node().step(message),
             Event::Call(call) => self.call_handle(call),
             Event::Deadline => self.controller_tick(),
+            Event::Handover => {
+                let node = self.node();
+                if let Some(to) = node.leadership_transfer() {
+                    let id = node.status().id;
+                    tracing::info!("node {id}: handing Raft leadership to node {to}");
+                }
+            }
         }
     }
 
@@ -349,6 +361,11 @@ impl Driver {
         let active = self.active.is_some();
         let node = self.node.as_ref().expect("node is home between readies");
         let status = node.status();
+        let replicated = node
+            .progress()
+            .into_iter()
+            .map(|(id, end)| (id as BrokerId, end))
+            .collect();
         let image = node.machine().image();
         self.image.send_if_modified(|published| {
             let changed = published.offset() != image.offset();
@@ -365,6 +382,7 @@ impl Driver {
                 term: status.term,
                 commit: status.commit,
                 applied: status.applied,
+                replicated,
                 ..current.clone()
             };
             let changed = *current != next;

@@ -586,3 +586,64 @@ async fn a_retry_after_a_lost_answer_gets_the_first_answer() {
     assert!(seen.iter().all(|envelope| *envelope == seen[0]), "{seen:?}");
     proxied.abort();
 }
+
+/// Polls every millisecond until `condition`; how long that took from `since`.
+async fn until_fine(
+    since: runtime::time::Instant,
+    mut condition: impl FnMut() -> bool,
+) -> Duration {
+    let deadline = since + Duration::from_secs(10);
+    while !condition() {
+        assert!(runtime::Clock::system().now() < deadline, "not within 10 s");
+        runtime::time::sleep(Duration::from_millis(1)).await;
+    }
+    runtime::Clock::system().now() - since
+}
+
+/// Controlled shutdown of the controller leader hands Raft leadership to another voter before
+/// the node stops: the quorum is leaderless (no active controller) for far less than an
+/// election timeout. A leader that just stops, as a crash (and shutdown before the handover),
+/// leaves it leaderless for an election timeout or more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_hands_over_leadership_on_shutdown() {
+    let voters = voters(3).await;
+    let disks: BTreeMap<BrokerId, Arc<dyn runtime::Disk>> = (1..=3)
+        .map(|id| (id, MemDisk::new() as Arc<dyn runtime::Disk>))
+        .collect();
+    let mut handles = BTreeMap::new();
+    for id in 1..=3 {
+        let handle = start(config(id, &voters, disks[&id].clone(), 80 + id as u64)).await;
+        handles.insert(id, handle);
+    }
+    until("every broker unfenced", 20, || all_unfenced(&handles)).await;
+    let clock = runtime::Clock::system();
+    let timing = ClusterTiming::fast();
+    let election_timeout = timing.tick * timing.election_ticks as u32;
+
+    let leader = leader_of(&handles).unwrap();
+    let leaving = handles.remove(&leader).unwrap();
+    let term = leaving.status().term;
+    let (old, others) = (leaving.clone(), handles.clone());
+    let gap = runtime::spawn(async move {
+        until_fine(clock.now(), || !old.status().controller_active).await;
+        let stepped_down = runtime::Clock::system().now();
+        until_fine(stepped_down, || leader_of(&others).is_some()).await
+    });
+    leaving.shutdown().await;
+    let handed_over = gap.await.unwrap();
+    let second = leader_of(&handles).expect("a controller when shutdown returns");
+    assert!(handles[&second].status().term > term);
+
+    let restarted = start(config(leader, &voters, disks[&leader].clone(), 90)).await;
+    handles.insert(leader, restarted);
+    until("every broker unfenced", 20, || all_unfenced(&handles)).await;
+    let leader = leader_of(&handles).unwrap();
+    handles.remove(&leader).unwrap().kill();
+    let crashed = until_fine(clock.now(), || leader_of(&handles).is_some()).await;
+    println!(
+        "leaderless gap: {handed_over:?} with the handover on shutdown, {crashed:?} when the \
+         leader just stops (election timeout {election_timeout:?})"
+    );
+    assert!(handed_over < election_timeout / 2, "{handed_over:?}");
+    assert!(crashed >= election_timeout, "{crashed:?}");
+}
