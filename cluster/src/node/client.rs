@@ -68,6 +68,10 @@ impl Forwarder {
         }
     }
 
+    pub(crate) fn voters(&self) -> &BTreeMap<BrokerId, String> {
+        &self.voters
+    }
+
     /// The controller's answer and the offset it holds from; Timeout if no leader answered.
     pub(crate) async fn call(
         &self,

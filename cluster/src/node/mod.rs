@@ -426,6 +426,11 @@ impl ClusterHandle {
         self.status.borrow().clone()
     }
 
+    /// Every voter's controller listener, `node id -> "host:port"` (`--voters`).
+    pub fn voters(&self) -> &BTreeMap<BrokerId, String> {
+        self.forwarder.voters()
+    }
+
     /// Changes with leader, term, applied offset, and this broker's epoch and fencing.
     pub fn status_watch(&self) -> watch::Receiver<ClusterStatus> {
         self.status.clone()
