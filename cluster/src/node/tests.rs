@@ -90,6 +90,40 @@ fn all_unfenced(handles: &BTreeMap<BrokerId, ClusterHandle>) -> bool {
     })
 }
 
+fn disks(count: i32) -> BTreeMap<BrokerId, Arc<dyn runtime::Disk>> {
+    (1..=count)
+        .map(|id| (id, MemDisk::new() as Arc<dyn runtime::Disk>))
+        .collect()
+}
+
+/// Starts every voter's node on its disk (node `id` with seed `seed + id`) and waits until
+/// every broker is registered and unfenced.
+async fn cluster_start(
+    voters: &BTreeMap<BrokerId, String>,
+    disks: &BTreeMap<BrokerId, Arc<dyn runtime::Disk>>,
+    seed: u64,
+) -> BTreeMap<BrokerId, ClusterHandle> {
+    let mut handles = BTreeMap::new();
+    for id in voters.keys().copied() {
+        let handle = start(config(id, voters, disks[&id].clone(), seed + id as u64)).await;
+        handles.insert(id, handle);
+    }
+    until("every broker registered and unfenced", 20, || {
+        all_unfenced(&handles)
+    })
+    .await;
+    handles
+}
+
+/// A raw controller RPC connection (the magic sent) to `address`.
+async fn rpc_connect(address: &str) -> runtime::net::TcpStream {
+    let mut stream = runtime::net::TcpStream::connect(address).await.unwrap();
+    runtime::io::AsyncWriteExt::write_all(&mut stream, &RPC_MAGIC)
+        .await
+        .unwrap();
+    stream
+}
+
 fn leader_of(handles: &BTreeMap<BrokerId, ClusterHandle>) -> Option<BrokerId> {
     handles
         .values()
@@ -101,18 +135,8 @@ fn leader_of(handles: &BTreeMap<BrokerId, ClusterHandle>) -> Option<BrokerId> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_register_create_through_a_follower_and_survive_the_leader_crash() {
     let voters = voters(3).await;
-    let disks: BTreeMap<BrokerId, Arc<dyn runtime::Disk>> = (1..=3)
-        .map(|id| (id, MemDisk::new() as Arc<dyn runtime::Disk>))
-        .collect();
-    let mut handles = BTreeMap::new();
-    for id in 1..=3 {
-        let handle = start(config(id, &voters, disks[&id].clone(), id as u64)).await;
-        handles.insert(id, handle);
-    }
-    until("every broker registered and unfenced", 20, || {
-        all_unfenced(&handles)
-    })
-    .await;
+    let disks = disks(3);
+    let mut handles = cluster_start(&voters, &disks, 0).await;
     let leader = leader_of(&handles).expect("a controller is active");
     let image = handles[&leader].image();
     assert_eq!(image.brokers_live().count(), 3, "{image:?}");
@@ -147,12 +171,7 @@ async fn three_nodes_register_create_through_a_follower_and_survive_the_leader_c
     assert_eq!(again[0].1.as_ref().unwrap_err().code, TOPIC_ALREADY_EXISTS);
     // Straight to the leader's listener, without the caller's wait: the leader answers only
     // once the entry is applied there.
-    let mut stream = runtime::net::TcpStream::connect(voters[&leader].as_str())
-        .await
-        .unwrap();
-    runtime::io::AsyncWriteExt::write_all(&mut stream, &RPC_MAGIC)
-        .await
-        .unwrap();
+    let mut stream = rpc_connect(&voters[&leader]).await;
     let request = Request::CreateTopics {
         topics: vec![topic("raw", 1, 3).into()],
         validate_only: false,
@@ -369,8 +388,7 @@ async fn the_listener_survives_bad_frames() {
         );
         assert!(rest.is_empty(), "bad frame {at}: no answer");
     }
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    stream.write_all(&RPC_MAGIC).await.unwrap();
+    let mut stream = rpc_connect(address).await;
     stream.write_all(&valid).await.unwrap();
     stream.flush().await.unwrap();
     let response: Response = rpc::frame_read(&mut stream).await.unwrap().unwrap();
@@ -393,23 +411,13 @@ async fn the_listener_survives_bad_frames() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_without_its_quorum_answers_not_controller() {
     let voters = voters(3).await;
-    let mut handles = BTreeMap::new();
-    for id in 1..=3 {
-        let handle = start(config(id, &voters, MemDisk::new(), 20 + id as u64)).await;
-        handles.insert(id, handle);
-    }
-    until("every broker unfenced", 20, || all_unfenced(&handles)).await;
+    let mut handles = cluster_start(&voters, &disks(3), 20).await;
     let leader = leader_of(&handles).unwrap();
     let survivor = handles.remove(&leader).unwrap();
     for (_, handle) in std::mem::take(&mut handles) {
         handle.kill();
     }
-    let mut stream = runtime::net::TcpStream::connect(voters[&leader].as_str())
-        .await
-        .unwrap();
-    runtime::io::AsyncWriteExt::write_all(&mut stream, &RPC_MAGIC)
-        .await
-        .unwrap();
+    let mut stream = rpc_connect(&voters[&leader]).await;
     let request = Request::CreateTopics {
         topics: vec![topic("stranded", 1, 1).into()],
         validate_only: false,
@@ -438,12 +446,7 @@ async fn a_leader_without_its_quorum_answers_not_controller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_id_blocks_stay_unique_across_a_controller_crash() {
     let voters = voters(3).await;
-    let mut handles = BTreeMap::new();
-    for id in 1..=3 {
-        let handle = start(config(id, &voters, MemDisk::new(), 40 + id as u64)).await;
-        handles.insert(id, handle);
-    }
-    until("every broker unfenced", 20, || all_unfenced(&handles)).await;
+    let mut handles = cluster_start(&voters, &disks(3), 40).await;
     let leader = leader_of(&handles).unwrap();
     let blocks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut askers = Vec::new();
@@ -490,15 +493,8 @@ async fn producer_id_blocks_stay_unique_across_a_controller_crash() {
 /// drops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_a_lost_answer_gets_the_first_answer() {
-    use runtime::io::AsyncWriteExt;
-    use runtime::net::TcpStream;
     let voters = voters(3).await;
-    let mut handles = BTreeMap::new();
-    for id in 1..=3 {
-        let handle = start(config(id, &voters, MemDisk::new(), 60 + id as u64)).await;
-        handles.insert(id, handle);
-    }
-    until("every broker unfenced", 20, || all_unfenced(&handles)).await;
+    let mut handles = cluster_start(&voters, &disks(3), 60).await;
     let leader = leader_of(&handles).unwrap();
     let target = Arc::new(std::sync::Mutex::new(voters[&leader].clone()));
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -519,8 +515,7 @@ async fn a_retry_after_a_lost_answer_gets_the_first_answer() {
                 while let Ok(Some(envelope)) = rpc::frame_read::<Envelope>(&mut client).await {
                     seen.lock().unwrap().push(envelope.clone());
                     let address = target.lock().unwrap().clone();
-                    let mut server = TcpStream::connect(address.as_str()).await.unwrap();
-                    server.write_all(&RPC_MAGIC).await.unwrap();
+                    let mut server = rpc_connect(&address).await;
                     rpc::frame_write(&mut server, &envelope).await.unwrap();
                     let response: Response = rpc::frame_read(&mut server).await.unwrap().unwrap();
                     if let Some((answered, dropped)) = hold.take() {
@@ -607,15 +602,8 @@ async fn until_fine(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_hands_over_leadership_on_shutdown() {
     let voters = voters(3).await;
-    let disks: BTreeMap<BrokerId, Arc<dyn runtime::Disk>> = (1..=3)
-        .map(|id| (id, MemDisk::new() as Arc<dyn runtime::Disk>))
-        .collect();
-    let mut handles = BTreeMap::new();
-    for id in 1..=3 {
-        let handle = start(config(id, &voters, disks[&id].clone(), 80 + id as u64)).await;
-        handles.insert(id, handle);
-    }
-    until("every broker unfenced", 20, || all_unfenced(&handles)).await;
+    let disks = disks(3);
+    let mut handles = cluster_start(&voters, &disks, 80).await;
     let clock = runtime::Clock::system();
     let timing = ClusterTiming::fast();
     let election_timeout = timing.tick * timing.election_ticks as u32;
