@@ -24,7 +24,7 @@ use crate::controller::errors::INVALID_REQUEST;
 use crate::controller::{ApiError, Controller, ControllerConfig, Proposal};
 use crate::image::{MetadataImage, MetadataOffset};
 use crate::planted::PlantedBug;
-use crate::raft::transport::Transport;
+use crate::raft::transport::{self, Transport};
 use crate::raft::{Outcome, ProposeError, RaftNode, Role, Status};
 use crate::records::{batch_encode, BrokerId, MetadataRecord};
 use raft::eraftpb::Message;
@@ -254,28 +254,10 @@ impl Driver {
     }
 
     async fn ready_handle(&mut self) -> io::Result<()> {
-        if !self.node().has_ready() {
-            return Ok(());
-        }
-        let mut node = self.node.take().expect("node is home between readies");
-        let (node, messages) = runtime::blocking(move || {
-            let messages = node.handle_ready();
-            (node, messages)
-        })
-        .await;
-        let node = self.node.insert(node);
-        for message in messages? {
-            let snapshot = crate::raft::node::is_snapshot(&message);
-            let to = message.to;
-            let sent = self.transport.send(message);
-            if snapshot {
-                node.report_snapshot(to, sent);
-            }
-            if !sent {
-                node.report_unreachable(to);
-            }
-        }
-        Ok(())
+        let node = self.node.take().expect("node is home between readies");
+        let (node, result) = transport::ready_round(node, &self.transport).await;
+        self.node = Some(node);
+        result
     }
 
     fn after_ready(&mut self) {

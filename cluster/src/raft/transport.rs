@@ -11,6 +11,7 @@
 //! votes by itself). A broken connection is re-dialled with exponential backoff; inbound
 //! connections deliver decoded messages into one bounded channel.
 
+use super::node::{is_snapshot, RaftNode, StateMachine};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use runtime::io::{AsyncReadExt, AsyncWriteExt};
@@ -105,6 +106,40 @@ pub async fn frame_read(stream: &mut TcpStream) -> std::io::Result<Option<Messag
         return Err(invalid(FrameError::Crc));
     }
     body_decode(&body).map(Some).map_err(invalid)
+}
+
+/// One round of the Ready contract for an async loop: `handle_ready` (persist, apply) on the
+/// blocking pool, so its fsync does not hold up the runtime, then the messages it returned go
+/// out, and raft-rs hears which peers were unreachable and how each snapshot went (it paces
+/// replication by both). The node comes back in every case; an error means its disk failed.
+pub async fn ready_round<M: StateMachine + Send + 'static>(
+    mut node: RaftNode<M>,
+    transport: &Transport,
+) -> (RaftNode<M>, std::io::Result<()>) {
+    if !node.has_ready() {
+        return (node, Ok(()));
+    }
+    let (mut node, messages) = runtime::blocking(move || {
+        let messages = node.handle_ready();
+        (node, messages)
+    })
+    .await;
+    let messages = match messages {
+        Ok(messages) => messages,
+        Err(error) => return (node, Err(error)),
+    };
+    for message in messages {
+        let snapshot = is_snapshot(&message);
+        let to = message.to;
+        let sent = transport.send(message);
+        if snapshot {
+            node.report_snapshot(to, sent);
+        }
+        if !sent {
+            node.report_unreachable(to);
+        }
+    }
+    (node, Ok(()))
 }
 
 /// The outbound side: one queue and one connection task per peer.
