@@ -77,14 +77,14 @@ impl Forwarder {
         &self,
         request: &Request,
     ) -> Result<(MetadataOffset, Answer), ClusterError> {
-        let id = request.is_once().then(|| RequestId {
+        let request_id = request.is_once().then(|| RequestId {
             broker_id: self.node_id,
             incarnation_id: self.incarnation_id,
             sequence: self.sequence.fetch_add(1, Ordering::Relaxed) + 1,
         });
         // The same envelope, id included, on every try.
         let envelope = Envelope {
-            id,
+            id: request_id,
             request: request.clone(),
         };
         let deadline = self.clock.now() + self.timeout;
