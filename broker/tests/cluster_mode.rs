@@ -214,3 +214,85 @@ async fn metadata_and_describe_cluster_answer_from_the_image() {
     );
     insta::assert_debug_snapshot!("describe_cluster_v2", summary);
 }
+
+fn quorum_request(partitions: &[i32]) -> RequestKind {
+    let topic = describe_quorum_request::TopicData::default()
+        .with_topic_name(name("__cluster_metadata"))
+        .with_partitions(
+            partitions
+                .iter()
+                .map(|index| {
+                    describe_quorum_request::PartitionData::default().with_partition_index(*index)
+                })
+                .collect(),
+        );
+    RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(vec![topic]))
+}
+
+/// DescribeQuorum on a lone voter: it leads, the leader epoch is the Raft term, the high
+/// watermark the commit index, and its own log end is at or past it; a partition other than
+/// `__cluster_metadata-0` is unknown. A single node (no `--voters`) says it has no quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_quorum_answers_the_raft_term_and_offsets() {
+    let broker = broker_clustered().await;
+    let status = broker.cluster().unwrap().status();
+    for version in 0..=2 {
+        let ResponseKind::DescribeQuorum(response) = call(
+            &broker,
+            wire::ApiKey::DescribeQuorum,
+            quorum_request(&[0, 1]),
+            version,
+        )
+        .await
+        else {
+            panic!("not a DescribeQuorum response");
+        };
+        assert_eq!(response.error_code, 0);
+        let partitions = &response.topics[0].partitions;
+        let quorum = &partitions[0];
+        assert_eq!(quorum.error_code, 0);
+        assert_eq!(quorum.leader_id.0, 1);
+        assert!(quorum.leader_epoch >= 1);
+        assert!(quorum.leader_epoch as u64 >= status.term);
+        assert!(quorum.high_watermark >= status.commit as i64);
+        assert_eq!(quorum.current_voters.len(), 1);
+        let voter = &quorum.current_voters[0];
+        assert_eq!(voter.replica_id.0, 1);
+        assert!(voter.log_end_offset >= quorum.high_watermark, "{voter:?}");
+        assert_eq!(
+            partitions[1].error_code,
+            kafka_protocol::ResponseError::UnknownTopicOrPartition.code()
+        );
+        let listeners = response.nodes.iter().map(|node| node.listeners.len());
+        assert_eq!(listeners.sum::<usize>(), usize::from(version >= 2));
+    }
+
+    let mut config = BrokerConfig::zero_config();
+    config.data_dir = "data".into();
+    let context = NodeContext {
+        clock: runtime::Clock::system(),
+        disk: runtime::MemDisk::new(),
+        seed: 7,
+    };
+    let single = Broker::open(config, context).expect("opens");
+    let ResponseKind::DescribeQuorum(response) = call(
+        &single,
+        wire::ApiKey::DescribeQuorum,
+        quorum_request(&[0]),
+        2,
+    )
+    .await
+    else {
+        panic!("not a DescribeQuorum response");
+    };
+    let quorum = &response.topics[0].partitions[0];
+    assert_eq!(
+        quorum.error_code,
+        kafka_protocol::ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert!(quorum
+        .error_message
+        .as_deref()
+        .unwrap()
+        .contains("no controller quorum"));
+}

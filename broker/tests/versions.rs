@@ -196,6 +196,17 @@ fn sample_requests(api_key: ApiKey, version: i16, member: &Member) -> Vec<Reques
                 ],
             }
         }
+        ApiKey::DescribeQuorum => {
+            let partition = |index| {
+                describe_quorum_request::PartitionData::default().with_partition_index(index)
+            };
+            let topic = describe_quorum_request::TopicData::default()
+                .with_topic_name(name("__cluster_metadata"))
+                .with_partitions(vec![partition(0), partition(1)]);
+            vec![RequestKind::DescribeQuorum(
+                DescribeQuorumRequest::default().with_topics(vec![topic]),
+            )]
+        }
         other => panic!("no sample request for {other:?}"),
     }
 }

@@ -10,14 +10,17 @@
 //! - a fenced broker leads nothing (a leader is a registered, unfenced broker);
 //! - broker epochs, leader epochs and partition epochs only grow; log indices strictly increase;
 //! - topics by name and by id agree; a topic's partitions are numbered 0..n;
-//! - the producer-id allocator only moves forward, a block at a time.
+//! - the producer-id allocator only moves forward, a block at a time;
+//! - a controller call is decided once: its `RequestDone` is recorded once per request id, and
+//!   the table of recent outcomes stays within its bounds (`REQUEST_OUTCOMES_MAX` per requester,
+//!   `REQUESTERS_MAX` requesters).
 //!
 //! Bytes from elsewhere (a snapshot) are never asserted on: `snapshot_decode` checks the same
 //! invariants and returns an error.
 
 use crate::records::{
     self, BrokerId, DecodeError, IncarnationId, MetadataRecord, PartitionChange, PartitionRecord,
-    RegisterBroker, TopicId, LEADER_NONE, PRODUCER_ID_BLOCK_SIZE,
+    RegisterBroker, RequestId, TopicId, LEADER_NONE, PRODUCER_ID_BLOCK_SIZE,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,6 +82,44 @@ pub struct MetadataImage {
     topic_ids: BTreeMap<String, TopicId>,
     /// The first producer id of the next block to hand out.
     producer_id_next: i64,
+    /// Recent controller calls' outcomes, by requesting node (absent in older snapshots).
+    #[serde(default)]
+    requests: BTreeMap<BrokerId, RequesterOutcomes>,
+}
+
+/// The outcomes kept per requester (a node and its incarnation). A retry finds its first try's
+/// outcome as long as its node has made fewer than this many later calls that wrote records
+/// (calls are retried for `request_timeout` at most, and a node has a handful in flight); past
+/// that it is decided anew, as every retry was before the table existed.
+pub const REQUEST_OUTCOMES_MAX: usize = 64;
+/// Requesters kept. Every requester is a voter (each node is broker and controller) and a
+/// restart replaces its entries, so this is a guard against a peer inventing ids: past it, the
+/// requester whose last outcome is oldest is dropped.
+pub const REQUESTERS_MAX: usize = 256;
+
+/// A requester's recent outcomes: Raft's client session (Ongaro's thesis §6.3), kept in the
+/// applied state so that it survives controller failover and snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequesterOutcomes {
+    pub incarnation_id: IncarnationId,
+    /// By sequence number: the last `REQUEST_OUTCOMES_MAX` decided calls.
+    pub outcomes: BTreeMap<u64, RequestOutcome>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestOutcome {
+    /// The entry that decided the call: its answer holds once this index is applied.
+    pub index: MetadataOffset,
+    /// The controller's reply, as the controller encoded it.
+    pub outcome: serde_json::Value,
+}
+
+impl RequesterOutcomes {
+    fn index_last(&self) -> MetadataOffset {
+        self.outcomes.values().map(|o| o.index).max().unwrap_or(0)
+    }
 }
 
 /// A topic as Metadata shows it.
@@ -154,6 +195,20 @@ impl MetadataImage {
 
     pub fn producer_id_next(&self) -> i64 {
         self.producer_id_next
+    }
+
+    /// The outcome of call `request` if it was decided and is still in the table.
+    pub fn request_outcome(&self, request: &RequestId) -> Option<&RequestOutcome> {
+        let requester = self.requests.get(&request.broker_id)?;
+        if requester.incarnation_id != request.incarnation_id {
+            return None;
+        }
+        requester.outcomes.get(&request.sequence)
+    }
+
+    /// Every requester's table, by node id.
+    pub fn requesters(&self) -> impl Iterator<Item = (&BrokerId, &RequesterOutcomes)> {
+        self.requests.iter()
     }
 
     /// Applies a committed Raft entry's bytes (the `StateMachine` side of the Raft glue). An
@@ -264,6 +319,48 @@ impl MetadataImage {
                 );
                 self.producer_id_next = *next_block_start;
             }
+            MetadataRecord::RequestDone { request, outcome } => {
+                self.request_done(index, request, outcome);
+            }
+        }
+    }
+
+    fn request_done(
+        &mut self,
+        index: MetadataOffset,
+        request: &RequestId,
+        outcome: &serde_json::Value,
+    ) {
+        let requester =
+            self.requests
+                .entry(request.broker_id)
+                .or_insert_with(|| RequesterOutcomes {
+                    incarnation_id: request.incarnation_id,
+                    outcomes: BTreeMap::new(),
+                });
+        if requester.incarnation_id != request.incarnation_id {
+            // A new process of that node: its predecessor's calls are never retried.
+            requester.incarnation_id = request.incarnation_id;
+            requester.outcomes.clear();
+        }
+        let outcome = RequestOutcome {
+            index,
+            outcome: outcome.clone(),
+        };
+        let previous = requester.outcomes.insert(request.sequence, outcome);
+        assert!(previous.is_none(), "request {request:?} decided twice");
+        while requester.outcomes.len() > REQUEST_OUTCOMES_MAX {
+            requester.outcomes.pop_first();
+        }
+        if self.requests.len() > REQUESTERS_MAX {
+            let oldest = self
+                .requests
+                .iter()
+                .filter(|(broker_id, _)| **broker_id != request.broker_id)
+                .min_by_key(|(broker_id, requester)| (requester.index_last(), **broker_id))
+                .map(|(broker_id, _)| *broker_id)
+                .expect("more than one requester");
+            self.requests.remove(&oldest);
         }
     }
 
@@ -278,6 +375,14 @@ impl MetadataImage {
         // The new registration starts fenced, so the old one must lead nothing by now.
         self.assert_leads_nothing(register.broker_id);
         self.broker_epoch_max = register.broker_epoch;
+        // A new process: the calls of the one before are never retried.
+        if self
+            .requests
+            .get(&register.broker_id)
+            .is_some_and(|requester| requester.incarnation_id != register.incarnation_id)
+        {
+            self.requests.remove(&register.broker_id);
+        }
         let registration = BrokerRegistration {
             broker_id: register.broker_id,
             incarnation_id: register.incarnation_id,
@@ -455,6 +560,19 @@ impl MetadataImage {
                 return Err(format!("broker {broker_id} registered in the future"));
             }
         }
+        if self.requests.len() > REQUESTERS_MAX {
+            return Err(format!("{} requesters kept", self.requests.len()));
+        }
+        for (broker_id, requester) in &self.requests {
+            if requester.outcomes.len() > REQUEST_OUTCOMES_MAX {
+                return Err(format!("requester {broker_id} keeps too many outcomes"));
+            }
+            if requester.index_last() > self.offset {
+                return Err(format!(
+                    "requester {broker_id} has an outcome from the future"
+                ));
+            }
+        }
         if self.producer_id_next < 0 || self.producer_id_next % PRODUCER_ID_BLOCK_SIZE != 0 {
             return Err(format!(
                 "producer id allocator at {}",
@@ -517,5 +635,87 @@ impl MetadataImage {
             .invariants_violation()
             .map_err(DecodeError::Malformed)?;
         Ok(snapshot.image)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(broker_id: BrokerId, incarnation: u128, sequence: u64) -> MetadataRecord {
+        MetadataRecord::RequestDone {
+            request: RequestId {
+                broker_id,
+                incarnation_id: IncarnationId(incarnation),
+                sequence,
+            },
+            outcome: serde_json::json!(sequence),
+        }
+    }
+
+    fn id(broker_id: BrokerId, incarnation: u128, sequence: u64) -> RequestId {
+        RequestId {
+            broker_id,
+            incarnation_id: IncarnationId(incarnation),
+            sequence,
+        }
+    }
+
+    /// The outcome table keeps the last `REQUEST_OUTCOMES_MAX` calls per requester, forgets a
+    /// requester's calls when it restarts (a new incarnation, by a call or a registration),
+    /// keeps at most `REQUESTERS_MAX` requesters, and survives a snapshot.
+    #[test]
+    fn the_request_table_is_bounded_and_survives_snapshots() {
+        let mut image = MetadataImage::new();
+        let mut index = 0;
+        let mut apply = |image: &mut MetadataImage, record: MetadataRecord| {
+            index += 1;
+            image.apply_batch(index, &[record]);
+        };
+        let calls = REQUEST_OUTCOMES_MAX as u64 + 10;
+        for sequence in 1..=calls {
+            apply(&mut image, done(1, 7, sequence));
+        }
+        assert!(image.request_outcome(&id(1, 7, 10)).is_none(), "dropped");
+        let kept = image.request_outcome(&id(1, 7, 11)).expect("kept");
+        assert_eq!((kept.index, &kept.outcome), (11, &serde_json::json!(11)));
+        assert!(
+            image.request_outcome(&id(1, 8, 11)).is_none(),
+            "another incarnation"
+        );
+        let restored = MetadataImage::snapshot_decode(&image.snapshot_encode()).unwrap();
+        assert_eq!(restored, image);
+
+        apply(&mut image, done(1, 8, 1));
+        assert!(image.request_outcome(&id(1, 7, calls)).is_none());
+        assert!(image.request_outcome(&id(1, 8, 1)).is_some());
+        apply(&mut image, done(2, 5, 1));
+        let register = |incarnation| {
+            MetadataRecord::RegisterBroker(RegisterBroker {
+                broker_id: 2,
+                incarnation_id: IncarnationId(incarnation),
+                broker_epoch: incarnation as i64,
+                host: "h".to_string(),
+                port: 1,
+                rack: None,
+            })
+        };
+        apply(&mut image, register(5));
+        assert!(
+            image.request_outcome(&id(2, 5, 1)).is_some(),
+            "same process"
+        );
+        apply(&mut image, register(6));
+        assert!(image.request_outcome(&id(2, 5, 1)).is_none(), "restarted");
+
+        for broker_id in 10..10 + REQUESTERS_MAX as BrokerId {
+            apply(&mut image, done(broker_id, 1, 1));
+        }
+        assert_eq!(image.requesters().count(), REQUESTERS_MAX);
+        assert!(
+            image.request_outcome(&id(1, 8, 1)).is_none(),
+            "the oldest went"
+        );
+        image.check_invariants();
     }
 }

@@ -9,11 +9,13 @@
 //! - `placement`: replica assignment for new partitions.
 //! - `controller`: the active controller's decisions (start at `controller/mod.rs`).
 //! - `topic_config`: topic names and configs (shared with the broker).
+//! - `frame`: the `len | crc | body` framing of raft messages and controller RPCs.
 //! - `raft`: the raft-rs glue: durable Raft storage, the Ready contract, transport and shell.
 //! - `node`: the running node: `ClusterNode::start` -> `ClusterHandle` (start at `node/mod.rs`).
 //! - `planted`: bugs the tests must catch (feature `planted-bugs`).
 
 pub mod controller;
+pub mod frame;
 pub mod image;
 pub mod node;
 pub mod placement;

@@ -79,6 +79,18 @@ impl<'de> Deserialize<'de> for IncarnationId {
     }
 }
 
+/// One controller call, the same across its retries (Raft's client sessions, Ongaro's thesis
+/// §6.3): the node that asks, its process incarnation, and a number that node never reuses
+/// within the incarnation. The controller writes it with the call's records and outcome
+/// (`RequestDone`), so a retry whose first try committed gets that outcome, not a new decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestId {
+    pub broker_id: BrokerId,
+    pub incarnation_id: IncarnationId,
+    pub sequence: u64,
+}
+
 /// A broker's (new) registration. It starts fenced: the broker is unfenced only once it has
 /// caught up with the metadata log up to this record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +167,13 @@ pub enum MetadataRecord {
         broker_id: BrokerId,
         broker_epoch: i64,
         next_block_start: i64,
+    },
+    /// The call `request` was decided by the records before this one in the same entry, and
+    /// answered `outcome` (the controller's reply as JSON; the image keeps it without reading
+    /// it). Always the last record of its batch.
+    RequestDone {
+        request: RequestId,
+        outcome: serde_json::Value,
     },
 }
 
@@ -270,6 +289,14 @@ mod tests {
                 broker_epoch: 3,
                 next_block_start: 2000,
             },
+            MetadataRecord::RequestDone {
+                request: RequestId {
+                    broker_id: 1,
+                    incarnation_id: IncarnationId(7),
+                    sequence: 4,
+                },
+                outcome: serde_json::json!({"ProducerIds": {"Ok": [1000, 1000]}}),
+            },
         ]
     }
 
@@ -307,7 +334,7 @@ mod tests {
         .join("\n");
         insta::assert_snapshot!(rendered, @r#"
         metadata encoding version 2 is not supported (this node reads 1)
-        metadata bytes are not a valid encoding: unknown variant `Nope`, expected one of `RegisterBroker`, `FenceBroker`, `UnfenceBroker`, `Topic`, `Partition`, `PartitionChange`, `Config`, `RemoveTopic`, `ProducerIds` at line 1 column 38
+        metadata bytes are not a valid encoding: unknown variant `Nope`, expected one of `RegisterBroker`, `FenceBroker`, `UnfenceBroker`, `Topic`, `Partition`, `PartitionChange`, `Config`, `RemoveTopic`, `ProducerIds`, `RequestDone` at line 1 column 38
         metadata bytes are not a valid encoding: a topic id is 32 hex digits at line 1 column 63
         metadata bytes are not a valid encoding: unknown field `extra`, expected `version` or `records` at line 1 column 33
         metadata bytes are not a valid encoding: missing field `version` at line 1 column 14

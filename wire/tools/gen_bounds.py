@@ -35,7 +35,7 @@ GREGOR_APIS = """
     DeleteTopics DeleteRecords InitProducerId OffsetForLeaderEpoch AddPartitionsToTxn
     AddOffsetsToTxn EndTxn WriteTxnMarkers TxnOffsetCommit DescribeConfigs AlterConfigs
     CreatePartitions DeleteGroups IncrementalAlterConfigs OffsetDelete DescribeCluster
-    DescribeTransactions ListTransactions
+    DescribeTransactions ListTransactions DescribeQuorum
 """.split()
 
 FIXED_WIDTH = {

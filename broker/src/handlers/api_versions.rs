@@ -21,8 +21,9 @@
 //! EndTxn, partitions added implicitly), which gregor's coordinator does not implement.
 //! ListTransactions stops at 1: v2's regular-expression filter is not served.
 //!
-//! DescribeCluster spans all the crate's versions (0-2), in both modes. OffsetForLeaderEpoch
-//! spans the crate's 2-4 (it decodes nothing older; v2 is where `current_leader_epoch` begins).
+//! DescribeCluster spans all the crate's versions (0-2), in both modes. So does DescribeQuorum;
+//! a single node answers that it has no quorum. OffsetForLeaderEpoch spans the crate's 2-4 (it
+//! decodes nothing older; v2 is where `current_leader_epoch` begins).
 //!
 //! Admin: AlterConfigs, IncrementalAlterConfigs, DeleteRecords and OffsetDelete span all the
 //! crate's versions.
@@ -67,6 +68,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeQuorum, 0, 2),
 ];
 
 pub fn is_supported(api_key: ApiKey, api_version: i16) -> bool {

@@ -16,6 +16,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_quorum;
 pub mod describe_transactions;
 pub mod end_txn;
 pub mod errors;
@@ -97,6 +98,9 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
         }
         RequestKind::DescribeCluster(body) => {
             Reply::Now(Box::new(describe_cluster::handle(broker, body, version)))
+        }
+        RequestKind::DescribeQuorum(body) => {
+            Reply::Now(Box::new(describe_quorum::handle(broker, body, version)))
         }
         RequestKind::Produce(body) => replied(
             broker,

@@ -16,7 +16,7 @@ pub const STALE_BROKER_EPOCH: i16 = 77;
 pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
 pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApiError {
     pub code: i16,
     pub message: String,

@@ -12,13 +12,15 @@
 //!
 //! Modules: `brokers` (registration, heartbeats, session expiry, fencing), `election` (who
 //! leads when a broker leaves or arrives), `topics` (create, delete, add partitions), `configs`,
-//! `producer_ids`. Start with `brokers`.
+//! `producer_ids`, and `requests` (a retried call gets its first try's outcome: `decide_once`).
+//! Start with `brokers`.
 
 mod brokers;
 mod configs;
 mod election;
 pub mod errors;
 mod producer_ids;
+mod requests;
 mod topics;
 
 #[cfg(test)]

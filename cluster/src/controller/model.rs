@@ -11,7 +11,11 @@
 //! - no partition is without a leader while it could have one (a live ISR member, or a live
 //!   replica when the topic allows unclean election);
 //! - every reply, delivered when its `reply_after` commits, agrees with the committed image
-//!   at that point, and no producer id block is ever delivered twice.
+//!   at that point, and no producer id block is ever delivered twice;
+//! - every state-changing call carries a request id, and a retry of it (a duplicate, or a try
+//!   after its answer was lost, on the same controller or after a failover) answers what the
+//!   try that wrote its records answered, and writes nothing, as long as those records are
+//!   committed or in flight (`Controller::decide_once`).
 //!
 //! At the end, liveness: once everything commits and every broker heartbeats with its image
 //! caught up, every broker is unfenced and every partition has a leader; once sessions expire,
@@ -20,7 +24,7 @@
 use super::testing::{entry_apply, rng};
 use super::*;
 use crate::image::MetadataImage;
-use crate::records::{batch_encode, IncarnationId, TopicId, LEADER_NONE};
+use crate::records::{batch_encode, IncarnationId, RequestId, TopicId, LEADER_NONE};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
@@ -78,6 +82,34 @@ enum Op {
     LeaderChange {
         count: usize,
     },
+    /// One of the last few state-changing calls is sent again with its id.
+    Retry {
+        back: usize,
+    },
+}
+
+/// How far back `Op::Retry` reaches: a requester retries only its recent calls.
+const RETRY_BACK_MAX: usize = 8;
+/// The node that sends the admin calls (not a broker of the model, so never re-registered).
+const ADMIN_REQUESTER: i32 = 0;
+
+/// A state-changing call, as its requester retries it.
+#[derive(Clone, Debug)]
+enum Call {
+    Create(TopicCreate),
+    Delete(String),
+    AddPartitions(PartitionsCreate),
+    Alter(ConfigAlter),
+    ProducerIds { broker_id: i32, broker_epoch: i64 },
+}
+
+/// A call sent with its id, and the reply of the try that wrote its records while they are
+/// committed or in flight (None while no try wrote any, or once they were lost).
+#[derive(Debug)]
+struct Sent {
+    id: RequestId,
+    call: Call,
+    decided: Option<(MetadataOffset, serde_json::Value)>,
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -101,6 +133,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => broker.prop_map(|broker_id| Op::ProducerIds { broker_id }),
         4 => (0usize..4).prop_map(|count| Op::Commit { count }),
         1 => (0usize..3).prop_map(|count| Op::LeaderChange { count }),
+        2 => (0..RETRY_BACK_MAX).prop_map(|back| Op::Retry { back }),
     ]
 }
 
@@ -110,7 +143,7 @@ fn bootstrap_strategy() -> impl Strategy<Value = i32> {
 }
 
 fn ops_strategy() -> impl Strategy<Value = Vec<Op>> {
-    prop::collection::vec(op_strategy(), 10..100)
+    prop::collection::vec(op_strategy(), 10..120)
 }
 
 /// A reply waiting for its `reply_after` to commit.
@@ -155,6 +188,10 @@ struct Model {
     /// accepted registration or heartbeat, or the controller's start.
     session_starts: BTreeMap<i32, u64>,
     planted: Option<PlantedBug>,
+    /// State-changing calls in the order sent, for `Op::Retry`.
+    sent: Vec<Sent>,
+    /// The last request sequence number used.
+    sequence: u64,
 }
 
 impl Model {
@@ -173,6 +210,8 @@ impl Model {
             blocks: BTreeSet::new(),
             session_starts: BTreeMap::new(),
             planted,
+            sent: Vec::new(),
+            sequence: 0,
         }
     }
 
@@ -262,6 +301,16 @@ impl Model {
     fn leader_change(&mut self, count: usize) {
         self.commit(count);
         // What was in flight is lost, and with it every reply not yet sent.
+        let committed = self.committed.offset();
+        for sent in &mut self.sent {
+            if sent
+                .decided
+                .as_ref()
+                .is_some_and(|(index, _)| *index > committed)
+            {
+                sent.decided = None;
+            }
+        }
         self.entries.clear();
         self.replies.clear();
         // raft-rs's new leader commits an empty entry of its term first.
@@ -305,10 +354,10 @@ impl Model {
                 unclean,
             } => self.create(topic, partition_count, replication_factor, unclean),
             Op::Delete { topic } => {
-                let names = [TOPIC_NAMES[topic].to_string()];
-                let proposal = self.controller.delete_topics(index, &names);
-                assert!(self.controller.image().topic_id(&names[0]).is_none());
-                self.propose(proposal, |_| Reply::Other);
+                let name = TOPIC_NAMES[topic].to_string();
+                let id = self.request_id(ADMIN_REQUESTER);
+                self.call_first(id, Call::Delete(name.clone()));
+                assert!(self.controller.image().topic_id(&name).is_none());
             }
             Op::AddPartitions { topic, added } => {
                 let name = TOPIC_NAMES[topic];
@@ -321,8 +370,8 @@ impl Model {
                     name: name.to_string(),
                     partition_count: current + added,
                 };
-                let proposal = self.controller.create_partitions(index, &[request], false);
-                self.propose(proposal, |_| Reply::Other);
+                let id = self.request_id(ADMIN_REQUESTER);
+                self.call_first(id, Call::AddPartitions(request));
             }
             Op::Unclean { topic, allowed } => {
                 let alter = ConfigAlter {
@@ -332,32 +381,131 @@ impl Model {
                         value: allowed.to_string(),
                     }],
                 };
-                let proposal = self.controller.configs_alter(index, &[alter], false);
-                self.propose(proposal, |_| Reply::Other);
+                let id = self.request_id(ADMIN_REQUESTER);
+                self.call_first(id, Call::Alter(alter));
             }
             Op::ProducerIds { broker_id } => {
                 let Some(broker) = self.controller.image().broker(broker_id) else {
                     return;
                 };
-                let epoch = broker.broker_epoch;
-                let proposal = self
-                    .controller
-                    .producer_ids_allocate(index, broker_id, epoch);
-                self.propose(proposal, |block| Reply::ProducerIds {
-                    block: block.expect("a registered broker"),
-                });
+                let call = Call::ProducerIds {
+                    broker_id,
+                    broker_epoch: broker.broker_epoch,
+                };
+                let id = self.request_id(broker_id);
+                let reply = self.call_first(id, call);
+                let block: Result<ProducerIdBlock, ApiError> = decode(reply);
+                block.expect("a registered broker");
             }
             Op::Commit { count } => self.commit(count),
             Op::LeaderChange { count } => self.leader_change(count),
+            Op::Retry { back } => self.retry(back),
         }
         self.replies_deliver();
         self.check();
+    }
+
+    /// A new id for a call of `broker_id`'s current incarnation.
+    fn request_id(&mut self, broker_id: i32) -> RequestId {
+        self.sequence += 1;
+        RequestId {
+            broker_id,
+            incarnation_id: IncarnationId(self.incarnations[broker_id as usize]),
+            sequence: self.sequence,
+        }
+    }
+
+    /// Runs `call` through the controller as request `id`, and proposes it; its reply as JSON.
+    fn call_run(&mut self, id: RequestId, call: &Call) -> Proposal<serde_json::Value> {
+        fn json<R: serde::Serialize>(proposal: Proposal<R>) -> Proposal<serde_json::Value> {
+            proposal.map(|reply| serde_json::to_value(reply).expect("replies serialize"))
+        }
+        let index = self.index();
+        let controller = &mut self.controller;
+        let request = Some(id);
+        match call {
+            Call::Create(topic) => json(controller.decide_once(index, request, |c| {
+                c.create_topics(index, std::slice::from_ref(topic), false)
+            })),
+            Call::Delete(name) => json(controller.decide_once(index, request, |c| {
+                c.delete_topics(index, std::slice::from_ref(name))
+            })),
+            Call::AddPartitions(partitions) => json(controller.decide_once(index, request, |c| {
+                c.create_partitions(index, std::slice::from_ref(partitions), false)
+            })),
+            Call::Alter(alter) => json(controller.decide_once(index, request, |c| {
+                c.configs_alter(index, std::slice::from_ref(alter), false)
+            })),
+            Call::ProducerIds {
+                broker_id,
+                broker_epoch,
+            } => json(controller.decide_once(index, request, |c| {
+                c.producer_ids_allocate(index, *broker_id, *broker_epoch)
+            })),
+        }
+    }
+
+    /// A call's first try: decided anew (its id is new), remembered for retries.
+    fn call_first(&mut self, id: RequestId, call: Call) -> serde_json::Value {
+        assert!(self.controller.image().request_outcome(&id).is_none());
+        let proposal = self.call_run(id, &call);
+        let decided =
+            (!proposal.records.is_empty()).then(|| (proposal.reply_after, proposal.reply.clone()));
+        let reply = proposal.reply.clone();
+        self.sent.push(Sent { id, call, decided });
+        self.propose_call(proposal);
+        reply
+    }
+
+    /// A retry of one of the last calls sent: if a try wrote its records and they are committed
+    /// or in flight, it answers what that try answered and writes nothing; else it is decided as
+    /// a new call would be.
+    fn retry(&mut self, back: usize) {
+        let Some(at) = self.sent.len().checked_sub(1 + back) else {
+            return;
+        };
+        let (id, call) = (self.sent[at].id, self.sent[at].call.clone());
+        let proposal = self.call_run(id, &call);
+        match &self.sent[at].decided {
+            Some((index, reply)) => {
+                assert_eq!(
+                    &proposal.reply, reply,
+                    "a retry of {call:?} answers as the try that decided it"
+                );
+                assert!(
+                    proposal.records.is_empty(),
+                    "a retry of {call:?} wrote again"
+                );
+                assert_eq!(proposal.reply_after, *index);
+                self.replies.push((proposal.reply_after, Reply::Other));
+            }
+            None => {
+                if !proposal.records.is_empty() {
+                    let decided = (proposal.reply_after, proposal.reply.clone());
+                    self.sent[at].decided = Some(decided);
+                }
+                self.propose_call(proposal);
+            }
+        }
+    }
+
+    /// Proposes a call's decision; its reply is checked when delivered.
+    fn propose_call(&mut self, proposal: Proposal<serde_json::Value>) {
+        let reply = match serde_json::from_value::<Result<ProducerIdBlock, ApiError>>(
+            proposal.reply.clone(),
+        ) {
+            Ok(Ok(block)) => Reply::ProducerIds { block },
+            _ => Reply::Other,
+        };
+        self.propose(proposal, |_| reply);
     }
 
     fn register(&mut self, broker_id: i32, restart: bool, rack: bool) {
         let slot = &mut self.incarnations[broker_id as usize];
         if restart || *slot == 0 {
             *slot = u128::from(self.seed as u32) << 64 | (*slot + 1);
+            // A new process never retries the calls of the one before.
+            self.sent.retain(|sent| sent.id.broker_id != broker_id);
         }
         let request = BrokerRegistrationRequest {
             broker_id,
@@ -404,11 +552,18 @@ impl Model {
             .into(),
         };
         let live = self.controller.image().brokers_live().count();
-        let proposal = self
-            .controller
-            .create_topics(self.index(), &[request], false);
-        let (_, result) = proposal.reply[0].clone();
-        match result {
+        let existed = self.controller.image().topic_id(&name).is_some();
+        let id = self.request_id(ADMIN_REQUESTER);
+        let proposal = self.call_run(id, &Call::Create(request.clone()));
+        let decided =
+            (!proposal.records.is_empty()).then(|| (proposal.reply_after, proposal.reply.clone()));
+        self.sent.push(Sent {
+            id,
+            call: Call::Create(request),
+            decided,
+        });
+        let reply: Vec<(String, Result<TopicCreated, ApiError>)> = decode(proposal.reply.clone());
+        match reply[0].1.clone() {
             Ok(created) => {
                 assert!(replication_factor as usize <= live);
                 let topic_id = created.topic_id.expect("created");
@@ -419,8 +574,7 @@ impl Model {
                 });
             }
             Err(error) => {
-                let exists = self.controller.image().topic_id(&name).is_some();
-                let expected = if exists {
+                let expected = if existed {
                     errors::TOPIC_ALREADY_EXISTS
                 } else {
                     errors::INVALID_REPLICATION_FACTOR
@@ -557,6 +711,10 @@ impl Model {
             assert!(topic.partitions.iter().all(|p| p.leader == LEADER_NONE));
         }
     }
+}
+
+fn decode<R: serde::de::DeserializeOwned>(reply: serde_json::Value) -> R {
+    serde_json::from_value(reply).expect("a reply decodes as its type")
 }
 
 /// Committed epochs never go back.

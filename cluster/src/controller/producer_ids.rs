@@ -8,7 +8,7 @@ use super::{Controller, Proposal};
 use crate::image::MetadataOffset;
 use crate::records::{BrokerId, MetadataRecord, PRODUCER_ID_BLOCK_SIZE};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProducerIdBlock {
     pub first: i64,
     pub size: i64,

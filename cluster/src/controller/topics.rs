@@ -29,7 +29,7 @@ pub struct TopicCreate {
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TopicCreated {
     /// `None` when only validated.
     pub topic_id: Option<TopicId>,

@@ -2,16 +2,22 @@
 //! else the leader's controller listener (a small pool of RPC connections per voter). A call is
 //! retried, with backoff, on NOT_CONTROLLER, a broken connection or no known leader, until
 //! `timing.request_timeout`.
+//!
+//! A call that changes state carries one `RequestId` (this node, its incarnation, a sequence
+//! number) on every try, so a retry whose first try committed while its answer was lost gets
+//! that first answer from the controller instead of meeting its own effect
+//! (`controller::requests`).
 
 use super::driver::Call;
-use super::rpc::{self, Answer, Request, Response, RPC_MAGIC};
+use super::rpc::{self, Answer, Envelope, Request, Response, RPC_MAGIC};
 use super::{ClusterError, ClusterStatus};
 use crate::image::MetadataOffset;
-use crate::records::BrokerId;
+use crate::records::{BrokerId, IncarnationId, RequestId};
 use runtime::io::AsyncWriteExt;
 use runtime::net::TcpStream;
 use runtime::sync::{mpsc, oneshot, watch};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -28,6 +34,9 @@ const BACKOFF_MAX: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub(crate) struct Forwarder {
     node_id: BrokerId,
+    incarnation_id: IncarnationId,
+    /// The last sequence number given to a call (never reused in this incarnation).
+    sequence: AtomicU64,
     voters: BTreeMap<BrokerId, String>,
     local: mpsc::Sender<Call>,
     status: watch::Receiver<ClusterStatus>,
@@ -39,6 +48,7 @@ pub(crate) struct Forwarder {
 impl Forwarder {
     pub(crate) fn new(
         node_id: BrokerId,
+        incarnation_id: IncarnationId,
         voters: BTreeMap<BrokerId, String>,
         local: mpsc::Sender<Call>,
         status: watch::Receiver<ClusterStatus>,
@@ -47,6 +57,8 @@ impl Forwarder {
     ) -> Forwarder {
         Forwarder {
             node_id,
+            incarnation_id,
+            sequence: AtomicU64::new(0),
             voters,
             local,
             status,
@@ -56,11 +68,25 @@ impl Forwarder {
         }
     }
 
+    pub(crate) fn voters(&self) -> &BTreeMap<BrokerId, String> {
+        &self.voters
+    }
+
     /// The controller's answer and the offset it holds from; Timeout if no leader answered.
     pub(crate) async fn call(
         &self,
         request: &Request,
     ) -> Result<(MetadataOffset, Answer), ClusterError> {
+        let request_id = request.is_once().then(|| RequestId {
+            broker_id: self.node_id,
+            incarnation_id: self.incarnation_id,
+            sequence: self.sequence.fetch_add(1, Ordering::Relaxed) + 1,
+        });
+        // The same envelope, id included, on every try.
+        let envelope = Envelope {
+            id: request_id,
+            request: request.clone(),
+        };
         let deadline = self.clock.now() + self.timeout;
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -70,11 +96,11 @@ impl Forwarder {
             let leader = self.status.borrow().controller_leader;
             let response = match leader {
                 None => None,
-                Some(id) if id == self.node_id => Some(self.local_call(request).await?),
+                Some(id) if id == self.node_id => Some(self.local_call(&envelope).await?),
                 Some(id) => {
                     let remaining = deadline.saturating_duration_since(self.clock.now());
                     let attempt = remaining.min(self.timeout / ATTEMPTS_MIN);
-                    runtime::time::timeout(attempt, self.remote_call(id, request))
+                    runtime::time::timeout(attempt, self.remote_call(id, &envelope))
                         .await
                         .ok()
                         .flatten()
@@ -112,10 +138,10 @@ impl Forwarder {
         }
     }
 
-    async fn local_call(&self, request: &Request) -> Result<Response, ClusterError> {
+    async fn local_call(&self, envelope: &Envelope) -> Result<Response, ClusterError> {
         let (reply, answer) = oneshot::channel();
         let call = Call {
-            request: request.clone(),
+            envelope: envelope.clone(),
             reply,
         };
         self.local
@@ -127,13 +153,13 @@ impl Forwarder {
     }
 
     /// One request to voter `id`; None if the connection failed (the caller retries).
-    async fn remote_call(&self, id: BrokerId, request: &Request) -> Option<Response> {
+    async fn remote_call(&self, id: BrokerId, envelope: &Envelope) -> Option<Response> {
         let mut stream = match self.idle_take(id) {
             Some(stream) => stream,
             None => self.connect(id).await?,
         };
         let exchanged = async {
-            rpc::frame_write(&mut stream, request).await?;
+            rpc::frame_write(&mut stream, envelope).await?;
             rpc::frame_read::<Response>(&mut stream).await
         };
         match exchanged.await {

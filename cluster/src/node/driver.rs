@@ -18,15 +18,15 @@
 //! controller, whose image already holds them, is rebuilt from the applied image.
 
 use super::machine::ImageMachine;
-use super::rpc::{Answer, HeartbeatAnswer, Request, Response, WireError};
+use super::rpc::{Answer, Envelope, HeartbeatAnswer, Request, Response, WireError};
 use super::ClusterStatus;
 use crate::controller::errors::INVALID_REQUEST;
 use crate::controller::{ApiError, Controller, ControllerConfig, Proposal};
 use crate::image::{MetadataImage, MetadataOffset};
 use crate::planted::PlantedBug;
-use crate::raft::transport::Transport;
+use crate::raft::transport::{self, Transport};
 use crate::raft::{Outcome, ProposeError, RaftNode, Role, Status};
-use crate::records::{batch_encode, MetadataRecord};
+use crate::records::{batch_encode, BrokerId, MetadataRecord};
 use raft::eraftpb::Message;
 use raft::Storage;
 use runtime::rng::{ChaCha8Rng, Rng};
@@ -42,7 +42,7 @@ pub(crate) const CALL_QUEUE_MAX: usize = 1024;
 /// One controller call and where its response goes.
 #[derive(Debug)]
 pub(crate) struct Call {
-    pub request: Request,
+    pub envelope: Envelope,
     pub reply: oneshot::Sender<Response>,
 }
 
@@ -79,6 +79,8 @@ enum Event {
     Message(Message),
     Call(Call),
     Deadline,
+    /// Controlled shutdown: hand Raft leadership to another voter.
+    Handover,
 }
 
 /// What `Driver::new` needs besides the node.
@@ -113,12 +115,14 @@ impl Driver {
         driver
     }
 
-    /// Runs until the metadata log's disk fails.
+    /// Runs until the metadata log's disk fails. `handover` turning true asks for the Raft
+    /// leadership to move to another voter (controlled shutdown).
     pub(crate) async fn run(
         mut self,
         tick: Duration,
         mut inbound: mpsc::Receiver<Message>,
         mut calls: mpsc::Receiver<Call>,
+        mut handover: watch::Receiver<bool>,
     ) {
         let mut ticker = runtime::time::interval(tick);
         loop {
@@ -129,6 +133,7 @@ impl Driver {
                 Some(message) = inbound.recv() => Event::Message(message),
                 Some(call) = calls.recv() => Event::Call(call),
                 _ = deadline_wait(deadline) => Event::Deadline,
+                Ok(()) = handover.changed() => Event::Handover,
             };
             self.event_handle(event);
             if let Err(error) = self.ready_handle().await {
@@ -162,6 +167,13 @@ impl Driver {
             Event::Message(message) => self.node().step(message),
             Event::Call(call) => self.call_handle(call),
             Event::Deadline => self.controller_tick(),
+            Event::Handover => {
+                let node = self.node();
+                if let Some(to) = node.leadership_transfer() {
+                    let id = node.status().id;
+                    tracing::info!("node {id}: handing Raft leadership to node {to}");
+                }
+            }
         }
     }
 
@@ -185,7 +197,7 @@ impl Driver {
         let index = self.index_next();
         let now_ms = self.now_ms();
         let controller = self.active.as_mut().expect("checked above");
-        let (records, after, answer) = decide(controller, index, now_ms, call.request);
+        let (records, after, answer) = decide(controller, index, now_ms, call.envelope);
         match self.records_propose(index, records) {
             Ok(()) => self.waiting.push(Waiting {
                 after,
@@ -242,28 +254,10 @@ impl Driver {
     }
 
     async fn ready_handle(&mut self) -> io::Result<()> {
-        if !self.node().has_ready() {
-            return Ok(());
-        }
-        let mut node = self.node.take().expect("node is home between readies");
-        let (node, messages) = runtime::blocking(move || {
-            let messages = node.handle_ready();
-            (node, messages)
-        })
-        .await;
-        let node = self.node.insert(node);
-        for message in messages? {
-            let snapshot = crate::raft::node::is_snapshot(&message);
-            let to = message.to;
-            let sent = self.transport.send(message);
-            if snapshot {
-                node.report_snapshot(to, sent);
-            }
-            if !sent {
-                node.report_unreachable(to);
-            }
-        }
-        Ok(())
+        let node = self.node.take().expect("node is home between readies");
+        let (node, result) = transport::ready_round(node, &self.transport).await;
+        self.node = Some(node);
+        result
     }
 
     fn after_ready(&mut self) {
@@ -349,6 +343,11 @@ impl Driver {
         let active = self.active.is_some();
         let node = self.node.as_ref().expect("node is home between readies");
         let status = node.status();
+        let replicated = node
+            .progress()
+            .into_iter()
+            .map(|(id, end)| (id as BrokerId, end))
+            .collect();
         let image = node.machine().image();
         self.image.send_if_modified(|published| {
             let changed = published.offset() != image.offset();
@@ -365,6 +364,7 @@ impl Driver {
                 term: status.term,
                 commit: status.commit,
                 applied: status.applied,
+                replicated,
                 ..current.clone()
             };
             let changed = *current != next;
@@ -391,14 +391,28 @@ impl SeedU64 for ChaCha8Rng {
     }
 }
 
-/// Runs one request through the controller: its records, when its answer may be sent, and the
-/// answer.
+/// Runs one request through the controller, once per request id (a retry of a decided call
+/// gets its recorded answer): its records, when its answer may be sent, and the answer.
 fn decide(
     controller: &mut Controller,
     index: MetadataOffset,
     now_ms: u64,
-    request: Request,
+    envelope: Envelope,
 ) -> (Vec<MetadataRecord>, MetadataOffset, Answer) {
+    let Envelope { id, request } = envelope;
+    let proposal = controller.decide_once(index, id, |controller| {
+        decide_new(controller, index, now_ms, request)
+    });
+    (proposal.records, proposal.reply_after, proposal.reply)
+}
+
+/// Runs one request through the controller.
+fn decide_new(
+    controller: &mut Controller,
+    index: MetadataOffset,
+    now_ms: u64,
+    request: Request,
+) -> Proposal<Answer> {
     fn results<T, W: From<T>>(
         results: Vec<(String, Result<T, ApiError>)>,
     ) -> Vec<(String, Result<W, WireError>)> {
@@ -407,15 +421,8 @@ fn decide(
             .map(|(name, result)| (name, result.map(W::from).map_err(WireError::from)))
             .collect()
     }
-    fn split<R>(
-        proposal: Proposal<R>,
-        answer: impl FnOnce(R) -> Answer,
-    ) -> (Vec<MetadataRecord>, MetadataOffset, Answer) {
-        (
-            proposal.records,
-            proposal.reply_after,
-            answer(proposal.reply),
-        )
+    fn split<R>(proposal: Proposal<R>, answer: impl FnOnce(R) -> Answer) -> Proposal<Answer> {
+        proposal.map(answer)
     }
     if let Some(registration) = request.registration() {
         let proposal = controller.register_broker(index, now_ms, &registration);

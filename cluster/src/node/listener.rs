@@ -4,7 +4,7 @@
 //! task ends when the node stops, so a stopped node's peers see their connections close.
 
 use super::driver::Call;
-use super::rpc::{self, Request, Response, RPC_MAGIC};
+use super::rpc::{self, Envelope, Response, RPC_MAGIC};
 use crate::raft::transport::{self, FRAME_HEADER_BYTES};
 use raft::eraftpb::Message;
 use runtime::io::AsyncReadExt;
@@ -104,9 +104,9 @@ async fn raft_serve(
 
 /// An RPC client: each request goes to the driver, its response back in order.
 async fn rpc_serve(mut stream: TcpStream, calls: mpsc::Sender<Call>) -> io::Result<()> {
-    while let Some(request) = rpc::frame_read::<Request>(&mut stream).await? {
+    while let Some(envelope) = rpc::frame_read::<Envelope>(&mut stream).await? {
         let (reply, answer) = oneshot::channel();
-        if calls.send(Call { request, reply }).await.is_err() {
+        if calls.send(Call { envelope, reply }).await.is_err() {
             return Ok(()); // the node stopped
         }
         // A dropped reply: the loop stopped (its disk failed). The caller tries elsewhere.

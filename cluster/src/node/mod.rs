@@ -11,7 +11,7 @@
 //! - the controller listener: raft messages and controller RPCs share one port; an RPC
 //!   connection opens with a magic that no raft frame can start with (`listener`, `rpc`);
 //! - the broker lifecycle: register (fresh incarnation per start), heartbeat, unfence,
-//!   controlled shutdown (`lifecycle`);
+//!   controlled shutdown (`lifecycle`), then a Raft leadership handover (`shutdown`);
 //! - admin calls forwarded to the controller leader wherever it is, retried across leader
 //!   changes, answered once their records are applied here too (`client`).
 
@@ -189,6 +189,9 @@ pub struct ClusterStatus {
     /// Raft's applied index: every entry up to it is in the published image, whose own
     /// `offset()` may be a few (empty, leader-election) entries behind.
     pub applied: MetadataOffset,
+    /// While this node leads: each voter's log end as it knows it (its own last index; 0 for a
+    /// voter not heard from in this term). Empty otherwise. (DescribeQuorum.)
+    pub replicated: BTreeMap<BrokerId, MetadataOffset>,
     /// This broker's epoch once registered (None before, and while re-registering).
     pub broker_epoch: Option<i64>,
     /// Fenced until the controller has seen it caught up to its registration.
@@ -254,6 +257,7 @@ impl ClusterNode {
             term: 0,
             commit: 0,
             applied: 0,
+            replicated: BTreeMap::new(),
             broker_epoch: None,
             fenced: true,
             shutting_down: false,
@@ -287,6 +291,7 @@ impl ClusterNode {
         );
         let forwarder = Arc::new(Forwarder::new(
             config.node_id,
+            incarnation_id,
             config.voters.clone(),
             call_sender.clone(),
             status.clone(),
@@ -294,6 +299,7 @@ impl ClusterNode {
             config.clock,
         ));
         let (shutdown_sender, shutdown) = watch::channel(false);
+        let (handover_sender, handover) = watch::channel(false);
         let lifecycle = Lifecycle {
             broker_id: config.node_id,
             incarnation_id,
@@ -305,7 +311,7 @@ impl ClusterNode {
             shutdown,
         };
         let tasks = vec![
-            runtime::spawn(driver.run(config.timing.tick, inbound, calls)),
+            runtime::spawn(driver.run(config.timing.tick, inbound, calls, handover)),
             runtime::spawn(listener::listen(
                 listener,
                 inbound_sender,
@@ -326,12 +332,14 @@ impl ClusterNode {
                 tasks,
                 stop: stop_sender,
                 shutdown: shutdown_sender,
+                handover: handover_sender,
                 status_sender,
             }),
             forwarder,
             image,
             status,
             request_timeout: config.timing.request_timeout,
+            election_timeout: config.timing.tick * config.timing.election_ticks as u32,
         })
     }
 }
@@ -370,6 +378,8 @@ struct Inner {
     stop: watch::Sender<bool>,
     /// Asks the lifecycle for controlled shutdown.
     shutdown: watch::Sender<bool>,
+    /// Asks the driver to hand Raft leadership over.
+    handover: watch::Sender<bool>,
     status_sender: Arc<watch::Sender<ClusterStatus>>,
 }
 
@@ -397,6 +407,8 @@ pub struct ClusterHandle {
     image: watch::Receiver<Arc<MetadataImage>>,
     status: watch::Receiver<ClusterStatus>,
     request_timeout: Duration,
+    /// Raft's (shortest) election timeout: how long a leadership handover may take.
+    election_timeout: Duration,
 }
 
 impl ClusterHandle {
@@ -412,6 +424,11 @@ impl ClusterHandle {
 
     pub fn status(&self) -> ClusterStatus {
         self.status.borrow().clone()
+    }
+
+    /// Every voter's controller listener, `node id -> "host:port"` (`--voters`).
+    pub fn voters(&self) -> &BTreeMap<BrokerId, String> {
+        self.forwarder.voters()
     }
 
     /// Changes with leader, term, applied offset, and this broker's epoch and fencing.
@@ -483,7 +500,8 @@ impl ClusterHandle {
         }
     }
 
-    /// A block of producer ids for this broker (KIP-730), unique across the cluster.
+    /// A block of producer ids for this broker (KIP-730), unique across the cluster. A retry
+    /// after a lost answer gets the same block (one call, one block: `controller::requests`).
     pub async fn allocate_producer_ids(&self) -> Result<ProducerIdBlock, ClusterError> {
         let status = self.status();
         let broker_epoch = status.broker_epoch.ok_or(ClusterError::NotRegistered)?;
@@ -500,8 +518,10 @@ impl ClusterHandle {
 
     /// Controlled shutdown: the broker asks the controller to move its partition leadership
     /// away (heartbeats with `want_shutdown` until told it may stop, bounded by
-    /// `request_timeout`), then every task stops. Raft leadership is not handed over: the
-    /// other voters elect a new leader once this node's heartbeats stop (an election timeout).
+    /// `request_timeout`); then, if this node leads the quorum, it hands Raft leadership to the
+    /// most caught-up live voter and waits (an election timeout at most) until it hears from
+    /// the new leader, so the cluster is not leaderless for an election timeout; then every
+    /// task stops.
     pub async fn shutdown(self) {
         self.inner
             .status_sender
@@ -514,7 +534,33 @@ impl ClusterHandle {
             }
         };
         let _ = runtime::time::timeout(self.request_timeout, finished).await;
+        self.leadership_hand_over().await;
         self.inner.stop();
+    }
+
+    async fn leadership_hand_over(&self) {
+        let node_id = self.status().node_id;
+        if self.status().role != Role::Leader {
+            return;
+        }
+        let _ = self.inner.handover.send(true);
+        let mut status = self.status.clone();
+        let elsewhere = status.wait_for(|status| {
+            status.role != Role::Leader && status.controller_leader.is_some_and(|id| id != node_id)
+        });
+        let moved = runtime::time::timeout(self.election_timeout, elsewhere)
+            .await
+            .is_ok_and(|found| found.is_ok());
+        let status = self.status();
+        if moved {
+            tracing::info!(
+                "node {node_id}: Raft leadership handed to node {:?} in term {}",
+                status.controller_leader,
+                status.term
+            );
+        } else {
+            tracing::info!("node {node_id}: Raft leadership not handed over in time");
+        }
     }
 
     /// Stops every task at once, as a crash would (tests; no controlled shutdown).

@@ -13,10 +13,11 @@ use crate::controller::{
     ApiError, BrokerHeartbeat, BrokerRegistrationRequest, ConfigAlter, ConfigChange,
     PartitionsCreate, ProducerIdBlock, TopicCreate, TopicCreated,
 };
+use crate::frame;
 use crate::image::MetadataOffset;
 use crate::raft::transport::FRAME_BYTES_MAX;
-use crate::records::{BrokerId, IncarnationId, TopicId};
-use runtime::io::{AsyncReadExt, AsyncWriteExt};
+use crate::records::{BrokerId, IncarnationId, RequestId, TopicId};
+use runtime::io::AsyncWriteExt;
 use runtime::net::TcpStream;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,11 +28,19 @@ pub const RPC_MAGIC: [u8; 4] = *b"GRGC";
 /// The largest request or response body. A request's records must fit in one proposal
 /// (`raft::PROPOSAL_BYTES_MAX`, 8 MiB); its answer is smaller still.
 pub const RPC_FRAME_BYTES_MAX: usize = 16 << 20;
-const HEADER_BYTES: usize = 8;
 
 const _: () = assert!(RPC_FRAME_BYTES_MAX < u32::MAX as usize);
 // The magic, read as a raft frame's length, is refused by the raft transport.
 const _: () = assert!(u32::from_be_bytes(RPC_MAGIC) as usize > FRAME_BYTES_MAX);
+
+/// A request as it travels to the controller: with its id when it changes state (the same id
+/// on every retry, so that the controller decides it once; `controller::requests`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub id: Option<RequestId>,
+    pub request: Request,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -253,6 +262,20 @@ impl From<ProducerIdBlock> for (i64, i64) {
 }
 
 impl Request {
+    /// Whether the call must take effect once however often it is retried: the admin calls and
+    /// producer id blocks. Registration is retried safely by its incarnation id (the same one
+    /// gets its epoch back), and a heartbeat's answer is the broker's state when it arrives.
+    pub fn is_once(&self) -> bool {
+        match self {
+            Request::Register { .. } | Request::Heartbeat { .. } => false,
+            Request::CreateTopics { .. }
+            | Request::DeleteTopics { .. }
+            | Request::CreatePartitions { .. }
+            | Request::AlterConfigs { .. }
+            | Request::AllocateProducerIds { .. } => true,
+        }
+    }
+
     pub(crate) fn registration(&self) -> Option<BrokerRegistrationRequest> {
         match self {
             Request::Register {
@@ -300,17 +323,18 @@ pub enum RpcFrameError {
     Undecodable(String),
 }
 
+impl From<frame::Bad> for RpcFrameError {
+    fn from(bad: frame::Bad) -> RpcFrameError {
+        match bad {
+            frame::Bad::TooLarge(len) => RpcFrameError::TooLarge(len),
+            frame::Bad::Crc => RpcFrameError::Crc,
+        }
+    }
+}
+
 /// One message as a frame; None if it is over the limit.
 pub fn frame_encode<T: Serialize>(message: &T) -> Option<Vec<u8>> {
-    let body = serde_json::to_vec(message).ok()?;
-    if body.len() > RPC_FRAME_BYTES_MAX {
-        return None;
-    }
-    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    out.extend_from_slice(&body);
-    Some(out)
+    frame::wrap(&serde_json::to_vec(message).ok()?, RPC_FRAME_BYTES_MAX)
 }
 
 /// Decodes the first frame of `bytes`: Ok(None) if it is not all there yet, else the message
@@ -318,32 +342,13 @@ pub fn frame_encode<T: Serialize>(message: &T) -> Option<Vec<u8>> {
 pub fn frame_decode<T: for<'de> Deserialize<'de>>(
     bytes: &[u8],
 ) -> Result<Option<(T, usize)>, RpcFrameError> {
-    let Some(header) = bytes.first_chunk::<HEADER_BYTES>() else {
+    let Some((body, used)) = frame::split(bytes, RPC_FRAME_BYTES_MAX)? else {
         return Ok(None);
     };
-    let len = frame_len(header)?;
-    let Some(body) = bytes.get(HEADER_BYTES..HEADER_BYTES + len) else {
-        return Ok(None);
-    };
-    Ok(Some((body_decode(header, body)?, HEADER_BYTES + len)))
+    Ok(Some((body_decode(body)?, used)))
 }
 
-fn frame_len(header: &[u8; HEADER_BYTES]) -> Result<usize, RpcFrameError> {
-    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    if len > RPC_FRAME_BYTES_MAX {
-        return Err(RpcFrameError::TooLarge(len));
-    }
-    Ok(len)
-}
-
-fn body_decode<T: for<'de> Deserialize<'de>>(
-    header: &[u8; HEADER_BYTES],
-    body: &[u8],
-) -> Result<T, RpcFrameError> {
-    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if crc32c::crc32c(body) != crc {
-        return Err(RpcFrameError::Crc);
-    }
+fn body_decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, RpcFrameError> {
     serde_json::from_slice(body).map_err(|error| RpcFrameError::Undecodable(error.to_string()))
 }
 
@@ -351,17 +356,11 @@ fn body_decode<T: for<'de> Deserialize<'de>>(
 pub async fn frame_read<T: for<'de> Deserialize<'de>>(
     stream: &mut TcpStream,
 ) -> io::Result<Option<T>> {
-    let mut header = [0u8; HEADER_BYTES];
-    match stream.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(error),
-    }
+    let Some(body) = frame::read::<RpcFrameError>(stream, RPC_FRAME_BYTES_MAX).await? else {
+        return Ok(None);
+    };
     let invalid = |error: RpcFrameError| io::Error::new(io::ErrorKind::InvalidData, error);
-    let len = frame_len(&header).map_err(invalid)?;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
-    body_decode(&header, &body).map(Some).map_err(invalid)
+    body_decode(&body).map(Some).map_err(invalid)
 }
 
 /// Writes one frame and flushes it (madsim delivers bytes on flush).
@@ -428,7 +427,7 @@ mod tests {
 
     #[test]
     fn bad_frames_are_errors_not_panics() {
-        let mut header = [0u8; HEADER_BYTES];
+        let mut header = [0u8; frame::HEADER_BYTES];
         header[..4].copy_from_slice(&(RPC_FRAME_BYTES_MAX as u32 + 1).to_be_bytes());
         assert_eq!(
             frame_decode::<Request>(&header),
@@ -441,7 +440,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(12);
         let mut undecodable = 0;
         for _ in 0..5000 {
-            let mut body = frame[HEADER_BYTES..].to_vec();
+            let mut body = frame[frame::HEADER_BYTES..].to_vec();
             for _ in 0..rng.gen_range(1..4) {
                 let at = rng.gen_range(0..body.len());
                 body[at] = rng.gen();

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::controller::errors::TOPIC_ALREADY_EXISTS;
-use rpc::{Request, Response, RPC_MAGIC};
+use rpc::{Envelope, Request, Response, RPC_MAGIC};
+use runtime::sync::oneshot;
 use runtime::MemDisk;
 
 /// A free loopback port: bound, read, released.
@@ -89,6 +90,40 @@ fn all_unfenced(handles: &BTreeMap<BrokerId, ClusterHandle>) -> bool {
     })
 }
 
+fn disks(count: i32) -> BTreeMap<BrokerId, Arc<dyn runtime::Disk>> {
+    (1..=count)
+        .map(|id| (id, MemDisk::new() as Arc<dyn runtime::Disk>))
+        .collect()
+}
+
+/// Starts every voter's node on its disk (node `id` with seed `seed + id`) and waits until
+/// every broker is registered and unfenced.
+async fn cluster_start(
+    voters: &BTreeMap<BrokerId, String>,
+    disks: &BTreeMap<BrokerId, Arc<dyn runtime::Disk>>,
+    seed: u64,
+) -> BTreeMap<BrokerId, ClusterHandle> {
+    let mut handles = BTreeMap::new();
+    for id in voters.keys().copied() {
+        let handle = start(config(id, voters, disks[&id].clone(), seed + id as u64)).await;
+        handles.insert(id, handle);
+    }
+    until("every broker registered and unfenced", 20, || {
+        all_unfenced(&handles)
+    })
+    .await;
+    handles
+}
+
+/// A raw controller RPC connection (the magic sent) to `address`.
+async fn rpc_connect(address: &str) -> runtime::net::TcpStream {
+    let mut stream = runtime::net::TcpStream::connect(address).await.unwrap();
+    runtime::io::AsyncWriteExt::write_all(&mut stream, &RPC_MAGIC)
+        .await
+        .unwrap();
+    stream
+}
+
 fn leader_of(handles: &BTreeMap<BrokerId, ClusterHandle>) -> Option<BrokerId> {
     handles
         .values()
@@ -100,18 +135,8 @@ fn leader_of(handles: &BTreeMap<BrokerId, ClusterHandle>) -> Option<BrokerId> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_register_create_through_a_follower_and_survive_the_leader_crash() {
     let voters = voters(3).await;
-    let disks: BTreeMap<BrokerId, Arc<dyn runtime::Disk>> = (1..=3)
-        .map(|id| (id, MemDisk::new() as Arc<dyn runtime::Disk>))
-        .collect();
-    let mut handles = BTreeMap::new();
-    for id in 1..=3 {
-        let handle = start(config(id, &voters, disks[&id].clone(), id as u64)).await;
-        handles.insert(id, handle);
-    }
-    until("every broker registered and unfenced", 20, || {
-        all_unfenced(&handles)
-    })
-    .await;
+    let disks = disks(3);
+    let mut handles = cluster_start(&voters, &disks, 0).await;
     let leader = leader_of(&handles).expect("a controller is active");
     let image = handles[&leader].image();
     assert_eq!(image.brokers_live().count(), 3, "{image:?}");
@@ -146,17 +171,13 @@ async fn three_nodes_register_create_through_a_follower_and_survive_the_leader_c
     assert_eq!(again[0].1.as_ref().unwrap_err().code, TOPIC_ALREADY_EXISTS);
     // Straight to the leader's listener, without the caller's wait: the leader answers only
     // once the entry is applied there.
-    let mut stream = runtime::net::TcpStream::connect(voters[&leader].as_str())
-        .await
-        .unwrap();
-    runtime::io::AsyncWriteExt::write_all(&mut stream, &RPC_MAGIC)
-        .await
-        .unwrap();
+    let mut stream = rpc_connect(&voters[&leader]).await;
     let request = Request::CreateTopics {
         topics: vec![topic("raw", 1, 3).into()],
         validate_only: false,
     };
-    rpc::frame_write(&mut stream, &request).await.unwrap();
+    let envelope = Envelope { id: None, request };
+    rpc::frame_write(&mut stream, &envelope).await.unwrap();
     let response: Response = rpc::frame_read(&mut stream).await.unwrap().unwrap();
     assert!(matches!(response, Response::Answer { .. }), "{response:?}");
     assert!(
@@ -321,11 +342,14 @@ async fn the_listener_survives_bad_frames() {
     let handles = BTreeMap::from([(1, handle.clone())]);
     until("registered and unfenced", 10, || all_unfenced(&handles)).await;
     let address = voters[&1].as_str();
-    let valid = rpc::frame_encode(&Request::Heartbeat {
-        broker_id: 1,
-        broker_epoch: 999,
-        metadata_offset: 0,
-        want_shutdown: false,
+    let valid = rpc::frame_encode(&Envelope {
+        id: None,
+        request: Request::Heartbeat {
+            broker_id: 1,
+            broker_epoch: 999,
+            metadata_offset: 0,
+            want_shutdown: false,
+        },
     })
     .unwrap();
     let mut huge = RPC_MAGIC.to_vec();
@@ -364,8 +388,7 @@ async fn the_listener_survives_bad_frames() {
         );
         assert!(rest.is_empty(), "bad frame {at}: no answer");
     }
-    let mut stream = TcpStream::connect(address).await.unwrap();
-    stream.write_all(&RPC_MAGIC).await.unwrap();
+    let mut stream = rpc_connect(address).await;
     stream.write_all(&valid).await.unwrap();
     stream.flush().await.unwrap();
     let response: Response = rpc::frame_read(&mut stream).await.unwrap().unwrap();
@@ -388,28 +411,19 @@ async fn the_listener_survives_bad_frames() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_without_its_quorum_answers_not_controller() {
     let voters = voters(3).await;
-    let mut handles = BTreeMap::new();
-    for id in 1..=3 {
-        let handle = start(config(id, &voters, MemDisk::new(), 20 + id as u64)).await;
-        handles.insert(id, handle);
-    }
-    until("every broker unfenced", 20, || all_unfenced(&handles)).await;
+    let mut handles = cluster_start(&voters, &disks(3), 20).await;
     let leader = leader_of(&handles).unwrap();
     let survivor = handles.remove(&leader).unwrap();
     for (_, handle) in std::mem::take(&mut handles) {
         handle.kill();
     }
-    let mut stream = runtime::net::TcpStream::connect(voters[&leader].as_str())
-        .await
-        .unwrap();
-    runtime::io::AsyncWriteExt::write_all(&mut stream, &RPC_MAGIC)
-        .await
-        .unwrap();
+    let mut stream = rpc_connect(&voters[&leader]).await;
     let request = Request::CreateTopics {
         topics: vec![topic("stranded", 1, 1).into()],
         validate_only: false,
     };
-    rpc::frame_write(&mut stream, &request).await.unwrap();
+    let envelope = Envelope { id: None, request };
+    rpc::frame_write(&mut stream, &envelope).await.unwrap();
     let answered = runtime::time::timeout(
         Duration::from_secs(5),
         rpc::frame_read::<Response>(&mut stream),
@@ -432,12 +446,7 @@ async fn a_leader_without_its_quorum_answers_not_controller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producer_id_blocks_stay_unique_across_a_controller_crash() {
     let voters = voters(3).await;
-    let mut handles = BTreeMap::new();
-    for id in 1..=3 {
-        let handle = start(config(id, &voters, MemDisk::new(), 40 + id as u64)).await;
-        handles.insert(id, handle);
-    }
-    until("every broker unfenced", 20, || all_unfenced(&handles)).await;
+    let mut handles = cluster_start(&voters, &disks(3), 40).await;
     let leader = leader_of(&handles).unwrap();
     let blocks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut askers = Vec::new();
@@ -474,4 +483,155 @@ async fn producer_id_blocks_stay_unique_across_a_controller_crash() {
             "a producer id block handed out twice: {pair:?}"
         );
     }
+}
+
+/// A call whose first try committed while its answer was lost (the controller leader died
+/// after the commit, before its answer arrived): the retry carries the same request id, and
+/// the new controller answers what the first try decided, not a refusal of its own effect
+/// (TOPIC_ALREADY_EXISTS). A proxy stands in for the controller between the forwarder and the
+/// nodes: it passes each request on, and holds the first answer until the leader is dead, then
+/// drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_lost_answer_gets_the_first_answer() {
+    let voters = voters(3).await;
+    let mut handles = cluster_start(&voters, &disks(3), 60).await;
+    let leader = leader_of(&handles).unwrap();
+    let target = Arc::new(std::sync::Mutex::new(voters[&leader].clone()));
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_address = proxy.local_addr().unwrap().to_string();
+    let (answered, first_answer) = oneshot::channel::<Response>();
+    let (go, dropped) = oneshot::channel::<()>();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Envelope>::new()));
+    let proxied = {
+        let (target, seen) = (target.clone(), seen.clone());
+        runtime::spawn(async move {
+            let mut hold = Some((answered, dropped));
+            loop {
+                let (mut client, _) = proxy.accept().await.unwrap();
+                let mut magic = [0u8; 4];
+                runtime::io::AsyncReadExt::read_exact(&mut client, &mut magic)
+                    .await
+                    .unwrap();
+                while let Ok(Some(envelope)) = rpc::frame_read::<Envelope>(&mut client).await {
+                    seen.lock().unwrap().push(envelope.clone());
+                    let address = target.lock().unwrap().clone();
+                    let mut server = rpc_connect(&address).await;
+                    rpc::frame_write(&mut server, &envelope).await.unwrap();
+                    let response: Response = rpc::frame_read(&mut server).await.unwrap().unwrap();
+                    if let Some((answered, dropped)) = hold.take() {
+                        answered.send(response).unwrap();
+                        dropped.await.unwrap();
+                        break; // the answer is lost with the connection
+                    }
+                    rpc::frame_write(&mut client, &response).await.unwrap();
+                }
+            }
+        })
+    };
+    // The forwarder of a node that knows only the proxy, as its controller.
+    let follower = *handles.keys().find(|id| **id != leader).unwrap();
+    let (local, _calls) = mpsc::channel(1);
+    let mut status = handles[&follower].status();
+    status.controller_leader = Some(99);
+    let (_status_sender, status) = watch::channel(status);
+    let forwarder = Forwarder::new(
+        follower,
+        IncarnationId(7),
+        BTreeMap::from([(99, proxy_address)]),
+        local,
+        status,
+        ClusterTiming::fast().request_timeout,
+        runtime::Clock::system(),
+    );
+    let request = Request::CreateTopics {
+        topics: vec![topic("once", 2, 3).into()],
+        validate_only: false,
+    };
+    let call = runtime::spawn(async move { forwarder.call(&request).await });
+
+    // The first try committed and was answered; then the leader dies with the answer.
+    let first = first_answer.await.unwrap();
+    let Response::Answer { offset, .. } = &first else {
+        panic!("the first try is answered: {first:?}");
+    };
+    let topic_id = handles[&leader].image().topic_id("once").expect("applied");
+    assert!(handles[&leader].status().commit >= *offset);
+    handles.remove(&leader).unwrap().kill();
+    until("a new controller", 10, || leader_of(&handles).is_some()).await;
+    let second = leader_of(&handles).unwrap();
+    *target.lock().unwrap() = voters[&second].clone();
+    go.send(()).unwrap();
+
+    let (offset_retried, answer) = call.await.unwrap().expect("the retry is answered");
+    assert_eq!(
+        Response::Answer {
+            offset: offset_retried,
+            answer: answer.clone(),
+        },
+        first,
+        "the retry answers what the first try decided"
+    );
+    let rpc::Answer::TopicsCreated(results) = answer else {
+        panic!("{answer:?}");
+    };
+    assert_eq!(results[0].1.as_ref().unwrap().topic_id, Some(topic_id));
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() >= 2, "retried: {seen:?}");
+    assert!(seen[0].id.is_some());
+    assert!(seen.iter().all(|envelope| *envelope == seen[0]), "{seen:?}");
+    proxied.abort();
+}
+
+/// Polls every millisecond until `condition`; how long that took from `since`.
+async fn until_fine(
+    since: runtime::time::Instant,
+    mut condition: impl FnMut() -> bool,
+) -> Duration {
+    let deadline = since + Duration::from_secs(10);
+    while !condition() {
+        assert!(runtime::Clock::system().now() < deadline, "not within 10 s");
+        runtime::time::sleep(Duration::from_millis(1)).await;
+    }
+    runtime::Clock::system().now() - since
+}
+
+/// Controlled shutdown of the controller leader hands Raft leadership to another voter before
+/// the node stops: the quorum is leaderless (no active controller) for far less than an
+/// election timeout. A leader that just stops, as a crash (and shutdown before the handover),
+/// leaves it leaderless for an election timeout or more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_hands_over_leadership_on_shutdown() {
+    let voters = voters(3).await;
+    let disks = disks(3);
+    let mut handles = cluster_start(&voters, &disks, 80).await;
+    let clock = runtime::Clock::system();
+    let timing = ClusterTiming::fast();
+    let election_timeout = timing.tick * timing.election_ticks as u32;
+
+    let leader = leader_of(&handles).unwrap();
+    let leaving = handles.remove(&leader).unwrap();
+    let term = leaving.status().term;
+    let (old, others) = (leaving.clone(), handles.clone());
+    let gap = runtime::spawn(async move {
+        until_fine(clock.now(), || !old.status().controller_active).await;
+        let stepped_down = runtime::Clock::system().now();
+        until_fine(stepped_down, || leader_of(&others).is_some()).await
+    });
+    leaving.shutdown().await;
+    let handed_over = gap.await.unwrap();
+    let second = leader_of(&handles).expect("a controller when shutdown returns");
+    assert!(handles[&second].status().term > term);
+
+    let restarted = start(config(leader, &voters, disks[&leader].clone(), 90)).await;
+    handles.insert(leader, restarted);
+    until("every broker unfenced", 20, || all_unfenced(&handles)).await;
+    let leader = leader_of(&handles).unwrap();
+    handles.remove(&leader).unwrap().kill();
+    let crashed = until_fine(clock.now(), || leader_of(&handles).is_some()).await;
+    println!(
+        "leaderless gap: {handed_over:?} with the handover on shutdown, {crashed:?} when the \
+         leader just stops (election timeout {election_timeout:?})"
+    );
+    assert!(handed_over < election_timeout / 2, "{handed_over:?}");
+    assert!(crashed >= election_timeout, "{crashed:?}");
 }

@@ -334,6 +334,48 @@ impl<M: StateMachine> RaftNode<M> {
         }
     }
 
+    /// Each voter's log end as this leader knows it: raft-rs's `Progress::matched` for the
+    /// others (0 until they answered this term), its own last index for itself. Empty unless
+    /// leading.
+    pub fn progress(&self) -> BTreeMap<u64, u64> {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader {
+            return BTreeMap::new();
+        }
+        raft.prs()
+            .iter()
+            .map(|(id, progress)| {
+                let end = if *id == self.config.id {
+                    raft.raft_log.last_index()
+                } else {
+                    progress.matched
+                };
+                (*id, end)
+            })
+            .collect()
+    }
+
+    /// Hands leadership to the most caught-up voter heard from recently (raft-rs's
+    /// `transfer_leader`: the leader brings it up to date, then tells it to stand at once, so
+    /// the quorum does not wait an election timeout for a leader that is leaving). The voter it
+    /// chose, or None if this node does not lead or no other voter is active. raft-rs gives up
+    /// on a transfer not done within an election timeout; proposals are dropped meanwhile.
+    pub fn leadership_transfer(&mut self) -> Option<u64> {
+        let raft = &self.raw.raft;
+        if raft.state != StateRole::Leader {
+            return None;
+        }
+        let transferee = raft
+            .prs()
+            .iter()
+            .filter(|(id, progress)| **id != self.config.id && progress.recent_active)
+            .max_by_key(|(id, progress)| (progress.matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)?;
+        self.raw.transfer_leader(transferee);
+        self.after_input();
+        Some(transferee)
+    }
+
     pub fn machine(&self) -> &M {
         &self.machine
     }

@@ -206,28 +206,10 @@ impl<M: StateMachine + Send + 'static> EventLoop<M> {
     }
 
     async fn ready_handle(&mut self) -> io::Result<()> {
-        if !self.node.as_ref().expect("node is home").has_ready() {
-            return Ok(());
-        }
-        let mut node = self.node.take().expect("node is home between readies");
-        let (node, messages) = runtime::blocking(move || {
-            let messages = node.handle_ready();
-            (node, messages)
-        })
-        .await;
-        let messages = messages?;
+        let node = self.node.take().expect("node is home between readies");
+        let (node, result) = transport::ready_round(node, &self.transport).await;
         let node = self.node.insert(node);
-        for message in messages {
-            let snapshot = super::node::is_snapshot(&message);
-            let to = message.to;
-            let sent = self.transport.send(message);
-            if snapshot {
-                node.report_snapshot(to, sent);
-            }
-            if !sent {
-                node.report_unreachable(to);
-            }
-        }
+        result?;
         for completion in node.completions_take() {
             let Ok(id) = <[u8; 8]>::try_from(completion.context.as_slice()) else {
                 continue;

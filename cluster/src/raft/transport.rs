@@ -11,16 +11,18 @@
 //! votes by itself). A broken connection is re-dialled with exponential backoff; inbound
 //! connections deliver decoded messages into one bounded channel.
 
+use super::node::{is_snapshot, RaftNode, StateMachine};
+use crate::frame;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
-use runtime::io::{AsyncReadExt, AsyncWriteExt};
+use runtime::io::AsyncWriteExt;
 use runtime::net::{TcpListener, TcpStream};
 use runtime::sync::mpsc;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Bytes before a frame's body: length and CRC.
-pub const FRAME_HEADER_BYTES: usize = 8;
+pub const FRAME_HEADER_BYTES: usize = frame::HEADER_BYTES;
 /// The largest message body: a snapshot of the metadata image must fit.
 pub const FRAME_BYTES_MAX: usize = 64 << 20;
 /// Messages queued for one peer before `send` drops.
@@ -40,43 +42,32 @@ pub enum FrameError {
     Undecodable,
 }
 
+impl From<frame::Bad> for FrameError {
+    fn from(bad: frame::Bad) -> FrameError {
+        match bad {
+            frame::Bad::TooLarge(len) => FrameError::TooLarge(len),
+            frame::Bad::Crc => FrameError::Crc,
+        }
+    }
+}
+
 /// One message as a frame; None if it is over the limit (a snapshot too large to send).
 pub fn frame_encode(message: &Message) -> Option<Vec<u8>> {
-    let body = message.write_to_bytes().ok()?;
-    if body.len() > FRAME_BYTES_MAX {
-        return None;
-    }
-    let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    out.extend_from_slice(&body);
-    Some(out)
+    frame::wrap(&message.write_to_bytes().ok()?, FRAME_BYTES_MAX)
 }
 
 /// The body length a frame header announces, checked against the limit.
 pub fn frame_len(header: &[u8; FRAME_HEADER_BYTES]) -> Result<usize, FrameError> {
-    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    if len > FRAME_BYTES_MAX {
-        return Err(FrameError::TooLarge(len));
-    }
-    Ok(len)
+    Ok(frame::body_len(header, FRAME_BYTES_MAX)?)
 }
 
 /// Decodes the first frame of `bytes`: Ok(None) if it is not all there yet, else the message
 /// and the bytes it took.
 pub fn frame_decode(bytes: &[u8]) -> Result<Option<(Message, usize)>, FrameError> {
-    let Some(header) = bytes.first_chunk::<FRAME_HEADER_BYTES>() else {
+    let Some((body, used)) = frame::split(bytes, FRAME_BYTES_MAX)? else {
         return Ok(None);
     };
-    let len = frame_len(header)?;
-    let Some(body) = bytes.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len) else {
-        return Ok(None);
-    };
-    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if crc32c::crc32c(body) != crc {
-        return Err(FrameError::Crc);
-    }
-    Ok(Some((body_decode(body)?, FRAME_HEADER_BYTES + len)))
+    Ok(Some((body_decode(body)?, used)))
 }
 
 fn body_decode(body: &[u8]) -> Result<Message, FrameError> {
@@ -90,21 +81,45 @@ fn body_decode(body: &[u8]) -> Result<Message, FrameError> {
 
 /// Reads one frame from a stream; Ok(None) on a clean end of stream between frames.
 pub async fn frame_read(stream: &mut TcpStream) -> std::io::Result<Option<Message>> {
-    let mut header = [0u8; FRAME_HEADER_BYTES];
-    match stream.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(error),
-    }
+    let Some(body) = frame::read::<FrameError>(stream, FRAME_BYTES_MAX).await? else {
+        return Ok(None);
+    };
     let invalid = |error: FrameError| std::io::Error::new(std::io::ErrorKind::InvalidData, error);
-    let len = frame_len(&header).map_err(invalid)?;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
-    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if crc32c::crc32c(&body) != crc {
-        return Err(invalid(FrameError::Crc));
-    }
     body_decode(&body).map(Some).map_err(invalid)
+}
+
+/// One round of the Ready contract for an async loop: `handle_ready` (persist, apply) on the
+/// blocking pool, so its fsync does not hold up the runtime, then the messages it returned go
+/// out, and raft-rs hears which peers were unreachable and how each snapshot went (it paces
+/// replication by both). The node comes back in every case; an error means its disk failed.
+pub async fn ready_round<M: StateMachine + Send + 'static>(
+    mut node: RaftNode<M>,
+    transport: &Transport,
+) -> (RaftNode<M>, std::io::Result<()>) {
+    if !node.has_ready() {
+        return (node, Ok(()));
+    }
+    let (mut node, messages) = runtime::blocking(move || {
+        let messages = node.handle_ready();
+        (node, messages)
+    })
+    .await;
+    let messages = match messages {
+        Ok(messages) => messages,
+        Err(error) => return (node, Err(error)),
+    };
+    for message in messages {
+        let snapshot = is_snapshot(&message);
+        let to = message.to;
+        let sent = transport.send(message);
+        if snapshot {
+            node.report_snapshot(to, sent);
+        }
+        if !sent {
+            node.report_unreachable(to);
+        }
+    }
+    (node, Ok(()))
 }
 
 /// The outbound side: one queue and one connection task per peer.

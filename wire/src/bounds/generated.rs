@@ -3612,6 +3612,132 @@ pub mod offset_delete_response {
         Ok(())
     }
 }
+pub mod describe_quorum_request {
+    use super::*;
+    pub fn describe_quorum_request<W: Walk>(w: &mut W, version: i16) -> Walked {
+        if version < 0 || version > 2 {
+            return Err(w.invalid("version not supported by this message type"));
+        }
+        w.compact_array(Null::Refused, |w| topic_data(w, version))?;
+        w.tagged_fields(|_, _| Ok(Tag::Unknown))?;
+        Ok(())
+    }
+
+    pub fn partition_data<W: Walk>(w: &mut W, version: i16) -> Walked {
+        if version < 0 || version > 2 {
+            return Err(w.invalid("version not supported by this message type"));
+        }
+        w.fixed(4)?;
+        w.tagged_fields(|_, _| Ok(Tag::Unknown))?;
+        Ok(())
+    }
+
+    pub fn topic_data<W: Walk>(w: &mut W, version: i16) -> Walked {
+        if version < 0 || version > 2 {
+            return Err(w.invalid("version not supported by this message type"));
+        }
+        w.compact_string(Null::Refused)?;
+        w.compact_array(Null::Refused, |w| partition_data(w, version))?;
+        w.tagged_fields(|_, _| Ok(Tag::Unknown))?;
+        Ok(())
+    }
+}
+pub mod describe_quorum_response {
+    use super::*;
+    pub fn describe_quorum_response<W: Walk>(w: &mut W, version: i16) -> Walked {
+        if version < 0 || version > 2 {
+            return Err(w.invalid("version not supported by this message type"));
+        }
+        w.fixed(2)?;
+        if version >= 2 {
+            w.compact_string(Null::Allowed)?;
+        }
+        w.compact_array(Null::Refused, |w| topic_data(w, version))?;
+        if version >= 2 {
+            w.compact_array(Null::Refused, |w| node(w, version))?;
+        }
+        w.tagged_fields(|_, _| Ok(Tag::Unknown))?;
+        Ok(())
+    }
+
+    pub fn listener<W: Walk>(w: &mut W, version: i16) -> Walked {
+        if version < 0 || version > 2 {
+            return Err(w.invalid("version not supported by this message type"));
+        }
+        if version >= 2 {
+            w.compact_string(Null::Refused)?;
+        }
+        if version >= 2 {
+            w.compact_string(Null::Refused)?;
+        }
+        if version >= 2 {
+            w.fixed(2)?;
+        }
+        w.tagged_fields(|_, _| Ok(Tag::Unknown))?;
+        Ok(())
+    }
+
+    pub fn node<W: Walk>(w: &mut W, version: i16) -> Walked {
+        if version < 0 || version > 2 {
+            return Err(w.invalid("version not supported by this message type"));
+        }
+        if version >= 2 {
+            w.fixed(4)?;
+        }
+        if version >= 2 {
+            w.compact_array(Null::Refused, |w| listener(w, version))?;
+        }
+        w.tagged_fields(|_, _| Ok(Tag::Unknown))?;
+        Ok(())
+    }
+
+    pub fn partition_data<W: Walk>(w: &mut W, version: i16) -> Walked {
+        if version < 0 || version > 2 {
+            return Err(w.invalid("version not supported by this message type"));
+        }
+        w.fixed(4)?;
+        w.fixed(2)?;
+        if version >= 2 {
+            w.compact_string(Null::Allowed)?;
+        }
+        w.fixed(4)?;
+        w.fixed(4)?;
+        w.fixed(8)?;
+        w.compact_array(Null::Refused, |w| replica_state(w, version))?;
+        w.compact_array(Null::Refused, |w| replica_state(w, version))?;
+        w.tagged_fields(|_, _| Ok(Tag::Unknown))?;
+        Ok(())
+    }
+
+    pub fn replica_state<W: Walk>(w: &mut W, version: i16) -> Walked {
+        if version < 0 || version > 2 {
+            return Err(w.invalid("version not supported by this message type"));
+        }
+        w.fixed(4)?;
+        if version >= 2 {
+            w.fixed(16)?;
+        }
+        w.fixed(8)?;
+        if version >= 1 {
+            w.fixed(8)?;
+        }
+        if version >= 1 {
+            w.fixed(8)?;
+        }
+        w.tagged_fields(|_, _| Ok(Tag::Unknown))?;
+        Ok(())
+    }
+
+    pub fn topic_data<W: Walk>(w: &mut W, version: i16) -> Walked {
+        if version < 0 || version > 2 {
+            return Err(w.invalid("version not supported by this message type"));
+        }
+        w.compact_string(Null::Refused)?;
+        w.compact_array(Null::Refused, |w| partition_data(w, version))?;
+        w.tagged_fields(|_, _| Ok(Tag::Unknown))?;
+        Ok(())
+    }
+}
 pub mod describe_cluster_request {
     use super::*;
     pub fn describe_cluster_request<W: Walk>(w: &mut W, version: i16) -> Walked {
@@ -3799,6 +3925,7 @@ pub fn request<W: Walk>(api_key: ApiKey, w: &mut W, version: i16) -> Option<Walk
             incremental_alter_configs_request::incremental_alter_configs_request(w, version)
         }
         ApiKey::OffsetDelete => offset_delete_request::offset_delete_request(w, version),
+        ApiKey::DescribeQuorum => describe_quorum_request::describe_quorum_request(w, version),
         ApiKey::DescribeCluster => describe_cluster_request::describe_cluster_request(w, version),
         ApiKey::DescribeTransactions => {
             describe_transactions_request::describe_transactions_request(w, version)
@@ -3856,6 +3983,7 @@ pub fn response<W: Walk>(api_key: ApiKey, w: &mut W, version: i16) -> Option<Wal
             incremental_alter_configs_response::incremental_alter_configs_response(w, version)
         }
         ApiKey::OffsetDelete => offset_delete_response::offset_delete_response(w, version),
+        ApiKey::DescribeQuorum => describe_quorum_response::describe_quorum_response(w, version),
         ApiKey::DescribeCluster => describe_cluster_response::describe_cluster_response(w, version),
         ApiKey::DescribeTransactions => {
             describe_transactions_response::describe_transactions_response(w, version)
