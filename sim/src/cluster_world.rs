@@ -18,6 +18,7 @@
 //! leader) and applied image.
 
 use crate::disk::{CrashKind, DiskFaults, SimDisk};
+use crate::nemesis::Action;
 use crate::options::{ClusterPolicy, Options};
 use crate::recorder::Recorder;
 use crate::world::BrokerNode;
@@ -758,12 +759,11 @@ async fn serve_read(options: &Options, address: &str) -> Result<Served, String> 
     Ok(Served { topics, brokers })
 }
 
+/// The cluster nemesis's faults: the single-node nemesis's, and two of its own.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
-    Crash,
-    Pause,
-    Isolate,
-    IsolateOutbound,
+    /// A crash, pause or isolation of one node (`nemesis::act`).
+    Node(Action),
     /// A minority cut off from the majority, both ways.
     Split,
     /// One link cut in one direction.
@@ -815,15 +815,15 @@ async fn nemesis_run(
     };
     let mut faults = Vec::new();
     if options.crash {
-        faults.push(Fault::Crash);
+        faults.push(Fault::Node(Action::Crash));
     }
     if options.pause {
-        faults.push(Fault::Pause);
+        faults.push(Fault::Node(Action::Pause));
     }
     if options.network_partition {
         faults.extend([
-            Fault::Isolate,
-            Fault::IsolateOutbound,
+            Fault::Node(Action::Isolate),
+            Fault::Node(Action::IsolateOutbound),
             Fault::Split,
             Fault::OneWay,
         ]);
@@ -838,8 +838,10 @@ async fn nemesis_run(
             return;
         }
         let mut fault = faults[rng.gen_range(0..faults.len())];
-        if matches!(fault, Fault::Isolate | Fault::IsolateOutbound)
-            && rng.gen_bool(policy.split_rate)
+        if matches!(
+            fault,
+            Fault::Node(Action::Isolate | Action::IsolateOutbound)
+        ) && rng.gen_bool(policy.split_rate)
         {
             fault = Fault::Split;
         }
@@ -853,38 +855,13 @@ async fn nemesis_run(
         let node = &nodes[target];
         let duration = Duration::from_millis(rng.gen_range(10..4_000));
         match fault {
-            Fault::Crash => {
-                let kind = CrashKind::ALL[rng.gen_range(0..CrashKind::ALL.len())];
-                if let (false, Some((_, term))) = (aimed.is_empty(), leader) {
+            Fault::Node(action) => {
+                if let (Action::Crash, false, Some((_, term))) = (action, aimed.is_empty(), leader)
+                {
                     runtime::spawn(election_time(shared.clone(), recorder.clone(), term));
                 }
-                crate::nemesis::crash(
-                    &handle, &recorder, node, kind, duration, "nemesis", &mut rng,
-                )
-                .await;
-            }
-            Fault::Pause => {
-                recorder.note(&format!(
-                    "nemesis pause {}{aimed} for={duration:?}",
-                    node.name
-                ));
-                handle.pause(node.id);
-                runtime::time::sleep(duration).await;
-                handle.resume(node.id);
-                recorder.note(&format!("nemesis resume {}", node.name));
-            }
-            Fault::Isolate | Fault::IsolateOutbound => {
-                recorder.note(&format!(
-                    "nemesis {fault:?} {}{aimed} for={duration:?}",
-                    node.name
-                ));
-                match fault {
-                    Fault::Isolate => net.clog_node(node.id),
-                    _ => net.clog_node_out(node.id),
-                }
-                runtime::time::sleep(duration).await;
-                net.unclog_node(node.id);
-                recorder.note(&format!("nemesis heal-network {}", node.name));
+                crate::nemesis::act(&handle, &recorder, node, action, duration, aimed, &mut rng)
+                    .await;
             }
             Fault::Split => {
                 // The target and a random rest of a minority on one side.
