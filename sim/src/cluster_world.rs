@@ -556,8 +556,10 @@ async fn admin_call(
     }
 }
 
-/// One admin client, on its own node: one operation at a time at a random broker, until
-/// `stop`.
+/// One admin client, on its own node: one operation at a time, bootstrapped at a random
+/// broker, until `stop`. `Admin` sends the call to the controller that broker's Metadata names
+/// (any broker when it names none), as Kafka's admin client does, so which broker acknowledged
+/// is unknown: no `Image` event follows an answer.
 #[allow(clippy::too_many_arguments)]
 async fn admin_run(
     index: usize,
