@@ -19,6 +19,8 @@ pub struct NodeContext {
     pub clock: Clock,
     pub disk: Arc<dyn Disk>,
     pub seed: u64,
+    /// Cluster mode's simulator hooks; `ClusterHooks::default()` (none) in production.
+    pub cluster_hooks: crate::cluster_mode::ClusterHooks,
 }
 
 #[derive(Debug)]

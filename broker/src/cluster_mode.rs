@@ -17,12 +17,40 @@ use crate::broker::{Broker, NodeContext};
 use crate::config::BrokerConfig;
 use crate::topics::{is_internal, TopicError, Topics};
 use cluster::image::MetadataImage;
-use cluster::node::{BrokerEndpoint, ClusterConfig, ClusterTiming};
+use cluster::node::{BrokerEndpoint, ClusterConfig, ClusterHandle, ClusterTiming};
 use cluster::records::TopicId;
 use kafka_protocol::ResponseError;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What the simulator changes of a cluster-mode node; production leaves every field empty.
+/// Each is a setting `gregor broker` has no flag for, on purpose: none belongs in production.
+#[derive(Clone, Default)]
+pub struct ClusterHooks {
+    /// Replaces `ClusterTiming::production()`: the simulator's short ticks and sessions.
+    pub timing: Option<ClusterTiming>,
+    /// Planted control-plane bugs (features `planted-bugs`), for the simulator's self-test.
+    pub planted: Option<cluster::PlantedBug>,
+    pub raft_planted: Option<cluster::raft::RaftBug>,
+    /// Handed the node's handle once it started, before the broker opens: how the simulator
+    /// observes each node's Raft status and applied images for its checker.
+    pub observer: Option<ClusterObserver>,
+}
+
+/// See `ClusterHooks::observer`.
+pub type ClusterObserver = Arc<dyn Fn(&ClusterHandle) + Send + Sync>;
+
+impl std::fmt::Debug for ClusterHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterHooks")
+            .field("timing", &self.timing)
+            .field("planted", &self.planted)
+            .field("raft_planted", &self.raft_planted)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
 
 /// The metadata log's directory inside the data dir.
 pub const METADATA_DIR: &str = "__cluster_metadata";
@@ -30,6 +58,7 @@ pub const METADATA_DIR: &str = "__cluster_metadata";
 /// The cluster node's settings for this broker. `config` was validated: it is in cluster mode.
 pub fn node_config(config: &BrokerConfig, context: &NodeContext) -> ClusterConfig {
     let (host, port) = config.advertised();
+    let hooks = &context.cluster_hooks;
     ClusterConfig {
         node_id: config.node_id,
         voters: config.voters.clone(),
@@ -43,12 +72,15 @@ pub fn node_config(config: &BrokerConfig, context: &NodeContext) -> ClusterConfi
             port: u16::try_from(port).unwrap_or(9092),
         },
         rack: config.rack.clone(),
-        timing: ClusterTiming::production(),
+        timing: hooks
+            .timing
+            .clone()
+            .unwrap_or_else(ClusterTiming::production),
         partitions_default: config.default_partitions,
         // Kafka's default.replication.factor.
         replication_factor_default: 1,
-        planted: None,
-        raft_planted: None,
+        planted: hooks.planted,
+        raft_planted: hooks.raft_planted,
     }
 }
 

@@ -160,6 +160,7 @@ fn broker_main(args: BrokerArgs) -> ExitCode {
         clock: runtime::Clock::system(),
         disk: runtime::RealDisk::new(),
         seed: runtime::rng::entropy_seed(),
+        cluster_hooks: Default::default(),
     };
     let served = runtime::run_main(broker::serve(config, context, runtime::shutdown_signal()));
     match served {

@@ -39,6 +39,9 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let broker = if config.is_cluster() {
         let node = ClusterNode::start(crate::cluster_mode::node_config(&config, &context)).await?;
+        if let Some(observer) = &context.cluster_hooks.observer {
+            observer(&node);
+        }
         Broker::open_clustered(config, context, node)?
     } else {
         Broker::open(config, context)?

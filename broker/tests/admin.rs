@@ -26,6 +26,7 @@ fn broker_open(disk: Arc<runtime::MemDisk>) -> Arc<Broker> {
         clock: runtime::Clock::system(),
         disk,
         seed: 3,
+        cluster_hooks: Default::default(),
     };
     Broker::open(config, context).expect("opens")
 }
@@ -513,6 +514,7 @@ async fn server_start() -> String {
         clock: runtime::Clock::system(),
         disk: runtime::MemDisk::new(),
         seed: 13,
+        cluster_hooks: Default::default(),
     };
     runtime::spawn(async move {
         broker::serve(config, context, std::future::pending())

@@ -33,6 +33,7 @@ async fn broker_clustered() -> Arc<Broker> {
         clock: runtime::Clock::system(),
         disk: runtime::MemDisk::new(),
         seed: 5,
+        cluster_hooks: Default::default(),
     };
     let mut node_config = broker::cluster_mode::node_config(&config, &context);
     node_config.timing = ClusterTiming::fast();

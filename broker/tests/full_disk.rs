@@ -42,6 +42,7 @@ async fn broker_start(disk: Arc<MemDisk>) -> (String, runtime::JoinHandle<()>) {
         clock: runtime::Clock::system(),
         disk,
         seed: 8,
+        cluster_hooks: Default::default(),
     };
     let task = runtime::spawn(async move {
         broker::serve(config, context, std::future::pending())
@@ -167,6 +168,7 @@ async fn a_failed_metadata_log_write_ends_the_cluster_broker() {
         clock: runtime::Clock::system(),
         disk: disk.clone(),
         seed: 9,
+        cluster_hooks: Default::default(),
     };
     let task = runtime::spawn(broker::serve(config, context, std::future::pending()));
     let mut admin = Admin::new(ClientConfig::new([address.clone()]));

@@ -29,6 +29,7 @@ async fn broker_start() -> String {
         clock: runtime::Clock::system(),
         disk: runtime::MemDisk::new(),
         seed: 11,
+        cluster_hooks: Default::default(),
     };
     runtime::spawn(async move {
         broker::serve(config, context, std::future::pending())
@@ -191,6 +192,7 @@ fn broker_open(disk: std::sync::Arc<runtime::MemDisk>) -> std::sync::Arc<broker:
         clock: runtime::Clock::system(),
         disk,
         seed: 5,
+        cluster_hooks: Default::default(),
     };
     broker::Broker::open(config, context).expect("opens")
 }

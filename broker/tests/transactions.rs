@@ -24,6 +24,7 @@ fn broker_open(disk: Arc<runtime::MemDisk>) -> Arc<Broker> {
         clock: runtime::Clock::system(),
         disk,
         seed: 3,
+        cluster_hooks: Default::default(),
     };
     Broker::open(config, context).expect("opens")
 }

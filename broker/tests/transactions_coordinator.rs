@@ -357,6 +357,7 @@ async fn broker_on(
         clock: runtime::Clock::system(),
         disk,
         seed: 3,
+        cluster_hooks: Default::default(),
     };
     let (stop, stopped) = runtime::sync::oneshot::channel::<()>();
     let served = runtime::spawn(async move {

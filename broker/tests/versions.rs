@@ -23,6 +23,7 @@ fn broker() -> Arc<Broker> {
         clock: runtime::Clock::system(),
         disk: runtime::MemDisk::new(),
         seed: 7,
+        cluster_hooks: Default::default(),
     };
     Broker::open(config, context).expect("opens an empty data dir")
 }

@@ -20,6 +20,12 @@
 //!   (admin calls answer once applied locally).
 //! - liveness after heal (`no-leader`, `broker-unregistered`, `broker-fenced`): some node leads
 //!   and every live node agrees on it, and every live broker is registered and unfenced.
+//! - what each live broker serves through the Kafka protocol after heal ([`Served`], when the
+//!   run probed it): `not-serving` (no answer to Metadata or DescribeCluster),
+//!   `served-differs` (its Metadata topics and partition counts are not its final image's),
+//!   `served-broker-missing` / `served-broker-fenced` (DescribeCluster, fenced brokers included,
+//!   must list every live broker unfenced), and `acked-not-served` (an acknowledged operation
+//!   not visible in its Metadata, with the same excuses as `acked-missing`).
 //!
 //! **Invariant:** pure; the same history always yields the same anomalies in the same order.
 
@@ -37,6 +43,19 @@ pub struct MetadataHistory {
     /// Each live node's state once the world healed and settled; empty when the run never got
     /// there (then only the safety rules run).
     pub finals: BTreeMap<NodeId, FinalNode>,
+    /// What each live node's broker answered through the Kafka protocol after heal (`None`: no
+    /// answer). Empty when the run did not probe (then the `served-*` rules do not run).
+    #[serde(default)]
+    pub served: BTreeMap<NodeId, Option<Served>>,
+}
+
+/// A broker's Metadata and DescribeCluster answers after heal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Served {
+    /// Non-internal topics in its Metadata response.
+    pub topics: BTreeMap<String, TopicShape>,
+    /// DescribeCluster with fenced brokers included: id -> fenced.
+    pub brokers: BTreeMap<NodeId, bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +197,28 @@ pub enum MetadataAnomaly {
         node: NodeId,
         seen_by: NodeId,
     },
+    NotServing {
+        node: NodeId,
+    },
+    ServedDiffers {
+        node: NodeId,
+        /// Topic -> (served, in the final image); `None` where absent.
+        differences: BTreeMap<String, (Option<u32>, Option<u32>)>,
+    },
+    ServedBrokerMissing {
+        node: NodeId,
+        seen_by: NodeId,
+    },
+    ServedBrokerFenced {
+        node: NodeId,
+        seen_by: NodeId,
+    },
+    AckedNotServed {
+        op: u64,
+        node: NodeId,
+        topic: String,
+        want: String,
+    },
 }
 
 impl MetadataAnomaly {
@@ -194,6 +235,11 @@ impl MetadataAnomaly {
             MetadataAnomaly::NoLeader { .. } => "no-leader",
             MetadataAnomaly::BrokerUnregistered { .. } => "broker-unregistered",
             MetadataAnomaly::BrokerFenced { .. } => "broker-fenced",
+            MetadataAnomaly::NotServing { .. } => "not-serving",
+            MetadataAnomaly::ServedDiffers { .. } => "served-differs",
+            MetadataAnomaly::ServedBrokerMissing { .. } => "served-broker-missing",
+            MetadataAnomaly::ServedBrokerFenced { .. } => "served-broker-fenced",
+            MetadataAnomaly::AckedNotServed { .. } => "acked-not-served",
         }
     }
 }
@@ -262,6 +308,28 @@ impl fmt::Display for MetadataAnomaly {
             MetadataAnomaly::BrokerFenced { node, seen_by } => {
                 write!(f, "broker {node} fenced in node {seen_by}'s image")
             }
+            MetadataAnomaly::NotServing { node } => {
+                write!(f, "after heal, broker {node} answered no Metadata or DescribeCluster")
+            }
+            MetadataAnomaly::ServedDiffers { node, differences } => write!(
+                f,
+                "broker {node}'s Metadata vs its final image (served, image): {differences:?}"
+            ),
+            MetadataAnomaly::ServedBrokerMissing { node, seen_by } => {
+                write!(f, "broker {node} missing from broker {seen_by}'s DescribeCluster")
+            }
+            MetadataAnomaly::ServedBrokerFenced { node, seen_by } => {
+                write!(f, "broker {node} fenced in broker {seen_by}'s DescribeCluster")
+            }
+            MetadataAnomaly::AckedNotServed {
+                op,
+                node,
+                topic,
+                want,
+            } => write!(
+                f,
+                "op {op} acknowledged; broker {node}'s Metadata: {topic} {want}"
+            ),
         }
     }
 }
@@ -275,6 +343,7 @@ pub fn check(history: &MetadataHistory) -> Vec<MetadataAnomaly> {
     let ops = pair(&mut anomalies, history);
     check_acked(&mut anomalies, history, &ops);
     check_liveness(&mut anomalies, history);
+    check_served(&mut anomalies, history);
     anomalies
 }
 
@@ -545,6 +614,17 @@ fn check_acked(
                     });
                 }
             }
+            for (&node, served) in &history.served {
+                let Some(served) = served else { continue };
+                if !want_met(want, served.topics.get(topic)) && !excused_after(usize::MAX) {
+                    anomalies.push(MetadataAnomaly::AckedNotServed {
+                        op,
+                        node,
+                        topic: topic.to_string(),
+                        want: want_text(want),
+                    });
+                }
+            }
             // The acknowledging node, same incarnation, every image it reported afterwards.
             for (i, event) in history.events.iter().enumerate().skip(ok_at + 1) {
                 if event.node != record.node {
@@ -592,6 +672,51 @@ fn check_liveness(anomalies: &mut Vec<MetadataAnomaly>, history: &MetadataHistor
             match final_node.brokers.get(&node) {
                 None => anomalies.push(MetadataAnomaly::BrokerUnregistered { node, seen_by }),
                 Some(true) => anomalies.push(MetadataAnomaly::BrokerFenced { node, seen_by }),
+                Some(false) => {}
+            }
+        }
+    }
+}
+
+/// The Kafka protocol's view after heal: every live node answers, with its final image's
+/// topics, and lists every live broker unfenced.
+fn check_served(anomalies: &mut Vec<MetadataAnomaly>, history: &MetadataHistory) {
+    if history.served.is_empty() {
+        return;
+    }
+    for (&node, final_node) in &history.finals {
+        let Some(Some(served)) = history.served.get(&node) else {
+            anomalies.push(MetadataAnomaly::NotServing { node });
+            continue;
+        };
+        let names: BTreeSet<&String> = served
+            .topics
+            .keys()
+            .chain(final_node.topics.keys())
+            .collect();
+        let differences: BTreeMap<String, (Option<u32>, Option<u32>)> = names
+            .into_iter()
+            .filter_map(|name| {
+                let pair = (
+                    served.topics.get(name).map(|shape| shape.partitions),
+                    final_node.topics.get(name).map(|shape| shape.partitions),
+                );
+                (pair.0 != pair.1).then(|| (name.clone(), pair))
+            })
+            .collect();
+        if !differences.is_empty() {
+            anomalies.push(MetadataAnomaly::ServedDiffers { node, differences });
+        }
+        for &live in history.finals.keys() {
+            match served.brokers.get(&live) {
+                None => anomalies.push(MetadataAnomaly::ServedBrokerMissing {
+                    node: live,
+                    seen_by: node,
+                }),
+                Some(true) => anomalies.push(MetadataAnomaly::ServedBrokerFenced {
+                    node: live,
+                    seen_by: node,
+                }),
                 Some(false) => {}
             }
         }

@@ -45,6 +45,11 @@ pub enum Site {
     /// sends only once the decision is durable). Not in `ALL`: only the transaction scenario
     /// aims it (`sim::options`).
     DecisionAppended,
+    /// A Raft node has written a batch of entries and hard state to its metadata log and not yet
+    /// synced it: the node loses power a moment later, after the messages that depend on the
+    /// batch left if (planted bug send-before-persist) they left before the sync. Not in `ALL`:
+    /// only the cluster scenario aims it (`sim::options`).
+    RaftWritten,
 }
 
 impl Site {
@@ -75,6 +80,7 @@ impl Site {
             Site::FetchReplied => "fetch-replied",
             Site::MarkersWritten => "markers-written",
             Site::DecisionAppended => "decision-appended",
+            Site::RaftWritten => "raft-written",
         }
     }
 }

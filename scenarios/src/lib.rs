@@ -63,10 +63,12 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "cluster-metadata",
-        description: "3 or 5 cluster nodes (Raft voters, controllers, brokers) taking admin \
-                      operations at random nodes while they crash in every way, pause, lose \
-                      their leader to isolation, split majority/minority, lose one-way links, \
-                      skew clocks and meet disk faults on a minority; the metadata-log checker",
+        description: "3 or 5 brokers in cluster mode (broker::serve with voters) taking Kafka \
+                      admin requests at random brokers while they crash in every way (power \
+                      losses aimed at unsynced Raft batches), pause, lose their leader to \
+                      isolation, split majority/minority, lose one-way links, skew clocks and \
+                      meet disk faults on a minority; the metadata-log checker, and every \
+                      broker's Metadata and DescribeCluster after heal",
         faults: FaultMix { swarm: true, crash: true, pause: true, network_partition: true, clock_skew: true, disk: true, network_delay: false },
         workload: Workload::ClusterMetadata,
     },

@@ -16,6 +16,9 @@ const SEEDS_MAX: u64 = 200;
 /// snapshot-without-index escaped 200 cluster-metadata seeds until half of them drew a small
 /// snapshot interval (`ClusterPolicy::snapshot_interval_entries`): a run's few hundred entries
 /// never reached the default 1024.
+/// send-before-persist was caught in 1 of 200 cluster-metadata seeds until power losses were
+/// aimed at the moment a Raft batch is written and not yet synced (`raft-written`): now 76 of
+/// 200 (fenced-broker-leads 197, apply-uncommitted 171, snapshot-without-index 86).
 const ESCAPES_KNOWN: &[&str] = &[];
 
 #[test]

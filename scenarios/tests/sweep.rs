@@ -48,7 +48,8 @@ fn sweep_single_chaos() {
     sweep_clean("single-chaos", 0..300);
 }
 
-/// The control plane: 3- and 5-node clusters (about 14 seeds/s on two processes).
+/// The control plane: 3- and 5-node clusters of brokers in cluster mode (about 3 seeds/s on two
+/// processes).
 #[test]
 fn sweep_cluster_metadata() {
     sweep_clean("cluster-metadata", 0..60);

@@ -78,9 +78,8 @@ pub fn install(options: &Options, brokers: &[BrokerNode], recorder: &Recorder) {
                 | Site::CommitReplied
                 | Site::FetchReplied
                 | Site::MarkersWritten
-                | Site::DecisionAppended => {
-                    Some(CRASH_DELAY_MAX.mul_f64(table.rng.gen_range(0.0..1.0)))
-                }
+                | Site::DecisionAppended
+                | Site::RaftWritten => Some(CRASH_DELAY_MAX.mul_f64(table.rng.gen_range(0.0..1.0))),
                 _ => {
                     Handle::current().kill(id);
                     disk.down();
@@ -126,11 +125,16 @@ async fn drive(
         // keeps a random part of the dirty pages: some partitions' markers, perhaps not others.
         let kind = match request.site {
             Site::DecisionAppended => CrashKind::PowerTear,
+            // What the unsynced batch promised (a vote, entries acknowledged) is gone whole.
+            Site::RaftWritten => CrashKind::PowerLose,
             _ => kind,
         };
         let down_for = Duration::from_millis(rng.gen_range(10..2_000));
         let down_for = match request.site {
             Site::DecisionAppended => decision_down_min + down_for,
+            // Back within an election or two, while the term whose vote it forgot may still be
+            // contested and the entries it forgot not yet everywhere.
+            Site::RaftWritten => down_for / 8,
             _ => down_for,
         };
         let crash_rng = stream_rng(rng.gen(), Stream::Buggify, 0);

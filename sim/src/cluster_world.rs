@@ -1,36 +1,41 @@
 //! The cluster world (`Workload::ClusterMetadata`, scenario `cluster-metadata`): 3 or 5 madsim
-//! nodes, each with its own `SimDisk` and skewed clock, each running
-//! `cluster::node::ClusterNode` (voter, controller and broker registration). Admin clients send
-//! CreateTopics, DeleteTopics and CreatePartitions to random nodes; a nemesis crashes (every
+//! nodes, each with its own `SimDisk` and skewed clock, each running `broker::serve` in cluster
+//! mode exactly as `gregor broker --voters ...` would (Raft voter, controller, registration, the
+//! reconciler, Metadata and DescribeCluster from the image, controlled shutdown). A node whose
+//! `serve` returns an error (the `ClusterFailed` exit after a failed metadata-log write, or a
+//! failed start) exits and is restarted by its supervisor, as in production. Admin clients on
+//! their own nodes speak the Kafka protocol through `client::Admin` (CreateTopics with
+//! RF <= brokers, DeleteTopics, CreatePartitions) at random brokers; a nemesis crashes (every
 //! kind), pauses, isolates (often the controller leader), splits the network majority/minority
-//! and cuts one-way links; a minority of disks meet the seed's disk faults. Then heal, wait for
-//! the cluster to settle, and hand `checker::metadata_log` what every node showed.
+//! and cuts one-way links; a minority of disks meet the seed's disk faults; in most crashing
+//! seeds power losses are aimed at the moment a Raft batch is written and not yet synced
+//! (`raft-written`). Then heal, wait for the cluster to settle, read every broker's Metadata and
+//! DescribeCluster, and hand `checker::metadata_log` what every node showed.
 //!
-//! The node is driven through `ClusterNode::start`, not `broker::serve`: the broker's cluster
-//! mode is another branch's work; this world checks the control plane alone.
-//!
-//! Each node reports from inside itself (an observer task on its status and image watches), and
-//! admin calls run inside the node they target (a request channel), so every byte they send
-//! leaves from that node's address, as a broker's admin handler would.
+//! Each node reports from inside itself: `serve` hands its `ClusterHandle` to the observer hook
+//! (`broker::cluster_mode::ClusterHooks`), which keeps only the node's watches (never a handle,
+//! which would keep a stopped node's tasks alive) and spawns the task that reports every (term,
+//! leader) and applied image.
 
 use crate::disk::{CrashKind, DiskFaults, SimDisk};
+use crate::nemesis::Action;
 use crate::options::{ClusterPolicy, Options};
 use crate::recorder::Recorder;
 use crate::world::BrokerNode;
+use broker::cluster_mode::ClusterHooks;
+use broker::{BrokerConfig, NodeContext};
 use checker::metadata_log::{
-    AdminOp, FinalNode, MetaEvent, MetaEventKind, MetadataHistory, TopicShape,
+    AdminOp, FinalNode, MetaEvent, MetaEventKind, MetadataHistory, Served, TopicShape,
 };
-use cluster::controller::{PartitionsCreate, TopicCreate};
+use client::{Admin, ClientError, NewTopic};
 use cluster::image::MetadataImage;
-use cluster::node::{
-    BrokerEndpoint, ClusterConfig, ClusterError, ClusterHandle, ClusterNode, ClusterTiming,
-};
+use cluster::node::{ClusterHandle, ClusterStatus, ClusterTiming};
 use cluster::raft::Role;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use rand::{Rng, RngCore};
 use runtime::rng::{stream_rng, ChaCha8Rng, Stream};
-use runtime::sync::{mpsc, oneshot};
+use runtime::sync::{mpsc, watch};
 use runtime::Clock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -95,31 +100,24 @@ impl MetaLog {
     }
 }
 
-enum AdminCall {
-    Create(Vec<TopicCreate>),
-    Delete(Vec<String>),
-    Grow(Vec<PartitionsCreate>),
+/// One node incarnation's watches, handed over by the observer hook. Only receivers: a handle
+/// would keep the node's tasks running after its `serve` returned.
+struct NodeView {
+    status: watch::Receiver<ClusterStatus>,
+    image: watch::Receiver<Arc<MetadataImage>>,
 }
 
-enum AdminReply {
-    /// Answered: per-item error code (0: done), and the node's image right after.
-    Done(Vec<i16>, BTreeMap<String, TopicShape>, u64),
-    /// Refused as a whole: nothing happened.
-    Refused,
-    /// Timed out or the node stopped: it may have happened.
-    Unknown(String),
+impl NodeView {
+    /// Whether the incarnation still runs: its tasks hold the senders.
+    fn alive(&self) -> bool {
+        self.status.has_changed().is_ok()
+    }
 }
 
-struct AdminRequest {
-    call: AdminCall,
-    reply: oneshot::Sender<AdminReply>,
-}
-
-/// What the supervisor knows of each node's current incarnation.
+/// What the world knows of each node's current incarnation.
 #[derive(Default)]
 struct Nodes {
-    handles: BTreeMap<i32, ClusterHandle>,
-    admins: BTreeMap<i32, mpsc::UnboundedSender<AdminRequest>>,
+    views: BTreeMap<i32, NodeView>,
 }
 
 /// The run, inside madsim: fills `history` and answers `Err` when the world never settled.
@@ -142,17 +140,34 @@ pub async fn simulate(
         events: Default::default(),
     };
     let shared: Arc<Mutex<Nodes>> = Default::default();
-    let nodes = nodes_start(options, &policy, planted, &log, &shared);
+    let (exits, exited) = mpsc::unbounded_channel();
+    let nodes = nodes_start(options, &policy, planted, &log, &shared, exits);
     *lock(disks) = nodes.iter().map(|node| node.disk.clone()).collect();
     recorder.note(&format!("start {} cluster node(s)", nodes.len()));
+    crate::buggify::install(options, &nodes, recorder);
+    let supervisor_rng = stream_rng(options.seed, Stream::Nemesis, 2);
+    runtime::spawn(supervise(
+        nodes.clone(),
+        recorder.clone(),
+        exited,
+        supervisor_rng,
+    ));
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let known: Arc<Mutex<BTreeMap<String, u32>>> = Default::default();
+    let addresses: Vec<String> = nodes.iter().map(|node| node.address.clone()).collect();
+    let handle = Handle::current();
     let admins: Vec<_> = (0..policy.admin_count)
         .map(|index| {
-            runtime::spawn(admin_run(
+            let client = handle
+                .create_node()
+                .name(format!("admin-{}", index + 1))
+                .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 4, index as u8 + 1)))
+                .build();
+            client.spawn(admin_run(
                 index,
-                policy.clone(),
+                options.clone(),
+                addresses.clone(),
                 shared.clone(),
                 log.clone(),
                 known.clone(),
@@ -180,9 +195,9 @@ pub async fn simulate(
         }
     }
     crate::nemesis::heal(&nodes, recorder).await;
-    // A node whose disk failed it (a read error, ENOSPC, a failed fsync) stops its metadata
-    // log rather than trust it; an operator restarts it after the alert, as `heal` does for a
-    // broker's failed fsync.
+    // A node whose disk failed it (a read error, ENOSPC, a failed fsync) may have stopped its
+    // metadata log and exited, or hold partitions offline; an operator restarts it after the
+    // alert, as `heal` does for a broker's failed fsync.
     let mut heal_rng = stream_rng(options.seed, Stream::Nemesis, 1);
     for node in &nodes {
         if node.disk.faults_injected().iter().sum::<u64>() > 0 && !node.disk.is_down() {
@@ -197,10 +212,15 @@ pub async fn simulate(
     }
     recorder.note("liveness phase");
     let settled = settle(options, &shared, recorder).await;
+    let served = serve_probe(options, &nodes, recorder).await;
+    // Settled again (a restarted node may still be registering), and the finals read with no
+    // await before the events are taken, so no event lands after the finals were read.
+    let settled = settled && settle(options, &shared, recorder).await;
     let finals = finals_read(&shared);
     let mut history = lock(history);
     history.events = std::mem::take(&mut *lock(&log.events));
     history.finals = finals;
+    history.served = served;
     if history.finals.len() != nodes.len() {
         return Err(format!(
             "after heal only nodes {:?} run",
@@ -230,6 +250,7 @@ fn nodes_start(
     planted: Option<ClusterBug>,
     log: &MetaLog,
     shared: &Arc<Mutex<Nodes>>,
+    exits: mpsc::UnboundedSender<usize>,
 ) -> Vec<BrokerNode> {
     let handle = Handle::current();
     let mut skew_rng = stream_rng(options.seed, Stream::ClockSkew, 0);
@@ -252,96 +273,124 @@ fn nodes_start(
                 0 => 0,
                 max => skew_rng.gen_range(-max..=max),
             };
-            let config = ClusterConfig {
-                node_id,
-                voters: voters.clone(),
-                controller_listen: voters[&node_id].clone(),
-                dir: "/data/__cluster_metadata".into(),
-                disk: disk.clone(),
+            // What `gregor broker --node-id N --voters ... --listen ... --data-dir /data` runs.
+            let address = format!("{}:{BROKER_PORT}", ip(node_id));
+            let mut config = BrokerConfig::zero_config();
+            config.node_id = node_id;
+            config.listen = address.clone();
+            config.data_dir = "/data".into();
+            config.voters = voters.clone();
+            let observer_log = log.clone();
+            let observer_shared = shared.clone();
+            let observer = move |handle: &ClusterHandle| {
+                let view = NodeView {
+                    status: handle.status_watch(),
+                    image: handle.image_watch(),
+                };
+                lock(&observer_shared).views.insert(node_id, view);
+                let (status, image) = (handle.status_watch(), handle.image_watch());
+                runtime::spawn(observe(node_id, status, image, observer_log.clone()));
+            };
+            let context = NodeContext {
                 clock: Clock::with_wall_offset_ms(skew),
+                disk: disk.clone(),
                 seed: 0,
-                broker: BrokerEndpoint {
-                    host: ip(node_id).to_string(),
-                    port: BROKER_PORT,
-                },
-                rack: None,
-                timing: timing(policy),
-                partitions_default: 1,
-                replication_factor_default: 1,
-                planted: match planted {
-                    Some(ClusterBug::Controller(bug)) => Some(bug),
-                    _ => None,
-                },
-                raft_planted: match planted {
-                    Some(ClusterBug::Raft(bug)) => Some(bug),
-                    _ => None,
+                cluster_hooks: ClusterHooks {
+                    timing: Some(timing(policy)),
+                    planted: match planted {
+                        Some(ClusterBug::Controller(bug)) => Some(bug),
+                        _ => None,
+                    },
+                    raft_planted: match planted {
+                        Some(ClusterBug::Raft(bug)) => Some(bug),
+                        _ => None,
+                    },
+                    observer: Some(Arc::new(observer)),
                 },
             };
             let name = format!("node-{node_id}");
+            // Each start is a new process, which in production draws a fresh seed from the OS.
             let incarnations = Arc::new(Mutex::new(stream_rng(
                 options.seed,
                 Stream::Incarnation,
                 node_id as u32,
             )));
-            let log = log.clone();
-            let shared = shared.clone();
+            let (log, exits) = (log.clone(), exits.clone());
+            let index = node_id as usize - 1;
             let id = handle
                 .create_node()
                 .name(&name)
                 .ip(ip(node_id))
                 .init(move || {
                     let seed = lock(&incarnations).next_u64();
-                    node_main(
-                        ClusterConfig {
-                            seed,
-                            ..config.clone()
-                        },
-                        log.clone(),
-                        shared.clone(),
-                    )
+                    let context = NodeContext {
+                        seed,
+                        ..context.clone()
+                    };
+                    node_main(config.clone(), context, log.clone(), index, exits.clone())
                 })
                 .build()
                 .id();
             BrokerNode {
                 id,
                 name,
-                address: format!("{}:{BROKER_PORT}", ip(node_id)),
+                address,
                 disk,
             }
         })
         .collect()
 }
 
-/// One incarnation of a node: start (retrying, as a supervisor would, when the metadata log
-/// cannot be opened), report, and serve admin calls.
-async fn node_main(config: ClusterConfig, log: MetaLog, shared: Arc<Mutex<Nodes>>) {
+/// One incarnation of a node: `broker::serve` in cluster mode. An error (a start that failed,
+/// or the `ClusterFailed` exit after a failed metadata-log write) ends the process: its
+/// supervisor restarts it.
+async fn node_main(
+    config: BrokerConfig,
+    context: NodeContext,
+    log: MetaLog,
+    index: usize,
+    exits: mpsc::UnboundedSender<usize>,
+) {
     let node_id = config.node_id;
     log.push(node_id, MetaEventKind::Started);
-    let handle = loop {
-        match ClusterNode::start(config.clone()).await {
-            Ok(handle) => break handle,
-            Err(error) => {
-                tracing::warn!(%error, "cluster node failed to start; retrying");
-                runtime::time::sleep(Duration::from_secs(1)).await;
-            }
+    match broker::serve(config, context, std::future::pending()).await {
+        Ok(()) => return,
+        Err(error) => {
+            tracing::warn!(%error, "broker exited; its supervisor restarts it");
+            let _ = exits.send(index);
         }
-    };
-    let (sender, mut requests) = mpsc::unbounded_channel();
-    {
-        let mut nodes = lock(&shared);
-        nodes.handles.insert(node_id, handle.clone());
-        nodes.admins.insert(node_id, sender);
     }
-    runtime::spawn(observe(node_id, handle.clone(), log));
-    while let Some(request) = requests.recv().await {
-        runtime::spawn(admin_serve(handle.clone(), request));
+    // The process is gone; the supervisor kills what is left of it and starts it again.
+    std::future::pending::<()>().await;
+}
+
+/// The nodes' supervisor: restarts a node whose broker exited, a second later, from its disk
+/// (a process exit keeps the page cache).
+async fn supervise(
+    nodes: Vec<BrokerNode>,
+    recorder: Recorder,
+    mut exited: mpsc::UnboundedReceiver<usize>,
+    mut rng: ChaCha8Rng,
+) {
+    while let Some(index) = exited.recv().await {
+        let node = nodes[index].clone();
+        let (recorder, mut rng) = (recorder.clone(), stream_rng(rng.gen(), Stream::Nemesis, 3));
+        runtime::spawn(async move {
+            let handle = Handle::current();
+            let kind = CrashKind::Process;
+            let down = Duration::from_secs(1);
+            crate::nemesis::crash(&handle, &recorder, &node, kind, down, "exit", &mut rng).await;
+        });
     }
 }
 
 /// Reports every change of (term, leader) and of the applied image.
-async fn observe(node_id: i32, handle: ClusterHandle, log: MetaLog) {
-    let mut status = handle.status_watch();
-    let mut image = handle.image_watch();
+async fn observe(
+    node_id: i32,
+    mut status: watch::Receiver<ClusterStatus>,
+    mut image: watch::Receiver<Arc<MetadataImage>>,
+    log: MetaLog,
+) {
     let mut seen_status = None;
     let mut seen_offset = None;
     loop {
@@ -397,176 +446,30 @@ fn image_topics(image: &MetadataImage) -> BTreeMap<String, TopicShape> {
         .collect()
 }
 
-async fn admin_serve(handle: ClusterHandle, request: AdminRequest) {
-    fn done<T>(results: Vec<(String, Result<T, cluster::controller::ApiError>)>) -> Vec<i16> {
-        let code = |result: &Result<T, cluster::controller::ApiError>| match result {
-            Ok(_) => 0,
-            Err(error) => error.code,
-        };
-        results.iter().map(|(_, result)| code(result)).collect()
-    }
-    let answer = match request.call {
-        AdminCall::Create(topics) => handle.create_topics(topics, false).await.map(done),
-        AdminCall::Delete(names) => handle.delete_topics(names).await.map(done),
-        AdminCall::Grow(grows) => handle.create_partitions(grows, false).await.map(done),
-    };
-    let reply = match answer {
-        Ok(done) => {
-            let image = handle.image();
-            AdminReply::Done(done, image_topics(&image), image.offset())
-        }
-        Err(ClusterError::Refused(_)) => AdminReply::Refused,
-        Err(error) => AdminReply::Unknown(error.to_string()),
-    };
-    let _ = request.reply.send(reply);
+/// How an admin call ended, from the client's side.
+enum AdminOutcome {
+    /// Answered: per item, done or a refusal that says nothing happened.
+    Answered(Vec<bool>),
+    /// An item's refusal may be a retry meeting the call's own first, committed try.
+    RetryAmbiguous(Vec<i16>),
+    /// Timed out, connection lost, or an answer that does not say: it may have happened.
+    Unknown(String),
 }
 
-/// One admin client: one operation at a time at a random node, until `stop`.
-async fn admin_run(
-    index: usize,
-    policy: ClusterPolicy,
-    shared: Arc<Mutex<Nodes>>,
-    log: MetaLog,
-    known: Arc<Mutex<BTreeMap<String, u32>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    mut rng: ChaCha8Rng,
-) {
-    let mut created = 0;
-    let mut op_next = (index as u64) << 32;
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        runtime::time::sleep(policy.admin_interval.mul_f64(rng.gen_range(0.5..1.5))).await;
-        let node_id = rng.gen_range(1..=policy.node_count as i32);
-        let Some(sender) = lock(&shared).admins.get(&node_id).cloned() else {
-            continue;
-        };
-        let names: Vec<(String, u32)> = lock(&known)
-            .iter()
-            .map(|(name, count)| (name.clone(), *count))
-            .collect();
-        let choice = rng.gen_range(0..10);
-        let (call, admin) = match (choice, names.is_empty()) {
-            (0..=4, _) | (_, true) => {
-                created += 1;
-                let name = format!("c{index}-{created}");
-                let partitions = rng.gen_range(1..=3);
-                let replication = rng.gen_range(1..=policy.node_count.min(3)) as i16;
-                let create = TopicCreate {
-                    name: name.clone(),
-                    partition_count: partitions as i32,
-                    replication_factor: replication,
-                    configs: BTreeMap::new(),
-                };
-                (
-                    AdminCall::Create(vec![create]),
-                    AdminOp::CreateTopics(vec![(name, partitions)]),
-                )
-            }
-            (5..=6, false) => {
-                let (name, _) = names[rng.gen_range(0..names.len())].clone();
-                (
-                    AdminCall::Delete(vec![name.clone()]),
-                    AdminOp::DeleteTopics(vec![name]),
-                )
-            }
-            _ => {
-                let (name, count) = names[rng.gen_range(0..names.len())].clone();
-                let total = count + rng.gen_range(1..=2);
-                let grow = PartitionsCreate {
-                    name: name.clone(),
-                    partition_count: total as i32,
-                };
-                (
-                    AdminCall::Grow(vec![grow]),
-                    AdminOp::CreatePartitions(vec![(name, total)]),
-                )
-            }
-        };
-        op_next += 1;
-        let op = op_next;
-        let (reply, answer) = oneshot::channel();
-        log.push(
-            node_id,
-            MetaEventKind::Invoke {
-                op,
-                admin: admin.clone(),
-            },
-        );
-        if sender.send(AdminRequest { call, reply }).is_err() {
-            // The node's incarnation is gone: the call never left.
-            log.push(node_id, MetaEventKind::Fail { op });
-            continue;
-        }
-        let deadline = ClusterTiming::fast().request_timeout + Duration::from_secs(5);
-        match runtime::time::timeout(deadline, answer).await {
-            Ok(Ok(AdminReply::Done(codes, _, applied)))
-                if codes.iter().any(|&code| ambiguous(&admin, code)) =>
-            {
-                // The node retries across leader changes: a retry of a call whose first try
-                // committed meets its own effect (the topic already there, or already gone).
-                // A Kafka client retrying meets the same; the outcome is unknown.
-                log.recorder.count("admin-retry-ambiguous");
-                log.recorder.note(&format!(
-                    "admin {op} node-{node_id} {admin:?}: {codes:?} at {applied} (ambiguous)"
-                ));
-                log.push(node_id, MetaEventKind::Info { op });
-            }
-            Ok(Ok(AdminReply::Done(codes, topics, applied))) => {
-                let done: Vec<bool> = codes.iter().map(|&code| code == 0).collect();
-                {
-                    let mut known = lock(&known);
-                    let items: Vec<(String, u32)> = match &admin {
-                        AdminOp::CreateTopics(items) | AdminOp::CreatePartitions(items) => {
-                            items.clone()
-                        }
-                        AdminOp::DeleteTopics(names) => {
-                            names.iter().map(|name| (name.clone(), 0)).collect()
-                        }
-                    };
-                    for ((name, count), &done) in items.into_iter().zip(&done) {
-                        match (&admin, done) {
-                            (AdminOp::DeleteTopics(_), true) => {
-                                known.remove(&name);
-                            }
-                            (_, true) => {
-                                known.insert(name, count);
-                            }
-                            (_, false) => {}
-                        }
-                    }
-                }
-                log.recorder.note(&format!(
-                    "admin {op} node-{node_id} {admin:?}: ok {done:?} at {applied}"
-                ));
-                log.push(node_id, MetaEventKind::Ok { op, done });
-                log.push(node_id, MetaEventKind::Image { applied, topics });
-            }
-            Ok(Ok(AdminReply::Refused)) => {
-                log.recorder
-                    .note(&format!("admin {op} node-{node_id} {admin:?}: refused"));
-                log.push(node_id, MetaEventKind::Fail { op });
-            }
-            Ok(Ok(AdminReply::Unknown(reason))) => {
-                log.recorder
-                    .note(&format!("admin {op} node-{node_id} {admin:?}: {reason}"));
-                log.push(node_id, MetaEventKind::Info { op });
-            }
-            // The node died with the call in flight, or never answered.
-            Ok(Err(_)) | Err(_) => {
-                log.recorder
-                    .note(&format!("admin {op} node-{node_id} {admin:?}: no answer"));
-                log.push(node_id, MetaEventKind::Info { op });
-            }
-        }
-    }
-}
-
-/// Kafka's UNKNOWN_TOPIC_OR_PARTITION, TOPIC_ALREADY_EXISTS, INVALID_PARTITIONS.
+/// Kafka's UNKNOWN_SERVER_ERROR, UNKNOWN_TOPIC_OR_PARTITION, REQUEST_TIMED_OUT,
+/// TOPIC_ALREADY_EXISTS, INVALID_PARTITIONS, NOT_CONTROLLER.
+const UNKNOWN_SERVER_ERROR: i16 = -1;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const REQUEST_TIMED_OUT: i16 = 7;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 const INVALID_PARTITIONS: i16 = 37;
+const NOT_CONTROLLER: i16 = 41;
 
-/// Whether an item's refusal may be a retry meeting the call's own first, committed, try.
-fn ambiguous(admin: &AdminOp, code: i16) -> bool {
+/// Whether an item's refusal may be a retry meeting the call's own first, committed, try:
+/// the broker's forwarder retries a call across leader changes, and the retry meets the
+/// first try's effect (the topic already there, already gone, already grown). Counted as
+/// `admin-retry-ambiguous` and recorded as an unknown outcome; the one place that decides it.
+fn retry_ambiguous(admin: &AdminOp, code: i16) -> bool {
     match admin {
         AdminOp::CreateTopics(_) => code == TOPIC_ALREADY_EXISTS,
         AdminOp::DeleteTopics(_) => code == UNKNOWN_TOPIC_OR_PARTITION,
@@ -574,12 +477,295 @@ fn ambiguous(admin: &AdminOp, code: i16) -> bool {
     }
 }
 
+/// An item's answer: its Kafka code, or `None` when the error says nothing of the outcome.
+fn item_code(result: &Result<(), ClientError>) -> Option<i16> {
+    match result {
+        Ok(()) => Some(0),
+        Err(error) => error.kafka_error().map(|error| error.code()),
+    }
+}
+
+/// Per-item codes to an outcome. The broker answers REQUEST_TIMED_OUT and NOT_CONTROLLER when
+/// its call to the controller got no answer (which may still commit), so those are unknown too.
+fn outcome_classify(admin: &AdminOp, codes: Vec<Option<i16>>) -> AdminOutcome {
+    let unknown = |code: &Option<i16>| {
+        matches!(
+            code,
+            None | Some(UNKNOWN_SERVER_ERROR | REQUEST_TIMED_OUT | NOT_CONTROLLER)
+        )
+    };
+    if let Some(code) = codes.iter().find(|code| unknown(code)) {
+        return AdminOutcome::Unknown(format!("code {code:?}"));
+    }
+    let codes: Vec<i16> = codes.into_iter().flatten().collect();
+    if codes.iter().any(|&code| retry_ambiguous(admin, code)) {
+        return AdminOutcome::RetryAmbiguous(codes);
+    }
+    AdminOutcome::Answered(codes.iter().map(|&code| code == 0).collect())
+}
+
+/// One admin call through the Kafka protocol at `address`. The client does not retry: a retry
+/// of its own would meet its first try's effect just as the broker's does.
+async fn admin_call(
+    options: &Options,
+    address: &str,
+    admin_op: &AdminOp,
+    replication: i16,
+) -> AdminOutcome {
+    let mut config = crate::workload::client_config(options, &[address.to_string()]);
+    // Longer than the broker's own wait for the controller, so the broker's answer arrives.
+    config.request_timeout = ClusterTiming::fast().request_timeout + Duration::from_secs(5);
+    config.retries = 0;
+    let mut admin = Admin::new(config);
+    let codes: Result<Vec<Option<i16>>, ClientError> = match admin_op {
+        AdminOp::CreateTopics(items) => {
+            let topics = items
+                .iter()
+                .map(|(name, partitions)| NewTopic {
+                    name: name.clone(),
+                    partitions: *partitions as i32,
+                    replication_factor: replication,
+                    configs: BTreeMap::new(),
+                })
+                .collect();
+            admin.create_topics(topics).await.map(|results| {
+                items
+                    .iter()
+                    .map(|(name, _)| results.get(name).and_then(item_code))
+                    .collect()
+            })
+        }
+        AdminOp::DeleteTopics(names) => admin.delete_topics(names).await.map(|results| {
+            names
+                .iter()
+                .map(|name| results.get(name).and_then(item_code))
+                .collect()
+        }),
+        AdminOp::CreatePartitions(items) => {
+            let mut codes = Vec::new();
+            for (name, total) in items {
+                let result = admin.create_partitions(name, *total as i32).await;
+                codes.push(item_code(&result));
+            }
+            Ok(codes)
+        }
+    };
+    match codes {
+        Ok(codes) => outcome_classify(admin_op, codes),
+        Err(error) => AdminOutcome::Unknown(error.to_string()),
+    }
+}
+
+/// One admin client, on its own node: one operation at a time, bootstrapped at a random
+/// broker, until `stop`. `Admin` sends the call to the controller that broker's Metadata names
+/// (any broker when it names none), as Kafka's admin client does, so which broker acknowledged
+/// is unknown: no `Image` event follows an answer.
+#[allow(clippy::too_many_arguments)]
+async fn admin_run(
+    index: usize,
+    options: Options,
+    addresses: Vec<String>,
+    shared: Arc<Mutex<Nodes>>,
+    log: MetaLog,
+    known: Arc<Mutex<BTreeMap<String, u32>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    mut rng: ChaCha8Rng,
+) {
+    let policy = options
+        .cluster
+        .clone()
+        .expect("the cluster workload draws its policy");
+    let mut created = 0;
+    let mut op_next = (index as u64) << 32;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        runtime::time::sleep(policy.admin_interval.mul_f64(rng.gen_range(0.5..1.5))).await;
+        let node_id = rng.gen_range(1..=policy.node_count as i32);
+        let address = &addresses[node_id as usize - 1];
+        let names: Vec<(String, u32)> = lock(&known)
+            .iter()
+            .map(|(name, count)| (name.clone(), *count))
+            .collect();
+        let choice = rng.gen_range(0..10);
+        let mut replication = 1;
+        let admin = match (choice, names.is_empty()) {
+            (0..=4, _) | (_, true) => {
+                created += 1;
+                let name = format!("c{index}-{created}");
+                let partitions = rng.gen_range(1..=3);
+                replication = rng.gen_range(1..=policy.node_count.min(3)) as i16;
+                AdminOp::CreateTopics(vec![(name, partitions)])
+            }
+            (5..=6, false) => {
+                let (name, _) = names[rng.gen_range(0..names.len())].clone();
+                AdminOp::DeleteTopics(vec![name])
+            }
+            _ => {
+                let (name, count) = names[rng.gen_range(0..names.len())].clone();
+                let total = count + rng.gen_range(1..=2);
+                AdminOp::CreatePartitions(vec![(name, total)])
+            }
+        };
+        op_next += 1;
+        let op = op_next;
+        log.push(
+            node_id,
+            MetaEventKind::Invoke {
+                op,
+                admin: admin.clone(),
+            },
+        );
+        // Beyond the client's own request timeout: a call that hangs is an unknown outcome.
+        let deadline = ClusterTiming::fast().request_timeout * 3;
+        let call = admin_call(&options, address, &admin, replication);
+        let outcome = runtime::time::timeout(deadline, call)
+            .await
+            .unwrap_or_else(|_| AdminOutcome::Unknown("no answer".into()));
+        match outcome {
+            AdminOutcome::RetryAmbiguous(codes) => {
+                log.recorder.count("admin-retry-ambiguous");
+                log.recorder.note(&format!(
+                    "admin {op} node-{node_id} {admin:?}: {codes:?} (retry-ambiguous)"
+                ));
+                log.push(node_id, MetaEventKind::Info { op });
+            }
+            AdminOutcome::Unknown(reason) => {
+                log.recorder
+                    .note(&format!("admin {op} node-{node_id} {admin:?}: {reason}"));
+                log.push(node_id, MetaEventKind::Info { op });
+            }
+            AdminOutcome::Answered(done) => {
+                known_update(&mut lock(&known), &admin, &done);
+                log.recorder
+                    .note(&format!("admin {op} node-{node_id} {admin:?}: ok {done:?}"));
+                log.push(
+                    node_id,
+                    MetaEventKind::Ok {
+                        op,
+                        done: done.clone(),
+                    },
+                );
+                if let (AdminOp::CreateTopics(items), [true]) = (&admin, done.as_slice()) {
+                    let name = items[0].0.clone();
+                    runtime::spawn(propagation_time(shared.clone(), log.recorder.clone(), name));
+                }
+            }
+        }
+    }
+}
+
+/// The topics an admin client knows of, after an answered operation.
+fn known_update(known: &mut BTreeMap<String, u32>, admin: &AdminOp, done: &[bool]) {
+    let items: Vec<(String, u32)> = match admin {
+        AdminOp::CreateTopics(items) | AdminOp::CreatePartitions(items) => items.clone(),
+        AdminOp::DeleteTopics(names) => names.iter().map(|name| (name.clone(), 0)).collect(),
+    };
+    for ((name, count), &done) in items.into_iter().zip(done) {
+        match (admin, done) {
+            (AdminOp::DeleteTopics(_), true) => {
+                known.remove(&name);
+            }
+            (_, true) => {
+                known.insert(name, count);
+            }
+            (_, false) => {}
+        }
+    }
+}
+
+/// Notes how long after CreateTopics was acknowledged the topic is in every running node's
+/// image (the propagation figure): `propagated {topic}: N ms`. Nothing when a node stays
+/// without it for 10 s (down, paused or cut off), or the topic is gone again meanwhile.
+async fn propagation_time(shared: Arc<Mutex<Nodes>>, recorder: Recorder, topic: String) {
+    let start = recorder.elapsed();
+    while recorder.elapsed() < start + Duration::from_secs(10) {
+        let everywhere = lock(&shared)
+            .views
+            .values()
+            .filter(|view| view.alive())
+            .all(|view| view.image.borrow().topic_by_name(&topic).is_some());
+        if everywhere {
+            let took = recorder.elapsed() - start;
+            recorder.note(&format!("propagated {topic}: {} ms", took.as_millis()));
+            return;
+        }
+        runtime::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// After heal, every node's broker as a Kafka client sees it: its Metadata's topics
+/// (`client::Admin`) and its DescribeCluster v2 with fenced brokers included (a raw request:
+/// the client crate does not speak it). A broker that answers neither within a few tries is
+/// recorded as not serving.
+async fn serve_probe(
+    options: &Options,
+    nodes: &[BrokerNode],
+    recorder: &Recorder,
+) -> BTreeMap<i32, Option<Served>> {
+    let probe = Handle::current()
+        .create_node()
+        .name("probe")
+        .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 6, 1)))
+        .build();
+    let mut served = BTreeMap::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let node_id = index as i32 + 1;
+        let (options, address) = (options.clone(), node.address.clone());
+        let answer = probe
+            .spawn(async move {
+                for _ in 0..PROBE_TRIES {
+                    if let Ok(answer) = serve_read(&options, &address).await {
+                        return Some(answer);
+                    }
+                    runtime::time::sleep(Duration::from_millis(500)).await;
+                }
+                None
+            })
+            .await
+            .ok()
+            .flatten();
+        let text = match &answer {
+            Some(answer) => format!(
+                "{} topic(s), brokers {:?}",
+                answer.topics.len(),
+                answer.brokers
+            ),
+            None => "no answer".to_string(),
+        };
+        recorder.note(&format!("probe node-{node_id}: {text}"));
+        served.insert(node_id, answer);
+    }
+    served
+}
+
+const PROBE_TRIES: usize = 10;
+
+async fn serve_read(options: &Options, address: &str) -> Result<Served, String> {
+    let mut config = crate::workload::client_config(options, &[address.to_string()]);
+    config.retries = 0;
+    let metadata = Admin::new(config)
+        .describe_cluster()
+        .await
+        .map_err(|error| error.to_string())?;
+    let topics = metadata
+        .topics
+        .values()
+        .filter(|topic| !topic.is_internal)
+        .map(|topic| {
+            let shape = TopicShape {
+                partitions: topic.partitions.len() as u32,
+            };
+            (topic.name.clone(), shape)
+        })
+        .collect();
+    let brokers = crate::cluster_probe::describe_cluster(address, options.request_timeout).await?;
+    Ok(Served { topics, brokers })
+}
+
+/// The cluster nemesis's faults: the single-node nemesis's, and two of its own.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
-    Crash,
-    Pause,
-    Isolate,
-    IsolateOutbound,
+    /// A crash, pause or isolation of one node (`nemesis::act`).
+    Node(Action),
     /// A minority cut off from the majority, both ways.
     Split,
     /// One link cut in one direction.
@@ -609,10 +795,10 @@ async fn election_time(shared: Arc<Mutex<Nodes>>, recorder: Recorder, term: u64)
 fn leader_now(shared: &Mutex<Nodes>) -> Option<(i32, u64)> {
     let nodes = lock(shared);
     nodes
-        .handles
-        .iter()
-        .filter(|(_, handle)| handle.status_watch().has_changed().is_ok())
-        .map(|(_, handle)| handle.status())
+        .views
+        .values()
+        .filter(|view| view.alive())
+        .map(|view| view.status.borrow().clone())
         .filter(|status| status.role == Role::Leader)
         .max_by_key(|status| status.term)
         .map(|status| (status.node_id, status.term))
@@ -631,15 +817,15 @@ async fn nemesis_run(
     };
     let mut faults = Vec::new();
     if options.crash {
-        faults.push(Fault::Crash);
+        faults.push(Fault::Node(Action::Crash));
     }
     if options.pause {
-        faults.push(Fault::Pause);
+        faults.push(Fault::Node(Action::Pause));
     }
     if options.network_partition {
         faults.extend([
-            Fault::Isolate,
-            Fault::IsolateOutbound,
+            Fault::Node(Action::Isolate),
+            Fault::Node(Action::IsolateOutbound),
             Fault::Split,
             Fault::OneWay,
         ]);
@@ -654,8 +840,10 @@ async fn nemesis_run(
             return;
         }
         let mut fault = faults[rng.gen_range(0..faults.len())];
-        if matches!(fault, Fault::Isolate | Fault::IsolateOutbound)
-            && rng.gen_bool(policy.split_rate)
+        if matches!(
+            fault,
+            Fault::Node(Action::Isolate | Action::IsolateOutbound)
+        ) && rng.gen_bool(policy.split_rate)
         {
             fault = Fault::Split;
         }
@@ -669,38 +857,13 @@ async fn nemesis_run(
         let node = &nodes[target];
         let duration = Duration::from_millis(rng.gen_range(10..4_000));
         match fault {
-            Fault::Crash => {
-                let kind = CrashKind::ALL[rng.gen_range(0..CrashKind::ALL.len())];
-                if let (false, Some((_, term))) = (aimed.is_empty(), leader) {
+            Fault::Node(action) => {
+                if let (Action::Crash, false, Some((_, term))) = (action, aimed.is_empty(), leader)
+                {
                     runtime::spawn(election_time(shared.clone(), recorder.clone(), term));
                 }
-                crate::nemesis::crash(
-                    &handle, &recorder, node, kind, duration, "nemesis", &mut rng,
-                )
-                .await;
-            }
-            Fault::Pause => {
-                recorder.note(&format!(
-                    "nemesis pause {}{aimed} for={duration:?}",
-                    node.name
-                ));
-                handle.pause(node.id);
-                runtime::time::sleep(duration).await;
-                handle.resume(node.id);
-                recorder.note(&format!("nemesis resume {}", node.name));
-            }
-            Fault::Isolate | Fault::IsolateOutbound => {
-                recorder.note(&format!(
-                    "nemesis {fault:?} {}{aimed} for={duration:?}",
-                    node.name
-                ));
-                match fault {
-                    Fault::Isolate => net.clog_node(node.id),
-                    _ => net.clog_node_out(node.id),
-                }
-                runtime::time::sleep(duration).await;
-                net.unclog_node(node.id);
-                recorder.note(&format!("nemesis heal-network {}", node.name));
+                crate::nemesis::act(&handle, &recorder, node, action, duration, aimed, &mut rng)
+                    .await;
             }
             Fault::Split => {
                 // The target and a random rest of a minority on one side.
@@ -774,6 +937,27 @@ fn settled(shared: &Mutex<Nodes>, node_count: usize) -> bool {
     if finals.len() != node_count {
         return false;
     }
+    // Each broker's current incarnation registered, unfenced, in every image: a node restarted
+    // at heal may still show its previous registration, unfenced, until its new one lands.
+    let epochs: BTreeMap<i32, Option<i64>> = {
+        let nodes = lock(shared);
+        let status = |view: &NodeView| view.status.borrow().clone();
+        nodes
+            .views
+            .iter()
+            .map(|(&node_id, view)| (node_id, Some(status(view)).filter(|s| !s.fenced)))
+            .map(|(node_id, status)| (node_id, status.and_then(|s| s.broker_epoch)))
+            .collect()
+    };
+    let current = lock(shared).views.values().all(|view| {
+        let image = view.image.borrow();
+        epochs.iter().all(|(&node_id, epoch)| {
+            epoch.is_some() && image.broker(node_id).map(|b| b.broker_epoch) == *epoch
+        })
+    });
+    if !current {
+        return false;
+    }
     let views: BTreeSet<(u64, Option<i32>, u64, u64)> = finals
         .values()
         .map(|node| (node.term, node.leader, node.applied, node.image_digest))
@@ -788,12 +972,12 @@ fn settled(shared: &Mutex<Nodes>, node_count: usize) -> bool {
 fn finals_read(shared: &Mutex<Nodes>) -> BTreeMap<i32, FinalNode> {
     let nodes = lock(shared);
     nodes
-        .handles
+        .views
         .iter()
-        .filter(|(_, handle)| handle.status_watch().has_changed().is_ok())
-        .map(|(&node_id, handle)| {
-            let status = handle.status();
-            let image = handle.image();
+        .filter(|(_, view)| view.alive())
+        .map(|(&node_id, view)| {
+            let status = view.status.borrow().clone();
+            let image = view.image.borrow().clone();
             let final_node = FinalNode {
                 term: status.term,
                 leader: status.controller_leader,

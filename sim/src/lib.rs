@@ -11,9 +11,11 @@
 //! - `txn_workload` (madsim only): topics, input producers, read_committed readers and the final
 //!   drain of the transactional workload; `txn_processes`: its transactional producers and
 //!   consume-transform-produce processors.
-//! - `cluster_world` (madsim only): 3 or 5 `cluster::node::ClusterNode`s under crashes, pauses,
-//!   partitions (the leader isolated, splits, one-way links), skew and minority disk faults,
-//!   with admin clients; judged by `checker::metadata_log`.
+//! - `cluster_world` (madsim only): 3 or 5 brokers in cluster mode (`broker::serve` with
+//!   voters) under crashes, pauses, partitions (the leader isolated, splits, one-way links),
+//!   skew, minority disk faults and power losses aimed at unsynced Raft batches, with admin
+//!   clients speaking the Kafka protocol; judged by `checker::metadata_log`. `cluster_probe`:
+//!   its raw DescribeCluster v2.
 //! - `buggify` (madsim only): aimed faults at the broker's and storage's named sites.
 
 pub mod disk;
@@ -23,6 +25,8 @@ pub mod trace;
 
 #[cfg(madsim)]
 pub mod buggify;
+#[cfg(madsim)]
+pub mod cluster_probe;
 #[cfg(madsim)]
 pub mod cluster_world;
 #[cfg(madsim)]

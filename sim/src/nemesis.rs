@@ -21,8 +21,9 @@ use runtime::disk::CrashOptions;
 use runtime::rng::ChaCha8Rng;
 use std::time::Duration;
 
+/// A fault on one node; the cluster world adds its own network faults around these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+pub enum Action {
     Crash,
     Pause,
     Isolate,
@@ -73,34 +74,38 @@ pub async fn run(
         let broker = &brokers[rng.gen_range(0..brokers.len())];
         let action = actions[rng.gen_range(0..actions.len())];
         let duration = Duration::from_millis(rng.gen_range(10..4_000));
-        act(&handle, &recorder, broker, action, duration, &mut rng).await;
+        act(&handle, &recorder, broker, action, duration, "", &mut rng).await;
     }
 }
 
-async fn act(
+/// Carries out `action` on `broker` for `duration` (a crash draws its kind first); `aimed` is
+/// appended to the node's name in the trace (the cluster world's " (leader)").
+pub async fn act(
     handle: &Handle,
     recorder: &Recorder,
     broker: &BrokerNode,
     action: Action,
     duration: Duration,
+    aimed: &str,
     rng: &mut ChaCha8Rng,
 ) {
     let net = NetSim::current();
     let name = &broker.name;
+    let named = format!("{name}{aimed}");
     match action {
         Action::Crash => {
             let kind = CrashKind::ALL[rng.gen_range(0..CrashKind::ALL.len())];
             crash(handle, recorder, broker, kind, duration, "nemesis", rng).await;
         }
         Action::Pause => {
-            recorder.note(&format!("nemesis pause {name} for={duration:?}"));
+            recorder.note(&format!("nemesis pause {named} for={duration:?}"));
             handle.pause(broker.id);
             runtime::time::sleep(duration).await;
             recorder.note(&format!("nemesis resume {name}"));
             handle.resume(broker.id);
         }
         Action::Isolate | Action::IsolateInbound | Action::IsolateOutbound => {
-            recorder.note(&format!("nemesis {action:?} {name} for={duration:?}"));
+            recorder.note(&format!("nemesis {action:?} {named} for={duration:?}"));
             match action {
                 Action::Isolate => net.clog_node(broker.id),
                 Action::IsolateInbound => net.clog_node_in(broker.id),

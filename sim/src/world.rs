@@ -433,6 +433,7 @@ fn brokers_start(options: &Options, planted: Option<broker::planted::Bug>) -> Ve
                 clock: Clock::with_wall_offset_ms(skew),
                 disk: disk.clone(),
                 seed: options.seed,
+                cluster_hooks: Default::default(),
             };
             let name = format!("broker-{node_id}");
             // Each start is a new process, which in production draws a fresh seed from the OS:

@@ -19,6 +19,7 @@ pub async fn broker_start(configure: impl FnOnce(&mut BrokerConfig)) -> String {
         clock: runtime::Clock::system(),
         disk: runtime::MemDisk::new(),
         seed: 3,
+        cluster_hooks: Default::default(),
     };
     runtime::spawn(async move {
         broker::serve(config, context, std::future::pending())

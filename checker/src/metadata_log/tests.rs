@@ -120,7 +120,28 @@ fn clean() -> MetadataHistory {
     let finals = (1..=3)
         .map(|node| (node, final_node(4, 1, &[("a", 3)])))
         .collect();
-    MetadataHistory { events, finals }
+    let served = (1..=3)
+        .map(|node| {
+            let served = Served {
+                topics: topics(&[("a", 3)]),
+                brokers: [(1, false), (2, false), (3, false)].into_iter().collect(),
+            };
+            (node, Some(served))
+        })
+        .collect();
+    MetadataHistory {
+        events,
+        finals,
+        served,
+    }
+}
+
+/// `clean` as a run that did not probe the brokers: only the image rules run.
+fn unprobed() -> MetadataHistory {
+    MetadataHistory {
+        served: BTreeMap::new(),
+        ..clean()
+    }
 }
 
 fn kinds(history: &MetadataHistory) -> Vec<&'static str> {
@@ -194,15 +215,15 @@ fn final_images_differ() {
 #[test]
 fn acknowledged_operations_must_show_in_final_images() {
     // Created topic missing.
-    let mut history = clean();
+    let mut history = unprobed();
     history.finals.get_mut(&2).unwrap().topics.remove("a");
     assert_eq!(kinds(&history), vec!["acked-missing", "acked-missing"]);
     // Grown partitions shrunk.
-    let mut history = clean();
+    let mut history = unprobed();
     history.finals.get_mut(&2).unwrap().topics = topics(&[("a", 2)]);
     assert_eq!(kinds(&history), vec!["acked-missing"]);
     // Deleted topic back.
-    let mut history = clean();
+    let mut history = unprobed();
     history.finals.get_mut(&1).unwrap().topics = topics(&[("a", 3), ("b", 1)]);
     assert_eq!(kinds(&history), vec!["acked-missing"]);
 }
@@ -210,7 +231,7 @@ fn acknowledged_operations_must_show_in_final_images() {
 #[test]
 fn later_operation_excuses_and_refused_items_do_not() {
     // An indeterminate delete of `a` after its creation excuses its absence.
-    let mut history = clean();
+    let mut history = unprobed();
     history.events.push(event(
         2,
         MetaEventKind::Invoke {
@@ -224,7 +245,7 @@ fn later_operation_excuses_and_refused_items_do_not() {
     }
     assert_eq!(kinds(&history), Vec::<&str>::new());
     // The same delete refused by the controller (Ok, item not done) excuses nothing.
-    let mut history = clean();
+    let mut history = unprobed();
     history.events.push(event(
         2,
         MetaEventKind::Invoke {
@@ -304,4 +325,83 @@ fn malformed_histories_are_named() {
         kinds(&history),
         vec!["malformed-history", "malformed-history"]
     );
+}
+
+#[test]
+fn every_live_broker_serves_its_final_image_through_the_kafka_protocol() {
+    // No answer, or no entry at all for a live node.
+    let mut history = clean();
+    history.served.insert(2, None);
+    assert_eq!(kinds(&history), vec!["not-serving"]);
+    let mut history = clean();
+    history.served.remove(&3);
+    assert_eq!(kinds(&history), vec!["not-serving"]);
+    // Metadata lists a topic the image does not have, or a different partition count.
+    let mut history = clean();
+    let served = history.served.get_mut(&1).unwrap().as_mut().unwrap();
+    served
+        .topics
+        .insert("z".into(), TopicShape { partitions: 1 });
+    assert_eq!(kinds(&history), vec!["served-differs"]);
+    // Fewer partitions than an acknowledged CreatePartitions made: also not served.
+    let mut history = clean();
+    let served = history.served.get_mut(&1).unwrap().as_mut().unwrap();
+    served.topics = topics(&[("a", 2)]);
+    assert_eq!(kinds(&history), vec!["acked-not-served", "served-differs"]);
+    // DescribeCluster leaves a live broker out, or shows it fenced.
+    let mut history = clean();
+    let served = history.served.get_mut(&2).unwrap().as_mut().unwrap();
+    served.brokers.remove(&3);
+    served.brokers.insert(1, true);
+    assert_eq!(
+        kinds(&history),
+        vec!["served-broker-fenced", "served-broker-missing"]
+    );
+    // Not probed at all: the rules do not run.
+    let mut history = clean();
+    history.served.clear();
+    assert!(kinds(&history).is_empty());
+}
+
+#[test]
+fn an_acknowledged_operation_must_be_visible_in_every_brokers_metadata() {
+    // Every broker's Metadata misses the created topic while the images have it.
+    let mut history = clean();
+    for served in history.served.values_mut() {
+        served.as_mut().unwrap().topics.clear();
+    }
+    let found = kinds(&history);
+    // `a` created, then grown: two acknowledged operations, three brokers.
+    assert_eq!(
+        found
+            .iter()
+            .filter(|&&kind| kind == "acked-not-served")
+            .count(),
+        6
+    );
+    assert_eq!(
+        found
+            .iter()
+            .filter(|&&kind| kind == "served-differs")
+            .count(),
+        3
+    );
+    assert_eq!(found.len(), 9);
+    // An indeterminate delete of `a` excuses its absence from Metadata, not from the image.
+    history.events.push(event(
+        2,
+        MetaEventKind::Invoke {
+            op: 9,
+            admin: AdminOp::DeleteTopics(vec!["a".into()]),
+        },
+    ));
+    history.events.push(event(2, MetaEventKind::Info { op: 9 }));
+    assert_eq!(kinds(&history), vec!["served-differs"; 3]);
+    // The deleted topic served again by one broker.
+    let mut history = clean();
+    let served = history.served.get_mut(&3).unwrap().as_mut().unwrap();
+    served
+        .topics
+        .insert("b".into(), TopicShape { partitions: 1 });
+    assert_eq!(kinds(&history), vec!["acked-not-served", "served-differs"]);
 }

@@ -438,6 +438,9 @@ impl DurableStorage {
             self.sync_owed = false;
         }
         file.write_at(&bytes, self.log_len)?;
+        // Written, not yet synced: the simulator aims power losses here (a moment later), the
+        // window in which a node that sent messages before its sync would lose what it promised.
+        runtime::buggify::hit(&*self.disk, runtime::buggify::Site::RaftWritten);
         if sync {
             file.sync_data()?;
         } else {
