@@ -219,6 +219,14 @@ pub enum MetadataAnomaly {
         topic: String,
         want: String,
     },
+    /// A CreateTopics item answered "not done" (a refusal: the call did nothing), yet its topic,
+    /// which no other operation ever tried to create, is in a final image: the call did create
+    /// it, and the answer lied (a retried call meeting its own first, committed, try).
+    RefusedButDone {
+        op: u64,
+        node: NodeId,
+        topic: String,
+    },
 }
 
 impl MetadataAnomaly {
@@ -240,6 +248,7 @@ impl MetadataAnomaly {
             MetadataAnomaly::ServedBrokerMissing { .. } => "served-broker-missing",
             MetadataAnomaly::ServedBrokerFenced { .. } => "served-broker-fenced",
             MetadataAnomaly::AckedNotServed { .. } => "acked-not-served",
+            MetadataAnomaly::RefusedButDone { .. } => "refused-but-done",
         }
     }
 }
@@ -330,6 +339,10 @@ impl fmt::Display for MetadataAnomaly {
                 f,
                 "op {op} acknowledged; broker {node}'s Metadata: {topic} {want}"
             ),
+            MetadataAnomaly::RefusedButDone { op, node, topic } => write!(
+                f,
+                "op {op} refused to create {topic}, the only op that creates it, yet node {node}'s final image holds it"
+            ),
         }
     }
 }
@@ -342,6 +355,7 @@ pub fn check(history: &MetadataHistory) -> Vec<MetadataAnomaly> {
     check_finals_log(&mut anomalies, history, committed);
     let ops = pair(&mut anomalies, history);
     check_acked(&mut anomalies, history, &ops);
+    check_refused(&mut anomalies, history, &ops);
     check_liveness(&mut anomalies, history);
     check_served(&mut anomalies, history);
     anomalies
@@ -645,6 +659,47 @@ fn check_acked(
                     }
                     _ => {}
                 }
+            }
+        }
+    }
+}
+
+/// A refusal promises the call did nothing. Only creates of names no other operation creates
+/// can prove it false from the final images (the workload names each create afresh): a delete's
+/// or a growth's refusal has no such witness.
+fn check_refused(
+    anomalies: &mut Vec<MetadataAnomaly>,
+    history: &MetadataHistory,
+    ops: &BTreeMap<u64, AdminRecord>,
+) {
+    let mut creators: BTreeMap<&str, usize> = BTreeMap::new();
+    for record in ops.values() {
+        if let AdminOp::CreateTopics(items) = record.admin {
+            for (name, _) in items {
+                *creators.entry(name.as_str()).or_default() += 1;
+            }
+        }
+    }
+    for (&op, record) in ops {
+        let (AdminOp::CreateTopics(items), Some((_, Outcome::Ok(done)))) =
+            (record.admin, record.completion)
+        else {
+            continue;
+        };
+        for ((name, _), &done) in items.iter().zip(done) {
+            if done || creators[name.as_str()] != 1 {
+                continue;
+            }
+            let holder = history
+                .finals
+                .iter()
+                .find(|(_, final_node)| final_node.topics.contains_key(name));
+            if let Some((&node, _)) = holder {
+                anomalies.push(MetadataAnomaly::RefusedButDone {
+                    op,
+                    node,
+                    topic: name.clone(),
+                });
             }
         }
     }

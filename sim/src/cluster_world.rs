@@ -448,34 +448,19 @@ fn image_topics(image: &MetadataImage) -> BTreeMap<String, TopicShape> {
 
 /// How an admin call ended, from the client's side.
 enum AdminOutcome {
-    /// Answered: per item, done or a refusal that says nothing happened.
+    /// Answered: per item, done or a refusal that says nothing happened. The broker's
+    /// forwarder retries a controller call across leader changes with the same request id, and
+    /// the controller answers a retry of a decided call with its first answer, so a refusal is
+    /// never a retry meeting its own first try (the checker's `refused-but-done`).
     Answered(Vec<bool>),
-    /// An item's refusal may be a retry meeting the call's own first, committed try.
-    RetryAmbiguous(Vec<i16>),
     /// Timed out, connection lost, or an answer that does not say: it may have happened.
     Unknown(String),
 }
 
-/// Kafka's UNKNOWN_SERVER_ERROR, UNKNOWN_TOPIC_OR_PARTITION, REQUEST_TIMED_OUT,
-/// TOPIC_ALREADY_EXISTS, INVALID_PARTITIONS, NOT_CONTROLLER.
+/// Kafka's UNKNOWN_SERVER_ERROR, REQUEST_TIMED_OUT, NOT_CONTROLLER.
 const UNKNOWN_SERVER_ERROR: i16 = -1;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const REQUEST_TIMED_OUT: i16 = 7;
-const TOPIC_ALREADY_EXISTS: i16 = 36;
-const INVALID_PARTITIONS: i16 = 37;
 const NOT_CONTROLLER: i16 = 41;
-
-/// Whether an item's refusal may be a retry meeting the call's own first, committed, try:
-/// the broker's forwarder retries a call across leader changes, and the retry meets the
-/// first try's effect (the topic already there, already gone, already grown). Counted as
-/// `admin-retry-ambiguous` and recorded as an unknown outcome; the one place that decides it.
-fn retry_ambiguous(admin: &AdminOp, code: i16) -> bool {
-    match admin {
-        AdminOp::CreateTopics(_) => code == TOPIC_ALREADY_EXISTS,
-        AdminOp::DeleteTopics(_) => code == UNKNOWN_TOPIC_OR_PARTITION,
-        AdminOp::CreatePartitions(_) => code == INVALID_PARTITIONS,
-    }
-}
 
 /// An item's answer: its Kafka code, or `None` when the error says nothing of the outcome.
 fn item_code(result: &Result<(), ClientError>) -> Option<i16> {
@@ -487,7 +472,7 @@ fn item_code(result: &Result<(), ClientError>) -> Option<i16> {
 
 /// Per-item codes to an outcome. The broker answers REQUEST_TIMED_OUT and NOT_CONTROLLER when
 /// its call to the controller got no answer (which may still commit), so those are unknown too.
-fn outcome_classify(admin: &AdminOp, codes: Vec<Option<i16>>) -> AdminOutcome {
+fn outcome_classify(codes: Vec<Option<i16>>) -> AdminOutcome {
     let unknown = |code: &Option<i16>| {
         matches!(
             code,
@@ -497,11 +482,7 @@ fn outcome_classify(admin: &AdminOp, codes: Vec<Option<i16>>) -> AdminOutcome {
     if let Some(code) = codes.iter().find(|code| unknown(code)) {
         return AdminOutcome::Unknown(format!("code {code:?}"));
     }
-    let codes: Vec<i16> = codes.into_iter().flatten().collect();
-    if codes.iter().any(|&code| retry_ambiguous(admin, code)) {
-        return AdminOutcome::RetryAmbiguous(codes);
-    }
-    AdminOutcome::Answered(codes.iter().map(|&code| code == 0).collect())
+    AdminOutcome::Answered(codes.iter().map(|&code| code == Some(0)).collect())
 }
 
 /// One admin call through the Kafka protocol at `address`. The client does not retry: a retry
@@ -551,7 +532,7 @@ async fn admin_call(
         }
     };
     match codes {
-        Ok(codes) => outcome_classify(admin_op, codes),
+        Ok(codes) => outcome_classify(codes),
         Err(error) => AdminOutcome::Unknown(error.to_string()),
     }
 }
@@ -621,13 +602,6 @@ async fn admin_run(
             .await
             .unwrap_or_else(|_| AdminOutcome::Unknown("no answer".into()));
         match outcome {
-            AdminOutcome::RetryAmbiguous(codes) => {
-                log.recorder.count("admin-retry-ambiguous");
-                log.recorder.note(&format!(
-                    "admin {op} node-{node_id} {admin:?}: {codes:?} (retry-ambiguous)"
-                ));
-                log.push(node_id, MetaEventKind::Info { op });
-            }
             AdminOutcome::Unknown(reason) => {
                 log.recorder
                     .note(&format!("admin {op} node-{node_id} {admin:?}: {reason}"));

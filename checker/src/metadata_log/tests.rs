@@ -265,6 +265,45 @@ fn later_operation_excuses_and_refused_items_do_not() {
 }
 
 #[test]
+fn a_refused_create_whose_topic_exists_is_caught() {
+    // `d` refused, and nobody else creates it: it must not exist.
+    let mut history = unprobed();
+    history.events.push(event(
+        2,
+        MetaEventKind::Invoke {
+            op: 9,
+            admin: AdminOp::CreateTopics(vec![("d".into(), 1)]),
+        },
+    ));
+    history.events.push(event(
+        2,
+        MetaEventKind::Ok {
+            op: 9,
+            done: vec![false],
+        },
+    ));
+    assert_eq!(kinds(&history), Vec::<&str>::new());
+    for final_node in history.finals.values_mut() {
+        final_node
+            .topics
+            .insert("d".into(), TopicShape { partitions: 1 });
+    }
+    assert_eq!(kinds(&history), vec!["refused-but-done"]);
+    // A second create of the same name may have made it: no witness.
+    history.events.push(event(
+        3,
+        MetaEventKind::Invoke {
+            op: 10,
+            admin: AdminOp::CreateTopics(vec![("d".into(), 1)]),
+        },
+    ));
+    history
+        .events
+        .push(event(3, MetaEventKind::Info { op: 10 }));
+    assert_eq!(kinds(&history), Vec::<&str>::new());
+}
+
+#[test]
 fn acknowledging_node_must_keep_showing_it() {
     let mut history = clean();
     history.events.push(event(
