@@ -33,7 +33,7 @@ pub fn node_config(config: &BrokerConfig, context: &NodeContext) -> ClusterConfi
     ClusterConfig {
         node_id: config.node_id,
         voters: config.voters.clone(),
-        controller_listen: config.controller_address().unwrap_or_default(),
+        controller_listen: config.controller_address(),
         dir: config.data_dir.join(METADATA_DIR),
         disk: context.disk.clone(),
         clock: context.clock,

@@ -255,7 +255,7 @@ fn nodes_start(
             let config = ClusterConfig {
                 node_id,
                 voters: voters.clone(),
-                controller_listen: voters[&node_id].clone(),
+                controller_listen: Some(voters[&node_id].clone()),
                 dir: "/data/__cluster_metadata".into(),
                 disk: disk.clone(),
                 clock: Clock::with_wall_offset_ms(skew),

@@ -12,12 +12,13 @@
 //!
 //! Modules: `brokers` (registration, heartbeats, session expiry, fencing), `election` (who
 //! leads when a broker leaves or arrives), `topics` (create, delete, add partitions), `configs`,
-//! `producer_ids`. Start with `brokers`.
+//! `producer_ids`, `import` (a pre-Raft data dir's topics, once). Start with `brokers`.
 
 mod brokers;
 mod configs;
 mod election;
 pub mod errors;
+mod import;
 mod producer_ids;
 mod topics;
 
@@ -31,6 +32,7 @@ mod tests;
 pub use brokers::{BrokerHeartbeat, BrokerRegistrationRequest, HeartbeatReply, RegistrationReply};
 pub use configs::{ConfigAlter, ConfigChange};
 pub use errors::ApiError;
+pub use import::{Import, TopicImport};
 pub use producer_ids::ProducerIdBlock;
 pub use topics::{PartitionsCreate, TopicCreate, TopicCreated};
 

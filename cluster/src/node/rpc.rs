@@ -11,7 +11,7 @@
 
 use crate::controller::{
     ApiError, BrokerHeartbeat, BrokerRegistrationRequest, ConfigAlter, ConfigChange,
-    PartitionsCreate, ProducerIdBlock, TopicCreate, TopicCreated,
+    PartitionsCreate, ProducerIdBlock, TopicCreate, TopicCreated, TopicImport,
 };
 use crate::image::MetadataOffset;
 use crate::raft::transport::FRAME_BYTES_MAX;
@@ -67,6 +67,13 @@ pub enum Request {
         broker_id: BrokerId,
         broker_epoch: i64,
     },
+    /// A pre-Raft data dir's topics, once (`controller::Import`).
+    ImportTopics {
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        topics: Vec<TopicImportWire>,
+        producer_id_floor: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +99,11 @@ pub enum Answer {
     PartitionsCreated(Vec<(String, Result<(), WireError>)>),
     ConfigsAltered(Vec<(String, Result<(), WireError>)>),
     ProducerIds(Result<(i64, i64), WireError>),
+    TopicsImported(Result<TopicResultsWire<()>, WireError>),
 }
+
+/// Per-topic outcomes on the wire, in request order.
+pub type TopicResultsWire<T> = Vec<(String, Result<T, WireError>)>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatAnswer {
@@ -119,6 +130,14 @@ pub struct TopicCreatedWire {
     pub topic_id: Option<TopicId>,
     pub partition_count: i32,
     pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicImportWire {
+    pub name: String,
+    pub topic_id: TopicId,
+    pub partition_count: i32,
     pub configs: BTreeMap<String, String>,
 }
 
@@ -189,6 +208,28 @@ impl From<TopicCreatedWire> for TopicCreated {
             topic_id: topic.topic_id,
             partition_count: topic.partition_count,
             replication_factor: topic.replication_factor,
+            configs: topic.configs,
+        }
+    }
+}
+
+impl From<TopicImport> for TopicImportWire {
+    fn from(topic: TopicImport) -> TopicImportWire {
+        TopicImportWire {
+            name: topic.name,
+            topic_id: topic.topic_id,
+            partition_count: topic.partition_count,
+            configs: topic.configs,
+        }
+    }
+}
+
+impl From<TopicImportWire> for TopicImport {
+    fn from(topic: TopicImportWire) -> TopicImport {
+        TopicImport {
+            name: topic.name,
+            topic_id: topic.topic_id,
+            partition_count: topic.partition_count,
             configs: topic.configs,
         }
     }
