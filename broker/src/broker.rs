@@ -4,9 +4,10 @@ use crate::config::BrokerConfig;
 use crate::group::shell::GroupCoordinator;
 use crate::partition::Partition;
 use crate::producer_ids::{ProducerIdError, ProducerIds};
+use crate::server::ServeError;
 use crate::topics::{TopicError, Topics};
 use crate::txn::shell::TxnCoordinator;
-use cluster::node::ClusterHandle;
+use cluster::node::{ClusterHandle, ClusterNode};
 use kafka_protocol::ResponseError;
 use runtime::rng::{stream_rng, ChaCha8Rng, RngCore, Stream};
 use runtime::{Clock, Disk};
@@ -35,8 +36,8 @@ pub struct Broker {
     producer_ids: Arc<Mutex<ProducerIds>>,
     /// Transactions (`__transaction_state`).
     txn: Arc<TxnCoordinator>,
-    /// Cluster mode's node: the metadata image and the controller. `None` on a single node.
-    cluster: Option<ClusterHandle>,
+    /// The cluster node: the metadata image and the controller (a lone voter by default).
+    cluster: ClusterHandle,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -46,27 +47,38 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Broker {
-    /// Recovers the data dir and returns a broker ready to serve.
-    pub fn open(config: BrokerConfig, context: NodeContext) -> Result<Arc<Broker>, TopicError> {
-        Broker::open_with(config, context, None)
+    /// Starts the cluster node (`cluster_mode::node_config`: a lone voter unless `voters` are
+    /// given), then `open_on` it.
+    pub async fn open(
+        config: BrokerConfig,
+        context: NodeContext,
+    ) -> Result<Arc<Broker>, ServeError> {
+        let node = ClusterNode::start(crate::cluster_mode::node_config(&config, &context)).await?;
+        Broker::open_on(config, context, node).await
     }
 
-    /// `open` in cluster mode: topics, leaders and producer ids come from `cluster`. The local
-    /// logs are brought in line with its current image before the broker serves.
-    pub fn open_clustered(
+    /// Recovers the data dir and returns a broker ready to serve on `cluster`: once the
+    /// controller has registered and unfenced it, a data dir written before the metadata log
+    /// existed is imported (`cluster_mode::legacy_import`, once), the local logs are brought in
+    /// line with the image, and a first block of producer ids is at hand.
+    pub async fn open_on(
         config: BrokerConfig,
         context: NodeContext,
         cluster: ClusterHandle,
-    ) -> Result<Arc<Broker>, TopicError> {
-        let broker = Broker::open_with(config, context, Some(cluster))?;
+    ) -> Result<Arc<Broker>, ServeError> {
+        let broker = Broker::open_with(config, context, cluster)?;
+        crate::cluster_mode::unfenced_wait(broker.cluster()).await?;
+        crate::cluster_mode::legacy_import(&broker).await?;
         broker.reconcile()?;
+        let block = broker.cluster().allocate_producer_ids().await?;
+        broker.producer_id_block_add(block.first, block.size);
         Ok(broker)
     }
 
     fn open_with(
         config: BrokerConfig,
         context: NodeContext,
-        cluster: Option<ClusterHandle>,
+        cluster: ClusterHandle,
     ) -> Result<Arc<Broker>, TopicError> {
         let now_ms = context.clock.wall_ms();
         let mut topics = Topics::open(
@@ -86,19 +98,7 @@ impl Broker {
             groups_rng,
             config.planted,
         )?;
-        let producer_ids = match cluster {
-            Some(_) => ProducerIds::clustered(),
-            None => ProducerIds::open(context.disk.clone(), &config.data_dir).map_err(|error| {
-                match error {
-                    ProducerIdError::Io { path, source } => TopicError::Io { path, source },
-                    error => TopicError::Corrupt {
-                        path: config.data_dir.join(crate::producer_ids::FILE_NAME),
-                        message: error.to_string(),
-                    },
-                }
-            })?,
-        };
-        let producer_ids = Arc::new(Mutex::new(producer_ids));
+        let producer_ids = Arc::new(Mutex::new(ProducerIds::clustered()));
         let txn = TxnCoordinator::open(
             &topics,
             config.transactions.clone(),
@@ -127,37 +127,30 @@ impl Broker {
         Ok(broker)
     }
 
-    /// The cluster node, in cluster mode.
-    pub fn cluster(&self) -> Option<&ClusterHandle> {
-        self.cluster.as_ref()
+    /// The cluster node.
+    pub fn cluster(&self) -> &ClusterHandle {
+        &self.cluster
     }
 
-    /// Cluster mode: opens the logs of partitions the image assigns here and removes those of
-    /// topics it no longer has. A no-op on a single node.
+    /// Opens the logs of partitions the image assigns here and removes those of topics it no
+    /// longer has.
     pub fn reconcile(&self) -> Result<(), TopicError> {
-        let Some(cluster) = &self.cluster else {
-            return Ok(());
-        };
-        let image = cluster.image();
+        let image = self.cluster.image();
         let now_ms = self.clock.wall_ms();
         crate::cluster_mode::reconcile(&mut self.topics(), &image, self.config.node_id, now_ms)
     }
 
     /// The partition a Produce, Fetch or ListOffsets addresses, if this broker may serve it:
-    /// on a single node every partition it has; in cluster mode only those it leads
-    /// (`cluster_mode::partition_role`). Internal topics are local on every node.
+    /// only those it leads (`cluster_mode::partition_role`). Internal topics are local on every
+    /// node.
     pub fn partition_serving(
         &self,
         topic: &str,
         index: i32,
         access: crate::cluster_mode::Access,
     ) -> Result<Arc<Partition>, ResponseError> {
-        if let Some(cluster) = self
-            .cluster
-            .as_ref()
-            .filter(|_| !crate::topics::is_internal(topic))
-        {
-            let image = cluster.image();
+        if !crate::topics::is_internal(topic) {
+            let image = self.cluster.image();
             crate::cluster_mode::partition_role(&image, self.config.node_id, topic, index, access)?;
             // Led here by the image but not open yet: the reconciler is a step behind.
             return self
@@ -183,12 +176,12 @@ impl Broker {
         lock(&self.producer_ids).next_id()
     }
 
-    /// Cluster mode: whether the producer-id refill task should ask the controller for a block.
+    /// Whether the producer-id refill task should ask the controller for a block.
     pub fn producer_id_block_wanted(&self) -> bool {
         lock(&self.producer_ids).block_wanted()
     }
 
-    /// Cluster mode: a producer-id block the controller allocated to this broker.
+    /// A producer-id block the controller allocated to this broker.
     pub fn producer_id_block_add(&self, first: i64, size: i64) {
         lock(&self.producer_ids).block_add(first, size);
     }

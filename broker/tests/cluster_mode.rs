@@ -47,7 +47,7 @@ async fn broker_clustered() -> Arc<Broker> {
         runtime::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!node.status().fenced, "registered and unfenced within 10 s");
-    Broker::open_clustered(config, context, node).expect("opens")
+    Broker::open_on(config, context, node).await.expect("opens")
 }
 
 async fn call(
