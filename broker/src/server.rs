@@ -102,8 +102,23 @@ async fn cluster_failed(broker: &Arc<Broker>) {
     }
 }
 
+/// The connections' tasks, aborted when the accept loop ends (`serve` returns): a broker that
+/// stops serving drops its clients, as a process that exits does. Without this a `serve` that
+/// ended on a failed metadata log would leave connections running, and a supervisor's restart
+/// in the same process (the simulator's) would find their sockets still holding the port.
+struct Connections(Vec<runtime::JoinHandle<()>>);
+
+impl Drop for Connections {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 async fn accept_loop(broker: &Arc<Broker>, listener: TcpListener) {
     let limits = Limits::new(&broker.config, broker.clock.now());
+    let mut connections = Connections(Vec::new());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -123,7 +138,9 @@ async fn accept_loop(broker: &Arc<Broker>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let (broker, limits) = (broker.clone(), limits.clone());
-        runtime::spawn(connection::run(broker, limits, stream, peer, admission));
+        connections.0.retain(|task| !task.is_finished());
+        let task = runtime::spawn(connection::run(broker, limits, stream, peer, admission));
+        connections.0.push(task);
     }
 }
 

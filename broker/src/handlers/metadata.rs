@@ -5,7 +5,8 @@
 //!
 //! Unknown topics are auto-created through the controller when broker and request allow it;
 //! the answer then waits for the records to be applied here. Internal topics are each node's
-//! own and not in the image, so they are not listed (issue 13 replicates them).
+//! own and not in the image: this node lists its own, led by itself, marked internal (issue 13
+//! replicates them).
 
 use crate::broker::Broker;
 use crate::cluster_mode::topic_id_bytes;
@@ -39,10 +40,16 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> R
     };
     if all {
         let image = cluster.image();
-        let names: Vec<Wanted> = image
+        let mut names: Vec<Wanted> = image
             .topics()
             .map(|t| Wanted::Name(t.name.into()))
             .collect();
+        let topics = broker.topics();
+        let internal = topics
+            .list()
+            .filter(|t| crate::topics::is_internal(&t.name));
+        names.extend(internal.map(|t| Wanted::Name(t.name.clone())));
+        drop(topics);
         return Reply::Now(Box::new(response(broker, &image, &names, version)));
     }
     let wanted: Vec<Wanted> = request
@@ -113,6 +120,12 @@ fn response(
                 Wanted::Name(name) => image.topic_by_name(name),
                 Wanted::Id(id) => image.topic(TopicId(u128::from_be_bytes(*id.as_bytes()))),
             };
+            if let Some(internal) = match wanted {
+                Wanted::Name(name) => internal_topic_response(broker, name, version),
+                Wanted::Id(_) => None,
+            } {
+                return internal;
+            }
             match (found, wanted) {
                 (Some(topic), _) => topic_response(image, topic, version),
                 (None, Wanted::Name(name)) => MetadataResponseTopic::default()
@@ -139,6 +152,47 @@ fn response(
         ))),
     };
     ResponseKind::Metadata(response)
+}
+
+/// A node-local internal topic (`__consumer_offsets`, `__transaction_state`), if `name` is one
+/// this node has: every partition led by this node alone.
+fn internal_topic_response(
+    broker: &Broker,
+    name: &str,
+    version: i16,
+) -> Option<MetadataResponseTopic> {
+    if !crate::topics::is_internal(name) {
+        return None;
+    }
+    let topics = broker.topics();
+    let local = topics.get(name)?;
+    let node = BrokerId(broker.config.node_id);
+    let partitions = (0..local.partition_count)
+        .map(|index| {
+            let entry = MetadataResponsePartition::default()
+                .with_error_code(NONE)
+                .with_partition_index(index)
+                .with_leader_id(node)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node]);
+            match version {
+                0..=6 => entry,
+                _ => entry.with_leader_epoch(0),
+            }
+        })
+        .collect();
+    let response = MetadataResponseTopic::default()
+        .with_error_code(NONE)
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+        .with_partitions(partitions);
+    let response = match version {
+        0 => response,
+        _ => response.with_is_internal(true),
+    };
+    Some(match version {
+        0..=9 => response,
+        _ => response.with_topic_id(Uuid::from_bytes(local.topic_id)),
+    })
 }
 
 fn topic_response(
