@@ -9,7 +9,7 @@ use crate::topics::{TopicError, Topics};
 use crate::txn::shell::TxnCoordinator;
 use cluster::node::{ClusterHandle, ClusterNode};
 use kafka_protocol::ResponseError;
-use runtime::rng::{stream_rng, ChaCha8Rng, RngCore, Stream};
+use runtime::rng::{stream_rng, Stream};
 use runtime::{Clock, Disk};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,7 +29,6 @@ pub struct Broker {
     /// The node's disk, through which handlers reach aimed-fault sites (`runtime::buggify`).
     pub disk: Arc<dyn Disk>,
     topics: Mutex<Topics>,
-    rng: Mutex<ChaCha8Rng>,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
     groups: Arc<GroupCoordinator>,
     /// InitProducerId's durable id blocks, shared with the transaction coordinator.
@@ -88,7 +87,6 @@ impl Broker {
             config.planted,
         )?;
         let node_index = config.node_id as u32;
-        let rng = stream_rng(context.seed, Stream::Node, node_index);
         // The coordinator's member ids come from its own stream.
         let groups_rng = stream_rng(context.seed, Stream::Groups, node_index);
         let groups = GroupCoordinator::open(
@@ -116,7 +114,6 @@ impl Broker {
             clock: context.clock,
             disk: context.disk,
             topics: Mutex::new(topics),
-            rng: Mutex::new(rng),
             groups,
             cluster,
         });
@@ -188,14 +185,5 @@ impl Broker {
 
     pub fn topics(&self) -> MutexGuard<'_, Topics> {
         lock(&self.topics)
-    }
-
-    /// A fresh random topic id (never all zeros, which Kafka reads as "no id").
-    pub fn topic_id_new(&self) -> [u8; 16] {
-        let mut id = [0u8; 16];
-        while id == [0u8; 16] {
-            lock(&self.rng).fill_bytes(&mut id);
-        }
-        id
     }
 }
