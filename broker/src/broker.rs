@@ -4,11 +4,12 @@ use crate::config::BrokerConfig;
 use crate::group::shell::GroupCoordinator;
 use crate::partition::Partition;
 use crate::producer_ids::{ProducerIdError, ProducerIds};
+use crate::server::ServeError;
 use crate::topics::{TopicError, Topics};
 use crate::txn::shell::TxnCoordinator;
-use cluster::node::ClusterHandle;
+use cluster::node::{ClusterHandle, ClusterNode};
 use kafka_protocol::ResponseError;
-use runtime::rng::{stream_rng, ChaCha8Rng, RngCore, Stream};
+use runtime::rng::{stream_rng, Stream};
 use runtime::{Clock, Disk};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -30,15 +31,14 @@ pub struct Broker {
     /// The node's disk, through which handlers reach aimed-fault sites (`runtime::buggify`).
     pub disk: Arc<dyn Disk>,
     topics: Mutex<Topics>,
-    rng: Mutex<ChaCha8Rng>,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
     groups: Arc<GroupCoordinator>,
     /// InitProducerId's durable id blocks, shared with the transaction coordinator.
     producer_ids: Arc<Mutex<ProducerIds>>,
     /// Transactions (`__transaction_state`).
     txn: Arc<TxnCoordinator>,
-    /// Cluster mode's node: the metadata image and the controller. `None` on a single node.
-    cluster: Option<ClusterHandle>,
+    /// The cluster node: the metadata image and the controller (a lone voter by default).
+    cluster: ClusterHandle,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -48,27 +48,41 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Broker {
-    /// Recovers the data dir and returns a broker ready to serve.
-    pub fn open(config: BrokerConfig, context: NodeContext) -> Result<Arc<Broker>, TopicError> {
-        Broker::open_with(config, context, None)
+    /// Starts the cluster node (`cluster_mode::node_config`: a lone voter unless `voters` are
+    /// given), then `open_on` it.
+    pub async fn open(
+        config: BrokerConfig,
+        context: NodeContext,
+    ) -> Result<Arc<Broker>, ServeError> {
+        let node = ClusterNode::start(crate::cluster_mode::node_config(&config, &context)).await?;
+        if let Some(observer) = &context.cluster_hooks.observer {
+            observer(&node);
+        }
+        Broker::open_on(config, context, node).await
     }
 
-    /// `open` in cluster mode: topics, leaders and producer ids come from `cluster`. The local
-    /// logs are brought in line with its current image before the broker serves.
-    pub fn open_clustered(
+    /// Recovers the data dir and returns a broker ready to serve on `cluster`: once the
+    /// controller has registered and unfenced it, a data dir written before the metadata log
+    /// existed is imported (`cluster_mode::legacy_import`, once), the local logs are brought in
+    /// line with the image, and a first block of producer ids is at hand.
+    pub async fn open_on(
         config: BrokerConfig,
         context: NodeContext,
         cluster: ClusterHandle,
-    ) -> Result<Arc<Broker>, TopicError> {
-        let broker = Broker::open_with(config, context, Some(cluster))?;
+    ) -> Result<Arc<Broker>, ServeError> {
+        let broker = Broker::open_with(config, context, cluster)?;
+        crate::cluster_mode::unfenced_wait(broker.cluster()).await?;
+        crate::cluster_mode::legacy_import(&broker).await?;
         broker.reconcile()?;
+        let block = broker.cluster().allocate_producer_ids().await?;
+        broker.producer_id_block_add(block.first, block.size);
         Ok(broker)
     }
 
     fn open_with(
         config: BrokerConfig,
         context: NodeContext,
-        cluster: Option<ClusterHandle>,
+        cluster: ClusterHandle,
     ) -> Result<Arc<Broker>, TopicError> {
         let now_ms = context.clock.wall_ms();
         let mut topics = Topics::open(
@@ -78,7 +92,6 @@ impl Broker {
             config.planted,
         )?;
         let node_index = config.node_id as u32;
-        let rng = stream_rng(context.seed, Stream::Node, node_index);
         // The coordinator's member ids come from its own stream.
         let groups_rng = stream_rng(context.seed, Stream::Groups, node_index);
         let groups = GroupCoordinator::open(
@@ -88,19 +101,7 @@ impl Broker {
             groups_rng,
             config.planted,
         )?;
-        let producer_ids = match cluster {
-            Some(_) => ProducerIds::clustered(),
-            None => ProducerIds::open(context.disk.clone(), &config.data_dir).map_err(|error| {
-                match error {
-                    ProducerIdError::Io { path, source } => TopicError::Io { path, source },
-                    error => TopicError::Corrupt {
-                        path: config.data_dir.join(crate::producer_ids::FILE_NAME),
-                        message: error.to_string(),
-                    },
-                }
-            })?,
-        };
-        let producer_ids = Arc::new(Mutex::new(producer_ids));
+        let producer_ids = Arc::new(Mutex::new(ProducerIds::clustered()));
         let txn = TxnCoordinator::open(
             &topics,
             config.transactions.clone(),
@@ -118,7 +119,6 @@ impl Broker {
             clock: context.clock,
             disk: context.disk,
             topics: Mutex::new(topics),
-            rng: Mutex::new(rng),
             groups,
             cluster,
         });
@@ -129,25 +129,22 @@ impl Broker {
         Ok(broker)
     }
 
-    /// The cluster node, in cluster mode.
-    pub fn cluster(&self) -> Option<&ClusterHandle> {
-        self.cluster.as_ref()
+    /// The cluster node.
+    pub fn cluster(&self) -> &ClusterHandle {
+        &self.cluster
     }
 
-    /// Cluster mode: opens the logs of partitions the image assigns here and removes those of
-    /// topics it no longer has. A no-op on a single node.
+    /// Opens the logs of partitions the image assigns here and removes those of topics it no
+    /// longer has.
     pub fn reconcile(&self) -> Result<(), TopicError> {
-        let Some(cluster) = &self.cluster else {
-            return Ok(());
-        };
-        let image = cluster.image();
+        let image = self.cluster.image();
         let now_ms = self.clock.wall_ms();
         crate::cluster_mode::reconcile(&mut self.topics(), &image, self.config.node_id, now_ms)
     }
 
     /// The partition a Produce, Fetch or ListOffsets addresses, if this broker may serve it:
-    /// on a single node every partition it has; in cluster mode only those it leads
-    /// (`cluster_mode::partition_role`). Internal topics are local on every node.
+    /// only those it leads (`cluster_mode::partition_role`). Internal topics are local on every
+    /// node.
     pub fn partition_serving(
         &self,
         topic: &str,
@@ -160,7 +157,7 @@ impl Broker {
 
     /// `partition_serving` for a request that names the leader epoch it believes current
     /// (`leader_epoch::check`), with the partition's leader epoch: the image's in cluster mode,
-    /// `leader_epoch::SINGLE_NODE` on a single node and for internal topics.
+    /// `leader_epoch::SINGLE_NODE` for internal topics (each node's own).
     pub fn partition_serving_at(
         &self,
         topic: &str,
@@ -168,12 +165,8 @@ impl Broker {
         access: crate::cluster_mode::Access,
         current_leader_epoch: Option<i32>,
     ) -> Result<(Arc<Partition>, i32), ResponseError> {
-        if let Some(cluster) = self
-            .cluster
-            .as_ref()
-            .filter(|_| !crate::topics::is_internal(topic))
-        {
-            let image = cluster.image();
+        if !crate::topics::is_internal(topic) {
+            let image = self.cluster.image();
             let node_id = self.config.node_id;
             let role = crate::cluster_mode::partition_role(
                 &image,
@@ -212,26 +205,17 @@ impl Broker {
         lock(&self.producer_ids).next_id()
     }
 
-    /// Cluster mode: whether the producer-id refill task should ask the controller for a block.
+    /// Whether the producer-id refill task should ask the controller for a block.
     pub fn producer_id_block_wanted(&self) -> bool {
         lock(&self.producer_ids).block_wanted()
     }
 
-    /// Cluster mode: a producer-id block the controller allocated to this broker.
+    /// A producer-id block the controller allocated to this broker.
     pub fn producer_id_block_add(&self, first: i64, size: i64) {
         lock(&self.producer_ids).block_add(first, size);
     }
 
     pub fn topics(&self) -> MutexGuard<'_, Topics> {
         lock(&self.topics)
-    }
-
-    /// A fresh random topic id (never all zeros, which Kafka reads as "no id").
-    pub fn topic_id_new(&self) -> [u8; 16] {
-        let mut id = [0u8; 16];
-        while id == [0u8; 16] {
-            lock(&self.rng).fill_bytes(&mut id);
-        }
-        id
     }
 }

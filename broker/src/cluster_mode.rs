@@ -1,8 +1,13 @@
-//! The broker in cluster mode (`--voters`): the cluster node (`cluster::node`) decides topics,
-//! leaders and producer-id blocks through the Raft metadata log; this module is the broker's
-//! side of it.
+//! The broker's side of the cluster node (`cluster::node`), which decides topics, leaders and
+//! producer-id blocks through the Raft metadata log. There is one mode: with no `--voters` the
+//! node is its own single voter (zero config), with them one of a quorum.
 //!
 //! - `node_config`: the node's settings, from the broker's.
+//! - `unfenced_wait`: a broker serves once the controller has registered and unfenced it.
+//! - `legacy_import`: a data dir written before the metadata log existed (topics in
+//!   `gregor-topics.json` alone, no `__cluster_metadata/`) is imported once, through the
+//!   controller, keeping its topic ids; until the import is applied no reconcile may run, or it
+//!   would remove every topic the image does not have yet.
 //! - `reconcile`: makes the local logs match the image: every partition whose replicas include
 //!   this broker has a log, topics the image no longer has (or has under a new id) lose theirs.
 //!   It goes through `Topics`, whose ordering keeps it crash-safe (logs opened before the
@@ -11,11 +16,13 @@
 //! - `partition_role`: what a Produce/Fetch/ListOffsets may do with a partition here.
 //!
 //! Internal topics (`__consumer_offsets`, `__transaction_state`) are not in the image: each
-//! node keeps its own, as in single-node mode (replicated internal topics are issue 13).
+//! node keeps its own (replicated internal topics are issue 13).
 
 use crate::broker::{Broker, NodeContext};
 use crate::config::BrokerConfig;
+use crate::server::ServeError;
 use crate::topics::{is_internal, TopicError, Topics};
+use cluster::controller::TopicImport;
 use cluster::image::MetadataImage;
 use cluster::node::{BrokerEndpoint, ClusterConfig, ClusterHandle, ClusterTiming};
 use cluster::records::TopicId;
@@ -55,14 +62,14 @@ impl std::fmt::Debug for ClusterHooks {
 /// The metadata log's directory inside the data dir.
 pub const METADATA_DIR: &str = "__cluster_metadata";
 
-/// The cluster node's settings for this broker. `config` was validated: it is in cluster mode.
+/// The cluster node's settings for this broker (`config` was validated).
 pub fn node_config(config: &BrokerConfig, context: &NodeContext) -> ClusterConfig {
     let (host, port) = config.advertised();
     let hooks = &context.cluster_hooks;
     ClusterConfig {
         node_id: config.node_id,
-        voters: config.voters.clone(),
-        controller_listen: config.controller_address().unwrap_or_default(),
+        voters: config.voters_effective(),
+        controller_listen: config.controller_address(),
         dir: config.data_dir.join(METADATA_DIR),
         disk: context.disk.clone(),
         clock: context.clock,
@@ -82,6 +89,70 @@ pub fn node_config(config: &BrokerConfig, context: &NodeContext) -> ClusterConfi
         planted: hooks.planted,
         raft_planted: hooks.raft_planted,
     }
+}
+
+/// Resolves once the controller has registered and unfenced this broker; an error if the node
+/// stopped first (its metadata log failed a write). A lone voter gets there within a few
+/// fsyncs; a quorum's member waits for its quorum, as Kafka's broker waits before it serves.
+pub async fn unfenced_wait(cluster: &ClusterHandle) -> Result<(), ServeError> {
+    let mut status = cluster.status_watch();
+    loop {
+        {
+            let now = status.borrow_and_update();
+            if now.failed {
+                return Err(ServeError::ClusterFailed);
+            }
+            if now.broker_epoch.is_some() && !now.fenced {
+                return Ok(());
+            }
+        }
+        if status.changed().await.is_err() {
+            return Err(ServeError::ClusterFailed);
+        }
+    }
+}
+
+/// Imports what a data dir written before the metadata log existed holds, once: its topics
+/// (non-internal, with no `hosted` set: a pre-Raft gregor hosted every partition), under
+/// their ids, and producer ids above those its `producer-id-block` file covered. The
+/// controller writes it as one entry and skips topics already imported under the same id, so a
+/// crash anywhere repeats at most a harmless import; the reconcile that follows records the
+/// hosted sets, after which nothing is imported again. Any topic refused stops the start.
+pub async fn legacy_import(broker: &Broker) -> Result<(), ServeError> {
+    let topics: Vec<TopicImport> = broker
+        .topics()
+        .list()
+        .filter(|local| !is_internal(&local.name) && local.hosted.is_none())
+        .map(|local| TopicImport {
+            name: local.name.clone(),
+            topic_id: TopicId(u128::from_be_bytes(local.topic_id)),
+            partition_count: local.partition_count,
+            configs: local.configs.clone(),
+        })
+        .collect();
+    let data_dir = &broker.config.data_dir;
+    let floor = crate::producer_ids::legacy_floor(&*broker.disk, data_dir).map_err(|error| {
+        ServeError::Open(TopicError::Corrupt {
+            path: data_dir.join(crate::producer_ids::FILE_NAME),
+            message: error.to_string(),
+        })
+    })?;
+    let cluster = broker.cluster();
+    if topics.is_empty() && floor <= cluster.image().producer_id_next() {
+        return Ok(());
+    }
+    let count = topics.len();
+    let results = cluster.import_topics(topics, floor).await?;
+    if let Some((name, Err(error))) = results.into_iter().find(|(_, result)| result.is_err()) {
+        let message = error.to_string();
+        return Err(ServeError::Import { name, message });
+    }
+    tracing::info!(
+        topics = count,
+        producer_id_floor = floor,
+        "imported the pre-Raft data dir"
+    );
+    Ok(())
 }
 
 /// The image's topic id as the bytes Kafka's protocol carries.
@@ -191,10 +262,7 @@ pub fn partition_role(
 /// Reconciles after every image change, for as long as the broker serves. A failed pass (an
 /// I/O error) is retried a second later even without a change.
 pub async fn reconcile_loop(broker: Arc<Broker>) {
-    let Some(cluster) = broker.cluster() else {
-        return;
-    };
-    let mut images = cluster.image_watch();
+    let mut images = broker.cluster().image_watch();
     loop {
         if let Err(error) = broker.reconcile() {
             tracing::error!(%error, "cannot open or remove partition logs the image asks for");
@@ -210,9 +278,7 @@ pub async fn reconcile_loop(broker: Arc<Broker>) {
 /// Keeps a producer-id block from the controller in reserve, so InitProducerId rarely waits:
 /// checks every `PRODUCER_ID_REFILL_POLL` and asks when the reserve is empty.
 pub async fn producer_ids_refill(broker: Arc<Broker>) {
-    let Some(cluster) = broker.cluster().cloned() else {
-        return;
-    };
+    let cluster = broker.cluster().clone();
     loop {
         if !broker.producer_id_block_wanted() {
             runtime::time::sleep(PRODUCER_ID_REFILL_POLL).await;

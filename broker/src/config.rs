@@ -71,13 +71,14 @@ pub struct BrokerConfig {
     pub groups: crate::group::GroupConfig,
     /// The transaction coordinator's settings (Kafka's `transaction.*` broker settings).
     pub transactions: crate::txn::TxnConfig,
-    /// Cluster mode's controller quorum: node id -> controller listener `host:port`. Empty is
-    /// single-node mode (no Raft, `gregor-topics.json`); `--voters` turns cluster mode on.
+    /// The controller quorum: node id -> controller listener `host:port`. Empty is zero
+    /// config: this node is its own single voter (`voters_effective`), with no controller
+    /// listener unless `controller_listen` asks for one.
     pub voters: BTreeMap<i32, String>,
     /// Where this node's controller listener binds, `IP:PORT`. Defaults to this node's entry
-    /// in `voters`. Cluster mode only.
+    /// in `voters`; a lone voter binds none unless this is given.
     pub controller_listen: Option<String>,
-    /// This broker's rack, for rack-aware replica placement. Cluster mode only.
+    /// This broker's rack, for rack-aware replica placement.
     pub rack: Option<String>,
 }
 
@@ -109,12 +110,19 @@ impl BrokerConfig {
         }
     }
 
-    /// Cluster mode: the node runs the Raft controller quorum given by `voters`.
-    pub fn is_cluster(&self) -> bool {
-        !self.voters.is_empty()
+    /// The quorum this node runs: `voters`, or this node alone when none are given (zero
+    /// config; its address is never dialled: a lone voter has no peers).
+    pub fn voters_effective(&self) -> BTreeMap<i32, String> {
+        match self.voters.is_empty() {
+            true => {
+                let address = self.controller_listen.clone().unwrap_or_default();
+                BTreeMap::from([(self.node_id, address)])
+            }
+            false => self.voters.clone(),
+        }
     }
 
-    /// The address this node's controller listener binds (cluster mode).
+    /// The address this node's controller listener binds; `None` binds none (a lone voter).
     pub fn controller_address(&self) -> Option<String> {
         let own = self.voters.get(&self.node_id).cloned();
         self.controller_listen.clone().or(own)
@@ -296,8 +304,9 @@ fn host_port_is_valid(address: &str) -> bool {
 /// Checks relationships the server relies on; the binary refuses to start otherwise.
 pub fn validate(config: &BrokerConfig) -> Result<(), ConfigError> {
     let invalid = |key, value: String, reason| Err(ConfigError::Invalid { key, value, reason });
-    if config.node_id < 0 {
-        return invalid("node_id", config.node_id.to_string(), "must be >= 0");
+    if config.node_id < 1 {
+        let reason = "must be >= 1: it is the node's Raft id too";
+        return invalid("node_id", config.node_id.to_string(), reason);
     }
     if config.default_partitions < 1 {
         return invalid(
@@ -363,24 +372,21 @@ pub fn validate(config: &BrokerConfig) -> Result<(), ConfigError> {
     validate_cluster(config)
 }
 
-/// Cluster mode's settings: this node is one of the voters, its controller listener is a
-/// bindable address distinct from the Kafka listener; without `voters` no cluster setting may
-/// be given (it would be silently ignored).
+/// The quorum's settings: the node id is a Raft id (>= 1); with `voters`, this node is one of
+/// them; a controller listener, when there is one, is a bindable address distinct from the
+/// Kafka listener.
 fn validate_cluster(config: &BrokerConfig) -> Result<(), ConfigError> {
     let invalid = |key, value: String, reason| Err(ConfigError::Invalid { key, value, reason });
-    if !config.is_cluster() {
-        if let Some(address) = &config.controller_listen {
-            let reason = "only in cluster mode: give --voters too";
-            return invalid("controller_listen", address.clone(), reason);
+    if let Some(rack) = &config.rack {
+        if rack.is_empty() || rack.len() > 255 {
+            return invalid("rack", rack.clone(), "must be 1..=255 characters");
         }
-        if let Some(rack) = &config.rack {
-            return invalid(
-                "rack",
-                rack.clone(),
-                "only in cluster mode: give --voters too",
-            );
-        }
-        return Ok(());
+    }
+    if config.voters.is_empty() {
+        return match &config.controller_listen {
+            Some(address) => controller_listen_check(config, address),
+            None => Ok(()),
+        };
     }
     let voters = || {
         let entries: Vec<String> = config
@@ -404,20 +410,7 @@ fn validate_cluster(config: &BrokerConfig) -> Result<(), ConfigError> {
         return invalid("node_id", value, "must be one of the voters' ids");
     }
     let controller = config.controller_address().unwrap_or_default();
-    if controller.parse::<std::net::SocketAddr>().is_err() {
-        return invalid(
-            "controller_listen",
-            controller,
-            "must be IP:PORT, e.g. 127.0.0.1:9093",
-        );
-    }
-    if controller == config.listen {
-        return invalid(
-            "controller_listen",
-            controller,
-            "must differ from listen: controller traffic has its own listener",
-        );
-    }
+    controller_listen_check(config, &controller)?;
     if config
         .voters
         .values()
@@ -429,10 +422,22 @@ fn validate_cluster(config: &BrokerConfig) -> Result<(), ConfigError> {
             "is a voter's controller address; the Kafka listener needs its own",
         );
     }
-    if let Some(rack) = &config.rack {
-        if rack.is_empty() || rack.len() > 255 {
-            return invalid("rack", rack.clone(), "must be 1..=255 characters");
-        }
+    Ok(())
+}
+
+fn controller_listen_check(config: &BrokerConfig, address: &str) -> Result<(), ConfigError> {
+    let invalid = |reason| {
+        Err(ConfigError::Invalid {
+            key: "controller_listen",
+            value: address.to_string(),
+            reason,
+        })
+    };
+    if address.parse::<std::net::SocketAddr>().is_err() {
+        return invalid("must be IP:PORT, e.g. 127.0.0.1:9093");
+    }
+    if address == config.listen {
+        return invalid("must differ from listen: controller traffic has its own listener");
     }
     Ok(())
 }
@@ -540,7 +545,7 @@ mod tests {
     #[test]
     fn cluster_mode_needs_this_node_among_the_voters() {
         let config = cluster_config(1);
-        assert!(config.is_cluster());
+        assert_eq!(config.voters_effective(), config.voters);
         assert_eq!(
             config.controller_address().as_deref(),
             Some("127.0.0.1:19093")
@@ -565,14 +570,29 @@ mod tests {
     }
 
     #[test]
-    fn cluster_settings_without_voters_are_refused_not_ignored() {
+    fn zero_config_is_a_lone_voter_without_a_controller_listener() {
         let mut config = BrokerConfig::zero_config();
-        assert!(!config.is_cluster());
+        assert_eq!(
+            config.voters_effective(),
+            BTreeMap::from([(1, String::new())])
+        );
+        assert_eq!(config.controller_address(), None);
+        assert!(validate(&config).is_ok());
         config.rack = Some("a".into());
-        assert_eq!(refused_key(&config), "rack");
-        config.rack = None;
+        assert!(validate(&config).is_ok());
         config.controller_listen = Some("127.0.0.1:9093".into());
+        assert!(validate(&config).is_ok());
+        assert_eq!(
+            config.controller_address().as_deref(),
+            Some("127.0.0.1:9093")
+        );
+        config.controller_listen = Some(config.listen.clone());
         assert_eq!(refused_key(&config), "controller_listen");
+        config.controller_listen = Some("localhost:9093".into());
+        assert_eq!(refused_key(&config), "controller_listen");
+        config.controller_listen = None;
+        config.node_id = 0;
+        assert_eq!(refused_key(&config), "node_id");
     }
 
     #[test]

@@ -34,17 +34,18 @@ struct BrokerArgs {
     /// TOML file with the same keys as these flags (node_id, listen, ...). Flags win.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// This node's id (default 1); in cluster mode one of the --voters ids.
+    /// This node's id (default 1, >= 1: it is the Raft id too); with --voters one of their ids.
     #[arg(long)]
     node_id: Option<i32>,
-    /// Cluster mode: the controller quorum, ID@HOST:PORT,... (each node's controller listener).
-    /// Without it the broker runs alone (single-node mode, no Raft).
+    /// The controller quorum, ID@HOST:PORT,... (each node's controller listener). Without it
+    /// the broker is its own single voter (no controller listener unless --controller-listen).
     #[arg(long)]
     voters: Option<String>,
-    /// Where this node's controller listener binds, IP:PORT (default: its --voters address).
+    /// Where this node's controller listener binds, IP:PORT (default: its --voters address; none
+    /// for a lone voter).
     #[arg(long)]
     controller_listen: Option<String>,
-    /// This broker's rack, for rack-aware replica placement (cluster mode).
+    /// This broker's rack, for rack-aware replica placement.
     #[arg(long)]
     rack: Option<String>,
     /// Address to listen on, IP:PORT.

@@ -8,7 +8,6 @@ use crate::broker::{Broker, NodeContext};
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::limits::Limits;
-use cluster::node::ClusterNode;
 use runtime::net::TcpListener;
 use std::future::Future;
 use std::sync::Arc;
@@ -29,22 +28,28 @@ pub enum ServeError {
     /// does.
     #[error("the cluster node stopped after a metadata log write failed; restart to recover")]
     ClusterFailed,
+    /// The controller refused a topic of a pre-Raft data dir's import: the broker does not
+    /// serve, lest the reconciler remove a topic the image does not have.
+    #[error("cannot import topic {name:?} into the metadata log: {message}")]
+    Import { name: String, message: String },
 }
 
-/// Opens the data dir, binds, and serves until `shutdown` resolves; then flushes every partition.
+/// Opens the data dir (`Broker::open`: the cluster node, a lone voter by default, registers
+/// and unfences this broker first), binds, and serves until `shutdown` resolves; then flushes
+/// every partition.
 pub async fn serve(
     config: BrokerConfig,
     context: NodeContext,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let broker = if config.is_cluster() {
-        let node = ClusterNode::start(crate::cluster_mode::node_config(&config, &context)).await?;
-        if let Some(observer) = &context.cluster_hooks.observer {
-            observer(&node);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let broker = runtime::select! {
+        biased;
+        () = &mut shutdown => {
+            tracing::info!("shutdown requested while starting");
+            return Ok(());
         }
-        Broker::open_clustered(config, context, node)?
-    } else {
-        Broker::open(config, context)?
+        opened = Broker::open(config, context) => opened?,
     };
     let address = broker.config.listen.clone();
     let listener = TcpListener::bind(&address)
@@ -55,17 +60,14 @@ pub async fn serve(
         })?;
     tracing::info!(node = broker.config.node_id, %address, data_dir = %broker.config.data_dir.display(), "broker listening");
     let maintenance = runtime::spawn(crate::maintenance::run(broker.clone()));
-    let cluster_tasks: Vec<_> = match broker.cluster() {
-        None => Vec::new(),
-        Some(_) => vec![
-            runtime::spawn(crate::cluster_mode::reconcile_loop(broker.clone())),
-            runtime::spawn(crate::cluster_mode::producer_ids_refill(broker.clone())),
-        ],
-    };
+    let cluster_tasks = [
+        runtime::spawn(crate::cluster_mode::reconcile_loop(broker.clone())),
+        runtime::spawn(crate::cluster_mode::producer_ids_refill(broker.clone())),
+    ];
     let mut failed = false;
     runtime::select! {
         biased;
-        () = shutdown => tracing::info!("shutdown requested"),
+        () = &mut shutdown => tracing::info!("shutdown requested"),
         () = cluster_failed(&broker) => {
             tracing::error!("the cluster node stopped after a metadata log write failed: exiting");
             failed = true;
@@ -76,9 +78,9 @@ pub async fn serve(
     for task in cluster_tasks {
         task.abort();
     }
-    if let Some(cluster) = broker.cluster().filter(|_| !failed) {
+    if !failed {
         // Controlled shutdown: the controller moves leadership away before the logs close.
-        cluster.clone().shutdown().await;
+        broker.cluster().clone().shutdown().await;
     }
     shutdown_flush(&broker).await;
     if failed {
@@ -87,13 +89,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Resolves once the cluster node has stopped on a failed metadata log write (or is gone);
-/// never in single-node mode.
+/// Resolves once the cluster node has stopped on a failed metadata log write (or is gone).
 async fn cluster_failed(broker: &Arc<Broker>) {
-    let Some(cluster) = broker.cluster() else {
-        return std::future::pending().await;
-    };
-    let mut status = cluster.status_watch();
+    let mut status = broker.cluster().status_watch();
     loop {
         if status.borrow_and_update().failed {
             return;
@@ -104,8 +102,23 @@ async fn cluster_failed(broker: &Arc<Broker>) {
     }
 }
 
+/// The connections' tasks, aborted when the accept loop ends (`serve` returns): a broker that
+/// stops serving drops its clients, as a process that exits does. Without this a `serve` that
+/// ended on a failed metadata log would leave connections running, and a supervisor's restart
+/// in the same process (the simulator's) would find their sockets still holding the port.
+struct Connections(Vec<runtime::JoinHandle<()>>);
+
+impl Drop for Connections {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 async fn accept_loop(broker: &Arc<Broker>, listener: TcpListener) {
     let limits = Limits::new(&broker.config, broker.clock.now());
+    let mut connections = Connections(Vec::new());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -125,7 +138,9 @@ async fn accept_loop(broker: &Arc<Broker>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let (broker, limits) = (broker.clone(), limits.clone());
-        runtime::spawn(connection::run(broker, limits, stream, peer, admission));
+        connections.0.retain(|task| !task.is_finished());
+        let task = runtime::spawn(connection::run(broker, limits, stream, peer, admission));
+        connections.0.push(task);
     }
 }
 

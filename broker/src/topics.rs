@@ -28,8 +28,9 @@ pub struct TopicMetadata {
     pub topic_id: [u8; 16],
     pub partition_count: i32,
     pub configs: BTreeMap<String, String>,
-    /// Cluster mode: the partitions whose replicas include this broker, the only ones with a
-    /// local log. `None` (single node) hosts every partition.
+    /// The partitions whose replicas include this broker, the only ones with a local log.
+    /// `None` hosts every partition: internal topics, and the topics of a data dir written
+    /// before the metadata log existed until their import (`cluster_mode::legacy_import`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosted: Option<BTreeSet<i32>>,
 }
@@ -93,8 +94,7 @@ pub enum TopicError {
 #[derive(Debug)]
 struct Topic {
     metadata: TopicMetadata,
-    /// By partition index; every partition of the topic in single-node mode, the hosted ones in
-    /// cluster mode.
+    /// By partition index: the hosted ones.
     partitions: BTreeMap<i32, Arc<Partition>>,
 }
 
@@ -297,7 +297,7 @@ impl Topics {
         self.create_hosted(name, partition_count, configs, topic_id, None, now_ms)
     }
 
-    /// `create`, hosting only the partitions in `hosted` (cluster mode; `None` hosts all).
+    /// `create`, hosting only the partitions in `hosted` (`None` hosts all).
     pub fn create_hosted(
         &mut self,
         name: &str,
@@ -368,43 +368,7 @@ impl Topics {
         Ok(topic.metadata)
     }
 
-    /// Grows a topic to `partition_count` partitions (CreatePartitions). Never shrinks.
-    pub fn partitions_add(
-        &mut self,
-        name: &str,
-        partition_count: i32,
-        now_ms: i64,
-    ) -> Result<(), TopicError> {
-        if is_internal(name) {
-            return Err(TopicError::Internal {
-                name: name.to_string(),
-            });
-        }
-        let Some(topic) = self.topics.get(name) else {
-            return Err(TopicError::Unknown {
-                name: name.to_string(),
-            });
-        };
-        let current = topic.metadata.partition_count;
-        if partition_count <= current || partition_count > PARTITIONS_PER_TOPIC_MAX {
-            let reason = "must exceed the current count and be at most 10000";
-            return Err(TopicError::Partitions {
-                count: partition_count,
-                reason,
-            });
-        }
-        let mut metadata = topic.metadata.clone();
-        metadata.partition_count = partition_count;
-        let added = (current..partition_count)
-            .map(|index| Ok((index, self.partition_open(&metadata, index, now_ms)?)))
-            .collect::<Result<Vec<_>, TopicError>>()?;
-        let topic = self.topics.get_mut(name).expect("checked above");
-        topic.metadata.partition_count = partition_count;
-        topic.partitions.extend(added);
-        self.metadata_persist()
-    }
-
-    /// Cluster mode: brings a topic's partition count and hosted set to the image's. Opens the
+    /// Brings a topic's partition count and hosted set to the image's. Opens the
     /// logs of newly hosted partitions first, then persists (a crash between leaves orphans the
     /// next start removes, and the reconciler opens them again). Hosted partitions only grow:
     /// there is no reassignment yet.
@@ -490,13 +454,6 @@ impl Topics {
 
     pub fn get(&self, name: &str) -> Option<&TopicMetadata> {
         self.topics.get(name).map(|topic| &topic.metadata)
-    }
-
-    pub fn by_id(&self, topic_id: [u8; 16]) -> Option<&TopicMetadata> {
-        self.topics
-            .values()
-            .map(|topic| &topic.metadata)
-            .find(|m| m.topic_id == topic_id)
     }
 
     pub fn list(&self) -> impl Iterator<Item = &TopicMetadata> {

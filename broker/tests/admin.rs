@@ -3,6 +3,8 @@
 //! staged between a reply and a restart, and through the client against the in-process server,
 //! as the CLI and other admin clients use them.
 
+mod common;
+
 use broker::handlers::{self, Reply};
 use broker::{Broker, BrokerConfig, NodeContext};
 use bytes::BytesMut;
@@ -19,24 +21,18 @@ use wire::codec::{request_decode, request_encode};
 use wire::frame::frame_split;
 use wire::{ApiKey, RequestKind, ResponseKind};
 
-fn broker_open(disk: Arc<runtime::MemDisk>) -> Arc<Broker> {
+async fn broker_open(disk: Arc<runtime::MemDisk>) -> Arc<Broker> {
     let mut config = BrokerConfig::zero_config();
     config.data_dir = "data".into();
-    let context = NodeContext {
-        clock: runtime::Clock::system(),
-        disk,
-        seed: 3,
-        cluster_hooks: Default::default(),
-    };
-    Broker::open(config, context).expect("opens")
+    common::broker_open(config, disk, 3).await
 }
 
 /// Power loss: every byte and namespace change not yet synced is gone; then a fresh start.
-fn power_loss_and_restart(broker: Arc<Broker>, disk: &Arc<runtime::MemDisk>) -> Arc<Broker> {
+async fn power_loss_and_restart(broker: Arc<Broker>, disk: &Arc<runtime::MemDisk>) -> Arc<Broker> {
     drop(broker);
     let mut rng = runtime::rng::stream_rng(1, runtime::rng::Stream::Disk, 0);
     disk.crash(runtime::disk::CrashOptions::LoseUnsynced, &mut rng);
-    broker_open(disk.clone())
+    broker_open(disk.clone()).await
 }
 
 fn text(text: &str) -> StrBytes {
@@ -62,18 +58,6 @@ async fn call(
         Reply::Later(future) => future.await,
         Reply::None => panic!("{api_key:?} is answered"),
     }
-}
-
-fn topic_create(broker: &Arc<Broker>, name: &str, partition_count: i32, configs: &[(&str, &str)]) {
-    let configs = configs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let topic_id = broker.topic_id_new();
-    broker
-        .topics()
-        .create(name, partition_count, &configs, topic_id, 0)
-        .expect("creates");
 }
 
 /// Produces one batch of `value_bytes` to partition 0 and returns its error code, after fsync.
@@ -169,8 +153,8 @@ const SOURCE_DEFAULT: i8 = 5;
 #[tokio::test]
 async fn altered_configs_apply_to_live_partitions_and_survive_a_power_loss() {
     let disk = runtime::MemDisk::new();
-    let broker = broker_open(disk.clone());
-    topic_create(&broker, "t", 1, &[("retention.ms", "3600000")]);
+    let broker = broker_open(disk.clone()).await;
+    common::topic_create(&broker, "t", 1, &[("retention.ms", "3600000")]).await;
     assert_eq!(produce(&broker, "t", 500).await, 0);
     let (code, _) = incremental(&broker, "t", &[(0, "max.message.bytes", Some("200"))], true).await;
     assert_eq!(code, 0);
@@ -213,7 +197,7 @@ async fn altered_configs_apply_to_live_partitions_and_survive_a_power_loss() {
         segments > 1,
         "the smaller segment.bytes rolled at the next appends"
     );
-    let broker = power_loss_and_restart(broker, &disk);
+    let broker = power_loss_and_restart(broker, &disk).await;
     let expected = [
         (
             "cleanup.policy",
@@ -251,8 +235,8 @@ async fn altered_configs_apply_to_live_partitions_and_survive_a_power_loss() {
 
 #[tokio::test]
 async fn config_refusals_are_per_resource_and_name_the_key_and_the_fix() {
-    let broker = broker_open(runtime::MemDisk::new());
-    topic_create(&broker, "t", 1, &[]);
+    let broker = broker_open(runtime::MemDisk::new()).await;
+    common::topic_create(&broker, "t", 1, &[]).await;
     let mut rendered = Vec::new();
     for changes in [
         vec![(0, "retention.ms", Some("soon"))],
@@ -289,10 +273,10 @@ async fn config_refusals_are_per_resource_and_name_the_key_and_the_fix() {
         rendered.push(format!("{} {message}", resource.error_code));
     }
     insta::assert_snapshot!(rendered.join("\n"), @r#"
-    40 topic "t": invalid value "soon" for retention.ms: expected an integer
-    40 topic "t": unknown topic config "compression.type"; gregor supports cleanup.policy, delete.retention.ms, index.interval.bytes, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms, unclean.leader.election.enable
+    40 invalid value "soon" for retention.ms: expected an integer
+    40 unknown topic config "compression.type"; gregor supports cleanup.policy, delete.retention.ms, index.interval.bytes, max.message.bytes, message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.ms, unclean.leader.election.enable
     40 config "segment.bytes" is not a list; use SET to change it (APPEND and SUBTRACT are for cleanup.policy)
-    40 topic "t": invalid value "" for cleanup.policy: expected delete, compact or compact,delete
+    40 invalid value "" for cleanup.policy: expected delete, compact or compact,delete
     42 config "retention.ms" is named twice; name each key once
     3 topic "nope" does not exist; create it first or check the name
     17 topic "__consumer_offsets" is internal to the broker; its configs are fixed
@@ -343,8 +327,8 @@ async fn earliest(broker: &Arc<Broker>, topic: &str) -> i64 {
 #[tokio::test]
 async fn delete_records_moves_the_log_start_durably_and_retention_drops_the_segments() {
     let disk = runtime::MemDisk::new();
-    let broker = broker_open(disk.clone());
-    topic_create(&broker, "t", 1, &[("segment.bytes", "1024")]);
+    let broker = broker_open(disk.clone()).await;
+    common::topic_create(&broker, "t", 1, &[("segment.bytes", "1024")]).await;
     for _ in 0..10 {
         assert_eq!(produce(&broker, "t", 300).await, 0);
     }
@@ -388,7 +372,7 @@ async fn delete_records_moves_the_log_start_durably_and_retention_drops_the_segm
         [6, 8].map(segment),
         "segments wholly below the log start go at the next pass"
     );
-    let broker = power_loss_and_restart(broker, &disk);
+    let broker = power_loss_and_restart(broker, &disk).await;
     assert_eq!(
         earliest(&broker, "t").await,
         6,
@@ -399,7 +383,7 @@ async fn delete_records_moves_the_log_start_durably_and_retention_drops_the_segm
         (0, 10),
         "-1 is the high watermark"
     );
-    let broker = power_loss_and_restart(broker, &disk);
+    let broker = power_loss_and_restart(broker, &disk).await;
     assert_eq!(earliest(&broker, "t").await, 10);
     assert_eq!(
         produce(&broker, "t", 10).await,
@@ -460,8 +444,8 @@ fn committed(broker: &Arc<Broker>, group_id: &str) -> Vec<(i32, i64)> {
 #[tokio::test]
 async fn deleted_group_offsets_stay_deleted_after_a_power_loss() {
     let disk = runtime::MemDisk::new();
-    let broker = broker_open(disk.clone());
-    topic_create(&broker, "t", 4, &[]);
+    let broker = broker_open(disk.clone()).await;
+    common::topic_create(&broker, "t", 4, &[]).await;
     let ResponseKind::OffsetCommit(_) = call(
         &broker,
         ApiKey::OffsetCommit,
@@ -486,7 +470,7 @@ async fn deleted_group_offsets_stay_deleted_after_a_power_loss() {
         .collect();
     assert_eq!(codes, [(0, 0), (3, 0)]);
     assert_eq!(committed(&broker, "g"), [(1, 7)]);
-    let broker = power_loss_and_restart(broker, &disk);
+    let broker = power_loss_and_restart(broker, &disk).await;
     assert_eq!(
         committed(&broker, "g"),
         [(1, 7)],

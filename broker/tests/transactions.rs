@@ -4,8 +4,10 @@
 //! transactions; ListOffsets answers the LSO for read_committed; markers fence old producer
 //! epochs and deposed coordinators; and a restart rebuilds the same LSO and aborted index.
 
+mod common;
+
 use broker::handlers::{self, write_txn_markers, Reply};
-use broker::{Broker, BrokerConfig, NodeContext};
+use broker::{Broker, BrokerConfig};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -17,24 +19,18 @@ use wire::codec::{request_decode, request_encode};
 use wire::frame::frame_split;
 use wire::{ApiKey, RequestKind, ResponseKind, ValidatedBatch};
 
-fn broker_open(disk: Arc<runtime::MemDisk>) -> Arc<Broker> {
+async fn broker_open(disk: Arc<runtime::MemDisk>) -> Arc<Broker> {
     let mut config = BrokerConfig::zero_config();
     config.data_dir = "data".into();
-    let context = NodeContext {
-        clock: runtime::Clock::system(),
-        disk,
-        seed: 3,
-        cluster_hooks: Default::default(),
-    };
-    Broker::open(config, context).expect("opens")
+    common::broker_open(config, disk, 3).await
 }
 
 /// Power loss: every byte not yet synced is gone; then a fresh start.
-fn power_loss_and_restart(broker: Arc<Broker>, disk: &Arc<runtime::MemDisk>) -> Arc<Broker> {
+async fn power_loss_and_restart(broker: Arc<Broker>, disk: &Arc<runtime::MemDisk>) -> Arc<Broker> {
     drop(broker);
     let mut rng = runtime::rng::stream_rng(1, runtime::rng::Stream::Disk, 0);
     disk.crash(runtime::disk::CrashOptions::LoseUnsynced, &mut rng);
-    broker_open(disk.clone())
+    broker_open(disk.clone()).await
 }
 
 fn text(text: &str) -> StrBytes {
@@ -64,15 +60,8 @@ async fn call(
 
 /// Topic "t", one partition, small segments (two data batches each): markers land in
 /// segments that close.
-fn topic_create(broker: &Arc<Broker>) {
-    let configs = [("segment.bytes".to_string(), "1024".to_string())]
-        .into_iter()
-        .collect();
-    let topic_id = broker.topic_id_new();
-    broker
-        .topics()
-        .create("t", 1, &configs, topic_id, 0)
-        .expect("creates");
+async fn topic_create(broker: &Arc<Broker>) {
+    common::topic_create(broker, "t", 1, &[("segment.bytes", "1024")]).await;
 }
 
 /// A batch of `values` (padded to 400 bytes each); transactional if `producer_id` is not -1.
@@ -258,8 +247,8 @@ const C: i64 = 300;
 #[tokio::test]
 async fn markers_decide_what_read_committed_readers_see() {
     let disk = runtime::MemDisk::new();
-    let broker = broker_open(disk.clone());
-    topic_create(&broker);
+    let broker = broker_open(disk.clone()).await;
+    topic_create(&broker).await;
     assert_eq!(
         produce(&broker, batch(-1, -1, -1, &["plain0"])).await,
         (0, 0)
@@ -372,7 +361,7 @@ async fn markers_decide_what_read_committed_readers_see() {
     );
     let before = fetch(&broker, 0, true).await;
     assert_eq!((before.high_watermark, before.last_stable_offset), (10, 8));
-    let broker = power_loss_and_restart(broker, &disk);
+    let broker = power_loss_and_restart(broker, &disk).await;
     let after = fetch(&broker, 0, true).await;
     assert_eq!(
         (
@@ -401,8 +390,8 @@ async fn markers_decide_what_read_committed_readers_see() {
 
 #[tokio::test]
 async fn a_parked_read_committed_fetch_wakes_when_a_marker_decides() {
-    let broker = broker_open(runtime::MemDisk::new());
-    topic_create(&broker);
+    let broker = broker_open(runtime::MemDisk::new()).await;
+    topic_create(&broker).await;
     assert_eq!(produce(&broker, batch(A, 0, 0, &["a0"])).await, (0, 0));
     let clock = runtime::Clock::system();
     let started = clock.now();
@@ -429,8 +418,8 @@ async fn a_parked_read_committed_fetch_wakes_when_a_marker_decides() {
 #[tokio::test]
 async fn a_marker_the_disk_refuses_is_a_storage_error() {
     let disk = runtime::MemDisk::new();
-    let broker = broker_open(disk.clone());
-    topic_create(&broker);
+    let broker = broker_open(disk.clone()).await;
+    topic_create(&broker).await;
     assert_eq!(produce(&broker, batch(A, 0, 0, &["a0"])).await, (0, 0));
     disk.full_set(true);
     assert_eq!(

@@ -2,8 +2,10 @@
 //! that encodes at that version. The protocol crate refuses to encode a field set to a non-default
 //! value at a version that lacks it, so this catches version-gated fields set unconditionally.
 
+mod common;
+
 use broker::handlers::{self, api_versions::SUPPORTED, Reply};
-use broker::{Broker, BrokerConfig, NodeContext};
+use broker::{Broker, BrokerConfig};
 use bytes::BytesMut;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -14,18 +16,12 @@ use wire::codec::{request_decode, request_encode, response_encode};
 use wire::frame::frame_split;
 use wire::{ApiKey, RequestKind, ResponseKind};
 
-fn broker() -> Arc<Broker> {
+async fn broker() -> Arc<Broker> {
     let mut config = BrokerConfig::zero_config();
     config.data_dir = "data".into();
     // A lone member's JoinGroup then completes at once instead of after Kafka's 3 s delay.
     config.groups.initial_rebalance_delay = std::time::Duration::ZERO;
-    let context = NodeContext {
-        clock: runtime::Clock::system(),
-        disk: runtime::MemDisk::new(),
-        seed: 7,
-        cluster_hooks: Default::default(),
-    };
-    Broker::open(config, context).expect("opens an empty data dir")
+    common::broker_open(config, runtime::MemDisk::new(), 7).await
 }
 
 fn name(text: &str) -> TopicName {
@@ -576,16 +572,9 @@ async fn answer(
 
 #[tokio::test]
 async fn every_advertised_version_answers_with_an_encodable_response() {
-    let broker = broker();
-    let create = |name: &str, partitions| {
-        let topic_id = broker.topic_id_new();
-        broker
-            .topics()
-            .create(name, partitions, &Default::default(), topic_id, 0)
-            .unwrap();
-    };
-    create("t", 1);
-    create("grow", 1);
+    let broker = broker().await;
+    common::topic_create(&broker, "t", 1, &[]).await;
+    common::topic_create(&broker, "grow", 1, &[]).await;
     let member = member_join(&broker).await;
     for (api_key, min, max) in SUPPORTED {
         let codec_min = api_key.valid_versions().min;

@@ -34,12 +34,19 @@ class Broker:
         self.log_path = data_dir.parent / f"broker-{self.port}.log"
 
     def start(self):
+        self.spawn()
+        self.listening_wait()
+
+    def spawn(self):
         assert BINARY.exists(), f"build the broker first: {BINARY} is missing"
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [str(BINARY), "broker", "--listen", self.bootstrap, "--data-dir", str(self.data_dir),
              "--log-level", "info", *self.extra_args],
             stdout=log, stderr=log)
+
+    def listening_wait(self):
+        """A broker listens once its controller quorum has registered and unfenced it."""
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -100,8 +107,11 @@ class Cluster:
         return self.nodes[node_id - 1]
 
     def start(self):
+        # Every node waits for its quorum before it listens: start them all, then wait.
         for node in self.nodes:
-            node.start()
+            node.spawn()
+        for node in self.nodes:
+            node.listening_wait()
 
     def stop(self):
         for node in self.nodes:

@@ -277,7 +277,7 @@ def test_cluster_flags_are_validated_at_startup(tmp_path):
         ["--node-id", "4", "--voters", "1@127.0.0.1:19491,2@127.0.0.1:19492"],
         ["--node-id", "1", "--voters", "1@127.0.0.1:19491,1@127.0.0.1:19492"],
         ["--node-id", "1", "--voters", "1@127.0.0.1"],
-        ["--rack", "r1"],
+        ["--node-id", "0"],
     ]
     for args in bad:
         result = subprocess.run([str(BINARY), "broker", "--data-dir", str(tmp_path / "d"), *args],

@@ -86,10 +86,10 @@ fn sweep_single_txn() {
 /// A batch whose epoch rises is now read again before it is believed
 /// (`storage/tests/recovery.rs`: `a_leader_epoch_flipped_in_a_read_is_read_again`). Seeds 358,
 /// 359 and 944 failed the same way. (Seed 65 before the aimed `decision-appended` power losses;
-/// 738 meets the flip in today's worlds.)
+/// 738 before single-node ran on Raft; 10, re-picked after single-node ran on Raft, meets the flip in today's worlds.)
 #[test]
-fn regression_flipped_leader_epoch_hung_a_transaction_738() {
-    regression("single-txn", 738, "scan-epoch-reread-differs");
+fn regression_flipped_leader_epoch_hung_a_transaction_10() {
+    regression("single-txn", 10, "scan-epoch-reread-differs");
 }
 
 /// Runs one regression seed in its own process and checks both that it passes and that it still
@@ -130,11 +130,11 @@ fn regression_read_skip_after_header_bitflip_113() {
 /// change of issue 10; 57 and 98 before the merge of crash kinds and aimed faults; 10 and 30
 /// before fsync latency was split around the sync; 14 and 16 before the merge of the seek,
 /// retention and idempotence workloads; 51 before record padding; 156 and 118 before a failed
-/// roll sync took the partition offline and transactions were merged. Seeds 0-400 of today's
-/// worlds met the site only at 173 and 364, which the next test used; 364 no longer does.)
+/// roll sync took the partition offline and transactions were merged; 173 before single-node
+/// ran on Raft: 0, re-picked after single-node ran on Raft.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_173() {
-    regression("single-crash", 173, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_0() {
+    regression("single-crash", 0, "scan-gap-reread-differs");
 }
 
 /// Found by the re-sweep after the stream change of issue 10: a segment's scan at open did not
@@ -155,10 +155,10 @@ fn regression_segment_first_batch_gap_486() {
 /// later power loss took them back: offsets reused (inconsistent-offsets), and a partition cut
 /// short behind the hole (lost writes). Recovery now rewrites the tail past its recovery point
 /// before syncing it (`Segment::rewrite_from`). (Seed 66 before a failed roll sync took the
-/// partition offline.)
+/// partition offline; 10 before single-node ran on Raft: 11, re-picked after single-node ran on Raft.)
 #[test]
-fn regression_fsyncgate_recovery_rewrites_the_tail_10_142() {
-    regression("single-crash", 10, "fsync-failed");
+fn regression_fsyncgate_recovery_rewrites_the_tail_11_142() {
+    regression("single-crash", 11, "fsync-failed");
     regression("single-crash", 142, "fsync-failed");
 }
 
@@ -177,11 +177,11 @@ fn regression_rewrite_of_a_flipped_base_offset_groups_0() {
 /// baseOffset named records above the high watermark). The lookup now runs twice and refuses
 /// answers that differ, and checks the base offset of the batch it reads.
 /// (Seeds 32 and 35 before the merge of the seek, retention and idempotence workloads; 23 and
-/// 275 before record padding.)
+/// 275 before record padding; 19 and 275 before single-node ran on Raft: 59 and 62, re-picked after single-node ran on Raft.)
 #[test]
-fn regression_timestamp_lookup_misread_19_275() {
-    regression("single-crash", 19, "timestamp-batch-misread");
-    regression("single-crash", 275, "timestamp-lookup-differs");
+fn regression_timestamp_lookup_misread_59_62() {
+    regression("single-crash", 59, "timestamp-batch-misread");
+    regression("single-crash", 62, "timestamp-lookup-differs");
 }
 
 /// Found by the seek workload's sweep: a closed segment's time index, read back at open with a
@@ -189,10 +189,11 @@ fn regression_timestamp_lookup_misread_19_275() {
 /// timestamp lookup started at the segment's last batch and skipped ten earlier matches
 /// (lookup-wrong, timestamp-skipped). An index whose last entry lies below the segment's newest
 /// batch timestamp is now rebuilt.
-/// (single-chaos 250 before the merge of the seek, retention and idempotence workloads.)
+/// (single-chaos 250 before the merge of the seek, retention and idempotence workloads; 99
+/// before single-node ran on Raft: 11, re-picked after single-node ran on Raft.)
 #[test]
-fn regression_time_index_misread_99() {
-    regression("single-crash", 99, "time-index-misread");
+fn regression_time_index_misread_11() {
+    regression("single-crash", 11, "time-index-misread");
 }
 
 /// fsyncgate at a roll, found by the first 1,000-seed sweep of single-chaos: a roll's sync of
@@ -213,11 +214,12 @@ fn regression_roll_sync_failure_takes_the_partition_offline_chaos_681_groups_603
 /// generation (stale-generation-commit), with committed offsets that went back
 /// (committed-offset-regression). Replay now reads again, and fails the broker's start if the
 /// error persists. (Seeds 163 and 195 before the stream change of issue 10; 216 and 658 before
-/// the merge of crash kinds and aimed faults; 3 and 14 before record padding.)
+/// the merge of crash kinds and aimed faults; 3 and 14 before record padding; 3 and 105 before
+/// single-node ran on Raft: 16 and 23, re-picked after single-node ran on Raft.)
 #[test]
-fn regression_offsets_replay_read_error_3_105() {
-    regression("single-groups", 3, "offsets-replay-reread");
-    regression("single-groups", 105, "offsets-replay-reread");
+fn regression_offsets_replay_read_error_16_23() {
+    regression("single-groups", 16, "offsets-replay-reread");
+    regression("single-groups", 23, "offsets-replay-reread");
 }
 
 /// A compaction swapped a cleaned segment in, then the disk refused its index files (ENOSPC):

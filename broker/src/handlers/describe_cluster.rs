@@ -1,7 +1,6 @@
-//! DescribeCluster (API 60, KIP-700): the brokers and the controller. In cluster mode from the
-//! metadata image: live brokers, and with `include_fenced_brokers` (v2) the fenced ones too,
-//! marked; the controller is the Raft leader (-1 while there is none). A single node is its
-//! own controller and only broker.
+//! DescribeCluster (API 60, KIP-700): the brokers and the controller, from the metadata image:
+//! live brokers, and with `include_fenced_brokers` (v2) the fenced ones too, marked; the
+//! controller is the Raft leader (-1 while there is none; a lone voter is its own).
 //!
 //! Only the broker endpoints are served (endpoint type 1): clients reach the controllers
 //! through the brokers, as in Kafka, so a request for controller endpoints is refused.
@@ -37,35 +36,24 @@ pub fn handle(broker: &Arc<Broker>, request: DescribeClusterRequest, version: i1
         );
     }
     let include_fenced = version >= 2 && request.include_fenced_brokers;
-    let (controller, brokers) = match broker.cluster() {
-        None => {
-            let (host, port) = broker.config.advertised();
+    let cluster = broker.cluster();
+    let image = cluster.image();
+    let brokers = image
+        .brokers()
+        .filter(|registration| include_fenced || !registration.fenced)
+        .map(|registration| {
             let entry = DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(broker.config.node_id))
-                .with_host(StrBytes::from_string(host))
-                .with_port(port);
-            (broker.config.node_id, vec![entry])
-        }
-        Some(cluster) => {
-            let image = cluster.image();
-            let brokers = image
-                .brokers()
-                .filter(|registration| include_fenced || !registration.fenced)
-                .map(|registration| {
-                    let entry = DescribeClusterBroker::default()
-                        .with_broker_id(BrokerId(registration.broker_id))
-                        .with_host(StrBytes::from_string(registration.host.clone()))
-                        .with_port(i32::from(registration.port))
-                        .with_rack(registration.rack.clone().map(StrBytes::from_string));
-                    match version {
-                        0 | 1 => entry,
-                        _ => entry.with_is_fenced(registration.fenced),
-                    }
-                })
-                .collect();
-            (cluster.status().controller_leader.unwrap_or(-1), brokers)
-        }
-    };
+                .with_broker_id(BrokerId(registration.broker_id))
+                .with_host(StrBytes::from_string(registration.host.clone()))
+                .with_port(i32::from(registration.port))
+                .with_rack(registration.rack.clone().map(StrBytes::from_string));
+            match version {
+                0 | 1 => entry,
+                _ => entry.with_is_fenced(registration.fenced),
+            }
+        })
+        .collect();
+    let controller = cluster.status().controller_leader.unwrap_or(-1);
     ResponseKind::DescribeCluster(
         response
             .with_controller_id(BrokerId(controller))

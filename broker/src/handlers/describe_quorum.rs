@@ -5,10 +5,8 @@
 //! and every voter with its log end offset where the leader knows it (raft-rs's
 //! `Progress::matched`; -1 elsewhere, and on a node that does not lead). A Raft index N is the
 //! Kafka offset just past the N entries, so the index is the log end offset as it stands.
-//! v2 lists each voter's controller listener.
-//!
-//! A single node (no `--voters`) has no quorum and no metadata log: every partition is answered
-//! UNKNOWN_TOPIC_OR_PARTITION, saying so.
+//! v2 lists each voter's controller listener (none for a zero-config node, which is its own lone
+//! voter and binds no controller listener).
 
 use crate::broker::Broker;
 use kafka_protocol::messages::describe_quorum_response::{
@@ -70,9 +68,7 @@ fn partition_describe(
     if topic.0.as_str() != METADATA_TOPIC || index != 0 {
         return refused("the only Raft quorum is the metadata log's, __cluster_metadata-0");
     }
-    let Some(cluster) = broker.cluster() else {
-        return refused("single-node mode: no controller quorum (a cluster starts with --voters)");
-    };
+    let cluster = broker.cluster();
     let status = cluster.status();
     let offset = |index: u64| i64::try_from(index).unwrap_or(i64::MAX);
     let voters = cluster
@@ -95,10 +91,8 @@ fn partition_describe(
 
 /// v2: each voter's controller listener (`host:port` as `--voters` gives it).
 fn nodes(broker: &Arc<Broker>) -> Vec<Node> {
-    let Some(cluster) = broker.cluster() else {
-        return Vec::new();
-    };
-    cluster
+    broker
+        .cluster()
         .voters()
         .iter()
         .map(|(id, address)| {

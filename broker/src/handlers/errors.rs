@@ -6,7 +6,6 @@ use storage::LogError;
 use wire::{BatchError, RecordError};
 
 use crate::group::GroupError;
-use crate::topics::TopicError;
 use crate::txn::TxnError;
 
 pub fn log_error_code(error: &LogError) -> ResponseError {
@@ -54,24 +53,6 @@ pub fn record_error_code(error: &RecordError) -> ResponseError {
         | RecordError::HeaderKeyNull { .. }
         | RecordError::HeaderKeyNotUtf8 { .. }
         | RecordError::KeyMissing { .. } => ResponseError::InvalidRecord,
-    }
-}
-
-pub fn topic_error_code(error: &TopicError) -> ResponseError {
-    match error {
-        TopicError::Config(crate::topic_config::TopicConfigError::Name { .. }) => {
-            ResponseError::InvalidTopicException
-        }
-        TopicError::Config(_) => ResponseError::InvalidConfig,
-        TopicError::Exists { .. } => ResponseError::TopicAlreadyExists,
-        TopicError::Unknown { .. } => ResponseError::UnknownTopicOrPartition,
-        TopicError::Partitions { .. } => ResponseError::InvalidPartitions,
-        TopicError::ReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
-        TopicError::Internal { .. } => ResponseError::InvalidTopicException,
-        TopicError::Storage { .. }
-        | TopicError::Io { .. }
-        | TopicError::Corrupt { .. }
-        | TopicError::OffsetsReplay { .. } => ResponseError::KafkaStorageError,
     }
 }
 

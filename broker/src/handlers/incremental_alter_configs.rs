@@ -1,24 +1,18 @@
 //! IncrementalAlterConfigs (v0-1, KIP-339): changes named keys of a topic's overrides and keeps
 //! the rest. SET overrides a key, DELETE reverts it to its default, APPEND and SUBTRACT add to or
 //! remove from a list-valued key (`cleanup.policy`), starting from the default when it is not
-//! set. Each resource succeeds or fails whole; broker resources are refused (static configs).
+//! set. Each resource succeeds or fails whole (the handler is in `admin`, through the
+//! controller); broker resources are refused (static configs).
 
-use crate::broker::Broker;
-use crate::handlers::configs::{resource_refusal, topic_overrides_change, Refusal, RESOURCE_TOPIC};
-use crate::handlers::errors::NONE;
+use crate::handlers::configs::Refusal;
 use crate::topic_config::{
     topic_config_is_list, topic_config_value, TopicConfigError, TOPIC_CONFIG_KEYS_IGNORED,
 };
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use wire::ResponseKind;
 
 /// Kafka's `AlterConfigOp.OpType` codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,41 +43,6 @@ impl ConfigOperation {
             ConfigOperation::Subtract => "SUBTRACT",
         }
     }
-}
-
-pub fn handle(
-    broker: &Arc<Broker>,
-    request: IncrementalAlterConfigsRequest,
-    _version: i16,
-) -> ResponseKind {
-    let responses = request
-        .resources
-        .into_iter()
-        .map(|resource| {
-            let outcome = resource_alter(broker, &resource, request.validate_only);
-            if let Err(refusal) = &outcome {
-                tracing::info!(resource = %resource.resource_name.as_str(), message = %refusal.message, "incremental alter configs refused");
-            }
-            response(resource, outcome)
-        })
-        .collect();
-    ResponseKind::IncrementalAlterConfigs(
-        IncrementalAlterConfigsResponse::default().with_responses(responses),
-    )
-}
-
-fn resource_alter(
-    broker: &Broker,
-    resource: &AlterConfigsResource,
-    validate_only: bool,
-) -> Result<(), Refusal> {
-    if resource.resource_type != RESOURCE_TOPIC {
-        return Err(resource_refusal(resource.resource_type));
-    }
-    let name = resource.resource_name.as_str();
-    topic_overrides_change(broker, name, validate_only, |current| {
-        overrides_changed(resource, current)
-    })
 }
 
 /// The overrides after `resource`'s operations on `current`; a key named twice is refused.
@@ -191,24 +150,10 @@ fn list_change(
     list.join(",")
 }
 
-fn response(
-    resource: AlterConfigsResource,
-    outcome: Result<(), Refusal>,
-) -> AlterConfigsResourceResponse {
-    let response = AlterConfigsResourceResponse::default()
-        .with_resource_type(resource.resource_type)
-        .with_resource_name(resource.resource_name);
-    match outcome {
-        Ok(()) => response.with_error_code(NONE),
-        Err(refusal) => response
-            .with_error_code(refusal.error.code())
-            .with_error_message(Some(StrBytes::from_string(refusal.message))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::protocol::StrBytes;
 
     /// Applies `operations` (`CODE:key[=value]`, space-separated) to `overrides` (`k=v;...`).
     fn check(overrides: &str, operations: &str) -> String {

@@ -1,10 +1,20 @@
-//! Metadata: brokers, topics, partitions and their leaders. On a single node this broker leads
-//! every partition. Unknown topics are created only when both the broker
-//! (`auto_create_topics`) and the request (`allow_auto_topic_creation`) allow it.
+//! Metadata, from the metadata image: every live (registered, unfenced) broker
+//! with its endpoint and rack, each partition's real leader, leader epoch, replicas and ISR, and
+//! the Raft leader as the controller. A partition without a leader answers LEADER_NOT_AVAILABLE;
+//! replicas on brokers that are not live are listed as offline (v5+).
+//!
+//! Unknown topics are auto-created through the controller when broker and request allow it;
+//! the answer then waits for the records to be applied here. Internal topics are each node's
+//! own and not in the image: this node lists its own, led by itself, marked internal (issue 13
+//! replicates them).
 
 use crate::broker::Broker;
-use crate::handlers::errors::{topic_error_code, NONE};
-use crate::topics::TopicMetadata;
+use crate::cluster_mode::topic_id_bytes;
+use crate::handlers::errors::NONE;
+use crate::handlers::Reply;
+use cluster::controller::TopicCreate;
+use cluster::image::{MetadataImage, TopicImage};
+use cluster::records::TopicId;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -15,124 +25,225 @@ use std::sync::Arc;
 use uuid::Uuid;
 use wire::ResponseKind;
 
-pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> ResponseKind {
-    let (host, port) = broker.config.advertised();
-    let node_id = BrokerId(broker.config.node_id);
-    let brokers = vec![MetadataResponseBroker::default()
-        .with_node_id(node_id)
-        .with_host(StrBytes::from_string(host))
-        .with_port(port)];
+/// What the request asks for, resolved against the image.
+enum Wanted {
+    Name(String),
+    Id(Uuid),
+}
+
+pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> Reply {
+    let cluster = broker.cluster().clone();
     // v0 has no null: an empty list means "all topics" there, and "none" from v1 on.
     let all = match &request.topics {
         None => true,
         Some(topics) => topics.is_empty() && version == 0,
     };
-    let topics: Vec<MetadataResponseTopic> = if all {
+    if all {
+        let image = cluster.image();
+        let mut names: Vec<Wanted> = image
+            .topics()
+            .map(|t| Wanted::Name(t.name.into()))
+            .collect();
         let topics = broker.topics();
-        topics
+        let internal = topics
             .list()
-            .map(|metadata| topic_response(broker, metadata))
-            .collect()
-    } else {
-        let auto_create =
-            broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
-        let requested = request.topics.unwrap_or_default();
-        requested
-            .into_iter()
-            .map(|topic| match topic.name {
-                Some(name) => topic_by_name(broker, name.0.as_str(), auto_create),
-                None => topic_by_id(broker, topic.topic_id),
-            })
-            .collect()
-    };
-    // v0 has no is_internal; from v1 on, internal topics say so (consumers skip them in regex
-    // subscriptions).
-    let topics = if version >= 1 {
-        topics
-            .into_iter()
-            .map(|topic: MetadataResponseTopic| {
-                let internal = topic
-                    .name
-                    .as_ref()
-                    .is_some_and(|name| crate::topics::is_internal(name.0.as_str()));
-                topic.with_is_internal(internal)
-            })
-            .collect()
-    } else {
-        topics
-    };
-    ResponseKind::Metadata(
-        MetadataResponse::default()
-            .with_brokers(brokers)
-            .with_cluster_id(Some(StrBytes::from_string(
-                broker.config.cluster_id.clone(),
-            )))
-            .with_controller_id(node_id)
-            .with_topics(topics),
-    )
-}
-
-fn topic_by_name(broker: &Arc<Broker>, name: &str, auto_create: bool) -> MetadataResponseTopic {
-    let known = broker.topics().get(name).cloned();
-    if let Some(metadata) = known {
-        return topic_response(broker, &metadata);
+            .filter(|t| crate::topics::is_internal(&t.name));
+        names.extend(internal.map(|t| Wanted::Name(t.name.clone())));
+        drop(topics);
+        return Reply::Now(Box::new(response(broker, &image, &names, version)));
     }
-    let error_topic = |error: ResponseError| {
-        MetadataResponseTopic::default()
-            .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
-            .with_error_code(error.code())
-    };
-    if !auto_create {
-        return error_topic(ResponseError::UnknownTopicOrPartition);
-    }
-    let topic_id = broker.topic_id_new();
-    let now_ms = broker.clock.wall_ms();
-    let partitions = broker.config.default_partitions;
-    let created = broker
-        .topics()
-        .create(name, partitions, &Default::default(), topic_id, now_ms);
-    match created {
-        Ok(metadata) => topic_response(broker, &metadata),
-        Err(crate::topics::TopicError::Exists { .. }) => match broker.topics().get(name).cloned() {
-            Some(metadata) => topic_response(broker, &metadata),
-            None => error_topic(ResponseError::UnknownTopicOrPartition),
-        },
-        Err(error) => {
-            tracing::warn!(topic = name, %error, "auto-create failed");
-            error_topic(topic_error_code(&error))
-        }
-    }
-}
-
-fn topic_by_id(broker: &Arc<Broker>, topic_id: Uuid) -> MetadataResponseTopic {
-    let known = broker.topics().by_id(*topic_id.as_bytes()).cloned();
-    match known {
-        Some(metadata) => topic_response(broker, &metadata),
-        None => MetadataResponseTopic::default()
-            .with_topic_id(topic_id)
-            .with_error_code(ResponseError::UnknownTopicId.code()),
-    }
-}
-
-fn topic_response(broker: &Arc<Broker>, metadata: &TopicMetadata) -> MetadataResponseTopic {
-    let node_id = BrokerId(broker.config.node_id);
-    let partitions = (0..metadata.partition_count)
-        .map(|index| {
-            MetadataResponsePartition::default()
-                .with_error_code(NONE)
-                .with_partition_index(index)
-                .with_leader_id(node_id)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![node_id])
-                .with_isr_nodes(vec![node_id])
+    let wanted: Vec<Wanted> = request
+        .topics
+        .unwrap_or_default()
+        .into_iter()
+        .map(|topic| match topic.name {
+            Some(name) => Wanted::Name(name.0.to_string()),
+            None => Wanted::Id(topic.topic_id),
         })
         .collect();
-    MetadataResponseTopic::default()
+    let auto_create =
+        broker.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let image = cluster.image();
+    let missing: Vec<TopicCreate> = wanted
+        .iter()
+        .filter_map(|wanted| match wanted {
+            Wanted::Name(name) if image.topic_by_name(name).is_none() => Some(name.clone()),
+            _ => None,
+        })
+        .filter(|name| !crate::topics::is_internal(name))
+        .map(|name| TopicCreate {
+            name,
+            partition_count: -1,
+            replication_factor: -1,
+            configs: Default::default(),
+        })
+        .collect();
+    if !auto_create || missing.is_empty() {
+        return Reply::Now(Box::new(response(broker, &image, &wanted, version)));
+    }
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        // Refusals (a bad name, a lost race) show as UNKNOWN_TOPIC_OR_PARTITION below; a topic
+        // someone else created meanwhile is simply there.
+        if let Err(error) = cluster.create_topics(missing, false).await {
+            tracing::warn!(%error, "auto-create through the controller failed");
+        }
+        let _ = broker.reconcile();
+        response(&broker, &cluster.image(), &wanted, version)
+    }))
+}
+
+fn response(
+    broker: &Arc<Broker>,
+    image: &MetadataImage,
+    wanted: &[Wanted],
+    version: i16,
+) -> ResponseKind {
+    let cluster = broker.cluster();
+    let brokers = image
+        .brokers_live()
+        .map(|registration| {
+            let entry = MetadataResponseBroker::default()
+                .with_node_id(BrokerId(registration.broker_id))
+                .with_host(StrBytes::from_string(registration.host.clone()))
+                .with_port(i32::from(registration.port));
+            match version {
+                0 => entry,
+                _ => entry.with_rack(registration.rack.clone().map(StrBytes::from_string)),
+            }
+        })
+        .collect();
+    let topics = wanted
+        .iter()
+        .map(|wanted| {
+            let found = match wanted {
+                Wanted::Name(name) => image.topic_by_name(name),
+                Wanted::Id(id) => image.topic(TopicId(u128::from_be_bytes(*id.as_bytes()))),
+            };
+            if let Some(internal) = match wanted {
+                Wanted::Name(name) => internal_topic_response(broker, name, version),
+                Wanted::Id(_) => None,
+            } {
+                return internal;
+            }
+            match (found, wanted) {
+                (Some(topic), _) => topic_response(image, topic, version),
+                (None, Wanted::Name(name)) => MetadataResponseTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
+                    .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                (None, Wanted::Id(id)) => MetadataResponseTopic::default()
+                    .with_topic_id(*id)
+                    .with_error_code(ResponseError::UnknownTopicId.code()),
+            }
+        })
+        .collect();
+    let controller = cluster.status().controller_leader.unwrap_or(-1);
+    let response = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_topics(topics);
+    let response = match version {
+        0 => response,
+        _ => response.with_controller_id(BrokerId(controller)),
+    };
+    let response = match version {
+        0 | 1 => response,
+        _ => response.with_cluster_id(Some(StrBytes::from_string(
+            broker.config.cluster_id.clone(),
+        ))),
+    };
+    ResponseKind::Metadata(response)
+}
+
+/// A node-local internal topic (`__consumer_offsets`, `__transaction_state`), if `name` is one
+/// this node has: every partition led by this node alone.
+fn internal_topic_response(
+    broker: &Broker,
+    name: &str,
+    version: i16,
+) -> Option<MetadataResponseTopic> {
+    if !crate::topics::is_internal(name) {
+        return None;
+    }
+    let topics = broker.topics();
+    let local = topics.get(name)?;
+    let node = BrokerId(broker.config.node_id);
+    let partitions = (0..local.partition_count)
+        .map(|index| {
+            let entry = MetadataResponsePartition::default()
+                .with_error_code(NONE)
+                .with_partition_index(index)
+                .with_leader_id(node)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node]);
+            match version {
+                0..=6 => entry,
+                _ => entry.with_leader_epoch(0),
+            }
+        })
+        .collect();
+    let response = MetadataResponseTopic::default()
         .with_error_code(NONE)
-        .with_name(Some(TopicName(StrBytes::from_string(
-            metadata.name.clone(),
-        ))))
-        .with_topic_id(Uuid::from_bytes(metadata.topic_id))
-        .with_is_internal(false)
-        .with_partitions(partitions)
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+        .with_partitions(partitions);
+    let response = match version {
+        0 => response,
+        _ => response.with_is_internal(true),
+    };
+    Some(match version {
+        0..=9 => response,
+        _ => response.with_topic_id(Uuid::from_bytes(local.topic_id)),
+    })
+}
+
+fn topic_response(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    version: i16,
+) -> MetadataResponseTopic {
+    let ids = |brokers: &[i32]| brokers.iter().map(|id| BrokerId(*id)).collect::<Vec<_>>();
+    let partitions = topic
+        .partitions
+        .iter()
+        .zip(0..)
+        .map(|(partition, index)| {
+            let (error, leader) = match partition.leader() {
+                Some(leader) => (NONE, leader),
+                None => (ResponseError::LeaderNotAvailable.code(), -1),
+            };
+            let entry = MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(index)
+                .with_leader_id(BrokerId(leader))
+                .with_replica_nodes(ids(&partition.replicas))
+                .with_isr_nodes(ids(&partition.isr));
+            let entry = match version {
+                0..=6 => entry,
+                _ => entry.with_leader_epoch(partition.leader_epoch),
+            };
+            match version {
+                0..=4 => entry,
+                _ => {
+                    let offline: Vec<i32> = partition
+                        .replicas
+                        .iter()
+                        .copied()
+                        .filter(|id| !image.broker_is_live(*id))
+                        .collect();
+                    entry.with_offline_replicas(ids(&offline))
+                }
+            }
+        })
+        .collect();
+    let response = MetadataResponseTopic::default()
+        .with_error_code(NONE)
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_partitions(partitions);
+    let response = match version {
+        0 => response,
+        _ => response.with_is_internal(false),
+    };
+    match version {
+        0..=9 => response,
+        _ => response.with_topic_id(Uuid::from_bytes(topic_id_bytes(topic.topic_id))),
+    }
 }

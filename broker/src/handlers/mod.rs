@@ -4,15 +4,13 @@
 
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
-pub mod admin_cluster;
+pub mod admin;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod configs;
-pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_records;
-pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -33,7 +31,6 @@ pub mod list_groups;
 pub mod list_offsets;
 pub mod list_transactions;
 pub mod metadata;
-pub mod metadata_cluster;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
@@ -90,12 +87,7 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
         RequestKind::ApiVersions(body) => {
             Reply::Now(Box::new(api_versions::handle(&body, version)))
         }
-        RequestKind::Metadata(body) if broker.cluster().is_some() => {
-            metadata_cluster::handle(broker, body, version)
-        }
-        RequestKind::Metadata(body) => {
-            Reply::Now(Box::new(metadata::handle(broker, body, version)))
-        }
+        RequestKind::Metadata(body) => metadata::handle(broker, body, version),
         RequestKind::DescribeCluster(body) => {
             Reply::Now(Box::new(describe_cluster::handle(broker, body, version)))
         }
@@ -118,29 +110,16 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
         RequestKind::OffsetForLeaderEpoch(body) => Reply::Now(Box::new(
             offset_for_leader_epoch::handle(broker, body, version),
         )),
-        RequestKind::CreateTopics(body) if broker.cluster().is_some() => {
-            Reply::Later(admin_cluster::create_topics(broker, body, version))
-        }
-        RequestKind::DeleteTopics(body) if broker.cluster().is_some() => {
-            Reply::Later(admin_cluster::delete_topics(broker, body, version))
-        }
-        RequestKind::CreatePartitions(body) if broker.cluster().is_some() => {
-            Reply::Later(admin_cluster::create_partitions(broker, body))
-        }
-        RequestKind::AlterConfigs(body) if broker.cluster().is_some() => {
-            Reply::Later(admin_cluster::alter_configs(broker, body))
-        }
-        RequestKind::IncrementalAlterConfigs(body) if broker.cluster().is_some() => {
-            Reply::Later(admin_cluster::incremental_alter_configs(broker, body))
-        }
         RequestKind::CreateTopics(body) => {
-            Reply::Now(Box::new(create_topics::handle(broker, body, version)))
+            Reply::Later(admin::create_topics(broker, body, version))
         }
         RequestKind::DeleteTopics(body) => {
-            Reply::Now(Box::new(delete_topics::handle(broker, body, version)))
+            Reply::Later(admin::delete_topics(broker, body, version))
         }
-        RequestKind::CreatePartitions(body) => {
-            Reply::Now(Box::new(create_partitions::handle(broker, body)))
+        RequestKind::CreatePartitions(body) => Reply::Later(admin::create_partitions(broker, body)),
+        RequestKind::AlterConfigs(body) => Reply::Later(admin::alter_configs(broker, body)),
+        RequestKind::IncrementalAlterConfigs(body) => {
+            Reply::Later(admin::incremental_alter_configs(broker, body))
         }
         RequestKind::DescribeConfigs(body) => {
             Reply::Now(Box::new(describe_configs::handle(broker, body, version)))
@@ -170,12 +149,6 @@ pub fn handle(broker: &Arc<Broker>, request: RequestFrame) -> Reply {
             Reply::Now(Box::new(list_groups::handle(broker, body, version)))
         }
         RequestKind::DeleteGroups(body) => delete_groups::handle(broker, body, version),
-        RequestKind::AlterConfigs(body) => {
-            Reply::Now(Box::new(alter_configs::handle(broker, body, version)))
-        }
-        RequestKind::IncrementalAlterConfigs(body) => Reply::Now(Box::new(
-            incremental_alter_configs::handle(broker, body, version),
-        )),
         RequestKind::DeleteRecords(body) => {
             Reply::Now(Box::new(delete_records::handle(broker, body, version)))
         }

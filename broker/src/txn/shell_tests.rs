@@ -13,7 +13,6 @@ use kafka_protocol::messages::write_txn_markers_response::{
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use kafka_protocol::ResponseError;
 use std::collections::VecDeque;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,13 +86,10 @@ impl MarkerSender for Scripted {
     }
 }
 
-fn open(
-    topics: &mut Topics,
-    disk: &Arc<runtime::MemDisk>,
-    sender: Arc<Scripted>,
-) -> Arc<TxnCoordinator> {
-    let dyn_disk: Arc<dyn runtime::Disk> = disk.clone();
-    let producer_ids = ProducerIds::open(dyn_disk, Path::new("data")).unwrap();
+fn open(topics: &mut Topics, sender: Arc<Scripted>) -> Arc<TxnCoordinator> {
+    // Ids from one large block, as the controller would hand out.
+    let mut producer_ids = ProducerIds::clustered();
+    producer_ids.block_add(0, 1 << 40);
     let coordinator = TxnCoordinator::open(
         topics,
         TxnConfig {
@@ -181,7 +177,7 @@ async fn markers_are_retried_until_every_partition_has_one() {
     let mut topics = topics_open(&disk);
     let timed_out = Some(ResponseError::RequestTimedOut);
     let sender = Scripted::new(&[None, timed_out, timed_out]);
-    let coordinator = open(&mut topics, &disk, sender.clone());
+    let coordinator = open(&mut topics, sender.clone());
     prepared(&coordinator, "a").await;
     completed(&coordinator, "a").await;
     assert_eq!(sender.calls(), 4, "lost, timed out twice, then written");
@@ -199,7 +195,7 @@ async fn a_fenced_partition_is_done() {
     let disk = runtime::MemDisk::new();
     let mut topics = topics_open(&disk);
     let sender = Scripted::new(&[Some(ResponseError::InvalidProducerEpoch)]);
-    let coordinator = open(&mut topics, &disk, sender.clone());
+    let coordinator = open(&mut topics, sender.clone());
     prepared(&coordinator, "a").await;
     completed(&coordinator, "a").await;
     assert_eq!(sender.calls(), 1, "a fenced answer is final");
@@ -210,7 +206,7 @@ async fn a_reopened_coordinator_resends_the_markers_of_a_prepared_decision() {
     let disk = runtime::MemDisk::new();
     let mut topics = topics_open(&disk);
     let down = Scripted::new(&[None; 1000]);
-    let coordinator = open(&mut topics, &disk, down.clone());
+    let coordinator = open(&mut topics, down.clone());
     let producer = prepared(&coordinator, "a").await;
     runtime::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(state(&coordinator, "a"), TxnState::PrepareCommit);
@@ -218,7 +214,7 @@ async fn a_reopened_coordinator_resends_the_markers_of_a_prepared_decision() {
     runtime::time::sleep(Duration::from_millis(50)).await;
 
     let up = Scripted::new(&[]);
-    let reopened = open(&mut topics, &disk, up.clone());
+    let reopened = open(&mut topics, up.clone());
     completed(&reopened, "a").await;
     let requests = up.requests.lock().unwrap();
     let marker = &requests[0].markers[0];

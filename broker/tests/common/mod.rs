@@ -4,6 +4,7 @@ use broker::{BrokerConfig, NodeContext};
 use std::time::Duration;
 
 /// Starts a broker with zero-config defaults changed by `configure`; returns its address.
+#[allow(dead_code)] // Not every test file serves.
 pub async fn broker_start(configure: impl FnOnce(&mut BrokerConfig)) -> String {
     let address = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -35,4 +36,60 @@ pub async fn broker_start(configure: impl FnOnce(&mut BrokerConfig)) -> String {
         runtime::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the broker did not listen");
+}
+
+/// Creates a topic as a client would: CreateTopics through the handler, which asks the
+/// controller (the lone voter) and reconciles the local logs before it answers.
+#[allow(dead_code)] // Not every test file creates topics this way.
+pub async fn topic_create(
+    broker: &std::sync::Arc<broker::Broker>,
+    name: &str,
+    partition_count: i32,
+    configs: &[(&str, &str)],
+) {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let configs = configs
+        .iter()
+        .map(|(key, value)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(key.to_string()))
+                .with_value(Some(StrBytes::from_string(value.to_string())))
+        })
+        .collect();
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(name.to_string())))
+        .with_num_partitions(partition_count)
+        .with_replication_factor(1)
+        .with_configs(configs);
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![topic])
+        .with_timeout_ms(10_000);
+    let response = broker::handlers::admin::create_topics(broker, request, 5).await;
+    let wire::ResponseKind::CreateTopics(response) = response else {
+        panic!("CreateTopics answered {response:?}");
+    };
+    let result = &response.topics[0];
+    assert_eq!(
+        result.error_code, 0,
+        "create {name}: {:?}",
+        result.error_message
+    );
+}
+
+/// Opens a broker on `disk` (a lone voter), as `serve` does before it binds.
+#[allow(dead_code)] // Not every test file opens brokers directly.
+pub async fn broker_open(
+    config: broker::BrokerConfig,
+    disk: std::sync::Arc<runtime::MemDisk>,
+    seed: u64,
+) -> std::sync::Arc<broker::Broker> {
+    let context = NodeContext {
+        clock: runtime::Clock::system(),
+        disk,
+        seed,
+        cluster_hooks: Default::default(),
+    };
+    broker::Broker::open(config, context).await.expect("opens")
 }

@@ -12,13 +12,14 @@
 //!
 //! Modules: `brokers` (registration, heartbeats, session expiry, fencing), `election` (who
 //! leads when a broker leaves or arrives), `topics` (create, delete, add partitions), `configs`,
-//! `producer_ids`, and `requests` (a retried call gets its first try's outcome: `decide_once`).
-//! Start with `brokers`.
+//! `producer_ids`, `requests` (a retried call gets its first try's outcome: `decide_once`), and
+//! `import` (a pre-Raft data dir's topics, once). Start with `brokers`.
 
 mod brokers;
 mod configs;
 mod election;
 pub mod errors;
+mod import;
 mod producer_ids;
 mod requests;
 mod topics;
@@ -33,6 +34,7 @@ mod tests;
 pub use brokers::{BrokerHeartbeat, BrokerRegistrationRequest, HeartbeatReply, RegistrationReply};
 pub use configs::{ConfigAlter, ConfigChange};
 pub use errors::ApiError;
+pub use import::{Import, TopicImport};
 pub use producer_ids::ProducerIdBlock;
 pub use topics::{PartitionsCreate, TopicCreate, TopicCreated};
 

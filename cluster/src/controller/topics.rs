@@ -49,7 +49,7 @@ pub struct PartitionsCreate {
 pub type TopicResults<T> = Vec<(String, Result<T, ApiError>)>;
 
 /// Names that appear more than once in one request: Kafka refuses them all (INVALID_REQUEST).
-fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
+pub(super) fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     names
         .filter(|name| !seen.insert(*name))
@@ -57,7 +57,7 @@ fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> BTreeSet<String> {
         .collect()
 }
 
-fn duplicate_error(name: &str) -> ApiError {
+pub(super) fn duplicate_error(name: &str) -> ApiError {
     let message = format!("topic {name:?} appears more than once in the request");
     ApiError::new(INVALID_REQUEST, message)
 }
@@ -86,7 +86,7 @@ fn replication_factor_check(
     Ok(())
 }
 
-fn partition_count_check(partition_count: i32) -> Result<(), ApiError> {
+pub(super) fn partition_count_check(partition_count: i32) -> Result<(), ApiError> {
     if !(1..=PARTITION_COUNT_MAX).contains(&partition_count) {
         let message = format!(
             "partition count {partition_count} must be between 1 and {PARTITION_COUNT_MAX}"
@@ -267,7 +267,7 @@ fn replicas_place(
     })
 }
 
-fn partitions_push(
+pub(super) fn partitions_push(
     batch: &mut Batch<'_>,
     topic_id: TopicId,
     partition_first: i32,

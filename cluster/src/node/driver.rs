@@ -21,7 +21,7 @@ use super::machine::ImageMachine;
 use super::rpc::{Answer, Envelope, HeartbeatAnswer, Request, Response, WireError};
 use super::ClusterStatus;
 use crate::controller::errors::INVALID_REQUEST;
-use crate::controller::{ApiError, Controller, ControllerConfig, Proposal};
+use crate::controller::{ApiError, Controller, ControllerConfig, Import, Proposal};
 use crate::image::{MetadataImage, MetadataOffset};
 use crate::planted::PlantedBug;
 use crate::raft::transport::{self, Transport};
@@ -480,6 +480,23 @@ fn decide_new(
             let proposal = controller.producer_ids_allocate(index, broker_id, broker_epoch);
             split(proposal, |reply| {
                 Answer::ProducerIds(reply.map(Into::into).map_err(WireError::from))
+            })
+        }
+        Request::ImportTopics {
+            broker_id,
+            broker_epoch,
+            topics,
+            producer_id_floor,
+        } => {
+            let import = Import {
+                broker_id,
+                broker_epoch,
+                topics: topics.into_iter().map(Into::into).collect(),
+                producer_id_floor,
+            };
+            let proposal = controller.topics_import(index, &import);
+            split(proposal, |reply| {
+                Answer::TopicsImported(reply.map(results).map_err(WireError::from))
             })
         }
     }

@@ -28,6 +28,7 @@ use crate::controller::errors::UNKNOWN_SERVER_ERROR;
 use crate::controller::ControllerConfig;
 use crate::controller::{
     ApiError, ConfigAlter, PartitionsCreate, ProducerIdBlock, TopicCreate, TopicCreated,
+    TopicImport,
 };
 use crate::image::{MetadataImage, MetadataOffset};
 use crate::planted::PlantedBug;
@@ -119,7 +120,8 @@ pub struct ClusterConfig {
     /// Every voter's controller listener, `node id -> "host:port"`; this node is one of them.
     pub voters: BTreeMap<BrokerId, String>,
     /// Where this node's controller listener binds (raft messages and controller RPCs).
-    pub controller_listen: String,
+    /// `None` binds none, which only a lone voter may do: nobody has to reach it.
+    pub controller_listen: Option<String>,
     /// The metadata log's directory, e.g. `<data-dir>/__cluster_metadata`.
     pub dir: PathBuf,
     pub disk: Arc<dyn runtime::Disk>,
@@ -219,13 +221,17 @@ fn rng_stream(seed: u64, stream: u64) -> ChaCha8Rng {
 }
 
 impl ClusterNode {
-    /// Binds the controller listener, opens (or bootstraps) the metadata log in `config.dir`,
-    /// and starts the node's tasks: Raft and the controller driver, the listener, and the
-    /// broker lifecycle (registration, then heartbeats). Returns at once; watch
-    /// `status_watch` for `!fenced`.
+    /// Binds the controller listener (if any), opens (or bootstraps) the metadata log in
+    /// `config.dir`, and starts the node's tasks: Raft and the controller driver, the broker
+    /// lifecycle (registration, then heartbeats), and the listener. Returns at once; watch
+    /// `status_watch` for `!fenced`. A lone voter elects itself at once (`RaftNode::open`), so
+    /// it registers and unfences within a few fsyncs.
     pub async fn start(config: ClusterConfig) -> Result<ClusterHandle, ClusterError> {
         config_check(&config)?;
-        let listener = TcpListener::bind(config.controller_listen.as_str()).await?;
+        let listener = match &config.controller_listen {
+            Some(address) => Some(TcpListener::bind(address.as_str()).await?),
+            None => None,
+        };
         let voters: Vec<u64> = config.voters.keys().map(|id| *id as u64).collect();
         let mut node_config = NodeConfig::new(config.node_id as u64, voters);
         node_config.election_ticks = config.timing.election_ticks;
@@ -310,19 +316,17 @@ impl ClusterNode {
             status: status_sender.clone(),
             shutdown,
         };
-        let tasks = vec![
+        let mut tasks = vec![
             runtime::spawn(driver.run(config.timing.tick, inbound, calls, handover)),
-            runtime::spawn(listener::listen(
-                listener,
-                inbound_sender,
-                call_sender,
-                stop,
-            )),
             runtime::spawn(lifecycle.run()),
         ];
         debug_assert_eq!(tasks.len(), LIFECYCLE_TASK + 1);
+        if let Some(listener) = listener {
+            let listen = listener::listen(listener, inbound_sender, call_sender, stop);
+            tasks.push(runtime::spawn(listen));
+        }
         tracing::info!(
-            "cluster node {} started: controller listener {}, voters {:?}",
+            "cluster node {} started: controller listener {:?}, voters {:?}",
             config.node_id,
             config.controller_listen,
             config.voters
@@ -361,6 +365,13 @@ fn config_check(config: &ClusterConfig) -> Result<(), ClusterError> {
         );
         return Err(invalid(message));
     }
+    if config.controller_listen.is_none() && config.voters.len() > 1 {
+        let message = format!(
+            "node {} needs a controller listener: its peers {:?} must reach it",
+            config.node_id, config.voters
+        );
+        return Err(invalid(message));
+    }
     Ok(())
 }
 
@@ -369,7 +380,7 @@ fn duration_ms(duration: Duration) -> u64 {
 }
 
 /// Where the lifecycle task is in `Inner::tasks` (`shutdown` waits for it).
-const LIFECYCLE_TASK: usize = 2;
+const LIFECYCLE_TASK: usize = 1;
 
 /// The node's tasks: stopped when the last handle goes, or on `kill`.
 struct Inner {
@@ -512,6 +523,30 @@ impl ClusterHandle {
         match self.forwarder.call_applied(&request).await? {
             Answer::ProducerIds(Ok((first, size))) => Ok(ProducerIdBlock { first, size }),
             Answer::ProducerIds(Err(error)) => Err(ClusterError::Refused(error.into())),
+            other => Err(answer_unexpected(other)),
+        }
+    }
+
+    /// The one-time import of a pre-Raft data dir (`controller::Import`): `topics` under their
+    /// ids, every partition on this broker alone, and producer ids from `producer_id_floor` on.
+    /// Needs this broker registered and unfenced; returns once the import is applied here.
+    /// Idempotent: a topic already imported under the same id is answered Ok again.
+    pub async fn import_topics(
+        &self,
+        topics: Vec<TopicImport>,
+        producer_id_floor: i64,
+    ) -> Result<TopicResults<()>, ClusterError> {
+        let status = self.status();
+        let broker_epoch = status.broker_epoch.ok_or(ClusterError::NotRegistered)?;
+        let request = Request::ImportTopics {
+            broker_id: status.node_id,
+            broker_epoch,
+            topics: topics.into_iter().map(Into::into).collect(),
+            producer_id_floor,
+        };
+        match self.forwarder.call_applied(&request).await? {
+            Answer::TopicsImported(Ok(results)) => Ok(results_from(results)),
+            Answer::TopicsImported(Err(error)) => Err(ClusterError::Refused(error.into())),
             other => Err(answer_unexpected(other)),
         }
     }

@@ -11,7 +11,7 @@
 
 use crate::controller::{
     ApiError, BrokerHeartbeat, BrokerRegistrationRequest, ConfigAlter, ConfigChange,
-    PartitionsCreate, ProducerIdBlock, TopicCreate, TopicCreated,
+    PartitionsCreate, ProducerIdBlock, TopicCreate, TopicCreated, TopicImport,
 };
 use crate::frame;
 use crate::image::MetadataOffset;
@@ -76,6 +76,13 @@ pub enum Request {
         broker_id: BrokerId,
         broker_epoch: i64,
     },
+    /// A pre-Raft data dir's topics, once (`controller::Import`).
+    ImportTopics {
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        topics: Vec<TopicImportWire>,
+        producer_id_floor: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,7 +108,11 @@ pub enum Answer {
     PartitionsCreated(Vec<(String, Result<(), WireError>)>),
     ConfigsAltered(Vec<(String, Result<(), WireError>)>),
     ProducerIds(Result<(i64, i64), WireError>),
+    TopicsImported(Result<TopicResultsWire<()>, WireError>),
 }
+
+/// Per-topic outcomes on the wire, in request order.
+pub type TopicResultsWire<T> = Vec<(String, Result<T, WireError>)>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatAnswer {
@@ -128,6 +139,14 @@ pub struct TopicCreatedWire {
     pub topic_id: Option<TopicId>,
     pub partition_count: i32,
     pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicImportWire {
+    pub name: String,
+    pub topic_id: TopicId,
+    pub partition_count: i32,
     pub configs: BTreeMap<String, String>,
 }
 
@@ -203,6 +222,28 @@ impl From<TopicCreatedWire> for TopicCreated {
     }
 }
 
+impl From<TopicImport> for TopicImportWire {
+    fn from(topic: TopicImport) -> TopicImportWire {
+        TopicImportWire {
+            name: topic.name,
+            topic_id: topic.topic_id,
+            partition_count: topic.partition_count,
+            configs: topic.configs,
+        }
+    }
+}
+
+impl From<TopicImportWire> for TopicImport {
+    fn from(topic: TopicImportWire) -> TopicImport {
+        TopicImport {
+            name: topic.name,
+            topic_id: topic.topic_id,
+            partition_count: topic.partition_count,
+            configs: topic.configs,
+        }
+    }
+}
+
 impl From<PartitionsCreate> for PartitionsCreateWire {
     fn from(request: PartitionsCreate) -> PartitionsCreateWire {
         PartitionsCreateWire {
@@ -262,8 +303,8 @@ impl From<ProducerIdBlock> for (i64, i64) {
 }
 
 impl Request {
-    /// Whether the call must take effect once however often it is retried: the admin calls and
-    /// producer id blocks. Registration is retried safely by its incarnation id (the same one
+    /// Whether the call must take effect once however often it is retried: the admin calls,
+    /// producer id blocks and the import (idempotent per topic id anyway). Registration is retried safely by its incarnation id (the same one
     /// gets its epoch back), and a heartbeat's answer is the broker's state when it arrives.
     pub fn is_once(&self) -> bool {
         match self {
@@ -272,7 +313,8 @@ impl Request {
             | Request::DeleteTopics { .. }
             | Request::CreatePartitions { .. }
             | Request::AlterConfigs { .. }
-            | Request::AllocateProducerIds { .. } => true,
+            | Request::AllocateProducerIds { .. }
+            | Request::ImportTopics { .. } => true,
         }
     }
 

@@ -30,7 +30,7 @@ fn config(
     ClusterConfig {
         node_id,
         voters: voters.clone(),
-        controller_listen: voters[&node_id].clone(),
+        controller_listen: Some(voters[&node_id].clone()),
         dir: PathBuf::from("/cluster_metadata"),
         disk,
         clock: runtime::Clock::system(),
@@ -634,4 +634,76 @@ async fn a_leader_hands_over_leadership_on_shutdown() {
     );
     assert!(handed_over < election_timeout / 2, "{handed_over:?}");
     assert!(crashed >= election_timeout, "{crashed:?}");
+}
+
+/// Zero config: a lone voter at production timing binds no listener, elects itself without an
+/// election timeout (1-2 s at production ticks) and is unfenced within a few fsyncs.
+#[tokio::test]
+async fn a_lone_voter_without_a_listener_serves_at_once() {
+    let voters = BTreeMap::from([(1, String::new())]);
+    let mut config = config(1, &voters, MemDisk::new(), 3);
+    config.controller_listen = None;
+    config.timing = ClusterTiming::production();
+    let started = runtime::Clock::system().now();
+    let handle = ClusterNode::start(config.clone()).await.expect("starts");
+    let handles = BTreeMap::from([(1, handle.clone())]);
+    until("registered and unfenced", 10, || all_unfenced(&handles)).await;
+    let elapsed = runtime::Clock::system().now() - started;
+    assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
+    let created = handle
+        .create_topics(vec![topic("solo", 1, -1)], false)
+        .await
+        .unwrap();
+    assert!(created[0].1.is_ok(), "{created:?}");
+    handle.kill();
+    // Peers must reach a node: without a listener only a lone voter may start.
+    let mut shared = config;
+    shared.voters.insert(2, "127.0.0.1:1".to_string());
+    assert!(ClusterNode::start(shared).await.is_err());
+}
+
+/// A pre-Raft data dir's import: topics under their ids on this broker alone, producer ids
+/// above the old floor; a second import of the same topics writes nothing; a clash is refused.
+#[tokio::test]
+async fn an_import_keeps_topic_ids_and_is_idempotent() {
+    let voters = voters(1).await;
+    let handle = start(config(1, &voters, MemDisk::new(), 4)).await;
+    let handles = BTreeMap::from([(1, handle.clone())]);
+    until("registered and unfenced", 10, || all_unfenced(&handles)).await;
+    let import = |name: &str, id: u128, count: i32| TopicImport {
+        name: name.to_string(),
+        topic_id: TopicId(id),
+        partition_count: count,
+        configs: BTreeMap::from([("retention.ms".to_string(), "5000".to_string())]),
+    };
+    let topics = vec![import("old", 0xa1, 3), import("older", 0xa2, 1)];
+    let imported = handle.import_topics(topics.clone(), 2_500).await.unwrap();
+    assert!(
+        imported.iter().all(|(_, result)| result.is_ok()),
+        "{imported:?}"
+    );
+    let image = handle.image();
+    let old = image.topic_by_name("old").unwrap();
+    assert_eq!(old.topic_id, TopicId(0xa1));
+    assert_eq!(old.partitions.len(), 3);
+    assert!(old
+        .partitions
+        .iter()
+        .all(|p| p.replicas == [1] && p.leader == 1));
+    assert_eq!(old.configs.get("retention.ms").unwrap(), "5000");
+    assert_eq!(image.producer_id_next(), 3_000, "blocks up to the floor");
+    let block = handle.allocate_producer_ids().await.unwrap();
+    assert!(block.first >= 2_500, "{block:?}");
+    // Again (a start that crashed before recording the import): nothing new is written.
+    let offset = handle.image().offset();
+    let again = handle.import_topics(topics, 0).await.unwrap();
+    assert!(again.iter().all(|(_, result)| result.is_ok()), "{again:?}");
+    assert_eq!(handle.image().offset(), offset);
+    // The same name under another id, or another name under a taken id, is refused.
+    let clash = handle
+        .import_topics(vec![import("old", 0xb1, 1), import("new", 0xa2, 1)], 0)
+        .await
+        .unwrap();
+    assert!(clash.iter().all(|(_, result)| result.is_err()), "{clash:?}");
+    handle.kill();
 }

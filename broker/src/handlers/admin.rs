@@ -1,14 +1,18 @@
-//! CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs and IncrementalAlterConfigs in
-//! cluster mode: the controller decides (`ClusterHandle`, forwarded to the Raft leader wherever
-//! it is) and its error codes go on the wire as they are. Each call returns once the records are
-//! applied on this node; the local logs are reconciled before the answer, so a produce right
-//! after a CreateTopics finds its partition here.
+//! CreateTopics, DeleteTopics, CreatePartitions, AlterConfigs and IncrementalAlterConfigs: the
+//! controller decides (`ClusterHandle`, forwarded to the Raft leader wherever it is, this node
+//! itself when it is a lone voter) and its error codes go on the wire as they are. Each call
+//! returns once the records are applied on this node; the local logs are reconciled before the
+//! answer, so a produce right after a CreateTopics finds its partition here.
 //!
-//! Config changes are computed here from the image's current overrides (the same operations as
-//! on a single node) and sent as SETs and DELETEs of the keys that differ. Two concurrent
-//! APPEND/SUBTRACT on the same list key from different brokers can lose one of them: the
-//! controller applies each key's last SET. Internal topics are local to each node and never go
-//! through the controller.
+//! Every handler runs the same pass (`Pass`): refuse here what the controller must not see
+//! (internal topics, manual assignments it cannot honour), send the rest as one call, then
+//! answer each topic in request order from the refusals, the controller's outcomes, or
+//! INVALID_REQUEST for a name the request repeats.
+//!
+//! Config changes are computed here from the image's current overrides and sent as SETs and
+//! DELETEs of the keys that differ. Two concurrent APPEND/SUBTRACT on the same list key from
+//! different brokers can lose one of them: the controller applies each key's last SET.
+//! Internal topics are local to each node and never go through the controller.
 
 use crate::broker::Broker;
 use crate::cluster_mode::topic_id_bytes;
@@ -21,6 +25,7 @@ use cluster::controller::{ApiError, ConfigAlter, ConfigChange, PartitionsCreate,
 use cluster::node::{ClusterError, ClusterHandle};
 use cluster::records::TopicId;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
@@ -56,7 +61,7 @@ fn internal_refusal(name: &str) -> ApiError {
 }
 
 fn cluster(broker: &Arc<Broker>) -> ClusterHandle {
-    broker.cluster().expect("cluster mode").clone()
+    broker.cluster().clone()
 }
 
 /// A refusal: the wire code and its message.
@@ -67,6 +72,52 @@ type Outcomes<T> = BTreeMap<String, Result<T, Refused>>;
 
 /// What a whole call to the controller came back with.
 type Called<T> = Result<cluster::node::TopicResults<T>, ClusterError>;
+
+/// One handler's pass over its topics: refusals decided here, then the controller's outcomes.
+struct Pass<T> {
+    refused: BTreeMap<String, Refused>,
+    outcomes: Outcomes<T>,
+}
+
+impl<T> Pass<T> {
+    fn new() -> Pass<T> {
+        Pass {
+            refused: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+        }
+    }
+
+    fn refuse(&mut self, name: &str, error: ApiError) {
+        self.refused
+            .insert(name.to_string(), (error.code, error.message));
+    }
+
+    /// Runs `call` on the names sent (none: no call), then reconciles the local logs, so the
+    /// answers describe partitions this node already has.
+    async fn decide<F>(&mut self, broker: &Arc<Broker>, sent: Vec<String>, call: F)
+    where
+        F: std::future::Future<Output = Called<T>>,
+    {
+        let called = match sent.is_empty() {
+            true => Ok(Vec::new()),
+            false => call.await,
+        };
+        self.outcomes = outcomes(called, &sent);
+        let _ = broker.reconcile();
+    }
+
+    /// `name`'s answer: its refusal, else the controller's outcome; a name already answered
+    /// appears more than once in the request.
+    fn take(&mut self, name: &str) -> Result<T, Refused> {
+        if let Some(refused) = self.refused.remove(name) {
+            return Err(refused);
+        }
+        self.outcomes.remove(name).unwrap_or_else(|| {
+            let code = ResponseError::InvalidRequest.code();
+            Err((code, format!("topic {name:?} appears more than once")))
+        })
+    }
+}
 
 fn outcomes<T>(called: Called<T>, sent: &[String]) -> Outcomes<T> {
     match called {
@@ -90,21 +141,21 @@ pub fn create_topics(
 ) -> ResponseFuture {
     let (broker, cluster) = (broker.clone(), cluster(broker));
     Box::pin(async move {
-        let mut refused: BTreeMap<String, ApiError> = BTreeMap::new();
+        let mut pass = Pass::new();
         let mut creates = Vec::new();
         for topic in &request.topics {
             let name = topic.name.0.to_string();
             if is_internal(&name) {
-                refused.insert(name, internal_refusal(&topic.name.0));
+                pass.refuse(&name, internal_refusal(&name));
                 continue;
             }
-            if !topic.assignments.is_empty() {
-                let message = "manual replica assignments are not supported in cluster mode; \
-                               give a replication factor";
-                let code = ResponseError::InvalidReplicaAssignment.code();
-                refused.insert(name, ApiError::new(code, message));
-                continue;
-            }
+            let partition_count = match assignments_alone(&broker, &topic.assignments) {
+                Ok(count) => count.unwrap_or(topic.num_partitions),
+                Err(error) => {
+                    pass.refuse(&name, error);
+                    continue;
+                }
+            };
             let configs = topic
                 .configs
                 .iter()
@@ -115,32 +166,21 @@ pub fn create_topics(
                 .collect();
             creates.push(TopicCreate {
                 name,
-                partition_count: topic.num_partitions,
+                partition_count,
                 replication_factor: topic.replication_factor,
                 configs,
             });
         }
-        let sent: Vec<String> = creates.iter().map(|create| create.name.clone()).collect();
-        let called = match creates.is_empty() {
-            true => Ok(Vec::new()),
-            false => cluster.create_topics(creates, request.validate_only).await,
-        };
-        let mut outcomes = outcomes(called, &sent);
-        let _ = broker.reconcile();
+        let sent = creates.iter().map(|create| create.name.clone()).collect();
+        let call = cluster.create_topics(creates, request.validate_only);
+        pass.decide(&broker, sent, call).await;
         let results = request
             .topics
             .into_iter()
             .map(|topic| {
                 let result = CreatableTopicResult::default().with_name(topic.name.clone());
                 let name = topic.name.0.to_string();
-                let outcome = match refused.remove(&name) {
-                    Some(error) => Err((error.code, error.message)),
-                    None => outcomes.remove(&name).unwrap_or_else(|| {
-                        let code = ResponseError::InvalidRequest.code();
-                        Err((code, format!("topic {name:?} appears more than once")))
-                    }),
-                };
-                match outcome {
+                match pass.take(&name) {
                     Ok(created) => {
                         let topic_id = created
                             .topic_id
@@ -168,6 +208,43 @@ pub fn create_topics(
             .collect();
         ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
     })
+}
+
+/// Manual replica assignments: the controller places replicas itself, so the only assignment
+/// honoured is the one it would make anyway: every partition on this broker alone, while it is
+/// the only live broker (a zero-config node). Answers the partition count it implies (`None`
+/// without assignments), or the refusal.
+fn assignments_alone(
+    broker: &Arc<Broker>,
+    assignments: &[CreatableReplicaAssignment],
+) -> Result<Option<i32>, ApiError> {
+    if assignments.is_empty() {
+        return Ok(None);
+    }
+    let node_id = broker.config.node_id;
+    let alone = broker
+        .cluster()
+        .image()
+        .brokers_live()
+        .map(|b| b.broker_id)
+        .eq([node_id]);
+    let own = assignments
+        .iter()
+        .all(|a| a.broker_ids.len() == 1 && a.broker_ids[0].0 == node_id);
+    match (alone && own, i32::try_from(assignments.len())) {
+        (true, Ok(count)) => Ok(Some(count)),
+        _ => {
+            let message = format!(
+                "manual replica assignments are honoured only when each partition names \
+                 broker {node_id} alone and it is the only live broker; give a replication \
+                 factor instead"
+            );
+            Err(ApiError::new(
+                ResponseError::InvalidReplicaAssignment.code(),
+                message,
+            ))
+        }
+    }
 }
 
 pub fn delete_topics(
@@ -200,18 +277,16 @@ pub fn delete_topics(
                     .map(|topic| topic.name.clone()),
             })
             .collect();
-        let names: Vec<String> = resolved
-            .iter()
-            .flatten()
-            .filter(|name| !is_internal(name))
-            .cloned()
-            .collect();
-        let called = match names.is_empty() {
-            true => Ok(Vec::new()),
-            false => cluster.delete_topics(names.clone()).await,
-        };
-        let mut outcomes = outcomes(called, &names);
-        let _ = broker.reconcile();
+        let mut pass = Pass::new();
+        let mut names = Vec::new();
+        for name in resolved.iter().flatten() {
+            match is_internal(name) {
+                true => pass.refuse(name, internal_refusal(name)),
+                false => names.push(name.clone()),
+            }
+        }
+        let call = cluster.delete_topics(names.clone());
+        pass.decide(&broker, names, call).await;
         let responses = targets
             .into_iter()
             .zip(resolved)
@@ -222,17 +297,7 @@ pub fn delete_topics(
                 let Some(resolved) = resolved else {
                     return result.with_error_code(ResponseError::UnknownTopicId.code());
                 };
-                let outcome = match is_internal(&resolved) {
-                    true => {
-                        let error = internal_refusal(&resolved);
-                        Err((error.code, error.message))
-                    }
-                    false => outcomes.remove(&resolved).unwrap_or_else(|| {
-                        let code = ResponseError::InvalidRequest.code();
-                        Err((code, format!("topic {resolved:?} appears more than once")))
-                    }),
-                };
-                match outcome {
+                match pass.take(&resolved) {
                     Ok(topic_id) => result
                         .with_name(Some(TopicName(StrBytes::from_string(resolved))))
                         .with_topic_id(Uuid::from_bytes(topic_id_bytes(topic_id)))
@@ -250,48 +315,40 @@ pub fn delete_topics(
 pub fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> ResponseFuture {
     let (broker, cluster) = (broker.clone(), cluster(broker));
     Box::pin(async move {
-        let mut refused: BTreeMap<String, ApiError> = BTreeMap::new();
+        let mut pass = Pass::new();
         let mut creates = Vec::new();
         for topic in &request.topics {
             let name = topic.name.0.to_string();
             if is_internal(&name) {
-                refused.insert(name, internal_refusal(&topic.name.0));
-            } else if topic.assignments.is_some() {
-                let message = "manual replica assignments are not supported in cluster mode";
-                let code = ResponseError::InvalidReplicaAssignment.code();
-                refused.insert(name, ApiError::new(code, message));
-            } else {
-                creates.push(PartitionsCreate {
-                    name,
-                    partition_count: topic.count,
-                });
+                pass.refuse(&name, internal_refusal(&name));
+                continue;
             }
+            let assignments: Vec<CreatableReplicaAssignment> = topic
+                .assignments
+                .iter()
+                .flatten()
+                .map(|a| {
+                    CreatableReplicaAssignment::default().with_broker_ids(a.broker_ids.clone())
+                })
+                .collect();
+            if let Err(error) = assignments_alone(&broker, &assignments) {
+                pass.refuse(&name, error);
+                continue;
+            }
+            creates.push(PartitionsCreate {
+                name,
+                partition_count: topic.count,
+            });
         }
-        let sent: Vec<String> = creates.iter().map(|create| create.name.clone()).collect();
-        let called = match creates.is_empty() {
-            true => Ok(Vec::new()),
-            false => {
-                cluster
-                    .create_partitions(creates, request.validate_only)
-                    .await
-            }
-        };
-        let mut outcomes = outcomes(called, &sent);
-        let _ = broker.reconcile();
+        let sent = creates.iter().map(|create| create.name.clone()).collect();
+        let call = cluster.create_partitions(creates, request.validate_only);
+        pass.decide(&broker, sent, call).await;
         let results = request
             .topics
             .into_iter()
             .map(|topic| {
                 let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-                let name = topic.name.0.to_string();
-                let outcome = match refused.remove(&name) {
-                    Some(error) => Err((error.code, error.message)),
-                    None => outcomes.remove(&name).unwrap_or_else(|| {
-                        let code = ResponseError::InvalidRequest.code();
-                        Err((code, format!("topic {name:?} appears more than once")))
-                    }),
-                };
-                match outcome {
+                match pass.take(topic.name.0.as_str()) {
                     Ok(()) => result.with_error_code(NONE),
                     Err((code, message)) => result
                         .with_error_code(code)
@@ -360,23 +417,15 @@ where
         .iter()
         .filter_map(|(_, _, plan)| plan.as_ref().ok().cloned().flatten())
         .collect();
-    let sent: Vec<String> = alters.iter().map(|alter| alter.topic.clone()).collect();
-    let called = match alters.is_empty() {
-        true => Ok(Vec::new()),
-        false => cluster.alter_configs(alters, validate_only).await,
-    };
-    let mut outcomes = outcomes(called, &sent);
-    let _ = broker.reconcile();
+    let sent = alters.iter().map(|alter| alter.topic.clone()).collect();
+    let mut pass = Pass::new();
+    let call = cluster.alter_configs(alters, validate_only);
+    pass.decide(broker, sent, call).await;
     planned
         .into_iter()
         .map(|(resource_type, name, plan)| {
-            let outcome = match plan {
-                Err(refusal) => Err(refusal),
-                Ok(_) => outcomes.remove(&name).unwrap_or_else(|| {
-                    let code = ResponseError::InvalidRequest.code();
-                    Err((code, format!("topic {name:?} appears more than once")))
-                }),
-            };
+            // Refusals are per resource (a broker resource may share a topic's name).
+            let outcome = plan.and_then(|_| pass.take(&name));
             (resource_type, name, outcome)
         })
         .collect()
