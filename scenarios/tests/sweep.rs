@@ -86,10 +86,11 @@ fn sweep_single_txn() {
 /// A batch whose epoch rises is now read again before it is believed
 /// (`storage/tests/recovery.rs`: `a_leader_epoch_flipped_in_a_read_is_read_again`). Seeds 358,
 /// 359 and 944 failed the same way. (Seed 65 before the aimed `decision-appended` power losses;
-/// 738 before single-node ran on Raft; 10, re-picked after single-node ran on Raft, meets the flip in today's worlds.)
+/// 738 before single-node ran on Raft; 10 before the merge of controller request ids and the
+/// aimed `raft-written` site; 0 meets the flip in today's worlds.)
 #[test]
-fn regression_flipped_leader_epoch_hung_a_transaction_10() {
-    regression("single-txn", 10, "scan-epoch-reread-differs");
+fn regression_flipped_leader_epoch_hung_a_transaction_0() {
+    regression("single-txn", 0, "scan-epoch-reread-differs");
 }
 
 /// Runs one regression seed in its own process and checks both that it passes and that it still
@@ -117,10 +118,11 @@ fn regression(scenario: &str, seed: u64, site: &str) {
 /// A read served the batch after offset 167 for a fetch at 167: an injected bit flip in a
 /// batch header read while locating the offset (baseOffset lies outside the CRC) made the
 /// consumer skip a record (poll-skip). Reads now stop at gaps and re-locate before a gap.
-/// (Seed 35 before the stream change of issue 10.)
+/// (Seed 35 before the stream change of issue 10; 113 before the merge of controller request
+/// ids and the aimed `raft-written` site.)
 #[test]
-fn regression_read_skip_after_header_bitflip_113() {
-    regression("single-crash", 113, "read-relocate-differs");
+fn regression_read_skip_after_header_bitflip_0() {
+    regression("single-crash", 0, "read-relocate-differs");
 }
 
 /// Recovery accepted a batch whose baseOffset had a bit flipped on the way from the disk (bit
@@ -131,10 +133,11 @@ fn regression_read_skip_after_header_bitflip_113() {
 /// before fsync latency was split around the sync; 14 and 16 before the merge of the seek,
 /// retention and idempotence workloads; 51 before record padding; 156 and 118 before a failed
 /// roll sync took the partition offline and transactions were merged; 173 before single-node
-/// ran on Raft: 0, re-picked after single-node ran on Raft.)
+/// ran on Raft; 0 before the merge of controller request ids and the aimed `raft-written`
+/// site: 36.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_0() {
-    regression("single-crash", 0, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_36() {
+    regression("single-crash", 36, "scan-gap-reread-differs");
 }
 
 /// Found by the re-sweep after the stream change of issue 10: a segment's scan at open did not
@@ -143,10 +146,11 @@ fn regression_recovery_gap_from_header_bitflip_0() {
 /// checked like any other gap. (Seed 99 before the merge of crash kinds and aimed faults; 55
 /// before fsync latency was split around the sync; 91 before the merge of the seek, retention
 /// and idempotence workloads; 184 before record padding; 364 before scans re-read a batch whose
-/// leader epoch rises.)
+/// leader epoch rises; 486 before the merge of controller request ids and the aimed
+/// `raft-written` site.)
 #[test]
-fn regression_segment_first_batch_gap_486() {
-    regression("single-crash", 486, "scan-gap-reread-differs");
+fn regression_segment_first_batch_gap_99() {
+    regression("single-crash", 99, "scan-gap-reread-differs");
 }
 
 /// fsyncgate, found once SimDisk failed fsyncs: a failed fdatasync left pages the kernel marked
@@ -177,11 +181,12 @@ fn regression_rewrite_of_a_flipped_base_offset_groups_0() {
 /// baseOffset named records above the high watermark). The lookup now runs twice and refuses
 /// answers that differ, and checks the base offset of the batch it reads.
 /// (Seeds 32 and 35 before the merge of the seek, retention and idempotence workloads; 23 and
-/// 275 before record padding; 19 and 275 before single-node ran on Raft: 59 and 62, re-picked after single-node ran on Raft.)
+/// 275 before record padding; 19 and 275 before single-node ran on Raft; 59 before the merge of
+/// controller request ids and the aimed `raft-written` site, and 62 for the lookup: 12 and 142.)
 #[test]
-fn regression_timestamp_lookup_misread_59_62() {
-    regression("single-crash", 59, "timestamp-batch-misread");
-    regression("single-crash", 62, "timestamp-lookup-differs");
+fn regression_timestamp_lookup_misread_12_142() {
+    regression("single-crash", 12, "timestamp-batch-misread");
+    regression("single-crash", 142, "timestamp-lookup-differs");
 }
 
 /// Found by the seek workload's sweep: a closed segment's time index, read back at open with a
@@ -190,10 +195,11 @@ fn regression_timestamp_lookup_misread_59_62() {
 /// (lookup-wrong, timestamp-skipped). An index whose last entry lies below the segment's newest
 /// batch timestamp is now rebuilt.
 /// (single-chaos 250 before the merge of the seek, retention and idempotence workloads; 99
-/// before single-node ran on Raft: 11, re-picked after single-node ran on Raft.)
+/// before single-node ran on Raft; 11 before the merge of controller request ids and the aimed
+/// `raft-written` site: 62.)
 #[test]
-fn regression_time_index_misread_11() {
-    regression("single-crash", 11, "time-index-misread");
+fn regression_time_index_misread_62() {
+    regression("single-crash", 62, "time-index-misread");
 }
 
 /// fsyncgate at a roll, found by the first 1,000-seed sweep of single-chaos: a roll's sync of
@@ -215,10 +221,11 @@ fn regression_roll_sync_failure_takes_the_partition_offline_chaos_681_groups_603
 /// (committed-offset-regression). Replay now reads again, and fails the broker's start if the
 /// error persists. (Seeds 163 and 195 before the stream change of issue 10; 216 and 658 before
 /// the merge of crash kinds and aimed faults; 3 and 14 before record padding; 3 and 105 before
-/// single-node ran on Raft: 16 and 23, re-picked after single-node ran on Raft.)
+/// single-node ran on Raft; 16 before the merge of controller request ids and the aimed
+/// `raft-written` site: 37 and 23.)
 #[test]
-fn regression_offsets_replay_read_error_16_23() {
-    regression("single-groups", 16, "offsets-replay-reread");
+fn regression_offsets_replay_read_error_37_23() {
+    regression("single-groups", 37, "offsets-replay-reread");
     regression("single-groups", 23, "offsets-replay-reread");
 }
 
@@ -226,10 +233,11 @@ fn regression_offsets_replay_read_error_16_23() {
 /// the error returned before the new segment joined the log, so the log forgot the segment's
 /// offsets and a fetch inside them was served from the next segment (poll-skip of a live
 /// record). The segment now joins the log first; its index files are a cache, as at a roll.
-/// (Seed 25 before the merge of the other workloads.)
+/// (Seed 25 before the merge of the other workloads; 6 before single-node ran on Raft and the
+/// merge of controller request ids.)
 #[test]
-fn regression_compaction_index_write_failure_6() {
-    regression("single-compaction", 6, "compaction-index-unwritten");
+fn regression_compaction_index_write_failure_10() {
+    regression("single-compaction", 10, "compaction-index-unwritten");
 }
 
 /// The rotating window (`GREGOR_SWEEP_WINDOW=A..B`, which ci/sim-test derives from the commit
