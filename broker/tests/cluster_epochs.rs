@@ -149,7 +149,6 @@ async fn epoch_end(broker: &Arc<Broker>, epoch: i32) -> (i16, i32, i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "Produce stamps epoch 0 until the loss of acknowledged records seen with rising epochs (single-crash 184, 237) is understood; see handlers/produce.rs"]
 async fn produced_batches_carry_the_image_leader_epoch_across_a_restart() {
     let disk = runtime::MemDisk::new();
     let broker = broker_clustered(disk.clone(), port_free().await, 5).await;

@@ -87,10 +87,10 @@ fn sweep_single_txn() {
 /// (`storage/tests/recovery.rs`: `a_leader_epoch_flipped_in_a_read_is_read_again`). Seeds 358,
 /// 359 and 944 failed the same way. (Seed 65 before the aimed `decision-appended` power losses;
 /// 738 before single-node ran on Raft; 10 before the merge of controller request ids and the
-/// aimed `raft-written` site; 0 meets the flip in today's worlds.)
+/// aimed `raft-written` site; 48 meets the flip in today's worlds.)
 #[test]
-fn regression_flipped_leader_epoch_hung_a_transaction_0() {
-    regression("single-txn", 0, "scan-epoch-reread-differs");
+fn regression_flipped_leader_epoch_hung_a_transaction_48() {
+    regression("single-txn", 48, "scan-epoch-reread-differs");
 }
 
 /// Runs one regression seed in its own process and checks both that it passes and that it still
@@ -134,10 +134,10 @@ fn regression_read_skip_after_header_bitflip_0() {
 /// retention and idempotence workloads; 51 before record padding; 156 and 118 before a failed
 /// roll sync took the partition offline and transactions were merged; 173 before single-node
 /// ran on Raft; 0 before the merge of controller request ids and the aimed `raft-written`
-/// site: 36.)
+/// site, and the image's leader epochs on batches: 112.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_36() {
-    regression("single-crash", 36, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_112() {
+    regression("single-crash", 112, "scan-gap-reread-differs");
 }
 
 /// Found by the re-sweep after the stream change of issue 10: a segment's scan at open did not
@@ -182,11 +182,12 @@ fn regression_rewrite_of_a_flipped_base_offset_groups_0() {
 /// answers that differ, and checks the base offset of the batch it reads.
 /// (Seeds 32 and 35 before the merge of the seek, retention and idempotence workloads; 23 and
 /// 275 before record padding; 19 and 275 before single-node ran on Raft; 59 before the merge of
-/// controller request ids and the aimed `raft-written` site, and 62 for the lookup: 12 and 142.)
+/// controller request ids, the aimed `raft-written` site and the image's leader epochs on
+/// batches, and 62 for the lookup: 24 and 64.)
 #[test]
-fn regression_timestamp_lookup_misread_12_142() {
-    regression("single-crash", 12, "timestamp-batch-misread");
-    regression("single-crash", 142, "timestamp-lookup-differs");
+fn regression_timestamp_lookup_misread_24_64() {
+    regression("single-crash", 24, "timestamp-batch-misread");
+    regression("single-crash", 64, "timestamp-lookup-differs");
 }
 
 /// Found by the seek workload's sweep: a closed segment's time index, read back at open with a
@@ -196,10 +197,10 @@ fn regression_timestamp_lookup_misread_12_142() {
 /// batch timestamp is now rebuilt.
 /// (single-chaos 250 before the merge of the seek, retention and idempotence workloads; 99
 /// before single-node ran on Raft; 11 before the merge of controller request ids and the aimed
-/// `raft-written` site: 62.)
+/// `raft-written` site and the image's leader epochs on batches, and 11 again after them.)
 #[test]
-fn regression_time_index_misread_62() {
-    regression("single-crash", 62, "time-index-misread");
+fn regression_time_index_misread_11() {
+    regression("single-crash", 11, "time-index-misread");
 }
 
 /// fsyncgate at a roll, found by the first 1,000-seed sweep of single-chaos: a roll's sync of

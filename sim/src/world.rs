@@ -15,7 +15,7 @@ use broker::{BrokerConfig, NodeContext};
 use checker::History;
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
-use rand::{Rng, RngCore};
+use rand::{Rng, RngCore, SeedableRng};
 use runtime::rng::{stream_rng, Stream};
 use runtime::Clock;
 use std::collections::BTreeMap;
@@ -473,14 +473,27 @@ fn brokers_start(options: &Options, planted: Option<broker::planted::Bug>) -> Ve
 }
 
 /// A broker node's life: serve; if the data dir cannot be opened (an injected read error during
-/// recovery), retry as an operator's supervisor would.
+/// recovery) or the broker exits (`ClusterFailed`), restart it as an operator's supervisor would.
+/// Each restart is a new process, which in production draws a fresh seed from the OS: a restart
+/// that kept the seed kept the cluster node's incarnation id, so its controller calls' request
+/// ids (node, incarnation, sequence from 0) met the previous process's in the controller's
+/// table and got their answers: a producer-id block handed out twice, two producers with one
+/// id, and dedup answering one producer's retry with the other's offset (single-crash 187,
+/// inconsistent-offsets).
 async fn broker_main(config: BrokerConfig, context: NodeContext) {
+    let mut restarts = rand_chacha::ChaCha8Rng::seed_from_u64(context.seed);
+    let mut seed = context.seed;
     loop {
-        match broker::serve(config.clone(), context.clone(), std::future::pending()).await {
+        let context = NodeContext {
+            seed,
+            ..context.clone()
+        };
+        match broker::serve(config.clone(), context, std::future::pending()).await {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(%error, "broker failed to start; retrying");
                 runtime::time::sleep(Duration::from_secs(1)).await;
+                seed = restarts.next_u64();
             }
         }
     }

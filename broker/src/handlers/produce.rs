@@ -84,13 +84,11 @@ fn rejected(index: i32, error: ResponseError, message: &str) -> Appended {
 fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceData) -> Appended {
     let index = data.index;
     let access = crate::cluster_mode::Access::Produce;
-    // Batches are stamped with leader epoch 0 (`leader_epoch::SINGLE_NODE`), not yet the
-    // image's: stamping the image's epoch, which rises at every restart, lost acknowledged
-    // records in `single-crash` seeds 184 and 237 (offsets reused after an in-process restart on
-    // a faulty disk), and the cause is not found yet. Replication (issue 13) needs the image's
-    // epoch here; `tests/cluster_epochs.rs` is ignored until then.
-    let partition = match broker.partition_serving(topic, index, access) {
-        Ok(partition) => partition,
+    // Batches are stamped with the partition's leader epoch: the image's in cluster mode (so
+    // the epoch cache, OffsetForLeaderEpoch and diverging epochs follow leader changes), 0 on
+    // a single node, which never changes leadership.
+    let (partition, leader_epoch) = match broker.partition_serving_at(topic, index, access, None) {
+        Ok(served) => served,
         Err(ResponseError::NotEnoughReplicas) => {
             let message = "the partition has more replicas than this broker, and replication \
                            does not exist yet: a write only one replica holds is not acknowledged";
@@ -120,9 +118,7 @@ fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceDat
         }
     };
     let now_ms = broker.clock.wall_ms();
-    let produced = partition
-        .log()
-        .produce(batches, crate::leader_epoch::SINGLE_NODE, now_ms);
+    let produced = partition.log().produce(batches, leader_epoch, now_ms);
     let produced = match produced {
         Ok(produced) => produced,
         Err(error) => {
