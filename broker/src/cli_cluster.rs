@@ -19,7 +19,7 @@ use std::time::Duration;
 
 /// DescribeCluster v2 adds `include_fenced_brokers` and `is_fenced`.
 const DESCRIBE_CLUSTER_VERSION: i16 = 2;
-/// DescribeQuorum v2 adds error messages (a single node says why it has no quorum).
+/// DescribeQuorum v2 adds error messages and the voters' controller listeners.
 const DESCRIBE_QUORUM_VERSION: i16 = 2;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A DescribeCluster or DescribeQuorum response lists brokers or voters only: far below this.

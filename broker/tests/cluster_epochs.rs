@@ -3,59 +3,27 @@
 //! broker re-registers, is fenced and unfenced, and its partition's leader epoch moves on)
 //! OffsetForLeaderEpoch tells the two epochs' batches apart.
 
+mod common;
+
 use broker::handlers::{self, Reply};
-use broker::{Broker, BrokerConfig, NodeContext};
-use cluster::node::{ClusterNode, ClusterTiming};
+use broker::{Broker, BrokerConfig};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use wire::batch::build::{batch_encode, RecordSpec};
 use wire::{RequestKind, ResponseKind};
 
-async fn port_free() -> u16 {
-    let listener = runtime::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// A lone voter and its broker on `disk`, registered and unfenced; `seed` decides the node's
 /// incarnation id (a restart needs a new one).
-async fn broker_clustered(
-    disk: Arc<runtime::MemDisk>,
-    controller_port: u16,
-    seed: u64,
-) -> Arc<Broker> {
+async fn broker_clustered(disk: Arc<runtime::MemDisk>, seed: u64) -> Arc<Broker> {
     let mut config = BrokerConfig::zero_config();
     config.data_dir = "data".into();
     config.listen = "127.0.0.1:19093".into();
     config.cluster_id = "test-cluster".into();
-    config.voters = BTreeMap::from([(1, format!("127.0.0.1:{controller_port}"))]);
-    broker::config::validate(&config).expect("a valid cluster config");
-    let context = NodeContext {
-        clock: runtime::Clock::system(),
-        disk,
-        seed,
-        cluster_hooks: Default::default(),
-    };
-    let mut node_config = broker::cluster_mode::node_config(&config, &context);
-    node_config.timing = ClusterTiming::fast();
-    let node = ClusterNode::start(node_config)
-        .await
-        .expect("the node starts");
-    for _ in 0..1000 {
-        let status = node.status();
-        if status.broker_epoch.is_some() && !status.fenced && status.controller_active {
-            break;
-        }
-        runtime::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!node.status().fenced, "registered and unfenced within 10 s");
-    Broker::open_on(config, context, node).await.expect("opens")
+    common::broker_voter_open(config, disk, seed).await
 }
 
 async fn call(
@@ -151,7 +119,7 @@ async fn epoch_end(broker: &Arc<Broker>, epoch: i32) -> (i16, i32, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produced_batches_carry_the_image_leader_epoch_across_a_restart() {
     let disk = runtime::MemDisk::new();
-    let broker = broker_clustered(disk.clone(), port_free().await, 5).await;
+    let broker = broker_clustered(disk.clone(), 5).await;
     let topic = CreatableTopic::default()
         .with_name(name("e"))
         .with_num_partitions(1)
@@ -171,7 +139,7 @@ async fn produced_batches_carry_the_image_leader_epoch_across_a_restart() {
     broker.cluster().kill();
     drop(broker);
     // A fresh controller port: the killed node's listener may not have let go of the old one.
-    let broker = broker_clustered(disk, port_free().await, 6).await;
+    let broker = broker_clustered(disk, 6).await;
     let second = led_at(&broker).await;
     assert!(
         second > first,

@@ -2,24 +2,16 @@
 //! CreateTopics through the controller, then the shapes of Metadata and DescribeCluster as the
 //! image gives them, and the data plane's leadership gate.
 
+mod common;
+
 use broker::handlers::{self, Reply};
 use broker::{Broker, BrokerConfig, NodeContext};
-use cluster::node::{ClusterNode, ClusterTiming};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::Duration;
 use wire::{RequestKind, ResponseKind};
-
-async fn port_free() -> u16 {
-    let listener = runtime::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 async fn broker_clustered() -> Arc<Broker> {
     let mut config = BrokerConfig::zero_config();
@@ -27,28 +19,7 @@ async fn broker_clustered() -> Arc<Broker> {
     config.listen = "127.0.0.1:19092".into();
     config.rack = Some("rack-a".into());
     config.cluster_id = "test-cluster".into();
-    config.voters = BTreeMap::from([(1, format!("127.0.0.1:{}", port_free().await))]);
-    broker::config::validate(&config).expect("a valid cluster config");
-    let context = NodeContext {
-        clock: runtime::Clock::system(),
-        disk: runtime::MemDisk::new(),
-        seed: 5,
-        cluster_hooks: Default::default(),
-    };
-    let mut node_config = broker::cluster_mode::node_config(&config, &context);
-    node_config.timing = ClusterTiming::fast();
-    let node = ClusterNode::start(node_config)
-        .await
-        .expect("the node starts");
-    for _ in 0..1000 {
-        let status = node.status();
-        if status.broker_epoch.is_some() && !status.fenced && status.controller_active {
-            break;
-        }
-        runtime::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(!node.status().fenced, "registered and unfenced within 10 s");
-    Broker::open_on(config, context, node).await.expect("opens")
+    common::broker_voter_open(config, runtime::MemDisk::new(), 5).await
 }
 
 async fn call(

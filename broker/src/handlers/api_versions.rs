@@ -21,8 +21,8 @@
 //! EndTxn, partitions added implicitly), which gregor's coordinator does not implement.
 //! ListTransactions stops at 1: v2's regular-expression filter is not served.
 //!
-//! DescribeCluster spans all the crate's versions (0-2), in both modes. So does DescribeQuorum;
-//! a single node answers that it has no quorum. OffsetForLeaderEpoch spans the crate's 2-4 (it
+//! DescribeCluster spans all the crate's versions (0-2). So does DescribeQuorum;
+//! a zero-config node answers as its own lone voter. OffsetForLeaderEpoch spans the crate's 2-4 (it
 //! decodes nothing older; v2 is where `current_leader_epoch` begins).
 //!
 //! Admin: AlterConfigs, IncrementalAlterConfigs, DeleteRecords and OffsetDelete span all the

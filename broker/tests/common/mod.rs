@@ -93,3 +93,33 @@ pub async fn broker_open(
     };
     broker::Broker::open(config, context).await.expect("opens")
 }
+
+/// A broker that runs the Raft quorum on a controller listener of its own (`--voters
+/// 1@127.0.0.1:PORT`, a free port), with the fast test timing, opened on `disk`: registered
+/// and unfenced when it returns. `seed` decides the node's incarnation id (a restart needs a
+/// new one).
+#[allow(dead_code)] // Only the cluster-mode tests need a controller listener.
+pub async fn broker_voter_open(
+    mut config: broker::BrokerConfig,
+    disk: std::sync::Arc<runtime::MemDisk>,
+    seed: u64,
+) -> std::sync::Arc<broker::Broker> {
+    let port = {
+        let listener = runtime::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    config.voters = std::collections::BTreeMap::from([(1, format!("127.0.0.1:{port}"))]);
+    broker::config::validate(&config).expect("a valid cluster config");
+    let context = NodeContext {
+        clock: runtime::Clock::system(),
+        disk,
+        seed,
+        cluster_hooks: broker::cluster_mode::ClusterHooks {
+            timing: Some(cluster::node::ClusterTiming::fast()),
+            ..Default::default()
+        },
+    };
+    broker::Broker::open(config, context).await.expect("opens")
+}
