@@ -80,6 +80,29 @@ pub struct BrokerConfig {
     pub controller_listen: Option<String>,
     /// This broker's rack, for rack-aware replica placement.
     pub rack: Option<String>,
+    /// Partition replication (issue 13): Kafka's `replica.*` broker settings.
+    pub replica: ReplicaSettings,
+}
+
+/// Kafka's `replica.*` broker settings, with units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaSettings {
+    /// Kafka's `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub lag_time_max: Duration,
+    /// Kafka's `replica.fetch.wait.max.ms`: how long a follower's fetch may park at the leader.
+    pub fetch_wait_max: Duration,
+    /// Kafka's `replica.fetch.max.bytes`: per partition, per follower fetch.
+    pub fetch_partition_bytes: i32,
+}
+
+impl ReplicaSettings {
+    pub fn kafka_defaults() -> ReplicaSettings {
+        ReplicaSettings {
+            lag_time_max: Duration::from_millis(30_000),
+            fetch_wait_max: Duration::from_millis(500),
+            fetch_partition_bytes: 1024 * 1024,
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -107,6 +130,7 @@ impl BrokerConfig {
             voters: BTreeMap::new(),
             controller_listen: None,
             rack: None,
+            replica: ReplicaSettings::kafka_defaults(),
         }
     }
 
@@ -165,6 +189,8 @@ pub struct ConfigFile {
     pub voters: Option<String>,
     pub controller_listen: Option<String>,
     pub rack: Option<String>,
+    pub replica_lag_time_max_ms: Option<u64>,
+    pub replica_fetch_wait_max_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +235,8 @@ impl ConfigFile {
             voters,
             controller_listen,
             rack,
+            replica_lag_time_max_ms,
+            replica_fetch_wait_max_ms,
         } = self;
         config.node_id = node_id.unwrap_or(config.node_id);
         config.listen = listen.unwrap_or(config.listen.clone());
@@ -239,6 +267,12 @@ impl ConfigFile {
         }
         config.controller_listen = controller_listen.or(config.controller_listen.take());
         config.rack = rack.or(config.rack.take());
+        if let Some(lag_ms) = replica_lag_time_max_ms {
+            config.replica.lag_time_max = Duration::from_millis(lag_ms);
+        }
+        if let Some(wait_ms) = replica_fetch_wait_max_ms {
+            config.replica.fetch_wait_max = Duration::from_millis(wait_ms);
+        }
         Ok(())
     }
 }

@@ -24,7 +24,7 @@ struct Command {
 #[derive(Subcommand)]
 enum Action {
     /// Run a broker (zero flags: node 1 on 127.0.0.1:9092, data in ./data).
-    Broker(BrokerArgs),
+    Broker(Box<BrokerArgs>),
     #[command(flatten)]
     Client(cli::ClientAction),
 }
@@ -87,12 +87,20 @@ struct BrokerArgs {
     /// (Kafka's queued.max.request.bytes; default 209715200).
     #[arg(long)]
     queued_max_request_bytes: Option<usize>,
+    /// A follower not caught up for this long leaves the ISR, in ms (Kafka's
+    /// replica.lag.time.max.ms; default 30000).
+    #[arg(long)]
+    replica_lag_time_max_ms: Option<u64>,
+    /// How long a follower's fetch may wait at the leader for new records, in ms (Kafka's
+    /// replica.fetch.wait.max.ms; default 500).
+    #[arg(long)]
+    replica_fetch_wait_max_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
     let command = Command::parse();
     match command.action {
-        Action::Broker(args) => broker_main(args),
+        Action::Broker(args) => broker_main(*args),
         Action::Client(action) => cli::run(action),
     }
 }
@@ -132,6 +140,12 @@ fn broker_config(args: &BrokerArgs) -> Result<(BrokerConfig, String), String> {
         .unwrap_or(config.connections_per_ip_max);
     if let Some(idle_ms) = args.connections_max_idle_ms {
         config.connections_idle_max = std::time::Duration::from_millis(idle_ms);
+    }
+    if let Some(lag_ms) = args.replica_lag_time_max_ms {
+        config.replica.lag_time_max = std::time::Duration::from_millis(lag_ms);
+    }
+    if let Some(wait_ms) = args.replica_fetch_wait_max_ms {
+        config.replica.fetch_wait_max = std::time::Duration::from_millis(wait_ms);
     }
     config.requests_queued_bytes_max = args
         .queued_max_request_bytes

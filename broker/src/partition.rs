@@ -32,6 +32,9 @@ pub struct Partition {
     flush_wanted: Arc<Notify>,
     durable_sender: watch::Sender<Durable>,
     deleted: std::sync::atomic::AtomicBool,
+    /// The high watermark this replica last learned as a follower (from the leader's fetch
+    /// responses), so a replica that becomes leader starts its HW there, not at 0. Monotone.
+    follower_hw: std::sync::atomic::AtomicI64,
     planted: Option<crate::planted::Bug>,
 }
 
@@ -71,6 +74,7 @@ impl Partition {
             flush_wanted: Arc::new(Notify::new()),
             durable_sender,
             deleted: std::sync::atomic::AtomicBool::new(false),
+            follower_hw: std::sync::atomic::AtomicI64::new(0),
             planted,
         });
         runtime::spawn(flusher_run(Arc::downgrade(&partition)));
@@ -109,6 +113,17 @@ impl Partition {
             return self.log().log_end_offset();
         }
         self.durable().offset_end
+    }
+
+    /// The HW this replica learned while following (0 if it never followed since it opened).
+    pub fn follower_high_watermark(&self) -> i64 {
+        self.follower_hw.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records an HW learned from the leader; never moves it backwards.
+    pub fn follower_high_watermark_set(&self, high_watermark: i64) {
+        self.follower_hw
+            .fetch_max(high_watermark, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Waits until `offset` is durable; `false` if the partition failed or was deleted first.

@@ -67,6 +67,20 @@ pub enum Bug {
     /// before that decision is fsynced: a crash then finds partitions committed by a transaction
     /// the coordinator's log never decided, which replay aborts (a torn transaction).
     MarkersBeforeDurableDecision,
+    // Issue 13, replication (`Bug::REPLICATION`): the first four live in the replica core
+    // (`replica::ReplicaBug::of`), the last two in its shell.
+    /// The HW is the minimum over every replica's durable end, not the ISR's.
+    HwOverAllReplicas,
+    /// A follower fetches (reports) offsets before it fsynced them.
+    AckBeforeFollowerFsync,
+    /// The leader shrinks its ISR locally, without the controller.
+    IsrShrinkLocal,
+    /// The follower never truncates a diverging tail.
+    SkipTruncation,
+    /// Consumers are served up to the leader's fsynced end, above the replicated HW.
+    ReadAboveHw,
+    /// A leader that loses leadership answers its parked acks=all produces OK.
+    StaleLeaderAcks,
 }
 
 impl Bug {
@@ -94,6 +108,16 @@ impl Bug {
         Bug::MarkersBeforeDurableDecision,
     ];
 
+    /// The replication bugs (issue 13), hunted in the cluster data scenarios.
+    pub const REPLICATION: &'static [Bug] = &[
+        Bug::HwOverAllReplicas,
+        Bug::AckBeforeFollowerFsync,
+        Bug::IsrShrinkLocal,
+        Bug::SkipTruncation,
+        Bug::ReadAboveHw,
+        Bug::StaleLeaderAcks,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Bug::AckBeforeFsync => "ack-before-fsync",
@@ -117,6 +141,12 @@ impl Bug {
             Bug::LsoFromHighWatermark => "lso-from-high-watermark",
             Bug::FencedProducerAccepted => "fenced-producer-accepted",
             Bug::MarkersBeforeDurableDecision => "markers-before-durable-decision",
+            Bug::HwOverAllReplicas => "hw-over-all-replicas",
+            Bug::AckBeforeFollowerFsync => "ack-before-follower-fsync",
+            Bug::IsrShrinkLocal => "isr-shrink-local",
+            Bug::SkipTruncation => "skip-truncation",
+            Bug::ReadAboveHw => "read-above-hw",
+            Bug::StaleLeaderAcks => "stale-leader-acks",
         }
     }
 
@@ -139,6 +169,8 @@ impl Bug {
             Bug::LsoFromHighWatermark => Some(PlantedBug::LsoFromHighWatermark),
             Bug::FencedProducerAccepted => Some(PlantedBug::FencedProducerAccepted),
             Bug::MarkersBeforeDurableDecision => None,
+            Bug::HwOverAllReplicas | Bug::AckBeforeFollowerFsync | Bug::IsrShrinkLocal => None,
+            Bug::SkipTruncation | Bug::ReadAboveHw | Bug::StaleLeaderAcks => None,
         }
     }
 

@@ -9,4 +9,8 @@ pub enum PlantedBug {
     /// brokers (or the broker being fenced): a fenced broker is still given leadership.
     /// Caught by `controller::model::the_planted_bug_is_caught`.
     FencedBrokerLeads,
+    /// Leader election takes the first live replica whether or not it is in the ISR (and adds it
+    /// to the ISR so the image stays self-consistent): a stale replica leads and acknowledged
+    /// writes are truncated away. Issue 13; the cluster data scenarios must catch it.
+    ElectOutsideIsr,
 }

@@ -63,6 +63,7 @@ impl ClusterBug {
     pub fn name(self) -> &'static str {
         match self {
             ClusterBug::Controller(cluster::PlantedBug::FencedBrokerLeads) => "fenced-broker-leads",
+            ClusterBug::Controller(cluster::PlantedBug::ElectOutsideIsr) => "elect-outside-isr",
             ClusterBug::Raft(cluster::raft::RaftBug::SendBeforePersist) => "send-before-persist",
             ClusterBug::Raft(cluster::raft::RaftBug::ApplyUncommitted) => "apply-uncommitted",
             ClusterBug::Raft(cluster::raft::RaftBug::SnapshotWithoutIndex) => {
@@ -71,8 +72,14 @@ impl ClusterBug {
         }
     }
 
+    /// Issue 13's control-plane bug, hunted in the cluster data scenarios.
+    pub const REPLICATION: [ClusterBug; 1] =
+        [ClusterBug::Controller(cluster::PlantedBug::ElectOutsideIsr)];
+
     pub fn from_name(name: &str) -> Option<ClusterBug> {
-        ClusterBug::ALL.into_iter().find(|bug| bug.name() == name)
+        let all = ClusterBug::ALL.into_iter();
+        all.chain(ClusterBug::REPLICATION)
+            .find(|bug| bug.name() == name)
     }
 }
 

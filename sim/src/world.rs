@@ -100,8 +100,9 @@ impl Planted {
 
     /// Every planted bug by name: the broker's, then the control plane's.
     pub fn from_name(name: &str) -> Option<Planted> {
-        broker::planted::Bug::ALL
-            .iter()
+        let broker = broker::planted::Bug::ALL.iter();
+        broker
+            .chain(broker::planted::Bug::REPLICATION)
             .find(|bug| bug.name() == name)
             .map(|bug| Planted::Broker(*bug))
             .or_else(|| crate::cluster_world::ClusterBug::from_name(name).map(Planted::Cluster))

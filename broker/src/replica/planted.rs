@@ -1,6 +1,6 @@
 //! The issue-13 bugs that live in the replica core, switched on one at a time by its tests to
-//! prove the property test catches each. Separate from `crate::planted::Bug` because the core is
-//! not wired into serving yet: the simulator's campaign could not catch them.
+//! prove the property test catches each. The simulator plants them as `crate::planted::Bug`s
+//! (`Bug::REPLICATION`), which `ReplicaBug::of` maps here.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ReplicaBug {
@@ -25,6 +25,18 @@ impl ReplicaBug {
         ReplicaBug::IsrShrinkLocal,
         ReplicaBug::SkipTruncation,
     ];
+
+    /// The core's bug among the broker's planted one, if it lives here.
+    pub fn of(planted: Option<crate::planted::Bug>) -> Option<ReplicaBug> {
+        use crate::planted::Bug;
+        match planted? {
+            Bug::HwOverAllReplicas => Some(ReplicaBug::HwOverAllReplicas),
+            Bug::AckBeforeFollowerFsync => Some(ReplicaBug::AckBeforeFollowerFsync),
+            Bug::IsrShrinkLocal => Some(ReplicaBug::IsrShrinkLocal),
+            Bug::SkipTruncation => Some(ReplicaBug::SkipTruncation),
+            _ => None,
+        }
+    }
 
     /// Whether `bug` is switched on in `planted`. Always false without the feature.
     pub fn active(planted: Option<ReplicaBug>, bug: ReplicaBug) -> bool {
