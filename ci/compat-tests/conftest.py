@@ -88,12 +88,13 @@ class Cluster:
     controller): node i is `nodes[i - 1]`, with its own Kafka port, controller port, data dir
     and rack `r{i}`."""
 
-    def __init__(self, root: Path, size=3):
+    def __init__(self, root: Path, size=3, extra_args=()):
         controller_ports = [free_port() for _ in range(size)]
         voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(controller_ports))
         self.nodes = [
             Broker(root / f"node{i + 1}" / "data",
-                   ["--node-id", str(i + 1), "--voters", voters, "--rack", f"r{i + 1}"])
+                   ["--node-id", str(i + 1), "--voters", voters, "--rack", f"r{i + 1}",
+                    *extra_args])
             for i in range(size)
         ]
         for node in self.nodes:
