@@ -247,7 +247,11 @@ struct Model {
 
 impl Model {
     fn new(seed: u64, planted: Option<PlantedBug>) -> Model {
-        let config = ControllerConfig::kafka_defaults();
+        // Rebalance checks within a sequence's few minutes (Kafka's 300 s would rarely come).
+        let config = ControllerConfig {
+            leader_rebalance_interval_ms: 4_000,
+            ..ControllerConfig::kafka_defaults()
+        };
         let mut controller = Controller::new(config, MetadataImage::new(), 0, rng(seed));
         controller.planted = planted;
         Model {
@@ -1070,6 +1074,6 @@ fn the_planted_election_outside_the_isr_is_caught() {
     let caught = catch_count(Some(PlantedBug::ElectOutsideIsr), cases);
     eprintln!("ElectOutsideIsr caught in {caught} of {cases} random sequences");
     // It needs a live replica outside the ISR ahead of every ISR member in replica order when
-    // the leader goes: a broker back from a restart and not yet re-added (about 1 in 5).
+    // the leader goes: one shrunk out, or back from a restart and not yet re-added (33 of 200).
     assert!(caught >= cases / 10, "caught in only {caught} of {cases}");
 }

@@ -888,38 +888,64 @@ fn alter_partition_refuses_stale_leaders_and_bad_isrs_each_with_its_code() {
     assert_eq!(grown.leader_epoch, state.leader_epoch);
 }
 
-/// A leader whose leadership moved (here by controlled shutdown) is fenced by the leader epoch:
-/// its ISR change, even re-based on the new partition epoch, is refused.
+/// A leader whose leadership moved is fenced: by NOT_LEADER_OR_FOLLOWER while another broker
+/// leads, by FENCED_LEADER_EPOCH once it leads again (a new leader epoch), even re-based on the
+/// current partition epoch; a restarted leader's old process by STALE_BROKER_EPOCH.
 #[test]
 fn a_replaced_leader_cannot_change_the_isr() {
-    let mut cluster = Cluster::new(21);
+    let config = ControllerConfig {
+        leader_rebalance_interval_ms: 1_000,
+        ..ControllerConfig::kafka_defaults()
+    };
+    let mut cluster = Cluster::with_config(21, config);
     cluster.brokers_up(&[1, 2, 3]);
     cluster.create("t", 1, 3, &[]).unwrap();
-    let old = alter_from(&cluster, 0, &[]);
-    let old_leader = old.broker_id;
-    cluster.heartbeat(old_leader, true);
     let topic_id = cluster.topic_id("t");
+    let replicas = cluster
+        .committed
+        .partition(topic_id, 0)
+        .unwrap()
+        .replicas
+        .clone();
+    let [first, second, third] = replicas[..] else {
+        panic!("three replicas");
+    };
+    let first_old = alter_from(&cluster, 0, &[first, second]);
+    cluster.heartbeat(first, true);
+    // `second` leads at epoch 1; this request of its stays behind.
+    let second_stale = alter_from(&cluster, 0, &[second]);
+    assert_eq!(second_stale.broker_id, second);
+    // `first` comes back, is re-added and leads again (preferred), then leaves.
+    cluster.register(first, 100, None);
+    assert!(!cluster.heartbeat(first, false).is_fenced);
+    let grow = alter_from(&cluster, 0, &replicas);
+    alter(&mut cluster, &grow).unwrap();
+    assert_eq!(
+        alter_code(&mut cluster, &second_stale),
+        INVALID_UPDATE_VERSION
+    );
+    cluster.tick(1_000);
+    assert_eq!(
+        alter_code(&mut cluster, &second_stale),
+        NOT_LEADER_OR_FOLLOWER
+    );
+    cluster.heartbeat(first, true);
     let now = cluster.committed.partition(topic_id, 0).unwrap().clone();
-    assert_ne!(now.leader, old_leader);
-    let zombie = AlterPartition {
-        isr: now.isr.iter().copied().chain([old_leader]).collect(),
+    assert_eq!((now.leader, now.leader_epoch), (second, 3));
+    assert_eq!(alter_code(&mut cluster, &second_stale), FENCED_LEADER_EPOCH);
+    let rebased = AlterPartition {
         partition_epoch: now.partition_epoch,
-        ..old
+        isr: vec![second, third],
+        ..second_stale
     };
-    assert_eq!(alter_code(&mut cluster, &zombie), NOT_LEADER_OR_FOLLOWER);
-    // The same process back in the ISR and leading again (a new leader epoch): its requests
-    // at the old leader epoch are fenced.
-    let current = alter_from(&cluster, 0, &[]);
-    let back = AlterPartition {
-        isr: cluster
-            .committed
-            .partition(topic_id, 0)
-            .unwrap()
-            .isr
-            .clone(),
-        ..current
+    assert_eq!(alter_code(&mut cluster, &rebased), FENCED_LEADER_EPOCH);
+    // The first process of `first`, as if still leading at epoch 0.
+    assert_eq!(alter_code(&mut cluster, &first_old), STALE_BROKER_EPOCH);
+    let current = AlterPartition {
+        leader_epoch: now.leader_epoch,
+        ..rebased
     };
-    assert_eq!(alter_code(&mut cluster, &back), 0);
+    assert_eq!(alter(&mut cluster, &current).unwrap().isr, [second, third]);
 }
 
 /// A call retried with its id after a lost answer gets the first try's answer and writes
