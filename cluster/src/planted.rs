@@ -11,6 +11,7 @@ pub enum PlantedBug {
     FencedBrokerLeads,
     /// Leader election takes the first live replica whether or not it is in the ISR (and adds it
     /// to the ISR so the image stays self-consistent): a stale replica leads and acknowledged
-    /// writes are truncated away. Issue 13; the cluster data scenarios must catch it.
+    /// writes are truncated away. Caught by `controller::model` (a new leader from outside the
+    /// previous ISR) and `controller::tests`; the cluster data scenarios must catch it too.
     ElectOutsideIsr,
 }

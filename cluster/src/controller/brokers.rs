@@ -8,7 +8,7 @@
 //! every partition assigned to it and is unfenced. A session that expires fences the broker; a
 //! heartbeat asking for controlled shutdown moves its leadership away and fences it at once.
 
-use super::election::{broker_leave, offline_elect};
+use super::election::{broker_leave, offline_elect, preferred_elect};
 use super::errors::{
     ApiError, BROKER_ID_NOT_REGISTERED, DUPLICATE_BROKER_REGISTRATION, INVALID_REQUEST,
     STALE_BROKER_EPOCH,
@@ -164,7 +164,8 @@ impl Controller {
         Ok(batch.finish(reply))
     }
 
-    /// Fences every live broker whose session ended at or before `now_ms`.
+    /// Fences every live broker whose session ended at or before `now_ms`; then, if the
+    /// rebalance interval has passed, runs the preferred-leader election.
     pub fn tick(&mut self, index: MetadataOffset, now_ms: u64) -> Proposal<()> {
         let expired: Vec<BrokerId> = self
             .session_deadlines
@@ -174,10 +175,17 @@ impl Controller {
             })
             .map(|(broker_id, _)| *broker_id)
             .collect();
+        let rebalance = now_ms >= self.rebalance_at;
+        if rebalance {
+            self.rebalance_at = now_ms.saturating_add(self.config.leader_rebalance_interval_ms);
+        }
         let planted = self.planted;
         let mut batch = self.batch(index);
         for broker_id in expired {
             broker_fence(&mut batch, broker_id, planted);
+        }
+        if rebalance {
+            preferred_elect(&mut batch);
         }
         batch.finish(())
     }

@@ -1,12 +1,15 @@
 //! Leader election and ISR changes when a broker leaves (fenced, shutting down, restarted) or
-//! arrives (unfenced), and when a topic starts allowing unclean election.
+//! arrives (unfenced), when a topic starts allowing unclean election, and the periodic
+//! preferred-leader election.
 //!
 //! The rules (Kafka's `PartitionChangeBuilder`): the leader is the first live ISR member in
 //! replica order; with none, the partition has no leader (`LEADER_NONE`), unless the topic's
 //! `unclean.leader.election.enable` is true, when the first live replica leads with an ISR of
 //! itself. A leaving broker leaves every ISR unless it is the last member: the last member may
 //! hold records no one else has, so it stays, and leads again when it comes back. A live
-//! leader is never moved by these rules (that would be a preferred-leader election).
+//! leader is never moved by these rules; only the preferred-leader election moves one: every
+//! `leader_rebalance_interval_ms`, a partition whose first replica (the preferred leader) is
+//! live and in the ISR gets it back as leader, at a new leader epoch, its ISR unchanged.
 
 use super::Batch;
 use crate::image::{MetadataImage, PartitionImage};
@@ -40,6 +43,10 @@ impl Electable<'_> {
         isr: Vec<BrokerId>,
         unclean: bool,
     ) -> (BrokerId, Vec<BrokerId>) {
+        #[cfg(feature = "planted-bugs")]
+        if self.planted == Some(PlantedBug::ElectOutsideIsr) {
+            return self.choose_outside_isr(partition, isr);
+        }
         let in_isr = |replica: &&BrokerId| isr.contains(replica);
         if let Some(&leader) = partition
             .replicas
@@ -55,6 +62,26 @@ impl Electable<'_> {
             }
         }
         (LEADER_NONE, isr)
+    }
+
+    /// Planted: the first live replica leads whether or not it is in the ISR, and joins the
+    /// ISR (the leaving broker leaves it) so the image stays self-consistent.
+    #[cfg(feature = "planted-bugs")]
+    fn choose_outside_isr(
+        &self,
+        partition: &PartitionImage,
+        isr: Vec<BrokerId>,
+    ) -> (BrokerId, Vec<BrokerId>) {
+        let Some(&leader) = partition.replicas.iter().find(|r| self.may_lead(**r)) else {
+            return (LEADER_NONE, isr);
+        };
+        let isr = partition
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| *r == leader || (isr.contains(r) && Some(*r) != self.leaving))
+            .collect();
+        (leader, isr)
     }
 }
 
@@ -140,5 +167,37 @@ pub(super) fn offline_elect(
         let unclean = unclean_allowed(batch.image(), topic_id);
         let decision = electable.choose(&partition, partition.isr.clone(), unclean);
         change_push(batch, (topic_id, index, &partition), decision);
+    }
+}
+
+/// The preferred leader of a partition that could lead it and does not: its first replica,
+/// when live and in the ISR.
+fn preferred_electable(image: &MetadataImage, partition: &PartitionImage) -> Option<BrokerId> {
+    let preferred = *partition.replicas.first()?;
+    let electable = partition.leader != preferred
+        && partition.isr.contains(&preferred)
+        && image.broker_is_live(preferred);
+    electable.then_some(preferred)
+}
+
+/// Whether some partition's preferred leader could lead it and does not.
+pub(super) fn preferred_pending(image: &MetadataImage) -> bool {
+    image.topics().any(|topic| {
+        topic
+            .partitions
+            .iter()
+            .any(|partition| preferred_electable(image, partition).is_some())
+    })
+}
+
+/// The preferred-leader election (Kafka's `auto.leader.rebalance.enable`): each partition whose
+/// preferred leader is live and in the ISR, and does not lead, gets it as leader. The ISR is
+/// kept; the leader epoch bumps (`image`), so the old leader's requests are fenced.
+pub(super) fn preferred_elect(batch: &mut Batch<'_>) {
+    for (topic_id, index, partition) in partitions(batch.image()) {
+        if let Some(preferred) = preferred_electable(batch.image(), &partition) {
+            let decision = (preferred, partition.isr.clone());
+            change_push(batch, (topic_id, index, &partition), decision);
+        }
     }
 }

@@ -11,7 +11,8 @@
 //! committed `reply_after`. Time is `now_ms` of the node's monotonic clock; the rng is injected.
 //!
 //! Modules: `brokers` (registration, heartbeats, session expiry, fencing), `election` (who
-//! leads when a broker leaves or arrives), `topics` (create, delete, add partitions), `configs`,
+//! leads when a broker leaves or arrives, and preferred-leader election), `partitions` (the ISR
+//! changes leaders ask for: AlterPartition), `topics` (create, delete, add partitions), `configs`,
 //! `producer_ids`, `requests` (a retried call gets its first try's outcome: `decide_once`), and
 //! `import` (a pre-Raft data dir's topics, once). Start with `brokers`.
 
@@ -20,6 +21,7 @@ mod configs;
 mod election;
 pub mod errors;
 mod import;
+mod partitions;
 mod producer_ids;
 mod requests;
 mod topics;
@@ -35,6 +37,7 @@ pub use brokers::{BrokerHeartbeat, BrokerRegistrationRequest, HeartbeatReply, Re
 pub use configs::{ConfigAlter, ConfigChange};
 pub use errors::ApiError;
 pub use import::{Import, TopicImport};
+pub use partitions::AlterPartition;
 pub use producer_ids::ProducerIdBlock;
 pub use topics::{PartitionsCreate, TopicCreate, TopicCreated};
 
@@ -55,6 +58,10 @@ pub struct ControllerConfig {
     /// CreateTopics' replication factor when the request says -1
     /// (`default.replication.factor`).
     pub replication_factor_default: i16,
+    /// How often the preferred-leader election runs (`leader.imbalance.check.interval.seconds`,
+    /// with `auto.leader.rebalance.enable`). Kafka's 10% imbalance threshold is not kept: every
+    /// partition whose preferred replica can lead is moved back at each check.
+    pub leader_rebalance_interval_ms: u64,
 }
 
 impl ControllerConfig {
@@ -63,6 +70,7 @@ impl ControllerConfig {
             session_timeout_ms: 9_000,
             partitions_default: 1,
             replication_factor_default: 1,
+            leader_rebalance_interval_ms: 300_000,
         }
     }
 }
@@ -93,6 +101,9 @@ pub struct Controller {
     image: MetadataImage,
     /// When each registered broker's session ends unless it heartbeats (ms, monotonic).
     session_deadlines: BTreeMap<BrokerId, u64>,
+    /// When the next preferred-leader election may run (ms, monotonic): at most one per
+    /// `leader_rebalance_interval_ms`.
+    rebalance_at: u64,
     rng: ChaCha8Rng,
     planted: Option<PlantedBug>,
 }
@@ -112,10 +123,12 @@ impl Controller {
             .brokers()
             .map(|broker| (broker.broker_id, deadline))
             .collect();
+        let rebalance_at = now_ms.saturating_add(config.leader_rebalance_interval_ms);
         Controller {
             config,
             image,
             session_deadlines,
+            rebalance_at,
             rng,
             planted: None,
         }
@@ -137,8 +150,19 @@ impl Controller {
         &self.image
     }
 
-    /// When `tick` next has work: the earliest session deadline of an unfenced broker.
+    /// When `tick` next has work: the earliest session deadline of an unfenced broker, or the
+    /// next preferred-leader election while some partition's preferred replica could lead and
+    /// does not (no timer otherwise: a balanced or single-broker cluster has none).
     pub fn next_deadline(&self) -> Option<u64> {
+        let rebalance = election::preferred_pending(&self.image).then_some(self.rebalance_at);
+        self.session_deadline_next()
+            .into_iter()
+            .chain(rebalance)
+            .min()
+    }
+
+    /// The earliest session deadline of an unfenced broker.
+    pub fn session_deadline_next(&self) -> Option<u64> {
         self.session_deadlines
             .iter()
             .filter(|(broker_id, _)| self.image.broker_is_live(**broker_id))

@@ -12,6 +12,13 @@
 //!   replica when the topic allows unclean election);
 //! - every reply, delivered when its `reply_after` commits, agrees with the committed image
 //!   at that point, and no producer id block is ever delivered twice;
+//! - an ISR change (AlterPartition, from the current leader or from a zombie: a broker acting
+//!   on an older image, maybe an older incarnation) is accepted exactly when it comes from the
+//!   current leader at the current leader and partition epochs with a valid ISR adding no
+//!   fenced broker, and each refusal has the code of the first rule broken;
+//! - a new leader comes from the previous ISR, unless the topic allows unclean election (then
+//!   it leads alone); an ISR member added without a leader change is live;
+//! - after a due rebalance check, no preferred replica that could lead is left out;
 //! - every state-changing call carries a request id, and a retry of it (a duplicate, or a try
 //!   after its answer was lost, on the same controller or after a failover) answers what the
 //!   try that wrote its records answered, and writes nothing, as long as those records are
@@ -86,7 +93,33 @@ enum Op {
     Retry {
         back: usize,
     },
+    /// A broker asks for an ISR change, acting on the image of `age` commits ago (0: the
+    /// controller's own), as the partition's leader there (`from: None`) or as broker `from`;
+    /// it toggles one broker in the ISR it sees (`Toggle`).
+    AlterPartition {
+        topic: usize,
+        partition: usize,
+        from: Option<i32>,
+        age: usize,
+        toggle: Toggle,
+    },
 }
+
+/// Which broker an `Op::AlterPartition` adds to or removes from the ISR it sees.
+#[derive(Clone, Copy, Debug)]
+enum Toggle {
+    /// None: the same ISR again.
+    Nothing,
+    /// The n-th replica other than the leader it sees (the leader itself at RF=1).
+    Follower(usize),
+    /// The leader it sees (taking it out is invalid).
+    Leader,
+    /// A broker that is not a replica (if any; invalid).
+    Outsider,
+}
+
+/// How many committed images back a zombie's view may be.
+const VIEW_AGE_MAX: usize = 6;
 
 /// How far back `Op::Retry` reaches: a requester retries only its recent calls.
 const RETRY_BACK_MAX: usize = 8;
@@ -101,6 +134,7 @@ enum Call {
     AddPartitions(PartitionsCreate),
     Alter(ConfigAlter),
     ProducerIds { broker_id: i32, broker_epoch: i64 },
+    AlterPartition(AlterPartition),
 }
 
 /// A call sent with its id, and the reply of the try that wrote its records while they are
@@ -129,11 +163,26 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         ),
         1 => topic.clone().prop_map(|topic| Op::Delete { topic }),
         1 => (topic.clone(), 1..3i32).prop_map(|(topic, added)| Op::AddPartitions { topic, added }),
-        1 => (topic, any::<bool>()).prop_map(|(topic, allowed)| Op::Unclean { topic, allowed }),
+        1 => (topic.clone(), any::<bool>()).prop_map(|(topic, allowed)| Op::Unclean { topic, allowed }),
         1 => broker.prop_map(|broker_id| Op::ProducerIds { broker_id }),
         4 => (0usize..4).prop_map(|count| Op::Commit { count }),
         1 => (0usize..3).prop_map(|count| Op::LeaderChange { count }),
         2 => (0..RETRY_BACK_MAX).prop_map(|back| Op::Retry { back }),
+        6 => (
+            topic,
+            0..4usize,
+            prop::option::weighted(0.2, 1..=BROKER_COUNT),
+            prop_oneof![Just(0), 1..=VIEW_AGE_MAX],
+            prop_oneof![
+                1 => Just(Toggle::Nothing),
+                6 => (0..3usize).prop_map(Toggle::Follower),
+                1 => Just(Toggle::Leader),
+                1 => Just(Toggle::Outsider),
+            ],
+        )
+            .prop_map(|(topic, partition, from, age, toggle)| Op::AlterPartition {
+                topic, partition, from, age, toggle,
+            }),
     ]
 }
 
@@ -192,11 +241,17 @@ struct Model {
     sent: Vec<Sent>,
     /// The last request sequence number used.
     sequence: u64,
+    /// The last committed images, newest last: what zombies act on.
+    views: VecDeque<MetadataImage>,
 }
 
 impl Model {
     fn new(seed: u64, planted: Option<PlantedBug>) -> Model {
-        let config = ControllerConfig::kafka_defaults();
+        // Rebalance checks within a sequence's few minutes (Kafka's 300 s would rarely come).
+        let config = ControllerConfig {
+            leader_rebalance_interval_ms: 4_000,
+            ..ControllerConfig::kafka_defaults()
+        };
         let mut controller = Controller::new(config, MetadataImage::new(), 0, rng(seed));
         controller.planted = planted;
         Model {
@@ -212,6 +267,7 @@ impl Model {
             planted,
             sent: Vec::new(),
             sequence: 0,
+            views: VecDeque::new(),
         }
     }
 
@@ -241,6 +297,11 @@ impl Model {
             let before = self.committed.clone();
             entry_apply(&mut self.committed, index, &bytes);
             epochs_check(&before, &self.committed);
+            elections_check(&before, &self.committed);
+            self.views.push_back(self.committed.clone());
+            if self.views.len() > VIEW_AGE_MAX {
+                self.views.pop_front();
+            }
             self.replies_deliver();
         }
     }
@@ -343,9 +404,17 @@ impl Model {
             Op::Shutdown { broker_id } => self.heartbeat(broker_id, true, true),
             Op::Advance { ms } => {
                 self.now_ms += ms;
+                let rebalance = self.now_ms >= self.controller.rebalance_at;
                 let proposal = self.controller.tick(index, self.now_ms);
                 self.propose(proposal, |()| Reply::Other);
                 self.sessions_check();
+                if rebalance {
+                    let image = self.controller.image();
+                    assert!(
+                        !super::election::preferred_pending(image),
+                        "a preferred replica could lead after the rebalance check"
+                    );
+                }
             }
             Op::Create {
                 topic,
@@ -400,6 +469,13 @@ impl Model {
             Op::Commit { count } => self.commit(count),
             Op::LeaderChange { count } => self.leader_change(count),
             Op::Retry { back } => self.retry(back),
+            Op::AlterPartition {
+                topic,
+                partition,
+                from,
+                age,
+                toggle,
+            } => self.alter_partition(topic, partition, from, age, toggle),
         }
         self.replies_deliver();
         self.check();
@@ -442,6 +518,9 @@ impl Model {
             } => json(controller.decide_once(index, request, |c| {
                 c.producer_ids_allocate(index, *broker_id, *broker_epoch)
             })),
+            Call::AlterPartition(alter) => {
+                json(controller.decide_once(index, request, |c| c.alter_partition(index, alter)))
+            }
         }
     }
 
@@ -498,6 +577,91 @@ impl Model {
             _ => Reply::Other,
         };
         self.propose(proposal, |_| reply);
+    }
+
+    /// An ISR change as a broker acting on an image of `age` commits ago asks for it; its
+    /// outcome is checked against `alter_expected`, and an accepted one against the image.
+    fn alter_partition(
+        &mut self,
+        topic: usize,
+        partition: usize,
+        from: Option<i32>,
+        age: usize,
+        toggle: Toggle,
+    ) {
+        let view = match age.checked_sub(1) {
+            None => self.controller.image(),
+            Some(back) => match self.views.len().checked_sub(1 + back) {
+                Some(at) => &self.views[at],
+                None => &self.committed,
+            },
+        };
+        let Some(seen) = view.topic_by_name(TOPIC_NAMES[topic]) else {
+            return;
+        };
+        let partition = (partition % seen.partitions.len()) as i32;
+        let state = &seen.partitions[partition as usize];
+        let broker_id = from.unwrap_or(state.leader);
+        if broker_id == LEADER_NONE {
+            return;
+        }
+        let followers: Vec<i32> = state
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| *r != state.leader)
+            .collect();
+        let member = match toggle {
+            Toggle::Nothing => None,
+            Toggle::Follower(n) if !followers.is_empty() => Some(followers[n % followers.len()]),
+            Toggle::Follower(_) | Toggle::Leader => Some(state.leader),
+            Toggle::Outsider => (1..=BROKER_COUNT).find(|b| !state.replicas.contains(b)),
+        };
+        let mut isr = state.isr.clone();
+        if let Some(member) = member {
+            match isr.iter().position(|m| *m == member) {
+                Some(at) => {
+                    isr.remove(at);
+                }
+                None => isr.push(member),
+            }
+        }
+        let request = AlterPartition {
+            broker_id,
+            broker_epoch: view.broker(broker_id).map_or(0, |b| b.broker_epoch),
+            topic_id: seen.topic_id,
+            partition,
+            leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            isr,
+        };
+        let before = self.controller.image().clone();
+        let expected = alter_expected(&before, &request);
+        let id = self.request_id(broker_id.max(ADMIN_REQUESTER));
+        let reply = self.call_first(id, Call::AlterPartition(request.clone()));
+        let reply: Result<crate::image::PartitionImage, ApiError> = decode(reply);
+        match reply {
+            Ok(after) => {
+                assert_eq!(expected, 0, "{request:?} accepted");
+                let current = before
+                    .partition(request.topic_id, request.partition)
+                    .expect("accepted");
+                let wanted: BTreeSet<_> = request.isr.iter().collect();
+                assert_eq!(after.isr.iter().collect::<BTreeSet<_>>(), wanted);
+                assert_eq!(
+                    (after.leader, after.leader_epoch),
+                    (current.leader, current.leader_epoch)
+                );
+                let bump = i32::from(after.isr != current.isr);
+                assert_eq!(after.partition_epoch, current.partition_epoch + bump);
+                let now = self.controller.image();
+                assert_eq!(
+                    now.partition(request.topic_id, request.partition),
+                    Some(&after)
+                );
+            }
+            Err(error) => assert_eq!(error.code, expected, "{request:?}: {error}"),
+        }
     }
 
     fn register(&mut self, broker_id: i32, restart: bool, rack: bool) {
@@ -743,13 +907,78 @@ fn epochs_check(before: &MetadataImage, after: &MetadataImage) {
 }
 
 /// A fenced broker is in no ISR but one it is the last member of (KIP-841): it left the others
-/// when it was fenced, and an ISR never grows in this controller.
+/// when it was fenced, and an ISR grows only with live brokers.
 fn fenced_leave_isrs(image: &MetadataImage) {
     for topic in image.topics() {
         for (index, partition) in topic.partitions.iter().enumerate() {
             if partition.isr.len() > 1 {
                 let fenced = partition.isr.iter().find(|b| !image.broker_is_live(**b));
                 assert_eq!(fenced, None, "{}-{index}: fenced ISR member", topic.name);
+            }
+        }
+    }
+}
+
+/// AlterPartition's rules, written out on their own: the Kafka code `request` must get from a
+/// controller whose image is `image` (0: accepted).
+fn alter_expected(image: &MetadataImage, request: &AlterPartition) -> i16 {
+    let registered = image.broker(request.broker_id);
+    if registered.map(|b| b.broker_epoch) != Some(request.broker_epoch) {
+        return errors::STALE_BROKER_EPOCH;
+    }
+    let Some(current) = image.partition(request.topic_id, request.partition) else {
+        return errors::UNKNOWN_TOPIC_OR_PARTITION;
+    };
+    if current.leader != request.broker_id {
+        return errors::NOT_LEADER_OR_FOLLOWER;
+    }
+    if current.leader_epoch != request.leader_epoch {
+        return errors::FENCED_LEADER_EPOCH;
+    }
+    if current.partition_epoch != request.partition_epoch {
+        return errors::INVALID_UPDATE_VERSION;
+    }
+    let isr = &request.isr;
+    let repeats = isr.iter().enumerate().any(|(i, m)| isr[..i].contains(m));
+    let outside = isr.iter().any(|m| !current.replicas.contains(m));
+    if repeats || outside || !isr.contains(&current.leader) {
+        return errors::INVALID_REQUEST;
+    }
+    if isr
+        .iter()
+        .any(|m| !current.isr.contains(m) && !image.broker_is_live(*m))
+    {
+        return errors::INELIGIBLE_REPLICA;
+    }
+    0
+}
+
+/// A new leader was in the previous ISR, unless the topic allows unclean election and it leads
+/// an ISR of itself; an ISR member added under the same leader is live.
+fn elections_check(before: &MetadataImage, after: &MetadataImage) {
+    for topic in before.topics() {
+        let Some(now) = after.topic(topic.topic_id) else {
+            continue;
+        };
+        for (index, (old, new)) in topic.partitions.iter().zip(&now.partitions).enumerate() {
+            let name = format!("{}-{index}", topic.name);
+            if new.leader != old.leader && new.leader != LEADER_NONE {
+                let unclean = super::election::unclean_allowed(after, topic.topic_id)
+                    && new.isr == [new.leader];
+                assert!(
+                    old.isr.contains(&new.leader) || unclean,
+                    "{name}: leader {} elected from outside the ISR {:?}",
+                    new.leader,
+                    old.isr
+                );
+            }
+            if new.leader_epoch == old.leader_epoch {
+                for added in new.isr.iter().filter(|m| !old.isr.contains(m)) {
+                    assert!(
+                        after.broker_is_live(*added),
+                        "{name}: fenced broker {added} joined the ISR"
+                    );
+                }
             }
         }
     }
@@ -836,4 +1065,15 @@ fn the_planted_bug_is_caught() {
     eprintln!("FencedBrokerLeads caught in {caught} of {cases} random sequences");
     assert!(caught >= cases / 2, "caught in only {caught} of {cases}");
     assert_eq!(catch_count(None, cases), 0);
+}
+
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn the_planted_election_outside_the_isr_is_caught() {
+    let cases = 200;
+    let caught = catch_count(Some(PlantedBug::ElectOutsideIsr), cases);
+    eprintln!("ElectOutsideIsr caught in {caught} of {cases} random sequences");
+    // It needs a live replica outside the ISR ahead of every ISR member in replica order when
+    // the leader goes: one shrunk out, or back from a restart and not yet re-added (33 of 200).
+    assert!(caught >= cases / 10, "caught in only {caught} of {cases}");
 }

@@ -31,7 +31,10 @@ pub(super) fn entry_apply(image: &mut MetadataImage, index: MetadataOffset, byte
 
 impl Cluster {
     pub fn new(seed: u64) -> Cluster {
-        let config = ControllerConfig::kafka_defaults();
+        Cluster::with_config(seed, ControllerConfig::kafka_defaults())
+    }
+
+    pub fn with_config(seed: u64, config: ControllerConfig) -> Cluster {
         Cluster {
             controller: Controller::new(config, MetadataImage::new(), 0, rng(seed)),
             committed: MetadataImage::new(),

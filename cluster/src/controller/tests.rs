@@ -708,3 +708,381 @@ fn topics_are_placed_across_racks() {
         assert_eq!(racks.len(), 2, "{:?}", partition.replicas);
     }
 }
+
+/// The leader's AlterPartition for partition `partition` of `t`, from the committed state.
+fn alter_from(cluster: &Cluster, partition: i32, isr: &[BrokerId]) -> AlterPartition {
+    let topic_id = cluster.topic_id("t");
+    let state = cluster.committed.partition(topic_id, partition).unwrap();
+    let broker_id = state.leader;
+    AlterPartition {
+        broker_id,
+        broker_epoch: cluster.committed.broker(broker_id).unwrap().broker_epoch,
+        topic_id,
+        partition,
+        leader_epoch: state.leader_epoch,
+        partition_epoch: state.partition_epoch,
+        isr: isr.to_vec(),
+    }
+}
+
+fn alter(
+    cluster: &mut Cluster,
+    request: &AlterPartition,
+) -> Result<crate::image::PartitionImage, ApiError> {
+    let proposal = cluster.controller.alter_partition(cluster.index(), request);
+    if proposal.reply.is_err() {
+        assert!(proposal.records.is_empty(), "a refusal writes nothing");
+    }
+    cluster.commit(proposal)
+}
+
+fn alter_code(cluster: &mut Cluster, request: &AlterPartition) -> i16 {
+    alter(cluster, request).map_or_else(|error| error.code, |_| 0)
+}
+
+/// Each refusal of AlterPartition, in the order they are checked: a request wrong in several
+/// ways gets the first one's code.
+#[test]
+fn alter_partition_refuses_stale_leaders_and_bad_isrs_each_with_its_code() {
+    let mut cluster = Cluster::new(20);
+    cluster.brokers_up(&[1, 2, 3, 4]);
+    cluster.create("t", 1, 3, &[]).unwrap();
+    let topic_id = cluster.topic_id("t");
+    let state = cluster.committed.partition(topic_id, 0).unwrap().clone();
+    let [leader, second, third] = state.replicas[..] else {
+        panic!("three replicas");
+    };
+    let outsider = (1..=4).find(|b| !state.replicas.contains(b)).unwrap();
+    let good = alter_from(&cluster, 0, &[leader, second]);
+    let offset = cluster.committed.offset();
+    let refusals = [
+        (
+            AlterPartition {
+                broker_epoch: good.broker_epoch - 1,
+                leader_epoch: good.leader_epoch + 1,
+                ..good.clone()
+            },
+            STALE_BROKER_EPOCH,
+        ),
+        (
+            AlterPartition {
+                broker_id: 9,
+                ..good.clone()
+            },
+            STALE_BROKER_EPOCH,
+        ),
+        (
+            AlterPartition {
+                partition: 1,
+                ..good.clone()
+            },
+            UNKNOWN_TOPIC_OR_PARTITION,
+        ),
+        (
+            AlterPartition {
+                topic_id: crate::records::TopicId(7),
+                ..good.clone()
+            },
+            UNKNOWN_TOPIC_OR_PARTITION,
+        ),
+        (
+            AlterPartition {
+                broker_id: second,
+                broker_epoch: cluster.committed.broker(second).unwrap().broker_epoch,
+                leader_epoch: good.leader_epoch - 1,
+                ..good.clone()
+            },
+            NOT_LEADER_OR_FOLLOWER,
+        ),
+        (
+            AlterPartition {
+                leader_epoch: good.leader_epoch - 1,
+                partition_epoch: good.partition_epoch - 1,
+                ..good.clone()
+            },
+            FENCED_LEADER_EPOCH,
+        ),
+        (
+            AlterPartition {
+                leader_epoch: good.leader_epoch + 1,
+                ..good.clone()
+            },
+            FENCED_LEADER_EPOCH,
+        ),
+        (
+            AlterPartition {
+                partition_epoch: good.partition_epoch + 1,
+                isr: vec![leader, leader],
+                ..good.clone()
+            },
+            INVALID_UPDATE_VERSION,
+        ),
+        (
+            AlterPartition {
+                isr: vec![leader, second, leader],
+                ..good.clone()
+            },
+            INVALID_REQUEST,
+        ),
+        (
+            AlterPartition {
+                isr: vec![leader, outsider],
+                ..good.clone()
+            },
+            INVALID_REQUEST,
+        ),
+        (
+            AlterPartition {
+                isr: vec![second, third],
+                ..good.clone()
+            },
+            INVALID_REQUEST,
+        ),
+        (
+            AlterPartition {
+                isr: vec![],
+                ..good.clone()
+            },
+            INVALID_REQUEST,
+        ),
+    ];
+    for (request, code) in &refusals {
+        assert_eq!(alter_code(&mut cluster, request), *code, "{request:?}");
+    }
+    assert_eq!(cluster.committed.offset(), offset, "refusals write nothing");
+
+    // Accepted: the ISR shrinks (given in any order, kept in replica order); the partition
+    // epoch bumps, the leader epoch does not.
+    let shrunk = alter(
+        &mut cluster,
+        &AlterPartition {
+            isr: vec![second, leader],
+            ..good.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(shrunk.isr, [leader, second]);
+    assert_eq!(
+        (shrunk.leader, shrunk.leader_epoch, shrunk.partition_epoch),
+        (leader, state.leader_epoch, state.partition_epoch + 1)
+    );
+    assert_eq!(cluster.committed.partition(topic_id, 0), Some(&shrunk));
+    // The same request again is based on an outdated ISR.
+    assert_eq!(alter_code(&mut cluster, &good), INVALID_UPDATE_VERSION);
+    // An unchanged ISR writes nothing and answers the state.
+    let offset = cluster.committed.offset();
+    let unchanged = alter_from(&cluster, 0, &[leader, second]);
+    let same = alter(&mut cluster, &unchanged).unwrap();
+    assert_eq!((same, cluster.committed.offset()), (shrunk, offset));
+
+    // A fenced broker cannot join (KIP-841); once back, it can.
+    cluster.heartbeat(third, true);
+    assert!(!cluster.committed.broker_is_live(third));
+    let grow = alter_from(&cluster, 0, &[leader, second, third]);
+    assert_eq!(alter_code(&mut cluster, &grow), INELIGIBLE_REPLICA);
+    cluster.register(third, 300, None);
+    assert!(!cluster.heartbeat(third, false).is_fenced);
+    let grow = alter_from(&cluster, 0, &[leader, second, third]);
+    let grown = alter(&mut cluster, &grow).unwrap();
+    assert_eq!(grown.isr, state.replicas);
+    assert_eq!(grown.leader_epoch, state.leader_epoch);
+}
+
+/// A leader whose leadership moved is fenced: by NOT_LEADER_OR_FOLLOWER while another broker
+/// leads, by FENCED_LEADER_EPOCH once it leads again (a new leader epoch), even re-based on the
+/// current partition epoch; a restarted leader's old process by STALE_BROKER_EPOCH.
+#[test]
+fn a_replaced_leader_cannot_change_the_isr() {
+    let config = ControllerConfig {
+        leader_rebalance_interval_ms: 1_000,
+        ..ControllerConfig::kafka_defaults()
+    };
+    let mut cluster = Cluster::with_config(21, config);
+    cluster.brokers_up(&[1, 2, 3]);
+    cluster.create("t", 1, 3, &[]).unwrap();
+    let topic_id = cluster.topic_id("t");
+    let replicas = cluster
+        .committed
+        .partition(topic_id, 0)
+        .unwrap()
+        .replicas
+        .clone();
+    let [first, second, third] = replicas[..] else {
+        panic!("three replicas");
+    };
+    let first_old = alter_from(&cluster, 0, &[first, second]);
+    cluster.heartbeat(first, true);
+    // `second` leads at epoch 1; this request of its stays behind.
+    let second_stale = alter_from(&cluster, 0, &[second]);
+    assert_eq!(second_stale.broker_id, second);
+    // `first` comes back, is re-added and leads again (preferred), then leaves.
+    cluster.register(first, 100, None);
+    assert!(!cluster.heartbeat(first, false).is_fenced);
+    let grow = alter_from(&cluster, 0, &replicas);
+    alter(&mut cluster, &grow).unwrap();
+    assert_eq!(
+        alter_code(&mut cluster, &second_stale),
+        INVALID_UPDATE_VERSION
+    );
+    cluster.tick(1_000);
+    assert_eq!(
+        alter_code(&mut cluster, &second_stale),
+        NOT_LEADER_OR_FOLLOWER
+    );
+    cluster.heartbeat(first, true);
+    let now = cluster.committed.partition(topic_id, 0).unwrap().clone();
+    assert_eq!((now.leader, now.leader_epoch), (second, 3));
+    assert_eq!(alter_code(&mut cluster, &second_stale), FENCED_LEADER_EPOCH);
+    let rebased = AlterPartition {
+        partition_epoch: now.partition_epoch,
+        isr: vec![second, third],
+        ..second_stale
+    };
+    assert_eq!(alter_code(&mut cluster, &rebased), FENCED_LEADER_EPOCH);
+    // The first process of `first`, as if still leading at epoch 0.
+    assert_eq!(alter_code(&mut cluster, &first_old), STALE_BROKER_EPOCH);
+    let current = AlterPartition {
+        leader_epoch: now.leader_epoch,
+        ..rebased
+    };
+    assert_eq!(alter(&mut cluster, &current).unwrap().isr, [second, third]);
+}
+
+/// A call retried with its id after a lost answer gets the first try's answer and writes
+/// nothing; a new call with the same content is based on an outdated ISR.
+#[test]
+fn a_retried_alter_partition_gets_the_first_answer() {
+    let mut cluster = Cluster::new(22);
+    cluster.brokers_up(&[1, 2, 3]);
+    cluster.create("t", 1, 3, &[]).unwrap();
+    let state = cluster
+        .committed
+        .partition(cluster.topic_id("t"), 0)
+        .unwrap()
+        .clone();
+    let request = alter_from(&cluster, 0, &state.replicas[..2]);
+    let id = |sequence| crate::records::RequestId {
+        broker_id: request.broker_id,
+        incarnation_id: IncarnationId(request.broker_id as u128),
+        sequence,
+    };
+    let call = |cluster: &mut Cluster, sequence| {
+        let index = cluster.index();
+        let proposal = cluster
+            .controller
+            .decide_once(index, Some(id(sequence)), |controller| {
+                controller.alter_partition(index, &request)
+            });
+        let wrote = !proposal.records.is_empty();
+        (cluster.commit(proposal), wrote)
+    };
+    let (first, wrote) = call(&mut cluster, 1);
+    assert!(wrote);
+    let first = first.unwrap();
+    assert_eq!(first.isr, &state.replicas[..2]);
+    let (retry, wrote) = call(&mut cluster, 1);
+    assert_eq!((retry.unwrap(), wrote), (first.clone(), false));
+    cluster.leader_change();
+    let (retry, wrote) = call(&mut cluster, 1);
+    assert_eq!((retry.unwrap(), wrote), (first, false));
+    let (another, _) = call(&mut cluster, 2);
+    assert_eq!(another.unwrap_err().code, INVALID_UPDATE_VERSION);
+}
+
+/// Preferred-leader election: the first replica leads again once it is live and back in the
+/// ISR, at the next rebalance check, at a new leader epoch; not before it is in the ISR.
+#[test]
+fn the_preferred_replica_leads_again_only_once_in_the_isr() {
+    let config = ControllerConfig {
+        leader_rebalance_interval_ms: 1_000,
+        ..ControllerConfig::kafka_defaults()
+    };
+    let mut cluster = Cluster::with_config(23, config);
+    cluster.brokers_up(&[1, 2, 3]);
+    cluster.create("t", 1, 3, &[]).unwrap();
+    let topic_id = cluster.topic_id("t");
+    let replicas = cluster
+        .committed
+        .partition(topic_id, 0)
+        .unwrap()
+        .replicas
+        .clone();
+    let preferred = replicas[0];
+    let interval = cluster.controller.config().leader_rebalance_interval_ms;
+    let sessions = |cluster: &Cluster| cluster.controller.session_deadline_next();
+    // Balanced: no rebalance timer.
+    assert_eq!(cluster.controller.next_deadline(), sessions(&cluster));
+    cluster.heartbeat(preferred, true);
+    cluster.register(preferred, 100, None);
+    assert!(!cluster.heartbeat(preferred, false).is_fenced);
+    let moved = cluster.committed.partition(topic_id, 0).unwrap().clone();
+    assert_eq!(moved.leader, replicas[1]);
+    assert!(!moved.isr.contains(&preferred));
+    // Live but out of the ISR: nothing to rebalance.
+    assert_eq!(cluster.controller.next_deadline(), sessions(&cluster));
+    cluster.now_ms = interval;
+    for broker_id in &replicas {
+        cluster.heartbeat(*broker_id, false);
+    }
+    cluster.tick(0);
+    assert_eq!(cluster.committed.partition(topic_id, 0), Some(&moved));
+    // The leader adds it back: the election is due at the next check.
+    let grow = alter_from(&cluster, 0, &replicas);
+    let grown = alter(&mut cluster, &grow).unwrap();
+    assert_eq!(grown.leader, replicas[1]);
+    assert_eq!(cluster.controller.next_deadline(), Some(2 * interval));
+    cluster.tick(interval - 1);
+    assert_eq!(cluster.committed.partition(topic_id, 0), Some(&grown));
+    cluster.tick(1);
+    let back = cluster.committed.partition(topic_id, 0).unwrap().clone();
+    assert_eq!(back.leader, preferred);
+    assert_eq!(back.isr, grown.isr);
+    assert_eq!(back.leader_epoch, grown.leader_epoch + 1);
+    assert_eq!(cluster.controller.next_deadline(), sessions(&cluster));
+    // The deposed leader's ISR change is refused.
+    assert_eq!(alter_code(&mut cluster, &grow), NOT_LEADER_OR_FOLLOWER);
+}
+
+/// Controlled shutdown of an RF=3 leader hands leadership to a member of the ISR (not the
+/// next replica in order when that one was shrunk out), at a new leader epoch.
+#[test]
+fn controlled_shutdown_hands_leadership_to_an_isr_member_at_a_new_epoch() {
+    let (outside, after, shrunk) = shutdown_after_shrink(None);
+    assert_ne!(after.leader, outside, "an ISR member leads");
+    assert_eq!(after.isr, [after.leader]);
+    assert_eq!(after.leader_epoch, shrunk.leader_epoch + 1);
+}
+
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn the_planted_election_outside_the_isr_elects_the_shrunk_replica() {
+    let (outside, after, _) =
+        shutdown_after_shrink(Some(crate::planted::PlantedBug::ElectOutsideIsr));
+    assert_eq!(after.leader, outside);
+}
+
+/// RF=3, the second replica shrunk out of the ISR, then the leader shuts down: the second
+/// replica (live, outside the ISR), and the partition before and after.
+fn shutdown_after_shrink(
+    planted: Option<crate::planted::PlantedBug>,
+) -> (
+    BrokerId,
+    crate::image::PartitionImage,
+    crate::image::PartitionImage,
+) {
+    let mut cluster = Cluster::new(24);
+    cluster.controller.planted = planted;
+    cluster.brokers_up(&[1, 2, 3]);
+    cluster.create("t", 1, 3, &[]).unwrap();
+    let topic_id = cluster.topic_id("t");
+    let state = cluster.committed.partition(topic_id, 0).unwrap().clone();
+    let [leader, second, third] = state.replicas[..] else {
+        panic!("three replicas");
+    };
+    let shrink = alter_from(&cluster, 0, &[leader, third]);
+    let shrunk = alter(&mut cluster, &shrink).unwrap();
+    cluster.heartbeat(leader, true);
+    assert!(cluster.committed.broker_is_live(second));
+    let after = cluster.committed.partition(topic_id, 0).unwrap().clone();
+    (second, after, shrunk)
+}

@@ -499,5 +499,11 @@ fn decide_new(
                 Answer::TopicsImported(reply.map(results).map_err(WireError::from))
             })
         }
+        Request::AlterPartition(alter) => {
+            let proposal = controller.alter_partition(index, &alter);
+            split(proposal, |reply| {
+                Answer::PartitionAltered(reply.map_err(WireError::from))
+            })
+        }
     }
 }

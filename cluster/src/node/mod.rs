@@ -27,10 +27,10 @@ mod tests;
 use crate::controller::errors::UNKNOWN_SERVER_ERROR;
 use crate::controller::ControllerConfig;
 use crate::controller::{
-    ApiError, ConfigAlter, PartitionsCreate, ProducerIdBlock, TopicCreate, TopicCreated,
-    TopicImport,
+    AlterPartition, ApiError, ConfigAlter, PartitionsCreate, ProducerIdBlock, TopicCreate,
+    TopicCreated, TopicImport,
 };
-use crate::image::{MetadataImage, MetadataOffset};
+use crate::image::{MetadataImage, MetadataOffset, PartitionImage};
 use crate::planted::PlantedBug;
 use crate::raft::transport::{Transport, INBOUND_QUEUE_MAX};
 use crate::raft::{NodeConfig, RaftNode};
@@ -79,6 +79,9 @@ pub struct ClusterTiming {
     /// The simulator draws small values so that its short runs snapshot, compact and install
     /// snapshots on lagging followers.
     pub snapshot_interval_entries: u64,
+    /// How often the controller moves leadership back to preferred replicas that are live and
+    /// in the ISR (`leader.imbalance.check.interval.seconds`).
+    pub leader_rebalance_interval: Duration,
 }
 
 /// Raft's default distance between snapshots of the image, in applied entries.
@@ -95,6 +98,7 @@ impl ClusterTiming {
             broker_session_timeout: Duration::from_millis(9_000),
             request_timeout: Duration::from_millis(30_000),
             snapshot_interval_entries: SNAPSHOT_INTERVAL_ENTRIES,
+            leader_rebalance_interval: Duration::from_secs(300),
         }
     }
 
@@ -108,6 +112,7 @@ impl ClusterTiming {
             broker_session_timeout: Duration::from_millis(1_500),
             request_timeout: Duration::from_millis(10_000),
             snapshot_interval_entries: SNAPSHOT_INTERVAL_ENTRIES,
+            leader_rebalance_interval: Duration::from_secs(2),
         }
     }
 }
@@ -287,6 +292,9 @@ impl ClusterNode {
                     session_timeout_ms: duration_ms(config.timing.broker_session_timeout),
                     partitions_default: config.partitions_default,
                     replication_factor_default: config.replication_factor_default,
+                    leader_rebalance_interval_ms: duration_ms(
+                        config.timing.leader_rebalance_interval,
+                    ),
                 },
                 planted: config.planted,
                 clock: config.clock,
@@ -523,6 +531,39 @@ impl ClusterHandle {
         match self.forwarder.call_applied(&request).await? {
             Answer::ProducerIds(Ok((first, size))) => Ok(ProducerIdBlock { first, size }),
             Answer::ProducerIds(Err(error)) => Err(ClusterError::Refused(error.into())),
+            other => Err(answer_unexpected(other)),
+        }
+    }
+
+    /// AlterPartition (KIP-497): this broker, leading `topic_id`-`partition` at `leader_epoch`
+    /// with the state at `partition_epoch`, asks for the ISR `isr` (itself included). Returns
+    /// the partition's new state once applied here. A refusal is `Refused` with its Kafka code
+    /// (`controller::partitions`): FENCED_LEADER_EPOCH or NOT_LEADER_OR_FOLLOWER for a leader
+    /// that was replaced, INVALID_UPDATE_VERSION for a proposal from an outdated ISR, ...; a
+    /// `Timeout` may still have committed: a re-proposal then gets INVALID_UPDATE_VERSION and
+    /// the image brings the state. A retry inside one call gets the first try's answer.
+    pub async fn alter_partition(
+        &self,
+        topic_id: TopicId,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<BrokerId>,
+    ) -> Result<PartitionImage, ClusterError> {
+        let status = self.status();
+        let broker_epoch = status.broker_epoch.ok_or(ClusterError::NotRegistered)?;
+        let request = Request::AlterPartition(AlterPartition {
+            broker_id: status.node_id,
+            broker_epoch,
+            topic_id,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            isr,
+        });
+        match self.forwarder.call_applied(&request).await? {
+            Answer::PartitionAltered(Ok(partition)) => Ok(partition),
+            Answer::PartitionAltered(Err(error)) => Err(ClusterError::Refused(error.into())),
             other => Err(answer_unexpected(other)),
         }
     }

@@ -10,11 +10,11 @@
 //! without the bytes, so a forwarded call and a local one run the same code.
 
 use crate::controller::{
-    ApiError, BrokerHeartbeat, BrokerRegistrationRequest, ConfigAlter, ConfigChange,
-    PartitionsCreate, ProducerIdBlock, TopicCreate, TopicCreated, TopicImport,
+    AlterPartition, ApiError, BrokerHeartbeat, BrokerRegistrationRequest, ConfigAlter,
+    ConfigChange, PartitionsCreate, ProducerIdBlock, TopicCreate, TopicCreated, TopicImport,
 };
 use crate::frame;
-use crate::image::MetadataOffset;
+use crate::image::{MetadataOffset, PartitionImage};
 use crate::raft::transport::FRAME_BYTES_MAX;
 use crate::records::{BrokerId, IncarnationId, RequestId, TopicId};
 use runtime::io::AsyncWriteExt;
@@ -83,6 +83,8 @@ pub enum Request {
         topics: Vec<TopicImportWire>,
         producer_id_floor: i64,
     },
+    /// A partition leader's ISR change (KIP-497's AlterPartition, not on the Kafka listener).
+    AlterPartition(AlterPartition),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +111,8 @@ pub enum Answer {
     ConfigsAltered(Vec<(String, Result<(), WireError>)>),
     ProducerIds(Result<(i64, i64), WireError>),
     TopicsImported(Result<TopicResultsWire<()>, WireError>),
+    /// The partition's state after the change.
+    PartitionAltered(Result<PartitionImage, WireError>),
 }
 
 /// Per-topic outcomes on the wire, in request order.
@@ -304,8 +308,10 @@ impl From<ProducerIdBlock> for (i64, i64) {
 
 impl Request {
     /// Whether the call must take effect once however often it is retried: the admin calls,
-    /// producer id blocks and the import (idempotent per topic id anyway). Registration is retried safely by its incarnation id (the same one
-    /// gets its epoch back), and a heartbeat's answer is the broker's state when it arrives.
+    /// producer id blocks, the import (idempotent per topic id anyway) and ISR changes (a retry
+    /// after a lost answer would otherwise meet its own partition epoch bump and be refused
+    /// INVALID_UPDATE_VERSION). Registration is retried safely by its incarnation id (the same
+    /// one gets its epoch back), and a heartbeat's answer is the broker's state when it arrives.
     pub fn is_once(&self) -> bool {
         match self {
             Request::Register { .. } | Request::Heartbeat { .. } => false,
@@ -314,7 +320,8 @@ impl Request {
             | Request::CreatePartitions { .. }
             | Request::AlterConfigs { .. }
             | Request::AllocateProducerIds { .. }
-            | Request::ImportTopics { .. } => true,
+            | Request::ImportTopics { .. }
+            | Request::AlterPartition(_) => true,
         }
     }
 

@@ -707,3 +707,87 @@ async fn an_import_keeps_topic_ids_and_is_idempotent() {
     assert!(clash.iter().all(|(_, result)| result.is_err()), "{clash:?}");
     handle.kill();
 }
+
+/// AlterPartition from a partition leader that is not the controller travels over the RPC
+/// listener; the answer is the partition's new state, applied on the caller's node when it
+/// returns; refusals come back as their Kafka codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_partition_is_forwarded_to_the_controller_and_refusals_keep_their_codes() {
+    use crate::controller::errors::{INVALID_UPDATE_VERSION, NOT_LEADER_OR_FOLLOWER};
+    let voters = voters(3).await;
+    let handles = cluster_start(&voters, &disks(3), 80).await;
+    let controller = leader_of(&handles).unwrap();
+    let results = handles[&controller]
+        .create_topics(vec![topic("t", 3, 3)], false)
+        .await
+        .unwrap();
+    assert!(results[0].1.is_ok(), "{results:?}");
+    let image = handles[&controller].image();
+    let topic_id = image.topic_id("t").unwrap();
+    // Three partitions: their leaders are the three brokers, one of them not the controller.
+    let (partition, state) = (0..3)
+        .map(|p| (p, image.partition(topic_id, p).unwrap().clone()))
+        .find(|(_, state)| state.leader != controller)
+        .unwrap();
+    let leader = &handles[&state.leader];
+    let follower = *state.replicas.iter().find(|r| **r != state.leader).unwrap();
+    let code = |result: Result<PartitionImage, ClusterError>| match result {
+        Err(ClusterError::Refused(error)) => error.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    let shrunk = leader
+        .alter_partition(
+            topic_id,
+            partition,
+            state.leader_epoch,
+            state.partition_epoch,
+            vec![state.leader, follower],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shrunk.isr.len(), 2);
+    assert_eq!(shrunk.partition_epoch, state.partition_epoch + 1);
+    assert_eq!(shrunk.leader_epoch, state.leader_epoch);
+    assert_eq!(leader.image().partition(topic_id, partition), Some(&shrunk));
+    until("every node applied the change", 10, || {
+        handles
+            .values()
+            .all(|h| h.image().partition(topic_id, partition) == Some(&shrunk))
+    })
+    .await;
+
+    let again = leader
+        .alter_partition(
+            topic_id,
+            partition,
+            state.leader_epoch,
+            state.partition_epoch,
+            state.isr.clone(),
+        )
+        .await;
+    assert_eq!(code(again), INVALID_UPDATE_VERSION);
+    let other = &handles[&follower];
+    let not_leader = other
+        .alter_partition(
+            topic_id,
+            partition,
+            shrunk.leader_epoch,
+            shrunk.partition_epoch,
+            state.isr.clone(),
+        )
+        .await;
+    assert_eq!(code(not_leader), NOT_LEADER_OR_FOLLOWER);
+    let grown = leader
+        .alter_partition(
+            topic_id,
+            partition,
+            shrunk.leader_epoch,
+            shrunk.partition_epoch,
+            state.isr.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(grown.isr, state.isr);
+    assert_eq!(grown.partition_epoch, state.partition_epoch + 2);
+}
