@@ -1,0 +1,555 @@
+//! The leader side of replication (`replica::shell`) on three real brokers: three cluster nodes,
+//! all voters, on loopback with `MemDisk`s and the fast timing, opened as `serve` opens them
+//! and reconciled by the same loop. Topics have three replicas; the test plays the followers
+//! with raw Fetch requests (`replica_id` = the follower's id, `fetch_offset` = what it has
+//! "fsynced"), handed to the brokers' handlers as a connection would, so it decides exactly
+//! when each follower reports. Nothing here starts a follower fetcher.
+//!
+//! Each scenario is a function returning `Err` when an invariant breaks; the tests run them
+//! clean, and with `--features planted-bugs` also with the planted bug each is meant to catch.
+
+mod common;
+
+use broker::handlers::{self, Reply};
+use broker::planted::Bug;
+use broker::{Broker, BrokerConfig, NodeContext};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::Compression;
+use kafka_protocol::ResponseError;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use wire::batch::build::{batch_encode, RecordSpec};
+use wire::{RequestKind, ResponseKind, ValidatedBatch};
+
+/// Three brokers, ids 1-3 at indexes 0-2, every one a voter.
+struct Cluster {
+    brokers: Vec<Arc<Broker>>,
+}
+
+impl Cluster {
+    async fn open(planted: Option<Bug>) -> Cluster {
+        let mut voters = BTreeMap::new();
+        for id in 1..=3 {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            voters.insert(id, format!("127.0.0.1:{port}"));
+        }
+        let mut opening = Vec::new();
+        for id in 1..=3 {
+            let mut config = BrokerConfig::zero_config();
+            config.node_id = id;
+            // Never bound: only advertised in the registration.
+            config.listen = format!("127.0.0.1:{}", 19400 + id);
+            config.data_dir = "data".into();
+            config.cluster_id = "replication".into();
+            config.voters = voters.clone();
+            config.planted = planted;
+            broker::config::validate(&config).expect("a valid cluster config");
+            let context = NodeContext {
+                clock: runtime::Clock::system(),
+                disk: runtime::MemDisk::new(),
+                seed: 10 + id as u64,
+                cluster_hooks: broker::cluster_mode::ClusterHooks {
+                    timing: Some(cluster::node::ClusterTiming::fast()),
+                    ..Default::default()
+                },
+            };
+            opening.push(runtime::spawn(Broker::open(config, context)));
+        }
+        let mut brokers = Vec::new();
+        for task in opening {
+            let broker = task.await.unwrap().expect("opens");
+            runtime::spawn(broker::cluster_mode::reconcile_loop(broker.clone()));
+            brokers.push(broker);
+        }
+        Cluster { brokers }
+    }
+
+    fn node(&self, id: i32) -> &Arc<Broker> {
+        &self.brokers[(id - 1) as usize]
+    }
+
+    /// Creates `name` with three partitions of three replicas each, and waits until every
+    /// partition's leader runs its core.
+    async fn topic_create(&self, name: &str, min_insync: &str) {
+        let config = CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("min.insync.replicas"))
+            .with_value(Some(StrBytes::from_string(min_insync.to_string())));
+        let topic = CreatableTopic::default()
+            .with_name(topic_name(name))
+            .with_num_partitions(3)
+            .with_replication_factor(3)
+            .with_configs(vec![config]);
+        let request = CreateTopicsRequest::default()
+            .with_topics(vec![topic])
+            .with_timeout_ms(10_000);
+        let response = handlers::admin::create_topics(&self.brokers[0], request, 5).await;
+        let ResponseKind::CreateTopics(response) = response else {
+            panic!("CreateTopics answered {response:?}");
+        };
+        assert_eq!(response.topics[0].error_code, 0, "{response:?}");
+        for index in 0..3 {
+            eventually(&format!("{name}-{index} led with a core"), || {
+                let leader = self.leader(name, index)?;
+                let partition = self.node(leader).topics().partition(name, index)?;
+                let led = partition.replica().is_some();
+                led.then_some(())
+            })
+            .await;
+        }
+    }
+
+    /// The leader of `name`-`index` by node 1's image, once some node's image names one.
+    fn leader(&self, name: &str, index: i32) -> Option<i32> {
+        self.brokers.iter().find_map(|broker| {
+            let image = broker.cluster().image();
+            let topic = image.topic_by_name(name)?;
+            image.partition(topic.topic_id, index)?.leader()
+        })
+    }
+
+    /// The partition of `name` that node `id` leads (each node leads one of the three).
+    fn led_by(&self, name: &str, id: i32) -> i32 {
+        (0..3)
+            .find(|&index| self.leader(name, index) == Some(id))
+            .unwrap_or_else(|| panic!("node {id} leads no partition of {name}"))
+    }
+
+    fn leader_epoch(&self, id: i32, name: &str, index: i32) -> i32 {
+        let image = self.node(id).cluster().image();
+        let topic = image.topic_by_name(name).unwrap();
+        image.partition(topic.topic_id, index).unwrap().leader_epoch
+    }
+
+    fn isr(&self, id: i32, name: &str, index: i32) -> Vec<i32> {
+        let image = self.node(id).cluster().image();
+        let topic = image.topic_by_name(name).unwrap();
+        image.partition(topic.topic_id, index).unwrap().isr.clone()
+    }
+}
+
+/// Polls `probe` every 10 ms for 10 s.
+async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..1000 {
+        if let Some(found) = probe() {
+            return found;
+        }
+        runtime::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
+fn topic_name(text: &str) -> TopicName {
+    TopicName(StrBytes::from_string(text.to_string()))
+}
+
+fn frame(api_key: wire::ApiKey, body: RequestKind, version: i16) -> wire::RequestFrame {
+    wire::RequestFrame {
+        api_key,
+        header: RequestHeader::default().with_request_api_version(version),
+        api_version: version,
+        body,
+    }
+}
+
+async fn reply_await(reply: Reply) -> ResponseKind {
+    match reply {
+        Reply::Now(response) => *response,
+        Reply::Later(future) => future.await,
+        Reply::None => panic!("no reply"),
+    }
+}
+
+/// A Produce of one record `value` to `name`-`index`, as handed to the handler.
+fn produce(broker: &Arc<Broker>, name: &str, index: i32, acks: i16, value: &str) -> Reply {
+    let record = RecordSpec {
+        value: Some(value.to_string().into()),
+        timestamp: 1_000,
+        ..Default::default()
+    };
+    let data = produce_request::PartitionProduceData::default()
+        .with_index(index)
+        .with_records(Some(
+            batch_encode(&[record], Compression::None).into_bytes(),
+        ));
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(3_000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(topic_name(name))
+            .with_partition_data(vec![data])]);
+    let request = frame(wire::ApiKey::Produce, RequestKind::Produce(request), 9);
+    handlers::handle(broker, request)
+}
+
+/// A produce's answer: (error code, base offset).
+type Answer = (i16, i64);
+
+fn produce_answer(response: ResponseKind) -> Answer {
+    let ResponseKind::Produce(response) = response else {
+        panic!("not a Produce response: {response:?}");
+    };
+    let answer = &response.responses[0].partition_responses[0];
+    (answer.error_code, answer.base_offset)
+}
+
+/// Starts an acks=all produce; its answer arrives on the handle.
+fn produce_parked(
+    broker: &Arc<Broker>,
+    name: &str,
+    index: i32,
+    value: &str,
+) -> runtime::JoinHandle<Answer> {
+    let reply = produce(broker, name, index, -1, value);
+    runtime::spawn(async move { produce_answer(reply_await(reply).await) })
+}
+
+async fn produce_now(broker: &Arc<Broker>, name: &str, index: i32, acks: i16) -> Answer {
+    let reply = produce(broker, name, index, acks, "v");
+    produce_answer(reply_await(reply).await)
+}
+
+/// What a Fetch answered for one partition: error, HW, the batches.
+struct Fetched {
+    error: i16,
+    high_watermark: i64,
+    records: bytes::Bytes,
+}
+
+impl Fetched {
+    fn batches(&self) -> Vec<ValidatedBatch> {
+        ValidatedBatch::validate_all(self.records.clone()).expect("whole batches")
+    }
+
+    /// The offset after the last record returned, or `from` if none.
+    fn next_offset(&self, from: i64) -> i64 {
+        self.batches()
+            .last()
+            .map_or(from, |batch| batch.header().next_offset())
+    }
+}
+
+/// A Fetch v12 of `name`-`index` from `offset` at `current_leader_epoch`: by follower
+/// `replica_id`, or a consumer with -1. Never waits.
+async fn fetch(
+    broker: &Arc<Broker>,
+    (name, index): (&str, i32),
+    replica_id: i32,
+    offset: i64,
+    current_leader_epoch: i32,
+) -> Fetched {
+    let partition = fetch_request::FetchPartition::default()
+        .with_partition(index)
+        .with_current_leader_epoch(current_leader_epoch)
+        .with_fetch_offset(offset)
+        .with_partition_max_bytes(1 << 20);
+    let request = FetchRequest::default()
+        .with_replica_id(replica_id.into())
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(topic_name(name))
+            .with_partitions(vec![partition])]);
+    let request = frame(wire::ApiKey::Fetch, RequestKind::Fetch(request), 12);
+    let ResponseKind::Fetch(response) = reply_await(handlers::handle(broker, request)).await else {
+        panic!("not a Fetch response");
+    };
+    let data = &response.responses[0].partitions[0];
+    Fetched {
+        error: data.error_code,
+        high_watermark: data.high_watermark,
+        records: data.records.clone().unwrap_or_default(),
+    }
+}
+
+/// ListOffsets latest of `name`-`index`: (error, offset).
+async fn offset_latest(broker: &Arc<Broker>, name: &str, index: i32) -> (i16, i64) {
+    let partition = list_offsets_request::ListOffsetsPartition::default()
+        .with_partition_index(index)
+        .with_timestamp(-1);
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(topic_name(name))
+            .with_partitions(vec![partition])]);
+    let request = frame(
+        wire::ApiKey::ListOffsets,
+        RequestKind::ListOffsets(request),
+        7,
+    );
+    let ResponseKind::ListOffsets(response) = reply_await(handlers::handle(broker, request)).await
+    else {
+        panic!("not a ListOffsets response");
+    };
+    let answer = &response.topics[0].partitions[0];
+    (answer.error_code, answer.offset)
+}
+
+/// Whether `task` is still running after a while.
+async fn still_parked<T>(task: &runtime::JoinHandle<T>) -> bool {
+    runtime::time::sleep(Duration::from_millis(200)).await;
+    !task.is_finished()
+}
+
+fn check(condition: bool, what: String) -> Result<(), String> {
+    match condition {
+        true => Ok(()),
+        false => Err(what),
+    }
+}
+
+const OK: i16 = 0;
+
+/// acks=1 is answered at the leader's fsync with no follower fetch; consumers read only below
+/// the replicated HW although the leader fsynced more; acks=all stays parked until every ISR
+/// member reported an fsynced end covering it; acks=0 gets no answer.
+async fn acks_and_reads(planted: Option<Bug>) -> Result<(), String> {
+    let cluster = Cluster::open(planted).await;
+    cluster.topic_create("r", "2").await;
+    let (leader, followers) = (1, [2, 3]);
+    let index = cluster.led_by("r", leader);
+    let at = ("r", index);
+    let epoch = cluster.leader_epoch(leader, "r", index);
+    let node = cluster.node(leader);
+
+    let answer = produce_now(node, "r", index, 1).await;
+    check(answer == (OK, 0), format!("acks=1 answered {answer:?}"))?;
+    let read = fetch(node, at, -1, 0, epoch).await;
+    check(
+        read.error == OK && read.high_watermark == 0 && read.batches().is_empty(),
+        format!(
+            "a consumer read offset 0 (HW {}) before any follower had it",
+            read.high_watermark
+        ),
+    )?;
+
+    let parked = produce_parked(node, "r", index, "all");
+    check(
+        still_parked(&parked).await,
+        "acks=all answered before any follower fetched".into(),
+    )?;
+    // Follower 2 copies both records and reports them fsynced.
+    let copied = fetch(node, at, followers[0], 0, epoch).await;
+    check(
+        copied.error == OK && copied.next_offset(0) == 2,
+        format!(
+            "follower 2 read to {} (error {})",
+            copied.next_offset(0),
+            copied.error
+        ),
+    )?;
+    let report = fetch(node, at, followers[0], 2, epoch).await;
+    check(
+        report.high_watermark == 0,
+        format!("HW {} with follower 3 silent", report.high_watermark),
+    )?;
+    check(
+        still_parked(&parked).await,
+        "acks=all answered with follower 3 silent".into(),
+    )?;
+    // Follower 3 reports offset 0 only: the HW reaches 1, the consumer reads offset 0 only.
+    fetch(node, at, followers[1], 0, epoch).await;
+    let report = fetch(node, at, followers[1], 1, epoch).await;
+    check(
+        report.high_watermark == 1,
+        format!("HW {} after reports 2 and 1", report.high_watermark),
+    )?;
+    let read = fetch(node, at, -1, 0, epoch).await;
+    check(
+        read.high_watermark == 1 && read.next_offset(0) == 1,
+        format!(
+            "a consumer read to {} with the HW at 1 (answered {})",
+            read.next_offset(0),
+            read.high_watermark
+        ),
+    )?;
+    check(
+        still_parked(&parked).await,
+        "acks=all answered before the HW covered it".into(),
+    )?;
+    fetch(node, at, followers[1], 2, epoch).await;
+    let answer = runtime::time::timeout(Duration::from_secs(5), parked)
+        .await
+        .map_err(|_| "acks=all not answered once every ISR member had it".to_string())?
+        .unwrap();
+    check(answer == (OK, 1), format!("acks=all answered {answer:?}"))?;
+    let read = fetch(node, at, -1, 0, epoch).await;
+    check(
+        read.next_offset(0) == 2,
+        "the consumer misses offset 1".into(),
+    )?;
+
+    let reply = produce(node, "r", index, 0, "none");
+    check(matches!(reply, Reply::None), "acks=0 got an answer".into())?;
+    Ok(())
+}
+
+/// A follower that leaves (its controlled shutdown: the controller drops it from the ISR) no
+/// longer holds the HW back; acks=all is refused before the append while the ISR is smaller
+/// than min.insync.replicas, while acks=1 is still answered.
+async fn a_dead_follower_leaves_the_isr(planted: Option<Bug>) -> Result<(), String> {
+    let cluster = Cluster::open(planted).await;
+    cluster.topic_create("r", "2").await;
+    cluster.topic_create("s", "3").await;
+    let (leader, live, dead) = (1, 2, 3);
+    let r = cluster.led_by("r", leader);
+    let s = cluster.led_by("s", leader);
+    cluster.node(dead).cluster().clone().shutdown().await;
+    let node = cluster.node(leader);
+    for (name, index) in [("r", r), ("s", s)] {
+        eventually("the dead follower out of the ISR", || {
+            (cluster.isr(leader, name, index) == [leader, live]).then_some(())
+        })
+        .await;
+    }
+    node.reconcile().unwrap();
+
+    let epoch = cluster.leader_epoch(leader, "r", r);
+    let parked = produce_parked(node, "r", r, "all");
+    fetch(node, ("r", r), live, 0, epoch).await;
+    fetch(node, ("r", r), live, 1, epoch).await;
+    let answer = runtime::time::timeout(Duration::from_secs(5), parked)
+        .await
+        .map_err(|_| "acks=all not answered by the ISR {1, 2}".to_string())?
+        .unwrap();
+    check(
+        answer == (OK, 0),
+        format!("acks=all with the ISR {{1, 2}} answered {answer:?}"),
+    )?;
+
+    let not_enough = ResponseError::NotEnoughReplicas.code();
+    let answer = produce_now(node, "s", s, -1).await;
+    check(
+        answer.0 == not_enough,
+        format!("acks=all with |ISR| < min.insync answered {answer:?}"),
+    )?;
+    let end = node
+        .topics()
+        .partition("s", s)
+        .unwrap()
+        .log()
+        .log_end_offset();
+    check(end == 0, "a refused acks=all produce was appended".into())?;
+    let answer = produce_now(node, "s", s, 1).await;
+    check(answer == (OK, 0), format!("acks=1 answered {answer:?}"))?;
+    Ok(())
+}
+
+/// The leader's controlled shutdown moves leadership away: its parked acks=all produce fails
+/// with NOT_LEADER_OR_FOLLOWER (the write may not survive), and the new leader, whose HW is
+/// below the start of its leadership, answers ListOffsets OFFSET_NOT_AVAILABLE.
+async fn a_deposed_leader_fails_its_waiters(planted: Option<Bug>) -> Result<(), String> {
+    let cluster = Cluster::open(planted).await;
+    cluster.topic_create("r", "2").await;
+    // The Raft leader applies the controller's decisions first, so its image sees the move
+    // before its node stops.
+    let leader = eventually("a Raft leader", || {
+        (1..=3).find(|&id| {
+            let status = cluster.node(id).cluster().status();
+            status.controller_active
+        })
+    })
+    .await;
+    let index = cluster.led_by("r", leader);
+    let epoch = cluster.leader_epoch(leader, "r", index);
+    let node = cluster.node(leader);
+    let answer = produce_now(node, "r", index, 1).await;
+    check(answer == (OK, 0), format!("acks=1 answered {answer:?}"))?;
+    // Both followers copy offset 0 and fsync it, but never report it: their HW stays 0.
+    for follower in (1..=3).filter(|&id| id != leader) {
+        let copied = fetch(node, ("r", index), follower, 0, epoch).await;
+        let partition = cluster
+            .node(follower)
+            .topics()
+            .partition("r", index)
+            .unwrap();
+        for batch in copied.batches() {
+            partition.log().append_replicated(batch).unwrap();
+        }
+        partition.flush_request();
+        check(
+            partition.durable_wait(0).await,
+            "the follower's fsync failed".into(),
+        )?;
+    }
+    let parked = produce_parked(node, "r", index, "all");
+    check(
+        still_parked(&parked).await,
+        "acks=all answered with no follower report".into(),
+    )?;
+    node.cluster().clone().shutdown().await;
+    node.reconcile().unwrap();
+    let answer = runtime::time::timeout(Duration::from_secs(5), parked)
+        .await
+        .map_err(|_| "the deposed leader's waiter is still parked".to_string())?
+        .unwrap();
+    let not_leader = ResponseError::NotLeaderOrFollower.code();
+    check(
+        answer.0 == not_leader,
+        format!("the deposed leader answered its waiter {answer:?}"),
+    )?;
+    let fresh = eventually("a new leader with a core", || {
+        let fresh = (1..=3).find(|&id| {
+            id != leader && cluster.leader_epoch(id, "r", index) > epoch && {
+                let image = cluster.node(id).cluster().image();
+                let topic = image.topic_by_name("r").unwrap();
+                image.partition(topic.topic_id, index).unwrap().leader() == Some(id)
+            }
+        })?;
+        let partition = cluster.node(fresh).topics().partition("r", index)?;
+        let led = partition.replica().is_some();
+        led.then_some(fresh)
+    })
+    .await;
+    let answer = offset_latest(cluster.node(fresh), "r", index).await;
+    let not_available = ResponseError::OffsetNotAvailable.code();
+    check(
+        answer.0 == not_available,
+        format!("a new leader with its HW below its epoch start answered ListOffsets {answer:?}"),
+    )?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_waits_for_the_isr_and_consumers_read_below_the_hw() {
+    acks_and_reads(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_out_of_the_isr_does_not_hold_the_hw_and_min_insync_is_checked() {
+    a_dead_follower_leaves_the_isr(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_answers_its_waiters_not_leader() {
+    a_deposed_leader_fails_its_waiters(None).await.unwrap();
+}
+
+#[cfg(feature = "planted-bugs")]
+mod planted {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_above_hw_is_caught() {
+        let result = acks_and_reads(Some(Bug::ReadAboveHw)).await;
+        let caught = result.expect_err("read-above-hw not caught");
+        eprintln!("read-above-hw caught: {caught}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hw_over_all_replicas_is_caught() {
+        let result = a_dead_follower_leaves_the_isr(Some(Bug::HwOverAllReplicas)).await;
+        let caught = result.expect_err("hw-over-all-replicas not caught");
+        eprintln!("hw-over-all-replicas caught: {caught}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_leader_acks_is_caught() {
+        let result = a_deposed_leader_fails_its_waiters(Some(Bug::StaleLeaderAcks)).await;
+        let caught = result.expect_err("stale-leader-acks not caught");
+        eprintln!("stale-leader-acks caught: {caught}");
+    }
+}
