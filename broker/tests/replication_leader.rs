@@ -31,6 +31,11 @@ struct Cluster {
 
 impl Cluster {
     async fn open(planted: Option<Bug>) -> Cluster {
+        Cluster::open_with(planted, Duration::from_secs(30)).await
+    }
+
+    /// `lag_time_max`: Kafka's `replica.lag.time.max.ms`.
+    async fn open_with(planted: Option<Bug>, lag_time_max: Duration) -> Cluster {
         let mut voters = BTreeMap::new();
         for id in 1..=3 {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -47,6 +52,7 @@ impl Cluster {
             config.cluster_id = "replication".into();
             config.voters = voters.clone();
             config.planted = planted;
+            config.replica.lag_time_max = lag_time_max;
             broker::config::validate(&config).expect("a valid cluster config");
             let context = NodeContext {
                 clock: runtime::Clock::system(),
@@ -217,6 +223,8 @@ struct Fetched {
     error: i16,
     high_watermark: i64,
     records: bytes::Bytes,
+    /// (epoch, end offset), or (-1, -1).
+    diverging: (i32, i64),
 }
 
 impl Fetched {
@@ -236,15 +244,27 @@ impl Fetched {
 /// `replica_id`, or a consumer with -1. Never waits.
 async fn fetch(
     broker: &Arc<Broker>,
-    (name, index): (&str, i32),
+    at: (&str, i32),
     replica_id: i32,
     offset: i64,
+    current_leader_epoch: i32,
+) -> Fetched {
+    fetch_after(broker, at, replica_id, (offset, -1), current_leader_epoch).await
+}
+
+/// `fetch`, naming the epoch of the last batch the fetcher holds (-1: none).
+async fn fetch_after(
+    broker: &Arc<Broker>,
+    (name, index): (&str, i32),
+    replica_id: i32,
+    (offset, last_fetched_epoch): (i64, i32),
     current_leader_epoch: i32,
 ) -> Fetched {
     let partition = fetch_request::FetchPartition::default()
         .with_partition(index)
         .with_current_leader_epoch(current_leader_epoch)
         .with_fetch_offset(offset)
+        .with_last_fetched_epoch(last_fetched_epoch)
         .with_partition_max_bytes(1 << 20);
     let request = FetchRequest::default()
         .with_replica_id(replica_id.into())
@@ -262,6 +282,7 @@ async fn fetch(
         error: data.error_code,
         high_watermark: data.high_watermark,
         records: data.records.clone().unwrap_or_default(),
+        diverging: (data.diverging_epoch.epoch, data.diverging_epoch.end_offset),
     }
 }
 
@@ -510,6 +531,68 @@ async fn a_deposed_leader_fails_its_waiters(planted: Option<Bug>) -> Result<(), 
         answer.0 == not_available,
         format!("a new leader with its HW below its epoch start answered ListOffsets {answer:?}"),
     )?;
+    // The other follower claims the old leader's offset 1, which the new one never had: its
+    // fetch past the new leader's end gets the divergence (truncate to 1), not
+    // OFFSET_OUT_OF_RANGE, because the core hears of a fetch only after the check.
+    let other = (1..=3).find(|&id| id != leader && id != fresh).unwrap();
+    let new_epoch = cluster.leader_epoch(fresh, "r", index);
+    let diverged = fetch_after(
+        cluster.node(fresh),
+        ("r", index),
+        other,
+        (2, epoch),
+        new_epoch,
+    )
+    .await;
+    check(
+        diverged.error == OK && diverged.diverging == (epoch, 1),
+        format!(
+            "a diverging follower got error {} and diverging epoch {:?}",
+            diverged.error, diverged.diverging
+        ),
+    )?;
+    Ok(())
+}
+
+/// A follower that stops fetching is proposed out of the ISR after `lag_time_max`, but the HW
+/// passes it (and acks=all is answered) only once the controller committed the shrink: while
+/// the image still counts it, a new leader could be elected from it. (Until the AlterPartition
+/// RPC is merged the proposal is not sent, and the produce times out.)
+async fn a_silent_follower_is_shrunk_through_the_controller(
+    planted: Option<Bug>,
+) -> Result<(), String> {
+    let cluster = Cluster::open_with(planted, Duration::from_millis(300)).await;
+    cluster.topic_create("r", "2").await;
+    let (leader, live, silent) = (1, 2, 3);
+    let index = cluster.led_by("r", leader);
+    let epoch = cluster.leader_epoch(leader, "r", index);
+    let node = cluster.node(leader);
+    let parked = produce_parked(node, "r", index, "all");
+    // The live follower keeps fetching; the silent one never does.
+    let mut offset = 0;
+    let answer = loop {
+        let fetched = fetch(node, ("r", index), live, offset, epoch).await;
+        offset = fetched.next_offset(offset);
+        if parked.is_finished() {
+            break parked.await.unwrap();
+        }
+        runtime::time::sleep(Duration::from_millis(20)).await;
+    };
+    let isr = cluster.isr(leader, "r", index);
+    if answer.0 == OK {
+        check(
+            !isr.contains(&silent),
+            format!(
+                "acks=all answered OK while the controller's ISR {isr:?} holds the silent follower"
+            ),
+        )?;
+    } else {
+        let timed_out = ResponseError::RequestTimedOut.code();
+        check(
+            answer.0 == timed_out,
+            format!("acks=all answered {answer:?}"),
+        )?;
+    }
     Ok(())
 }
 
@@ -528,6 +611,13 @@ async fn a_deposed_leader_answers_its_waiters_not_leader() {
     a_deposed_leader_fails_its_waiters(None).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_follower_leaves_the_hw_only_through_the_controller() {
+    a_silent_follower_is_shrunk_through_the_controller(None)
+        .await
+        .unwrap();
+}
+
 #[cfg(feature = "planted-bugs")]
 mod planted {
     use super::*;
@@ -544,6 +634,14 @@ mod planted {
         let result = a_dead_follower_leaves_the_isr(Some(Bug::HwOverAllReplicas)).await;
         let caught = result.expect_err("hw-over-all-replicas not caught");
         eprintln!("hw-over-all-replicas caught: {caught}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn isr_shrink_local_is_caught() {
+        let result =
+            a_silent_follower_is_shrunk_through_the_controller(Some(Bug::IsrShrinkLocal)).await;
+        let caught = result.expect_err("isr-shrink-local not caught");
+        eprintln!("isr-shrink-local caught: {caught}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
