@@ -161,10 +161,11 @@ impl Broker {
     pub fn reconcile(&self) -> Result<(), TopicError> {
         let image = self.cluster.image();
         let now_ms = self.clock.wall_ms();
-        let mut topics = self.topics();
         let result =
-            crate::cluster_mode::reconcile(&mut topics, &image, self.config.node_id, now_ms);
-        self.replicas.roles_apply(&image, &topics);
+            crate::cluster_mode::reconcile(&mut self.topics(), &image, self.config.node_id, now_ms);
+        // Not under the topics lock: the cores are reached through the logs' locks.
+        let partition_of = |name: &str, index| self.topics().partition(name, index);
+        self.replicas.roles_apply(&image, partition_of);
         result
     }
 
@@ -244,6 +245,36 @@ impl Broker {
             partition,
             leader_epoch,
             replicated: false,
+        })
+    }
+
+    /// Kafka's debugging consumer (Fetch `replica_id` -2): any replica of a partition serves
+    /// its own copy, leader or not (`Partition::high_watermark_own` bounds it). The epoch a
+    /// request names is still checked against the image's.
+    pub fn partition_local(
+        &self,
+        topic: &str,
+        index: i32,
+        current_leader_epoch: Option<i32>,
+    ) -> Result<Served, ResponseError> {
+        if crate::topics::is_internal(topic) {
+            let access = crate::cluster_mode::Access::Read;
+            return self.partition_served(topic, index, access, current_leader_epoch);
+        }
+        let image = self.cluster.image();
+        let found = image
+            .topic_by_name(topic)
+            .and_then(|found| image.partition(found.topic_id, index))
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        crate::leader_epoch::check(found.leader_epoch, current_leader_epoch)?;
+        let partition = self
+            .topics()
+            .partition(topic, index)
+            .ok_or(ResponseError::NotLeaderOrFollower)?;
+        Ok(Served {
+            partition,
+            leader_epoch: found.leader_epoch,
+            replicated: found.replicas.len() > 1,
         })
     }
 

@@ -133,6 +133,18 @@ impl Partition {
         }
     }
 
+    /// This replica's own HW, whatever its role: the leader core's, a follower's last learned
+    /// one (never past its fsynced end), or on a partition with one replica the fsynced end.
+    /// What Kafka's debugging consumer (Fetch `replica_id` -2) may read.
+    pub fn high_watermark_own(&self, replicated: bool) -> i64 {
+        let durable_end = self.durable().offset_end;
+        match self.replica().as_ref() {
+            Some(led) => led.core.high_watermark(),
+            None if replicated => self.follower_high_watermark().min(durable_end),
+            None => durable_end,
+        }
+    }
+
     /// The leader core, if this broker leads the partition and it is replicated. Lock the log
     /// first when both are needed.
     pub fn replica(&self) -> MutexGuard<'_, Option<Led>> {

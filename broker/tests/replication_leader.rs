@@ -551,6 +551,34 @@ async fn a_deposed_leader_fails_its_waiters(planted: Option<Bug>) -> Result<(), 
             diverged.error, diverged.diverging
         ),
     )?;
+    // That follower serves Kafka's debugging consumer (-2) its own copy up to its own HW, and
+    // refuses a consumer.
+    let follower = cluster.node(other);
+    let read = fetch(follower, ("r", index), -1, 0, new_epoch).await;
+    let not_leader = ResponseError::NotLeaderOrFollower.code();
+    check(
+        read.error == not_leader,
+        format!("a follower answered a consumer {}", read.error),
+    )?;
+    let read = fetch(follower, ("r", index), -2, 0, new_epoch).await;
+    check(
+        read.error == OK && read.high_watermark == 0 && read.batches().is_empty(),
+        format!(
+            "a follower with HW 0 served the debugging consumer to {} (error {})",
+            read.next_offset(0),
+            read.error
+        ),
+    )?;
+    let partition = follower.topics().partition("r", index).unwrap();
+    partition.follower_high_watermark_set(1);
+    let read = fetch(follower, ("r", index), -2, 0, new_epoch).await;
+    check(
+        read.high_watermark == 1 && read.next_offset(0) == 1,
+        format!(
+            "a follower with HW 1 served the debugging consumer to {}",
+            read.next_offset(0)
+        ),
+    )?;
     Ok(())
 }
 

@@ -29,7 +29,9 @@
 //! the HW (its fsync then overlaps the leader's); its answer's `high_watermark` is the core's.
 //! Appends wake parked follower fetches. Consumers read below the core's HW, woken when it
 //! moves. A fetch naming a replica id on a partition with one replica is served as a
-//! consumer's, as before replication.
+//! consumer's, as before replication. `replica_id` -2 (Kafka's debugging consumer) is served by
+//! any replica of the partition, leader or not, up to its own HW (`Partition::
+//! high_watermark_own`): how the simulator compares replicas.
 //!
 //! Limits follow KIP-74: `partition_max_bytes` per partition and `max_bytes` per response, except
 //! that the first batch of the first non-empty partition is always returned whole, so a batch
@@ -55,6 +57,9 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use wire::ResponseKind;
+
+/// Kafka's debugging consumer: served by any replica, up to that replica's own HW.
+const DEBUGGING_REPLICA_ID: i32 = -2;
 
 /// A client may ask to wait longer; we cap it so a connection's slot is not held for minutes.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -233,13 +238,20 @@ fn partition_read(
         .with_aborted_transactions(read_committed.then(Vec::new));
     let access = crate::cluster_mode::Access::Read;
     let current = leader_epoch::from_wire(fetch.current_leader_epoch);
-    let served = broker.partition_served(topic.0.as_str(), fetch.partition, access, current);
+    let debugging = replica_id == DEBUGGING_REPLICA_ID;
+    let served = match debugging {
+        true => broker.partition_local(topic.0.as_str(), fetch.partition, current),
+        false => broker.partition_served(topic.0.as_str(), fetch.partition, access, current),
+    };
     let (partition, leader_epoch, replicated) = match served {
         Ok(served) => (served.partition, served.leader_epoch, served.replicated),
         Err(error) => return data.with_error_code(error.code()).with_high_watermark(-1),
     };
     let follower = (replicated && replica_id >= 0).then_some(replica_id);
-    let mut high_watermark = partition.high_watermark();
+    let mut high_watermark = match debugging {
+        true => partition.high_watermark_own(replicated),
+        false => partition.high_watermark(),
+    };
     let log = partition.log();
     if pass == Pass::Woken && Bug::active(partition.planted(), Bug::LongPollServesLogEnd) {
         high_watermark = log.log_end_offset();

@@ -27,7 +27,7 @@ use crate::broker::Broker;
 use crate::config::ReplicaSettings;
 use crate::partition::Partition;
 use crate::planted::Bug;
-use crate::topics::{is_internal, Topics};
+use crate::topics::is_internal;
 use cluster::image::{MetadataImage, PartitionImage};
 use cluster::records::TopicId;
 use runtime::sync::oneshot;
@@ -165,6 +165,9 @@ struct State {
     /// The partitions running a core, by (topic, index).
     led: BTreeMap<(String, i32), Arc<Partition>>,
     ticking: bool,
+    /// The offset of the newest image applied: two reconciles racing (the loop and an admin
+    /// call) must not apply an older image after a newer one.
+    image_offset: u64,
 }
 
 impl std::fmt::Debug for Replicas {
@@ -226,8 +229,16 @@ impl Replicas {
     /// a partition with several replicas led here gets a core (a new one at a new leader
     /// epoch), an existing one learns the committed ISR, and one no longer led here is
     /// deposed (its waiters fail) and dropped.
-    pub fn roles_apply(&self, image: &MetadataImage, topics: &Topics) {
+    pub fn roles_apply(
+        &self,
+        image: &MetadataImage,
+        partition_of: impl Fn(&str, i32) -> Option<Arc<Partition>>,
+    ) {
         let mut state = lock(&self.state);
+        if image.offset() < state.image_offset {
+            return;
+        }
+        state.image_offset = image.offset();
         let mut still: BTreeMap<(String, i32), Arc<Partition>> = BTreeMap::new();
         for topic in image.topics().filter(|topic| !is_internal(topic.name)) {
             let configs = image
@@ -240,7 +251,7 @@ impl Replicas {
                 if !replicated || partition_image.leader() != Some(self.node_id) {
                     continue;
                 }
-                let Some(partition) = topics.partition(topic.name, index) else {
+                let Some(partition) = partition_of(topic.name, index) else {
                     continue;
                 };
                 let key = (topic.name.to_string(), index);
@@ -303,6 +314,13 @@ impl Replicas {
         let moved = {
             let log = partition.log();
             let mut replica = partition.replica();
+            let newer = replica
+                .as_ref()
+                .is_some_and(|led| led.core.leader_epoch() > state.leader_epoch);
+            assert!(
+                !newer,
+                "images apply in order, so leader epochs never go back"
+            );
             let same = replica.as_ref().is_some_and(|led| {
                 led.core.leader_epoch() == state.leader_epoch && !led.core.is_deposed()
             });
