@@ -30,7 +30,7 @@ use crate::planted::Bug;
 use crate::topics::is_internal;
 use cluster::image::{MetadataImage, PartitionImage};
 use cluster::records::TopicId;
-use runtime::sync::oneshot;
+use runtime::sync::{oneshot, Notify};
 use runtime::Clock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +49,9 @@ pub struct Led {
     acks: BTreeMap<RequestId, oneshot::Sender<Result<(), AckError>>>,
     /// The AlterPartition the core asked for, not yet sent (the tick task sends it).
     proposal: Option<Proposal>,
+    /// Wakes the tick task when a proposal is made (an ISR expansion at a fetch goes out at
+    /// once, as Kafka's, not at the next tick).
+    proposal_made: Arc<Notify>,
     planted: Option<Bug>,
 }
 
@@ -107,6 +110,7 @@ impl Led {
                         partition_epoch,
                         isr: isr.into_iter().collect(),
                     });
+                    self.proposal_made.notify_one();
                 }
                 Output::HighWatermark { .. } => moved = true,
             }
@@ -156,6 +160,8 @@ pub struct Replicas {
     start: runtime::time::Instant,
     state: Mutex<State>,
     next_request: AtomicU64,
+    /// Shared with every core's `Led`: a proposal was made.
+    proposal_made: Arc<Notify>,
     /// Set once the broker is built: the tick task reaches the cluster handle through it.
     broker: OnceLock<Weak<Broker>>,
 }
@@ -201,6 +207,7 @@ impl Replicas {
             start: clock.now(),
             state: Mutex::new(State::default()),
             next_request: AtomicU64::new(0),
+            proposal_made: Arc::new(Notify::new()),
             broker: OnceLock::new(),
         }
     }
@@ -274,7 +281,9 @@ impl Replicas {
         if !state.led.is_empty() && !state.ticking {
             if let Some(broker) = self.broker.get() {
                 state.ticking = true;
-                runtime::spawn(tick_run(broker.clone(), self.tick_interval()));
+                let wake = self.proposal_made.clone();
+                let timing = (self.clock, self.tick_interval());
+                runtime::spawn(tick_run(broker.clone(), wake, timing));
             }
         }
     }
@@ -364,6 +373,7 @@ impl Replicas {
                     index: partition.index,
                     acks: BTreeMap::new(),
                     proposal: None,
+                    proposal_made: self.proposal_made.clone(),
                     planted: self.planted,
                 });
                 false
@@ -390,10 +400,25 @@ fn depose(partition: &Partition) {
 }
 
 /// While some replicated partition is led here: ticks every core (lagging followers) and sends
-/// the proposals the cores made. Ends when none is led, or the broker is gone.
-async fn tick_run(broker: Weak<Broker>, interval: Duration) {
+/// the proposals the cores made, every `interval` or at once when a proposal is made. Ends when
+/// none is led, or the broker is gone.
+async fn tick_run(
+    broker: Weak<Broker>,
+    proposal_made: Arc<Notify>,
+    (clock, interval): (Clock, Duration),
+) {
+    let mut tick_at = clock.now() + interval;
     loop {
-        runtime::time::sleep(interval).await;
+        // Only the timed pass ticks the cores: a proposal the controller refused is made again
+        // at the next tick, not in a loop of refusals.
+        let timed = runtime::select! {
+            biased;
+            () = proposal_made.notified() => false,
+            () = runtime::time::sleep_until(tick_at) => true,
+        };
+        if timed {
+            tick_at = clock.now() + interval;
+        }
         let Some(broker) = broker.upgrade() else {
             return;
         };
@@ -414,7 +439,9 @@ async fn tick_run(broker: Weak<Broker>, interval: Duration) {
                     continue;
                 };
                 let mut outputs = Vec::new();
-                led.core.tick(&mut outputs, now);
+                if timed {
+                    led.core.tick(&mut outputs, now);
+                }
                 (led.outputs_apply(outputs), led.proposal.take())
             };
             if moved {
