@@ -484,11 +484,18 @@ async fn alter_partition_send(broker: &Arc<Broker>, partition: &Partition, propo
     }
 }
 
+/// Whether `alter_partition_call` sends proposals to the controller; the tests expect ISR
+/// changes through it when true. False until T3's `ClusterHandle::alter_partition` is merged.
+pub const ALTER_PARTITION_SENT: bool = false;
+
 /// The controller call. **Until T3's `ClusterHandle::alter_partition` is merged the proposal is
 /// logged, not sent** (`None`: no answer; the core keeps it pending). At the merge this body
-/// becomes:
-/// `Some(broker.cluster().alter_partition(p.topic_id, p.partition, p.leader_epoch,
-/// p.partition_epoch, p.isr.clone()).await.map_err(|error| tracing::info!(%error, ..)))`.
+/// becomes (and `ALTER_PARTITION_SENT` true):
+/// ```ignore
+/// let answer = broker.cluster().alter_partition(proposal.topic_id, proposal.partition,
+///     proposal.leader_epoch, proposal.partition_epoch, proposal.isr.clone()).await;
+/// Some(answer.map_err(|error| tracing::info!(site = "alter-partition-refused", %error, ..)))
+/// ```
 async fn alter_partition_call(
     broker: &Arc<Broker>,
     proposal: &Proposal,
