@@ -405,6 +405,16 @@ async fn acks_and_reads(planted: Option<Bug>) -> Result<(), String> {
 
     let reply = produce(node, "r", index, 0, "none");
     check(matches!(reply, Reply::None), "acks=0 got an answer".into())?;
+
+    // Offline (as after a failed fsync; `delete` marks the partition failed the same way): the
+    // leader serves its followers nothing more.
+    node.topics().partition("r", index).unwrap().delete();
+    let read = fetch(node, at, followers[0], 2, epoch).await;
+    let storage_error = ResponseError::KafkaStorageError.code();
+    check(
+        read.error == storage_error,
+        format!("an offline leader answered a follower {}", read.error),
+    )?;
     Ok(())
 }
 

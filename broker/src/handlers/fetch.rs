@@ -346,6 +346,11 @@ fn follower_fetched(
     fetch_offset: i64,
     arrival: Option<Duration>,
 ) -> Result<i64, ResponseError> {
+    // Offline after a failed fsync: nothing past the last good sync is trustworthy, and this
+    // leader's HW no longer moves; the follower waits for the image to elect another.
+    if partition.durable().failed {
+        return Err(ResponseError::KafkaStorageError);
+    }
     let (result, moved) = {
         let mut replica = partition.replica();
         // The image names this broker leader, the reconciler has not caught up yet.
