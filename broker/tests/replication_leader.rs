@@ -21,7 +21,7 @@ use kafka_protocol::ResponseError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use wire::batch::build::{batch_encode, RecordSpec};
+use wire::batch::build::{batch_encode, batch_encode_with, RecordSpec};
 use wire::{RequestKind, ResponseKind, ValidatedBatch};
 
 /// Three brokers, ids 1-3 at indexes 0-2, every one a voter.
@@ -169,18 +169,30 @@ async fn reply_await(reply: Reply) -> ResponseKind {
     }
 }
 
-/// A Produce of one record `value` to `name`-`index`, as handed to the handler.
-fn produce(broker: &Arc<Broker>, name: &str, index: i32, acks: i16, value: &str) -> Reply {
-    let record = RecordSpec {
+fn record(value: &str) -> RecordSpec {
+    RecordSpec {
         value: Some(value.to_string().into()),
         timestamp: 1_000,
         ..Default::default()
-    };
+    }
+}
+
+/// A Produce of one record `value` to `name`-`index`, as handed to the handler.
+fn produce(broker: &Arc<Broker>, name: &str, index: i32, acks: i16, value: &str) -> Reply {
+    let batch = batch_encode(&[record(value)], Compression::None).into_bytes();
+    produce_batch(broker, (name, index), acks, batch)
+}
+
+/// A Produce of `batch` to `name`-`index`, as handed to the handler.
+fn produce_batch(
+    broker: &Arc<Broker>,
+    (name, index): (&str, i32),
+    acks: i16,
+    batch: bytes::Bytes,
+) -> Reply {
     let data = produce_request::PartitionProduceData::default()
         .with_index(index)
-        .with_records(Some(
-            batch_encode(&[record], Compression::None).into_bytes(),
-        ));
+        .with_records(Some(batch));
     let request = ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(3_000)
@@ -418,6 +430,62 @@ async fn acks_and_reads(planted: Option<Bug>) -> Result<(), String> {
     Ok(())
 }
 
+/// A retried idempotent batch (a duplicate: nothing appended) is answered with its original's
+/// offsets only once the HW covers the original, like the original itself.
+async fn a_retry_waits_for_the_hw(planted: Option<Bug>) -> Result<(), String> {
+    let cluster = Cluster::open(planted).await;
+    cluster.topic_create("r", "2").await;
+    let (leader, followers) = (1, [2, 3]);
+    let index = cluster.led_by("r", leader);
+    let at = ("r", index);
+    let epoch = cluster.leader_epoch(leader, "r", index);
+    let node = cluster.node(leader);
+    let producer_id = node.producer_id_new().expect("a producer id");
+    let batch = batch_encode_with(
+        &[record("once")],
+        Compression::None,
+        producer_id,
+        0,
+        0,
+        false,
+    )
+    .into_bytes();
+    let spawn =
+        |reply: Reply| runtime::spawn(async move { produce_answer(reply_await(reply).await) });
+    let original = spawn(produce_batch(node, at, -1, batch.clone()));
+    fetch(node, at, followers[0], 0, epoch).await;
+    fetch(node, at, followers[0], 1, epoch).await;
+    let retry = spawn(produce_batch(node, at, -1, batch));
+    check(
+        still_parked(&retry).await,
+        "a retried acks=all batch answered before the HW covered its original".into(),
+    )?;
+    check(
+        !original.is_finished(),
+        "acks=all answered with follower 3 silent".into(),
+    )?;
+    fetch(node, at, followers[1], 0, epoch).await;
+    fetch(node, at, followers[1], 1, epoch).await;
+    for (what, task) in [("original", original), ("retry", retry)] {
+        let answer = runtime::time::timeout(Duration::from_secs(5), task)
+            .await
+            .map_err(|_| format!("the {what} not answered once the HW covered it"))?
+            .unwrap();
+        check(answer == (OK, 0), format!("the {what} answered {answer:?}"))?;
+    }
+    let end = node
+        .topics()
+        .partition("r", index)
+        .unwrap()
+        .log()
+        .log_end_offset();
+    check(
+        end == 1,
+        format!("the retry was appended again: log end {end}"),
+    )?;
+    Ok(())
+}
+
 /// A follower that leaves (its controlled shutdown: the controller drops it from the ISR) no
 /// longer holds the HW back; acks=all is refused before the append while the ISR is smaller
 /// than min.insync.replicas, while acks=1 is still answered.
@@ -640,6 +708,11 @@ async fn a_silent_follower_is_shrunk_through_the_controller(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_all_waits_for_the_isr_and_consumers_read_below_the_hw() {
     acks_and_reads(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_batch_waits_for_the_hw_over_its_original() {
+    a_retry_waits_for_the_hw(None).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
