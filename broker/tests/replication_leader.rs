@@ -722,6 +722,13 @@ async fn a_silent_follower_is_shrunk_through_the_controller(
         answer.0 == expected,
         format!("acks=all answered {answer:?} (ISR {isr:?})"),
     )?;
+    // Answered or timed out, the produce left no waiter behind.
+    let partition = node.topics().partition("r", index).unwrap();
+    let waiting = partition.replica().as_ref().map(|led| led.waiting());
+    check(
+        waiting == Some((0, 0)),
+        format!("waiters left after the produce ended: {waiting:?}"),
+    )?;
     Ok(())
 }
 

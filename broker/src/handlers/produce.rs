@@ -51,8 +51,12 @@ struct Appended {
 enum Wait {
     /// The last offset that must be durable here (one replica, or acks=1).
     Durable(Arc<Partition>, i64),
-    /// The leader core's answer (replicated, acks=all).
-    Replicated(crate::replica::shell::AckReceiver),
+    /// The leader core's answer (replicated, acks=all), to request `RequestId`.
+    Replicated(
+        crate::replica::shell::AckReceiver,
+        Arc<Partition>,
+        crate::replica::RequestId,
+    ),
 }
 
 pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> Reply {
@@ -230,7 +234,7 @@ fn replicated_append(
         led.outputs_apply(outputs);
         let receiver = (acks == -1).then(|| {
             let request = broker.replicas().request_id_next();
-            led.ack_wait(request, produced.last_offset + 1).0
+            (led.ack_wait(request, produced.last_offset + 1).0, request)
         });
         (produced, receiver)
     };
@@ -238,7 +242,7 @@ fn replicated_append(
     // Followers parked at the log end read the new batches (and consumers, if the HW moved).
     partition.readers_wake();
     let wait = match receiver {
-        Some(receiver) => Wait::Replicated(receiver),
+        Some((receiver, request)) => Wait::Replicated(receiver, partition.clone(), request),
         None => Wait::Durable(partition.clone(), produced.last_offset),
     };
     Appended {
@@ -347,13 +351,18 @@ fn durable_response(
                             Err(_) => Some(ResponseError::RequestTimedOut),
                         }
                     }
-                    Some(Wait::Replicated(receiver)) => {
+                    Some(Wait::Replicated(receiver, partition, request)) => {
                         match runtime::time::timeout(timeout, receiver).await {
                             Ok(Ok(Ok(()))) => None,
                             Ok(Ok(Err(error))) => Some(error.code()),
                             // The core went without answering (the partition was deleted).
                             Ok(Err(_)) => Some(ResponseError::NotLeaderOrFollower),
-                            Err(_) => Some(ResponseError::RequestTimedOut),
+                            Err(_) => {
+                                if let Some(led) = partition.replica().as_mut() {
+                                    led.ack_cancel(request);
+                                }
+                                Some(ResponseError::RequestTimedOut)
+                            }
                         }
                     }
                 };

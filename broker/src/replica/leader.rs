@@ -212,6 +212,16 @@ impl Leader {
         self.waiters_complete(outputs);
     }
 
+    /// The acks=all produces waiting for the HW.
+    pub fn waiter_count(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// An acks=all produce gave up waiting (its timeout): it is forgotten, unanswered.
+    pub fn wait_cancel(&mut self, request: RequestId) {
+        self.waiters.remove(&request);
+    }
+
     /// The leader's own group commit made its log durable to `durable_end`.
     pub fn durable(&mut self, outputs: &mut Vec<Output>, durable_end: i64) {
         assert!(

@@ -140,6 +140,17 @@ impl Led {
         (receiver, self.outputs_apply(outputs))
     }
 
+    /// The parked acks=all produces (the shell's count and the core's).
+    pub fn waiting(&self) -> (usize, usize) {
+        (self.acks.len(), self.core.waiter_count())
+    }
+
+    /// A parked produce timed out: its waiter goes, so a stalled HW does not collect them.
+    pub fn ack_cancel(&mut self, request: RequestId) {
+        self.acks.remove(&request);
+        self.core.wait_cancel(request);
+    }
+
     /// Whether a produce may write here now: the core leads at the image's `leader_epoch`.
     /// Planted `stale-leader-acks`: the core is trusted over the image.
     pub fn writable(&self, leader_epoch: i32) -> bool {
