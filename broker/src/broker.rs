@@ -164,7 +164,9 @@ impl Broker {
         let result =
             crate::cluster_mode::reconcile(&mut self.topics(), &image, self.config.node_id, now_ms);
         // Not under the topics lock: the cores are reached through the logs' locks.
-        let partition_of = |name: &str, index| self.topics().partition(name, index);
+        let partition_of = |name: &str, index, topic_id| {
+            crate::replica::shell::partition_hosted(&self.topics(), name, index, topic_id)
+        };
         self.replicas.roles_apply(&image, partition_of);
         result
     }

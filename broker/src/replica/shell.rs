@@ -247,10 +247,13 @@ impl Replicas {
     /// a partition with several replicas led here gets a core (a new one at a new leader
     /// epoch), an existing one learns the committed ISR, and one no longer led here is
     /// deposed (its waiters fail) and dropped.
+    ///
+    /// `partition_of(name, index, topic_id)` is the local partition, if this node hosts it
+    /// under that topic id (a reconcile that failed may have left an older topic's logs).
     pub fn roles_apply(
         &self,
         image: &MetadataImage,
-        partition_of: impl Fn(&str, i32) -> Option<Arc<Partition>>,
+        partition_of: impl Fn(&str, i32, TopicId) -> Option<Arc<Partition>>,
     ) {
         let mut state = lock(&self.state);
         if image.offset() < state.image_offset {
@@ -269,7 +272,7 @@ impl Replicas {
                 if !replicated || partition_image.leader() != Some(self.node_id) {
                     continue;
                 }
-                let Some(partition) = partition_of(topic.name, index) else {
+                let Some(partition) = partition_of(topic.name, index, topic.topic_id) else {
                     continue;
                 };
                 let key = (topic.name.to_string(), index);
@@ -396,6 +399,20 @@ impl Replicas {
     }
 }
 
+/// The local partition `name`-`index` if this node hosts it under `topic_id` (a reconcile
+/// that failed to remove an older topic of the same name leaves that topic's logs; they must
+/// not be led as the new topic's). `roles_apply`'s lookup, under the topics lock.
+pub fn partition_hosted(
+    topics: &crate::topics::Topics,
+    name: &str,
+    index: i32,
+    topic_id: TopicId,
+) -> Option<Arc<Partition>> {
+    let id = crate::cluster_mode::topic_id_bytes(topic_id);
+    topics.get(name).filter(|local| local.topic_id == id)?;
+    topics.partition(name, index)
+}
+
 /// Leadership of `partition` ended: its waiters fail and the core goes.
 fn depose(partition: &Partition) {
     let old = partition.replica().take();
@@ -519,4 +536,177 @@ async fn alter_partition_call(
         isr = ?proposal.isr, "AlterPartition proposed; not sent (no controller RPC yet)"
     );
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topics::Topics;
+    use cluster::records::{
+        IncarnationId, MetadataRecord, PartitionChange, PartitionRecord, RegisterBroker,
+    };
+    use runtime::Disk;
+
+    const A: TopicId = TopicId(0xa);
+    const A_NEW: TopicId = TopicId(0xa2);
+
+    fn settings() -> ReplicaSettings {
+        ReplicaSettings::kafka_defaults()
+    }
+
+    /// Brokers 1-3; topic `a` (id `topic_id`): a-0 on [1, 2, 3] led by 1, a-1 on [1] alone.
+    fn image_with(topic_id: TopicId) -> MetadataImage {
+        let mut records: Vec<MetadataRecord> = (1..=3)
+            .map(|id| {
+                MetadataRecord::RegisterBroker(RegisterBroker {
+                    broker_id: id,
+                    incarnation_id: IncarnationId(id as u128),
+                    broker_epoch: i64::from(id),
+                    host: "127.0.0.1".into(),
+                    port: 9000 + id as u16,
+                    rack: None,
+                })
+            })
+            .collect();
+        records.extend((1..=3).map(|id| MetadataRecord::UnfenceBroker {
+            broker_id: id,
+            broker_epoch: i64::from(id),
+        }));
+        records.push(MetadataRecord::Topic {
+            name: "a".into(),
+            topic_id,
+        });
+        for (partition, replicas) in [(0, vec![1, 2, 3]), (1, vec![1])] {
+            records.push(MetadataRecord::Partition(PartitionRecord {
+                topic_id,
+                partition,
+                isr: replicas.clone(),
+                leader: replicas[0],
+                replicas,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }));
+        }
+        let mut image = MetadataImage::new();
+        image.apply_batch(1, &records);
+        image
+    }
+
+    fn change(image: &mut MetadataImage, offset: u64, record: PartitionChange) {
+        image.apply_batch(offset, &[MetadataRecord::PartitionChange(record)]);
+    }
+
+    fn lookup(topics: &Topics) -> impl Fn(&str, i32, TopicId) -> Option<Arc<Partition>> + '_ {
+        move |name, index, topic_id| partition_hosted(topics, name, index, topic_id)
+    }
+
+    fn led(topics: &Topics, index: i32) -> Option<(i32, Vec<i32>)> {
+        let partition = topics.partition("a", index)?;
+        let replica = partition.replica();
+        let led = replica.as_ref()?;
+        Some((
+            led.core.leader_epoch(),
+            led.core.isr().iter().copied().collect(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn roles_follow_the_image_and_a_lost_leadership_fails_its_waiters() {
+        let disk: Arc<dyn Disk> = runtime::MemDisk::new();
+        let mut topics = Topics::open(disk, "data".into(), 0, None).unwrap();
+        let mut image = image_with(A);
+        crate::cluster_mode::reconcile(&mut topics, &image, 1, 0).unwrap();
+        let replicas = Replicas::new(1, settings(), None, Clock::system());
+        replicas.roles_apply(&image, lookup(&topics));
+        assert_eq!(
+            led(&topics, 0),
+            Some((0, vec![1, 2, 3])),
+            "RF 3 led here: a core"
+        );
+        assert_eq!(led(&topics, 1), None, "RF 1: no core, today's path");
+        assert_eq!(replicas.led_count(), 1);
+
+        // The controller drops 3 from the ISR: the same core learns it.
+        let shrink = PartitionChange {
+            topic_id: A,
+            partition: 0,
+            leader: None,
+            isr: Some(vec![1, 2]),
+        };
+        change(&mut image, 2, shrink);
+        replicas.roles_apply(&image, lookup(&topics));
+        assert_eq!(led(&topics, 0), Some((0, vec![1, 2])));
+
+        // A produce parks; then leadership moves to 2: the waiter fails, the core goes.
+        let partition = topics.partition("a", 0).unwrap();
+        let mut receiver = {
+            let mut replica = partition.replica();
+            let led = replica.as_mut().unwrap();
+            let mut outputs = Vec::new();
+            led.log_end_feed(&mut outputs, 0);
+            let (receiver, _) = led.ack_wait(7, 0);
+            receiver
+        };
+        assert!(
+            receiver.try_recv().is_ok_and(|ack| ack.is_ok()),
+            "end 0 is covered at once"
+        );
+        let batch = wire::batch::build::batch_encode(
+            &[wire::batch::build::RecordSpec::default()],
+            kafka_protocol::records::Compression::None,
+        );
+        let receiver = {
+            let mut log = partition.log();
+            log.produce(vec![batch], 0, 0).unwrap();
+            let end = log.log_end_offset();
+            let mut replica = partition.replica();
+            let led = replica.as_mut().unwrap();
+            let mut outputs = Vec::new();
+            led.log_end_feed(&mut outputs, end);
+            led.ack_wait(8, end).0
+        };
+        let moved = PartitionChange {
+            topic_id: A,
+            partition: 0,
+            leader: Some(2),
+            isr: None,
+        };
+        change(&mut image, 3, moved);
+        replicas.roles_apply(&image, lookup(&topics));
+        assert_eq!(led(&topics, 0), None, "no core on a follower");
+        assert_eq!(replicas.led_count(), 0);
+        let answer = receiver.await.unwrap();
+        assert_eq!(answer, Err(AckError::NotLeaderOrFollower));
+
+        // Back to 1 at a new leader epoch: a new core.
+        let back = PartitionChange {
+            topic_id: A,
+            partition: 0,
+            leader: Some(1),
+            isr: None,
+        };
+        change(&mut image, 4, back);
+        replicas.roles_apply(&image, lookup(&topics));
+        assert_eq!(led(&topics, 0), Some((2, vec![1, 2])));
+
+        // An older image (a racing reconcile) changes nothing.
+        replicas.roles_apply(&image_with(A), lookup(&topics));
+        assert_eq!(led(&topics, 0), Some((2, vec![1, 2])));
+    }
+
+    #[tokio::test]
+    async fn an_older_topics_logs_are_never_led_as_the_new_topics() {
+        let disk: Arc<dyn Disk> = runtime::MemDisk::new();
+        let mut topics = Topics::open(disk, "data".into(), 0, None).unwrap();
+        let image = image_with(A);
+        crate::cluster_mode::reconcile(&mut topics, &image, 1, 0).unwrap();
+        let replicas = Replicas::new(1, settings(), None, Clock::system());
+        replicas.roles_apply(&image, lookup(&topics));
+        assert!(led(&topics, 0).is_some());
+        // `a` deleted and created again under a new id, but the reconcile that would have
+        // removed the old logs failed: they are still there, under the old id.
+        replicas.roles_apply(&image_with(A_NEW), lookup(&topics));
+        assert_eq!(led(&topics, 0), None, "the old topic's log is not led");
+        assert_eq!(replicas.led_count(), 0);
+    }
 }
