@@ -4,6 +4,7 @@ use crate::config::BrokerConfig;
 use crate::group::shell::GroupCoordinator;
 use crate::partition::Partition;
 use crate::producer_ids::{ProducerIdError, ProducerIds};
+use crate::replica::shell::Replicas;
 use crate::server::ServeError;
 use crate::topics::{TopicError, Topics};
 use crate::txn::shell::TxnCoordinator;
@@ -39,6 +40,18 @@ pub struct Broker {
     txn: Arc<TxnCoordinator>,
     /// The cluster node: the metadata image and the controller (a lone voter by default).
     cluster: ClusterHandle,
+    /// The leader cores of the replicated partitions led here (`replica::shell`).
+    replicas: Replicas,
+}
+
+/// A partition a data-plane request may use here (`Broker::partition_served`).
+#[derive(Debug)]
+pub struct Served {
+    pub partition: Arc<Partition>,
+    /// The image's leader epoch (`leader_epoch::SINGLE_NODE` for internal topics).
+    pub leader_epoch: i32,
+    /// The image gives it more than one replica: a leader core decides its HW and acks.
+    pub replicated: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -112,7 +125,14 @@ impl Broker {
             producer_ids.clone(),
             config.planted,
         )?;
+        let replicas = Replicas::new(
+            config.node_id,
+            config.replica,
+            config.planted,
+            context.clock,
+        );
         let broker = Arc::new(Broker {
+            replicas,
             producer_ids,
             txn,
             config,
@@ -126,6 +146,7 @@ impl Broker {
             broker: Arc::downgrade(&broker),
         };
         broker.txn.start(Arc::new(sender));
+        broker.replicas.broker_set(Arc::downgrade(&broker));
         Ok(broker)
     }
 
@@ -135,11 +156,24 @@ impl Broker {
     }
 
     /// Opens the logs of partitions the image assigns here and removes those of topics it no
-    /// longer has.
+    /// longer has; then starts, updates or ends the leader cores of replicated partitions
+    /// (`Replicas::roles_apply`), also after a failed pass, so a lost leadership is never kept.
     pub fn reconcile(&self) -> Result<(), TopicError> {
         let image = self.cluster.image();
         let now_ms = self.clock.wall_ms();
-        crate::cluster_mode::reconcile(&mut self.topics(), &image, self.config.node_id, now_ms)
+        let result =
+            crate::cluster_mode::reconcile(&mut self.topics(), &image, self.config.node_id, now_ms);
+        // Not under the topics lock: the cores are reached through the logs' locks.
+        let partition_of = |name: &str, index, topic_id| {
+            crate::replica::shell::partition_hosted(&self.topics(), name, index, topic_id)
+        };
+        self.replicas.roles_apply(&image, partition_of);
+        result
+    }
+
+    /// The leader cores of the replicated partitions led here.
+    pub fn replicas(&self) -> &Replicas {
+        &self.replicas
     }
 
     /// The partition a Produce, Fetch or ListOffsets addresses, if this broker may serve it:
@@ -165,6 +199,18 @@ impl Broker {
         access: crate::cluster_mode::Access,
         current_leader_epoch: Option<i32>,
     ) -> Result<(Arc<Partition>, i32), ResponseError> {
+        self.partition_served(topic, index, access, current_leader_epoch)
+            .map(|served| (served.partition, served.leader_epoch))
+    }
+
+    /// `partition_serving_at`, also telling whether the partition is replicated.
+    pub fn partition_served(
+        &self,
+        topic: &str,
+        index: i32,
+        access: crate::cluster_mode::Access,
+        current_leader_epoch: Option<i32>,
+    ) -> Result<Served, ResponseError> {
         if !crate::topics::is_internal(topic) {
             let image = self.cluster.image();
             let node_id = self.config.node_id;
@@ -177,10 +223,18 @@ impl Broker {
                 current_leader_epoch,
             );
             let leader_epoch = role?;
+            let replicated = image
+                .topic_by_name(topic)
+                .and_then(|found| image.partition(found.topic_id, index))
+                .is_some_and(|partition| partition.replicas.len() > 1);
             // Led here by the image but not open yet: the reconciler is a step behind.
             let partition = self.topics().partition(topic, index);
             return partition
-                .map(|partition| (partition, leader_epoch))
+                .map(|partition| Served {
+                    partition,
+                    leader_epoch,
+                    replicated,
+                })
                 .ok_or(ResponseError::NotLeaderOrFollower);
         }
         let partition = self
@@ -189,7 +243,41 @@ impl Broker {
             .ok_or(ResponseError::UnknownTopicOrPartition)?;
         let leader_epoch = crate::leader_epoch::SINGLE_NODE;
         crate::leader_epoch::check(leader_epoch, current_leader_epoch)?;
-        Ok((partition, leader_epoch))
+        Ok(Served {
+            partition,
+            leader_epoch,
+            replicated: false,
+        })
+    }
+
+    /// Kafka's debugging consumer (Fetch `replica_id` -2): any replica of a partition serves
+    /// its own copy, leader or not (`Partition::high_watermark_own` bounds it). The epoch a
+    /// request names is still checked against the image's.
+    pub fn partition_local(
+        &self,
+        topic: &str,
+        index: i32,
+        current_leader_epoch: Option<i32>,
+    ) -> Result<Served, ResponseError> {
+        if crate::topics::is_internal(topic) {
+            let access = crate::cluster_mode::Access::Read;
+            return self.partition_served(topic, index, access, current_leader_epoch);
+        }
+        let image = self.cluster.image();
+        let found = image
+            .topic_by_name(topic)
+            .and_then(|found| image.partition(found.topic_id, index))
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        crate::leader_epoch::check(found.leader_epoch, current_leader_epoch)?;
+        let partition = self
+            .topics()
+            .partition(topic, index)
+            .ok_or(ResponseError::NotLeaderOrFollower)?;
+        Ok(Served {
+            partition,
+            leader_epoch: found.leader_epoch,
+            replicated: found.replicas.len() > 1,
+        })
     }
 
     pub fn groups(&self) -> &Arc<GroupCoordinator> {

@@ -224,10 +224,8 @@ pub enum Access {
 }
 
 /// Whether this broker may serve `access` on `topic`'s partition `index`, by the image, and at
-/// which leader epoch: only its leader may, and a produce only where the leader alone is every
-/// replica. With more replicas there is no replication yet (issue 13): acknowledging a write
-/// only one replica holds would break the promise of the topic's replication factor, so it is
-/// refused with NOT_ENOUGH_REPLICAS.
+/// which leader epoch: only its leader may. With more than one replica, the leader core
+/// (`replica::shell`) decides what is acknowledged and readable.
 ///
 /// `current_leader_epoch` is the epoch the client believes current (Fetch v9+, ListOffsets v4+,
 /// OffsetForLeaderEpoch; `None` when it sent -1). As in Kafka's `Partition.getLocalLog`, it is
@@ -238,7 +236,8 @@ pub fn partition_role(
     node_id: i32,
     topic: &str,
     index: i32,
-    access: Access,
+    // Produce and reads are served alike today; kept so callers say what they do.
+    _access: Access,
     current_leader_epoch: Option<i32>,
 ) -> Result<i32, ResponseError> {
     let Some(topic) = image.topic_by_name(topic) else {
@@ -252,9 +251,6 @@ pub fn partition_role(
         None => return Err(ResponseError::LeaderNotAvailable),
         Some(leader) if leader != node_id => return Err(ResponseError::NotLeaderOrFollower),
         Some(_) => {}
-    }
-    if access == Access::Produce && partition.replicas.len() > 1 {
-        return Err(ResponseError::NotEnoughReplicas);
     }
     Ok(partition.leader_epoch)
 }
@@ -378,7 +374,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_leader_serves_and_writes_need_a_single_replica() {
+    fn only_the_leader_serves() {
         let image = image();
         let role =
             |node, topic, index, access| partition_role(&image, node, topic, index, access, None);
@@ -388,8 +384,11 @@ mod tests {
         assert_eq!(role(1, "a", 1, Access::Produce), not_leader);
         assert_eq!(role(1, "a", 1, Access::Read), not_leader);
         assert_eq!(role(1, "a", 2, Access::Read), Ok(0));
-        let refused = Err(ResponseError::NotEnoughReplicas);
-        assert_eq!(role(1, "a", 2, Access::Produce), refused);
+        assert_eq!(
+            role(1, "a", 2, Access::Produce),
+            Ok(0),
+            "replicated: the core decides"
+        );
         let unknown = Err(ResponseError::UnknownTopicOrPartition);
         assert_eq!(role(1, "a", 3, Access::Read), unknown);
         assert_eq!(role(1, "a", -1, Access::Read), unknown);

@@ -7,8 +7,15 @@
 //! syncs whatever has accumulated with one fdatasync (run off the async workers, without the log
 //! lock held), then publishes the new durable offset. Producers and long-polling fetchers wait on
 //! that one `watch` channel, so one fsync serves every request that arrived before it began.
+//!
+//! A partition with several replicas that this broker leads also holds the replica core
+//! (`replica`, a `replica::shell::Led`): its high watermark is then the core's, the replicated
+//! one (every ISR member fsynced below it), and the flusher feeds the core each group commit.
+//! Lock order: the log, then the core. Parked fetches wake on the same watch when the core's
+//! HW moves, and (followers) after appends.
 
 use crate::planted::Bug;
+use crate::replica::shell::Led;
 use runtime::sync::{watch, Notify};
 use std::sync::{Arc, Mutex, MutexGuard};
 use storage::PartitionLog;
@@ -35,6 +42,9 @@ pub struct Partition {
     /// The high watermark this replica last learned as a follower (from the leader's fetch
     /// responses), so a replica that becomes leader starts its HW there, not at 0. Monotone.
     follower_hw: std::sync::atomic::AtomicI64,
+    /// The leader core while this broker leads the partition and it has several replicas
+    /// (`replica::shell`); `None` otherwise. Taken after the log's lock, never before.
+    replica: Mutex<Option<Led>>,
     planted: Option<crate::planted::Bug>,
 }
 
@@ -75,6 +85,7 @@ impl Partition {
             durable_sender,
             deleted: std::sync::atomic::AtomicBool::new(false),
             follower_hw: std::sync::atomic::AtomicI64::new(0),
+            replica: Mutex::new(None),
             planted,
         });
         runtime::spawn(flusher_run(Arc::downgrade(&partition)));
@@ -107,12 +118,45 @@ impl Partition {
         self.durable_sender.send_modify(|_| {});
     }
 
-    /// The high watermark: what consumers may read.
+    /// The high watermark: what consumers may read. With a leader core, the replicated HW;
+    /// otherwise the local fsynced end.
     pub fn high_watermark(&self) -> i64 {
         if Bug::active(self.planted, Bug::FetchBeyondDurable) {
             return self.log().log_end_offset();
         }
-        self.durable().offset_end
+        let replicated = self.replica().as_ref().map(|led| led.core.high_watermark());
+        match replicated {
+            // Planted: consumers read up to the leader's own fsynced end.
+            Some(_) if Bug::active(self.planted, Bug::ReadAboveHw) => self.durable().offset_end,
+            Some(high_watermark) => high_watermark,
+            None => self.durable().offset_end,
+        }
+    }
+
+    /// This replica's own HW, whatever its role: the leader core's, a follower's last learned
+    /// one (never past its fsynced end), or on a partition with one replica the fsynced end.
+    /// What Kafka's debugging consumer (Fetch `replica_id` -2) may read.
+    pub fn high_watermark_own(&self, replicated: bool) -> i64 {
+        let durable_end = self.durable().offset_end;
+        match self.replica().as_ref() {
+            Some(led) => led.core.high_watermark(),
+            None if replicated => self.follower_high_watermark().min(durable_end),
+            None => durable_end,
+        }
+    }
+
+    /// The leader core, if this broker leads the partition and it is replicated. Lock the log
+    /// first when both are needed.
+    pub fn replica(&self) -> MutexGuard<'_, Option<Led>> {
+        lock(&self.replica)
+    }
+
+    /// Whether the HW of a replicated leader has not reached the start of its leadership yet
+    /// (KIP-207: offsets may still move, ListOffsets answers OFFSET_NOT_AVAILABLE).
+    pub fn high_watermark_behind_epoch_start(&self) -> bool {
+        self.replica()
+            .as_ref()
+            .is_some_and(|led| led.core.high_watermark() < led.core.epoch_start_offset())
     }
 
     /// The HW this replica learned while following (0 if it never followed since it opened).
@@ -237,14 +281,29 @@ async fn flush_once(partition: &Arc<Partition>) -> bool {
 /// Completes a synced ticket and tells producers and fetchers the new durable offset; `false`
 /// if a sync of the log failed meanwhile (a roll's), so the ticket's success proves nothing.
 fn durable_publish(partition: &Partition, ticket: storage::FlushTicket) -> bool {
-    let offset_end = {
+    let (offset_end, high_watermark_moved) = {
         let mut log = partition.log();
         log.flush_complete(ticket);
         match log.sync_failed() {
-            true => None,
-            false => Some(log.recovery_point()),
+            true => (None, false),
+            false => {
+                let offset_end = log.recovery_point();
+                // The leader core counts its own end once it is fsynced (log, then core).
+                let moved = partition.replica().as_mut().is_some_and(|led| {
+                    let mut outputs = Vec::new();
+                    led.log_end_feed(&mut outputs, log.log_end_offset());
+                    if !led.core.is_deposed() {
+                        led.core.durable(&mut outputs, offset_end);
+                    }
+                    led.outputs_apply(outputs)
+                });
+                (Some(offset_end), moved)
+            }
         }
     };
+    if high_watermark_moved {
+        partition.readers_wake();
+    }
     let Some(offset_end) = offset_end else {
         partition.offline_for_sync_failure("a sync of the log failed during the group commit");
         return false;

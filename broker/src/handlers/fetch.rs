@@ -22,6 +22,17 @@
 //! truncates there (Kafka's `Partition.readRecords`, KIP-279). Such an answer, like an error,
 //! is sent at once.
 //!
+//! Followers (`replica_id >= 0`) of a replicated partition led here (`replica::shell`): after
+//! the divergence check (so a diverging follower never meets the core's refusal of an offset
+//! past the log end), the leader core hears the fetch once, on arrival (`Leader::fetched`: the
+//! fetch offset is the follower's fsynced end), and the follower reads up to the log end, not
+//! the HW (its fsync then overlaps the leader's); its answer's `high_watermark` is the core's.
+//! Appends wake parked follower fetches. Consumers read below the core's HW, woken when it
+//! moves. A fetch naming a replica id on a partition with one replica is served as a
+//! consumer's, as before replication. `replica_id` -2 (Kafka's debugging consumer) is served by
+//! any replica of the partition, leader or not, up to its own HW (`Partition::
+//! high_watermark_own`): how the simulator compares replicas.
+//!
 //! Limits follow KIP-74: `partition_max_bytes` per partition and `max_bytes` per response, except
 //! that the first batch of the first non-empty partition is always returned whole, so a batch
 //! larger than the limits can never wedge a consumer. Stored bytes go out as read (one copy, from
@@ -47,6 +58,9 @@ use std::task::Poll;
 use std::time::Duration;
 use wire::ResponseKind;
 
+/// Kafka's debugging consumer: served by any replica, up to that replica's own HW.
+const DEBUGGING_REPLICA_ID: i32 = -2;
+
 /// A client may ask to wait longer; we cap it so a connection's slot is not held for minutes.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 
@@ -54,7 +68,7 @@ pub fn handle(broker: &Arc<Broker>, request: FetchRequest, _version: i16) -> Rep
     let broker = broker.clone();
     let wait =
         Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0)).min(FETCH_WAIT_MAX);
-    let first = fetch_once(&broker, &request, false);
+    let first = fetch_once(&broker, &request, Pass::Arrival);
     if first.ready(&request) || wait.is_zero() {
         return Reply::Now(Box::new(first.into_response()));
     }
@@ -65,17 +79,17 @@ fn long_poll(broker: Arc<Broker>, request: FetchRequest, wait: Duration) -> Resp
     Box::pin(async move {
         let deadline = broker.clock.now() + wait;
         let mut watches = partitions_watch(&broker, &request);
-        let mut woken = false;
+        let mut pass = Pass::Parked;
         loop {
             // Mark every watch seen before reading, so a change after the read wakes us.
             for watch in &mut watches {
                 watch.borrow_and_update();
             }
-            let result = fetch_once(&broker, &request, woken);
+            let result = fetch_once(&broker, &request, pass);
             if result.ready(&request) || broker.clock.now() >= deadline {
                 return result.into_response();
             }
-            woken = true;
+            pass = Pass::Woken;
             runtime::select! {
                 biased;
                 () = changed_any(&mut watches) => {}
@@ -150,9 +164,19 @@ impl FetchResult {
     }
 }
 
-/// One read of every requested partition; `woken` after a parked fetch's wake (a planted bug
-/// reads differently then).
-fn fetch_once(broker: &Arc<Broker>, request: &FetchRequest, woken: bool) -> FetchResult {
+/// Which read of a request this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// The first, as the request arrives: a follower's fetch offset reaches the leader core.
+    Arrival,
+    /// The first read of a long poll, before any wake.
+    Parked,
+    /// After a parked fetch's wake (a planted bug reads differently then).
+    Woken,
+}
+
+/// One read of every requested partition.
+fn fetch_once(broker: &Arc<Broker>, request: &FetchRequest, pass: Pass) -> FetchResult {
     let mut result = FetchResult {
         topics: Vec::with_capacity(request.topics.len()),
         bytes: 0,
@@ -167,8 +191,9 @@ fn fetch_once(broker: &Arc<Broker>, request: &FetchRequest, woken: bool) -> Fetc
             let read = PartitionRead {
                 response_bytes_remaining: remaining,
                 response_empty: result.bytes == 0,
-                woken,
+                pass,
                 read_committed,
+                replica_id: request.replica_id.0,
             };
             let data = partition_read(broker, &topic.topic, fetch, &read);
             result.urgent |= data.error_code != NONE || data.diverging_epoch.epoch >= 0;
@@ -188,8 +213,10 @@ fn fetch_once(broker: &Arc<Broker>, request: &FetchRequest, woken: bool) -> Fetc
 struct PartitionRead {
     response_bytes_remaining: usize,
     response_empty: bool,
-    woken: bool,
+    pass: Pass,
     read_committed: bool,
+    /// A follower's broker id, or -1 for a consumer.
+    replica_id: i32,
 }
 
 fn partition_read(
@@ -201,8 +228,9 @@ fn partition_read(
     let PartitionRead {
         response_bytes_remaining,
         response_empty,
-        woken,
+        pass,
         read_committed,
+        replica_id,
     } = *read;
     let data = PartitionData::default()
         .with_partition_index(fetch.partition)
@@ -210,14 +238,22 @@ fn partition_read(
         .with_aborted_transactions(read_committed.then(Vec::new));
     let access = crate::cluster_mode::Access::Read;
     let current = leader_epoch::from_wire(fetch.current_leader_epoch);
-    let served = broker.partition_serving_at(topic.0.as_str(), fetch.partition, access, current);
-    let (partition, leader_epoch) = match served {
-        Ok(served) => served,
+    let debugging = replica_id == DEBUGGING_REPLICA_ID;
+    let served = match debugging {
+        true => broker.partition_local(topic.0.as_str(), fetch.partition, current),
+        false => broker.partition_served(topic.0.as_str(), fetch.partition, access, current),
+    };
+    let (partition, leader_epoch, replicated) = match served {
+        Ok(served) => (served.partition, served.leader_epoch, served.replicated),
         Err(error) => return data.with_error_code(error.code()).with_high_watermark(-1),
     };
-    let mut high_watermark = partition.high_watermark();
+    let follower = (replicated && replica_id >= 0).then_some(replica_id);
+    let mut high_watermark = match debugging {
+        true => partition.high_watermark_own(replicated),
+        false => partition.high_watermark(),
+    };
     let log = partition.log();
-    if woken && Bug::active(partition.planted(), Bug::LongPollServesLogEnd) {
+    if pass == Pass::Woken && Bug::active(partition.planted(), Bug::LongPollServesLogEnd) {
         high_watermark = log.log_end_offset();
     }
     let last_stable_offset = log.last_stable_offset(high_watermark);
@@ -241,9 +277,26 @@ fn partition_read(
             }
         }
     }
-    let limit = match read_committed {
-        true => last_stable_offset,
-        false => high_watermark,
+    let (data, limit) = match follower {
+        Some(follower) => {
+            let arrival = (pass == Pass::Arrival).then(|| broker.replicas().now());
+            let fetched = follower_fetched(&partition, &log, follower, fetch.fetch_offset, arrival);
+            match fetched {
+                Ok(high_watermark) => {
+                    let data = data
+                        .with_high_watermark(high_watermark)
+                        .with_last_stable_offset(log.last_stable_offset(high_watermark));
+                    (data, log.log_end_offset())
+                }
+                Err(error) => {
+                    return data
+                        .with_error_code(error.code())
+                        .with_records(Some(Bytes::new()))
+                }
+            }
+        }
+        None if read_committed => (data, last_stable_offset),
+        None => (data, high_watermark),
     };
     let partition_bytes_max = usize::try_from(fetch.partition_max_bytes).unwrap_or(0);
     let bytes_max = partition_bytes_max.min(response_bytes_remaining);
@@ -282,6 +335,52 @@ fn partition_read(
                 .with_records(Some(Bytes::new()))
         }
     }
+}
+
+/// A follower's fetch reaches the leader core (on arrival only: its offset is its fsynced end
+/// then, not after a wait). Returns the HW to answer with.
+fn follower_fetched(
+    partition: &crate::partition::Partition,
+    log: &storage::PartitionLog,
+    follower: i32,
+    fetch_offset: i64,
+    arrival: Option<Duration>,
+) -> Result<i64, ResponseError> {
+    // Offline after a failed fsync: nothing past the last good sync is trustworthy, and this
+    // leader's HW no longer moves; the follower waits for the image to elect another.
+    if partition.durable().failed {
+        return Err(ResponseError::KafkaStorageError);
+    }
+    let (result, moved) = {
+        let mut replica = partition.replica();
+        // The image names this broker leader, the reconciler has not caught up yet.
+        let Some(led) = replica.as_mut() else {
+            return Err(ResponseError::NotLeaderOrFollower);
+        };
+        let mut outputs = Vec::new();
+        led.log_end_feed(&mut outputs, log.log_end_offset());
+        let mut refused = None;
+        if let Some(now) = arrival {
+            if let Err(why) = led.core.fetched(&mut outputs, follower, fetch_offset, now) {
+                refused = Some(why);
+            }
+        } else if led.core.is_deposed() {
+            refused = Some(crate::replica::FetchRefused::NotLeader);
+        }
+        let moved = led.outputs_apply(outputs);
+        let result = match refused {
+            None => Ok(led.core.high_watermark()),
+            Some(crate::replica::FetchRefused::OffsetOutOfRange) => {
+                Err(ResponseError::OffsetOutOfRange)
+            }
+            Some(_) => Err(ResponseError::NotLeaderOrFollower),
+        };
+        (result, moved)
+    };
+    if moved {
+        partition.readers_wake();
+    }
+    result
 }
 
 /// `leader_epoch::divergence` on this log, as the Fetch response's `diverging_epoch`.

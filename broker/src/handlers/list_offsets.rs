@@ -2,6 +2,9 @@
 //! read_committed, the last stable offset), or the first offset whose timestamp is at or after
 //! a time (the same for both isolation levels, as in Kafka).
 //!
+//! A replicated partition's leader answers OFFSET_NOT_AVAILABLE while its HW is below the start
+//! of its leadership (KIP-207), as Kafka's.
+//!
 //! v4+: `current_leader_epoch` is checked as Fetch checks it (`leader_epoch::check`), and each
 //! answer carries a leader epoch as Kafka's: for latest the leader's current epoch, for earliest
 //! and a timestamp the epoch of the batch at the offset found (-1 if none is known).
@@ -83,6 +86,15 @@ fn partition_lookup(
                 .with_timestamp(-1)
         }
     };
+    // A new leader of a replicated partition whose HW has not reached the start of its
+    // leadership may still hold offsets of an earlier epoch that are not committed: its answers
+    // could go backwards, so it answers none yet (KIP-207), and the client retries.
+    if partition.high_watermark_behind_epoch_start() {
+        return response
+            .with_error_code(ResponseError::OffsetNotAvailable.code())
+            .with_offset(-1)
+            .with_timestamp(-1);
+    }
     let high_watermark = partition.high_watermark();
     let log = partition.log();
     // leader_epoch exists from v4; the protocol crate refuses to encode it set at older versions.

@@ -1,5 +1,14 @@
 //! Produce: validate every batch, append in request order, then answer once the batches are
-//! durable (acks=1 and acks=all: on a single node both mean "fsynced here"; acks=0: no answer).
+//! durable (acks=1: fsynced here; acks=all: on a partition with one replica also fsynced here,
+//! on a replicated one once the leader core's HW covers them, i.e. fsynced on every ISR
+//! member; acks=0: no answer).
+//!
+//! Replicated partitions (`replica::shell`): an acks=all produce is refused with
+//! NOT_ENOUGH_REPLICAS before anything is appended while the ISR is smaller than
+//! `min.insync.replicas`; after the append it parks on the core, which answers OK,
+//! NOT_ENOUGH_REPLICAS_AFTER_APPEND (the ISR shrank meanwhile) or NOT_LEADER_OR_FOLLOWER (the
+//! leadership ended: the write may or may not survive). The image decides who may write: a
+//! core missing or at another leader epoch than the image's answers NOT_LEADER_OR_FOLLOWER.
 //!
 //! Validation happens before any append, so a rejected partition leaves its log untouched: the
 //! envelope (`ValidatedBatch`: lengths, magic, CRC), the size limit, then every record
@@ -35,8 +44,19 @@ use wire::{records_validate, RecordError, RecordRules, ResponseKind, ValidatedBa
 /// A partition's outcome, before durability is known.
 struct Appended {
     response: PartitionProduceResponse,
-    /// The partition and the last offset that must be durable before answering.
-    wait: Option<(Arc<Partition>, i64)>,
+    wait: Option<Wait>,
+}
+
+/// What a partition's answer waits for.
+enum Wait {
+    /// The last offset that must be durable here (one replica, or acks=1).
+    Durable(Arc<Partition>, i64),
+    /// The leader core's answer (replicated, acks=all), to request `RequestId`.
+    Replicated(
+        crate::replica::shell::AckReceiver,
+        Arc<Partition>,
+        crate::replica::RequestId,
+    ),
 }
 
 pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> Reply {
@@ -55,7 +75,7 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> R
                         "acks must be -1, 0 or 1",
                     );
                 }
-                partition_append(broker, &name, data)
+                partition_append(broker, &name, data, acks)
             })
             .collect();
         topics.push((topic.name, partitions));
@@ -81,19 +101,20 @@ fn rejected(index: i32, error: ResponseError, message: &str) -> Appended {
     }
 }
 
-fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceData) -> Appended {
+fn partition_append(
+    broker: &Arc<Broker>,
+    topic: &str,
+    data: PartitionProduceData,
+    acks: i16,
+) -> Appended {
     let index = data.index;
     let access = crate::cluster_mode::Access::Produce;
     // Batches are stamped with the partition's leader epoch: the image's in cluster mode (so
     // the epoch cache, OffsetForLeaderEpoch and diverging epochs follow leader changes), 0 on
     // a single node, which never changes leadership.
-    let (partition, leader_epoch) = match broker.partition_serving_at(topic, index, access, None) {
-        Ok(served) => served,
-        Err(ResponseError::NotEnoughReplicas) => {
-            let message = "the partition has more replicas than this broker, and replication \
-                           does not exist yet: a write only one replica holds is not acknowledged";
-            return rejected(index, ResponseError::NotEnoughReplicas, message);
-        }
+    let served = broker.partition_served(topic, index, access, None);
+    let (partition, leader_epoch, replicated) = match served {
+        Ok(served) => (served.partition, served.leader_epoch, served.replicated),
         Err(ResponseError::UnknownTopicOrPartition) => {
             let error = ResponseError::UnknownTopicOrPartition;
             return rejected(index, error, "unknown topic or partition");
@@ -118,6 +139,9 @@ fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceDat
         }
     };
     let now_ms = broker.clock.wall_ms();
+    if replicated {
+        return replicated_append(broker, &partition, batches, (leader_epoch, acks), now_ms);
+    }
     let produced = partition.log().produce(batches, leader_epoch, now_ms);
     let produced = match produced {
         Ok(produced) => produced,
@@ -132,28 +156,98 @@ fn partition_append(broker: &Arc<Broker>, topic: &str, data: PartitionProduceDat
             return rejected(index, log_error_code(&error), &error.to_string());
         }
     };
+    produced_note(&partition, &produced);
+    // A duplicate waits for its original's fsync, which may still be under way: the client must
+    // not hear "stored" before the first attempt is durable.
+    Appended {
+        response: produced_response(index, &produced),
+        wait: Some(Wait::Durable(partition, produced.last_offset)),
+    }
+}
+
+fn produced_note(partition: &Partition, produced: &storage::Produced) {
     if produced.duplicate {
         tracing::debug!(
-            topic,
-            partition = index,
+            topic = %partition.topic,
+            partition = partition.index,
             base_offset = produced.first.base_offset,
             "duplicate batch answered with its original offsets"
         );
     } else {
         partition.flush_request();
     }
+}
+
+fn produced_response(index: i32, produced: &storage::Produced) -> PartitionProduceResponse {
     let first = produced.first;
-    let response = PartitionProduceResponse::default()
+    PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(NONE)
         .with_base_offset(first.base_offset)
         .with_log_append_time_ms(first.log_append_time_ms)
-        .with_log_start_offset(first.log_start_offset);
-    // A duplicate waits for its original's fsync, which may still be under way: the client must
-    // not hear "stored" before the first attempt is durable.
+        .with_log_start_offset(first.log_start_offset)
+}
+
+/// The append on a replicated partition led here: under the log's lock, then the core's. The
+/// core must lead at the image's epoch; acks=all must be admitted (min.insync.replicas) before
+/// anything is written and then parks on the core; a duplicate waits for the HW to cover its
+/// original. Followers parked at the log end are woken.
+fn replicated_append(
+    broker: &Broker,
+    partition: &Arc<Partition>,
+    batches: Vec<ValidatedBatch>,
+    (leader_epoch, acks): (i32, i16),
+    now_ms: i64,
+) -> Appended {
+    let index = partition.index;
+    let (produced, receiver) = {
+        let mut log = partition.log();
+        let mut replica = partition.replica();
+        let Some(led) = replica.as_mut().filter(|led| led.writable(leader_epoch)) else {
+            let message = "this broker's leadership is starting or ending; refresh metadata";
+            return rejected(index, ResponseError::NotLeaderOrFollower, message);
+        };
+        if acks == -1 {
+            if let Err(error) = led.core.append_admit() {
+                let message = "the in-sync replicas are fewer than min.insync.replicas";
+                return rejected(index, error.code(), message);
+            }
+        }
+        let produced = match log.produce(batches, leader_epoch, now_ms) {
+            Ok(produced) => produced,
+            Err(error) => {
+                match &error {
+                    storage::LogError::Sequence(_) => {
+                        tracing::info!(topic = %partition.topic, partition = index, %error, "refused a produce")
+                    }
+                    _ => {
+                        tracing::error!(topic = %partition.topic, partition = index, %error, "append failed")
+                    }
+                }
+                drop((replica, log));
+                partition.offline_if_sync_failed();
+                return rejected(index, log_error_code(&error), &error.to_string());
+            }
+        };
+        let mut outputs = Vec::new();
+        led.log_end_feed(&mut outputs, log.log_end_offset());
+        led.outputs_apply(outputs);
+        let receiver = (acks == -1).then(|| {
+            let request = broker.replicas().request_id_next();
+            (led.ack_wait(request, produced.last_offset + 1).0, request)
+        });
+        (produced, receiver)
+    };
+    produced_note(partition, &produced);
+    // Followers parked at the log end read the new batches (and consumers, if the HW moved).
+    partition.readers_wake();
+    let wait = match receiver {
+        Some((receiver, request)) => Wait::Replicated(receiver, partition.clone(), request),
+        None => Wait::Durable(partition.clone(), produced.last_offset),
+    };
     Appended {
-        response,
-        wait: Some((partition, produced.last_offset)),
+        response: produced_response(index, &produced),
+        wait: Some(wait),
     }
 }
 
@@ -245,17 +339,35 @@ fn durable_response(
         for (name, partitions) in topics {
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for Appended { mut response, wait } in partitions {
-                if let Some((partition, last_offset)) = wait {
-                    let outcome =
-                        runtime::time::timeout(timeout, partition.durable_wait(last_offset)).await;
-                    let error = match outcome {
-                        Ok(true) => None,
-                        Ok(false) => Some(ResponseError::KafkaStorageError),
-                        Err(_) => Some(ResponseError::RequestTimedOut),
-                    };
-                    if let Some(error) = error {
-                        response = response.with_error_code(error.code()).with_base_offset(-1);
+                let error = match wait {
+                    None => None,
+                    Some(Wait::Durable(partition, last_offset)) => {
+                        let outcome =
+                            runtime::time::timeout(timeout, partition.durable_wait(last_offset))
+                                .await;
+                        match outcome {
+                            Ok(true) => None,
+                            Ok(false) => Some(ResponseError::KafkaStorageError),
+                            Err(_) => Some(ResponseError::RequestTimedOut),
+                        }
                     }
+                    Some(Wait::Replicated(receiver, partition, request)) => {
+                        match runtime::time::timeout(timeout, receiver).await {
+                            Ok(Ok(Ok(()))) => None,
+                            Ok(Ok(Err(error))) => Some(error.code()),
+                            // The core went without answering (the partition was deleted).
+                            Ok(Err(_)) => Some(ResponseError::NotLeaderOrFollower),
+                            Err(_) => {
+                                if let Some(led) = partition.replica().as_mut() {
+                                    led.ack_cancel(request);
+                                }
+                                Some(ResponseError::RequestTimedOut)
+                            }
+                        }
+                    }
+                };
+                if let Some(error) = error {
+                    response = response.with_error_code(error.code()).with_base_offset(-1);
                 }
                 partition_responses.push(response);
             }

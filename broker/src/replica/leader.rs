@@ -139,6 +139,23 @@ impl Leader {
         self.deposed
     }
 
+    /// The log end as last fed (`appended`).
+    pub fn log_end(&self) -> i64 {
+        self.log_end
+    }
+
+    /// Where this leadership began (Kafka's leaderEpochStartOffset): until the HW reaches it,
+    /// offsets below the log end may still belong to an uncommitted earlier epoch (KIP-207:
+    /// ListOffsets answers OFFSET_NOT_AVAILABLE meanwhile).
+    pub fn epoch_start_offset(&self) -> i64 {
+        self.epoch_start_offset
+    }
+
+    /// A topic config change (`min.insync.replicas`) or a broker setting, while leading.
+    pub fn config_set(&mut self, config: ReplicaConfig) {
+        self.config = config;
+    }
+
     /// The larger of the committed and the proposed ISR (KIP-497's maximal ISR): the set the
     /// HW waits for while a change is in flight.
     fn isr_maximal(&self) -> BTreeSet<BrokerId> {
@@ -178,6 +195,31 @@ impl Leader {
             }
         }
         self.high_watermark_update(outputs);
+    }
+
+    /// An acks=all produce waits for the HW to reach `end`: the end of its batches, already in
+    /// the log (freshly appended, or a retried duplicate's original). Answered at once if the
+    /// HW covers it already.
+    pub fn wait(&mut self, outputs: &mut Vec<Output>, request: RequestId, end: i64) {
+        if self.deposed {
+            let result = Err(AckError::NotLeaderOrFollower);
+            outputs.push(Output::Ack { request, result });
+            return;
+        }
+        assert!(end <= self.log_end, "a waiter's batches are in the log");
+        let previous = self.waiters.insert(request, end);
+        assert!(previous.is_none(), "request ids are unique");
+        self.waiters_complete(outputs);
+    }
+
+    /// The acks=all produces waiting for the HW.
+    pub fn waiter_count(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// An acks=all produce gave up waiting (its timeout): it is forgotten, unanswered.
+    pub fn wait_cancel(&mut self, request: RequestId) {
+        self.waiters.remove(&request);
     }
 
     /// The leader's own group commit made its log durable to `durable_end`.

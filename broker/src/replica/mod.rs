@@ -3,10 +3,9 @@
 //! no clock (time arrives as a `Duration`), no I/O, no locks; decisions that need the controller
 //! (AlterPartition) are outputs, never actions.
 //!
-//! **Not wired into serving yet.** Today only RF = 1 partitions take writes
-//! (`cluster_mode::partition_role`); issue 13's next step is the shell: a fetcher task per
-//! followed partition driving `Follower`, the Fetch handler feeding `Leader::fetched` and
-//! acks=all produces parked on `Leader` waiters.
+//! The leader side is wired into serving by `shell` (a `Leader` per replicated partition led
+//! here, fed by Produce, Fetch, the flusher and the image). The follower side's fetcher is
+//! issue 13's follower task.
 //!
 //! Module map:
 //! - `mod.rs` (here): the vocabulary: `PartitionState` (the controller's word), `ReplicaConfig`,
@@ -16,6 +15,8 @@
 //! - `follower`: `Follower`, the follower side: what to fetch, and the truncation a diverging
 //!   epoch asks for.
 //! - `planted`: `ReplicaBug`, the issue-13 bugs that live in this core.
+//! - `shell`: `Replicas` and `Led`, the I/O around `Leader`: roles from the image, acks=all
+//!   waiters, the tick task, AlterPartition proposals.
 //!
 //! **The durability rule of this project:** a replica's offset counts for the HW only once that
 //! replica has fsynced it; the leader's own end counts only once its group commit returned. The
@@ -34,6 +35,7 @@
 pub mod follower;
 pub mod leader;
 pub mod planted;
+pub mod shell;
 
 #[cfg(test)]
 mod tests;
