@@ -682,8 +682,7 @@ async fn a_deposed_leader_fails_its_waiters(planted: Option<Bug>) -> Result<(), 
 
 /// A follower that stops fetching is proposed out of the ISR after `lag_time_max`, but the HW
 /// passes it (and acks=all is answered) only once the controller committed the shrink: while
-/// the image still counts it, a new leader could be elected from it. (Until the AlterPartition
-/// RPC is merged the proposal is not sent, and the produce times out: `ALTER_PARTITION_SENT`.)
+/// the image still counts it, a new leader could be elected from it.
 async fn a_silent_follower_is_shrunk_through_the_controller(
     planted: Option<Bug>,
 ) -> Result<(), String> {
@@ -713,13 +712,8 @@ async fn a_silent_follower_is_shrunk_through_the_controller(
             ),
         )?;
     }
-    // Unsent proposals leave the ISR as it is: the produce times out. Sent, it is shrunk.
-    let expected = match broker::replica::shell::ALTER_PARTITION_SENT {
-        true => OK,
-        false => ResponseError::RequestTimedOut.code(),
-    };
     check(
-        answer.0 == expected,
+        answer.0 == OK,
         format!("acks=all answered {answer:?} (ISR {isr:?})"),
     )?;
     // Answered or timed out, the produce left no waiter behind.
@@ -816,7 +810,6 @@ async fn a_caught_up_follower_rejoins_the_isr(planted: Option<Bug>) -> Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs ClusterHandle::alter_partition (T3): un-ignore when ALTER_PARTITION_SENT"]
 async fn a_caught_up_follower_rejoins_the_isr_through_the_controller() {
     a_caught_up_follower_rejoins_the_isr(None).await.unwrap();
 }

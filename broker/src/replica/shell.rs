@@ -17,10 +17,9 @@
 //! acks wait for the local fsync, exactly as before replication existed (single-node worlds keep
 //! their traces).
 //!
-//! AlterPartition: until the controller's RPC (`ClusterHandle::alter_partition`, issue 13's T3)
-//! is merged, `alter_partition_call` logs proposals and does not send them. The core then keeps
-//! the proposal pending: the HW keeps waiting for the larger ISR (safe), ISR changes come only
-//! from the controller's own decisions (fencing), and a dead follower stalls acks=all.
+//! AlterPartition: `alter_partition_call` sends the core's proposals through
+//! `ClusterHandle::alter_partition` (an exactly-once controller RPC); until an answer is applied
+//! the core keeps the proposal pending and the HW counts the larger of the two ISRs (KIP-497).
 
 use super::{AckError, Leader, Output, PartitionState, ReplicaBug, ReplicaConfig, RequestId};
 use crate::broker::Broker;
@@ -512,30 +511,32 @@ async fn alter_partition_send(broker: &Arc<Broker>, partition: &Partition, propo
     }
 }
 
-/// Whether `alter_partition_call` sends proposals to the controller; the tests expect ISR
-/// changes through it when true. False until T3's `ClusterHandle::alter_partition` is merged.
-pub const ALTER_PARTITION_SENT: bool = false;
-
-/// The controller call. **Until T3's `ClusterHandle::alter_partition` is merged the proposal is
-/// logged, not sent** (`None`: no answer; the core keeps it pending). At the merge this body
-/// becomes (and `ALTER_PARTITION_SENT` true):
-/// ```ignore
-/// let answer = broker.cluster().alter_partition(proposal.topic_id, proposal.partition,
-///     proposal.leader_epoch, proposal.partition_epoch, proposal.isr.clone()).await;
-/// Some(answer.map_err(|error| tracing::info!(site = "alter-partition-refused", %error, ..)))
-/// ```
+/// The controller call: `None` only when there is no answer to apply (the core keeps the
+/// proposal pending and the next tick re-proposes). A refusal (a stale leader or partition
+/// epoch, a fenced member) or a timeout answers `Err`; the image then brings the state, and a
+/// call that timed out but committed is met by INVALID_UPDATE_VERSION on its re-proposal.
 async fn alter_partition_call(
     broker: &Arc<Broker>,
     proposal: &Proposal,
 ) -> Option<Result<PartitionImage, ()>> {
-    let _ = broker.cluster();
-    tracing::info!(
-        site = "alter-partition-unsent",
-        topic_id = ?proposal.topic_id, partition = proposal.partition,
-        leader_epoch = proposal.leader_epoch, partition_epoch = proposal.partition_epoch,
-        isr = ?proposal.isr, "AlterPartition proposed; not sent (no controller RPC yet)"
-    );
-    None
+    let answer = broker
+        .cluster()
+        .alter_partition(
+            proposal.topic_id,
+            proposal.partition,
+            proposal.leader_epoch,
+            proposal.partition_epoch,
+            proposal.isr.clone(),
+        )
+        .await;
+    Some(answer.map_err(|error| {
+        tracing::info!(
+            site = "alter-partition-refused",
+            topic_id = ?proposal.topic_id, partition = proposal.partition,
+            leader_epoch = proposal.leader_epoch, partition_epoch = proposal.partition_epoch,
+            isr = ?proposal.isr, %error, "AlterPartition not applied"
+        );
+    }))
 }
 
 #[cfg(test)]
