@@ -31,6 +31,7 @@
 //! **Invariant:** an acks=all write is acknowledged only once the HW covers it, never by a
 //! leader that lost its leadership. **Invariant:** `leader ∈ ISR`, `|ISR| >= 1`.
 
+pub mod fetcher;
 pub mod follower;
 pub mod leader;
 pub mod planted;
