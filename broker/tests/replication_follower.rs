@@ -430,6 +430,16 @@ async fn an_old_leaders_tail_is_truncated_to_the_new_leaders_history() {
             .all(|node| log_bytes(&node.partition()) == expected)
     })
     .await;
+    // The truncation lowered the durable offset with the log: it never claims a re-appended
+    // offset before its fsync.
+    until("every replica's durable offset is its log end", || {
+        nodes.iter().all(|node| {
+            let partition = node.partition();
+            let durable = partition.durable();
+            !durable.failed && durable.offset_end == partition.log().log_end_offset()
+        })
+    })
+    .await;
     let epochs = new_partition.log().epochs();
     assert_eq!(
         epochs,

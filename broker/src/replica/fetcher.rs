@@ -579,13 +579,17 @@ impl SourceFetcher {
             None if start > log.log_start_offset() => log.advance_log_start_offset(start),
             _ => Ok(()),
         };
+        let sync_failed = log.sync_failed();
         drop(log);
-        if let Some(error) = failed.or(start_result.err()) {
-            tracing::error!(topic = %key.0, partition = key.1, %error, "a follower's write failed");
-            self.stop_following(key, "a write of the follower's log failed");
-            return Next::Backoff;
+        let Some(error) = failed.or(start_result.err()) else {
+            return Next::Fetch;
+        };
+        tracing::error!(topic = %key.0, partition = key.1, %error, "a write of a follower's log failed");
+        if sync_failed {
+            // Fsyncgate: the log is not trusted until a restart recovers it (as on a leader).
+            self.stop_following(key, "a sync of the follower's log failed");
         }
-        Next::Fetch
+        Next::Backoff
     }
 
     /// Fetch v12's diverging epoch: truncate to where this log's history leaves the leader's.
@@ -751,4 +755,151 @@ pub fn batches_check(
         expected = header.next_offset();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cluster::records::{IncarnationId, MetadataRecord, PartitionChange, PartitionRecord};
+    use cluster::records::{RegisterBroker, LEADER_NONE};
+    use wire::batch::build::{batch_encode, RecordSpec};
+
+    const A: TopicId = TopicId(0xa);
+
+    fn partition(topic_id: TopicId, partition: i32, replicas: &[i32]) -> MetadataRecord {
+        MetadataRecord::Partition(PartitionRecord {
+            topic_id,
+            partition,
+            replicas: replicas.to_vec(),
+            isr: replicas.to_vec(),
+            leader: replicas[0],
+            leader_epoch: 0,
+            partition_epoch: 0,
+        })
+    }
+
+    fn leader_set(partition: i32, leader: i32) -> MetadataRecord {
+        MetadataRecord::PartitionChange(PartitionChange {
+            topic_id: A,
+            partition,
+            leader: Some(leader),
+            isr: None,
+        })
+    }
+
+    /// Brokers 1-3 live; topic `a`: a-0 on [1, 2], a-1 on [2, 1], a-2 on [3, 2], a-3 on [3].
+    fn image() -> MetadataImage {
+        let mut records: Vec<MetadataRecord> = (1..=3)
+            .map(|id| {
+                MetadataRecord::RegisterBroker(RegisterBroker {
+                    broker_id: id,
+                    incarnation_id: IncarnationId(id as u128),
+                    broker_epoch: i64::from(id),
+                    host: "10.0.0.1".into(),
+                    port: 9090 + id as u16,
+                    rack: None,
+                })
+            })
+            .collect();
+        records.extend((1..=3).map(|id| MetadataRecord::UnfenceBroker {
+            broker_id: id,
+            broker_epoch: i64::from(id),
+        }));
+        records.extend([
+            MetadataRecord::Topic {
+                name: "a".into(),
+                topic_id: A,
+            },
+            partition(A, 0, &[1, 2]),
+            partition(A, 1, &[2, 1]),
+            partition(A, 2, &[3, 2]),
+            partition(A, 3, &[3]),
+        ]);
+        let mut image = MetadataImage::new();
+        image.apply_batch(1, &records);
+        image
+    }
+
+    fn led(leader_epoch: i32) -> Led {
+        Led {
+            topic_id: A,
+            leader_epoch,
+        }
+    }
+
+    #[test]
+    fn a_node_follows_what_it_hosts_and_another_live_broker_leads() {
+        let image = image();
+        let of_2 = assignments(&image, 2);
+        assert_eq!(of_2.keys().copied().collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(of_2[&1].address, "10.0.0.1:9091");
+        let followed_from_1: Vec<_> = of_2[&1].partitions.keys().cloned().collect();
+        assert_eq!(followed_from_1, [("a".to_string(), 0)]);
+        assert_eq!(of_2[&3].partitions.len(), 1, "a-2 only: a-3 is not hosted");
+        let of_1 = assignments(&image, 1);
+        assert_eq!(
+            of_1.keys().copied().collect::<Vec<_>>(),
+            [2],
+            "not a-0: it leads"
+        );
+        // An offline partition is not fetched.
+        let mut image = image;
+        image.apply_batch(2, &[leader_set(0, LEADER_NONE)]);
+        assert_eq!(
+            assignments(&image, 2).keys().copied().collect::<Vec<_>>(),
+            [3]
+        );
+    }
+
+    #[test]
+    fn the_fence_holds_only_while_the_image_names_that_leader_at_that_epoch() {
+        let mut image = image();
+        let key = ("a".to_string(), 0);
+        assert!(fence_holds(&image, &key, led(0), 1, 2));
+        assert!(!fence_holds(&image, &key, led(0), 2, 2), "another leader");
+        assert!(!fence_holds(&image, &key, led(1), 1, 2), "another epoch");
+        assert!(!fence_holds(&image, &key, led(0), 1, 3), "not a replica");
+        let other_id = Led {
+            topic_id: TopicId(0xb),
+            leader_epoch: 0,
+        };
+        assert!(
+            !fence_holds(&image, &key, other_id, 1, 2),
+            "a recreated topic"
+        );
+        assert!(!fence_holds(&image, &("a".into(), 9), led(0), 1, 2));
+        // Leadership moves to this node: it must not append as a follower any more.
+        image.apply_batch(2, &[leader_set(0, 2)]);
+        assert!(!fence_holds(&image, &key, led(0), 1, 2));
+        assert!(!fence_holds(&image, &key, led(1), 1, 2));
+    }
+
+    fn placed(base_offset: i64, epoch: i32, records: usize) -> ValidatedBatch {
+        let specs = vec![RecordSpec::default(); records];
+        batch_encode(&specs, kafka_protocol::records::Compression::None)
+            .with_placement(base_offset, epoch)
+    }
+
+    #[test]
+    fn a_leaders_batches_must_extend_the_log_exactly() {
+        let disk: Arc<dyn runtime::Disk> = runtime::MemDisk::new();
+        let config = storage::LogConfig::kafka_defaults();
+        let mut log = PartitionLog::open(disk, "p".into(), config, 0).unwrap();
+        log.append_replicated(placed(0, 2, 3)).unwrap();
+        let check = |batches: &[ValidatedBatch]| batches_check(batches, &log, 4);
+        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(check(&[placed(3, 2, 2), placed(5, 4, 1)]), Ok(()));
+        assert!(check(&[placed(2, 2, 2)]).is_err(), "overlaps the log");
+        assert!(check(&[placed(4, 2, 2)]).is_err(), "leaves a gap");
+        assert!(check(&[placed(3, 2, 2), placed(6, 2, 1)]).is_err(), "a gap");
+        assert!(check(&[placed(3, 1, 2)]).is_err(), "epoch regression");
+        assert!(
+            check(&[placed(3, 3, 2), placed(5, 2, 1)]).is_err(),
+            "regression"
+        );
+        assert!(
+            check(&[placed(3, 5, 2)]).is_err(),
+            "past the leader's epoch"
+        );
+    }
 }
