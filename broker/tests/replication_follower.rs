@@ -8,7 +8,9 @@
 //!   `ack-before-follower-fsync` fails it.
 //! - Truncation: a leader's epoch-0 tail that the epoch-1 leader never had is cut when the old
 //!   leader comes back as a follower, which ends byte-identical to the new leader (batches,
-//!   epoch cache, producer state). The planted `skip-truncation` keeps the tail.
+//!   epoch cache, producer state, durable offset). The planted `skip-truncation` keeps the tail.
+//! - Untrusted answers: batches a proxy corrupted (CRC), moved (a gap) or stamped with an epoch
+//!   past the leader's are never appended, and the follower catches up once answers are sound.
 
 mod common;
 
@@ -267,17 +269,61 @@ fn log_bytes(partition: &Partition) -> Bytes {
 }
 
 /// A TCP proxy in front of a broker that records each Fetch's `fetch_offset`s from replicas
-/// before forwarding it.
+/// before forwarding it, and can tamper with the records of Fetch responses (`tamper`).
 struct Proxy {
     address: String,
     fetch_offsets: Arc<Mutex<Vec<i64>>>,
+    tamper: Arc<Mutex<Option<Tamper>>>,
+    /// Fetch responses whose records were tampered with.
+    tampered: Arc<Mutex<usize>>,
+}
+
+/// What a tampering proxy does to every batch of a Fetch response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tamper {
+    /// Flips a bit of the last byte, which the CRC covers.
+    Crc,
+    /// Moves the base offset (outside the CRC) one up: a gap after the follower's log end.
+    Offset,
+    /// Stamps a leader epoch (outside the CRC) past the leader's own.
+    Epoch,
+}
+
+fn tamper_batches(records: &Bytes, tamper: Tamper) -> Bytes {
+    let mut bytes = BytesMut::from(&records[..]);
+    let mut position = 0;
+    while let Some(Ok(size)) = wire::batch::batch_size_peek(&bytes[position..]) {
+        if bytes.len() < position + size {
+            break;
+        }
+        let batch = &mut bytes[position..position + size];
+        match tamper {
+            Tamper::Crc => batch[size - 1] ^= 1,
+            Tamper::Offset => {
+                let base = i64::from_be_bytes(batch[..8].try_into().unwrap());
+                batch[..8].copy_from_slice(&(base + 1).to_be_bytes());
+            }
+            Tamper::Epoch => batch[12..16].copy_from_slice(&99i32.to_be_bytes()),
+        }
+        position += size;
+    }
+    bytes.freeze()
 }
 
 async fn proxy_start(target: String) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let fetch_offsets = Arc::new(Mutex::new(Vec::new()));
-    let recorded = fetch_offsets.clone();
+    let proxy = Proxy {
+        address,
+        fetch_offsets: Arc::new(Mutex::new(Vec::new())),
+        tamper: Arc::new(Mutex::new(None)),
+        tampered: Arc::new(Mutex::new(0)),
+    };
+    let (recorded, tamper, tampered) = (
+        proxy.fetch_offsets.clone(),
+        proxy.tamper.clone(),
+        proxy.tampered.clone(),
+    );
     runtime::spawn(async move {
         loop {
             let Ok((inbound, _)) = listener.accept().await else {
@@ -288,50 +334,87 @@ async fn proxy_start(target: String) -> Proxy {
             };
             let (mut client_read, mut client_write) = inbound.into_split();
             let (mut server_read, mut server_write) = outbound.into_split();
-            let recorded = recorded.clone();
+            // The (api key, version) of each request in flight, answered in order.
+            let requests = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+            let (recorded, sent) = (recorded.clone(), requests.clone());
             runtime::spawn(async move {
                 let mut buffer = BytesMut::new();
-                let mut chunk = vec![0u8; 64 * 1024];
-                loop {
-                    let Ok(read) = client_read.read(&mut chunk).await else {
-                        return;
-                    };
-                    if read == 0 {
-                        return;
+                while let Some(frame) = frame_next(&mut client_read, &mut buffer).await {
+                    fetch_offsets_record(&frame[4..], &recorded);
+                    if let Ok(prefix) = wire::codec::request_prefix(&frame[4..]) {
+                        let request = (prefix.api_key, prefix.api_version);
+                        sent.lock().unwrap().push_back(request);
                     }
-                    buffer.extend_from_slice(&chunk[..read]);
-                    while buffer.len() >= 4 {
-                        let length = i32::from_be_bytes(buffer[..4].try_into().unwrap()) as usize;
-                        if buffer.len() < 4 + length {
-                            break;
-                        }
-                        let frame = buffer.split_to(4 + length).freeze();
-                        fetch_offsets_record(&frame[4..], &recorded);
-                        if server_write.write_all(&frame).await.is_err() {
-                            return;
-                        }
+                    if server_write.write_all(&frame).await.is_err() {
+                        return;
                     }
                 }
             });
+            let (tamper, tampered) = (tamper.clone(), tampered.clone());
             runtime::spawn(async move {
-                let mut chunk = vec![0u8; 64 * 1024];
-                loop {
-                    match server_read.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => {
-                            if client_write.write_all(&chunk[..read]).await.is_err() {
-                                return;
-                            }
+                let mut buffer = BytesMut::new();
+                while let Some(mut frame) = frame_next(&mut server_read, &mut buffer).await {
+                    let request = requests.lock().unwrap().pop_front();
+                    let tamper = *tamper.lock().unwrap();
+                    if let (Some((1, version)), Some(tamper)) = (request, tamper) {
+                        if let Some(changed) = fetch_response_tamper(&frame, version, tamper) {
+                            frame = changed;
+                            *tampered.lock().unwrap() += 1;
                         }
+                    }
+                    if client_write.write_all(&frame).await.is_err() {
+                        return;
                     }
                 }
             });
         }
     });
-    Proxy {
-        address,
-        fetch_offsets,
+    proxy
+}
+
+/// The next length-prefixed frame (prefix included) from `stream`; `None` at its end.
+async fn frame_next(
+    stream: &mut (impl runtime::io::AsyncRead + Unpin),
+    buffer: &mut BytesMut,
+) -> Option<Bytes> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if buffer.len() >= 4 {
+            let length = i32::from_be_bytes(buffer[..4].try_into().unwrap()) as usize;
+            if buffer.len() >= 4 + length {
+                return Some(buffer.split_to(4 + length).freeze());
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+        }
     }
+}
+
+/// A Fetch response frame with every batch tampered with; `None` if it carries no records.
+fn fetch_response_tamper(frame: &Bytes, version: i16, tamper: Tamper) -> Option<Bytes> {
+    let api_key = wire::ApiKey::Fetch;
+    let decoded = wire::codec::response_decode(frame.slice(4..), api_key, version);
+    let (correlation_id, wire::ResponseKind::Fetch(mut response)) = decoded.ok()? else {
+        return None;
+    };
+    let mut changed = false;
+    for topic in &mut response.responses {
+        for partition in &mut topic.partitions {
+            if let Some(records) = partition.records.as_mut().filter(|r| !r.is_empty()) {
+                *records = tamper_batches(records, tamper);
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let mut buffer = BytesMut::new();
+    let response = wire::ResponseKind::Fetch(response);
+    wire::codec::response_encode(&mut buffer, api_key, version, correlation_id, &response).ok()?;
+    Some(buffer.freeze())
 }
 
 fn fetch_offsets_record(frame: &[u8], recorded: &Mutex<Vec<i64>>) {
@@ -534,4 +617,54 @@ async fn old_leader_returns(planted: Option<Bug>) -> (Vec<Node>, usize) {
     .await;
     drop(new_partition);
     (nodes, new)
+}
+
+/// A leader's answer is untrusted input: a batch whose CRC fails, one that leaves a gap after
+/// the follower's log end, and one stamped with an epoch past the leader's are each refused
+/// (never appended, no panic), and the follower catches up once the answers are sound again.
+#[tokio::test]
+async fn a_follower_never_appends_a_bad_answer() {
+    let mut configs = configs(2, Duration::from_millis(100), None);
+    let mut proxies = Vec::new();
+    for config in &mut configs {
+        let proxy = proxy_start(config.listen.clone()).await;
+        config.advertise = Some(proxy.address.clone());
+        proxies.push(proxy);
+    }
+    let nodes = nodes_start(configs, None).await;
+    let leader = topic_create(&nodes).await;
+    let follower = 1 - leader;
+    let epoch = leader_of(nodes[0].broker()).1;
+    let (leader_partition, follower_partition) =
+        (nodes[leader].partition(), nodes[follower].partition());
+    let proxy = &proxies[leader];
+    let mut sequence = 0;
+    for tamper in [Tamper::Crc, Tamper::Offset, Tamper::Epoch] {
+        let before = follower_partition.log().log_end_offset();
+        *proxy.tamper.lock().unwrap() = Some(tamper);
+        let tampered_before = *proxy.tampered.lock().unwrap();
+        leader_append(&leader_partition, epoch, vec![batch(9, sequence, 2)]);
+        sequence += 2;
+        leader_flush(&leader_partition).await;
+        until(
+            "the proxy tampers with a few answers (or one was appended)",
+            || {
+                *proxy.tampered.lock().unwrap() >= tampered_before + 3
+                    || follower_partition.log().log_end_offset() != before
+            },
+        )
+        .await;
+        assert_eq!(
+            follower_partition.log().log_end_offset(),
+            before,
+            "{tamper:?}: a bad answer was appended"
+        );
+        assert!(!follower_partition.durable().failed);
+        *proxy.tamper.lock().unwrap() = None;
+        let expected = log_bytes(&leader_partition);
+        until("the follower catches up with sound answers", || {
+            log_bytes(&follower_partition) == expected
+        })
+        .await;
+    }
 }
