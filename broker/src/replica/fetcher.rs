@@ -622,13 +622,18 @@ impl SourceFetcher {
             );
             return Next::Fetch;
         }
+        // An answer that asks for no cut (the offset at or past the end) leaves the log as it
+        // is, unsynced bytes included (the planted `ack-before-follower-fsync` fetches early).
+        let cut = offset < log.log_end_offset();
         if let Err(error) = log.truncate_to(offset) {
             drop(log);
             tracing::error!(topic = %key.0, partition = key.1, %error, "a follower's truncation failed");
             self.stop_following(key, "a truncation of the follower's log failed");
             return Next::Backoff;
         }
-        followed.partition.durable_truncated(&log);
+        if cut {
+            followed.partition.durable_truncated(&log);
+        }
         tracing::info!(site = "follower-truncated", topic = %key.0, partition = key.1, epoch, end_offset, offset, log_end = log.log_end_offset(), "truncated to the leader's history");
         let answered = followed
             .core
