@@ -11,6 +11,8 @@
 //!   epoch cache, producer state, durable offset). The planted `skip-truncation` keeps the tail.
 //! - Untrusted answers: batches a proxy corrupted (CRC), moved (a gap) or stamped with an epoch
 //!   past the leader's are never appended, and the follower catches up once answers are sound.
+//! - Log start: a follower behind the leader's log start starts over there (inside a batch:
+//!   at that batch's base) and ends with the leader's batches and log start.
 
 mod common;
 
@@ -287,9 +289,14 @@ enum Tamper {
     Offset,
     /// Stamps a leader epoch (outside the CRC) past the leader's own.
     Epoch,
+    /// Removes every batch (the follower learns only the HW and log start).
+    Empty,
 }
 
 fn tamper_batches(records: &Bytes, tamper: Tamper) -> Bytes {
+    if tamper == Tamper::Empty {
+        return Bytes::new();
+    }
     let mut bytes = BytesMut::from(&records[..]);
     let mut position = 0;
     while let Some(Ok(size)) = wire::batch::batch_size_peek(&bytes[position..]) {
@@ -304,6 +311,7 @@ fn tamper_batches(records: &Bytes, tamper: Tamper) -> Bytes {
                 batch[..8].copy_from_slice(&(base + 1).to_be_bytes());
             }
             Tamper::Epoch => batch[12..16].copy_from_slice(&99i32.to_be_bytes()),
+            Tamper::Empty => unreachable!("handled above"),
         }
         position += size;
     }
@@ -667,4 +675,48 @@ async fn a_follower_never_appends_a_bad_answer() {
         })
         .await;
     }
+}
+
+/// A follower behind the leader's log start (DeleteRecords moved it while the follower saw no
+/// batches) is answered OFFSET_OUT_OF_RANGE, empties its log at the leader's start, and, since
+/// that start lies inside a batch, starts again at the batch's base; it ends with the leader's
+/// batches from there and the leader's log start.
+#[tokio::test]
+async fn a_follower_behind_the_leaders_log_start_starts_over_there() {
+    let mut configs = configs(2, Duration::from_millis(100), None);
+    let mut proxies = Vec::new();
+    for config in &mut configs {
+        let proxy = proxy_start(config.listen.clone()).await;
+        config.advertise = Some(proxy.address.clone());
+        proxies.push(proxy);
+    }
+    let nodes = nodes_start(configs, None).await;
+    let leader = topic_create(&nodes).await;
+    let follower = 1 - leader;
+    let epoch = leader_of(nodes[0].broker()).1;
+    let (leader_partition, follower_partition) =
+        (nodes[leader].partition(), nodes[follower].partition());
+    let proxy = &proxies[leader];
+    *proxy.tamper.lock().unwrap() = Some(Tamper::Empty);
+    let batches = vec![batch(5, 0, 4), batch(5, 4, 4), batch(5, 8, 4)];
+    let end = leader_append(&leader_partition, epoch, batches);
+    leader_flush(&leader_partition).await;
+    until("the follower sees answers without batches", || {
+        *proxy.tampered.lock().unwrap() >= 2
+    })
+    .await;
+    assert_eq!(follower_partition.log().log_end_offset(), 0);
+    leader_partition.log().advance_log_start_offset(6).unwrap();
+    *proxy.tamper.lock().unwrap() = None;
+    until(
+        "the follower holds the leader's batches from its start",
+        || {
+            let log = follower_partition.log();
+            log.log_end_offset() == end && log.log_start_offset() == 6
+        },
+    )
+    .await;
+    assert_eq!(log_bytes(&follower_partition), log_bytes(&leader_partition));
+    let leader_epochs = leader_partition.log().epochs();
+    assert_eq!(follower_partition.log().epochs(), leader_epochs);
 }

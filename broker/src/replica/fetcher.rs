@@ -550,6 +550,25 @@ impl SourceFetcher {
             );
             return Next::Fetch;
         }
+        let straddles = batches.first().is_some_and(|first| {
+            let header = first.header();
+            header.base_offset < log.log_end_offset() && log.log_end_offset() < header.next_offset()
+        });
+        if straddles && log.log_start_offset() == log.log_end_offset() {
+            // An empty log restarted at the leader's log start, which lies inside a batch (after
+            // DeleteRecords): start again at that batch's base, as Kafka's follower does on
+            // UnexpectedAppendOffsetException; the log start follows the leader's below.
+            let base = batches[0].header().base_offset.max(0);
+            if let Err(error) = log.truncate_fully_and_start_at(base) {
+                drop(log);
+                tracing::error!(topic = %key.0, partition = key.1, %error, "a follower's truncation failed");
+                self.stop_following(key, "a truncation of the follower's log failed");
+                return Next::Backoff;
+            }
+            followed.partition.durable_truncated(&log);
+            let epoch = followed.led.leader_epoch;
+            followed.core = follower_build(&log, &followed.partition, epoch, self.planted);
+        }
         if let Err(error) = batches_check(&batches, &log, followed.led.leader_epoch) {
             tracing::warn!(site = "follower-bad-batch", topic = %key.0, partition = key.1, %error, "the leader sent batches that do not extend this log; refetching");
             return Next::Backoff;
