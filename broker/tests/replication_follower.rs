@@ -168,6 +168,20 @@ async fn nodes_start(configs: Vec<BrokerConfig>, slow_sync: Option<Duration>) ->
     nodes
 }
 
+/// `nodes_start`, each node registered at a proxy's address (followers fetch through it).
+async fn nodes_start_proxied(
+    mut configs: Vec<BrokerConfig>,
+    slow_sync: Option<Duration>,
+) -> (Vec<Node>, Vec<Proxy>) {
+    let mut proxies = Vec::new();
+    for config in &mut configs {
+        let proxy = proxy_start(config.listen.clone()).await;
+        config.advertise = Some(proxy.address.clone());
+        proxies.push(proxy);
+    }
+    (nodes_start(configs, slow_sync).await, proxies)
+}
+
 fn serve(broker: &Arc<Broker>) -> runtime::JoinHandle<()> {
     let broker = broker.clone();
     runtime::spawn(async move {
@@ -468,14 +482,8 @@ async fn planted_ack_before_follower_fsync_loses_a_reported_offset() {
 /// Replicates three batches, crashes the follower's disk right after it fetches at the
 /// leader's end; returns (the largest fetch offset it sent, its log end after recovery).
 async fn power_loss_after_fetch(planted: Option<Bug>) -> (i64, i64) {
-    let mut configs = configs(2, Duration::from_secs(3), planted);
-    let mut proxies = Vec::new();
-    for config in &mut configs {
-        let proxy = proxy_start(config.listen.clone()).await;
-        config.advertise = Some(proxy.address.clone());
-        proxies.push(proxy);
-    }
-    let nodes = nodes_start(configs, Some(Duration::from_millis(300))).await;
+    let configs = configs(2, Duration::from_secs(3), planted);
+    let (nodes, proxies) = nodes_start_proxied(configs, Some(Duration::from_millis(300))).await;
     let leader = topic_create(&nodes).await;
     let follower = 1 - leader;
     let epoch = leader_of(nodes[0].broker()).1;
@@ -503,8 +511,8 @@ async fn power_loss_after_fetch(planted: Option<Bug>) -> (i64, i64) {
     (reported, recovered.log_end_offset())
 }
 
-/// Truncation on a leader change: the epoch-0 leader holds a tail no follower fetched (it
-/// never became durable there, so the leader never served it); a controlled shutdown moves
+/// Truncation on a leader change: the epoch-0 leader holds a tail no follower fetched (a proxy
+/// strips the batches from its answers meanwhile); a controlled shutdown moves
 /// leadership to a follower at epoch 1, which appends; the old leader restarts as a follower,
 /// learns from the diverging epoch where its history leaves the new leader's, truncates the
 /// tail and copies epoch 1. Every replica ends byte-identical to the new leader, with the same
@@ -564,7 +572,8 @@ async fn planted_skip_truncation_keeps_the_old_tail() {
 /// The scenario of the truncation test up to the old leader's restart as a follower; returns
 /// the nodes and the new leader's index.
 async fn old_leader_returns(planted: Option<Bug>) -> (Vec<Node>, usize) {
-    let mut nodes = nodes_start(configs(3, Duration::from_millis(100), planted), None).await;
+    let configs = configs(3, Duration::from_millis(100), planted);
+    let (mut nodes, proxies) = nodes_start_proxied(configs, None).await;
     let old = topic_create(&nodes).await;
     let partition = nodes[old].partition();
     let end = leader_append(&partition, 0, vec![batch(1, 0, 3), batch(2, 0, 2)]);
@@ -575,9 +584,16 @@ async fn old_leader_returns(planted: Option<Bug>) -> (Vec<Node>, usize) {
             .all(|node| node.partition().log().log_end_offset() == end)
     })
     .await;
-    // The tail: appended on the leader, never flushed, so never served.
+    // The tail: appended and flushed on the leader, but its answers reach the followers
+    // without batches.
+    *proxies[old].tamper.lock().unwrap() = Some(Tamper::Empty);
     let tail_end = leader_append(&partition, 0, vec![batch(3, 0, 4), batch(1, 3, 3)]);
-    runtime::time::sleep(Duration::from_millis(300)).await;
+    leader_flush(&partition).await;
+    let tampered = *proxies[old].tampered.lock().unwrap();
+    until("the followers see answers without the tail", || {
+        *proxies[old].tampered.lock().unwrap() >= tampered + 2
+    })
+    .await;
     for (index, node) in nodes.iter().enumerate() {
         let node_end = node.partition().log().log_end_offset();
         let expected = if index == old { tail_end } else { end };
@@ -585,8 +601,7 @@ async fn old_leader_returns(planted: Option<Bug>) -> (Vec<Node>, usize) {
     }
     drop(partition);
 
-    // Controlled shutdown moves leadership; the process then stops without a flush and
-    // restarts with its page cache (the tail comes back through recovery).
+    // Controlled shutdown moves leadership; the process then stops and restarts on its disk.
     let old_id = nodes[old].config.node_id;
     nodes[old].broker().cluster().clone().shutdown().await;
     let survivor = (old + 1) % 3;
@@ -632,14 +647,8 @@ async fn old_leader_returns(planted: Option<Bug>) -> (Vec<Node>, usize) {
 /// (never appended, no panic), and the follower catches up once the answers are sound again.
 #[tokio::test]
 async fn a_follower_never_appends_a_bad_answer() {
-    let mut configs = configs(2, Duration::from_millis(100), None);
-    let mut proxies = Vec::new();
-    for config in &mut configs {
-        let proxy = proxy_start(config.listen.clone()).await;
-        config.advertise = Some(proxy.address.clone());
-        proxies.push(proxy);
-    }
-    let nodes = nodes_start(configs, None).await;
+    let configs = configs(2, Duration::from_millis(100), None);
+    let (nodes, proxies) = nodes_start_proxied(configs, None).await;
     let leader = topic_create(&nodes).await;
     let follower = 1 - leader;
     let epoch = leader_of(nodes[0].broker()).1;
@@ -683,14 +692,8 @@ async fn a_follower_never_appends_a_bad_answer() {
 /// batches from there and the leader's log start.
 #[tokio::test]
 async fn a_follower_behind_the_leaders_log_start_starts_over_there() {
-    let mut configs = configs(2, Duration::from_millis(100), None);
-    let mut proxies = Vec::new();
-    for config in &mut configs {
-        let proxy = proxy_start(config.listen.clone()).await;
-        config.advertise = Some(proxy.address.clone());
-        proxies.push(proxy);
-    }
-    let nodes = nodes_start(configs, None).await;
+    let configs = configs(2, Duration::from_millis(100), None);
+    let (nodes, proxies) = nodes_start_proxied(configs, None).await;
     let leader = topic_create(&nodes).await;
     let follower = 1 - leader;
     let epoch = leader_of(nodes[0].broker()).1;
