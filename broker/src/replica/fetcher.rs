@@ -292,6 +292,8 @@ impl SourceFetcher {
                 continue;
             };
             if partition.durable().failed {
+                // Offline (a failed sync) until a restart recovers it: not followed.
+                self.failed.insert((key.clone(), led.topic_id));
                 continue;
             }
             let core = follower_build(&partition.log(), &partition, led.leader_epoch, self.planted);
