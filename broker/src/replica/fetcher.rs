@@ -497,8 +497,10 @@ impl SourceFetcher {
         let stall_until = self.broker.clock.now() + BACKOFF;
         let followed = self.followed.get_mut(key).expect("asked for it");
         match ResponseError::try_from_code(error) {
+            // A leader's log start never passes its HW: one that does is a bad answer.
             Some(ResponseError::OffsetOutOfRange)
-                if position.fetch_offset < data.log_start_offset =>
+                if position.fetch_offset < data.log_start_offset
+                    && data.log_start_offset <= data.high_watermark =>
             {
                 self.start_at(key, data.log_start_offset)
             }
