@@ -497,10 +497,8 @@ impl SourceFetcher {
         let stall_until = self.broker.clock.now() + BACKOFF;
         let followed = self.followed.get_mut(key).expect("asked for it");
         match ResponseError::try_from_code(error) {
-            // A leader's log start never passes its HW: one that does is a bad answer.
             Some(ResponseError::OffsetOutOfRange)
-                if position.fetch_offset < data.log_start_offset
-                    && data.log_start_offset <= data.high_watermark =>
+                if position.fetch_offset < data.log_start_offset =>
             {
                 self.start_at(key, data.log_start_offset)
             }
@@ -556,7 +554,8 @@ impl SourceFetcher {
         }
         let straddles = batches.first().is_some_and(|first| {
             let header = first.header();
-            header.base_offset < log.log_end_offset() && log.log_end_offset() < header.next_offset()
+            let next_offset = next_offset_checked(header).unwrap_or(i64::MIN);
+            header.base_offset < log.log_end_offset() && log.log_end_offset() < next_offset
         });
         if straddles && log.log_start_offset() == log.log_end_offset() {
             // An empty log restarted at the leader's log start, which lies inside a batch (after
@@ -753,6 +752,12 @@ fn fence_holds(
         && partition.replicas.contains(&node_id)
 }
 
+/// The offset after a batch, if it is one (a leader's base offset is not covered by the CRC).
+fn next_offset_checked(header: &wire::batch::BatchHeader) -> Option<i64> {
+    let count = i64::from(header.last_offset_delta) + 1;
+    header.base_offset.checked_add(count)
+}
+
 /// A leader's batches must extend `log` exactly: the first at its end, each at the previous
 /// one's next offset, epochs never below the log's latest nor above the leader's own.
 pub fn batches_check(
@@ -780,7 +785,12 @@ pub fn batches_check(
             return Err(format!("a batch of epoch {epoch} after epoch {latest:?}"));
         }
         latest = latest.max(Some(epoch));
-        expected = header.next_offset();
+        let Some(next_offset) = next_offset_checked(header) else {
+            return Err(format!(
+                "a batch at offset {expected} runs past the largest offset"
+            ));
+        };
+        expected = next_offset;
     }
     Ok(())
 }
@@ -928,6 +938,15 @@ mod tests {
         assert!(
             check(&[placed(3, 5, 2)]).is_err(),
             "past the leader's epoch"
+        );
+        let disk: Arc<dyn runtime::Disk> = runtime::MemDisk::new();
+        let config = log.config().clone();
+        let mut empty = PartitionLog::open(disk, "q".into(), config, 0).unwrap();
+        empty.truncate_fully_and_start_at(i64::MAX - 1).unwrap();
+        let last = [placed(i64::MAX - 1, 2, 3)];
+        assert!(
+            batches_check(&last, &empty, 4).is_err(),
+            "past the largest offset"
         );
     }
 }
