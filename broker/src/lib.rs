@@ -27,4 +27,4 @@ pub use broker::{Broker, NodeContext};
 /// keeps using them by this path.
 pub use cluster::topic_config;
 pub use config::BrokerConfig;
-pub use server::{serve, ServeError};
+pub use server::{serve, serve_on, ServeError};

@@ -170,6 +170,20 @@ impl Partition {
             .fetch_max(high_watermark, std::sync::atomic::Ordering::AcqRel);
     }
 
+    /// A follower truncated `log` (whose guard the caller holds), durably: the durable offset
+    /// becomes its new end, so no wait for a re-appended offset returns before that offset is
+    /// fsynced again. The only way the durable offset goes back; consumers never read a
+    /// follower's log.
+    pub fn durable_truncated(&self, log: &PartitionLog) {
+        let offset_end = log.recovery_point();
+        assert_eq!(offset_end, log.log_end_offset(), "a truncation is durable");
+        self.durable_sender.send_if_modified(|durable| {
+            let changed = offset_end != durable.offset_end;
+            durable.offset_end = offset_end;
+            changed
+        });
+    }
+
     /// Waits until `offset` is durable; `false` if the partition failed or was deleted first.
     pub async fn durable_wait(&self, offset: i64) -> bool {
         if Bug::active(self.planted, Bug::AckBeforeFsync) {
@@ -281,42 +295,39 @@ async fn flush_once(partition: &Arc<Partition>) -> bool {
 /// Completes a synced ticket and tells producers and fetchers the new durable offset; `false`
 /// if a sync of the log failed meanwhile (a roll's), so the ticket's success proves nothing.
 fn durable_publish(partition: &Partition, ticket: storage::FlushTicket) -> bool {
-    let (offset_end, high_watermark_moved) = {
-        let mut log = partition.log();
-        log.flush_complete(ticket);
-        match log.sync_failed() {
-            true => (None, false),
-            false => {
-                let offset_end = log.recovery_point();
-                // The leader core counts its own end once it is fsynced (log, then core).
-                let moved = partition.replica().as_mut().is_some_and(|led| {
-                    let mut outputs = Vec::new();
-                    led.log_end_feed(&mut outputs, log.log_end_offset());
-                    if !led.core.is_deposed() {
-                        led.core.durable(&mut outputs, offset_end);
-                    }
-                    led.outputs_apply(outputs)
-                });
-                (Some(offset_end), moved)
-            }
-        }
-    };
-    if high_watermark_moved {
-        partition.readers_wake();
-    }
-    let Some(offset_end) = offset_end else {
+    let mut log = partition.log();
+    log.flush_complete(ticket);
+    if log.sync_failed() {
+        drop(log);
         partition.offline_for_sync_failure("a sync of the log failed during the group commit");
         return false;
-    };
+    }
+    // Published under the log lock: a follower's truncation (`durable_truncated`) lowers the
+    // durable offset under it too, so a recovery point read before a truncation is never
+    // published after it.
+    let offset_end = log.recovery_point();
+    // The leader core counts its own end once it is fsynced (log, then core).
+    let high_watermark_moved = partition.replica().as_mut().is_some_and(|led| {
+        let mut outputs = Vec::new();
+        led.log_end_feed(&mut outputs, log.log_end_offset());
+        if !led.core.is_deposed() {
+            led.core.durable(&mut outputs, offset_end);
+        }
+        led.outputs_apply(outputs)
+    });
     partition.durable_sender.send_if_modified(|durable| {
         assert!(
             offset_end >= durable.offset_end,
-            "the durable offset never goes back"
+            "the durable offset never goes back, but by a truncation"
         );
         let advanced = offset_end > durable.offset_end;
         durable.offset_end = offset_end;
         advanced
     });
+    drop(log);
+    if high_watermark_moved {
+        partition.readers_wake();
+    }
     true
 }
 

@@ -51,6 +51,16 @@ pub async fn serve(
         }
         opened = Broker::open(config, context) => opened?,
     };
+    serve_on(broker, shutdown).await
+}
+
+/// `serve` on a broker already opened (`Broker::open`): binds, serves until `shutdown`
+/// resolves, then flushes every partition. Tests that need the `Broker` itself start here.
+pub async fn serve_on(
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let mut shutdown = std::pin::pin!(shutdown);
     let address = broker.config.listen.clone();
     let listener = TcpListener::bind(&address)
         .await
@@ -59,11 +69,17 @@ pub async fn serve(
             source,
         })?;
     tracing::info!(node = broker.config.node_id, %address, data_dir = %broker.config.data_dir.display(), "broker listening");
-    let maintenance = runtime::spawn(crate::maintenance::run(broker.clone()));
-    let cluster_tasks = [
+    let mut background = Tasks(vec![
+        runtime::spawn(crate::maintenance::run(broker.clone())),
         runtime::spawn(crate::cluster_mode::reconcile_loop(broker.clone())),
         runtime::spawn(crate::cluster_mode::producer_ids_refill(broker.clone())),
-    ];
+    ]);
+    // Only a quorum has other brokers that may lead a partition hosted here: a lone voter runs
+    // no fetcher task at all (its worlds stay as they were).
+    if broker.config.voters_effective().len() > 1 {
+        let fetchers = crate::replica::fetcher::run(broker.clone());
+        background.0.push(runtime::spawn(fetchers));
+    }
     let mut failed = false;
     runtime::select! {
         biased;
@@ -74,10 +90,7 @@ pub async fn serve(
         }
         () = accept_loop(&broker, listener) => {}
     }
-    maintenance.abort();
-    for task in cluster_tasks {
-        task.abort();
-    }
+    drop(background);
     if !failed {
         // Controlled shutdown: the controller moves leadership away before the logs close.
         broker.cluster().clone().shutdown().await;
@@ -109,6 +122,17 @@ async fn cluster_failed(broker: &Arc<Broker>) {
 struct Connections(Vec<runtime::JoinHandle<()>>);
 
 impl Drop for Connections {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Background tasks, aborted in order when `serve` stops, returns or is dropped.
+struct Tasks(Vec<runtime::JoinHandle<()>>);
+
+impl Drop for Tasks {
     fn drop(&mut self) {
         for task in &self.0 {
             task.abort();

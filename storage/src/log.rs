@@ -776,6 +776,15 @@ impl PartitionLog {
         self.epochs.latest_epoch()
     }
 
+    /// The leader-epoch cache as (epoch, start offset) pairs, both strictly increasing: what a
+    /// follower's replica core starts from.
+    pub fn epochs(&self) -> Vec<(i32, i64)> {
+        let entries = self.epochs.entries().iter();
+        entries
+            .map(|entry| (entry.epoch, entry.start_offset))
+            .collect()
+    }
+
     /// The producers' state (read-only: it changes only with the log).
     pub fn producers(&self) -> &ProducerStates {
         &self.producers

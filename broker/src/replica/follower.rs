@@ -142,8 +142,9 @@ impl Follower {
 
     /// Kafka's `getOffsetTruncationState`: our end for the leader's epoch, capped by its end
     /// for it; if we do not have that epoch, the end of our largest epoch below it (the next
-    /// fetch names that epoch and the leader answers again).
-    fn truncation_offset(&self, epoch: i32, end_offset: i64) -> i64 {
+    /// fetch names that epoch and the leader answers again). Public so the shell can refuse a
+    /// leader's answer that would truncate below the HW before `answered` asserts it.
+    pub fn truncation_offset(&self, epoch: i32, end_offset: i64) -> i64 {
         let below = self.epochs.partition_point(|(ours, _)| *ours <= epoch);
         let Some(&(ours, _)) = below.checked_sub(1).map(|last| &self.epochs[last]) else {
             return end_offset.min(self.log_end);

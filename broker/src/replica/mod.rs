@@ -10,6 +10,8 @@
 //! Module map:
 //! - `mod.rs` (here): the vocabulary: `PartitionState` (the controller's word), `ReplicaConfig`,
 //!   `AckError`.
+//! - `fetcher`: the follower's shell: one fetcher task per source broker driving a `Follower`
+//!   per followed partition (fetch, validate, append or truncate, group commit).
 //! - `leader`: `Leader`, the leader side: followers' progress, the HW over the ISR, shrink and
 //!   expand proposals, acks=all waiters.
 //! - `follower`: `Follower`, the follower side: what to fetch, and the truncation a diverging
@@ -32,6 +34,7 @@
 //! **Invariant:** an acks=all write is acknowledged only once the HW covers it, never by a
 //! leader that lost its leadership. **Invariant:** `leader ∈ ISR`, `|ISR| >= 1`.
 
+pub mod fetcher;
 pub mod follower;
 pub mod leader;
 pub mod planted;
