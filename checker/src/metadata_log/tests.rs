@@ -39,6 +39,7 @@ fn final_node(applied: u64, leader: NodeId, items: &[(&str, u32)]) -> FinalNode 
         image_digest: applied * 7,
         topics: topics(items),
         brokers: [(1, false), (2, false), (3, false)].into_iter().collect(),
+        partitions: BTreeMap::new(),
     }
 }
 
@@ -133,6 +134,7 @@ fn clean() -> MetadataHistory {
         events,
         finals,
         served,
+        partitions_checked: false,
     }
 }
 
@@ -443,4 +445,76 @@ fn an_acknowledged_operation_must_be_visible_in_every_brokers_metadata() {
         .topics
         .insert("b".into(), TopicShape { partitions: 1 });
     assert_eq!(kinds(&history), vec!["acked-not-served", "served-differs"]);
+}
+
+fn partition(replicas: &[NodeId], isr: &[NodeId], leader: Option<NodeId>) -> FinalPartition {
+    FinalPartition {
+        replicas: replicas.to_vec(),
+        isr: isr.to_vec(),
+        leader,
+    }
+}
+
+/// The clean history with topic `a`'s two partitions replicated on all three nodes, checked.
+fn replicated(partitions: Vec<FinalPartition>) -> MetadataHistory {
+    let mut history = clean();
+    history.partitions_checked = true;
+    for final_node in history.finals.values_mut() {
+        final_node
+            .partitions
+            .insert("a".to_string(), partitions.clone());
+    }
+    history
+}
+
+#[test]
+fn after_heal_every_partition_has_a_live_leader_and_a_full_isr() {
+    let whole = partition(&[1, 2, 3], &[1, 2, 3], Some(2));
+    assert!(check(&replicated(vec![whole.clone(), whole.clone()])).is_empty());
+    // Unchecked (the metadata world, whose ISRs no data plane expands), nothing is judged.
+    let mut unchecked = replicated(vec![whole.clone(), partition(&[1, 2, 3], &[1], None)]);
+    unchecked.partitions_checked = false;
+    assert!(check(&unchecked).is_empty());
+
+    let offline = replicated(vec![whole.clone(), partition(&[1, 2, 3], &[1, 2, 3], None)]);
+    assert_eq!(kinds(&offline), vec!["partition-offline"; 3]);
+    let shrunk = replicated(vec![partition(&[1, 2, 3], &[2], Some(2)), whole.clone()]);
+    assert_eq!(kinds(&shrunk), vec!["isr-not-full"; 3]);
+    let anomaly = check(&shrunk).remove(0);
+    assert!(
+        matches!(&anomaly, MetadataAnomaly::IsrNotFull { missing, partition: 0, .. } if missing == &[1, 3]),
+        "{anomaly}"
+    );
+}
+
+/// A node dead for good (not among the finals) is excused from the ISR, and may not lead; a
+/// partition whose replicas all died is not judged at all.
+#[test]
+fn a_dead_node_is_excused_but_may_not_lead() {
+    let without_3 = |partitions: Vec<FinalPartition>| {
+        let mut history = replicated(partitions);
+        history.finals.remove(&3);
+        for final_node in history.finals.values_mut() {
+            final_node.brokers.insert(3, true);
+        }
+        history
+    };
+    let history = without_3(vec![
+        partition(&[1, 2, 3], &[1, 2], Some(1)),
+        partition(&[3], &[3], Some(3)),
+    ]);
+    assert!(check(&history).is_empty(), "{:?}", kinds(&history));
+    let led_by_dead = without_3(vec![
+        partition(&[1, 2, 3], &[3], Some(3)),
+        partition(&[1, 2, 3], &[1, 2], Some(1)),
+    ]);
+    assert_eq!(
+        kinds(&led_by_dead),
+        vec![
+            "partition-offline",
+            "isr-not-full",
+            "partition-offline",
+            "isr-not-full"
+        ]
+    );
 }

@@ -1,0 +1,593 @@
+//! The replicated data world (`Workload::ClusterData`, scenarios `cluster-crash`,
+//! `cluster-partition`, `cluster-chaos`): the cluster world's 3 or 5 nodes in cluster mode
+//! (`cluster_world::nodes_start`, every node a voter and a broker), one topic with
+//! `ReplicationPolicy::replication_factor` replicas and `min.insync.replicas` 2, and the data
+//! workload (`workload`: acks=all producers, consumers of every partition, the final polls)
+//! bootstrapped at every node. The recorder's history goes to the data checker, what the nodes
+//! showed to `checker::metadata_log`, whose replication rules (`partition-offline`,
+//! `isr-not-full`) judge the final images.
+//!
+//! The nemesis aims at partition leaders as the images name them: crashes of every kind; a
+//! leader cut off from its followers, from the controller, or from the clients only; one-way
+//! links; a link flapping every 100-300 ms; pauses and isolation; and power losses of the whole
+//! cluster at once, half of them right after some node acknowledged a produce. In some seeds
+//! one node dies for good midway (never restarted): its replicas are excused after heal, and the
+//! rest must still take acks=all writes. After heal, the world waits until every partition has a
+//! live leader and a full ISR, then writes once more to every partition (acks=all, each must be
+//! acknowledged within the liveness deadline) and reads everything back.
+//!
+//! Until the replicated data plane is wired (`REPLICATED_TOPICS_WIRED`), the topic has one
+//! replica: the world, its faults and its checks run, the replication itself does not.
+
+use crate::cluster_world::{self, lock, Expect, MetaLog, Nodes};
+use crate::disk::{CrashKind, SimDisk};
+use crate::nemesis::Action;
+use crate::options::{Options, ReplicationPolicy};
+use crate::recorder::Recorder;
+use crate::workload::{self, VALUES_PER_PROCESS};
+use crate::world::{BrokerNode, Planted, TOPIC};
+use broker::BrokerConfig;
+use bytes::Bytes;
+use checker::metadata_log::MetadataHistory;
+use checker::{EventKind, MicroOp, Op, Partition};
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+use madsim::task::NodeId;
+use rand::Rng;
+use runtime::buggify::Site;
+use runtime::rng::{stream_rng, ChaCha8Rng, Stream};
+use runtime::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use crate::options::REPLICATED_TOPICS_WIRED;
+
+/// The process id of the liveness phase's writer (producers are 1.., consumers 100.., the final
+/// reader 1000).
+const FINAL_WRITER_PROCESS: u64 = 900;
+
+/// The run, inside madsim: fills `history` (and the recorder's) and answers `Err` when the
+/// world did not come back after heal.
+pub async fn simulate(
+    options: &Options,
+    recorder: &Recorder,
+    disks: &Mutex<Vec<Arc<SimDisk>>>,
+    planted: Option<Planted>,
+    history: &Mutex<MetadataHistory>,
+) -> Result<(), String> {
+    let policy = options
+        .cluster
+        .clone()
+        .expect("the cluster data workload draws its cluster policy");
+    let replication = options
+        .replication
+        .clone()
+        .expect("the cluster data workload draws its replication policy");
+    if let Some(bug) = planted {
+        recorder.note(&format!("planted bug {}", bug.name()));
+    }
+    recorder.note(&format!(
+        "replication factor {} (drawn {}), min.insync.replicas {}",
+        replication.replication_factor, replication.drawn_factor, replication.min_insync
+    ));
+    let (cluster_bug, broker_bug) = match planted {
+        Some(Planted::Cluster(bug)) => (Some(bug), None),
+        Some(Planted::Broker(bug)) => (None, Some(bug)),
+        None => (None, None),
+    };
+    let log = MetaLog::new(recorder);
+    let shared: Arc<Mutex<Nodes>> = Default::default();
+    let (exits, exited) = mpsc::unbounded_channel();
+    let configure = |config: &mut BrokerConfig| {
+        config.planted = broker_bug;
+        config.replica.lag_time_max = replication.lag_time_max;
+        config.replica.fetch_wait_max = replication.fetch_wait_max;
+    };
+    let nodes = cluster_world::nodes_start(
+        options,
+        &policy,
+        cluster_bug,
+        &log,
+        &shared,
+        exits,
+        &configure,
+    );
+    *lock(disks) = nodes.iter().map(|node| node.disk.clone()).collect();
+    recorder.note(&format!("start {} cluster node(s)", nodes.len()));
+    crate::buggify::install(options, &nodes, recorder);
+    let supervisor_rng = stream_rng(options.seed, Stream::Nemesis, 2);
+    runtime::spawn(cluster_world::supervise(
+        nodes.clone(),
+        recorder.clone(),
+        exited,
+        supervisor_rng,
+    ));
+
+    let bootstrap: Vec<String> = nodes.iter().map(|node| node.address.clone()).collect();
+    workload::topic_create(options, &bootstrap, recorder).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (workers, clients) = workload::start_clients(options, &bootstrap, recorder, stop.clone());
+    let world = World {
+        options: options.clone(),
+        replication: replication.clone(),
+        nodes: nodes.clone(),
+        clients: clients.clone(),
+        shared: shared.clone(),
+        recorder: recorder.clone(),
+    };
+    let nemesis = runtime::spawn(nemesis_run(
+        world.clone(),
+        stream_rng(options.seed, Stream::Nemesis, 0),
+    ));
+    let dead = runtime::spawn(dead_for_good(
+        world.clone(),
+        stream_rng(options.seed, Stream::Nemesis, 4),
+    ));
+    runtime::time::sleep(options.safety_duration).await;
+    stop.store(true, Ordering::SeqCst);
+    let _ = nemesis.await;
+    let dead = dead.await.ok().flatten();
+    recorder.note("safety phase over");
+    let net = NetSim::current();
+    let everyone: Vec<NodeId> = nodes.iter().map(|node| node.id).chain(clients).collect();
+    for &a in &everyone {
+        for &b in &everyone {
+            net.unclog_link(a, b);
+        }
+    }
+    crate::nemesis::heal(&nodes, recorder).await;
+    // As in the metadata world: an operator restarts a node whose disk failed it.
+    let mut heal_rng = stream_rng(options.seed, Stream::Nemesis, 1);
+    for node in &nodes {
+        if node.disk.faults_injected().iter().sum::<u64>() > 0 && !node.disk.is_down() {
+            let handle = Handle::current();
+            let down = Duration::from_millis(100);
+            let kind = CrashKind::Process;
+            crate::nemesis::crash(&handle, recorder, node, kind, down, "heal", &mut heal_rng).await;
+        }
+    }
+    for worker in workers {
+        let _ = worker.await;
+    }
+    recorder.note("liveness phase");
+    let expect = Expect {
+        live: (1..=nodes.len() as i32)
+            .filter(|&node_id| Some(node_id) != dead)
+            .collect(),
+        partitions: true,
+    };
+    let settled = cluster_world::settle(options, &shared, recorder, &expect).await;
+    let mut outcome = final_writes(options, &bootstrap, recorder).await;
+    if outcome.is_ok() {
+        outcome = workload::final_polls(options, &bootstrap, recorder).await;
+    }
+    let served = cluster_world::serve_probe(options, &nodes, &expect.live, recorder).await;
+    // Settled again, and the finals read with no await before the events are taken.
+    let settled = settled && cluster_world::settle(options, &shared, recorder, &expect).await;
+    let finals = cluster_world::finals_read(&shared);
+    let mut history = lock(history);
+    history.events = std::mem::take(&mut *lock(&log.events));
+    history.finals = finals;
+    history.served = served;
+    history.partitions_checked = true;
+    if !history.finals.keys().eq(expect.live.iter()) {
+        return Err(format!(
+            "after heal only nodes {:?} run, not {:?}",
+            history.finals.keys().collect::<Vec<_>>(),
+            expect.live
+        ));
+    }
+    if !settled {
+        // The checker's liveness and replication rules say what is wrong.
+        recorder.note("the cluster did not settle before the liveness deadline");
+    }
+    outcome
+}
+
+/// What every fault task of the run needs.
+#[derive(Clone)]
+struct World {
+    options: Options,
+    replication: ReplicationPolicy,
+    nodes: Vec<BrokerNode>,
+    /// The producers' and consumers' nodes.
+    clients: Vec<NodeId>,
+    shared: Arc<Mutex<Nodes>>,
+    recorder: Recorder,
+}
+
+impl World {
+    fn node_id(&self, index: usize) -> i32 {
+        index as i32 + 1
+    }
+
+    /// Indices of the nodes that have not died for good.
+    fn alive(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&index| !self.nodes[index].disk.is_retired())
+            .collect()
+    }
+}
+
+/// One partition of the workload's topic as the newest running image shows it.
+#[derive(Debug, Clone)]
+struct PartitionView {
+    index: usize,
+    leader: Option<i32>,
+    replicas: Vec<i32>,
+}
+
+/// The workload topic's partitions in the newest image any running node holds.
+fn partitions_now(shared: &Mutex<Nodes>) -> Vec<PartitionView> {
+    let nodes = lock(shared);
+    let newest = nodes
+        .views
+        .values()
+        .filter(|view| view.alive())
+        .map(|view| view.image.borrow().clone())
+        .max_by_key(|image| image.offset());
+    let Some(image) = newest else {
+        return Vec::new();
+    };
+    let Some(topic) = image.topic_by_name(TOPIC) else {
+        return Vec::new();
+    };
+    topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, partition)| PartitionView {
+            index,
+            leader: partition.leader(),
+            replicas: partition.replicas.clone(),
+        })
+        .collect()
+}
+
+/// The data world's faults; each ends what it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// A crash, pause or isolation of one node (`nemesis::act`).
+    Node(Action),
+    /// Every node loses power at once.
+    PowerAll,
+    /// The target cut off, both ways, from the other replicas of a partition it leads (from every
+    /// other node when it has none).
+    CutFollowers,
+    /// The target cut off, both ways, from the controller (from the other voters when it is the
+    /// controller).
+    CutController,
+    /// The target cut off, both ways, from the producers and consumers only.
+    CutClients,
+    /// One link between the target and another node cut in one direction.
+    OneWay,
+    /// A link between the target and another node cut and restored every 100-300 ms.
+    Flap,
+}
+
+fn faults(options: &Options) -> Vec<Fault> {
+    let mut faults = Vec::new();
+    if options.crash {
+        faults.push(Fault::Node(Action::Crash));
+    }
+    if options.pause {
+        faults.push(Fault::Node(Action::Pause));
+    }
+    if options.network_partition {
+        faults.extend([
+            Fault::Node(Action::Isolate),
+            Fault::CutFollowers,
+            Fault::CutController,
+            Fault::CutClients,
+            Fault::OneWay,
+            Fault::Flap,
+        ]);
+    }
+    faults
+}
+
+async fn nemesis_run(world: World, mut rng: ChaCha8Rng) {
+    let Some(interval_mean) = world.options.nemesis_interval_mean else {
+        return;
+    };
+    let faults = faults(&world.options);
+    assert!(!faults.is_empty(), "a nemesis interval implies some fault");
+    let handle = Handle::current();
+    let recorder = &world.recorder;
+    loop {
+        let uniform: f64 = rng.gen_range(f64::EPSILON..1.0);
+        let wait = interval_mean.mul_f64(-uniform.ln()).min(interval_mean * 5);
+        runtime::time::sleep(wait).await;
+        if recorder.elapsed() >= world.options.safety_duration {
+            return;
+        }
+        let mut fault = faults[rng.gen_range(0..faults.len())];
+        if fault == Fault::Node(Action::Crash)
+            && rng.gen_bool(world.replication.whole_cluster_power_loss_rate)
+        {
+            fault = Fault::PowerAll;
+        }
+        let aim = rng.gen_bool(world.replication.leader_aim_rate);
+        let alive = world.alive();
+        let random = alive[rng.gen_range(0..alive.len())];
+        let partitions = partitions_now(&world.shared);
+        let led: Vec<&PartitionView> = partitions
+            .iter()
+            .filter(|partition| {
+                partition
+                    .leader
+                    .is_some_and(|leader| alive.contains(&(leader as usize - 1)))
+            })
+            .collect();
+        let (target, aimed) = match (aim, led.is_empty()) {
+            (true, false) => {
+                let partition = led[rng.gen_range(0..led.len())];
+                let leader = partition.leader.expect("filtered on a leader") as usize - 1;
+                (leader, format!(" (leader of {TOPIC}-{})", partition.index))
+            }
+            _ => (random, String::new()),
+        };
+        let duration = Duration::from_millis(rng.gen_range(10..4_000));
+        let node = &world.nodes[target];
+        let target_id = world.node_id(target);
+        let others: Vec<usize> = alive.iter().copied().filter(|&i| i != target).collect();
+        match fault {
+            Fault::Node(action) => {
+                crate::nemesis::act(&handle, recorder, node, action, duration, &aimed, &mut rng)
+                    .await;
+            }
+            Fault::PowerAll => power_all(&world, &mut rng).await,
+            Fault::CutFollowers => {
+                let followers: Vec<usize> = partitions
+                    .iter()
+                    .find(|partition| partition.leader == Some(target_id))
+                    .map(|partition| {
+                        let replicas = partition.replicas.iter();
+                        let others = replicas.filter(|&&replica| replica != target_id);
+                        others.map(|&replica| replica as usize - 1).collect()
+                    })
+                    .filter(|followers: &Vec<usize>| !followers.is_empty())
+                    .unwrap_or_else(|| others.clone());
+                let peers: Vec<NodeId> = followers.iter().map(|&i| world.nodes[i].id).collect();
+                let names = names(&world, &followers);
+                let what = format!("{}{aimed} from its followers {names:?}", node.name);
+                cut(&world, node.id, &peers, &what, duration).await;
+            }
+            Fault::CutController => {
+                let controller = cluster_world::leader_now(&world.shared)
+                    .map(|(leader, _)| leader as usize - 1)
+                    .filter(|&controller| controller != target);
+                let (peers, what) = match controller {
+                    Some(controller) => (
+                        vec![world.nodes[controller].id],
+                        format!(
+                            "{}{aimed} from the controller {}",
+                            node.name, world.nodes[controller].name
+                        ),
+                    ),
+                    None => (
+                        others.iter().map(|&i| world.nodes[i].id).collect(),
+                        format!(
+                            "{}{aimed}, the controller, from the other voters",
+                            node.name
+                        ),
+                    ),
+                };
+                cut(&world, node.id, &peers, &what, duration).await;
+            }
+            Fault::CutClients => {
+                let what = format!("{}{aimed} from the clients", node.name);
+                cut(&world, node.id, &world.clients, &what, duration).await;
+            }
+            Fault::OneWay | Fault::Flap if others.is_empty() => {}
+            Fault::OneWay => {
+                let other = &world.nodes[others[rng.gen_range(0..others.len())]];
+                let (from, to) = match rng.gen_bool(0.5) {
+                    true => (node, other),
+                    false => (other, node),
+                };
+                recorder.note(&format!(
+                    "nemesis one-way {} -/-> {}{aimed} for={duration:?}",
+                    from.name, to.name
+                ));
+                let net = NetSim::current();
+                net.clog_link(from.id, to.id);
+                runtime::time::sleep(duration).await;
+                net.unclog_link(from.id, to.id);
+                recorder.note("nemesis heal-one-way");
+            }
+            Fault::Flap => {
+                let other = &world.nodes[others[rng.gen_range(0..others.len())]];
+                recorder.note(&format!(
+                    "nemesis flap {} <-> {}{aimed} for={duration:?}",
+                    other.name, node.name
+                ));
+                let net = NetSim::current();
+                let end = recorder.elapsed() + duration;
+                while recorder.elapsed() < end {
+                    net.clog_link(node.id, other.id);
+                    net.clog_link(other.id, node.id);
+                    runtime::time::sleep(Duration::from_millis(rng.gen_range(100..=300))).await;
+                    net.unclog_link(node.id, other.id);
+                    net.unclog_link(other.id, node.id);
+                    runtime::time::sleep(Duration::from_millis(rng.gen_range(100..=300))).await;
+                }
+                recorder.note("nemesis heal-flap");
+            }
+        }
+    }
+}
+
+fn names(world: &World, indices: &[usize]) -> Vec<String> {
+    indices
+        .iter()
+        .map(|&i| world.nodes[i].name.clone())
+        .collect()
+}
+
+/// Cuts `node` off from `peers`, both ways, for `duration`.
+async fn cut(world: &World, node: NodeId, peers: &[NodeId], what: &str, duration: Duration) {
+    let net = NetSim::current();
+    world
+        .recorder
+        .note(&format!("nemesis cut {what} for={duration:?}"));
+    for &peer in peers {
+        net.clog_link(node, peer);
+        net.clog_link(peer, node);
+    }
+    runtime::time::sleep(duration).await;
+    for &peer in peers {
+        net.unclog_link(node, peer);
+        net.unclog_link(peer, node);
+    }
+    world.recorder.note("nemesis heal-cut");
+}
+
+/// How long an aimed whole-cluster power loss waits for some node to acknowledge a produce.
+const PRODUCE_REPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// Every running node loses power at once (losing or tearing what it had not synced), then
+/// each comes back after its own down time. Half the time it waits until some node has just
+/// acknowledged a produce: if the acknowledged records are not yet synced on every replica
+/// the ISR counted, this is when they are lost.
+async fn power_all(world: &World, rng: &mut ChaCha8Rng) {
+    let recorder = &world.recorder;
+    let handle = Handle::current();
+    let aimed = rng.gen_bool(0.5);
+    if aimed {
+        let visits = |world: &World| -> u64 {
+            let disks = world.nodes.iter().map(|node| &node.disk);
+            disks.map(|disk| disk.visits(Site::ProduceReplied)).sum()
+        };
+        let before = visits(world);
+        let deadline = recorder.elapsed() + PRODUCE_REPLY_WAIT;
+        while visits(world) == before && recorder.elapsed() < deadline {
+            runtime::time::sleep(Duration::from_millis(1)).await;
+        }
+        runtime::time::sleep(Duration::from_millis(rng.gen_range(0..=3))).await;
+    }
+    let running: Vec<&BrokerNode> = world
+        .nodes
+        .iter()
+        .filter(|node| !node.disk.is_down())
+        .collect();
+    let aimed_text = if aimed { " after a produce reply" } else { "" };
+    recorder.note(&format!(
+        "nemesis whole-cluster power loss{aimed_text}: {:?}",
+        running.iter().map(|node| &node.name).collect::<Vec<_>>()
+    ));
+    recorder.count("crash-whole-cluster");
+    for node in &running {
+        let kind = match rng.gen_bool(0.5) {
+            true => CrashKind::PowerLose,
+            false => CrashKind::PowerTear,
+        };
+        crate::nemesis::down(&handle, recorder, node, kind);
+    }
+    let restarts: Vec<_> = running
+        .iter()
+        .map(|node| {
+            let (node, recorder) = ((*node).clone(), recorder.clone());
+            let down_for = Duration::from_millis(rng.gen_range(100..3_000));
+            runtime::spawn(async move {
+                let handle = Handle::current();
+                crate::nemesis::up(&handle, &recorder, &node, down_for).await;
+            })
+        })
+        .collect();
+    for restart in restarts {
+        let _ = restart.await;
+    }
+}
+
+/// In seeds that draw it, one node (not the controller) dies midway through the safety phase
+/// and is never restarted. Answers its node id.
+async fn dead_for_good(world: World, mut rng: ChaCha8Rng) -> Option<i32> {
+    let at = world.replication.dead_for_good_at?;
+    runtime::time::sleep(world.options.safety_duration.mul_f64(at)).await;
+    let controller = cluster_world::leader_now(&world.shared).map(|(leader, _)| leader);
+    let candidates: Vec<usize> = (0..world.nodes.len())
+        .filter(|&index| Some(world.node_id(index)) != controller)
+        .collect();
+    let index = candidates[rng.gen_range(0..candidates.len())];
+    let node = &world.nodes[index];
+    world.recorder.note(&format!("{} dies for good", node.name));
+    world.recorder.count("dead-for-good");
+    node.disk.retire();
+    Handle::current().kill(node.id);
+    Some(world.node_id(index))
+}
+
+/// The liveness phase's writes: one acks=all record to every partition, each retried until
+/// acknowledged. A partition that takes none before the liveness deadline fails the run: after
+/// heal, with every live replica back, the high watermark must move (a replica dead for good
+/// must not hold it back). Each attempt is in the history like any send.
+async fn final_writes(
+    options: &Options,
+    bootstrap: &[String],
+    recorder: &Recorder,
+) -> Result<(), String> {
+    let mut config = workload::client_config(options, bootstrap);
+    config.retries = 0;
+    let node = Handle::current()
+        .create_node()
+        .name("final-writer")
+        .ip("10.0.7.2".parse().expect("ip"))
+        .build();
+    let (options, recorder) = (options.clone(), recorder.clone());
+    node.spawn(async move {
+        let producer_config = client::ProducerConfig {
+            acks: client::Acks::All,
+            linger: Duration::ZERO,
+            delivery_timeout: options.request_timeout * 2,
+            idempotence: false,
+            ..client::ProducerConfig::kafka_defaults()
+        };
+        let producer = client::Producer::new(config, producer_config);
+        let deadline = runtime::Clock::system().now() + options.liveness_duration;
+        let mut counter = 0;
+        for partition in workload::partitions_all(&options) {
+            loop {
+                let value = FINAL_WRITER_PROCESS as i64 * VALUES_PER_PROCESS + counter;
+                counter += 1;
+                let send = |offset| {
+                    Op::Txn(vec![MicroOp::Send {
+                        partition: partition.clone(),
+                        value,
+                        offset,
+                        timestamp: None,
+                    }])
+                };
+                recorder.event(FINAL_WRITER_PROCESS, EventKind::Invoke, send(None));
+                let mut record =
+                    client::ProducerRecord::new(TOPIC, None, Some(Bytes::from(value.to_string())));
+                record.partition = Some(partition.partition);
+                let wait = options.request_timeout * 2;
+                let answer = runtime::time::timeout(wait, producer.send(record)).await;
+                let (kind, offset) = match answer {
+                    Ok(Ok(metadata)) => (EventKind::Ok, Some(metadata.offset)),
+                    Ok(Err(error)) if workload::send_definitely_failed(&error) => {
+                        (EventKind::Fail, None)
+                    }
+                    Ok(Err(_)) | Err(_) => (EventKind::Info, None),
+                };
+                recorder.event(FINAL_WRITER_PROCESS, kind, send(offset));
+                if kind == EventKind::Ok {
+                    break;
+                }
+                if runtime::Clock::system().now() >= deadline {
+                    return Err(final_write_missing(&partition));
+                }
+                runtime::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|_| "final writer task died".to_string())?
+}
+
+fn final_write_missing(partition: &Partition) -> String {
+    format!("partition {partition}: no acks=all write acknowledged after heal")
+}
