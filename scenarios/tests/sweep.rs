@@ -55,6 +55,23 @@ fn sweep_cluster_metadata() {
     sweep_clean("cluster-metadata", 0..60);
 }
 
+/// The replicated data world (issue 13): 3- and 5-node clusters serving a replicated topic to
+/// the data workload (one replica until `sim::cluster_data::REPLICATED_TOPICS_WIRED`).
+#[test]
+fn sweep_cluster_crash() {
+    sweep_clean("cluster-crash", 0..40);
+}
+
+#[test]
+fn sweep_cluster_partition() {
+    sweep_clean("cluster-partition", 0..40);
+}
+
+#[test]
+fn sweep_cluster_chaos() {
+    sweep_clean("cluster-chaos", 0..40);
+}
+
 #[test]
 fn sweep_single_groups() {
     sweep_clean("single-groups", 0..100);
@@ -268,9 +285,20 @@ fn window_parse(text: &str) -> Option<std::ops::Range<u64>> {
 /// Same seed, same commit, two separate processes: byte-identical traces.
 #[test]
 fn determinism_across_processes() {
+    determinism("single-chaos", 7);
+}
+
+/// The replicated data world too: several nodes, each with its own disk, clock and restarts.
+#[test]
+fn determinism_across_processes_cluster_data() {
+    determinism("cluster-chaos", 3);
+}
+
+fn determinism(scenario: &str, seed: u64) {
+    let seed_text = seed.to_string();
     let hash = || {
         let output = std::process::Command::new(BINARY)
-            .args(["run", "--scenario", "single-chaos", "--seed", "7"])
+            .args(["run", "--scenario", scenario, "--seed", &seed_text])
             .output()
             .expect("gregor-sim runs");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -280,8 +308,8 @@ fn determinism_across_processes() {
             .unwrap_or_else(|| panic!("no trace-hash line in:\n{stdout}"))
     };
     let (first, second) = (hash(), hash());
-    assert_eq!(first, second, "seed 7 gave two traces");
-    let in_process = scenarios::run(scenario_find("single-chaos").unwrap(), 7, false);
+    assert_eq!(first, second, "{scenario} seed {seed} gave two traces");
+    let in_process = scenarios::run(scenario_find(scenario).unwrap(), seed, false);
     assert_eq!(
         format!("{:016x}", in_process.trace_hash),
         first,

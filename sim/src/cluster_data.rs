@@ -266,6 +266,20 @@ enum Fault {
     Flap,
 }
 
+impl Fault {
+    /// The fault's count in the run's summary (`nemesis::crash` counts crashes by kind).
+    fn name(self) -> Option<&'static str> {
+        match self {
+            Fault::Node(_) | Fault::PowerAll => None,
+            Fault::CutFollowers => Some("cut-followers"),
+            Fault::CutController => Some("cut-controller"),
+            Fault::CutClients => Some("cut-clients"),
+            Fault::OneWay => Some("one-way"),
+            Fault::Flap => Some("flap"),
+        }
+    }
+}
+
 fn faults(options: &Options) -> Vec<Fault> {
     let mut faults = Vec::new();
     if options.crash {
@@ -332,6 +346,9 @@ async fn nemesis_run(world: World, mut rng: ChaCha8Rng) {
         let node = &world.nodes[target];
         let target_id = world.node_id(target);
         let others: Vec<usize> = alive.iter().copied().filter(|&i| i != target).collect();
+        if let Some(name) = fault.name() {
+            recorder.count(name);
+        }
         match fault {
             Fault::Node(action) => {
                 crate::nemesis::act(&handle, recorder, node, action, duration, &aimed, &mut rng)

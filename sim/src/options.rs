@@ -810,4 +810,61 @@ mod tests {
             assert!((10..90).contains(&count), "{name}: {count}");
         }
     }
+
+    /// The replicated data world's draws come after every other (the metadata world's seeds
+    /// keep their options, the policy aside), only `ClusterData` keeps them, RF=5 only on five
+    /// nodes, a node dies for good only with replicas to spare, and until the data plane is
+    /// wired the topic has one replica.
+    #[test]
+    fn replication_draws_are_appended_and_cluster_data_only() {
+        let (mut five, mut five_nodes, mut dead, mut whole) = (0, 0, 0, 0);
+        for seed in 0..200 {
+            let draw = |workload| {
+                Options::swarm(
+                    seed,
+                    FaultMix::ALL,
+                    workload,
+                    &mut stream_rng(seed, Stream::Swarm, 0),
+                )
+            };
+            let metadata = draw(Workload::ClusterMetadata);
+            let data = draw(Workload::ClusterData);
+            assert_eq!(metadata.replication, None);
+            assert_eq!(draw(Workload::Assigned).replication, None);
+            assert_eq!(
+                Options {
+                    workload: Workload::ClusterMetadata,
+                    replication: None,
+                    ..data.clone()
+                },
+                metadata,
+                "{seed}: the data world draws the metadata world's options first"
+            );
+            let policy = data.replication.expect("drawn");
+            let nodes = data.cluster.as_ref().expect("drawn").node_count;
+            assert!(policy.drawn_factor == 3 || (policy.drawn_factor == 5 && nodes == 5));
+            five_nodes += usize::from(nodes == 5);
+            five += usize::from(policy.drawn_factor == 5);
+            match REPLICATED_TOPICS_WIRED {
+                true => assert_eq!(policy.replication_factor, policy.drawn_factor),
+                false => assert_eq!(policy.replication_factor, 1),
+            }
+            assert_eq!(policy.min_insync, policy.replication_factor.min(2));
+            if policy.dead_for_good_at.is_some() {
+                assert!(policy.replication_factor >= 3, "{seed}");
+                dead += 1;
+            }
+            assert!(data.crash || policy.whole_cluster_power_loss_rate == 0.0);
+            whole += usize::from(policy.whole_cluster_power_loss_rate > 0.0);
+        }
+        assert!(
+            (five_nodes / 5..five_nodes / 2).contains(&five),
+            "{five} of {five_nodes}"
+        );
+        assert!(whole > 50, "{whole}");
+        match REPLICATED_TOPICS_WIRED {
+            true => assert!((20..100).contains(&dead), "{dead}"),
+            false => assert_eq!(dead, 0),
+        }
+    }
 }
