@@ -30,7 +30,10 @@
 //!   replicated data world): `partition-offline` (a partition in a live node's final image whose
 //!   leader is none or not a live node, unless every replica is dead: a node dead for good is
 //!   not in `finals`) and `isr-not-full` (a live replica missing from the ISR: once healed, every
-//!   live follower catches up and is added back).
+//!   live follower catches up and is added back), and `replicas-differ` (two live replicas
+//!   serve different records at one offset below their high watermarks, read with Kafka's
+//!   debugging consumer id -2 after heal: everything below a replica's high watermark is
+//!   committed, and committed records are the same everywhere).
 //!
 //! **Invariant:** pure; the same history always yields the same anomalies in the same order.
 
@@ -56,6 +59,21 @@ pub struct MetadataHistory {
     /// set by the replicated data world, whose topics must be whole again after heal.
     #[serde(default)]
     pub partitions_checked: bool,
+    /// What each live replica served of its partitions after heal (`replicas-differ`).
+    #[serde(default)]
+    pub replica_reads: Vec<ReplicaRead>,
+}
+
+/// One replica's records of one partition below its high watermark, as it served them to a
+/// Fetch with replica id -2 (Kafka's debugging consumer, which any replica serves).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRead {
+    pub node: NodeId,
+    pub topic: String,
+    pub partition: i32,
+    pub high_watermark: i64,
+    /// (offset, workload value) in offset order.
+    pub records: Vec<(i64, i64)>,
 }
 
 /// A broker's Metadata and DescribeCluster answers after heal.
@@ -255,6 +273,15 @@ pub enum MetadataAnomaly {
         partition: usize,
         leader: Option<NodeId>,
     },
+    /// After heal, two replicas serve different records at one offset below their high
+    /// watermarks (the first such offset of the partition).
+    ReplicasDiffer {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        /// Node -> the value it serves there.
+        values: BTreeMap<NodeId, i64>,
+    },
     /// After heal, a live replica is missing from a partition's ISR in a node's final image.
     IsrNotFull {
         node: NodeId,
@@ -287,6 +314,7 @@ impl MetadataAnomaly {
             MetadataAnomaly::RefusedButDone { .. } => "refused-but-done",
             MetadataAnomaly::PartitionOffline { .. } => "partition-offline",
             MetadataAnomaly::IsrNotFull { .. } => "isr-not-full",
+            MetadataAnomaly::ReplicasDiffer { .. } => "replicas-differ",
         }
     }
 }
@@ -390,6 +418,15 @@ impl fmt::Display for MetadataAnomaly {
                 f,
                 "after heal, node {node}'s final image: {topic}-{partition} led by {leader:?}, no live leader"
             ),
+            MetadataAnomaly::ReplicasDiffer {
+                topic,
+                partition,
+                offset,
+                values,
+            } => write!(
+                f,
+                "after heal, replicas of {topic}-{partition} serve different values at offset {offset} (node: value): {values:?}"
+            ),
             MetadataAnomaly::IsrNotFull {
                 node,
                 topic,
@@ -416,7 +453,38 @@ pub fn check(history: &MetadataHistory) -> Vec<MetadataAnomaly> {
     check_liveness(&mut anomalies, history);
     check_served(&mut anomalies, history);
     check_partitions(&mut anomalies, history);
+    check_replica_reads(&mut anomalies, history);
     anomalies
+}
+
+/// Committed records are the same on every replica: the first offset of each partition at which
+/// two replicas' reads below their high watermarks disagree.
+fn check_replica_reads(anomalies: &mut Vec<MetadataAnomaly>, history: &MetadataHistory) {
+    // (topic, partition) -> offset -> node -> value.
+    type Served<'h> = BTreeMap<(&'h str, i32), BTreeMap<i64, BTreeMap<NodeId, i64>>>;
+    let mut served: Served = BTreeMap::new();
+    for read in &history.replica_reads {
+        let offsets = served
+            .entry((read.topic.as_str(), read.partition))
+            .or_default();
+        for &(offset, value) in &read.records {
+            offsets.entry(offset).or_default().insert(read.node, value);
+        }
+    }
+    for ((topic, partition), offsets) in served {
+        let differing = offsets.into_iter().find(|(_, values)| {
+            let distinct: BTreeSet<i64> = values.values().copied().collect();
+            distinct.len() > 1
+        });
+        if let Some((offset, values)) = differing {
+            anomalies.push(MetadataAnomaly::ReplicasDiffer {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                values,
+            });
+        }
+    }
 }
 
 fn check_leaders(anomalies: &mut Vec<MetadataAnomaly>, history: &MetadataHistory) {

@@ -14,7 +14,8 @@
 //! one node dies for good midway (never restarted): its replicas are excused after heal, and the
 //! rest must still take acks=all writes. After heal, the world waits until every partition has a
 //! live leader and a full ISR, then writes once more to every partition (acks=all, each must be
-//! acknowledged within the liveness deadline) and reads everything back.
+//! acknowledged within the liveness deadline), reads everything back, and reads every live
+//! replica's copy below its high watermark (Fetch with replica id -2) for `replicas-differ`.
 //!
 //! Until the replicated data plane is wired (`REPLICATED_TOPICS_WIRED`), the topic has one
 //! replica: the world, its faults and its checks run, the replication itself does not.
@@ -28,7 +29,7 @@ use crate::workload::{self, VALUES_PER_PROCESS};
 use crate::world::{BrokerNode, Planted, TOPIC};
 use broker::BrokerConfig;
 use bytes::Bytes;
-use checker::metadata_log::MetadataHistory;
+use checker::metadata_log::{MetadataHistory, ReplicaRead};
 use checker::{EventKind, MicroOp, Op, Partition};
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
@@ -162,6 +163,7 @@ pub async fn simulate(
     if outcome.is_ok() {
         outcome = workload::final_polls(options, &bootstrap, recorder).await;
     }
+    let reads = replica_reads(options, &nodes, &shared, &expect, recorder).await;
     let served = cluster_world::serve_probe(options, &nodes, &expect.live, recorder).await;
     // Settled again, and the finals read with no await before the events are taken.
     let settled = settled && cluster_world::settle(options, &shared, recorder, &expect).await;
@@ -171,6 +173,7 @@ pub async fn simulate(
     history.finals = finals;
     history.served = served;
     history.partitions_checked = true;
+    history.replica_reads = reads;
     if !history.finals.keys().eq(expect.live.iter()) {
         return Err(format!(
             "after heal only nodes {:?} run, not {:?}",
@@ -607,4 +610,139 @@ async fn final_writes(
 
 fn final_write_missing(partition: &Partition) -> String {
     format!("partition {partition}: no acks=all write acknowledged after heal")
+}
+
+/// Kafka's debugging consumer: any replica serves it, up to its own high watermark.
+const DEBUGGING_REPLICA_ID: i32 = -2;
+
+/// A partition's fetches before a replica's read gives up (each returns at least one batch).
+const REPLICA_READ_FETCHES_MAX: usize = 10_000;
+
+/// After heal, what every live replica of the workload's topic serves below its high watermark
+/// (`replicas-differ`). A replica that does not answer is left out: liveness is judged
+/// elsewhere.
+async fn replica_reads(
+    options: &Options,
+    nodes: &[BrokerNode],
+    shared: &Mutex<Nodes>,
+    expect: &Expect,
+    recorder: &Recorder,
+) -> Vec<ReplicaRead> {
+    let partitions = partitions_now(shared);
+    let reader = Handle::current()
+        .create_node()
+        .name("replica-reader")
+        .ip("10.0.7.3".parse().expect("ip"))
+        .build();
+    let mut reads = Vec::new();
+    for partition in &partitions {
+        for &replica in &partition.replicas {
+            if !expect.live.contains(&replica) {
+                continue;
+            }
+            let address = nodes[replica as usize - 1].address.clone();
+            let config = workload::client_config(options, std::slice::from_ref(&address));
+            let index = partition.index as i32;
+            let read = reader
+                .spawn(async move { replica_read(&address, &config, index).await })
+                .await
+                .map_err(|_| "replica reader task died".to_string())
+                .and_then(|read| read);
+            match read {
+                Ok((high_watermark, records)) => {
+                    recorder.note(&format!(
+                        "replica read {TOPIC}-{index} on node-{replica}: {} records below {high_watermark}",
+                        records.len()
+                    ));
+                    reads.push(ReplicaRead {
+                        node: replica,
+                        topic: TOPIC.to_string(),
+                        partition: index,
+                        high_watermark,
+                        records,
+                    });
+                }
+                Err(error) => recorder.note(&format!(
+                    "replica read {TOPIC}-{index} on node-{replica}: {error}"
+                )),
+            }
+        }
+    }
+    reads
+}
+
+/// One replica's (high watermark, [(offset, value)]) of one partition, from offset 0.
+async fn replica_read(
+    address: &str,
+    config: &client::ClientConfig,
+    partition: i32,
+) -> Result<(i64, Vec<(i64, i64)>), String> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut connection = client::Connection::connect(address, config)
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut offset = 0;
+    let mut records = Vec::new();
+    for _ in 0..REPLICA_READ_FETCHES_MAX {
+        let fetch = FetchPartition::default()
+            .with_partition(partition)
+            .with_current_leader_epoch(-1)
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(1024 * 1024);
+        let topic = FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![fetch]);
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(DEBUGGING_REPLICA_ID))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(4 * 1024 * 1024)
+            .with_topics(vec![topic]);
+        let request = wire::RequestKind::Fetch(request);
+        let response = runtime::time::timeout(config.request_timeout, connection.request(request))
+            .await
+            .map_err(|_| "no answer in time".to_string())?
+            .map_err(|error| error.to_string())?;
+        let wire::ResponseKind::Fetch(response) = response else {
+            return Err("answered Fetch with another API".to_string());
+        };
+        let answer = response
+            .responses
+            .iter()
+            .flat_map(|topic| topic.partitions.iter())
+            .find(|answer| answer.partition_index == partition)
+            .ok_or("no answer for the partition")?;
+        if answer.error_code != 0 {
+            return Err(format!(
+                "error code {} at offset {offset}",
+                answer.error_code
+            ));
+        }
+        let high_watermark = answer.high_watermark;
+        let data = answer.records.clone().unwrap_or_default();
+        if offset >= high_watermark || data.is_empty() {
+            return Ok((high_watermark, records));
+        }
+        let fetched = client::records::FetchedData {
+            topic: TOPIC,
+            partition,
+            fetch_offset: offset,
+            records: data,
+            aborted: None,
+        };
+        let mut batch = Vec::new();
+        let next = client::records::records_decode(fetched, &mut batch)
+            .map_err(|error| error.to_string())?
+            .ok_or("no whole batch")?;
+        records.extend(
+            batch
+                .iter()
+                .filter(|record| record.offset >= offset && record.offset < high_watermark)
+                .map(|record| (record.offset, workload::record_value(record))),
+        );
+        offset = next;
+    }
+    Err(format!("still reading at offset {offset}"))
 }

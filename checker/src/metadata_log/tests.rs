@@ -135,6 +135,7 @@ fn clean() -> MetadataHistory {
         finals,
         served,
         partitions_checked: false,
+        replica_reads: Vec::new(),
     }
 }
 
@@ -516,5 +517,40 @@ fn a_dead_node_is_excused_but_may_not_lead() {
             "partition-offline",
             "isr-not-full"
         ]
+    );
+}
+
+fn replica_read(node: NodeId, partition: i32, records: &[(i64, i64)]) -> ReplicaRead {
+    ReplicaRead {
+        node,
+        topic: "a".to_string(),
+        partition,
+        high_watermark: records.len() as i64,
+        records: records.to_vec(),
+    }
+}
+
+/// Replicas may hold more or less of a partition (a lagging follower's high watermark is lower)
+/// but never different records at one offset.
+#[test]
+fn replicas_must_serve_the_same_records_below_their_high_watermarks() {
+    let mut history = clean();
+    history.replica_reads = vec![
+        replica_read(1, 0, &[(0, 10), (1, 11), (2, 12)]),
+        replica_read(2, 0, &[(0, 10), (1, 11)]),
+        replica_read(3, 1, &[(0, 20)]),
+        replica_read(1, 1, &[(0, 20), (1, 21)]),
+    ];
+    assert!(check(&history).is_empty(), "{:?}", kinds(&history));
+    history
+        .replica_reads
+        .push(replica_read(3, 0, &[(0, 10), (1, 13), (2, 14)]));
+    let anomalies = check(&history);
+    assert_eq!(anomalies.len(), 1, "one per partition: {anomalies:?}");
+    assert!(
+        matches!(&anomalies[0], MetadataAnomaly::ReplicasDiffer { partition: 0, offset: 1, values, .. }
+            if values == &BTreeMap::from([(1, 11), (2, 11), (3, 13)])),
+        "{}",
+        anomalies[0]
     );
 }
