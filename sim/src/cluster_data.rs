@@ -219,6 +219,7 @@ struct PartitionView {
     index: usize,
     leader: Option<i32>,
     replicas: Vec<i32>,
+    isr: Vec<i32>,
 }
 
 /// The workload topic's partitions in the newest image any running node holds.
@@ -244,6 +245,7 @@ fn partitions_now(shared: &Mutex<Nodes>) -> Vec<PartitionView> {
             index,
             leader: partition.leader(),
             replicas: partition.replicas.clone(),
+            isr: partition.isr.clone(),
         })
         .collect()
 }
@@ -521,22 +523,46 @@ async fn power_all(world: &World, rng: &mut ChaCha8Rng) {
     }
 }
 
-/// In seeds that draw it, one node (not the controller) dies midway through the safety phase
-/// and is never restarted. Answers its node id.
+/// In seeds that draw it, one node dies midway through the safety phase and is never restarted:
+/// not the controller, and not the last in-sync replica of any partition (without unclean
+/// election, that partition would stay offline for good, and rightly). Answers its node id.
 async fn dead_for_good(world: World, mut rng: ChaCha8Rng) -> Option<i32> {
     let at = world.replication.dead_for_good_at?;
     runtime::time::sleep(world.options.safety_duration.mul_f64(at)).await;
-    let controller = cluster_world::leader_now(&world.shared).map(|(leader, _)| leader);
-    let candidates: Vec<usize> = (0..world.nodes.len())
-        .filter(|&index| Some(world.node_id(index)) != controller)
-        .collect();
-    let index = candidates[rng.gen_range(0..candidates.len())];
+    let index = loop {
+        let controller = cluster_world::leader_now(&world.shared).map(|(leader, _)| leader);
+        let isrs = isrs_now(&world.shared);
+        let candidates: Vec<usize> = (0..world.nodes.len())
+            .filter(|&index| Some(world.node_id(index)) != controller)
+            .filter(|&index| {
+                let node_id = world.node_id(index);
+                isrs.iter()
+                    .all(|isr| isr.iter().any(|&member| member != node_id))
+            })
+            .collect();
+        if !candidates.is_empty() {
+            break candidates[rng.gen_range(0..candidates.len())];
+        }
+        if world.recorder.elapsed() >= world.options.safety_duration {
+            world.recorder.note("no node could die for good");
+            return None;
+        }
+        runtime::time::sleep(Duration::from_millis(100)).await;
+    };
     let node = &world.nodes[index];
     world.recorder.note(&format!("{} dies for good", node.name));
     world.recorder.count("dead-for-good");
     node.disk.retire();
     Handle::current().kill(node.id);
     Some(world.node_id(index))
+}
+
+/// The ISR of every partition of the workload's topic in the newest running image.
+fn isrs_now(shared: &Mutex<Nodes>) -> Vec<Vec<i32>> {
+    partitions_now(shared)
+        .into_iter()
+        .map(|partition| partition.isr)
+        .collect()
 }
 
 /// The liveness phase's writes: one acks=all record to every partition, each retried until
