@@ -116,6 +116,8 @@ pub async fn simulate(
         clients: clients.clone(),
         shared: shared.clone(),
         recorder: recorder.clone(),
+        hold: Default::default(),
+        busy: Default::default(),
     };
     let nemesis = runtime::spawn(nemesis_run(
         world.clone(),
@@ -198,6 +200,10 @@ struct World {
     clients: Vec<NodeId>,
     shared: Arc<Mutex<Nodes>>,
     recorder: Recorder,
+    /// Set while a node is dying for good: the nemesis starts no fault.
+    hold: Arc<AtomicBool>,
+    /// Set while the nemesis carries out a fault.
+    busy: Arc<AtomicBool>,
 }
 
 impl World {
@@ -321,7 +327,20 @@ async fn nemesis_run(world: World, mut rng: ChaCha8Rng) {
         if recorder.elapsed() >= world.options.safety_duration {
             return;
         }
-        let mut fault = faults[rng.gen_range(0..faults.len())];
+        let fault = faults[rng.gen_range(0..faults.len())];
+        if world.hold.load(Ordering::SeqCst) {
+            recorder.note("nemesis holds: a node is dying for good");
+            continue;
+        }
+        world.busy.store(true, Ordering::SeqCst);
+        nemesis_fault(&world, fault, &mut rng, &handle).await;
+        world.busy.store(false, Ordering::SeqCst);
+    }
+}
+
+async fn nemesis_fault(world: &World, mut fault: Fault, rng: &mut ChaCha8Rng, handle: &Handle) {
+    let recorder = &world.recorder;
+    {
         if fault == Fault::Node(Action::Crash)
             && rng.gen_bool(world.replication.whole_cluster_power_loss_rate)
         {
@@ -356,10 +375,9 @@ async fn nemesis_run(world: World, mut rng: ChaCha8Rng) {
         }
         match fault {
             Fault::Node(action) => {
-                crate::nemesis::act(&handle, recorder, node, action, duration, &aimed, &mut rng)
-                    .await;
+                crate::nemesis::act(handle, recorder, node, action, duration, &aimed, rng).await;
             }
-            Fault::PowerAll => power_all(&world, &mut rng).await,
+            Fault::PowerAll => power_all(world, rng).await,
             Fault::CutFollowers => {
                 let followers: Vec<usize> = partitions
                     .iter()
@@ -372,9 +390,9 @@ async fn nemesis_run(world: World, mut rng: ChaCha8Rng) {
                     .filter(|followers: &Vec<usize>| !followers.is_empty())
                     .unwrap_or_else(|| others.clone());
                 let peers: Vec<NodeId> = followers.iter().map(|&i| world.nodes[i].id).collect();
-                let names = names(&world, &followers);
+                let names = names(world, &followers);
                 let what = format!("{}{aimed} from its followers {names:?}", node.name);
-                cut(&world, node.id, &peers, &what, duration).await;
+                cut(world, node.id, &peers, &what, duration).await;
             }
             Fault::CutController => {
                 let controller = cluster_world::leader_now(&world.shared)
@@ -396,11 +414,11 @@ async fn nemesis_run(world: World, mut rng: ChaCha8Rng) {
                         ),
                     ),
                 };
-                cut(&world, node.id, &peers, &what, duration).await;
+                cut(world, node.id, &peers, &what, duration).await;
             }
             Fault::CutClients => {
                 let what = format!("{}{aimed} from the clients", node.name);
-                cut(&world, node.id, &world.clients, &what, duration).await;
+                cut(world, node.id, &world.clients, &what, duration).await;
             }
             Fault::OneWay | Fault::Flap if others.is_empty() => {}
             Fault::OneWay => {
@@ -523,39 +541,76 @@ async fn power_all(world: &World, rng: &mut ChaCha8Rng) {
     }
 }
 
-/// In seeds that draw it, one node dies midway through the safety phase and is never restarted:
-/// not the controller, and not the last in-sync replica of any partition (without unclean
-/// election, that partition would stay offline for good, and rightly). Answers its node id.
+/// In seeds that draw it, one node dies midway through the safety phase and is never restarted.
+/// No partition may be left with the dead node as its last in-sync replica: without unclean
+/// election it would rightly stay offline for good. That happens when another replica leaves
+/// the ISR (fenced after a crash) before the dead node does, so the death waits for a quiet
+/// moment (the nemesis holds, no node is down, every ISR is full; the aimed faults are off) and
+/// the quiet lasts until the controller has dropped the dead node from every ISR. Not the
+/// controller. Answers its node id.
 async fn dead_for_good(world: World, mut rng: ChaCha8Rng) -> Option<i32> {
     let at = world.replication.dead_for_good_at?;
     runtime::time::sleep(world.options.safety_duration.mul_f64(at)).await;
-    let index = loop {
-        let controller = cluster_world::leader_now(&world.shared).map(|(leader, _)| leader);
-        let isrs = isrs_now(&world.shared);
-        let candidates: Vec<usize> = (0..world.nodes.len())
-            .filter(|&index| Some(world.node_id(index)) != controller)
-            .filter(|&index| {
-                let node_id = world.node_id(index);
-                isrs.iter()
-                    .all(|isr| isr.iter().any(|&member| member != node_id))
-            })
-            .collect();
-        if !candidates.is_empty() {
-            break candidates[rng.gen_range(0..candidates.len())];
-        }
-        if world.recorder.elapsed() >= world.options.safety_duration {
-            world.recorder.note("no node could die for good");
-            return None;
-        }
-        runtime::time::sleep(Duration::from_millis(100)).await;
+    world.hold.store(true, Ordering::SeqCst);
+    let hooks: Vec<_> = world
+        .nodes
+        .iter()
+        .map(|node| node.disk.buggify_take())
+        .collect();
+    let quiet = |world: &World| {
+        let busy = world.busy.load(Ordering::SeqCst);
+        let down = world.nodes.iter().any(|node| node.disk.is_down());
+        let partitions = partitions_now(&world.shared);
+        let whole = partitions
+            .iter()
+            .all(|partition| partition.isr.len() == partition.replicas.len());
+        !busy && !down && !partitions.is_empty() && whole
     };
-    let node = &world.nodes[index];
-    world.recorder.note(&format!("{} dies for good", node.name));
-    world.recorder.count("dead-for-good");
-    node.disk.retire();
-    Handle::current().kill(node.id);
-    Some(world.node_id(index))
+    while !quiet(&world) && world.recorder.elapsed() < world.options.safety_duration {
+        runtime::time::sleep(Duration::from_millis(10)).await;
+    }
+    let controller = cluster_world::leader_now(&world.shared).map(|(leader, _)| leader);
+    let candidates: Vec<usize> = (0..world.nodes.len())
+        .filter(|&index| Some(world.node_id(index)) != controller)
+        .collect();
+    let dead = match quiet(&world) {
+        true => {
+            let index = candidates[rng.gen_range(0..candidates.len())];
+            let node = &world.nodes[index];
+            world.recorder.note(&format!("{} dies for good", node.name));
+            world.recorder.count("dead-for-good");
+            node.disk.retire();
+            Handle::current().kill(node.id);
+            let node_id = world.node_id(index);
+            let deadline = world.recorder.elapsed() + DEATH_NOTICED_WAIT;
+            while isrs_now(&world.shared)
+                .iter()
+                .any(|isr| isr.contains(&node_id))
+                && world.recorder.elapsed() < deadline
+            {
+                runtime::time::sleep(Duration::from_millis(10)).await;
+            }
+            Some(node_id)
+        }
+        false => {
+            world
+                .recorder
+                .note("no quiet moment for a node to die for good");
+            None
+        }
+    };
+    for (node, hook) in world.nodes.iter().zip(hooks) {
+        if hook.is_some() {
+            node.disk.buggify_set(hook);
+        }
+    }
+    world.hold.store(false, Ordering::SeqCst);
+    dead
 }
+
+/// How long the faults hold off after a node dies for good, at most, waiting for the controller
+/// to fence it and drop it from every ISR.
+const DEATH_NOTICED_WAIT: Duration = Duration::from_secs(10);
 
 /// The ISR of every partition of the workload's topic in the newest running image.
 fn isrs_now(shared: &Mutex<Nodes>) -> Vec<Vec<i32>> {

@@ -148,6 +148,11 @@ impl SimDisk {
         })
     }
 
+    /// Removes the aimed-fault hook and answers it (to put back with `buggify_set`).
+    pub fn buggify_take(&self) -> Option<BuggifyHook> {
+        lock(&self.buggify).take()
+    }
+
     /// Installs (or, with `None`, removes) the simulator's aimed-fault hook.
     pub fn buggify_set(&self, hook: Option<BuggifyHook>) {
         *lock(&self.buggify) = hook;
