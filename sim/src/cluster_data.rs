@@ -169,6 +169,15 @@ pub async fn simulate(
     let served = cluster_world::serve_probe(options, &nodes, &expect.live, recorder).await;
     // Settled again, and the finals read with no await before the events are taken.
     let settled = settled && cluster_world::settle(options, &shared, recorder, &expect).await;
+    for (index, node) in nodes.iter().enumerate() {
+        if expect.live.contains(&(index as i32 + 1)) {
+            recorder.note(&format!(
+                "final disk of {}: {}",
+                node.name,
+                topic_files(node)
+            ));
+        }
+    }
     let finals = cluster_world::finals_read(&shared);
     let mut history = lock(history);
     history.events = std::mem::take(&mut *lock(&log.events));
@@ -188,6 +197,20 @@ pub async fn simulate(
         recorder.note("the cluster did not settle before the liveness deadline");
     }
     outcome
+}
+
+/// The workload topic's files on `node`'s disk and their sizes: with the final images, what
+/// says which replica lags (an `isr-not-full` or a stalled partition).
+fn topic_files(node: &BrokerNode) -> String {
+    let files = node.disk.true_bytes().files();
+    let topic = files.into_iter().filter(|(path, _)| {
+        path.to_string_lossy()
+            .starts_with(&format!("/data/{TOPIC}-"))
+    });
+    let sizes: Vec<String> = topic
+        .map(|(path, len)| format!("{}={len}", path.display()))
+        .collect();
+    sizes.join(" ")
 }
 
 /// What every fault task of the run needs.
