@@ -540,7 +540,10 @@ async fn power_all(world: &World, rng: &mut ChaCha8Rng) {
         "nemesis whole-cluster power loss{aimed_text}: {:?}",
         running.iter().map(|node| &node.name).collect::<Vec<_>>()
     ));
-    recorder.count("crash-whole-cluster");
+    recorder.count(match aimed {
+        true => "crash-whole-cluster-after-produce",
+        false => "crash-whole-cluster",
+    });
     for node in &running {
         let kind = match rng.gen_bool(0.5) {
             true => CrashKind::PowerLose,
