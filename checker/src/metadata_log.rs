@@ -26,6 +26,14 @@
 //!   `served-broker-missing` / `served-broker-fenced` (DescribeCluster, fenced brokers included,
 //!   must list every live broker unfenced), and `acked-not-served` (an acknowledged operation
 //!   not visible in its Metadata, with the same excuses as `acked-missing`).
+//! - replication after heal (only when the run asks, `MetadataHistory::partitions_checked`: the
+//!   replicated data world): `partition-offline` (a partition in a live node's final image whose
+//!   leader is none or not a live node, unless every replica is dead: a node dead for good is
+//!   not in `finals`) and `isr-not-full` (a live replica missing from the ISR: once healed, every
+//!   live follower catches up and is added back), and `replicas-differ` (two live replicas
+//!   serve different records at one offset below their high watermarks, read with Kafka's
+//!   debugging consumer id -2 after heal: everything below a replica's high watermark is
+//!   committed, and committed records are the same everywhere).
 //!
 //! **Invariant:** pure; the same history always yields the same anomalies in the same order.
 
@@ -47,6 +55,25 @@ pub struct MetadataHistory {
     /// answer). Empty when the run did not probe (then the `served-*` rules do not run).
     #[serde(default)]
     pub served: BTreeMap<NodeId, Option<Served>>,
+    /// Whether the replication rules (`partition-offline`, `isr-not-full`) judge the finals:
+    /// set by the replicated data world, whose topics must be whole again after heal.
+    #[serde(default)]
+    pub partitions_checked: bool,
+    /// What each live replica served of its partitions after heal (`replicas-differ`).
+    #[serde(default)]
+    pub replica_reads: Vec<ReplicaRead>,
+}
+
+/// One replica's records of one partition below its high watermark, as it served them to a
+/// Fetch with replica id -2 (Kafka's debugging consumer, which any replica serves).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRead {
+    pub node: NodeId,
+    pub topic: String,
+    pub partition: i32,
+    pub high_watermark: i64,
+    /// (offset, workload value) in offset order.
+    pub records: Vec<(i64, i64)>,
 }
 
 /// A broker's Metadata and DescribeCluster answers after heal.
@@ -140,6 +167,18 @@ pub struct FinalNode {
     pub topics: BTreeMap<String, TopicShape>,
     /// Registered brokers: id -> fenced.
     pub brokers: BTreeMap<NodeId, bool>,
+    /// Every topic's partitions, by index, as the image assigns them.
+    #[serde(default)]
+    pub partitions: BTreeMap<String, Vec<FinalPartition>>,
+}
+
+/// One partition in a final image.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalPartition {
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    /// None: offline.
+    pub leader: Option<NodeId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,6 +266,30 @@ pub enum MetadataAnomaly {
         node: NodeId,
         topic: String,
     },
+    /// After heal, a partition with a live replica has no live leader in a node's final image.
+    PartitionOffline {
+        node: NodeId,
+        topic: String,
+        partition: usize,
+        leader: Option<NodeId>,
+    },
+    /// After heal, two replicas serve different records at one offset below their high
+    /// watermarks (the first such offset of the partition).
+    ReplicasDiffer {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        /// Node -> the value it serves there.
+        values: BTreeMap<NodeId, i64>,
+    },
+    /// After heal, a live replica is missing from a partition's ISR in a node's final image.
+    IsrNotFull {
+        node: NodeId,
+        topic: String,
+        partition: usize,
+        isr: Vec<NodeId>,
+        missing: Vec<NodeId>,
+    },
 }
 
 impl MetadataAnomaly {
@@ -249,6 +312,9 @@ impl MetadataAnomaly {
             MetadataAnomaly::ServedBrokerFenced { .. } => "served-broker-fenced",
             MetadataAnomaly::AckedNotServed { .. } => "acked-not-served",
             MetadataAnomaly::RefusedButDone { .. } => "refused-but-done",
+            MetadataAnomaly::PartitionOffline { .. } => "partition-offline",
+            MetadataAnomaly::IsrNotFull { .. } => "isr-not-full",
+            MetadataAnomaly::ReplicasDiffer { .. } => "replicas-differ",
         }
     }
 }
@@ -343,6 +409,34 @@ impl fmt::Display for MetadataAnomaly {
                 f,
                 "op {op} refused to create {topic}, the only op that creates it, yet node {node}'s final image holds it"
             ),
+            MetadataAnomaly::PartitionOffline {
+                node,
+                topic,
+                partition,
+                leader,
+            } => write!(
+                f,
+                "after heal, node {node}'s final image: {topic}-{partition} led by {leader:?}, no live leader"
+            ),
+            MetadataAnomaly::ReplicasDiffer {
+                topic,
+                partition,
+                offset,
+                values,
+            } => write!(
+                f,
+                "after heal, replicas of {topic}-{partition} serve different values at offset {offset} (node: value): {values:?}"
+            ),
+            MetadataAnomaly::IsrNotFull {
+                node,
+                topic,
+                partition,
+                isr,
+                missing,
+            } => write!(
+                f,
+                "after heal, node {node}'s final image: {topic}-{partition} ISR {isr:?} lacks live replicas {missing:?}"
+            ),
         }
     }
 }
@@ -358,7 +452,39 @@ pub fn check(history: &MetadataHistory) -> Vec<MetadataAnomaly> {
     check_refused(&mut anomalies, history, &ops);
     check_liveness(&mut anomalies, history);
     check_served(&mut anomalies, history);
+    check_partitions(&mut anomalies, history);
+    check_replica_reads(&mut anomalies, history);
     anomalies
+}
+
+/// Committed records are the same on every replica: the first offset of each partition at which
+/// two replicas' reads below their high watermarks disagree.
+fn check_replica_reads(anomalies: &mut Vec<MetadataAnomaly>, history: &MetadataHistory) {
+    // (topic, partition) -> offset -> node -> value.
+    type Served<'h> = BTreeMap<(&'h str, i32), BTreeMap<i64, BTreeMap<NodeId, i64>>>;
+    let mut served: Served = BTreeMap::new();
+    for read in &history.replica_reads {
+        let offsets = served
+            .entry((read.topic.as_str(), read.partition))
+            .or_default();
+        for &(offset, value) in &read.records {
+            offsets.entry(offset).or_default().insert(read.node, value);
+        }
+    }
+    for ((topic, partition), offsets) in served {
+        let differing = offsets.into_iter().find(|(_, values)| {
+            let distinct: BTreeSet<i64> = values.values().copied().collect();
+            distinct.len() > 1
+        });
+        if let Some((offset, values)) = differing {
+            anomalies.push(MetadataAnomaly::ReplicasDiffer {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                values,
+            });
+        }
+    }
 }
 
 fn check_leaders(anomalies: &mut Vec<MetadataAnomaly>, history: &MetadataHistory) {
@@ -773,6 +899,48 @@ fn check_served(anomalies: &mut Vec<MetadataAnomaly>, history: &MetadataHistory)
                     seen_by: node,
                 }),
                 Some(false) => {}
+            }
+        }
+    }
+}
+
+/// Replication after heal: every partition with a live replica is led by a live node, and
+/// every live replica is back in the ISR. A node dead for good is not in `finals`: its replicas
+/// are excused, and a partition all of whose replicas died may stay offline.
+fn check_partitions(anomalies: &mut Vec<MetadataAnomaly>, history: &MetadataHistory) {
+    if !history.partitions_checked {
+        return;
+    }
+    let live = |node: &NodeId| history.finals.contains_key(node);
+    for (&node, final_node) in &history.finals {
+        for (topic, partitions) in &final_node.partitions {
+            for (partition, state) in partitions.iter().enumerate() {
+                if !state.replicas.iter().any(live) {
+                    continue;
+                }
+                if !state.leader.as_ref().is_some_and(live) {
+                    anomalies.push(MetadataAnomaly::PartitionOffline {
+                        node,
+                        topic: topic.clone(),
+                        partition,
+                        leader: state.leader,
+                    });
+                }
+                let missing: Vec<NodeId> = state
+                    .replicas
+                    .iter()
+                    .filter(|replica| live(replica) && !state.isr.contains(replica))
+                    .copied()
+                    .collect();
+                if !missing.is_empty() {
+                    anomalies.push(MetadataAnomaly::IsrNotFull {
+                        node,
+                        topic: topic.clone(),
+                        partition,
+                        isr: state.isr.clone(),
+                        missing,
+                    });
+                }
             }
         }
     }

@@ -72,6 +72,33 @@ pub const SCENARIOS: &[Scenario] = &[
         faults: FaultMix { swarm: true, crash: true, pause: true, network_partition: true, clock_skew: true, disk: true, network_delay: false },
         workload: Workload::ClusterMetadata,
     },
+    Scenario {
+        name: "cluster-crash",
+        description: "3 or 5 brokers in cluster mode serving a replicated topic (RF 3, or 5; \
+                      min.insync.replicas 2) to acks=all producers and consumers while they \
+                      crash in every way, partition leaders first, whole-cluster power losses \
+                      (some right after a produce is acknowledged), a node dead for good in \
+                      some seeds, disk faults on a minority; both checkers, a full ISR and an \
+                      acks=all write to every partition after heal",
+        faults: FaultMix { swarm: true, crash: true, disk: true, ..FaultMix::NONE },
+        workload: Workload::ClusterData,
+    },
+    Scenario {
+        name: "cluster-partition",
+        description: "the replicated topic while partition leaders are cut off from their \
+                      followers, the controller or the clients, links go one-way or flap every \
+                      100-300 ms, nodes pause or are isolated, and messages are delayed",
+        faults: FaultMix { swarm: true, pause: true, network_partition: true, network_delay: true, ..FaultMix::NONE },
+        workload: Workload::ClusterData,
+    },
+    Scenario {
+        name: "cluster-chaos",
+        description: "the replicated topic under every fault: crashes and whole-cluster power \
+                      losses, pauses, leaders cut off, flapping and one-way links, clock skew, \
+                      latency, and disk faults on a minority",
+        faults: FaultMix::ALL,
+        workload: Workload::ClusterData,
+    },
 ];
 
 pub fn scenario_find(name: &str) -> Option<&'static Scenario> {

@@ -25,7 +25,8 @@ use crate::world::BrokerNode;
 use broker::cluster_mode::ClusterHooks;
 use broker::{BrokerConfig, NodeContext};
 use checker::metadata_log::{
-    AdminOp, FinalNode, MetaEvent, MetaEventKind, MetadataHistory, Served, TopicShape,
+    AdminOp, FinalNode, FinalPartition, MetaEvent, MetaEventKind, MetadataHistory, Served,
+    TopicShape,
 };
 use client::{Admin, ClientError, NewTopic};
 use cluster::image::MetadataImage;
@@ -83,7 +84,7 @@ impl ClusterBug {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -92,11 +93,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What the nodes and the admin clients write down, shared by every task of the run.
 #[derive(Clone)]
 pub struct MetaLog {
-    recorder: Recorder,
-    events: Arc<Mutex<Vec<MetaEvent>>>,
+    pub(crate) recorder: Recorder,
+    pub(crate) events: Arc<Mutex<Vec<MetaEvent>>>,
 }
 
 impl MetaLog {
+    pub(crate) fn new(recorder: &Recorder) -> MetaLog {
+        MetaLog {
+            recorder: recorder.clone(),
+            events: Default::default(),
+        }
+    }
+
     fn push(&self, node: i32, kind: MetaEventKind) {
         let time_ns = self.recorder.elapsed().as_nanos() as u64;
         lock(&self.events).push(MetaEvent {
@@ -109,22 +117,22 @@ impl MetaLog {
 
 /// One node incarnation's watches, handed over by the observer hook. Only receivers: a handle
 /// would keep the node's tasks running after its `serve` returned.
-struct NodeView {
-    status: watch::Receiver<ClusterStatus>,
-    image: watch::Receiver<Arc<MetadataImage>>,
+pub(crate) struct NodeView {
+    pub(crate) status: watch::Receiver<ClusterStatus>,
+    pub(crate) image: watch::Receiver<Arc<MetadataImage>>,
 }
 
 impl NodeView {
     /// Whether the incarnation still runs: its tasks hold the senders.
-    fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         self.status.has_changed().is_ok()
     }
 }
 
 /// What the world knows of each node's current incarnation.
 #[derive(Default)]
-struct Nodes {
-    views: BTreeMap<i32, NodeView>,
+pub(crate) struct Nodes {
+    pub(crate) views: BTreeMap<i32, NodeView>,
 }
 
 /// The run, inside madsim: fills `history` and answers `Err` when the world never settled.
@@ -142,13 +150,10 @@ pub async fn simulate(
     if let Some(bug) = planted {
         recorder.note(&format!("planted bug {}", bug.name()));
     }
-    let log = MetaLog {
-        recorder: recorder.clone(),
-        events: Default::default(),
-    };
+    let log = MetaLog::new(recorder);
     let shared: Arc<Mutex<Nodes>> = Default::default();
     let (exits, exited) = mpsc::unbounded_channel();
-    let nodes = nodes_start(options, &policy, planted, &log, &shared, exits);
+    let nodes = nodes_start(options, &policy, planted, &log, &shared, exits, &|_| {});
     *lock(disks) = nodes.iter().map(|node| node.disk.clone()).collect();
     recorder.note(&format!("start {} cluster node(s)", nodes.len()));
     crate::buggify::install(options, &nodes, recorder);
@@ -218,11 +223,12 @@ pub async fn simulate(
         let _ = admin.await;
     }
     recorder.note("liveness phase");
-    let settled = settle(options, &shared, recorder).await;
-    let served = serve_probe(options, &nodes, recorder).await;
+    let expect = Expect::every_node(options.broker_count);
+    let settled = settle(options, &shared, recorder, &expect).await;
+    let served = serve_probe(options, &nodes, &expect.live, recorder).await;
     // Settled again (a restarted node may still be registering), and the finals read with no
     // await before the events are taken, so no event lands after the finals were read.
-    let settled = settled && settle(options, &shared, recorder).await;
+    let settled = settled && settle(options, &shared, recorder, &expect).await;
     let finals = finals_read(&shared);
     let mut history = lock(history);
     history.events = std::mem::take(&mut *lock(&log.events));
@@ -251,13 +257,16 @@ fn timing(policy: &ClusterPolicy) -> ClusterTiming {
     }
 }
 
-fn nodes_start(
+/// Starts the nodes, each `gregor broker --voters ...` on its own disk and clock; `configure`
+/// adds the world's own broker settings (the data world's replica timing and planted bug).
+pub(crate) fn nodes_start(
     options: &Options,
     policy: &ClusterPolicy,
     planted: Option<ClusterBug>,
     log: &MetaLog,
     shared: &Arc<Mutex<Nodes>>,
     exits: mpsc::UnboundedSender<usize>,
+    configure: &dyn Fn(&mut BrokerConfig),
 ) -> Vec<BrokerNode> {
     let handle = Handle::current();
     let mut skew_rng = stream_rng(options.seed, Stream::ClockSkew, 0);
@@ -287,6 +296,7 @@ fn nodes_start(
             config.listen = address.clone();
             config.data_dir = "/data".into();
             config.voters = voters.clone();
+            configure(&mut config);
             let observer_log = log.clone();
             let observer_shared = shared.clone();
             let observer = move |handle: &ClusterHandle| {
@@ -373,7 +383,7 @@ async fn node_main(
 
 /// The nodes' supervisor: restarts a node whose broker exited, a second later, from its disk
 /// (a process exit keeps the page cache).
-async fn supervise(
+pub(crate) async fn supervise(
     nodes: Vec<BrokerNode>,
     recorder: Recorder,
     mut exited: mpsc::UnboundedReceiver<usize>,
@@ -432,7 +442,7 @@ async fn observe(
 }
 
 /// FNV-1a of the image's snapshot encoding (deterministic: struct order, BTreeMaps).
-fn image_digest(image: &MetadataImage) -> u64 {
+pub(crate) fn image_digest(image: &MetadataImage) -> u64 {
     image
         .snapshot_encode()
         .iter()
@@ -677,9 +687,10 @@ async fn propagation_time(shared: Arc<Mutex<Nodes>>, recorder: Recorder, topic: 
 /// (`client::Admin`) and its DescribeCluster v2 with fenced brokers included (a raw request:
 /// the client crate does not speak it). A broker that answers neither within a few tries is
 /// recorded as not serving.
-async fn serve_probe(
+pub(crate) async fn serve_probe(
     options: &Options,
     nodes: &[BrokerNode],
+    live: &BTreeSet<i32>,
     recorder: &Recorder,
 ) -> BTreeMap<i32, Option<Served>> {
     let probe = Handle::current()
@@ -690,6 +701,9 @@ async fn serve_probe(
     let mut served = BTreeMap::new();
     for (index, node) in nodes.iter().enumerate() {
         let node_id = index as i32 + 1;
+        if !live.contains(&node_id) {
+            continue;
+        }
         let (options, address) = (options.clone(), node.address.clone());
         let answer = probe
             .spawn(async move {
@@ -773,7 +787,7 @@ async fn election_time(shared: Arc<Mutex<Nodes>>, recorder: Recorder, term: u64)
 }
 
 /// The running node that shows itself leading in the highest term, with that term.
-fn leader_now(shared: &Mutex<Nodes>) -> Option<(i32, u64)> {
+pub(crate) fn leader_now(shared: &Mutex<Nodes>) -> Option<(i32, u64)> {
     let nodes = lock(shared);
     nodes
         .views
@@ -898,13 +912,36 @@ async fn nemesis_run(
     }
 }
 
-/// Waits, up to the liveness deadline, until every node runs, all follow one leader in one
-/// term, all applied the same index, and every node's image has every broker live.
-async fn settle(options: &Options, shared: &Mutex<Nodes>, recorder: &Recorder) -> bool {
+/// What a settled cluster looks like.
+pub(crate) struct Expect {
+    /// The nodes that run (all but one dead for good).
+    pub(crate) live: BTreeSet<i32>,
+    /// Every partition led by a live node, with every live replica in its ISR (the replicated
+    /// data world).
+    pub(crate) partitions: bool,
+}
+
+impl Expect {
+    pub(crate) fn every_node(node_count: usize) -> Expect {
+        Expect {
+            live: (1..=node_count as i32).collect(),
+            partitions: false,
+        }
+    }
+}
+
+/// Waits, up to the liveness deadline, until every live node runs, all follow one leader in
+/// one term, all applied the same index, every node's image has every live broker unfenced,
+/// and (when expected) every partition is whole.
+pub(crate) async fn settle(
+    options: &Options,
+    shared: &Mutex<Nodes>,
+    recorder: &Recorder,
+    expect: &Expect,
+) -> bool {
     let deadline = recorder.elapsed() + options.liveness_duration;
-    let node_count = options.broker_count;
     while recorder.elapsed() < deadline {
-        if settled(shared, node_count) {
+        if settled(shared, expect) {
             recorder.note(&format!("settled at {:?}", recorder.elapsed()));
             return true;
         }
@@ -913,9 +950,9 @@ async fn settle(options: &Options, shared: &Mutex<Nodes>, recorder: &Recorder) -
     false
 }
 
-fn settled(shared: &Mutex<Nodes>, node_count: usize) -> bool {
+fn settled(shared: &Mutex<Nodes>, expect: &Expect) -> bool {
     let finals = finals_read(shared);
-    if finals.len() != node_count {
+    if !finals.keys().eq(expect.live.iter()) {
         return false;
     }
     // Each broker's current incarnation registered, unfenced, in every image: a node restarted
@@ -926,16 +963,21 @@ fn settled(shared: &Mutex<Nodes>, node_count: usize) -> bool {
         nodes
             .views
             .iter()
+            .filter(|(node_id, _)| expect.live.contains(node_id))
             .map(|(&node_id, view)| (node_id, Some(status(view)).filter(|s| !s.fenced)))
             .map(|(node_id, status)| (node_id, status.and_then(|s| s.broker_epoch)))
             .collect()
     };
-    let current = lock(shared).views.values().all(|view| {
-        let image = view.image.borrow();
-        epochs.iter().all(|(&node_id, epoch)| {
-            epoch.is_some() && image.broker(node_id).map(|b| b.broker_epoch) == *epoch
-        })
-    });
+    let current = lock(shared)
+        .views
+        .values()
+        .filter(|view| view.alive())
+        .all(|view| {
+            let image = view.image.borrow();
+            epochs.iter().all(|(&node_id, epoch)| {
+                epoch.is_some() && image.broker(node_id).map(|b| b.broker_epoch) == *epoch
+            })
+        });
     if !current {
         return false;
     }
@@ -944,13 +986,30 @@ fn settled(shared: &Mutex<Nodes>, node_count: usize) -> bool {
         .map(|node| (node.term, node.leader, node.applied, node.image_digest))
         .collect();
     let live = finals.values().all(|node| {
-        node.brokers.len() == node_count && node.brokers.values().all(|fenced| !fenced)
+        let unfenced = |node_id: &i32| node.brokers.get(node_id) == Some(&false);
+        expect.live.iter().all(unfenced)
     });
-    views.len() == 1 && views.iter().all(|(_, leader, _, _)| leader.is_some()) && live
+    let whole = !expect.partitions || finals.values().all(|node| partitions_whole(node, expect));
+    views.len() == 1 && views.iter().all(|(_, leader, _, _)| leader.is_some()) && live && whole
+}
+
+/// Every partition with a live replica is led by a live node and has every live replica in
+/// its ISR (what `checker::metadata_log`'s replication rules ask after heal).
+fn partitions_whole(node: &FinalNode, expect: &Expect) -> bool {
+    let live = |node_id: &i32| expect.live.contains(node_id);
+    node.partitions.values().flatten().all(|partition| {
+        !partition.replicas.iter().any(live)
+            || (partition.leader.as_ref().is_some_and(live)
+                && partition
+                    .replicas
+                    .iter()
+                    .filter(|replica| live(replica))
+                    .all(|replica| partition.isr.contains(replica)))
+    })
 }
 
 /// Every running node's state now.
-fn finals_read(shared: &Mutex<Nodes>) -> BTreeMap<i32, FinalNode> {
+pub(crate) fn finals_read(shared: &Mutex<Nodes>) -> BTreeMap<i32, FinalNode> {
     let nodes = lock(shared);
     nodes
         .views
@@ -969,8 +1028,27 @@ fn finals_read(shared: &Mutex<Nodes>) -> BTreeMap<i32, FinalNode> {
                     .brokers()
                     .map(|broker| (broker.broker_id, broker.fenced))
                     .collect(),
+                partitions: image_partitions(&image),
             };
             (node_id, final_node)
+        })
+        .collect()
+}
+
+fn image_partitions(image: &MetadataImage) -> BTreeMap<String, Vec<FinalPartition>> {
+    image
+        .topics()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|partition| FinalPartition {
+                    replicas: partition.replicas.clone(),
+                    isr: partition.isr.clone(),
+                    leader: partition.leader(),
+                })
+                .collect();
+            (topic.name.to_string(), partitions)
         })
         .collect()
 }

@@ -90,6 +90,8 @@ pub struct SimDisk {
     /// How often the node reached each aimed-fault site, fired or not: the nemesis waits on
     /// these to land a fault right after a site (see `nemesis::crash`).
     visits: Mutex<std::collections::BTreeMap<Site, u64>>,
+    /// Set when the node died for good (`cluster_data`): no crash's restart brings it back.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SimDisk {
@@ -142,7 +144,13 @@ impl SimDisk {
             sync_failed: Default::default(),
             buggify: Mutex::new(None),
             visits: Default::default(),
+            retired: Default::default(),
         })
+    }
+
+    /// Removes the aimed-fault hook and answers it (to put back with `buggify_set`).
+    pub fn buggify_take(&self) -> Option<BuggifyHook> {
+        lock(&self.buggify).take()
     }
 
     /// Installs (or, with `None`, removes) the simulator's aimed-fault hook.
@@ -160,6 +168,17 @@ impl SimDisk {
         self.down.store(false, std::sync::atomic::Ordering::SeqCst);
         self.sync_failed
             .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Marks the node dead for good: down, and never up again (`nemesis::up` skips it).
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.down();
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How often the node reached `site` so far.

@@ -15,7 +15,10 @@
 //!   voters) under crashes, pauses, partitions (the leader isolated, splits, one-way links),
 //!   skew, minority disk faults and power losses aimed at unsynced Raft batches, with admin
 //!   clients speaking the Kafka protocol; judged by `checker::metadata_log`. `cluster_probe`:
-//!   its raw DescribeCluster v2.
+//!   its raw DescribeCluster v2. `cluster_data` (madsim only): the same nodes serving a
+//!   replicated topic to the data workload, a nemesis aimed at partition leaders (cut from
+//!   followers, controller or clients, flapping links, whole-cluster power losses), a node dead
+//!   for good in some seeds; judged by both checkers.
 //! - `buggify` (madsim only): aimed faults at the broker's and storage's named sites.
 
 pub mod disk;
@@ -25,6 +28,8 @@ pub mod trace;
 
 #[cfg(madsim)]
 pub mod buggify;
+#[cfg(madsim)]
+pub mod cluster_data;
 #[cfg(madsim)]
 pub mod cluster_probe;
 #[cfg(madsim)]

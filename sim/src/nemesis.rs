@@ -186,7 +186,7 @@ pub async fn crash(
 }
 
 /// Kills the node and applies the crash's effect on its disk (a single kind, not a sequence).
-fn down(handle: &Handle, recorder: &Recorder, broker: &BrokerNode, kind: CrashKind) {
+pub(crate) fn down(handle: &Handle, recorder: &Recorder, broker: &BrokerNode, kind: CrashKind) {
     handle.kill(broker.id);
     broker.disk.down();
     match kind {
@@ -209,9 +209,18 @@ fn down(handle: &Handle, recorder: &Recorder, broker: &BrokerNode, kind: CrashKi
     recorder.note(&format!("disk after crash: {}", files.join(" ")));
 }
 
-/// Waits `down_for`, then restarts the node on its disk.
-async fn up(handle: &Handle, recorder: &Recorder, broker: &BrokerNode, down_for: Duration) {
+/// Waits `down_for`, then restarts the node on its disk, unless it died for good meanwhile.
+pub(crate) async fn up(
+    handle: &Handle,
+    recorder: &Recorder,
+    broker: &BrokerNode,
+    down_for: Duration,
+) {
     runtime::time::sleep(down_for).await;
+    if broker.disk.is_retired() {
+        recorder.note(&format!("{} stays down: dead for good", broker.name));
+        return;
+    }
     recorder.note(&format!("restart {}", broker.name));
     broker.disk.up();
     // Killing first releases the node's sockets even if another crash restarted it meanwhile;

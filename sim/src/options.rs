@@ -63,6 +63,42 @@ pub enum Workload {
     /// running `cluster::node::ClusterNode`, admin clients creating, deleting and growing topics
     /// at random nodes; the metadata-log checker judges it.
     ClusterMetadata,
+    /// Replicated data in the cluster world (`cluster_data`, scenarios `cluster-crash`,
+    /// `cluster-partition`, `cluster-chaos`): 3 or 5 nodes in cluster mode, one topic with
+    /// `ReplicationPolicy::replication_factor` replicas, acks=all producers and consumers
+    /// against every node; both checkers judge it.
+    ClusterData,
+}
+
+/// The switch the lead flips when the replicated data plane (leader, follower, controller
+/// branches) is merged: until then a topic with RF>1 refuses Produce, so the data world's topic
+/// has one replica whatever the seed drew (`ReplicationPolicy::drawn_factor`).
+pub const REPLICATED_TOPICS_WIRED: bool = false;
+
+/// The knobs of the `ClusterData` workload (`cluster_data`): the topic's replication and the
+/// nemesis's aim at partition leaders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicationPolicy {
+    /// The topic's replication factor: 3, or 5 in about 30% of 5-node seeds; forced to 1 while
+    /// `cluster_data::REPLICATED_TOPICS_WIRED` is off (the drawn value is kept in `drawn_factor`).
+    pub replication_factor: usize,
+    /// What the seed drew, before the switch.
+    pub drawn_factor: usize,
+    /// The topic's `min.insync.replicas` (2, or 1 with one replica).
+    pub min_insync: usize,
+    /// The brokers' `replica.lag.time.max.ms`.
+    pub lag_time_max: Duration,
+    /// The brokers' `replica.fetch.wait.max.ms`.
+    pub fetch_wait_max: Duration,
+    /// The chance that a fault aims at a partition's leader (from the images) rather than a
+    /// random node.
+    pub leader_aim_rate: f64,
+    /// The chance that a crash is a power loss of every node at once (half of them aimed right
+    /// after a produce was acknowledged).
+    pub whole_cluster_power_loss_rate: f64,
+    /// When (as a share of the safety phase) one node dies for good (never restarted), in about
+    /// 30% of seeds with replicas to spare; `None`: every node lives to the end.
+    pub dead_for_good_at: Option<f64>,
 }
 
 /// The knobs of the `ClusterMetadata` workload (`cluster_world`).
@@ -195,12 +231,14 @@ pub struct Options {
     pub record_padding_max: usize,
     /// The transactional workload's knobs (`Workload::Transactions` only).
     pub txn: Option<TxnPolicy>,
-    /// The cluster world's knobs (`Workload::ClusterMetadata` only).
+    /// The cluster world's knobs (`Workload::ClusterMetadata` and `Workload::ClusterData`).
     pub cluster: Option<ClusterPolicy>,
+    /// The replicated data world's knobs (`Workload::ClusterData` only).
+    pub replication: Option<ReplicationPolicy>,
 }
 
 /// Draws the cluster world's knobs: in every seed, after every other draw (append-only), kept
-/// only by `Workload::ClusterMetadata`, whose broker count becomes the node count.
+/// only by the cluster workloads, whose broker count becomes the node count.
 fn cluster_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
     let node_count = match rng.gen_bool(0.6) {
         true => 3,
@@ -216,7 +254,10 @@ fn cluster_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
         // Drawn below, after every other draw of every seed (append-only).
         snapshot_interval_entries: cluster::node::SNAPSHOT_INTERVAL_ENTRIES,
     };
-    if options.workload != Workload::ClusterMetadata {
+    if !matches!(
+        options.workload,
+        Workload::ClusterMetadata | Workload::ClusterData
+    ) {
         return;
     }
     options.broker_count = policy.node_count;
@@ -229,7 +270,8 @@ fn cluster_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
         },
         ..policy
     });
-    // The cluster world has no producers or consumers; its runs are short.
+    // Cluster runs are short: the metadata world has no producers or consumers, and every node
+    // of the data world costs as much as a single world.
     options.safety_duration = options.safety_duration.min(Duration::from_secs(20));
     options.malformed_send_rate = 0.0;
 }
@@ -450,7 +492,8 @@ impl Options {
             | Workload::Retention
             | Workload::Compaction
             | Workload::Transactions
-            | Workload::ClusterMetadata => rng.gen_range(1..=2),
+            | Workload::ClusterMetadata
+            | Workload::ClusterData => rng.gen_range(1..=2),
             Workload::Group => rng.gen_range(2..=4),
         };
         // Struct fields are evaluated in order: draws in the literal below stay where they were,
@@ -490,6 +533,7 @@ impl Options {
             record_padding_max: 0,
             txn: None,
             cluster: None,
+            replication: None,
         };
         options.buggify = buggify_draw(rng, mix);
         // Drawn last and only by the workloads that use it, so every other seed keeps its world.
@@ -534,8 +578,48 @@ impl Options {
         if options.cluster.is_some() && options.crash {
             raft_written_aim(&mut options.buggify, rng);
         }
+        // The replicated data world's knobs: drawn in every seed, after every other draw.
+        replication_draw(rng, &mut options);
         options
     }
+}
+
+/// Draws the replicated data world's knobs: in every seed, after every other draw
+/// (append-only), kept only by `Workload::ClusterData`.
+fn replication_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
+    let five = rng.gen_bool(0.3);
+    let lag_time_max = Duration::from_millis(rng.gen_range(300..=3_000));
+    let fetch_wait_max = Duration::from_millis(rng.gen_range(20..=500));
+    let leader_aim_rate = rng.gen_range(0.3..0.9);
+    let whole_cluster_power_loss_rate = rng.gen_range(0.05..0.3);
+    let dead = rng.gen_bool(0.3);
+    let dead_at = rng.gen_range(0.2..0.8);
+    let (Workload::ClusterData, Some(cluster)) = (options.workload, &options.cluster) else {
+        return;
+    };
+    let drawn_factor = match (cluster.node_count, five) {
+        (5, true) => 5,
+        _ => 3,
+    };
+    let replication_factor = match REPLICATED_TOPICS_WIRED {
+        true => drawn_factor,
+        false => 1,
+    };
+    options.replication = Some(ReplicationPolicy {
+        replication_factor,
+        drawn_factor,
+        min_insync: replication_factor.min(2),
+        lag_time_max,
+        fetch_wait_max,
+        leader_aim_rate,
+        whole_cluster_power_loss_rate: match options.crash {
+            true => whole_cluster_power_loss_rate,
+            false => 0.0,
+        },
+        // A node dead for good takes its replicas with it: only when the rest still make
+        // min.insync.replicas (RF=1 would lose the node's partitions outright).
+        dead_for_good_at: (dead && replication_factor > 2).then_some(dead_at),
+    });
 }
 
 /// The cleanup settings of the `Retention` and `Compaction` workloads, small enough that the
@@ -549,7 +633,8 @@ fn log_policy_draw(
         Workload::Assigned
         | Workload::Group
         | Workload::Transactions
-        | Workload::ClusterMetadata => None,
+        | Workload::ClusterMetadata
+        | Workload::ClusterData => None,
         Workload::Retention => {
             let check_interval = Duration::from_millis(rng.gen_range(300..3_000));
             // By time, by size, or both.
@@ -723,6 +808,63 @@ mod tests {
         }
         for (name, count) in [("tail", tails), ("seeker", seekers), ("heavy", heavy)] {
             assert!((10..90).contains(&count), "{name}: {count}");
+        }
+    }
+
+    /// The replicated data world's draws come after every other (the metadata world's seeds
+    /// keep their options, the policy aside), only `ClusterData` keeps them, RF=5 only on five
+    /// nodes, a node dies for good only with replicas to spare, and until the data plane is
+    /// wired the topic has one replica.
+    #[test]
+    fn replication_draws_are_appended_and_cluster_data_only() {
+        let (mut five, mut five_nodes, mut dead, mut whole) = (0, 0, 0, 0);
+        for seed in 0..200 {
+            let draw = |workload| {
+                Options::swarm(
+                    seed,
+                    FaultMix::ALL,
+                    workload,
+                    &mut stream_rng(seed, Stream::Swarm, 0),
+                )
+            };
+            let metadata = draw(Workload::ClusterMetadata);
+            let data = draw(Workload::ClusterData);
+            assert_eq!(metadata.replication, None);
+            assert_eq!(draw(Workload::Assigned).replication, None);
+            assert_eq!(
+                Options {
+                    workload: Workload::ClusterMetadata,
+                    replication: None,
+                    ..data.clone()
+                },
+                metadata,
+                "{seed}: the data world draws the metadata world's options first"
+            );
+            let policy = data.replication.expect("drawn");
+            let nodes = data.cluster.as_ref().expect("drawn").node_count;
+            assert!(policy.drawn_factor == 3 || (policy.drawn_factor == 5 && nodes == 5));
+            five_nodes += usize::from(nodes == 5);
+            five += usize::from(policy.drawn_factor == 5);
+            match REPLICATED_TOPICS_WIRED {
+                true => assert_eq!(policy.replication_factor, policy.drawn_factor),
+                false => assert_eq!(policy.replication_factor, 1),
+            }
+            assert_eq!(policy.min_insync, policy.replication_factor.min(2));
+            if policy.dead_for_good_at.is_some() {
+                assert!(policy.replication_factor >= 3, "{seed}");
+                dead += 1;
+            }
+            assert!(data.crash || policy.whole_cluster_power_loss_rate == 0.0);
+            whole += usize::from(policy.whole_cluster_power_loss_rate > 0.0);
+        }
+        assert!(
+            (five_nodes / 5..five_nodes / 2).contains(&five),
+            "{five} of {five_nodes}"
+        );
+        assert!(whole > 50, "{whole}");
+        match REPLICATED_TOPICS_WIRED {
+            true => assert!((20..100).contains(&dead), "{dead}"),
+            false => assert_eq!(dead, 0),
         }
     }
 }

@@ -54,17 +54,28 @@ pub async fn topic_create(
     if let Some(interval) = options.index_interval_bytes {
         configs.insert("index.interval.bytes".to_string(), interval.to_string());
     }
+    // The replicated data world's topic: its replicas, and acks=all needing two of them.
+    let replication = options.replication.as_ref();
+    let replication_factor = replication.map_or(1, |policy| policy.replication_factor as i16);
+    if let Some(policy) = replication {
+        configs.insert(
+            "min.insync.replicas".to_string(),
+            policy.min_insync.to_string(),
+        );
+    }
+    // Apart from the cluster world's nodes (10.0.1.N): node 1 and this client once shared an
+    // address.
     let node = madsim::runtime::Handle::current()
         .create_node()
         .name("admin")
-        .ip("10.0.1.1".parse().expect("valid ip"))
+        .ip("10.0.7.1".parse().expect("valid ip"))
         .build();
     let created = node
         .spawn(async move {
             let mut admin = client::Admin::new(config);
             for _ in 0..60 {
                 match admin
-                    .create_topic(TOPIC, partitions, 1, configs.clone())
+                    .create_topic(TOPIC, partitions, replication_factor, configs.clone())
                     .await
                 {
                     Ok(()) => return Ok(()),
@@ -95,8 +106,20 @@ pub fn start(
     recorder: &Recorder,
     stop: Arc<AtomicBool>,
 ) -> Vec<runtime::JoinHandle<()>> {
+    start_clients(options, bootstrap, recorder, stop).0
+}
+
+/// As `start`, also answering the producers' and consumers' nodes (the cluster data world's
+/// nemesis cuts a leader off from them).
+pub(crate) fn start_clients(
+    options: &Options,
+    bootstrap: &[String],
+    recorder: &Recorder,
+    stop: Arc<AtomicBool>,
+) -> (Vec<runtime::JoinHandle<()>>, Vec<madsim::task::NodeId>) {
     let handle = madsim::runtime::Handle::current();
     let mut workers = Vec::new();
+    let mut clients = Vec::new();
     for index in 0..options.producer_count {
         let process = index as u64 + 1;
         let node = handle
@@ -104,6 +127,7 @@ pub fn start(
             .name(format!("producer-{process}"))
             .ip(format!("10.0.2.{process}").parse().expect("ip"))
             .build();
+        clients.push(node.id());
         let task = producer_run(
             process,
             options.clone(),
@@ -120,17 +144,19 @@ pub fn start(
             .name(format!("consumer-{process}"))
             .ip(format!("10.0.3.{}", index + 1).parse().expect("ip"))
             .build();
+        clients.push(node.id());
         let config = client_config(options, bootstrap);
         let worker = match options.workload {
-            Workload::Assigned | Workload::Retention | Workload::Compaction => {
-                node.spawn(consumer_run(
-                    process,
-                    options.clone(),
-                    config,
-                    recorder.clone(),
-                    stop.clone(),
-                ))
-            }
+            Workload::Assigned
+            | Workload::Retention
+            | Workload::Compaction
+            | Workload::ClusterData => node.spawn(consumer_run(
+                process,
+                options.clone(),
+                config,
+                recorder.clone(),
+                stop.clone(),
+            )),
             Workload::Transactions => unreachable!("txn_workload starts its own workers"),
             Workload::ClusterMetadata => unreachable!("cluster_world runs its own admin clients"),
             Workload::Group => node.spawn(crate::group_workload::member_run(
@@ -157,7 +183,7 @@ pub fn start(
             stop,
         )));
     }
-    workers
+    (workers, clients)
 }
 
 /// Consumers fail a poll rather than silently jump when their position leaves the log: a jump

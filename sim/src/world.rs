@@ -118,7 +118,8 @@ pub struct RunResult {
     pub trace_hash: u64,
     pub trace_lines: Vec<String>,
     pub history: History,
-    /// The cluster world's history (`Workload::ClusterMetadata`; empty otherwise).
+    /// The cluster worlds' history (`Workload::ClusterMetadata`, `Workload::ClusterData`; empty
+    /// otherwise).
     pub metadata: checker::metadata_log::MetadataHistory,
     pub report_text: String,
     pub simulated: Duration,
@@ -262,6 +263,16 @@ fn run_here(
                         _ => None,
                     };
                     crate::cluster_world::simulate(
+                        &simulation_options,
+                        &recorder,
+                        &disks_slot,
+                        planted,
+                        &metadata_shared,
+                    )
+                    .await
+                }
+                (Workload::ClusterData, planted) => {
+                    crate::cluster_data::simulate(
                         &simulation_options,
                         &recorder,
                         &disks_slot,

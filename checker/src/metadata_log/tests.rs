@@ -39,6 +39,7 @@ fn final_node(applied: u64, leader: NodeId, items: &[(&str, u32)]) -> FinalNode 
         image_digest: applied * 7,
         topics: topics(items),
         brokers: [(1, false), (2, false), (3, false)].into_iter().collect(),
+        partitions: BTreeMap::new(),
     }
 }
 
@@ -133,6 +134,8 @@ fn clean() -> MetadataHistory {
         events,
         finals,
         served,
+        partitions_checked: false,
+        replica_reads: Vec::new(),
     }
 }
 
@@ -443,4 +446,111 @@ fn an_acknowledged_operation_must_be_visible_in_every_brokers_metadata() {
         .topics
         .insert("b".into(), TopicShape { partitions: 1 });
     assert_eq!(kinds(&history), vec!["acked-not-served", "served-differs"]);
+}
+
+fn partition(replicas: &[NodeId], isr: &[NodeId], leader: Option<NodeId>) -> FinalPartition {
+    FinalPartition {
+        replicas: replicas.to_vec(),
+        isr: isr.to_vec(),
+        leader,
+    }
+}
+
+/// The clean history with topic `a`'s two partitions replicated on all three nodes, checked.
+fn replicated(partitions: Vec<FinalPartition>) -> MetadataHistory {
+    let mut history = clean();
+    history.partitions_checked = true;
+    for final_node in history.finals.values_mut() {
+        final_node
+            .partitions
+            .insert("a".to_string(), partitions.clone());
+    }
+    history
+}
+
+#[test]
+fn after_heal_every_partition_has_a_live_leader_and_a_full_isr() {
+    let whole = partition(&[1, 2, 3], &[1, 2, 3], Some(2));
+    assert!(check(&replicated(vec![whole.clone(), whole.clone()])).is_empty());
+    // Unchecked (the metadata world, whose ISRs no data plane expands), nothing is judged.
+    let mut unchecked = replicated(vec![whole.clone(), partition(&[1, 2, 3], &[1], None)]);
+    unchecked.partitions_checked = false;
+    assert!(check(&unchecked).is_empty());
+
+    let offline = replicated(vec![whole.clone(), partition(&[1, 2, 3], &[1, 2, 3], None)]);
+    assert_eq!(kinds(&offline), vec!["partition-offline"; 3]);
+    let shrunk = replicated(vec![partition(&[1, 2, 3], &[2], Some(2)), whole.clone()]);
+    assert_eq!(kinds(&shrunk), vec!["isr-not-full"; 3]);
+    let anomaly = check(&shrunk).remove(0);
+    assert!(
+        matches!(&anomaly, MetadataAnomaly::IsrNotFull { missing, partition: 0, .. } if missing == &[1, 3]),
+        "{anomaly}"
+    );
+}
+
+/// A node dead for good (not among the finals) is excused from the ISR, and may not lead; a
+/// partition whose replicas all died is not judged at all.
+#[test]
+fn a_dead_node_is_excused_but_may_not_lead() {
+    let without_3 = |partitions: Vec<FinalPartition>| {
+        let mut history = replicated(partitions);
+        history.finals.remove(&3);
+        for final_node in history.finals.values_mut() {
+            final_node.brokers.insert(3, true);
+        }
+        history
+    };
+    let history = without_3(vec![
+        partition(&[1, 2, 3], &[1, 2], Some(1)),
+        partition(&[3], &[3], Some(3)),
+    ]);
+    assert!(check(&history).is_empty(), "{:?}", kinds(&history));
+    let led_by_dead = without_3(vec![
+        partition(&[1, 2, 3], &[3], Some(3)),
+        partition(&[1, 2, 3], &[1, 2], Some(1)),
+    ]);
+    assert_eq!(
+        kinds(&led_by_dead),
+        vec![
+            "partition-offline",
+            "isr-not-full",
+            "partition-offline",
+            "isr-not-full"
+        ]
+    );
+}
+
+fn replica_read(node: NodeId, partition: i32, records: &[(i64, i64)]) -> ReplicaRead {
+    ReplicaRead {
+        node,
+        topic: "a".to_string(),
+        partition,
+        high_watermark: records.len() as i64,
+        records: records.to_vec(),
+    }
+}
+
+/// Replicas may hold more or less of a partition (a lagging follower's high watermark is lower)
+/// but never different records at one offset.
+#[test]
+fn replicas_must_serve_the_same_records_below_their_high_watermarks() {
+    let mut history = clean();
+    history.replica_reads = vec![
+        replica_read(1, 0, &[(0, 10), (1, 11), (2, 12)]),
+        replica_read(2, 0, &[(0, 10), (1, 11)]),
+        replica_read(3, 1, &[(0, 20)]),
+        replica_read(1, 1, &[(0, 20), (1, 21)]),
+    ];
+    assert!(check(&history).is_empty(), "{:?}", kinds(&history));
+    history
+        .replica_reads
+        .push(replica_read(3, 0, &[(0, 10), (1, 13), (2, 14)]));
+    let anomalies = check(&history);
+    assert_eq!(anomalies.len(), 1, "one per partition: {anomalies:?}");
+    assert!(
+        matches!(&anomalies[0], MetadataAnomaly::ReplicasDiffer { partition: 0, offset: 1, values, .. }
+            if values == &BTreeMap::from([(1, 11), (2, 11), (3, 13)])),
+        "{}",
+        anomalies[0]
+    );
 }
