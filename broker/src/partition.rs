@@ -250,6 +250,7 @@ async fn flusher_run(partition: std::sync::Weak<Partition>) {
             log.log_end_offset() > log.recovery_point()
         };
         if !pending {
+            tracing::trace!(topic = %strong.topic, partition = strong.index, "flusher idle");
             drop(strong);
             notified.await;
             continue;
@@ -266,6 +267,7 @@ async fn flush_once(partition: &Arc<Partition>) -> bool {
         let log = partition.log();
         (log.flush_begin(), log.disk().clone())
     };
+    tracing::trace!(topic = %partition.topic, partition = partition.index, offset_end = ticket.offset_end(), "flush begins");
     runtime::buggify::hit(&*disk, runtime::buggify::Site::FsyncInFlight);
     if Bug::active(partition.planted, Bug::AckAtFsyncStart) {
         return planted_ack_at_fsync_start(partition, ticket).await;
@@ -289,6 +291,7 @@ async fn flush_once(partition: &Arc<Partition>) -> bool {
         partition.offline_for_sync_failure(&error.to_string());
         return false;
     }
+    tracing::trace!(topic = %partition.topic, partition = partition.index, offset_end = ticket.offset_end(), "flush synced");
     durable_publish(partition, ticket)
 }
 

@@ -73,7 +73,7 @@ pub enum Workload {
 /// The switch the lead flips when the replicated data plane (leader, follower, controller
 /// branches) is merged: until then a topic with RF>1 refuses Produce, so the data world's topic
 /// has one replica whatever the seed drew (`ReplicationPolicy::drawn_factor`).
-pub const REPLICATED_TOPICS_WIRED: bool = false;
+pub const REPLICATED_TOPICS_WIRED: bool = true;
 
 /// The knobs of the `ClusterData` workload (`cluster_data`): the topic's replication and the
 /// nemesis's aim at partition leaders.

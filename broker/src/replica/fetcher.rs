@@ -44,6 +44,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use storage::PartitionLog;
+use tracing::Instrument;
 use wire::batch::ValidatedBatch;
 use wire::{RequestKind, ResponseKind};
 
@@ -137,6 +138,7 @@ struct Fetchers(BTreeMap<BrokerId, FetcherTask>);
 
 impl Fetchers {
     fn update(&mut self, broker: &Arc<Broker>, mut wanted: BTreeMap<BrokerId, Assignment>) {
+        tracing::debug!(node = broker.config.node_id, ?wanted, "fetchers update");
         self.0.retain(|source, fetcher| {
             let keep = wanted.contains_key(source);
             if !keep {
@@ -155,7 +157,9 @@ impl Fetchers {
         for (source, assignment) in wanted {
             let (sender, receiver) = watch::channel(assignment);
             let source_fetcher = SourceFetcher::new(broker.clone(), source);
-            let task = runtime::spawn(source_fetcher.run(receiver));
+            // Every log line of the task names the follower and its source.
+            let span = tracing::info_span!("fetcher", node = broker.config.node_id, source);
+            let task = runtime::spawn(source_fetcher.run(receiver).instrument(span));
             let fetcher = FetcherTask {
                 assignment: sender,
                 task,
@@ -236,6 +240,10 @@ impl SourceFetcher {
                 Next::Idle(recheck) => Some(recheck),
                 Next::Backoff => Some(Some(BACKOFF)),
             };
+            // `changed()` marks the new assignment seen: a wake by it must be remembered, as
+            // `has_changed` no longer reports it (missing it kept a follower fetching at a
+            // stale leader epoch for good: cluster-partition seed 4).
+            let mut woken_by_assignment = false;
             if let Some(wait) = wait {
                 let timer = async {
                     match wait {
@@ -243,16 +251,16 @@ impl SourceFetcher {
                         None => std::future::pending().await,
                     }
                 };
-                let changed = runtime::select! {
+                runtime::select! {
                     biased;
-                    changed = assignment.changed() => changed.is_ok(),
-                    () = timer => true,
-                };
-                if !changed {
-                    return;
+                    changed = assignment.changed() => match changed {
+                        Ok(()) => woken_by_assignment = true,
+                        Err(_) => return,
+                    },
+                    () = timer => {}
                 }
             }
-            let changed = assignment.has_changed().unwrap_or(false);
+            let changed = woken_by_assignment || assignment.has_changed().unwrap_or(false);
             if changed {
                 current = assignment.borrow_and_update().clone();
             }
@@ -264,6 +272,9 @@ impl SourceFetcher {
     /// drops what it no longer names, and moves to a new leader epoch; a `changed` assignment
     /// clears stalls.
     fn assignment_apply(&mut self, assignment: &Assignment, changed: bool) {
+        if changed {
+            tracing::debug!(?assignment, "assignment changed");
+        }
         if assignment.address != self.address {
             self.address = assignment.address.clone();
             self.connection = None;
@@ -332,13 +343,22 @@ impl SourceFetcher {
             .filter(|(_, followed)| !followed.stalled(now))
             .filter_map(|(key, followed)| Some((key.clone(), followed.core.fetch_position()?)))
             .collect();
+        tracing::debug!(
+            ?positions,
+            followed = self.followed.len(),
+            ?recheck,
+            "follower round"
+        );
         if positions.is_empty() {
+            // A core built over an unsynced tail (a new source, mid group commit) withholds its
+            // position until that fsync; once it is in, fetch at once: idling here would wait
+            // for an assignment change that may never come (cluster-crash seed 5).
             self.durable_await().await;
-            return match self
-                .followed
-                .values()
-                .any(|f| f.core.durable_end() < f.core.log_end())
-            {
+            let now = self.broker.clock.now();
+            return match self.followed.values().any(|followed| {
+                followed.core.durable_end() < followed.core.log_end()
+                    || (!followed.stalled(now) && followed.core.fetch_position().is_some())
+            }) {
                 true => Next::Fetch,
                 false => Next::Idle(recheck),
             };
@@ -394,6 +414,7 @@ impl SourceFetcher {
                 continue;
             }
             let log_end = followed.core.log_end();
+            tracing::debug!(topic = %key.0, partition = key.1, log_end, durable = followed.partition.durable().offset_end, recovery_point = followed.partition.log().recovery_point(), "awaiting the follower's fsync");
             followed.partition.flush_request();
             if !followed.partition.durable_wait(log_end - 1).await {
                 failed.push(key.clone());
@@ -509,7 +530,7 @@ impl SourceFetcher {
                 | ResponseError::UnknownTopicOrPartition
                 | ResponseError::LeaderNotAvailable,
             ) => {
-                tracing::info!(topic = %key.0, partition = key.1, error, "the leader refused; waiting for the next image");
+                tracing::info!(topic = %key.0, partition = key.1, error, leader_epoch = followed.led.leader_epoch, "the leader refused; waiting for the next image");
                 followed.stalled_until = Some(stall_until);
                 Next::Fetch
             }

@@ -368,7 +368,7 @@ impl Replicas {
                     partition.follower_high_watermark(),
                 );
                 tracing::info!(
-                    topic = %partition.topic, partition = partition.index,
+                    node = self.node_id, topic = %partition.topic, partition = partition.index,
                     leader_epoch = state.leader_epoch, log_end = ends.0, durable_end,
                     high_watermark = ends.2, "leading a replicated partition"
                 );
