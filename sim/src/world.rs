@@ -231,10 +231,16 @@ fn run_here(
     let options = Options::swarm(seed, mix, workload, &mut stream_rng(seed, Stream::Swarm, 0));
     // Counts the faults the broker meets, for the summary; logs as well when RUST_LOG asks.
     let sites = SiteCounts::default();
+    // The filter is built on another thread: its hash maps would take this thread's std hash
+    // keys from the OS before madsim seeds them, and a run with logs would not replay.
+    #[allow(clippy::disallowed_methods)] // Not part of the simulation: only builds the filter.
     let log = std::env::var_os("RUST_LOG").is_some().then(|| {
+        let filter = std::thread::spawn(tracing_subscriber::EnvFilter::from_default_env)
+            .join()
+            .expect("RUST_LOG is parsed");
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .with_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_filter(filter)
     });
     let _subscriber = tracing::subscriber::set_default(
         tracing_subscriber::registry().with(sites.layer()).with(log),

@@ -219,6 +219,7 @@ impl Batch<'_> {
     }
 
     fn push(&mut self, record: MetadataRecord) {
+        tracing::debug!(index = ?self.index, ?record, "controller proposes");
         self.image.apply_record(self.index, &record);
         self.records.push(record);
     }

@@ -100,10 +100,17 @@ impl Forwarder {
                 Some(id) => {
                     let remaining = deadline.saturating_duration_since(self.clock.now());
                     let attempt = remaining.min(self.timeout / ATTEMPTS_MIN);
-                    runtime::time::timeout(attempt, self.remote_call(id, &envelope))
-                        .await
-                        .ok()
-                        .flatten()
+                    let call = runtime::time::timeout(attempt, self.remote_call(id, &envelope));
+                    // A new leader ends the attempt at once: a heartbeat stuck on a silent old
+                    // leader for longer than a session would get every broker fenced by the
+                    // new one (cluster-partition seed 25).
+                    let mut status = self.status.clone();
+                    let moved = status.wait_for(|status| status.controller_leader != Some(id));
+                    runtime::select! {
+                        biased;
+                        answer = call => answer.ok().flatten(),
+                        _ = moved => None,
+                    }
                 }
             };
             match response {
