@@ -79,10 +79,11 @@ pub fn node_config(config: &BrokerConfig, context: &NodeContext) -> ClusterConfi
             port: u16::try_from(port).unwrap_or(9092),
         },
         rack: config.rack.clone(),
-        timing: hooks
-            .timing
-            .clone()
-            .unwrap_or_else(ClusterTiming::production),
+        timing: hooks.timing.clone().unwrap_or_else(|| ClusterTiming {
+            broker_heartbeat: config.broker_heartbeat_interval,
+            broker_session_timeout: config.broker_session_timeout,
+            ..ClusterTiming::production()
+        }),
         partitions_default: config.default_partitions,
         // Kafka's default.replication.factor.
         replication_factor_default: 1,

@@ -82,6 +82,13 @@ pub struct BrokerConfig {
     pub rack: Option<String>,
     /// Partition replication (issue 13): Kafka's `replica.*` broker settings.
     pub replica: ReplicaSettings,
+    /// Kafka's `broker.heartbeat.interval.ms`: how often this broker heartbeats to the
+    /// controller.
+    pub broker_heartbeat_interval: Duration,
+    /// Kafka's `broker.session.timeout.ms`: a broker not heard from for this long is fenced by
+    /// the controller, and its partitions get new leaders. The bound on failover after a crash
+    /// that is not a clean shutdown.
+    pub broker_session_timeout: Duration,
 }
 
 /// Kafka's `replica.*` broker settings, with units.
@@ -131,6 +138,8 @@ impl BrokerConfig {
             controller_listen: None,
             rack: None,
             replica: ReplicaSettings::kafka_defaults(),
+            broker_heartbeat_interval: Duration::from_millis(2_000),
+            broker_session_timeout: Duration::from_millis(9_000),
         }
     }
 
@@ -191,6 +200,8 @@ pub struct ConfigFile {
     pub rack: Option<String>,
     pub replica_lag_time_max_ms: Option<u64>,
     pub replica_fetch_wait_max_ms: Option<u64>,
+    pub broker_heartbeat_interval_ms: Option<u64>,
+    pub broker_session_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +248,8 @@ impl ConfigFile {
             rack,
             replica_lag_time_max_ms,
             replica_fetch_wait_max_ms,
+            broker_heartbeat_interval_ms,
+            broker_session_timeout_ms,
         } = self;
         config.node_id = node_id.unwrap_or(config.node_id);
         config.listen = listen.unwrap_or(config.listen.clone());
@@ -272,6 +285,12 @@ impl ConfigFile {
         }
         if let Some(wait_ms) = replica_fetch_wait_max_ms {
             config.replica.fetch_wait_max = Duration::from_millis(wait_ms);
+        }
+        if let Some(interval_ms) = broker_heartbeat_interval_ms {
+            config.broker_heartbeat_interval = Duration::from_millis(interval_ms);
+        }
+        if let Some(timeout_ms) = broker_session_timeout_ms {
+            config.broker_session_timeout = Duration::from_millis(timeout_ms);
         }
         Ok(())
     }
@@ -415,6 +434,19 @@ fn validate_cluster(config: &BrokerConfig) -> Result<(), ConfigError> {
         if rack.is_empty() || rack.len() > 255 {
             return invalid("rack", rack.clone(), "must be 1..=255 characters");
         }
+    }
+    let (heartbeat, session) = (
+        config.broker_heartbeat_interval,
+        config.broker_session_timeout,
+    );
+    if heartbeat.is_zero() || heartbeat >= session {
+        let value = format!(
+            "{} (session {} ms)",
+            heartbeat.as_millis(),
+            session.as_millis()
+        );
+        let reason = "must be above 0 and below broker_session_timeout_ms";
+        return invalid("broker_heartbeat_interval_ms", value, reason);
     }
     if config.voters.is_empty() {
         return match &config.controller_listen {
@@ -644,5 +676,26 @@ mod tests {
         let text = "voters = \"1@127.0.0.1:9093,1@127.0.0.1:9193\"";
         let file = ConfigFile::parse("x.toml", text).unwrap();
         assert!(file.apply(&mut BrokerConfig::zero_config()).is_err());
+    }
+
+    #[test]
+    fn broker_sessions_are_kafkas_settable_and_checked() {
+        let mut config = BrokerConfig::zero_config();
+        assert_eq!(
+            config.broker_heartbeat_interval,
+            Duration::from_millis(2_000)
+        );
+        assert_eq!(config.broker_session_timeout, Duration::from_millis(9_000));
+        let text = "broker_heartbeat_interval_ms = 300\nbroker_session_timeout_ms = 1500\n";
+        ConfigFile::parse("x.toml", text)
+            .unwrap()
+            .apply(&mut config)
+            .unwrap();
+        assert_eq!(config.broker_session_timeout, Duration::from_millis(1_500));
+        assert!(validate(&config).is_ok());
+        config.broker_heartbeat_interval = Duration::from_millis(1_500);
+        assert_eq!(refused_key(&config), "broker_heartbeat_interval_ms");
+        config.broker_heartbeat_interval = Duration::ZERO;
+        assert_eq!(refused_key(&config), "broker_heartbeat_interval_ms");
     }
 }

@@ -95,6 +95,14 @@ struct BrokerArgs {
     /// replica.fetch.wait.max.ms; default 500).
     #[arg(long)]
     replica_fetch_wait_max_ms: Option<u64>,
+    /// How often this broker heartbeats to the controller, in ms (Kafka's
+    /// broker.heartbeat.interval.ms; default 2000).
+    #[arg(long)]
+    broker_heartbeat_interval_ms: Option<u64>,
+    /// A broker not heard from for this long is fenced and its partitions get new leaders, in
+    /// ms: the failover time after a crash (Kafka's broker.session.timeout.ms; default 9000).
+    #[arg(long)]
+    broker_session_timeout_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -146,6 +154,12 @@ fn broker_config(args: &BrokerArgs) -> Result<(BrokerConfig, String), String> {
     }
     if let Some(wait_ms) = args.replica_fetch_wait_max_ms {
         config.replica.fetch_wait_max = std::time::Duration::from_millis(wait_ms);
+    }
+    if let Some(interval_ms) = args.broker_heartbeat_interval_ms {
+        config.broker_heartbeat_interval = std::time::Duration::from_millis(interval_ms);
+    }
+    if let Some(timeout_ms) = args.broker_session_timeout_ms {
+        config.broker_session_timeout = std::time::Duration::from_millis(timeout_ms);
     }
     config.requests_queued_bytes_max = args
         .queued_max_request_bytes

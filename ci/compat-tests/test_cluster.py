@@ -104,15 +104,17 @@ def test_three_processes_form_a_cluster_with_rf3_topics_and_leaders_spread(clust
     for node in cluster.nodes:
         other = next(t for t in kcat_metadata(node.bootstrap)["topics"] if t["topic"] == name)
         assert [p["leader"] for p in other["partitions"]] == leaders
-    # Without replication (issue 13) an RF=3 partition refuses writes rather than
-    # acknowledging one only its leader holds.
+    # Replicated (issue 13): an acks=all write to every RF=3 partition is acknowledged once
+    # every in-sync replica holds it (test_replication.py covers failover and figures).
     producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all",
-                         "message.timeout.ms": 3000})
-    errors = []
-    producer.produce(name, b"v", partition=0, on_delivery=lambda error, _: errors.append(error))
-    producer.flush(10)
-    assert len(errors) == 1 and errors[0] is not None
-    assert errors[0].name() in ("NOT_ENOUGH_REPLICAS", "_MSG_TIMED_OUT"), errors[0]
+                         "message.timeout.ms": 20000})
+    delivered = []
+    for partition in range(6):
+        producer.produce(name, f"v{partition}".encode(), partition=partition,
+                         on_delivery=lambda error, message: delivered.append((error, message)))
+    assert producer.flush(TIMEOUT_S) == 0
+    assert [error for error, _ in delivered] == [None] * 6, delivered
+    assert sorted(message.partition() for _, message in delivered) == list(range(6))
     del producer
 
 

@@ -56,7 +56,7 @@ fn sweep_cluster_metadata() {
 }
 
 /// The replicated data world (issue 13): 3- and 5-node clusters serving a replicated topic to
-/// the data workload (one replica until `sim::cluster_data::REPLICATED_TOPICS_WIRED`).
+/// the data workload.
 #[test]
 fn sweep_cluster_crash() {
     sweep_clean("cluster-crash", 0..40);

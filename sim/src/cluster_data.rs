@@ -16,9 +16,6 @@
 //! live leader and a full ISR, then writes once more to every partition (acks=all, each must be
 //! acknowledged within the liveness deadline), reads everything back, and reads every live
 //! replica's copy below its high watermark (Fetch with replica id -2) for `replicas-differ`.
-//!
-//! Until the replicated data plane is wired (`REPLICATED_TOPICS_WIRED`), the topic has one
-//! replica: the world, its faults and its checks run, the replication itself does not.
 
 use crate::cluster_world::{self, lock, Expect, MetaLog, Nodes};
 use crate::disk::{CrashKind, SimDisk};
@@ -41,8 +38,6 @@ use runtime::sync::mpsc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-pub use crate::options::REPLICATED_TOPICS_WIRED;
 
 /// The process id of the liveness phase's writer (producers are 1.., consumers 100.., the final
 /// reader 1000).
@@ -69,8 +64,8 @@ pub async fn simulate(
         recorder.note(&format!("planted bug {}", bug.name()));
     }
     recorder.note(&format!(
-        "replication factor {} (drawn {}), min.insync.replicas {}",
-        replication.replication_factor, replication.drawn_factor, replication.min_insync
+        "replication factor {}, min.insync.replicas {}",
+        replication.replication_factor, replication.min_insync
     ));
     let (cluster_bug, broker_bug) = match planted {
         Some(Planted::Cluster(bug)) => (Some(bug), None),

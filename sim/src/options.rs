@@ -70,20 +70,12 @@ pub enum Workload {
     ClusterData,
 }
 
-/// The switch the lead flips when the replicated data plane (leader, follower, controller
-/// branches) is merged: until then a topic with RF>1 refuses Produce, so the data world's topic
-/// has one replica whatever the seed drew (`ReplicationPolicy::drawn_factor`).
-pub const REPLICATED_TOPICS_WIRED: bool = true;
-
 /// The knobs of the `ClusterData` workload (`cluster_data`): the topic's replication and the
 /// nemesis's aim at partition leaders.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicationPolicy {
-    /// The topic's replication factor: 3, or 5 in about 30% of 5-node seeds; forced to 1 while
-    /// `cluster_data::REPLICATED_TOPICS_WIRED` is off (the drawn value is kept in `drawn_factor`).
+    /// The topic's replication factor: 3, or 5 in about 30% of 5-node seeds.
     pub replication_factor: usize,
-    /// What the seed drew, before the switch.
-    pub drawn_factor: usize,
     /// The topic's `min.insync.replicas` (2, or 1 with one replica).
     pub min_insync: usize,
     /// The brokers' `replica.lag.time.max.ms`.
@@ -597,17 +589,12 @@ fn replication_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
     let (Workload::ClusterData, Some(cluster)) = (options.workload, &options.cluster) else {
         return;
     };
-    let drawn_factor = match (cluster.node_count, five) {
+    let replication_factor = match (cluster.node_count, five) {
         (5, true) => 5,
         _ => 3,
     };
-    let replication_factor = match REPLICATED_TOPICS_WIRED {
-        true => drawn_factor,
-        false => 1,
-    };
     options.replication = Some(ReplicationPolicy {
         replication_factor,
-        drawn_factor,
         min_insync: replication_factor.min(2),
         lag_time_max,
         fetch_wait_max,
@@ -842,13 +829,10 @@ mod tests {
             );
             let policy = data.replication.expect("drawn");
             let nodes = data.cluster.as_ref().expect("drawn").node_count;
-            assert!(policy.drawn_factor == 3 || (policy.drawn_factor == 5 && nodes == 5));
+            let factor = policy.replication_factor;
+            assert!(factor == 3 || (factor == 5 && nodes == 5));
             five_nodes += usize::from(nodes == 5);
-            five += usize::from(policy.drawn_factor == 5);
-            match REPLICATED_TOPICS_WIRED {
-                true => assert_eq!(policy.replication_factor, policy.drawn_factor),
-                false => assert_eq!(policy.replication_factor, 1),
-            }
+            five += usize::from(factor == 5);
             assert_eq!(policy.min_insync, policy.replication_factor.min(2));
             if policy.dead_for_good_at.is_some() {
                 assert!(policy.replication_factor >= 3, "{seed}");
@@ -862,9 +846,6 @@ mod tests {
             "{five} of {five_nodes}"
         );
         assert!(whole > 50, "{whole}");
-        match REPLICATED_TOPICS_WIRED {
-            true => assert!((20..100).contains(&dead), "{dead}"),
-            false => assert_eq!(dead, 0),
-        }
+        assert!((20..100).contains(&dead), "{dead}");
     }
 }
