@@ -105,6 +105,42 @@ fn cluster_data_meets_its_faults_4_119() {
     }
 }
 
+/// The first replicated sweeps found three liveness bugs; each seed must still pass and still
+/// meet what exposed it. cluster-crash 5: leadership moved while a follower's group commit was
+/// in flight, and the new source's fetcher idled after that fsync instead of fetching
+/// (`isr-not-full`). cluster-partition 4: a wake by the assignment watch was lost, so a
+/// follower fetched at a stale leader epoch for good (`follower-truncated` marks the leader
+/// changes). cluster-partition 25: brokers' heartbeats stuck on a controller cut off outlived
+/// their sessions, the new controller fenced every broker, and the node then dead for good was
+/// left the last ISR member (`cut-controller`, `dead-for-good`).
+#[test]
+fn regression_replication_liveness_5_4_25() {
+    for (scenario, seed, met) in [
+        ("cluster-crash", 5, &["crash-process-then-power"][..]),
+        ("cluster-partition", 4, &["follower-truncated"][..]),
+        (
+            "cluster-partition",
+            25,
+            &["cut-controller", "dead-for-good"][..],
+        ),
+    ] {
+        let outcome = run_seed(Path::new(BINARY), scenario, seed, None);
+        assert!(
+            outcome.pass,
+            "{}\n    {}",
+            outcome.verdict,
+            replay_command(scenario, seed)
+        );
+        for name in met {
+            let count = outcome.fault_counts.get(*name).or(outcome.sites.get(*name));
+            assert!(
+                count.copied().unwrap_or(0) > 0,
+                "{scenario} seed {seed} no longer meets {name}: pick a seed that does"
+            );
+        }
+    }
+}
+
 #[test]
 fn sweep_single_groups() {
     sweep_clean("single-groups", 0..100);
