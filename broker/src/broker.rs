@@ -228,14 +228,22 @@ impl Broker {
                 .and_then(|found| image.partition(found.topic_id, index))
                 .is_some_and(|partition| partition.replicas.len() > 1);
             // Led here by the image but not open yet: the reconciler is a step behind.
-            let partition = self.topics().partition(topic, index);
-            return partition
-                .map(|partition| Served {
-                    partition,
-                    leader_epoch,
-                    replicated,
-                })
-                .ok_or(ResponseError::NotLeaderOrFollower);
+            let partition = self
+                .topics()
+                .partition(topic, index)
+                .ok_or(ResponseError::NotLeaderOrFollower)?;
+            // Nor served before its leader core runs at the image's epoch: without one, reads
+            // would stop at the local fsynced end instead of the replicated HW, past records an
+            // old leader never got committed (cluster-partition 13, a seeker's ListOffsets
+            // Latest from a returning leader the reconciler had not reached).
+            if replicated && !partition.led_at(leader_epoch) {
+                return Err(ResponseError::NotLeaderOrFollower);
+            }
+            return Ok(Served {
+                partition,
+                leader_epoch,
+                replicated,
+            });
         }
         let partition = self
             .topics()

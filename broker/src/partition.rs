@@ -133,6 +133,13 @@ impl Partition {
         }
     }
 
+    /// Whether a leader core runs here at `leader_epoch`, not deposed (`replica::shell`).
+    pub fn led_at(&self, leader_epoch: i32) -> bool {
+        self.replica()
+            .as_ref()
+            .is_some_and(|led| led.core.leader_epoch() == leader_epoch && !led.core.is_deposed())
+    }
+
     /// This replica's own HW, whatever its role: the leader core's, a follower's last learned
     /// one (never past its fsynced end), or on a partition with one replica the fsynced end.
     /// What Kafka's debugging consumer (Fetch `replica_id` -2) may read.

@@ -96,6 +96,15 @@ fn partition_lookup(
             .with_timestamp(-1);
     }
     let high_watermark = partition.high_watermark();
+    tracing::debug!(
+        node = broker.config.node_id,
+        topic,
+        index,
+        timestamp,
+        high_watermark,
+        leader_epoch,
+        "list offsets"
+    );
     let log = partition.log();
     // leader_epoch exists from v4; the protocol crate refuses to encode it set at older versions.
     let epoch_of = |offset: i64, latest: bool| match (version >= 4, latest) {
