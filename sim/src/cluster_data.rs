@@ -566,7 +566,8 @@ async fn power_all(world: &World, rng: &mut ChaCha8Rng) {
 /// No partition may be left with the dead node as its last in-sync replica: without unclean
 /// election it would rightly stay offline for good. That happens when another replica leaves
 /// the ISR (fenced after a crash) before the dead node does, so the death waits for a quiet
-/// moment (the nemesis holds, no node is down, every ISR is full; the aimed faults are off) and
+/// moment (the nemesis holds, no node is down or unregistered, every ISR is full, for
+/// `QUIET_HOLD`; the aimed faults are off) and
 /// the quiet lasts until the controller has dropped the dead node from every ISR. Not the
 /// controller. Answers its node id.
 async fn dead_for_good(world: World, mut rng: ChaCha8Rng) -> Option<i32> {
@@ -585,9 +586,22 @@ async fn dead_for_good(world: World, mut rng: ChaCha8Rng) -> Option<i32> {
         let whole = partitions
             .iter()
             .all(|partition| partition.isr.len() == partition.replicas.len());
-        !busy && !down && !partitions.is_empty() && whole
+        let settled = brokers_settled(&world.shared, world.nodes.len());
+        !busy && !down && !partitions.is_empty() && whole && settled
     };
-    while !quiet(&world) && world.recorder.elapsed() < world.options.safety_duration {
+    // Quiet for a while: a crash already under way (a buggify hook's power loss after a quick
+    // restart) ends within `QUIET_HOLD`, and would otherwise take a node down right after the
+    // death (cluster-crash 42).
+    let mut quiet_since = None;
+    while world.recorder.elapsed() < world.options.safety_duration {
+        let now = world.recorder.elapsed();
+        quiet_since = match quiet(&world) {
+            true => quiet_since.or(Some(now)),
+            false => None,
+        };
+        if quiet_since.is_some_and(|since| now - since >= QUIET_HOLD) {
+            break;
+        }
         runtime::time::sleep(Duration::from_millis(10)).await;
     }
     let controller = cluster_world::leader_now(&world.shared).map(|(leader, _)| leader);
@@ -628,6 +642,38 @@ async fn dead_for_good(world: World, mut rng: ChaCha8Rng) -> Option<i32> {
     world.hold.store(false, Ordering::SeqCst);
     dead
 }
+
+/// Every node runs an incarnation that is registered, unfenced, and so in the newest image. A
+/// node restarted but not registered again still looks live there, and leaves every ISR when
+/// it registers: a death meanwhile left the dead node the last ISR member (cluster-crash
+/// 2300303437, a whole-cluster power loss just before).
+fn brokers_settled(shared: &Mutex<Nodes>, node_count: usize) -> bool {
+    let nodes = lock(shared);
+    let newest = nodes
+        .views
+        .values()
+        .filter(|view| view.alive())
+        .map(|view| view.image.borrow().clone())
+        .max_by_key(|image| image.offset());
+    let Some(image) = newest else {
+        return false;
+    };
+    nodes.views.len() == node_count
+        && nodes.views.iter().all(|(node_id, view)| {
+            let status = view.status.borrow();
+            let registered = status.broker_epoch.is_some_and(|epoch| {
+                image
+                    .broker(*node_id)
+                    .is_some_and(|broker| broker.broker_epoch == epoch)
+            });
+            view.alive() && !status.fenced && registered && image.broker_is_live(*node_id)
+        })
+}
+
+/// How long the world must stay quiet before a node dies for good: longer than the time down
+/// of a crash a buggify hook started before the hold (at most 2 s; the nemesis's own faults
+/// are covered by `busy`).
+const QUIET_HOLD: Duration = Duration::from_millis(3_500);
 
 /// How long the faults hold off after a node dies for good, at most, waiting for the controller
 /// to fence it and drop it from every ISR.
