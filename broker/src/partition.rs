@@ -214,6 +214,22 @@ impl Partition {
         }
     }
 
+    /// Takes the partition offline until a restart recovers it from disk: a write of its log
+    /// failed halfway (a follower's truncation), so its memory may no longer match its files.
+    pub fn offline_until_restart(&self, why: &str) {
+        if self.durable().failed {
+            return;
+        }
+        tracing::error!(
+            site = "partition-offline",
+            topic = %self.topic, partition = self.index, why,
+            "partition offline until restart"
+        );
+        self.durable_sender
+            .send_modify(|durable| durable.failed = true);
+        self.flush_wanted.notify_one();
+    }
+
     fn offline_for_sync_failure(&self, error: &str) {
         tracing::error!(
             site = "fsync-failed",

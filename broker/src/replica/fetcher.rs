@@ -435,7 +435,11 @@ impl SourceFetcher {
                 topic = %key.0, partition = key.1, why,
                 "stopped following until restart"
             );
+            // Offline for every fetcher, not only this one: after a leader change another
+            // source's fetcher would append to a log whose truncation failed halfway (its
+            // producer state ahead of its end: cluster-crash 2426267831).
             followed.partition.offline_if_sync_failed();
+            followed.partition.offline_until_restart(why);
             self.failed.insert((key.clone(), followed.led.topic_id));
         }
     }
