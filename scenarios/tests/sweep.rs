@@ -117,7 +117,7 @@ fn cluster_data_meets_its_faults_4_119_53() {
 /// had not registered again (cluster-crash 2300303437), or while a buggify hook's crash was
 /// still under way (cluster-crash 42); either left the dead node the last ISR member.
 #[test]
-fn regression_replication_liveness_5_4_25() {
+fn regression_replication_seeds() {
     for (scenario, seed, met) in [
         ("cluster-crash", 5, &["crash-process-then-power"][..]),
         ("cluster-partition", 4, &["follower-truncated"][..]),
@@ -136,6 +136,9 @@ fn regression_replication_liveness_5_4_25() {
             42,
             &["buggify-fsync-in-flight", "dead-for-good"][..],
         ),
+        // A follower's failed truncation stopped only its own source's fetcher; after a leader
+        // change another appended to the half-truncated log (an assertion on producer state).
+        ("cluster-crash", 2426267831, &["partition-offline"][..]),
     ] {
         let outcome = run_seed(Path::new(BINARY), scenario, seed, None);
         assert!(
