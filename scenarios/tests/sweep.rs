@@ -332,6 +332,15 @@ fn regression_offsets_replay_read_error_37_23() {
     regression("single-groups", 23, "offsets-replay-reread");
 }
 
+/// A read of `__consumer_offsets` that found no batch below the log end (a bit flipped in a
+/// header stopped it before the first batch) was taken for a log compaction emptied: replay
+/// found no group, and every committed offset was gone after the restart
+/// (committed-offset-regression). Such a read is read again now. Found by a rotating window.
+#[test]
+fn regression_offsets_replay_empty_read_950290847() {
+    regression("single-groups", 950290847, "offsets-replay-reread");
+}
+
 /// A compaction swapped a cleaned segment in, then the disk refused its index files (ENOSPC):
 /// the error returned before the new segment joined the log, so the log forgot the segment's
 /// offsets and a fetch inside them was served from the next segment (poll-skip of a live

@@ -390,7 +390,14 @@ pub(crate) fn replay_read<R>(
     let mut attempt = 1;
     loop {
         let reason = match log.read(offset, REPLAY_READ_BYTES, end) {
-            Ok(read) if read.batch_count == 0 => return Ok(None),
+            // No batch at or after `offset` below the end: compaction emptied the rest, or a
+            // damaged read stopped before the first batch (a bit flip in a header). Only a
+            // reread tells them apart; taking the second for the first replayed no groups and
+            // lost every committed offset (single-groups 950290847).
+            Ok(read) if read.batch_count == 0 && attempt == REPLAY_READ_ATTEMPTS => {
+                return Ok(None)
+            }
+            Ok(read) if read.batch_count == 0 => "no batch below the log end".to_string(),
             Ok(read) => match decode(partition, &read.bytes) {
                 Ok(records) => return Ok(Some((records, read.next_offset))),
                 Err(reason) => reason,
