@@ -191,6 +191,17 @@ impl Followed {
     fn stalled(&self, now: runtime::time::Instant) -> bool {
         self.stalled_until.is_some_and(|until| now < until)
     }
+
+    /// Starts the core over from `log` (this partition's, locked) when its end is not the one
+    /// the core knows: someone else wrote it (a leader's append racing the image), or a
+    /// truncation cut inside a batch. True if it did; the answer in hand is then dropped.
+    fn core_resync(&mut self, log: &PartitionLog, planted: Option<ReplicaBug>) -> bool {
+        if log.log_end_offset() == self.core.log_end() {
+            return false;
+        }
+        self.core = follower_build(log, &self.partition, self.led.leader_epoch, planted);
+        true
+    }
 }
 
 /// How a round ended: what the task waits for before the next.
@@ -563,18 +574,13 @@ impl SourceFetcher {
         let (source, node_id) = (self.source, self.broker.config.node_id);
         let image = self.broker.cluster().image();
         let followed = self.followed.get_mut(key).expect("asked for it");
-        let mut log = followed.partition.log();
+        // The log is locked through its own handle, so the core can be rebuilt under it.
+        let partition = followed.partition.clone();
+        let mut log = partition.log();
         if !fence_holds(&image, key, followed.led, source, node_id) {
             return Next::Fetch;
         }
-        if log.log_end_offset() != followed.core.log_end() {
-            // Someone else wrote this log (a leader's append racing the image): start over.
-            followed.core = follower_build(
-                &log,
-                &followed.partition,
-                followed.led.leader_epoch,
-                self.planted,
-            );
+        if followed.core_resync(&log, self.planted) {
             return Next::Fetch;
         }
         let straddles = batches.first().is_some_and(|first| {
@@ -656,17 +662,12 @@ impl SourceFetcher {
             followed.stalled_until = Some(stall_until);
             return Next::Fetch;
         }
-        let mut log = followed.partition.log();
+        let partition = followed.partition.clone();
+        let mut log = partition.log();
         if !fence_holds(&image, key, followed.led, source, node_id) {
             return Next::Fetch;
         }
-        if log.log_end_offset() != followed.core.log_end() {
-            followed.core = follower_build(
-                &log,
-                &followed.partition,
-                followed.led.leader_epoch,
-                self.planted,
-            );
+        if followed.core_resync(&log, self.planted) {
             return Next::Fetch;
         }
         // An answer that asks for no cut (the offset at or past the end) leaves the log as it
@@ -686,15 +687,8 @@ impl SourceFetcher {
             .core
             .answered(FetchAnswer::Diverging { epoch, end_offset });
         assert_eq!(answered, Some(offset));
-        if log.log_end_offset() != followed.core.log_end() {
-            // The cut fell inside one of this log's batches, which went whole.
-            followed.core = follower_build(
-                &log,
-                &followed.partition,
-                followed.led.leader_epoch,
-                self.planted,
-            );
-        }
+        // The cut may have fallen inside one of this log's batches, which went whole.
+        followed.core_resync(&log, self.planted);
         Next::Fetch
     }
 
