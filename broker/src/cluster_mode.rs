@@ -294,12 +294,35 @@ pub async fn producer_ids_refill(broker: Arc<Broker>) {
 /// How often the refill task looks at the reserve. A block lasts 1,000 InitProducerIds.
 const PRODUCER_ID_REFILL_POLL: Duration = Duration::from_millis(100);
 
+/// Images for unit tests of cluster-mode code.
+#[cfg(test)]
+pub(crate) mod testing {
+    use cluster::records::{IncarnationId, MetadataRecord, RegisterBroker};
+
+    /// Brokers `1..=count` registered (at 127.0.0.1:9000 + id, broker epoch = id) and unfenced.
+    pub(crate) fn brokers_live(count: i32) -> Vec<MetadataRecord> {
+        let registered = (1..=count).map(|id| {
+            MetadataRecord::RegisterBroker(RegisterBroker {
+                broker_id: id,
+                incarnation_id: IncarnationId(id as u128),
+                broker_epoch: i64::from(id),
+                host: "127.0.0.1".into(),
+                port: 9000 + id as u16,
+                rack: None,
+            })
+        });
+        let unfenced = (1..=count).map(|id| MetadataRecord::UnfenceBroker {
+            broker_id: id,
+            broker_epoch: i64::from(id),
+        });
+        registered.chain(unfenced).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cluster::records::{
-        IncarnationId, MetadataRecord, PartitionChange, PartitionRecord, RegisterBroker,
-    };
+    use cluster::records::{MetadataRecord, PartitionChange, PartitionRecord};
     use runtime::Disk;
     use std::path::Path;
 
@@ -322,22 +345,7 @@ mod tests {
     /// Brokers 1-3 registered and unfenced; topic `a`: a-0 on [1], a-1 on [2], a-2 on
     /// [1, 2, 3]; topic `b`: b-0 on [2].
     fn image() -> MetadataImage {
-        let mut records: Vec<MetadataRecord> = (1..=3)
-            .map(|id| {
-                MetadataRecord::RegisterBroker(RegisterBroker {
-                    broker_id: id,
-                    incarnation_id: IncarnationId(id as u128),
-                    broker_epoch: i64::from(id),
-                    host: "127.0.0.1".into(),
-                    port: 9000 + id as u16,
-                    rack: None,
-                })
-            })
-            .collect();
-        records.extend((1..=3).map(|id| MetadataRecord::UnfenceBroker {
-            broker_id: id,
-            broker_epoch: i64::from(id),
-        }));
+        let mut records = crate::cluster_mode::testing::brokers_live(3);
         records.extend([
             MetadataRecord::Topic {
                 name: "a".into(),

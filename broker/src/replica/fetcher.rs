@@ -817,8 +817,8 @@ pub fn batches_check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cluster::records::{IncarnationId, MetadataRecord, PartitionChange, PartitionRecord};
-    use cluster::records::{RegisterBroker, LEADER_NONE};
+    use cluster::records::LEADER_NONE;
+    use cluster::records::{MetadataRecord, PartitionChange, PartitionRecord};
     use wire::batch::build::{batch_encode, RecordSpec};
 
     const A: TopicId = TopicId(0xa);
@@ -846,22 +846,7 @@ mod tests {
 
     /// Brokers 1-3 live; topic `a`: a-0 on [1, 2], a-1 on [2, 1], a-2 on [3, 2], a-3 on [3].
     fn image() -> MetadataImage {
-        let mut records: Vec<MetadataRecord> = (1..=3)
-            .map(|id| {
-                MetadataRecord::RegisterBroker(RegisterBroker {
-                    broker_id: id,
-                    incarnation_id: IncarnationId(id as u128),
-                    broker_epoch: i64::from(id),
-                    host: "10.0.0.1".into(),
-                    port: 9090 + id as u16,
-                    rack: None,
-                })
-            })
-            .collect();
-        records.extend((1..=3).map(|id| MetadataRecord::UnfenceBroker {
-            broker_id: id,
-            broker_epoch: i64::from(id),
-        }));
+        let mut records = crate::cluster_mode::testing::brokers_live(3);
         records.extend([
             MetadataRecord::Topic {
                 name: "a".into(),
@@ -889,7 +874,7 @@ mod tests {
         let image = image();
         let of_2 = assignments(&image, 2);
         assert_eq!(of_2.keys().copied().collect::<Vec<_>>(), [1, 3]);
-        assert_eq!(of_2[&1].address, "10.0.0.1:9091");
+        assert_eq!(of_2[&1].address, "127.0.0.1:9001");
         let followed_from_1: Vec<_> = of_2[&1].partitions.keys().cloned().collect();
         assert_eq!(followed_from_1, [("a".to_string(), 0)]);
         assert_eq!(of_2[&3].partitions.len(), 1, "a-2 only: a-3 is not hosted");

@@ -543,9 +543,7 @@ async fn alter_partition_call(
 mod tests {
     use super::*;
     use crate::topics::Topics;
-    use cluster::records::{
-        IncarnationId, MetadataRecord, PartitionChange, PartitionRecord, RegisterBroker,
-    };
+    use cluster::records::{MetadataRecord, PartitionChange, PartitionRecord};
     use runtime::Disk;
 
     const A: TopicId = TopicId(0xa);
@@ -557,22 +555,7 @@ mod tests {
 
     /// Brokers 1-3; topic `a` (id `topic_id`): a-0 on [1, 2, 3] led by 1, a-1 on [1] alone.
     fn image_with(topic_id: TopicId) -> MetadataImage {
-        let mut records: Vec<MetadataRecord> = (1..=3)
-            .map(|id| {
-                MetadataRecord::RegisterBroker(RegisterBroker {
-                    broker_id: id,
-                    incarnation_id: IncarnationId(id as u128),
-                    broker_epoch: i64::from(id),
-                    host: "127.0.0.1".into(),
-                    port: 9000 + id as u16,
-                    rack: None,
-                })
-            })
-            .collect();
-        records.extend((1..=3).map(|id| MetadataRecord::UnfenceBroker {
-            broker_id: id,
-            broker_epoch: i64::from(id),
-        }));
+        let mut records = crate::cluster_mode::testing::brokers_live(3);
         records.push(MetadataRecord::Topic {
             name: "a".into(),
             topic_id,
