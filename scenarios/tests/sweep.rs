@@ -332,6 +332,14 @@ fn regression_offsets_replay_read_error_37_23() {
     regression("single-groups", 23, "offsets-replay-reread");
 }
 
+/// A batch header whose size was misread (a bit flip, before any CRC covers it) claimed more
+/// bytes than its segment held: an assertion crashed the broker in the middle of a Fetch. It
+/// is a read error now, retried by the client. Found by a rotating window.
+#[test]
+fn regression_read_size_misread_297446293() {
+    regression("single-crash", 297446293, "read-size-misread");
+}
+
 /// A read of `__consumer_offsets` that found no batch below the log end (a bit flipped in a
 /// header stopped it before the first batch) was taken for a log compaction emptied: replay
 /// found no group, and every committed offset was gone after the restart
