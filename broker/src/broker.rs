@@ -2,6 +2,7 @@
 
 use crate::config::BrokerConfig;
 use crate::group::shell::GroupCoordinator;
+use crate::group::OFFSETS_TOPIC;
 use crate::partition::Partition;
 use crate::producer_ids::{ProducerIdError, ProducerIds};
 use crate::replica::shell::Replicas;
@@ -110,6 +111,7 @@ impl Broker {
         let groups = GroupCoordinator::open(
             &mut topics,
             config.groups.clone(),
+            crate::cluster_mode::offsets_topic(&config),
             context.clock,
             groups_rng,
             config.planted,
@@ -161,13 +163,23 @@ impl Broker {
     pub fn reconcile(&self) -> Result<(), TopicError> {
         let image = self.cluster.image();
         let now_ms = self.clock.wall_ms();
-        let result =
-            crate::cluster_mode::reconcile(&mut self.topics(), &image, self.config.node_id, now_ms);
+        let offsets = self.groups.topic();
+        let result = crate::cluster_mode::reconcile(
+            &mut self.topics(),
+            &image,
+            self.config.node_id,
+            now_ms,
+            offsets,
+        );
         // Not under the topics lock: the cores are reached through the logs' locks.
         let partition_of = |name: &str, index, topic_id| {
             crate::replica::shell::partition_hosted(&self.topics(), name, index, topic_id)
         };
         self.replicas.roles_apply(&image, partition_of);
+        // After the cores: a replicated `__consumer_offsets` partition loads once its core runs.
+        let offsets_partition = |index| self.topics().partition(OFFSETS_TOPIC, index);
+        self.groups
+            .leadership_apply(&image, self.config.node_id, offsets_partition);
         result
     }
 
@@ -177,8 +189,8 @@ impl Broker {
     }
 
     /// The partition a Produce, Fetch or ListOffsets addresses, if this broker may serve it:
-    /// only those it leads (`cluster_mode::partition_role`). Internal topics are local on every
-    /// node.
+    /// only those it leads (`cluster_mode::partition_role`). Node-local internal topics
+    /// (`Broker::node_local`) are served by every node from its own.
     pub fn partition_serving(
         &self,
         topic: &str,
@@ -211,7 +223,7 @@ impl Broker {
         access: crate::cluster_mode::Access,
         current_leader_epoch: Option<i32>,
     ) -> Result<Served, ResponseError> {
-        if !crate::topics::is_internal(topic) {
+        if !self.node_local(topic) {
             let image = self.cluster.image();
             let node_id = self.config.node_id;
             let role = crate::cluster_mode::partition_role(
@@ -267,7 +279,7 @@ impl Broker {
         index: i32,
         current_leader_epoch: Option<i32>,
     ) -> Result<Served, ResponseError> {
-        if crate::topics::is_internal(topic) {
+        if self.node_local(topic) {
             let access = crate::cluster_mode::Access::Read;
             return self.partition_served(topic, index, access, current_leader_epoch);
         }
@@ -286,6 +298,11 @@ impl Broker {
             leader_epoch: found.leader_epoch,
             replicated: found.replicas.len() > 1,
         })
+    }
+
+    /// Whether topic `name` is this node's own, outside the image (`cluster_mode::node_local`).
+    pub fn node_local(&self, name: &str) -> bool {
+        crate::cluster_mode::node_local(name, self.groups.topic())
     }
 
     pub fn groups(&self) -> &Arc<GroupCoordinator> {

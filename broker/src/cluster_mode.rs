@@ -15,11 +15,15 @@
 //!   the same image and converges again.
 //! - `partition_role`: what a Produce/Fetch/ListOffsets may do with a partition here.
 //!
-//! Internal topics (`__consumer_offsets`, `__transaction_state`) are not in the image: each
-//! node keeps its own (replicated internal topics are issue 13).
+//! `__transaction_state` is each node's own, never in the image. `__consumer_offsets` is too on
+//! a lone voter; in a cluster of several voters it is a topic of the image, replicated
+//! (`offsets_topic`, `internal_replication_factor`), and the group coordinator follows its
+//! partitions' leadership (`group::shell`).
 
 use crate::broker::{Broker, NodeContext};
 use crate::config::BrokerConfig;
+use crate::group::shell::OffsetsTopic;
+use crate::group::OFFSETS_TOPIC;
 use crate::server::ServeError;
 use crate::topics::{is_internal, TopicError, Topics};
 use cluster::controller::TopicImport;
@@ -57,6 +61,28 @@ impl std::fmt::Debug for ClusterHooks {
             .field("observer", &self.observer.is_some())
             .finish()
     }
+}
+
+/// Where `__consumer_offsets` lives: replicated through the image in a cluster of several
+/// voters, the node's own on a lone voter (whose data dirs keep their committed offsets).
+pub fn offsets_topic(config: &BrokerConfig) -> OffsetsTopic {
+    match config.voters.len() > 1 {
+        true => OffsetsTopic::Replicated,
+        false => OffsetsTopic::Local,
+    }
+}
+
+/// Whether topic `name` is the node's own, outside the image: `__transaction_state`, and
+/// `__consumer_offsets` unless replicated.
+pub fn node_local(name: &str, offsets: OffsetsTopic) -> bool {
+    is_internal(name) && !(name == OFFSETS_TOPIC && offsets == OffsetsTopic::Replicated)
+}
+
+/// The replication factor of an internal topic the image holds: Kafka's
+/// `offsets.topic.replication.factor` (3), or every broker of a smaller cluster.
+pub fn internal_replication_factor(image: &MetadataImage) -> i16 {
+    let brokers = image.brokers().count().max(1);
+    i16::try_from(brokers.min(3)).expect("at most 3")
 }
 
 /// The metadata log's directory inside the data dir.
@@ -168,11 +194,14 @@ pub fn reconcile(
     image: &MetadataImage,
     node_id: i32,
     now_ms: i64,
+    offsets: OffsetsTopic,
 ) -> Result<(), TopicError> {
-    // Deleted topics, and names reused by a new topic: remove the old logs first.
+    // Deleted topics, and names reused by a new topic: remove the old logs first. A replicated
+    // `__consumer_offsets` too, such as the node-local one a lone voter or an older gregor
+    // left (its committed offsets were this node's alone: they are not carried over).
     let stale: Vec<String> = topics
         .list()
-        .filter(|local| !is_internal(&local.name))
+        .filter(|local| !node_local(&local.name, offsets))
         .filter(|local| {
             image
                 .topic_by_name(&local.name)
@@ -181,11 +210,20 @@ pub fn reconcile(
         .map(|local| local.name.clone())
         .collect();
     for name in stale {
-        topics.delete(&name)?;
+        if is_internal(&name) {
+            tracing::warn!(
+                topic = name,
+                "removing the node-local topic: the image replicates it"
+            );
+        }
+        topics.remove(&name)?;
     }
-    // Internal topics are each node's own; the controller never creates them, and a name that
-    // reached the image anyway must not take over the local topic.
-    for topic in image.topics().filter(|topic| !is_internal(topic.name)) {
+    // Node-local topics are each node's own: a name that reached the image anyway must not
+    // take over the local topic.
+    for topic in image
+        .topics()
+        .filter(|topic| !node_local(topic.name, offsets))
+    {
         let hosted: BTreeSet<i32> = topic
             .partitions
             .iter()
@@ -446,12 +484,12 @@ mod tests {
         let disk = runtime::MemDisk::new();
         let mut topics = topics_open(&disk);
         let image = image();
-        reconcile(&mut topics, &image, 1, 0).unwrap();
+        reconcile(&mut topics, &image, 1, 0, OffsetsTopic::Local).unwrap();
         assert_eq!(dirs(&disk), ["a-0", "a-2"]);
         assert!(topics.partition("a", 0).is_some());
         assert!(topics.partition("a", 1).is_none());
         assert!(topics.get("b").is_none(), "node 1 hosts nothing of b");
-        reconcile(&mut topics, &image, 1, 0).unwrap();
+        reconcile(&mut topics, &image, 1, 0, OffsetsTopic::Local).unwrap();
         assert_eq!(dirs(&disk), ["a-0", "a-2"], "idempotent");
         // A restart recovers the hosted set from the metadata file, removing nothing.
         drop(topics);
@@ -469,7 +507,7 @@ mod tests {
             2,
             &[partition(A, 3, &[2]), partition(A, 4, &[1]), retention],
         );
-        reconcile(&mut topics, &image, 1, 0).unwrap();
+        reconcile(&mut topics, &image, 1, 0, OffsetsTopic::Local).unwrap();
         assert_eq!(dirs(&disk), ["a-0", "a-2", "a-4"]);
         let local = topics.get("a").unwrap();
         assert_eq!(local.partition_count, 5);
@@ -490,11 +528,11 @@ mod tests {
                 partition(A_NEW, 1, &[1]),
             ],
         );
-        reconcile(&mut topics, &image, 1, 0).unwrap();
+        reconcile(&mut topics, &image, 1, 0, OffsetsTopic::Local).unwrap();
         assert_eq!(dirs(&disk), ["a-1"]);
         assert_eq!(topics.get("a").unwrap().topic_id, topic_id_bytes(A_NEW));
         image.apply_batch(5, &[MetadataRecord::RemoveTopic { topic_id: A_NEW }]);
-        reconcile(&mut topics, &image, 1, 0).unwrap();
+        reconcile(&mut topics, &image, 1, 0, OffsetsTopic::Local).unwrap();
         assert!(dirs(&disk).is_empty());
         assert!(topics.get("a").is_none());
     }

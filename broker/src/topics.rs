@@ -346,6 +346,12 @@ impl Topics {
                 name: name.to_string(),
             });
         }
+        self.remove(name)
+    }
+
+    /// `delete` for the reconciler, which may also remove an internal topic the image holds
+    /// (a replicated `__consumer_offsets`) or no longer lets the node keep as its own.
+    pub fn remove(&mut self, name: &str) -> Result<TopicMetadata, TopicError> {
         let Some(topic) = self.topics.remove(name) else {
             return Err(TopicError::Unknown {
                 name: name.to_string(),

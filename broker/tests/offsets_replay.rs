@@ -3,7 +3,7 @@
 //! coordinator's load instead of serving a group from part of its history.
 
 use broker::group::records::{record_encode, OffsetsRecord};
-use broker::group::shell::GroupCoordinator;
+use broker::group::shell::{GroupCoordinator, OffsetsTopic};
 use broker::group::{Committed, GroupConfig, TopicPartition, OFFSETS_TOPIC};
 use broker::topics::{TopicError, Topics};
 use bytes::Bytes;
@@ -31,7 +31,14 @@ fn open(
     let mut topics = Topics::open(disk.clone(), "data".into(), 0, None).expect("topics open");
     disk.fail_next(OFFSETS_TOPIC, fail_reads);
     let rng = runtime::rng::stream_rng(1, runtime::rng::Stream::Groups, 0);
-    let groups = GroupCoordinator::open(&mut topics, config(), Clock::system(), rng, None);
+    let groups = GroupCoordinator::open(
+        &mut topics,
+        config(),
+        OffsetsTopic::Local,
+        Clock::system(),
+        rng,
+        None,
+    );
     (topics, groups)
 }
 

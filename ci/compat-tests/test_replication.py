@@ -284,3 +284,71 @@ def test_throughput_and_latency_rf3_against_rf1(cluster):
     latencies.sort()
     print(f"end-to-end latency RF=3 acks=all (200 records): p50 "
           f"{latencies[100] * 1000:.1f} ms, p99 {latencies[198] * 1000:.1f} ms")
+
+
+def committed_offset(cluster, group_id, name):
+    """The group's committed offset of partition 0, read through a fresh member's OffsetFetch
+    (which follows FindCoordinator to wherever the coordinator is now)."""
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group_id,
+                         "enable.auto.commit": False})
+    try:
+        return consumer.committed([TopicPartition(name, 0)], timeout=5)[0].offset
+    finally:
+        consumer.close()
+
+
+def coordinator_of(cluster, group_id):
+    client = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    described = client.describe_consumer_groups([group_id], request_timeout=5)[group_id].result(10)
+    return described.coordinator.id
+
+
+def test_committed_offsets_survive_coordinator_kills(cluster):
+    """__consumer_offsets is replicated (RF 3 on three brokers), so a group's coordinator moves
+    with the leadership of its partition and rebuilds the group from the log: every committed
+    offset outlives a SIGKILL of the coordinator, read back through the new one."""
+    name = f"offsets-{uuid.uuid4().hex[:8]}"
+    create(cluster, name, 1, 3, {"min.insync.replicas": "2"})
+    group_id = f"g-{uuid.uuid4().hex[:8]}"
+    member = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group_id,
+                       "enable.auto.commit": False})
+    member.commit(offsets=[TopicPartition(name, 0, 1)], asynchronous=False)
+    member.close()
+    offsets_topic = AdminClient({"bootstrap.servers": cluster.bootstrap}) \
+        .list_topics("__consumer_offsets", timeout=5).topics["__consumer_offsets"]
+    assert offsets_topic.error is None, offsets_topic.error
+    assert all(len(p.replicas) == 3 for p in offsets_topic.partitions.values()), \
+        "__consumer_offsets is replicated on every broker of a three-broker cluster"
+    moves = []
+    for round_ in range(3):
+        committed = 100 * (round_ + 1)
+        member = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group_id,
+                           "enable.auto.commit": False})
+        def commit():
+            result = member.commit(offsets=[TopicPartition(name, 0, committed)],
+                                   asynchronous=False)
+            return all(partition.error is None for partition in result)
+        wait_for("a commit through the coordinator", commit)
+        member.close()
+        coordinator = wait_for("the group's coordinator", lambda: coordinator_of(cluster, group_id))
+        victim = cluster.node(coordinator)
+        killed_at = time.monotonic()
+        victim.stop(signal.SIGKILL)
+        read = wait_for(f"the committed offset through a new coordinator after node "
+                        f"{coordinator}'s kill",
+                        lambda: max(committed_offset(cluster, group_id, name), 0))
+        moves.append(time.monotonic() - killed_at)
+        assert read == committed, f"round {round_}: committed {committed}, read {read} after the kill"
+        victim.start()
+        wait_for("full ISRs of __consumer_offsets after the restart",
+                 lambda: all(len(isr) == 3 for _, isr in
+                             partitions_of_all(cluster, "__consumer_offsets").values()))
+    print("group coordinator failover (SIGKILL to the committed offset read through the new "
+          "coordinator): " + ", ".join(f"{seconds * 1000:.0f} ms" for seconds in moves))
+
+
+def partitions_of_all(cluster, name):
+    client = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    topic = client.list_topics(name, timeout=5).topics[name]
+    assert topic.error is None, topic.error
+    return {p.id: (p.leader, sorted(p.isrs)) for p in topic.partitions.values()}

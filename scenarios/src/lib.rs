@@ -99,6 +99,16 @@ pub const SCENARIOS: &[Scenario] = &[
         faults: FaultMix::ALL,
         workload: Workload::ClusterData,
     },
+    Scenario {
+        name: "cluster-groups",
+        description: "a consumer group on 3 or 5 brokers whose coordinator is the leader of a \
+                      replicated __consumer_offsets partition (RF 3): members crash, rejoin and \
+                      stall while brokers crash (partition leaders first), pause and are cut \
+                      off, so the coordinator moves and rebuilds the group from the log; \
+                      committed offsets, rebalances, fencing, and the data checks",
+        faults: FaultMix { swarm: true, crash: true, pause: true, network_partition: true, disk: true, ..FaultMix::NONE },
+        workload: Workload::ClusterGroups,
+    },
 ];
 
 pub fn scenario_find(name: &str) -> Option<&'static Scenario> {

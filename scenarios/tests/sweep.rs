@@ -35,7 +35,9 @@ fn sweep_clean(scenario: &str, seeds: std::ops::Range<u64>) {
 
 #[test]
 fn sweep_single_quiet() {
-    sweep_clean("single-quiet", 0..100);
+    // The fault-free baseline runs every seed to its full duration (1.5 s each): 30 are enough
+    // here, the nightly campaign sweeps more.
+    sweep_clean("single-quiet", 0..30);
 }
 
 #[test]
@@ -70,6 +72,13 @@ fn sweep_cluster_partition() {
 #[test]
 fn sweep_cluster_chaos() {
     sweep_clean("cluster-chaos", 0..40);
+}
+
+/// A consumer group whose coordinator moves with the leadership of its replicated
+/// `__consumer_offsets` partition, which the nemesis aims at.
+#[test]
+fn sweep_cluster_groups() {
+    sweep_clean("cluster-groups", 0..40);
 }
 
 /// The data world's nemesis still meets what it is for: a whole-cluster power loss right after
@@ -119,7 +128,10 @@ fn cluster_data_meets_its_faults_4_119_53() {
 #[test]
 fn regression_replication_seeds() {
     for (scenario, seed, met) in [
-        ("cluster-crash", 5, &["crash-process-then-power"][..]),
+        // Re-picked when `__consumer_offsets` became a replicated topic, which no longer exists
+        // on a cluster node's disk from its first start and so shifted every cluster world:
+        // 0 for 5, 27 for 42, 12 for 2426267831, each the first that meets the same faults.
+        ("cluster-crash", 0, &["crash-process-then-power"][..]),
         ("cluster-partition", 4, &["follower-truncated"][..]),
         (
             "cluster-partition",
@@ -133,12 +145,12 @@ fn regression_replication_seeds() {
         ),
         (
             "cluster-crash",
-            42,
+            27,
             &["buggify-fsync-in-flight", "dead-for-good"][..],
         ),
         // A follower's failed truncation stopped only its own source's fetcher; after a leader
         // change another appended to the half-truncated log (an assertion on producer state).
-        ("cluster-crash", 2426267831, &["partition-offline"][..]),
+        ("cluster-crash", 12, &["partition-offline"][..]),
     ] {
         let outcome = run_seed(Path::new(BINARY), scenario, seed, None);
         assert!(

@@ -1,5 +1,7 @@
 //! The replicated data world (`Workload::ClusterData`, scenarios `cluster-crash`,
-//! `cluster-partition`, `cluster-chaos`): the cluster world's 3 or 5 nodes in cluster mode
+//! `cluster-partition`, `cluster-chaos`; with a consumer group, `Workload::ClusterGroups`,
+//! scenario `cluster-groups`, where the nemesis aims at the group's coordinator: the leader of
+//! its partition of the replicated `__consumer_offsets`): the cluster world's 3 or 5 nodes in cluster mode
 //! (`cluster_world::nodes_start`, every node a voter and a broker), one topic with
 //! `ReplicationPolicy::replication_factor` replicas and `min.insync.replicas` 2, and the data
 //! workload (`workload`: acks=all producers, consumers of every partition, the final polls)
@@ -20,10 +22,12 @@
 use crate::cluster_world::{self, lock, Expect, MetaLog, Nodes};
 use crate::disk::{CrashKind, SimDisk};
 use crate::nemesis::Action;
-use crate::options::{Options, ReplicationPolicy};
+use crate::options::{Options, ReplicationPolicy, Workload};
 use crate::recorder::Recorder;
 use crate::workload::{self, VALUES_PER_PROCESS};
 use crate::world::{BrokerNode, Planted, TOPIC};
+use broker::group::coordinator::partition_for;
+use broker::group::OFFSETS_TOPIC;
 use broker::BrokerConfig;
 use bytes::Bytes;
 use checker::metadata_log::{MetadataHistory, ReplicaRead};
@@ -246,8 +250,29 @@ struct PartitionView {
     isr: Vec<i32>,
 }
 
+/// The partitions the nemesis aims at in the newest image any running node holds: the
+/// workload topic's, or in `cluster-groups` the group's partition of `__consumer_offsets`
+/// (whose leader is the group's coordinator).
+fn partitions_aimed(shared: &Mutex<Nodes>, workload: Workload) -> Vec<PartitionView> {
+    let partitions = partitions_of(shared, OFFSETS_TOPIC);
+    if workload != Workload::ClusterGroups || partitions.is_empty() {
+        return partitions_now(shared);
+    }
+    let count = i32::try_from(partitions.len()).expect("partition count fits i32");
+    let index = partition_for(crate::group_workload::GROUP, count) as usize;
+    partitions
+        .into_iter()
+        .filter(|partition| partition.index == index)
+        .collect()
+}
+
 /// The workload topic's partitions in the newest image any running node holds.
 fn partitions_now(shared: &Mutex<Nodes>) -> Vec<PartitionView> {
+    partitions_of(shared, TOPIC)
+}
+
+/// `topic`'s partitions in the newest image any running node holds.
+fn partitions_of(shared: &Mutex<Nodes>, topic: &str) -> Vec<PartitionView> {
     let nodes = lock(shared);
     let newest = nodes
         .views
@@ -258,7 +283,7 @@ fn partitions_now(shared: &Mutex<Nodes>) -> Vec<PartitionView> {
     let Some(image) = newest else {
         return Vec::new();
     };
-    let Some(topic) = image.topic_by_name(TOPIC) else {
+    let Some(topic) = image.topic_by_name(topic) else {
         return Vec::new();
     };
     topic
@@ -367,7 +392,7 @@ async fn nemesis_fault(world: &World, mut fault: Fault, rng: &mut ChaCha8Rng, ha
         let aim = rng.gen_bool(world.replication.leader_aim_rate);
         let alive = world.alive();
         let random = alive[rng.gen_range(0..alive.len())];
-        let partitions = partitions_now(&world.shared);
+        let partitions = partitions_aimed(&world.shared, world.options.workload);
         let led: Vec<&PartitionView> = partitions
             .iter()
             .filter(|partition| {
@@ -380,7 +405,11 @@ async fn nemesis_fault(world: &World, mut fault: Fault, rng: &mut ChaCha8Rng, ha
             (true, false) => {
                 let partition = led[rng.gen_range(0..led.len())];
                 let leader = partition.leader.expect("filtered on a leader") as usize - 1;
-                (leader, format!(" (leader of {TOPIC}-{})", partition.index))
+                let topic = match world.options.workload {
+                    Workload::ClusterGroups => OFFSETS_TOPIC,
+                    _ => TOPIC,
+                };
+                (leader, format!(" (leader of {topic}-{})", partition.index))
             }
             _ => (random, String::new()),
         };

@@ -744,7 +744,8 @@ async fn serve_read(options: &Options, address: &str) -> Result<Served, String> 
     let topics = metadata
         .topics
         .values()
-        .filter(|topic| !topic.is_internal)
+        // A replicated `__consumer_offsets` is in the image; node-local internal topics are not.
+        .filter(|topic| !topic.is_internal || topic.name == broker::group::OFFSETS_TOPIC)
         .map(|topic| {
             let shape = TopicShape {
                 partitions: topic.partitions.len() as u32,

@@ -68,6 +68,10 @@ pub enum Workload {
     /// `ReplicationPolicy::replication_factor` replicas, acks=all producers and consumers
     /// against every node; both checkers judge it.
     ClusterData,
+    /// A consumer group in the replicated data world (`cluster_data`, scenario `cluster-groups`):
+    /// `Group`'s members on the cluster, whose group coordinator is the leader of the group's
+    /// partition of a replicated `__consumer_offsets` and moves with it.
+    ClusterGroups,
 }
 
 /// The knobs of the `ClusterData` workload (`cluster_data`): the topic's replication and the
@@ -248,7 +252,7 @@ fn cluster_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
     };
     if !matches!(
         options.workload,
-        Workload::ClusterMetadata | Workload::ClusterData
+        Workload::ClusterMetadata | Workload::ClusterData | Workload::ClusterGroups
     ) {
         return;
     }
@@ -486,7 +490,7 @@ impl Options {
             | Workload::Transactions
             | Workload::ClusterMetadata
             | Workload::ClusterData => rng.gen_range(1..=2),
-            Workload::Group => rng.gen_range(2..=4),
+            Workload::Group | Workload::ClusterGroups => rng.gen_range(2..=4),
         };
         // Struct fields are evaluated in order: draws in the literal below stay where they were,
         // and new draws go after it (append-only, so old seeds keep their worlds).
@@ -586,7 +590,9 @@ fn replication_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
     let whole_cluster_power_loss_rate = rng.gen_range(0.05..0.3);
     let dead = rng.gen_bool(0.3);
     let dead_at = rng.gen_range(0.2..0.8);
-    let (Workload::ClusterData, Some(cluster)) = (options.workload, &options.cluster) else {
+    let (Workload::ClusterData | Workload::ClusterGroups, Some(cluster)) =
+        (options.workload, &options.cluster)
+    else {
         return;
     };
     let replication_factor = match (cluster.node_count, five) {
@@ -621,7 +627,8 @@ fn log_policy_draw(
         | Workload::Group
         | Workload::Transactions
         | Workload::ClusterMetadata
-        | Workload::ClusterData => None,
+        | Workload::ClusterData
+        | Workload::ClusterGroups => None,
         Workload::Retention => {
             let check_interval = Duration::from_millis(rng.gen_range(300..3_000));
             // By time, by size, or both.

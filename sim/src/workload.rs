@@ -159,13 +159,15 @@ pub(crate) fn start_clients(
             )),
             Workload::Transactions => unreachable!("txn_workload starts its own workers"),
             Workload::ClusterMetadata => unreachable!("cluster_world runs its own admin clients"),
-            Workload::Group => node.spawn(crate::group_workload::member_run(
-                index,
-                options.clone(),
-                config,
-                recorder.clone(),
-                stop.clone(),
-            )),
+            Workload::Group | Workload::ClusterGroups => {
+                node.spawn(crate::group_workload::member_run(
+                    index,
+                    options.clone(),
+                    config,
+                    recorder.clone(),
+                    stop.clone(),
+                ))
+            }
         };
         workers.push(worker);
     }

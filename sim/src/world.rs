@@ -277,7 +277,7 @@ fn run_here(
                     )
                     .await
                 }
-                (Workload::ClusterData, planted) => {
+                (Workload::ClusterData | Workload::ClusterGroups, planted) => {
                     crate::cluster_data::simulate(
                         &simulation_options,
                         &recorder,

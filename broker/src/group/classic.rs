@@ -193,6 +193,22 @@ impl Group {
         &self.offsets
     }
 
+    /// The group leaves this coordinator (its partition's leadership moved): every JoinGroup
+    /// and SyncGroup parked in a barrier is answered with `error`, so its member looks for the
+    /// new coordinator instead of waiting out its request timeout.
+    pub fn requests_abandon(&mut self, outputs: &mut Vec<Output>, error: &GroupError) {
+        for member in self.members.values_mut() {
+            if let Some(request) = member.join_pending.take() {
+                let result = Err(error.clone());
+                outputs.push(Output::Join { request, result });
+            }
+            if let Some(request) = member.sync_pending.take() {
+                let result = Err(error.clone());
+                outputs.push(Output::Sync { request, result });
+            }
+        }
+    }
+
     /// True once, after a change `__consumer_offsets` must record.
     pub fn dirty_take(&mut self) -> bool {
         std::mem::take(&mut self.dirty)

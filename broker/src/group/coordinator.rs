@@ -193,11 +193,24 @@ struct DeletePending {
 /// Rounds of one tick before a group whose deadlines never clear is called a bug.
 const TICK_ROUNDS_MAX: usize = 16;
 
+/// Where a partition of `__consumer_offsets` stands on this coordinator (Kafka's coordinator
+/// runtime states). A node-local topic's partitions are all `Active` from the start; a
+/// replicated one's only while this broker leads it: `Loading` from its replay until the HW
+/// covers what the replay read (state above the HW could still vanish in a failover, so it is
+/// not served), then `Active`. A partition absent from the map is coordinated elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionState {
+    Loading,
+    Active,
+}
+
 #[derive(Debug)]
 pub struct Coordinator {
     config: GroupConfig,
     /// Partitions of `__consumer_offsets`: fixed once the topic exists.
     partition_count: i32,
+    /// The partitions this coordinator holds (`PartitionState`); groups of no other exist here.
+    partitions: BTreeMap<i32, PartitionState>,
     groups: BTreeMap<String, Group>,
     writes: BTreeMap<WriteId, WritePending>,
     write_next: WriteId,
@@ -215,11 +228,23 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
+    /// The coordinator of a node-local `__consumer_offsets`: every partition `Active`.
     pub fn new(config: GroupConfig, partition_count: i32, rng: ChaCha8Rng) -> Coordinator {
+        let mut core = Coordinator::replicated(config, partition_count, rng);
+        core.partitions = (0..partition_count)
+            .map(|partition| (partition, PartitionState::Active))
+            .collect();
+        core
+    }
+
+    /// The coordinator of a replicated `__consumer_offsets`: no partition held until this
+    /// broker leads it (`partition_load_begin`).
+    pub fn replicated(config: GroupConfig, partition_count: i32, rng: ChaCha8Rng) -> Coordinator {
         assert!(partition_count > 0);
         Coordinator {
             config,
             partition_count,
+            partitions: BTreeMap::new(),
             groups: BTreeMap::new(),
             writes: BTreeMap::new(),
             write_next: 1,
@@ -292,7 +317,146 @@ impl Coordinator {
         partitions
     }
 
+    /// Sets the partition count before any partition is held: a replicated `__consumer_offsets`
+    /// may have been created with another count than this broker's configuration.
+    pub fn partition_count_set(&mut self, partition_count: i32) {
+        assert!(partition_count > 0);
+        assert!(
+            self.partitions.is_empty(),
+            "the count is fixed while partitions are held"
+        );
+        self.partition_count = partition_count;
+    }
+
+    /// `partition` starts loading: whatever this coordinator held of it is dropped first
+    /// (`partition_unload`), then the shell replays it (`replay*`) and calls
+    /// `partition_activate` once the HW covers the replayed end.
+    pub fn partition_load_begin(&mut self, outputs: &mut Vec<Output>, partition: i32) {
+        assert!((0..self.partition_count).contains(&partition));
+        self.partition_unload(outputs, partition);
+        self.partitions.insert(partition, PartitionState::Loading);
+    }
+
+    /// A loading partition's replayed state is committed: its groups are served.
+    pub fn partition_activate(&mut self, partition: i32) {
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            *state = PartitionState::Active;
+        }
+        self.invariants_check();
+    }
+
+    pub fn partition_state(&self, partition: i32) -> Option<PartitionState> {
+        self.partitions.get(&partition).copied()
+    }
+
+    /// `partition` leaves this coordinator (its leadership moved): writes still pending on it
+    /// fail with NOT_COORDINATOR (their requests are answered; a write that later proves
+    /// durable is found by the new coordinator's replay), requests parked in its groups'
+    /// barriers too, and its groups and pending transactional offsets are forgotten.
+    pub fn partition_unload(&mut self, outputs: &mut Vec<Output>, partition: i32) {
+        if self.partitions.remove(&partition).is_none() {
+            return;
+        }
+        let writes: Vec<WriteId> = self
+            .writes
+            .iter()
+            .filter(|(_, pending)| pending.partition == partition)
+            .map(|(write, _)| *write)
+            .collect();
+        for write in writes {
+            let pending = self.writes.remove(&write).expect("listed");
+            self.write_complete(outputs, pending.after, Err(GroupError::NotCoordinator));
+        }
+        let count = self.partition_count;
+        let leaving: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|group_id| partition_for(group_id, count) == partition)
+            .cloned()
+            .collect();
+        for group_id in &leaving {
+            let mut group = self.groups.remove(group_id).expect("listed");
+            group.requests_abandon(outputs, &GroupError::NotCoordinator);
+        }
+        self.txn_pending
+            .retain(|group_id, _| partition_for(group_id, count) != partition);
+        tracing::info!(
+            partition,
+            groups = leaving.len(),
+            "offsets partition unloaded"
+        );
+    }
+
+    /// Whether requests for `group_id` are served here: its partition is `Active`.
+    pub fn serves(&self, group_id: &str) -> Result<(), GroupError> {
+        match self.partitions.get(&self.partition_for(group_id)) {
+            Some(PartitionState::Active) => Ok(()),
+            Some(PartitionState::Loading) => Err(GroupError::CoordinatorLoadInProgress),
+            None => Err(GroupError::NotCoordinator),
+        }
+    }
+
+    /// Answers a request for a group this coordinator does not serve (`serves`) with its error;
+    /// `true` if it did.
+    fn refused(&self, outputs: &mut Vec<Output>, input: &Input) -> bool {
+        let group_id = match input {
+            Input::Join { join, .. } => &join.group_id,
+            Input::Sync { sync, .. } => &sync.group_id,
+            Input::Heartbeat { member, .. } => &member.group_id,
+            Input::Leave { group_id, .. } | Input::OffsetDelete { group_id, .. } => group_id,
+            Input::OffsetCommit { commit, .. } => &commit.member.group_id,
+            Input::TxnOffsetCommit { commit, .. } => &commit.group_id,
+            // Per group (`delete`); and the rest are not requests.
+            Input::Delete { .. }
+            | Input::TxnMarker { .. }
+            | Input::Tick { .. }
+            | Input::Persisted { .. }
+            | Input::PersistFailed { .. } => return false,
+        };
+        let Err(error) = self.serves(group_id) else {
+            return false;
+        };
+        let output = match input {
+            Input::Join { request, .. } => Output::Join {
+                request: *request,
+                result: Err(error),
+            },
+            Input::Sync { request, .. } => Output::Sync {
+                request: *request,
+                result: Err(error),
+            },
+            Input::Heartbeat { request, .. } => Output::Heartbeat {
+                request: *request,
+                result: Err(error),
+            },
+            Input::Leave {
+                request, members, ..
+            } => Output::Leave {
+                request: *request,
+                results: vec![Err(error); members.len()],
+            },
+            Input::OffsetCommit { request, .. } => Output::OffsetCommit {
+                request: *request,
+                result: Err(error),
+            },
+            Input::TxnOffsetCommit { request, .. } => Output::TxnOffsetCommit {
+                request: *request,
+                result: Err(error),
+            },
+            Input::OffsetDelete { request, .. } => Output::OffsetDelete {
+                request: *request,
+                result: Err(error),
+            },
+            _ => unreachable!("only requests with a group id get here"),
+        };
+        outputs.push(output);
+        true
+    }
+
     pub fn step(&mut self, outputs: &mut Vec<Output>, input: Input) {
+        if self.refused(outputs, &input) {
+            return;
+        }
         match input {
             Input::Join { request, now, join } => self.join(outputs, now, request, join),
             Input::Sync { request, now, sync } => {
@@ -660,7 +824,9 @@ impl Coordinator {
         };
         let mut writes = Vec::new();
         for (index, group_id) in group_ids.into_iter().enumerate() {
+            let served = self.serves(&group_id);
             let outcome = match self.groups.get_mut(&group_id) {
+                _ if served.is_err() => served,
                 None => Err(GroupError::GroupIdNotFound {
                     group_id: group_id.clone(),
                 }),
@@ -986,6 +1152,10 @@ impl Coordinator {
     pub fn invariants_check(&self) {
         for (group_id, group) in &self.groups {
             assert_eq!(*group_id, group.group_id);
+            assert!(
+                self.partitions.contains_key(&self.partition_for(group_id)),
+                "group {group_id:?} lives on a partition this coordinator does not hold"
+            );
             group.invariants_check();
         }
         assert!(self.writes.keys().all(|write| *write < self.write_next));

@@ -274,4 +274,11 @@ pub enum GroupError {
     /// The group is being deleted, or its write to `__consumer_offsets` failed: retry.
     #[error("the coordinator is not available: {reason}")]
     CoordinatorNotAvailable { reason: &'static str },
+    /// This broker does not lead the group's partition of a replicated `__consumer_offsets`
+    /// (any more): find the coordinator again.
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
+    /// This broker just became the group's coordinator and is still loading its partition.
+    #[error("the group's coordinator is loading its state")]
+    CoordinatorLoadInProgress,
 }

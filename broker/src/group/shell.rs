@@ -1,6 +1,15 @@
 //! The async shell around `Coordinator`: one mutex, replies through oneshot channels, writes to
 //! `__consumer_offsets`, a timer task, and recovery by replay.
 //!
+//! `__consumer_offsets` lives one of two ways (`OffsetsTopic`). On a lone node it is the node's
+//! own topic, replayed whole at startup. In a cluster of several voters it is a topic of the
+//! metadata image, replicated like any other (`internal_replication_factor`), and this shell
+//! holds a partition only while this broker leads it (`leadership_apply`, after each
+//! reconcile): it replays the partition from the local log, serves its groups once the HW
+//! covers what it replayed, appends at the image's leader epoch and counts a write persisted
+//! once the HW covers it (fsynced on every ISR member, as acks=all); a leadership lost drops
+//! the partition's groups and fails its pending writes with NOT_COORDINATOR.
+//!
 //! A handler calls `submit` with an `Input`; the shell steps the core under the lock and runs the
 //! outputs in order before releasing it: replies go to their request's channel, and `Persist`
 //! appends to the partition log at once (so log order is output order), asks its flusher for an
@@ -14,14 +23,17 @@ use super::records::{record_decode, record_encode, OffsetsRecord, RecordError};
 use super::{GroupConfig, RequestId, OFFSETS_TOPIC};
 use crate::partition::Partition;
 use crate::planted::Bug;
+use crate::replica::shell::AckReceiver;
+use crate::replica::AckError;
 use crate::topics::{TopicError, Topics};
 use bytes::Bytes;
+use cluster::image::MetadataImage;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use runtime::rng::ChaCha8Rng;
 use runtime::sync::{oneshot, Notify};
 use runtime::Clock;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use storage::PartitionLog;
@@ -39,20 +51,49 @@ const REPLAY_READ_ATTEMPTS: u32 = 4;
 /// `__consumer_offsets` segments: Kafka's `offsets.topic.segment.bytes`, small so that
 /// compaction (which only rewrites closed segments) keeps replay short.
 const OFFSETS_SEGMENT_BYTES: &str = "104857600";
-/// The leader epoch stamped on coordinator writes: a single node never changes leadership.
+/// The leader epoch stamped on a node-local topic's writes: a lone node never changes
+/// leadership.
 const LEADER_EPOCH: i32 = 0;
+
+/// Where `__consumer_offsets` lives (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetsTopic {
+    /// The node's own topic, every partition held from the start.
+    Local,
+    /// A topic of the metadata image; a partition is held while this broker leads it.
+    Replicated,
+}
+
+/// A partition of `__consumer_offsets` this coordinator holds.
+struct Held {
+    partition: Arc<Partition>,
+    /// The image's leader epoch it is led at; `None` for the node-local topic.
+    leader_epoch: Option<i32>,
+    /// Whether a leader core decides its HW (more than one replica).
+    replicated: bool,
+    /// Identifies this load, so a late "the HW covers the replay" of an earlier one is ignored.
+    load: u64,
+}
 
 struct State {
     core: Coordinator,
     replies: BTreeMap<RequestId, oneshot::Sender<Output>>,
     /// Reused across steps.
     outputs: Vec<Output>,
+    /// The partitions of `__consumer_offsets` held here, by index.
+    partitions: BTreeMap<i32, Held>,
+    /// Ids of this shell's waits parked on the leader cores of `__consumer_offsets` partitions
+    /// (writes and loads). The coordinator is the only writer of those partitions (clients
+    /// cannot produce to an internal topic), so the ids need only be unique among its own.
+    ack_next: u64,
+    load_next: u64,
 }
 
 pub struct GroupCoordinator {
     state: Mutex<State>,
-    /// The partitions of `__consumer_offsets`, by index.
-    partitions: Vec<Arc<Partition>>,
+    topic: OffsetsTopic,
+    /// A creation of the replicated topic is under way (`create_begin`).
+    creating: AtomicBool,
     /// The planted bug switched on (feature `planted-bugs` only; always `None` otherwise).
     planted: Option<Bug>,
     clock: Clock,
@@ -65,7 +106,7 @@ impl std::fmt::Debug for GroupCoordinator {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("GroupCoordinator")
-            .field("partitions", &self.partitions.len())
+            .field("topic", &self.topic)
             .finish()
     }
 }
@@ -77,29 +118,51 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl GroupCoordinator {
-    /// Creates `__consumer_offsets` if missing, replays it, and starts the timer task.
+    /// Creates `__consumer_offsets` if missing, replays it, and starts the timer task; for a
+    /// replicated topic (`OffsetsTopic::Replicated`) nothing is opened or replayed here: the
+    /// partitions come with their leadership (`leadership_apply`).
     pub fn open(
         topics: &mut Topics,
         config: GroupConfig,
+        topic: OffsetsTopic,
         clock: Clock,
         mut rng: ChaCha8Rng,
         planted: Option<Bug>,
     ) -> Result<Arc<GroupCoordinator>, TopicError> {
-        let partitions = internal_topic_open(
-            topics,
-            OFFSETS_TOPIC,
-            config.offsets_topic_partitions,
-            clock.wall_ms(),
-            &mut rng,
-        )?;
-        let mut core = Coordinator::new(config, partitions.len() as i32, rng);
+        let mut held = BTreeMap::new();
+        let mut core = match topic {
+            OffsetsTopic::Replicated => {
+                Coordinator::replicated(config.clone(), config.offsets_topic_partitions, rng)
+            }
+            OffsetsTopic::Local => {
+                let partitions = internal_topic_open(
+                    topics,
+                    OFFSETS_TOPIC,
+                    config.offsets_topic_partitions,
+                    clock.wall_ms(),
+                    &mut rng,
+                )?;
+                let core = Coordinator::new(config, partitions.len() as i32, rng);
+                for partition in partitions {
+                    let held_partition = Held {
+                        partition,
+                        leader_epoch: None,
+                        replicated: false,
+                        load: 0,
+                    };
+                    held.insert(held_partition.partition.index, held_partition);
+                }
+                core
+            }
+        };
         core.planted_set(planted.filter(|_| cfg!(feature = "planted-bugs")));
-        for partition in &partitions {
+        for held_partition in held.values() {
+            let partition = &held_partition.partition;
             runtime::buggify::hit(
                 &**partition.log().disk(),
                 runtime::buggify::Site::OffsetsReplay,
             );
-            replay_partition(&mut core, partition)?;
+            replay_partition(&mut core, partition, Duration::ZERO)?;
         }
         core.replay_finish();
         tracing::info!(
@@ -111,8 +174,12 @@ impl GroupCoordinator {
                 core,
                 replies: BTreeMap::new(),
                 outputs: Vec::new(),
+                partitions: held,
+                ack_next: 1,
+                load_next: 1,
             }),
-            partitions,
+            topic,
+            creating: AtomicBool::new(false),
             planted,
             started: clock.now(),
             clock,
@@ -121,6 +188,20 @@ impl GroupCoordinator {
         });
         runtime::spawn(timer_run(Arc::downgrade(&coordinator)));
         Ok(coordinator)
+    }
+
+    /// Where `__consumer_offsets` lives.
+    pub fn topic(&self) -> OffsetsTopic {
+        self.topic
+    }
+
+    /// Claims the one creation of a replicated `__consumer_offsets` under way; `false` if one is.
+    pub fn create_begin(&self) -> bool {
+        !self.creating.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn create_end(&self) {
+        self.creating.store(false, Ordering::Release);
     }
 
     /// Monotonic time since this coordinator started: the core's clock.
@@ -177,10 +258,27 @@ impl GroupCoordinator {
 
     /// Steps the core and runs its outputs in order; failed appends come back as inputs.
     fn run(self: &Arc<Self>, state: &mut State, input: Input) {
-        let mut inputs = VecDeque::from([input]);
-        while let Some(input) = inputs.pop_front() {
+        self.run_with(state, |core, outputs| core.step(outputs, input));
+    }
+
+    /// Runs `first` on the core, then its outputs in order, then the inputs they cause.
+    fn run_with(
+        self: &Arc<Self>,
+        state: &mut State,
+        first: impl FnOnce(&mut Coordinator, &mut Vec<Output>),
+    ) {
+        let mut first = Some(first);
+        let mut inputs = VecDeque::new();
+        loop {
             let mut outputs = std::mem::take(&mut state.outputs);
-            state.core.step(&mut outputs, input);
+            match (first.take(), inputs.pop_front()) {
+                (Some(first), _) => first(&mut state.core, &mut outputs),
+                (None, Some(input)) => state.core.step(&mut outputs, input),
+                (None, None) => {
+                    state.outputs = outputs;
+                    break;
+                }
+            }
             for output in outputs.drain(..) {
                 let request = match output {
                     Output::Persist {
@@ -189,7 +287,9 @@ impl GroupCoordinator {
                         records,
                         producer,
                     } => {
-                        if let Err(error) = self.persist(partition, write, &records, producer) {
+                        if let Err(error) =
+                            self.persist(state, partition, write, &records, producer)
+                        {
                             tracing::error!(partition, write, %error, "offsets append failed");
                             inputs.push_back(Input::PersistFailed { write });
                         }
@@ -216,15 +316,21 @@ impl GroupCoordinator {
     }
 
     /// Appends one write as one batch (a transactional one of `producer`, for TxnOffsetCommit)
-    /// and spawns the waiter that reports its durability.
+    /// and spawns the waiter that reports its durability: the fsync for the node-local topic,
+    /// the HW for a replicated one.
     fn persist(
         self: &Arc<Self>,
+        state: &mut State,
         partition_index: i32,
         write: u64,
         records: &[OffsetsRecord],
         producer: Option<(i64, i16)>,
-    ) -> Result<(), storage::LogError> {
-        let partition = self.partitions[partition_index as usize].clone();
+    ) -> Result<(), PersistError> {
+        let held = state
+            .partitions
+            .get(&partition_index)
+            .ok_or(PersistError::NotHeld)?;
+        let partition = held.partition.clone();
         let now_ms = self.clock.wall_ms();
         let specs: Vec<RecordSpec> = records
             .iter()
@@ -246,26 +352,211 @@ impl GroupCoordinator {
                 batch_encode_with(&specs, Compression::None, producer_id, epoch, -1, true)
             }
         };
-        let appended = partition.log().append(batch, LEADER_EPOCH, now_ms)?;
-        partition.flush_request();
+        let leader_epoch = held.leader_epoch.unwrap_or(LEADER_EPOCH);
         let coordinator = Arc::downgrade(self);
+        if held.replicated {
+            let request = state.ack_next;
+            state.ack_next += 1;
+            let receiver = replicated_append(&partition, leader_epoch, request, |log| {
+                log.append(batch, leader_epoch, now_ms)
+            })?;
+            runtime::spawn(async move {
+                // Covered by the HW: fsynced on every ISR member. AFTER_APPEND says the same
+                // with an ISR below min.insync.replicas, which does not undo the write.
+                let durable = matches!(
+                    receiver.await,
+                    Ok(Ok(()) | Err(AckError::NotEnoughReplicasAfterAppend))
+                );
+                if let Some(coordinator) = coordinator.upgrade() {
+                    coordinator.step(persisted_input(write, durable));
+                }
+            });
+            return Ok(());
+        }
+        let appended = partition.log().append(batch, leader_epoch, now_ms)?;
+        partition.flush_request();
         // The planted bug `commit-ack-before-fsync`: the write counts as persisted once it is in
         // the page cache, so a commit is acknowledged (and served) before its fsync.
         let ack_early = Bug::active(self.planted, Bug::CommitAckBeforeFsync);
         runtime::spawn(async move {
             let durable = ack_early || partition.durable_wait(appended.last_offset).await;
-            let Some(coordinator) = coordinator.upgrade() else {
-                return;
-            };
-            let input = if durable {
-                Input::Persisted { write }
-            } else {
-                Input::PersistFailed { write }
-            };
-            coordinator.step(input);
+            if let Some(coordinator) = coordinator.upgrade() {
+                coordinator.step(persisted_input(write, durable));
+            }
         });
         Ok(())
     }
+
+    /// Brings the held partitions of a replicated `__consumer_offsets` in line with `image`
+    /// (after each reconcile): a partition this broker leads, whose leader core runs at the
+    /// image's epoch, is loaded (again, at a new epoch); one it no longer leads is unloaded.
+    /// `partition_of(index)` is the local partition, if open. A load whose replay fails is
+    /// left unloaded and tried again at the next reconcile.
+    pub fn leadership_apply(
+        self: &Arc<Self>,
+        image: &MetadataImage,
+        node_id: i32,
+        partition_of: impl Fn(i32) -> Option<Arc<Partition>>,
+    ) {
+        if self.topic != OffsetsTopic::Replicated {
+            return;
+        }
+        let topic = image.topic_by_name(OFFSETS_TOPIC);
+        let mut state = lock(&self.state);
+        let count = topic.map_or(0, |topic| topic.partitions.len());
+        let count = i32::try_from(count).expect("partition count fits i32");
+        if state.partitions.is_empty() && count > 0 && count != state.core.partition_count() {
+            state.core.partition_count_set(count);
+        }
+        for index in 0..state.core.partition_count() {
+            let led = topic
+                .and_then(|topic| topic.partitions.get(index as usize))
+                .filter(|found| found.leader() == Some(node_id));
+            let wanted = led.and_then(|found| {
+                let replicated = found.replicas.len() > 1;
+                let partition = partition_of(index)?;
+                // A replicated partition is written through its leader core: wait for it.
+                (!replicated || partition.led_at(found.leader_epoch)).then_some((
+                    partition,
+                    found.leader_epoch,
+                    replicated,
+                ))
+            });
+            let held = state.partitions.get(&index).map(|held| held.leader_epoch);
+            match (held, &wanted) {
+                (Some(held), Some((_, epoch, _))) if held == Some(*epoch) => continue,
+                (None, None) => continue,
+                _ => {}
+            }
+            if held.is_some() {
+                state.partitions.remove(&index);
+                self.run_with(&mut state, |core, outputs| {
+                    core.partition_unload(outputs, index)
+                });
+            }
+            if let Some((partition, leader_epoch, replicated)) = wanted {
+                self.load(&mut state, index, partition, leader_epoch, replicated);
+            }
+        }
+    }
+
+    /// Replays partition `index` (led here at `leader_epoch`) into the core and waits in the
+    /// background until the HW covers the replayed end, then serves its groups.
+    fn load(
+        self: &Arc<Self>,
+        state: &mut State,
+        index: i32,
+        partition: Arc<Partition>,
+        leader_epoch: i32,
+        replicated: bool,
+    ) {
+        self.run_with(state, |core, outputs| {
+            core.partition_load_begin(outputs, index)
+        });
+        let now = self.now();
+        if let Err(error) = replay_partition(&mut state.core, &partition, now) {
+            tracing::error!(partition = index, %error, "offsets partition load failed");
+            self.run_with(state, |core, outputs| core.partition_unload(outputs, index));
+            return;
+        }
+        state.core.replay_finish();
+        let end = partition.log().log_end_offset();
+        let load = state.load_next;
+        state.load_next += 1;
+        let held = Held {
+            partition: partition.clone(),
+            leader_epoch: Some(leader_epoch),
+            replicated,
+            load,
+        };
+        state.partitions.insert(index, held);
+        tracing::info!(
+            partition = index,
+            leader_epoch,
+            end,
+            "offsets partition loading"
+        );
+        let coordinator = Arc::downgrade(self);
+        let waited = match replicated {
+            true => {
+                let request = state.ack_next;
+                state.ack_next += 1;
+                let mut replica = partition.replica();
+                let Some(led) = replica.as_mut().filter(|led| led.writable(leader_epoch)) else {
+                    return; // Deposed meanwhile: the reconcile that follows unloads it.
+                };
+                Some(led.ack_wait(request, end).0)
+            }
+            false => None,
+        };
+        runtime::spawn(async move {
+            let covered = match waited {
+                Some(receiver) => matches!(
+                    receiver.await,
+                    Ok(Ok(()) | Err(AckError::NotEnoughReplicasAfterAppend))
+                ),
+                None => partition.durable_wait(end - 1).await,
+            };
+            let Some(coordinator) = coordinator.upgrade() else {
+                return;
+            };
+            let mut state = lock(&coordinator.state);
+            let current = state
+                .partitions
+                .get(&index)
+                .is_some_and(|held| held.load == load);
+            if covered && current {
+                state.core.partition_activate(index);
+                tracing::info!(partition = index, leader_epoch, "offsets partition loaded");
+            }
+        });
+    }
+}
+
+/// `Persisted` or `PersistFailed`, as the wait for a write ended.
+fn persisted_input(write: u64, durable: bool) -> Input {
+    match durable {
+        true => Input::Persisted { write },
+        false => Input::PersistFailed { write },
+    }
+}
+
+/// Why a write to `__consumer_offsets` was not appended.
+#[derive(Debug, thiserror::Error)]
+enum PersistError {
+    #[error("the partition is not held here")]
+    NotHeld,
+    #[error("this broker no longer leads the partition at the held epoch")]
+    NotLeader,
+    #[error(transparent)]
+    Log(#[from] storage::LogError),
+}
+
+/// Appends through a replicated partition's leader core (which must lead at `leader_epoch`):
+/// the append under the log's lock, the core told the new log end, followers woken, and a wait
+/// parked on the core until the HW covers the append.
+fn replicated_append(
+    partition: &Partition,
+    leader_epoch: i32,
+    request: u64,
+    append: impl FnOnce(&mut PartitionLog) -> Result<storage::AppendInfo, storage::LogError>,
+) -> Result<AckReceiver, PersistError> {
+    let receiver = {
+        let mut log = partition.log();
+        let mut replica = partition.replica();
+        let led = replica
+            .as_mut()
+            .filter(|led| led.writable(leader_epoch))
+            .ok_or(PersistError::NotLeader)?;
+        let appended = append(&mut log)?;
+        let mut outputs = Vec::new();
+        led.log_end_feed(&mut outputs, log.log_end_offset());
+        led.outputs_apply(outputs);
+        led.ack_wait(request, appended.last_offset + 1).0
+    };
+    partition.flush_request();
+    partition.readers_wake();
+    Ok(receiver)
 }
 
 /// Wakes the core at its next deadline (session expiry, rebalance timeout, initial delay).
@@ -294,6 +585,17 @@ async fn timer_run(coordinator: Weak<GroupCoordinator>) {
     }
 }
 
+/// An internal topic's configs: compacted, Kafka's small segments.
+pub(crate) fn internal_topic_configs() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("cleanup.policy".to_string(), "compact".to_string()),
+        (
+            "segment.bytes".to_string(),
+            OFFSETS_SEGMENT_BYTES.to_string(),
+        ),
+    ])
+}
+
 /// The partitions of an internal topic (`__consumer_offsets`, `__transaction_state`), creating
 /// it (compacted, `partition_count` partitions) on first start.
 pub(crate) fn internal_topic_open(
@@ -304,13 +606,7 @@ pub(crate) fn internal_topic_open(
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<Arc<Partition>>, TopicError> {
     if topics.get(name).is_none() {
-        let configs = BTreeMap::from([
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            (
-                "segment.bytes".to_string(),
-                OFFSETS_SEGMENT_BYTES.to_string(),
-            ),
-        ]);
+        let configs = internal_topic_configs();
         let mut topic_id = [0u8; 16];
         while topic_id == [0u8; 16] {
             runtime::rng::RngCore::fill_bytes(rng, &mut topic_id);
@@ -327,7 +623,11 @@ pub(crate) fn internal_topic_open(
 /// only in part would serve its groups from an older state (generation 1 again, committed offsets
 /// lost or regressed: issue 9), so a read that keeps failing fails the coordinator's load, and
 /// with it the broker's start (the simulator retries it, as an operator's supervisor would).
-fn replay_partition(core: &mut Coordinator, partition: &Partition) -> Result<(), TopicError> {
+fn replay_partition(
+    core: &mut Coordinator,
+    partition: &Partition,
+    now: Duration,
+) -> Result<(), TopicError> {
     let log = partition.log();
     let end = log.log_end_offset();
     let mut offset = log.log_start_offset();
@@ -352,7 +652,7 @@ fn replay_partition(core: &mut Coordinator, partition: &Partition) -> Result<(),
         record_count += records.len();
         for item in records {
             match item {
-                ReplayItem::Record(record) => core.replay(Duration::ZERO, record),
+                ReplayItem::Record(record) => core.replay(now, record),
                 ReplayItem::Transactional {
                     producer_id,
                     record,

@@ -376,6 +376,30 @@ impl Harness {
                 group_ids: vec![GROUP.into()],
             }),
             "state" => self.state(),
+            // The group's partition of a replicated `__consumer_offsets` changes hands.
+            "unload" | "load" | "activate" => {
+                let partition = partition_for(GROUP, self.core.partition_count());
+                let mut outputs = Vec::new();
+                match words[0] {
+                    "unload" => self.core.partition_unload(&mut outputs, partition),
+                    "load" => {
+                        // The shell's load: replay the partition's log (every write emitted).
+                        self.core.partition_load_begin(&mut outputs, partition);
+                        for (_, records) in self.writes_log.clone() {
+                            records
+                                .into_iter()
+                                .for_each(|record| self.core.replay(self.now, record));
+                        }
+                        self.core.replay_finish();
+                    }
+                    _ => self.core.partition_activate(partition),
+                }
+                self.writes.clear();
+                for output in outputs {
+                    let text = self.render(output);
+                    writeln!(self.text, "  {text}").unwrap();
+                }
+            }
             other => panic!("unknown script word {other:?}"),
         }
     }
@@ -481,6 +505,60 @@ fn run_with(core: Coordinator, script: &str) -> String {
 
 fn run(script: &str) -> String {
     run_with(coordinator(config(0), false), script)
+}
+
+/// A replicated `__consumer_offsets` partition that leaves this broker takes its groups along:
+/// a commit waiting for its write and a join parked in the initial delay are answered
+/// NOT_COORDINATOR, and so is every later request; after a load the partition answers
+/// COORDINATOR_LOAD_IN_PROGRESS until its replayed state is committed (`activate`), then serves
+/// the group again from what the log held (the unacknowledged t-0=7 included: it is in the log).
+#[test]
+fn a_partition_that_moves_away_answers_not_coordinator_and_loads_before_it_serves() {
+    let script = "
+        commit - -1 t-0=5
+        persist
+        commit - -1 t-0=7
+        join a v3
+        unload
+        state
+        commit - -1 t-0=8
+        load
+        commit - -1 t-0=8
+        activate
+        state
+        commit - -1 t-0=8
+        persist
+        state
+    ";
+    let core = coordinator(config(3_000), false);
+    insta::assert_snapshot!(run_with(core, script), @r"
+    commit - -1 t-0=5
+      persist w1 p3 [t-0=5]
+    persist
+      commit#1 ok
+    commit - -1 t-0=7
+      persist w2 p3 [t-0=7]
+    join a v3
+    unload
+      commit#3 NotCoordinator
+      join#4 NotCoordinator
+    state
+      no group
+    commit - -1 t-0=8
+      commit#7 NotCoordinator
+    load
+    commit - -1 t-0=8
+      commit#9 CoordinatorLoadInProgress
+    activate
+    state
+      Empty gen=0 protocol= members=[] offsets=[t-0=7]
+    commit - -1 t-0=8
+      persist w3 p3 [t-0=8]
+    persist
+      commit#12 ok
+    state
+      Empty gen=0 protocol= members=[] offsets=[t-0=8]
+    ");
 }
 
 /// Two consumers form generation 1, as librdkafka does it (v4: learn the id, then join).

@@ -3,6 +3,7 @@
 
 use crate::broker::Broker;
 use crate::group::{GroupDescription, GroupState};
+use crate::handlers::errors::group_error_code;
 use crate::handlers::errors::NONE;
 use crate::handlers::groups::{group_id_check, str_bytes};
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -27,10 +28,19 @@ fn describe(broker: &Broker, group_id: GroupId, version: i16) -> DescribedGroup 
             .with_error_code(error.code())
             .with_group_state(str_bytes(GroupState::Dead.name()));
     }
-    let Some(description) = broker
-        .groups()
-        .read(|core| core.describe(group_id.as_str()))
-    else {
+    let described_or = broker.groups().read(|core| {
+        core.serves(group_id.as_str())
+            .map(|()| core.describe(group_id.as_str()))
+    });
+    let description = match described_or {
+        Ok(description) => description,
+        Err(error) => {
+            return described
+                .with_error_code(group_error_code(&error).code())
+                .with_group_state(str_bytes(GroupState::Dead.name()))
+        }
+    };
+    let Some(description) = description else {
         let described = described.with_group_state(str_bytes(GroupState::Dead.name()));
         if version >= 6 {
             return described

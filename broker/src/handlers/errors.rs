@@ -75,6 +75,8 @@ pub fn group_error_code(error: &GroupError) -> ResponseError {
         GroupError::NonEmptyGroup { .. } => ResponseError::NonEmptyGroup,
         GroupError::GroupSubscribedToTopic { .. } => ResponseError::GroupSubscribedToTopic,
         GroupError::CoordinatorNotAvailable { .. } => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         GroupError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
     }
 }

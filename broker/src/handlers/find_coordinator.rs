@@ -1,12 +1,21 @@
-//! FindCoordinator: on a single node, this broker coordinates every group (key type 0) and every
-//! transactional id (key type 1). v0-3 ask for one key; v4+ batch them (`coordinator_keys`,
-//! KIP-699). The first lookup of a transactional id creates `__transaction_state`, as Kafka
-//! does. Other key types are invalid, and so is an empty transactional id.
+//! FindCoordinator: a group's (key type 0) coordinator is the leader of its partition of
+//! `__consumer_offsets`: this broker while that topic is node-local, else whichever broker the
+//! image names; the first lookup creates a replicated topic (RF `internal_replication_factor`,
+//! once that many brokers are live), answering COORDINATOR_NOT_AVAILABLE until its leaders are
+//! known, as Kafka does. A transactional id's (key type 1) is this broker, and the first lookup
+//! creates `__transaction_state`. v0-3 ask for one key; v4+ batch them (`coordinator_keys`,
+//! KIP-699). Other key types are invalid, and so is an empty transactional id.
 
 use crate::broker::Broker;
+use crate::cluster_mode::internal_replication_factor;
+use crate::group::coordinator::partition_for;
+use crate::group::shell::internal_topic_configs;
+use crate::group::OFFSETS_TOPIC;
 use crate::handlers::errors::NONE;
 use crate::handlers::groups::str_bytes;
 use crate::handlers::txns::transactional_id_check;
+use cluster::controller::TopicCreate;
+use cluster::image::MetadataImage;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -26,7 +35,8 @@ fn lookup(
     key_type: i8,
 ) -> Result<(BrokerId, String, i32), ResponseError> {
     match key_type {
-        KEY_TYPE_GROUP => {}
+        KEY_TYPE_GROUP if broker.node_local(OFFSETS_TOPIC) => {}
+        KEY_TYPE_GROUP => return group_coordinator_replicated(broker, key),
         KEY_TYPE_TRANSACTION => {
             transactional_id_check(key)?;
             broker
@@ -41,6 +51,68 @@ fn lookup(
     }
     let (host, port) = broker.config.advertised();
     Ok((BrokerId(broker.config.node_id), host, port))
+}
+
+/// The leader of `group_id`'s partition of a replicated `__consumer_offsets`, by the image.
+fn group_coordinator_replicated(
+    broker: &Arc<Broker>,
+    group_id: &str,
+) -> Result<(BrokerId, String, i32), ResponseError> {
+    let image = broker.cluster().image();
+    let Some(topic) = image.topic_by_name(OFFSETS_TOPIC) else {
+        offsets_topic_create(broker, &image);
+        return Err(ResponseError::CoordinatorNotAvailable);
+    };
+    let count = i32::try_from(topic.partitions.len()).expect("partition count fits i32");
+    let index = partition_for(group_id, count);
+    let leader = image
+        .partition(topic.topic_id, index)
+        .and_then(|partition| partition.leader())
+        .and_then(|leader| image.broker(leader))
+        .filter(|leader| !leader.fenced)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((
+        BrokerId(leader.broker_id),
+        leader.host.clone(),
+        i32::from(leader.port),
+    ))
+}
+
+/// Asks the controller, in the background, to create the replicated `__consumer_offsets`
+/// (one request at a time; another lookup retries it if it failed). Not before
+/// `internal_replication_factor` brokers are live: Kafka waits for
+/// `offsets.topic.replication.factor` brokers too rather than create a weaker topic.
+fn offsets_topic_create(broker: &Arc<Broker>, image: &MetadataImage) {
+    let replication_factor = internal_replication_factor(image);
+    if image.brokers_live().count() < replication_factor as usize {
+        return;
+    }
+    if !broker.groups().create_begin() {
+        return;
+    }
+    let create = TopicCreate {
+        name: OFFSETS_TOPIC.to_string(),
+        partition_count: broker.config.groups.offsets_topic_partitions,
+        replication_factor,
+        configs: internal_topic_configs(),
+    };
+    let broker = broker.clone();
+    runtime::spawn(async move {
+        match broker.cluster().create_topics(vec![create], false).await {
+            Ok(results) => {
+                for (name, result) in results {
+                    match result {
+                        Ok(_) => tracing::info!(topic = name, "internal topic created"),
+                        Err(error) => {
+                            tracing::info!(topic = name, %error, "internal topic not created")
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot create the offsets topic yet"),
+        }
+        broker.groups().create_end();
+    });
 }
 
 pub fn handle(broker: &Arc<Broker>, request: FindCoordinatorRequest, version: i16) -> ResponseKind {

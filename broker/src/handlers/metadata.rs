@@ -45,9 +45,7 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> R
             .map(|t| Wanted::Name(t.name.into()))
             .collect();
         let topics = broker.topics();
-        let internal = topics
-            .list()
-            .filter(|t| crate::topics::is_internal(&t.name));
+        let internal = topics.list().filter(|t| broker.node_local(&t.name));
         names.extend(internal.map(|t| Wanted::Name(t.name.clone())));
         drop(topics);
         return Reply::Now(Box::new(response(broker, &image, &names, version)));
@@ -161,7 +159,7 @@ fn internal_topic_response(
     name: &str,
     version: i16,
 ) -> Option<MetadataResponseTopic> {
-    if !crate::topics::is_internal(name) {
+    if !broker.node_local(name) {
         return None;
     }
     let topics = broker.topics();
@@ -240,7 +238,8 @@ fn topic_response(
         .with_partitions(partitions);
     let response = match version {
         0 => response,
-        _ => response.with_is_internal(false),
+        // A replicated `__consumer_offsets`.
+        _ => response.with_is_internal(crate::topics::is_internal(&topic.name)),
     };
     match version {
         0..=9 => response,

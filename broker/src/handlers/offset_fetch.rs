@@ -16,6 +16,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::ResponseError;
 
+use crate::handlers::errors::group_error_code;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wire::ResponseKind;
@@ -46,7 +47,7 @@ pub fn handle(broker: &Arc<Broker>, request: OffsetFetchRequest, version: i16) -
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let (answer, error) = match group_id_check(request.group_id.as_str()) {
+    let (answer, error) = match group_served(broker, request.group_id.as_str()) {
         Ok(group_id) => (
             lookup(
                 broker,
@@ -56,7 +57,18 @@ pub fn handle(broker: &Arc<Broker>, request: OffsetFetchRequest, version: i16) -
             ),
             NONE,
         ),
-        Err(error) => (Answer::new(), error.code()),
+        // v0-1 have no top-level error: each partition asked for carries it.
+        Err(error) => {
+            let answer = topics
+                .into_iter()
+                .flatten()
+                .map(|(topic, indexes)| {
+                    let partitions = indexes.into_iter().map(|index| (index, Err(error)));
+                    (topic, partitions.collect())
+                })
+                .collect();
+            (answer, error.code())
+        }
     };
     let topics = answer
         .into_iter()
@@ -96,7 +108,7 @@ fn group_response(
     require_stable: bool,
 ) -> OffsetFetchResponseGroup {
     let response = OffsetFetchResponseGroup::default().with_group_id(group_id.clone());
-    let group_id = match group_id_check(group_id.as_str()) {
+    let group_id = match group_served(broker, group_id.as_str()) {
         Ok(group_id) => group_id,
         Err(error) => return response.with_error_code(error.code()),
     };
@@ -121,6 +133,17 @@ fn group_response(
         })
         .collect();
     response.with_error_code(NONE).with_topics(topics)
+}
+
+/// The group id, if valid and coordinated here (its partition of `__consumer_offsets` is
+/// loaded: NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS otherwise).
+fn group_served(broker: &Broker, group_id: &str) -> Result<String, ResponseError> {
+    let group_id = group_id_check(group_id)?;
+    broker
+        .groups()
+        .read(|core| core.serves(&group_id))
+        .map_err(|error| group_error_code(&error))?;
+    Ok(group_id)
 }
 
 /// The committed offsets asked for (`None`: all the group has).

@@ -77,13 +77,11 @@ pub struct Led {
 }
 
 /// Per source broker, the partitions `node_id` follows by `image`: it hosts a replica, the
-/// leader is another broker, and that broker is live. Internal topics are each node's own.
+/// leader is another broker, and that broker is live. The image holds an internal topic only
+/// when it replicates it (`cluster_mode::node_local`): node-local ones are never followed.
 pub fn assignments(image: &MetadataImage, node_id: BrokerId) -> BTreeMap<BrokerId, Assignment> {
     let mut assignments: BTreeMap<BrokerId, Assignment> = BTreeMap::new();
     for topic in image.topics() {
-        if crate::topics::is_internal(topic.name) {
-            continue;
-        }
         for (partition, index) in topic.partitions.iter().zip(0..) {
             let Some(leader) = partition.leader() else {
                 continue;

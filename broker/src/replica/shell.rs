@@ -26,7 +26,6 @@ use crate::broker::Broker;
 use crate::config::ReplicaSettings;
 use crate::partition::Partition;
 use crate::planted::Bug;
-use crate::topics::is_internal;
 use cluster::image::{MetadataImage, PartitionImage};
 use cluster::records::TopicId;
 use runtime::sync::{oneshot, Notify};
@@ -260,7 +259,9 @@ impl Replicas {
         }
         state.image_offset = image.offset();
         let mut still: BTreeMap<(String, i32), Arc<Partition>> = BTreeMap::new();
-        for topic in image.topics().filter(|topic| !is_internal(topic.name)) {
+        // The image holds an internal topic only when it replicates it (a `__consumer_offsets`
+        // of several voters: `cluster_mode::node_local`); its partitions get cores too.
+        for topic in image.topics() {
             let configs = image
                 .topic(topic.topic_id)
                 .map(|topic| topic.configs.clone())
@@ -599,7 +600,14 @@ mod tests {
         let disk: Arc<dyn Disk> = runtime::MemDisk::new();
         let mut topics = Topics::open(disk, "data".into(), 0, None).unwrap();
         let mut image = image_with(A);
-        crate::cluster_mode::reconcile(&mut topics, &image, 1, 0).unwrap();
+        crate::cluster_mode::reconcile(
+            &mut topics,
+            &image,
+            1,
+            0,
+            crate::group::shell::OffsetsTopic::Local,
+        )
+        .unwrap();
         let replicas = Replicas::new(1, settings(), None, Clock::system());
         replicas.roles_apply(&image, lookup(&topics));
         assert_eq!(
@@ -683,7 +691,14 @@ mod tests {
         let disk: Arc<dyn Disk> = runtime::MemDisk::new();
         let mut topics = Topics::open(disk, "data".into(), 0, None).unwrap();
         let image = image_with(A);
-        crate::cluster_mode::reconcile(&mut topics, &image, 1, 0).unwrap();
+        crate::cluster_mode::reconcile(
+            &mut topics,
+            &image,
+            1,
+            0,
+            crate::group::shell::OffsetsTopic::Local,
+        )
+        .unwrap();
         let replicas = Replicas::new(1, settings(), None, Clock::system());
         replicas.roles_apply(&image, lookup(&topics));
         assert!(led(&topics, 0).is_some());
