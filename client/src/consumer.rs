@@ -591,6 +591,35 @@ mod tests {
         assert_eq!(consumer.high_watermark(&partition), Some(9));
     }
 
+    /// A batch compaction emptied (a producer's last batch keeps its header and offsets, as
+    /// Kafka's cleaner does) returns no record and still moves the position past its offsets.
+    #[test]
+    fn an_emptied_batch_moves_the_position_past_it() {
+        let mut consumer = consumer(OffsetReset::Latest, &[(0, 3)]);
+        let mut emptied = BytesMut::from(&batch(3, 2)[..]);
+        emptied.truncate(61);
+        emptied[8..12].copy_from_slice(&(61i32 - 12).to_be_bytes());
+        emptied[57..61].copy_from_slice(&0i32.to_be_bytes());
+        let crc = wire::batch::crc_compute(&emptied);
+        emptied[17..21].copy_from_slice(&crc.to_be_bytes());
+        let emptied = ValidatedBatch::validate(emptied.freeze()).unwrap();
+        assert_eq!(
+            (
+                emptied.header().record_count,
+                emptied.header().last_offset()
+            ),
+            (0, 4)
+        );
+        let response = response(vec![data(0, 0, Some(emptied.into_bytes()))]);
+        let mut records = Vec::new();
+        let partition = TopicPartition::new("t", 0);
+        consumer
+            .fetch_partition_apply(&response, &partition, &mut records)
+            .unwrap();
+        assert!(records.is_empty());
+        assert_eq!(consumer.position(&partition), Some(5));
+    }
+
     /// Under read_committed the Fetch asks for isolation level 1 and the partition's
     /// aborted-transaction list reaches the record filter: an aborted transaction's records and
     /// every marker are dropped, and the position still moves past them.

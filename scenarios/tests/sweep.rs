@@ -229,6 +229,21 @@ fn regression(scenario: &str, seed: u64, site: &str) {
     );
 }
 
+/// Compaction removed a tombstone that was the last record of a closed segment, with nothing
+/// after it but an empty active segment: no batch was left at that offset, so the final
+/// reader's position stayed one below the log end for good (liveness: lag 1 after heal).
+/// Compaction now keeps a producer's last batch as its header (Kafka's `RETAIN_EMPTY`), which
+/// also keeps the producer's last sequence in a replay of the log, and the consumer moves past
+/// it.
+#[test]
+fn regression_compaction_keeps_producer_last_batch_297446326() {
+    regression(
+        "single-compaction",
+        297446326,
+        "compaction-kept-producer-last",
+    );
+}
+
 /// A read served the batch after offset 167 for a fetch at 167: an injected bit flip in a
 /// batch header read while locating the offset (baseOffset lies outside the CRC) made the
 /// consumer skip a record (poll-skip). Reads now stop at gaps and re-locate before a gap.

@@ -329,6 +329,15 @@ impl ProducerStates {
         self.producers.get(&producer_id)
     }
 
+    /// Per producer, the last offset of its newest data batch (none after a marker of a new
+    /// epoch): the batches compaction must keep, if only as headers.
+    pub fn last_data_offsets(&self) -> BTreeMap<i64, i64> {
+        self.producers
+            .iter()
+            .filter_map(|(id, entry)| Some((*id, entry.batches.back()?.last_offset)))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }

@@ -212,18 +212,15 @@ impl<'a> Cursor<'a> {
 /// The batch `original` rewritten to hold only `kept` (records parsed from it, in order),
 /// uncompressed. Base offset, last offset delta, base timestamp, leader epoch and producer
 /// fields are preserved (Kafka's v2 compaction rule), so each raw record stays valid as is and
-/// offsets never move.
+/// offsets never move. `kept` may be empty: that is the header alone, with its max timestamp,
+/// which compaction keeps for a producer's last batch (Kafka's `RETAIN_EMPTY`).
 pub(crate) fn batch_rebuild(original: &BatchHeader, kept: &[RecordView]) -> ValidatedBatch {
-    assert!(!kept.is_empty(), "empty batches are dropped, not rebuilt");
     let records_bytes: usize = kept.iter().map(|record| record.raw.len()).sum();
     let size = BATCH_HEADER_BYTES + records_bytes;
-    let max_timestamp = match original.is_log_append_time() {
-        true => original.max_timestamp,
-        false => kept
-            .iter()
-            .map(|record| record.timestamp)
-            .max()
-            .expect("not empty"),
+    let kept_timestamp_max = kept.iter().map(|record| record.timestamp).max();
+    let max_timestamp = match (original.is_log_append_time(), kept_timestamp_max) {
+        (false, Some(timestamp)) => timestamp,
+        (true, _) | (false, None) => original.max_timestamp,
     };
     let mut bytes = BytesMut::with_capacity(size);
     bytes.put_i64(original.base_offset);
@@ -314,6 +311,22 @@ mod tests {
             assert_eq!((again[0].offset, again[1].offset), (40, 42));
             assert_eq!(again[0].headers, decoded[0].headers);
             assert_eq!(again[1].value, None);
+            let emptied = batch_rebuild(batch.header(), &[]);
+            let header = emptied.header();
+            assert_eq!(
+                (
+                    header.base_offset,
+                    header.last_offset(),
+                    header.record_count,
+                    header.max_timestamp
+                ),
+                (40, 42, 0, batch.header().max_timestamp),
+                "an emptied batch keeps its offsets and max timestamp"
+            );
+            let none = RecordBatchDecoder::decode(&mut emptied.bytes().clone())
+                .unwrap()
+                .records;
+            assert!(none.is_empty());
         }
     }
 

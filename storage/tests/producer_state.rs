@@ -209,3 +209,70 @@ fn a_log_restarted_at_an_offset_has_no_producers() {
         100
     );
 }
+
+/// Compaction keeps a producer's last data batch even when it removes every record of it, as
+/// its header alone (Kafka's cleaner: `RETAIN_EMPTY`), and drops the producer's other emptied
+/// batches: a replay of the log still knows each producer's last sequence, and a consumer whose
+/// position reaches a removed tombstone at the end of a closed segment has a batch to move past
+/// (single-compaction 297446326: the final reader sat one below the log end for good).
+#[test]
+fn compaction_keeps_a_producers_last_batch_as_its_header() {
+    let disk = mem_disk();
+    let config = storage::LogConfig {
+        cleanup_policy: storage::CleanupPolicy::Compact,
+        segment_ms: 10,
+        delete_retention_ms: 100,
+        ..config_small()
+    };
+    let keyed = |producer_id: i64, sequence: i32, value: Option<&str>, timestamp: i64| {
+        let spec = record(Some("k"), value, timestamp);
+        batch_encode_with(&[spec], Compression::None, producer_id, 0, sequence, false)
+    };
+    let mut log = open(&disk, config.clone());
+    produce(&mut log, keyed(7, 0, Some("1"), 100)).unwrap();
+    produce(&mut log, keyed(8, 0, Some("2"), 101)).unwrap();
+    produce(&mut log, keyed(7, 1, None, 102)).unwrap();
+    log.flush().unwrap();
+    assert!(log.retention_enforce(200).unwrap().rolled);
+    assert_eq!(log.compact(1_000).unwrap().records_removed, 3);
+    let emptied = |log: &PartitionLog| -> Vec<(i64, i64, i32)> {
+        let read = log.read(0, 10_000, log.log_end_offset()).unwrap();
+        ValidatedBatch::validate_all(read.bytes)
+            .unwrap()
+            .iter()
+            .map(|batch| {
+                let header = batch.header();
+                (
+                    header.base_offset,
+                    header.last_offset(),
+                    header.record_count,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        emptied(&log),
+        [(1, 1, 0), (2, 2, 0)],
+        "each producer's last batch stays, without records; producer 7's first goes"
+    );
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(log.compact(2_000).unwrap().records_removed, 0);
+    assert_eq!(
+        emptied(&log),
+        [(1, 1, 0), (2, 2, 0)],
+        "a second pass keeps them"
+    );
+    drop(log);
+    for name in snapshots(&disk) {
+        runtime::Disk::remove_file(&*disk, &dir().join(name)).unwrap();
+    }
+    let mut log = open(&disk, config);
+    for (producer_id, sequence, offset) in [(7, 1, 2), (8, 0, 1)] {
+        let retry = produce(&mut log, keyed(producer_id, sequence, None, 300)).unwrap();
+        assert!(
+            retry.duplicate,
+            "producer {producer_id} rebuilt from the log"
+        );
+        assert_eq!(retry.first.base_offset, offset);
+    }
+}
