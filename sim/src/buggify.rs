@@ -87,6 +87,8 @@ pub fn install(options: &Options, brokers: &[BrokerNode], recorder: &Recorder) {
                 }
             };
             table.quiet_until = now + CRASH_GAP;
+            // Pending until the driver's task made its last kill: `nemesis::heal` waits for it.
+            disk.kill_pending_add();
             let _ = sender.send(Request {
                 node: index,
                 site,
@@ -140,25 +142,43 @@ async fn drive(
         let crash_rng = stream_rng(rng.gen(), Stream::Buggify, 0);
         let (broker, recorder) = (brokers[request.node].clone(), recorder.clone());
         runtime::spawn(async move {
-            if let Some(delay) = request.delay {
-                runtime::time::sleep(delay).await;
-                if broker.disk.is_down() {
-                    return;
-                }
+            let down = crash_carry_out(&broker, &recorder, request, kind, down_for, crash_rng);
+            let down = down.await;
+            broker.disk.kill_pending_done();
+            if down {
+                crate::nemesis::up(&Handle::current(), &recorder, &broker, down_for).await;
             }
-            let cause = format!("buggify {}:", request.site.name());
-            let mut crash_rng = crash_rng;
-            let handle = Handle::current();
-            crate::nemesis::crash(
-                &handle,
-                &recorder,
-                &broker,
-                kind,
-                down_for,
-                &cause,
-                &mut crash_rng,
-            )
-            .await;
         });
     }
+}
+
+/// The kills of one requested crash (`nemesis::crash_down`): after its delay, unless the node
+/// went down meanwhile. Answers whether it took the node down, to be brought back after
+/// `down_for`.
+async fn crash_carry_out(
+    broker: &BrokerNode,
+    recorder: &Recorder,
+    request: Request,
+    kind: CrashKind,
+    down_for: Duration,
+    mut crash_rng: ChaCha8Rng,
+) -> bool {
+    if let Some(delay) = request.delay {
+        runtime::time::sleep(delay).await;
+        if broker.disk.is_down() {
+            return false;
+        }
+    }
+    let cause = format!("buggify {}:", request.site.name());
+    let handle = Handle::current();
+    crate::nemesis::crash_down(
+        &handle,
+        recorder,
+        broker,
+        kind,
+        down_for,
+        &cause,
+        &mut crash_rng,
+    )
+    .await
 }

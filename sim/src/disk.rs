@@ -92,6 +92,9 @@ pub struct SimDisk {
     visits: Mutex<std::collections::BTreeMap<Site, u64>>,
     /// Set when the node died for good (`cluster_data`): no crash's restart brings it back.
     retired: std::sync::atomic::AtomicBool,
+    /// Aimed crashes of this node requested by its buggify hook that still have a kill to come:
+    /// `nemesis::heal` waits for them, so none kills a node in the liveness phase.
+    kills_pending: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SimDisk {
@@ -145,6 +148,7 @@ impl SimDisk {
             buggify: Mutex::new(None),
             visits: Default::default(),
             retired: Default::default(),
+            kills_pending: Default::default(),
         })
     }
 
@@ -179,6 +183,26 @@ impl SimDisk {
 
     pub fn is_retired(&self) -> bool {
         self.retired.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// An aimed crash of this node was requested: its kills are to come until `kill_pending_done`.
+    pub fn kill_pending_add(&self) {
+        self.kills_pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// An aimed crash requested with `kill_pending_add` made its last kill (or none: the node
+    /// was down already); only its restart may be to come.
+    pub fn kill_pending_done(&self) {
+        let before = self
+            .kills_pending
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(before > 0, "a kill done was pending");
+    }
+
+    /// How many aimed crashes of this node still have a kill to come.
+    pub fn kills_pending(&self) -> u64 {
+        self.kills_pending.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How often the node reached `site` so far.
