@@ -271,23 +271,32 @@ fn partitions_now(shared: &Mutex<Nodes>) -> Vec<PartitionView> {
     partitions_of(shared, TOPIC)
 }
 
+/// Every topic's partitions in the newest image any running node holds: a node may die for
+/// good only once all of them have full ISRs, `__consumer_offsets`'s too, or it may leave one
+/// with itself its last ISR member (cluster-groups 3342524751).
+fn partitions_all(shared: &Mutex<Nodes>) -> Vec<PartitionView> {
+    let Some(image) = newest_image(shared) else {
+        return Vec::new();
+    };
+    image
+        .topics()
+        .flat_map(|topic| partition_views(topic.partitions))
+        .collect()
+}
+
 /// `topic`'s partitions in the newest image any running node holds.
 fn partitions_of(shared: &Mutex<Nodes>, topic: &str) -> Vec<PartitionView> {
-    let nodes = lock(shared);
-    let newest = nodes
-        .views
-        .values()
-        .filter(|view| view.alive())
-        .map(|view| view.image.borrow().clone())
-        .max_by_key(|image| image.offset());
-    let Some(image) = newest else {
+    let Some(image) = newest_image(shared) else {
         return Vec::new();
     };
-    let Some(topic) = image.topic_by_name(topic) else {
-        return Vec::new();
-    };
-    topic
-        .partitions
+    image
+        .topic_by_name(topic)
+        .map(|topic| partition_views(&topic.partitions))
+        .unwrap_or_default()
+}
+
+fn partition_views(partitions: &[cluster::image::PartitionImage]) -> Vec<PartitionView> {
+    partitions
         .iter()
         .enumerate()
         .map(|(index, partition)| PartitionView {
@@ -297,6 +306,17 @@ fn partitions_of(shared: &Mutex<Nodes>, topic: &str) -> Vec<PartitionView> {
             isr: partition.isr.clone(),
         })
         .collect()
+}
+
+/// The newest image any running node holds.
+fn newest_image(shared: &Mutex<Nodes>) -> Option<Arc<cluster::image::MetadataImage>> {
+    let nodes = lock(shared);
+    nodes
+        .views
+        .values()
+        .filter(|view| view.alive())
+        .map(|view| view.image.borrow().clone())
+        .max_by_key(|image| image.offset())
 }
 
 /// The data world's faults; each ends what it starts.
@@ -611,7 +631,7 @@ async fn dead_for_good(world: World, mut rng: ChaCha8Rng) -> Option<i32> {
     let quiet = |world: &World| {
         let busy = world.busy.load(Ordering::SeqCst);
         let down = world.nodes.iter().any(|node| node.disk.is_down());
-        let partitions = partitions_now(&world.shared);
+        let partitions = partitions_all(&world.shared);
         let whole = partitions
             .iter()
             .all(|partition| partition.isr.len() == partition.replicas.len());
@@ -677,16 +697,10 @@ async fn dead_for_good(world: World, mut rng: ChaCha8Rng) -> Option<i32> {
 /// it registers: a death meanwhile left the dead node the last ISR member (cluster-crash
 /// 2300303437, a whole-cluster power loss just before).
 fn brokers_settled(shared: &Mutex<Nodes>, node_count: usize) -> bool {
-    let nodes = lock(shared);
-    let newest = nodes
-        .views
-        .values()
-        .filter(|view| view.alive())
-        .map(|view| view.image.borrow().clone())
-        .max_by_key(|image| image.offset());
-    let Some(image) = newest else {
+    let Some(image) = newest_image(shared) else {
         return false;
     };
+    let nodes = lock(shared);
     nodes.views.len() == node_count
         && nodes.views.iter().all(|(node_id, view)| {
             let status = view.status.borrow();
@@ -710,7 +724,7 @@ const DEATH_NOTICED_WAIT: Duration = Duration::from_secs(10);
 
 /// The ISR of every partition of the workload's topic in the newest running image.
 fn isrs_now(shared: &Mutex<Nodes>) -> Vec<Vec<i32>> {
-    partitions_now(shared)
+    partitions_all(shared)
         .into_iter()
         .map(|partition| partition.isr)
         .collect()
