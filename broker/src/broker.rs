@@ -300,6 +300,23 @@ impl Broker {
         })
     }
 
+    /// The partition count of topic `name` (0 if unknown): the image's, or for a node-local
+    /// topic the node's own. Not the local logs': a broker hosts only some partitions of a
+    /// topic, or none, yet coordinates commits of any (OffsetCommit is checked against it).
+    pub fn partition_count(&self, name: &str) -> i32 {
+        if self.node_local(name) {
+            return self
+                .topics()
+                .get(name)
+                .map_or(0, |local| local.partition_count);
+        }
+        let image = self.cluster.image();
+        let count = image
+            .topic_by_name(name)
+            .map_or(0, |topic| topic.partitions.len());
+        i32::try_from(count).expect("partition count fits i32")
+    }
+
     /// Whether topic `name` is this node's own, outside the image (`cluster_mode::node_local`).
     pub fn node_local(&self, name: &str) -> bool {
         crate::cluster_mode::node_local(name, self.groups.topic())

@@ -81,6 +81,14 @@ pub enum Bug {
     ReadAboveHw,
     /// A leader that loses leadership answers its parked acks=all produces OK.
     StaleLeaderAcks,
+    /// A broker that becomes the leader of a replicated `__consumer_offsets` partition serves
+    /// its groups without replaying the partition: a moved group starts over, without its
+    /// committed offsets.
+    OffsetsLoadSkipsReplay,
+    /// A broker that loses the leadership of a replicated `__consumer_offsets` partition keeps
+    /// serving its groups from memory: a zombie coordinator answers OffsetFetch, heartbeats
+    /// and joins from a state the new coordinator has moved past.
+    CoordinatorKeepsMovedGroups,
 }
 
 impl Bug {
@@ -106,6 +114,8 @@ impl Bug {
         Bug::LsoFromHighWatermark,
         Bug::FencedProducerAccepted,
         Bug::MarkersBeforeDurableDecision,
+        Bug::OffsetsLoadSkipsReplay,
+        Bug::CoordinatorKeepsMovedGroups,
     ];
 
     /// The replication bugs (issue 13), hunted in the cluster data scenarios.
@@ -147,6 +157,8 @@ impl Bug {
             Bug::SkipTruncation => "skip-truncation",
             Bug::ReadAboveHw => "read-above-hw",
             Bug::StaleLeaderAcks => "stale-leader-acks",
+            Bug::OffsetsLoadSkipsReplay => "offsets-load-skips-replay",
+            Bug::CoordinatorKeepsMovedGroups => "coordinator-keeps-moved-groups",
         }
     }
 
@@ -171,6 +183,7 @@ impl Bug {
             Bug::MarkersBeforeDurableDecision => None,
             Bug::HwOverAllReplicas | Bug::AckBeforeFollowerFsync | Bug::IsrShrinkLocal => None,
             Bug::SkipTruncation | Bug::ReadAboveHw | Bug::StaleLeaderAcks => None,
+            Bug::OffsetsLoadSkipsReplay | Bug::CoordinatorKeepsMovedGroups => None,
         }
     }
 

@@ -310,9 +310,18 @@ def test_committed_offsets_survive_coordinator_kills(cluster):
     name = f"offsets-{uuid.uuid4().hex[:8]}"
     create(cluster, name, 1, 3, {"min.insync.replicas": "2"})
     group_id = f"g-{uuid.uuid4().hex[:8]}"
+    # The coordinator checks commits against the cluster's topics, not its own logs: it hosts
+    # at most one of these three single-replica partitions.
+    spread = f"spread-{uuid.uuid4().hex[:8]}"
+    create(cluster, spread, 3, 1)
     member = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group_id,
                        "enable.auto.commit": False})
-    member.commit(offsets=[TopicPartition(name, 0, 1)], asynchronous=False)
+    result = member.commit(offsets=[TopicPartition(name, 0, 1)] +
+                           [TopicPartition(spread, index, 7) for index in range(3)],
+                           asynchronous=False)
+    assert all(partition.error is None for partition in result), result
+    committed = member.committed([TopicPartition(spread, index) for index in range(3)], timeout=10)
+    assert [partition.offset for partition in committed] == [7, 7, 7], committed
     member.close()
     offsets_topic = AdminClient({"bootstrap.servers": cluster.bootstrap}) \
         .list_topics("__consumer_offsets", timeout=5).topics["__consumer_offsets"]

@@ -41,6 +41,8 @@ pub fn planted_scenario(planted: Planted) -> &'static str {
         // A leader that shrinks its ISR by itself advances the HW past a lagging follower the
         // controller still counts, and elects it after a cut (lost-write).
         Bug::IsrShrinkLocal => "cluster-partition",
+        // A group moved to a new coordinator: only a cluster's replicated offsets topic moves.
+        Bug::OffsetsLoadSkipsReplay | Bug::CoordinatorKeepsMovedGroups => "cluster-groups",
         Bug::CommitStaleGeneration | Bug::CommitAckBeforeFsync | Bug::OffsetsReplayKeepsFirst => {
             "single-groups"
         }

@@ -428,6 +428,10 @@ impl GroupCoordinator {
                 (None, None) => continue,
                 _ => {}
             }
+            // The planted bug `coordinator-keeps-moved-groups`: a lost partition is kept.
+            if wanted.is_none() && Bug::active(self.planted, Bug::CoordinatorKeepsMovedGroups) {
+                continue;
+            }
             if held.is_some() {
                 state.partitions.remove(&index);
                 self.run_with(&mut state, |core, outputs| {
@@ -454,7 +458,12 @@ impl GroupCoordinator {
             core.partition_load_begin(outputs, index)
         });
         let now = self.now();
-        if let Err(error) = replay_partition(&mut state.core, &partition, now) {
+        // The planted bug `offsets-load-skips-replay`: the partition is served from nothing.
+        let replayed = match Bug::active(self.planted, Bug::OffsetsLoadSkipsReplay) {
+            true => Ok(()),
+            false => replay_partition(&mut state.core, &partition, now),
+        };
+        if let Err(error) = replayed {
             tracing::error!(partition = index, %error, "offsets partition load failed");
             self.run_with(state, |core, outputs| core.partition_unload(outputs, index));
             return;

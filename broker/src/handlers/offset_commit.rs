@@ -33,10 +33,7 @@ pub fn handle(broker: &Arc<Broker>, request: OffsetCommitRequest, _version: i16)
     let mut offsets = Vec::new();
     let mut verdicts: Verdicts = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
-        let partition_count = broker
-            .topics()
-            .get(topic.name.0.as_str())
-            .map_or(0, |metadata| metadata.partition_count);
+        let partition_count = broker.partition_count(topic.name.0.as_str());
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let index = partition.partition_index;
