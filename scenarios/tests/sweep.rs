@@ -157,6 +157,9 @@ fn regression_replication_seeds() {
         // shifted cluster worlds; 2 is the first seed to meet the wait since). Heal now waits
         // for the kills of aimed crashes under way.
         ("cluster-crash", 2, &["heal-kill-awaited"][..]),
+        // A node died for good as the last ISR member of __consumer_offsets partitions: the
+        // harness checked only the data topic's ISRs before the death.
+        ("cluster-groups", 3342524751, &["dead-for-good"][..]),
     ] {
         let outcome = run_seed(Path::new(BINARY), scenario, seed, None);
         assert!(
