@@ -39,6 +39,12 @@ pub struct History {
     /// Consume-transform-produce processors, when the workload ran some (`checks::exactly_once`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processing: Option<Processing>,
+    /// By partition and offset, a lower bound on the leader epoch under which each record was
+    /// committed: the larger of its batch's epoch, as reads saw it, and the epoch its
+    /// acknowledged send was routed by (`checks::lookups` tells a deposed leader's stale answer
+    /// from a wrong one with it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leader_epochs: BTreeMap<Partition, BTreeMap<i64, i32>>,
 }
 
 /// What consume-transform-produce processors did, beyond their events. A processor polls input
@@ -143,7 +149,7 @@ pub enum Op {
     /// ListOffsets of one partition (Kafka's `beginningOffsets`, `endOffsets`, `offsetsForTimes`):
     /// `query` is what was asked. The `Ok` completion fills in `offset` (for a timestamp, `-1`
     /// when no readable record has one at or after it) and `timestamp` (the found record's
-    /// timestamp; -1 for earliest, latest and none found).
+    /// timestamp; -1 for earliest, latest and none found) and the answering leader's epoch.
     ListOffsets {
         partition: Partition,
         query: OffsetQuery,
@@ -151,6 +157,9 @@ pub enum Op {
         offset: Option<i64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timestamp: Option<i64>,
+        /// The answering leader's epoch (ListOffsets v4+), on the `Ok` completion.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader_epoch: Option<i32>,
     },
     /// Marker (a single event, kind `Ok`): the consumer group rebalanced this process's consumer,
     /// which now owns `assigned`. Every position resets (eager rebalance: resume from the

@@ -17,6 +17,7 @@
 //! seek t-0=4
 //! list-offsets t-0 latest -> 7             also earliest; -> the answer (none: invocation only)
 //! list-offsets t-0 ts=100 -> 3@105         offset 3, whose record has timestamp 105; -1: none
+//! list-offsets t-0 latest -> 7 epoch=2     ... answered by a leader at epoch 2
 //! rebalance t-0
 //! commit g1 [gen=3] t-0=4 t-1=2
 //! list g1 t-0=4         list-committed; -1 means none
@@ -34,6 +35,7 @@
 //! sleep 500                                 later events happen 500 ms later
 //! processing g                              processors commit their input offsets to group g
 //! source out-0 70 in-1 3:7                  output value 70 of out-0 was made from in-1 offset 3 value 7
+//! epochs t-0 0=1 5=2                        the records at offsets 0 and 5 were written at epochs 1 and 2
 //! ```
 //!
 //! Example: `p0 send t-0 1@0; p1 invoke send t-0 2; p1 info send t-0 2; p2 poll t-0 [0:1]`.
@@ -111,6 +113,17 @@ fn settings_parse(
             _ => Err("processing needs a group".to_string()),
         },
         "source" => source_parse(history, arguments),
+        "epochs" => match arguments.split_first() {
+            Some((partition, pairs)) => partition.parse().and_then(|partition| {
+                let epochs = history.leader_epochs.entry(partition).or_default();
+                for pair in pairs {
+                    let (offset, epoch) = pair.split_once('=').ok_or("epochs: offset=epoch")?;
+                    epochs.insert(integer(offset)?, integer(epoch)? as i32);
+                }
+                Ok(())
+            }),
+            None => Err("epochs needs a partition".to_string()),
+        },
         "sleep" => match arguments {
             [ms] => integer(ms).map(|ms| *sleep_ns += ms.max(0) as u64 * 1_000_000),
             _ => Err("sleep needs milliseconds".to_string()),
@@ -276,6 +289,7 @@ fn results_stripped(op: &Op) -> Op {
             query: *query,
             offset: None,
             timestamp: None,
+            leader_epoch: None,
         },
         other => other.clone(),
     }
@@ -325,6 +339,7 @@ fn op_parse(tokens: &[&str]) -> Result<Op, String> {
                 query: OffsetQuery::Earliest,
                 offset: Some(integer(offset)?),
                 timestamp: None,
+                leader_epoch: None,
             }),
             _ => Err("earliest needs a partition and an offset".to_string()),
         },
@@ -439,10 +454,16 @@ fn offsets_parse(tokens: &[&str]) -> Result<BTreeMap<Partition, i64>, String> {
 /// `t-0 latest`, `t-0 earliest -> 0`, `t-0 ts=100 -> 3@105` (offset@timestamp found), or
 /// `t-0 ts=100 -> -1` (none found).
 fn list_offsets_parse(arguments: &[&str]) -> Result<Op, String> {
-    let (partition, query, answer) = match arguments {
-        [partition, query] => (partition, query, None),
-        [partition, query, "->", answer] => (partition, query, Some(answer)),
+    let (partition, query, answer, epoch) = match arguments {
+        [partition, query] => (partition, query, None, None),
+        [partition, query, "->", answer] => (partition, query, Some(answer), None),
+        [partition, query, "->", answer, epoch] => (partition, query, Some(answer), Some(epoch)),
         _ => return Err("list-offsets needs a partition, a query and maybe -> answer".into()),
+    };
+    let leader_epoch = match epoch.map(|epoch| epoch.strip_prefix("epoch=")) {
+        None => None,
+        Some(Some(epoch)) => Some(integer(epoch)? as i32),
+        Some(None) => return Err("list-offsets: the answer's epoch is epoch=N".into()),
     };
     let query = match *query {
         "earliest" => OffsetQuery::Earliest,
@@ -459,6 +480,7 @@ fn list_offsets_parse(arguments: &[&str]) -> Result<Op, String> {
         query,
         offset,
         timestamp,
+        leader_epoch,
     })
 }
 

@@ -493,6 +493,36 @@ fn end_lookups() {
     assert_eq!(kinds(early), ["lookup-wrong"]);
 }
 
+/// A deposed leader that has not learned of its successor answers with its own end: behind a
+/// record the successor acknowledged at a later epoch, which Kafka allows (clients fence it by
+/// the epoch they send), but never behind one of its own epoch or an earlier one.
+#[test]
+fn end_lookups_are_held_to_their_leader_epoch() {
+    let history = "epochs t-0 0=1 1=2; p1 send t-0 1@0; p1 send t-0 2@1";
+    let stale = format!("{history}; p0 list-offsets t-0 latest -> 1 epoch=1");
+    assert_eq!(kinds(&stale), [""; 0], "offset 1 was written at epoch 2");
+    let wrong = format!("{history}; p0 list-offsets t-0 latest -> 1 epoch=2");
+    assert_eq!(kinds(&wrong), ["lookup-wrong"]);
+    let own = format!("{history}; p0 list-offsets t-0 latest -> 0 epoch=1");
+    assert_eq!(
+        kinds(&own),
+        ["lookup-wrong"],
+        "offset 0 was written at epoch 1"
+    );
+    // A record no read saw holds every answer, as does an answer without an epoch.
+    let unread = "epochs t-0 0=1; p1 send t-0 1@0; p1 send t-0 2@1; \
+                  p0 list-offsets t-0 latest -> 1 epoch=1";
+    assert_eq!(kinds(unread), ["lookup-wrong"]);
+    let unknown = format!("{history}; p0 list-offsets t-0 latest -> 1");
+    assert_eq!(kinds(&unknown), ["lookup-wrong"]);
+    // Timestamps likewise.
+    let stamped = "epochs t-0 0=1 1=2; p1 send t-0 1@0 ts=1; p1 send t-0 2@1 ts=2";
+    let missed = format!("{stamped}; p0 list-offsets t-0 ts=2 -> -1 epoch=1");
+    assert_eq!(kinds(&missed), [""; 0]);
+    let missed = format!("{stamped}; p0 list-offsets t-0 ts=2 -> -1 epoch=2");
+    assert_eq!(kinds(&missed), ["lookup-wrong"]);
+}
+
 /// A processor read in-0's three inputs and made outputs 100, 101 (one transaction) and 102
 /// (a second); the final polls read out-0 and the group's committed offsets.
 const PROCESSED: &str = "processing g; source out-0 100 in-0 0:1; source out-0 101 in-0 1:2; \

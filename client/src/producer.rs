@@ -1072,6 +1072,17 @@ impl ProducerTask {
     ) -> Vec<(TopicPartition, Batch)> {
         let request = produce_request(&items, &self.config, self.cluster.config().request_timeout);
         let target = Target::Node(node_id);
+        // The epochs the batches were routed by, before the request may refresh the metadata.
+        let epochs: BTreeMap<TopicPartition, i32> = items
+            .iter()
+            .map(|(partition, _)| {
+                let epoch = self.cluster.metadata().partition(partition);
+                (
+                    partition.clone(),
+                    epoch.map_or(-1, |found| found.leader_epoch),
+                )
+            })
+            .collect();
         if self.config.acks == Acks::None {
             let sent = self
                 .cluster
@@ -1085,7 +1096,7 @@ impl ProducerTask {
             .await
         {
             Ok(ResponseKind::Produce(response)) => {
-                self.produce_response_apply(node_id, items, &response)
+                self.produce_response_apply(node_id, items, &response, &epochs)
             }
             Ok(other) => unreachable!("a Produce request is answered by {other:?}"),
             Err(error) => self.batches_retry_or_fail(items, &error),
@@ -1097,6 +1108,7 @@ impl ProducerTask {
         node_id: i32,
         items: Vec<(TopicPartition, Batch)>,
         response: &ProduceResponse,
+        epochs: &BTreeMap<TopicPartition, i32>,
     ) -> Vec<(TopicPartition, Batch)> {
         let mut retry = Vec::new();
         for (partition, batch) in items {
@@ -1144,6 +1156,7 @@ impl ProducerTask {
                     partition: partition.partition,
                     offset: answer.base_offset + index as i64,
                     timestamp,
+                    leader_epoch: epochs.get(&partition).copied().unwrap_or(-1),
                 };
                 let _ = pending.reply.send(Ok(metadata));
             }
@@ -1241,6 +1254,7 @@ impl ProducerTask {
                     partition: partition.partition,
                     offset: -1,
                     timestamp: pending.timestamp,
+                    leader_epoch: -1,
                 };
                 let _ = pending.reply.send(Ok(metadata));
             }

@@ -84,6 +84,10 @@ pub struct RecordMetadata {
     pub offset: i64,
     /// The broker's LogAppendTime if the topic uses it, else the record's CreateTime.
     pub timestamp: i64,
+    /// The partition's leader epoch in the metadata the batch was sent by, to the broker that
+    /// acknowledged it (-1 unknown, and with acks=0): that broker led at this epoch or a later
+    /// one when it acknowledged.
+    pub leader_epoch: i32,
 }
 
 /// A record read from a partition.

@@ -777,7 +777,10 @@ async fn final_writes(
                 let wait = options.request_timeout * 2;
                 let answer = runtime::time::timeout(wait, producer.send(record)).await;
                 let (kind, offset) = match answer {
-                    Ok(Ok(metadata)) => (EventKind::Ok, Some(metadata.offset)),
+                    Ok(Ok(metadata)) => {
+                        recorder.ack_epoch_note(&metadata);
+                        (EventKind::Ok, Some(metadata.offset))
+                    }
                     Ok(Err(error)) if workload::send_definitely_failed(&error) => {
                         (EventKind::Fail, None)
                     }

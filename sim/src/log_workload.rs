@@ -140,6 +140,7 @@ pub(crate) async fn log_start_list(
         query: OffsetQuery::Earliest,
         offset: None,
         timestamp: None,
+        leader_epoch: None,
     };
     recorder.event(process, EventKind::Invoke, invoke.clone());
     let asked = client::TopicPartition::new(&partition.topic, partition.partition);
@@ -155,6 +156,7 @@ pub(crate) async fn log_start_list(
                 query: OffsetQuery::Earliest,
                 offset: Some(listed.offset),
                 timestamp: None,
+                leader_epoch: Some(listed.leader_epoch),
             };
             recorder.event(process, EventKind::Ok, op);
             Some(listed.offset)

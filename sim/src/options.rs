@@ -311,12 +311,14 @@ fn seek_draw(rng: &mut ChaCha8Rng, workload: Workload, options: &mut Options) {
     let index_interval_bytes = rng.gen_range(0..=512);
     let segment_bytes_large = rng.gen_range(32 * 1024..=256 * 1024);
     options.tail_poll_wait = tail_poll_wait;
-    if workload != Workload::Assigned {
+    // The replicated data world reads at the tail and seeks too (issue 13), on its usual
+    // segments.
+    if !matches!(workload, Workload::Assigned | Workload::ClusterData) {
         return;
     }
     options.tail_reader_count = tail_reader_count;
     options.seeker_count = seeker_count;
-    if index_heavy {
+    if index_heavy && workload == Workload::Assigned {
         options.index_interval_bytes = Some(index_interval_bytes);
         options.segment_bytes = segment_bytes_large;
     }
@@ -771,7 +773,7 @@ mod tests {
         assert!((10..60).contains(&padded), "{padded}");
     }
 
-    /// Only the assigned workload uses the seek workload's knobs (a group seed's world is what it
+    /// Only the assigned and the replicated data workloads use the seek workload's knobs (a group seed's world is what it
     /// was), and over 100 assigned seeds each kind (tail readers, seekers, index-heavy topics)
     /// is both on and off somewhere.
     #[test]
@@ -829,6 +831,8 @@ mod tests {
                 Options {
                     workload: Workload::ClusterMetadata,
                     replication: None,
+                    tail_reader_count: 0,
+                    seeker_count: 0,
                     ..data.clone()
                 },
                 metadata,

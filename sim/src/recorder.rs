@@ -92,6 +92,27 @@ impl Recorder {
             .insert(topic.to_string(), settings);
     }
 
+    /// Records the leader epoch of each polled record's batch (`History::leader_epochs`).
+    pub fn leader_epochs_note(&self, records: &[client::ConsumerRecord]) {
+        let mut inner = lock(&self.inner);
+        for record in records {
+            let partition = checker::Partition::new(&record.topic, record.partition);
+            epoch_raise(
+                &mut inner.history,
+                partition,
+                record.offset,
+                record.leader_epoch,
+            );
+        }
+    }
+
+    /// Records the epoch an acknowledged send was routed by (`History::leader_epochs`).
+    pub fn ack_epoch_note(&self, metadata: &client::RecordMetadata) {
+        let partition = checker::Partition::new(&metadata.topic, metadata.partition);
+        let history = &mut lock(&self.inner).history;
+        epoch_raise(history, partition, metadata.offset, metadata.leader_epoch);
+    }
+
     /// Records what the workload put in value `value`'s record: key, tombstone, timestamp.
     pub fn record_spec(&self, partition: &checker::Partition, value: i64, spec: RecordSpec) {
         lock(&self.inner)
@@ -135,4 +156,12 @@ impl Recorder {
         let inner = lock(&self.inner);
         (inner.history.clone(), inner.trace.clone())
     }
+}
+
+/// Raises the epoch known for `offset` to `epoch`: each is a lower bound on the epoch whose
+/// leader committed the record.
+fn epoch_raise(history: &mut History, partition: checker::Partition, offset: i64, epoch: i32) {
+    let known = history.leader_epochs.entry(partition).or_default();
+    let entry = known.entry(offset).or_insert(epoch);
+    *entry = (*entry).max(epoch);
 }

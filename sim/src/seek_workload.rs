@@ -37,18 +37,37 @@ const SEEKER_POLL_WAIT: Duration = Duration::from_millis(100);
 /// Pause after a failed operation, so a down broker is not hammered.
 const BACKOFF: Duration = Duration::from_millis(100);
 
-/// Starts the tail readers and seekers `options` asks for, each on its own client node.
+/// Starts the tail readers and seekers `options` asks for, each on its own client node (added
+/// to `clients`, which the cluster world's nemesis cuts off from a leader).
 pub fn start(
     options: &Options,
     bootstrap: &[String],
     recorder: &Recorder,
     stop: &Arc<AtomicBool>,
-    workers: &mut Vec<runtime::JoinHandle<()>>,
+    (workers, clients): (
+        &mut Vec<runtime::JoinHandle<()>>,
+        &mut Vec<madsim::task::NodeId>,
+    ),
 ) {
     let handle = madsim::runtime::Handle::current();
+    // The cluster world's admin clients and probes use 10.0.4-7.
+    let (tail_subnet, seeker_subnet) = match options.cluster {
+        Some(_) => (10, 11),
+        None => (5, 6),
+    };
     let kinds = [
-        (options.tail_reader_count, TAIL_PROCESS_BASE, "tail", 5),
-        (options.seeker_count, SEEKER_PROCESS_BASE, "seeker", 6),
+        (
+            options.tail_reader_count,
+            TAIL_PROCESS_BASE,
+            "tail",
+            tail_subnet,
+        ),
+        (
+            options.seeker_count,
+            SEEKER_PROCESS_BASE,
+            "seeker",
+            seeker_subnet,
+        ),
     ];
     for (count, base, name, subnet) in kinds {
         for index in 0..count {
@@ -58,6 +77,7 @@ pub fn start(
                 .name(format!("{name}-{process}"))
                 .ip(format!("10.0.{subnet}.{}", index + 1).parse().expect("ip"))
                 .build();
+            clients.push(node.id());
             let mover = Mover::new(process, options, bootstrap, recorder);
             let stop = stop.clone();
             let worker = if base == TAIL_PROCESS_BASE {
@@ -159,14 +179,15 @@ impl Mover {
         partition: &Partition,
         query: OffsetQuery,
     ) -> Option<i64> {
-        let op = |offset, timestamp| Op::ListOffsets {
+        let op = |offset, timestamp, leader_epoch| Op::ListOffsets {
             partition: partition.clone(),
             query,
             offset,
             timestamp,
+            leader_epoch,
         };
         self.recorder
-            .event(self.process, EventKind::Invoke, op(None, None));
+            .event(self.process, EventKind::Invoke, op(None, None, None));
         let asked = client::TopicPartition::new(&partition.topic, partition.partition);
         let timestamp = match query {
             OffsetQuery::Earliest => -2,
@@ -177,7 +198,11 @@ impl Mover {
             runtime::time::timeout(self.deadline(), consumer.list_offsets(&asked, timestamp)).await;
         match outcome {
             Ok(Ok(listed)) => {
-                let answer = op(Some(listed.offset), Some(listed.timestamp));
+                let answer = op(
+                    Some(listed.offset),
+                    Some(listed.timestamp),
+                    Some(listed.leader_epoch),
+                );
                 self.recorder.event(self.process, EventKind::Ok, answer);
                 if query == OffsetQuery::Latest {
                     let end = self.ends.entry(partition.clone()).or_default();
@@ -187,12 +212,12 @@ impl Mover {
             }
             Ok(Err(_)) => {
                 self.recorder
-                    .event(self.process, EventKind::Fail, op(None, None));
+                    .event(self.process, EventKind::Fail, op(None, None, None));
                 None
             }
             Err(_) => {
                 self.recorder
-                    .event(self.process, EventKind::Info, op(None, None));
+                    .event(self.process, EventKind::Info, op(None, None, None));
                 None
             }
         }

@@ -171,7 +171,13 @@ pub(crate) fn start_clients(
         };
         workers.push(worker);
     }
-    crate::seek_workload::start(options, bootstrap, recorder, &stop, &mut workers);
+    crate::seek_workload::start(
+        options,
+        bootstrap,
+        recorder,
+        &stop,
+        (&mut workers, &mut clients),
+    );
     if options.log_policy.is_some() {
         let node = handle
             .create_node()
@@ -303,7 +309,10 @@ async fn producer_run(
         }
         let deadline = options.request_timeout * 2;
         let (kind, offset) = match runtime::time::timeout(deadline, producer.send(record)).await {
-            Ok(Ok(metadata)) => (EventKind::Ok, Some(metadata.offset)),
+            Ok(Ok(metadata)) => {
+                recorder.ack_epoch_note(&metadata);
+                (EventKind::Ok, Some(metadata.offset))
+            }
             Ok(Err(error)) if send_definitely_failed(&error) => (EventKind::Fail, None),
             Ok(Err(_)) | Err(_) => (EventKind::Info, None),
         };
@@ -509,7 +518,10 @@ pub(crate) fn poll_complete(
     outcome: Result<Result<Vec<client::ConsumerRecord>, ClientError>, runtime::time::Elapsed>,
 ) -> EventKind {
     let (kind, records) = match outcome {
-        Ok(Ok(records)) => (EventKind::Ok, poll_records(records)),
+        Ok(Ok(records)) => {
+            recorder.leader_epochs_note(&records);
+            (EventKind::Ok, poll_records(records))
+        }
         Ok(Err(_)) => (EventKind::Fail, BTreeMap::new()),
         Err(_) => (EventKind::Info, BTreeMap::new()),
     };

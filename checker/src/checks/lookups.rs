@@ -7,7 +7,14 @@
 //!   record there whose send was invoked only after the answer completed proves the answer
 //!   counted a record that was later lost, and its offset reused.
 //! - behind-end: a latest answer lies above every offset acknowledged (`Ok` send) or read (`Ok`
-//!   poll) before the lookup was invoked.
+//!   poll) before the lookup was invoked, of a record committed at an epoch at most the
+//!   answer's, as far as the history tells (`History::leader_epochs`, a lower bound: the batch's
+//!   epoch, or the epoch its acknowledgement was routed by; a record with none counts against
+//!   every answer). A leader at epoch E answers only once its HW reaches the start of E
+//!   (KIP-207), so it covers everything committed before E began, and what it committed itself;
+//!   a record committed at a later epoch may be ahead of a deposed leader that has not learned
+//!   of its successor, which Kafka fences only by the epoch a client sends (KIP-320), not by
+//!   time.
 //! - For a timestamp `T` (Kafka: the first offset whose record timestamp is at or after `T`):
 //!   timestamp-skipped, a known record below the answer has a timestamp >= T; timestamp-early,
 //!   the known record at the answer has a timestamp < T; timestamp-mismatch, the answer's
@@ -48,12 +55,13 @@ struct Timeline {
 }
 
 /// What a process knew of a partition when it invoked a lookup.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct Visible {
-    /// The highest offset acknowledged or read so far, and the event that did.
-    offset_max: Option<(Record, usize)>,
-    /// The largest timestamp among records acknowledged or read so far.
-    timestamp_max: Option<(i64, Record, usize)>,
+    /// Per epoch the record is known committed at or after (`History::leader_epochs`; -1:
+    /// unknown), the highest offset acknowledged or read so far, and the event that did.
+    offset_max: BTreeMap<i32, (Record, usize)>,
+    /// Per leader epoch likewise, the largest timestamp among records acknowledged or read.
+    timestamp_max: BTreeMap<i32, (i64, Record, usize)>,
 }
 
 pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
@@ -64,7 +72,7 @@ pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
     let mut invoked: BTreeMap<u64, Visible> = BTreeMap::new();
     for (position, event) in analysis.history.events.iter().enumerate() {
         if let (EventKind::Invoke, Op::ListOffsets { partition, .. }) = (event.kind, &event.op) {
-            let seen = visible.get(partition).copied().unwrap_or_default();
+            let seen = visible.get(partition).cloned().unwrap_or_default();
             invoked.insert(event.process, seen);
             continue;
         }
@@ -77,13 +85,15 @@ pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
         }
         match operation.op {
             Op::Txn(micro_ops) => {
-                visible_update(&mut visible, &timestamps, micro_ops, position);
+                let epochs = &analysis.history.leader_epochs;
+                visible_update(&mut visible, &timestamps, epochs, micro_ops, position);
             }
             Op::ListOffsets {
                 partition,
                 query,
                 offset: Some(offset),
                 timestamp,
+                leader_epoch,
             } => {
                 let Some(index) = analysis.index.partitions.get(partition) else {
                     continue;
@@ -98,6 +108,7 @@ pub(crate) fn check(anomalies: &mut Vec<Anomaly>, analysis: &Analysis) {
                     query: *query,
                     offset: *offset,
                     timestamp: timestamp.unwrap_or(-1),
+                    leader_epoch: *leader_epoch,
                 };
                 anomalies.extend(answer_check(timeline, before, answer));
             }
@@ -112,6 +123,8 @@ struct Answer<'a> {
     query: OffsetQuery,
     offset: i64,
     timestamp: i64,
+    /// The answering leader's epoch; `None` holds the answer to every record.
+    leader_epoch: Option<i32>,
 }
 
 fn answer_check(timeline: &Timeline, before: Visible, answer: Answer) -> Vec<Anomaly> {
@@ -147,7 +160,12 @@ fn answer_check(timeline: &Timeline, before: Visible, answer: Answer) -> Vec<Ano
         }
     }
     if answer.query == OffsetQuery::Latest {
-        if let Some((record, event)) = before.offset_max {
+        let covered = before
+            .offset_max
+            .range(..=answer.leader_epoch.unwrap_or(i32::MAX))
+            .map(|(_, seen)| *seen)
+            .max_by_key(|(record, _)| record.offset);
+        if let Some((record, event)) = covered {
             if answer.offset <= record.offset {
                 wrong(LookupRule::BehindEnd, event, record);
             }
@@ -157,7 +175,12 @@ fn answer_check(timeline: &Timeline, before: Visible, answer: Answer) -> Vec<Ano
         return anomalies;
     };
     if answer.offset < 0 {
-        if let Some((timestamp, record, event)) = before.timestamp_max {
+        let covered = before
+            .timestamp_max
+            .range(..=answer.leader_epoch.unwrap_or(i32::MAX))
+            .map(|(_, seen)| *seen)
+            .max_by_key(|(timestamp, _, _)| *timestamp);
+        if let Some((timestamp, record, event)) = covered {
             if timestamp >= asked {
                 wrong(LookupRule::TimestampMissed, event, record);
             }
@@ -217,26 +240,31 @@ fn send_timestamps<'h>(analysis: &Analysis<'h>) -> BTreeMap<&'h Partition, BTree
 fn visible_update<'h>(
     visible: &mut BTreeMap<&'h Partition, Visible>,
     timestamps: &BTreeMap<&'h Partition, BTreeMap<i64, i64>>,
+    epochs: &BTreeMap<Partition, BTreeMap<i64, i32>>,
     micro_ops: &'h [MicroOp],
     event: usize,
 ) {
     let mut see = |partition: &'h Partition, record: Record| {
         let seen = visible.entry(partition).or_default();
-        if seen
-            .offset_max
-            .is_none_or(|(max, _)| record.offset > max.offset)
-        {
-            seen.offset_max = Some((record, event));
+        let epoch = epochs
+            .get(partition)
+            .and_then(|offsets| offsets.get(&record.offset))
+            .copied()
+            .unwrap_or(-1);
+        let max = seen.offset_max.entry(epoch).or_insert((record, event));
+        if record.offset > max.0.offset {
+            *max = (record, event);
         }
         let timestamp = timestamps
             .get(partition)
             .and_then(|values| values.get(&record.value));
-        if let Some(timestamp) = timestamp {
-            if seen
+        if let Some(&timestamp) = timestamp {
+            let max = seen
                 .timestamp_max
-                .is_none_or(|(max, _, _)| *timestamp > max)
-            {
-                seen.timestamp_max = Some((*timestamp, record, event));
+                .entry(epoch)
+                .or_insert((timestamp, record, event));
+            if timestamp > max.0 {
+                *max = (timestamp, record, event);
             }
         }
     };
