@@ -287,7 +287,7 @@ async fn flusher_run(partition: std::sync::Weak<Partition>) {
 /// One group commit: capture, sync without the lock, complete, publish.
 async fn flush_once(partition: &Arc<Partition>) -> bool {
     let (ticket, disk) = {
-        let log = partition.log();
+        let mut log = partition.log();
         (log.flush_begin(), log.disk().clone())
     };
     tracing::trace!(topic = %partition.topic, partition = partition.index, offset_end = ticket.offset_end(), "flush begins");

@@ -273,10 +273,11 @@ fn regression_read_skip_after_header_bitflip_0() {
 /// retention and idempotence workloads; 51 before record padding; 156 and 118 before a failed
 /// roll sync took the partition offline and transactions were merged; 173 before single-node
 /// ran on Raft; 0 before the merge of controller request ids and the aimed `raft-written`
-/// site, and the image's leader epochs on batches: 112.)
+/// site, and the image's leader epochs on batches: 112; 29 since a roll made during a group
+/// commit moves the recovery point only once the commit returns.)
 #[test]
-fn regression_recovery_gap_from_header_bitflip_112() {
-    regression("single-crash", 112, "scan-gap-reread-differs");
+fn regression_recovery_gap_from_header_bitflip_29() {
+    regression("single-crash", 29, "scan-gap-reread-differs");
 }
 
 /// Found by the re-sweep after the stream change of issue 10: a segment's scan at open did not
@@ -322,11 +323,12 @@ fn regression_rewrite_of_a_flipped_base_offset_groups_0() {
 /// (Seeds 32 and 35 before the merge of the seek, retention and idempotence workloads; 23 and
 /// 275 before record padding; 19 and 275 before single-node ran on Raft; 59 before the merge of
 /// controller request ids, the aimed `raft-written` site and the image's leader epochs on
-/// batches, and 62 for the lookup: 24 and 64.)
+/// batches, and 62 for the lookup: 24 and 64; 98 for the lookup since a roll made during a
+/// group commit moves the recovery point only once the commit returns.)
 #[test]
-fn regression_timestamp_lookup_misread_24_64() {
+fn regression_timestamp_lookup_misread_24_98() {
     regression("single-crash", 24, "timestamp-batch-misread");
-    regression("single-crash", 64, "timestamp-lookup-differs");
+    regression("single-crash", 98, "timestamp-lookup-differs");
 }
 
 /// Found by the seek workload's sweep: a closed segment's time index, read back at open with a
@@ -336,10 +338,12 @@ fn regression_timestamp_lookup_misread_24_64() {
 /// batch timestamp is now rebuilt.
 /// (single-chaos 250 before the merge of the seek, retention and idempotence workloads; 99
 /// before single-node ran on Raft; 11 before the merge of controller request ids and the aimed
-/// `raft-written` site and the image's leader epochs on batches, and 11 again after them.)
+/// `raft-written` site and the image's leader epochs on batches, and 11 again after them; 111
+/// since a roll made during a group commit moves the recovery point only once the commit
+/// returns.)
 #[test]
-fn regression_time_index_misread_11() {
-    regression("single-crash", 11, "time-index-misread");
+fn regression_time_index_misread_111() {
+    regression("single-crash", 111, "time-index-misread");
 }
 
 /// fsyncgate at a roll, found by the first 1,000-seed sweep of single-chaos: a roll's sync of
@@ -395,6 +399,19 @@ fn regression_offsets_replay_empty_read_950290847() {
 #[test]
 fn regression_compaction_index_write_failure_10() {
     regression("single-compaction", 10, "compaction-index-unwritten");
+}
+
+/// fsyncgate across a roll: the group commit's sync of the active segment failed (marking its
+/// dirty sectors clean, never written) while the flusher waited out the rest of the fsync
+/// latency without the lock; a roll then synced the same file, found nothing dirty, succeeded,
+/// and checkpointed a recovery point past the lost bytes. After a process crash recovery
+/// trusted the closed segment below that checkpoint and served its records (offsets 537..),
+/// and a later power loss took them back, so the producers were acknowledged new values at
+/// those offsets (inconsistent-offsets on t-2). A roll made while a ticket is in flight now
+/// moves the recovery point only once the ticket returns successfully.
+#[test]
+fn regression_roll_during_failing_group_commit_3156095245() {
+    regression("single-groups", 3156095245, "roll-sync-voided");
 }
 
 /// The rotating window (`GREGOR_SWEEP_WINDOW=A..B`, which ci/sim-test derives from the commit

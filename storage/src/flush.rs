@@ -4,7 +4,10 @@
 //! the broker runs `sync` off the async workers without holding the log's lock, while appends
 //! continue; `flush_complete` then advances the recovery point to the captured offset. A ticket
 //! taken before a truncation (the `generation` changed) completes as a no-op: the bytes it
-//! covered may no longer be the log's, and truncation made its own result durable.
+//! covered may no longer be the log's, and truncation made its own result durable. While a
+//! ticket holding files is out, a roll's sync proves nothing (the ticket's sync of the same file
+//! may have failed already: fsyncgate), so rolls made meanwhile move the recovery point only
+//! when the last such ticket completes, and never if a sync failed (`sync_failure_note`).
 
 use runtime::DiskFile;
 use std::io;

@@ -70,6 +70,15 @@ pub struct PartitionLog {
     /// "succeeds" proves nothing. The log refuses writes until it is reopened, and recovery
     /// rewrites the tail past the recovery point.
     pub(crate) sync_failed: bool,
+    /// A group commit's ticket syncs files without the lock (`flush_begin` to `flush_complete`).
+    /// Until it returns, a roll's sync of the segment it closes proves nothing: the ticket's
+    /// sync may have failed already, marking pages clean that it never wrote, and the roll's
+    /// sync then finds nothing dirty and succeeds (fsyncgate; on Linux one fd's writeback error
+    /// is reported to one fsync only). How many such tickets (holding files) are out.
+    pub(crate) flushes_in_flight: u32,
+    /// What rolls and tickets synced while another ticket was in flight: the recovery point
+    /// once none is.
+    pub(crate) roll_point_deferred: Option<i64>,
     /// The latest wall time a caller passed in: the clock for follower appends, which carry none.
     pub(crate) clock_ms: i64,
     /// A planted bug (feature `planted-bugs` only; always `None` otherwise).
@@ -392,7 +401,14 @@ impl PartitionLog {
         }
         segment.rolling_start(now_ms);
         self.segments.insert(base_offset, segment);
-        self.recovery_point_raise(base_offset);
+        if self.flushes_in_flight > 0 {
+            // The checkpoint keeps the older recovery point, so a recovery rescans and
+            // rewrites the closed segment if the ticket's sync turns out to have failed.
+            tracing::trace!(dir = %self.dir.display(), base_offset, "a roll's sync counts once the group commit in flight returns");
+            self.roll_point_deferred = Some(base_offset);
+        } else {
+            self.recovery_point_raise(base_offset);
+        }
         self.checkpoint_write()?;
         self.producer_snapshot_write();
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled a new segment");
@@ -400,8 +416,9 @@ impl PartitionLog {
     }
 
     /// Captures what a flush must sync: the active segment if it holds unsynced batches (closed
-    /// segments were synced at roll).
-    pub fn flush_begin(&self) -> FlushTicket {
+    /// segments were synced at roll). Until the ticket completes, rolls do not move the
+    /// recovery point (`flushes_in_flight`).
+    pub fn flush_begin(&mut self) -> FlushTicket {
         let offset_end = self.log_end_offset();
         let files = match offset_end > self.recovery_point {
             true => vec![self.active().file().clone()],
@@ -411,6 +428,7 @@ impl PartitionLog {
             true => runtime::SyncDelay::default(),
             false => self.disk.sync_delay(),
         };
+        self.flushes_in_flight += u32::from(!files.is_empty());
         FlushTicket {
             files,
             offset_end,
@@ -423,6 +441,9 @@ impl PartitionLog {
     /// the ticket's sync ran without the lock, perhaps after the failure, and then its success
     /// proves nothing (fsyncgate).
     pub fn flush_complete(&mut self, ticket: FlushTicket) {
+        if !ticket.files.is_empty() {
+            self.flushes_in_flight -= 1;
+        }
         if ticket.generation != self.generation || self.sync_failed {
             return;
         }
@@ -430,7 +451,15 @@ impl PartitionLog {
             ticket.offset_end <= self.log_end_offset(),
             "the log only grew since the ticket"
         );
-        self.recovery_point_raise(ticket.offset_end);
+        // Another sync still in flight may yet fail (fsyncgate): this one counts with it.
+        let reached = ticket.offset_end.max(self.roll_point_deferred.unwrap_or(0));
+        if self.flushes_in_flight > 0 {
+            self.roll_point_deferred = Some(reached);
+            return;
+        }
+        // The tickets' syncs and the rolls' syncs made meanwhile all succeeded: they count.
+        self.roll_point_deferred = None;
+        self.recovery_point_raise(reached);
         self.invariants_check();
     }
 
@@ -593,6 +622,7 @@ impl PartitionLog {
             return self.truncation_finish(offset, i64::MAX);
         }
         self.generation += 1;
+        self.roll_point_deferred = None;
         let base = *self
             .segments
             .range(..=offset)
@@ -672,6 +702,7 @@ impl PartitionLog {
     fn segments_reset(&mut self, offset: i64) -> Result<(), LogError> {
         assert!(offset >= 0);
         self.generation += 1;
+        self.roll_point_deferred = None;
         let bases: Vec<i64> = self.segments.keys().copied().collect();
         for base in bases.into_iter().rev() {
             self.segments.remove(&base);
@@ -698,6 +729,13 @@ impl PartitionLog {
         if offset > self.recovery_point {
             self.flush()?;
         }
+        // A group commit in flight holds the recovery point back until it returns
+        // (`flushes_in_flight`): the start waits for it (a follower moves it again at its next
+        // fetch; DeleteRecords asks for no more than the high watermark, which is durable).
+        let offset = offset.min(self.recovery_point);
+        if offset <= self.log_start_offset {
+            return Ok(());
+        }
         self.log_start_offset = offset;
         self.checkpoint_write()?;
         self.epochs_truncate_from_start()?;
@@ -716,6 +754,13 @@ impl PartitionLog {
     /// Records a sync of this log's files that failed outside it (the broker's group commit).
     pub fn sync_failure_note(&mut self) {
         self.sync_failed = true;
+        if let Some(offset) = self.roll_point_deferred.take() {
+            tracing::warn!(
+                site = "roll-sync-voided", dir = %self.dir.display(), offset,
+                recovery_point = self.recovery_point,
+                "a group commit's sync failed while rolls synced its files: their syncs prove nothing, the recovery point stays"
+            );
+        }
     }
 
     fn writable(&self) -> Result<(), LogError> {

@@ -104,6 +104,8 @@ pub(crate) fn recover(
         unstable: Vec::new(),
         generation: 0,
         sync_failed: false,
+        flushes_in_flight: 0,
+        roll_point_deferred: None,
         planted,
         clock_ms: now_ms,
     };

@@ -130,13 +130,20 @@ impl PartitionLog {
             log_start_offset: self.log_start_offset,
             ..Default::default()
         };
+        // A segment closed while a group commit was in flight is not durable until it returns
+        // (`flushes_in_flight`): it waits for a later pass.
+        let durable = closed
+            .iter()
+            .take_while(|segment| segment.end_offset <= self.recovery_point)
+            .count();
+        let count = count.min(durable);
         if count == 0 {
             return Ok(outcome);
         }
         let log_start_offset = self.log_start_offset.max(closed[count - 1].end_offset);
         assert!(
             log_start_offset <= self.recovery_point,
-            "closed segments are synced at roll"
+            "closed segments below the recovery point were synced"
         );
         self.log_start_offset = log_start_offset;
         LogCheckpoint {
