@@ -9,6 +9,7 @@ use crate::replica::shell::Replicas;
 use crate::server::ServeError;
 use crate::topics::{TopicError, Topics};
 use crate::txn::shell::TxnCoordinator;
+use crate::txn::TRANSACTION_STATE_TOPIC;
 use cluster::node::{ClusterHandle, ClusterNode};
 use kafka_protocol::ResponseError;
 use runtime::rng::{stream_rng, Stream};
@@ -111,7 +112,7 @@ impl Broker {
         let groups = GroupCoordinator::open(
             &mut topics,
             config.groups.clone(),
-            crate::cluster_mode::offsets_topic(&config),
+            crate::cluster_mode::placement(&config),
             context.clock,
             groups_rng,
             config.planted,
@@ -120,6 +121,7 @@ impl Broker {
         let txn = TxnCoordinator::open(
             &topics,
             config.transactions.clone(),
+            crate::cluster_mode::placement(&config),
             groups.read(|core| core.partition_count()),
             config.node_id,
             context.clock,
@@ -144,9 +146,7 @@ impl Broker {
             groups,
             cluster,
         });
-        let sender = crate::txn::shell::LocalMarkerSender {
-            broker: Arc::downgrade(&broker),
-        };
+        let sender = crate::txn::sender::BrokerMarkerSender::new(Arc::downgrade(&broker));
         broker.txn.start(Arc::new(sender));
         broker.replicas.broker_set(Arc::downgrade(&broker));
         Ok(broker)
@@ -180,6 +180,9 @@ impl Broker {
         let offsets_partition = |index| self.topics().partition(OFFSETS_TOPIC, index);
         self.groups
             .leadership_apply(&image, self.config.node_id, offsets_partition);
+        let txn_partition = |index| self.topics().partition(TRANSACTION_STATE_TOPIC, index);
+        self.txn
+            .leadership_apply(&image, self.config.node_id, txn_partition);
         result
     }
 

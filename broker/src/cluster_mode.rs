@@ -22,8 +22,6 @@
 
 use crate::broker::{Broker, NodeContext};
 use crate::config::BrokerConfig;
-use crate::group::shell::OffsetsTopic;
-use crate::group::OFFSETS_TOPIC;
 use crate::server::ServeError;
 use crate::topics::{is_internal, TopicError, Topics};
 use cluster::controller::TopicImport;
@@ -63,19 +61,30 @@ impl std::fmt::Debug for ClusterHooks {
     }
 }
 
-/// Where `__consumer_offsets` lives: replicated through the image in a cluster of several
-/// voters, the node's own on a lone voter (whose data dirs keep their committed offsets).
-pub fn offsets_topic(config: &BrokerConfig) -> OffsetsTopic {
+/// Where the internal topics (`__consumer_offsets`, `__transaction_state`) live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Each node's own topic, every partition held by its coordinator from the start.
+    Local,
+    /// A topic of the metadata image, replicated; a coordinator holds a partition while this
+    /// broker leads it.
+    Replicated,
+}
+
+/// Where the internal topics live: replicated through the image in a cluster of several
+/// voters, the node's own on a lone voter (whose data dirs keep their committed offsets and
+/// transactions).
+pub fn placement(config: &BrokerConfig) -> Placement {
     match config.voters.len() > 1 {
-        true => OffsetsTopic::Replicated,
-        false => OffsetsTopic::Local,
+        true => Placement::Replicated,
+        false => Placement::Local,
     }
 }
 
-/// Whether topic `name` is the node's own, outside the image: `__transaction_state`, and
-/// `__consumer_offsets` unless replicated.
-pub fn node_local(name: &str, offsets: OffsetsTopic) -> bool {
-    is_internal(name) && !(name == OFFSETS_TOPIC && offsets == OffsetsTopic::Replicated)
+/// Whether topic `name` is the node's own, outside the image: an internal topic, unless
+/// replicated.
+pub fn node_local(name: &str, placement: Placement) -> bool {
+    is_internal(name) && placement == Placement::Local
 }
 
 /// The replication factor of an internal topic the image holds: Kafka's
@@ -194,7 +203,7 @@ pub fn reconcile(
     image: &MetadataImage,
     node_id: i32,
     now_ms: i64,
-    offsets: OffsetsTopic,
+    offsets: Placement,
 ) -> Result<(), TopicError> {
     // Deleted topics, and names reused by a new topic: remove the old logs first. A replicated
     // `__consumer_offsets` too, such as the node-local one a lone voter or an older gregor
@@ -484,12 +493,12 @@ mod tests {
         let disk = runtime::MemDisk::new();
         let mut topics = topics_open(&disk);
         let image = image();
-        reconcile(&mut topics, &image, 1, 0, OffsetsTopic::Local).unwrap();
+        reconcile(&mut topics, &image, 1, 0, Placement::Local).unwrap();
         assert_eq!(dirs(&disk), ["a-0", "a-2"]);
         assert!(topics.partition("a", 0).is_some());
         assert!(topics.partition("a", 1).is_none());
         assert!(topics.get("b").is_none(), "node 1 hosts nothing of b");
-        reconcile(&mut topics, &image, 1, 0, OffsetsTopic::Local).unwrap();
+        reconcile(&mut topics, &image, 1, 0, Placement::Local).unwrap();
         assert_eq!(dirs(&disk), ["a-0", "a-2"], "idempotent");
         // A restart recovers the hosted set from the metadata file, removing nothing.
         drop(topics);
@@ -507,7 +516,7 @@ mod tests {
             2,
             &[partition(A, 3, &[2]), partition(A, 4, &[1]), retention],
         );
-        reconcile(&mut topics, &image, 1, 0, OffsetsTopic::Local).unwrap();
+        reconcile(&mut topics, &image, 1, 0, Placement::Local).unwrap();
         assert_eq!(dirs(&disk), ["a-0", "a-2", "a-4"]);
         let local = topics.get("a").unwrap();
         assert_eq!(local.partition_count, 5);
@@ -528,11 +537,11 @@ mod tests {
                 partition(A_NEW, 1, &[1]),
             ],
         );
-        reconcile(&mut topics, &image, 1, 0, OffsetsTopic::Local).unwrap();
+        reconcile(&mut topics, &image, 1, 0, Placement::Local).unwrap();
         assert_eq!(dirs(&disk), ["a-1"]);
         assert_eq!(topics.get("a").unwrap().topic_id, topic_id_bytes(A_NEW));
         image.apply_batch(5, &[MetadataRecord::RemoveTopic { topic_id: A_NEW }]);
-        reconcile(&mut topics, &image, 1, 0, OffsetsTopic::Local).unwrap();
+        reconcile(&mut topics, &image, 1, 0, Placement::Local).unwrap();
         assert!(dirs(&disk).is_empty());
         assert!(topics.get("a").is_none());
     }

@@ -89,6 +89,13 @@ pub enum Bug {
     /// serving its groups from memory: a zombie coordinator answers OffsetFetch, heartbeats
     /// and joins from a state the new coordinator has moved past.
     CoordinatorKeepsMovedGroups,
+    /// A broker that takes over a replicated `__transaction_state` partition serves its
+    /// transactional ids without replaying the partition: a decision the last coordinator made
+    /// never gets its markers, and an ongoing transaction is never aborted.
+    TxnLoadSkipsReplay,
+    /// The transaction coordinator sends every marker to itself, as if it led every partition
+    /// (gregor before cluster transactions): a partition led elsewhere never gets its marker.
+    MarkersOnlyLocal,
 }
 
 impl Bug {
@@ -116,6 +123,8 @@ impl Bug {
         Bug::MarkersBeforeDurableDecision,
         Bug::OffsetsLoadSkipsReplay,
         Bug::CoordinatorKeepsMovedGroups,
+        Bug::TxnLoadSkipsReplay,
+        Bug::MarkersOnlyLocal,
     ];
 
     /// The replication bugs (issue 13), hunted in the cluster data scenarios.
@@ -159,6 +168,8 @@ impl Bug {
             Bug::StaleLeaderAcks => "stale-leader-acks",
             Bug::OffsetsLoadSkipsReplay => "offsets-load-skips-replay",
             Bug::CoordinatorKeepsMovedGroups => "coordinator-keeps-moved-groups",
+            Bug::TxnLoadSkipsReplay => "txn-load-skips-replay",
+            Bug::MarkersOnlyLocal => "markers-only-local",
         }
     }
 
@@ -184,6 +195,7 @@ impl Bug {
             Bug::HwOverAllReplicas | Bug::AckBeforeFollowerFsync | Bug::IsrShrinkLocal => None,
             Bug::SkipTruncation | Bug::ReadAboveHw | Bug::StaleLeaderAcks => None,
             Bug::OffsetsLoadSkipsReplay | Bug::CoordinatorKeepsMovedGroups => None,
+            Bug::TxnLoadSkipsReplay | Bug::MarkersOnlyLocal => None,
         }
     }
 

@@ -2,8 +2,9 @@
 //! again and loses nothing; an error that persists, or a record that does not decode, fails the
 //! coordinator's load instead of serving a group from part of its history.
 
+use broker::cluster_mode::Placement;
 use broker::group::records::{record_encode, OffsetsRecord};
-use broker::group::shell::{GroupCoordinator, OffsetsTopic};
+use broker::group::shell::GroupCoordinator;
 use broker::group::{Committed, GroupConfig, TopicPartition, OFFSETS_TOPIC};
 use broker::topics::{TopicError, Topics};
 use bytes::Bytes;
@@ -34,7 +35,7 @@ fn open(
     let groups = GroupCoordinator::open(
         &mut topics,
         config(),
-        OffsetsTopic::Local,
+        Placement::Local,
         Clock::system(),
         rng,
         None,

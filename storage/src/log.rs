@@ -210,12 +210,15 @@ impl PartitionLog {
     /// epoch is older than the producer's (INVALID_PRODUCER_EPOCH) or the coordinator epoch
     /// older than the last marker's (TRANSACTION_COORDINATOR_FENCED). A marker for a producer
     /// with nothing open is still written: an abort so fences the producer's older epochs.
+    /// The batch is stamped with `leader_epoch`, the epoch this replica leads at, as a produce.
+    #[allow(clippy::too_many_arguments)]
     pub fn append_marker(
         &mut self,
         producer_id: i64,
         producer_epoch: i16,
         coordinator_epoch: i32,
         commit: bool,
+        leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         if producer_id < 0 {
@@ -233,7 +236,6 @@ impl PartitionLog {
             coordinator_epoch,
         };
         let batch = wire::control_batch_encode(producer_id, producer_epoch, marker, now_ms);
-        let leader_epoch = self.epochs.latest_epoch().unwrap_or(0);
         self.append(batch, leader_epoch, now_ms)
     }
 

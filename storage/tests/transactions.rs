@@ -50,13 +50,13 @@ fn plain(log: &mut PartitionLog, key: &str, value: &str) -> i64 {
 }
 
 fn abort(log: &mut PartitionLog, producer_id: i64) -> i64 {
-    log.append_marker(producer_id, 0, 0, false, 0)
+    log.append_marker(producer_id, 0, 0, false, 0, 0)
         .unwrap()
         .base_offset
 }
 
 fn commit(log: &mut PartitionLog, producer_id: i64) -> i64 {
-    log.append_marker(producer_id, 0, 0, true, 0)
+    log.append_marker(producer_id, 0, 0, true, 0, 0)
         .unwrap()
         .base_offset
 }
@@ -143,7 +143,7 @@ fn markers_fence_old_epochs_and_deposed_coordinators() {
     let disk = mem_disk();
     let mut log = open(&disk, config_small());
     txn(&mut log, 7, 0, "a", "a0");
-    log.append_marker(7, 1, 5, false, 0).unwrap();
+    log.append_marker(7, 1, 5, false, 0, 0).unwrap();
     let zombie = log.produce(vec![batch(7, 1, true, "a", "z")], 0, 0);
     assert!(matches!(
         zombie,
@@ -154,11 +154,11 @@ fn markers_fence_old_epochs_and_deposed_coordinators() {
         }))
     ));
     assert!(matches!(
-        log.append_marker(7, 0, 5, true, 0),
+        log.append_marker(7, 0, 5, true, 0, 0),
         Err(LogError::Sequence(SequenceError::EpochFenced { .. }))
     ));
     assert!(matches!(
-        log.append_marker(7, 1, 4, true, 0),
+        log.append_marker(7, 1, 4, true, 0, 0),
         Err(LogError::Sequence(SequenceError::CoordinatorFenced {
             current: 5,
             ..
@@ -166,10 +166,10 @@ fn markers_fence_old_epochs_and_deposed_coordinators() {
     ));
     assert_eq!(log.log_end_offset(), 2, "nothing refused was written");
     assert!(
-        log.append_marker(-1, 0, 0, true, 0).is_err(),
+        log.append_marker(-1, 0, 0, true, 0, 0).is_err(),
         "no producer, no marker"
     );
-    let empty = log.append_marker(9, 0, 0, false, 0).unwrap();
+    let empty = log.append_marker(9, 0, 0, false, 0, 0).unwrap();
     assert_eq!(
         empty.base_offset, 2,
         "a marker with nothing open is written"
@@ -447,7 +447,7 @@ mod planted {
         let disk = mem_disk();
         let mut log = open_with(&disk, bug);
         txn(&mut log, 7, 0, "a", "a0");
-        log.append_marker(7, 1, 0, false, 0).unwrap();
+        log.append_marker(7, 1, 0, false, 0, 0).unwrap();
         let zombie = log.produce(vec![batch(7, 1, true, "a", "z")], 0, 0);
         matches!(
             zombie,
@@ -562,7 +562,7 @@ proptest::proptest! {
                     held.push(Held::Data { producer, transactional });
                 }
                 Step::Marker { producer, commit } => {
-                    log.append_marker(producer, 0, 0, commit, 0).unwrap();
+                    log.append_marker(producer, 0, 0, commit, 0, 0).unwrap();
                     held.push(Held::Marker { producer, commit });
                 }
                 Step::Flush => log.flush().unwrap(),

@@ -1,7 +1,7 @@
 //! The async shell around `Coordinator`: one mutex, replies through oneshot channels, writes to
 //! `__consumer_offsets`, a timer task, and recovery by replay.
 //!
-//! `__consumer_offsets` lives one of two ways (`OffsetsTopic`). On a lone node it is the node's
+//! `__consumer_offsets` lives one of two ways (`Placement`). On a lone node it is the node's
 //! own topic, replayed whole at startup. In a cluster of several voters it is a topic of the
 //! metadata image, replicated like any other (`internal_replication_factor`), and this shell
 //! holds a partition only while this broker leads it (`leadership_apply`, after each
@@ -21,6 +21,7 @@
 use super::coordinator::{Coordinator, Input, Output};
 use super::records::{record_decode, record_encode, OffsetsRecord, RecordError};
 use super::{GroupConfig, RequestId, OFFSETS_TOPIC};
+use crate::cluster_mode::Placement;
 use crate::partition::Partition;
 use crate::planted::Bug;
 use crate::replica::shell::AckReceiver;
@@ -55,15 +56,6 @@ const OFFSETS_SEGMENT_BYTES: &str = "104857600";
 /// leadership.
 const LEADER_EPOCH: i32 = 0;
 
-/// Where `__consumer_offsets` lives (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OffsetsTopic {
-    /// The node's own topic, every partition held from the start.
-    Local,
-    /// A topic of the metadata image; a partition is held while this broker leads it.
-    Replicated,
-}
-
 /// A partition of `__consumer_offsets` this coordinator holds.
 struct Held {
     partition: Arc<Partition>,
@@ -82,16 +74,12 @@ struct State {
     outputs: Vec<Output>,
     /// The partitions of `__consumer_offsets` held here, by index.
     partitions: BTreeMap<i32, Held>,
-    /// Ids of this shell's waits parked on the leader cores of `__consumer_offsets` partitions
-    /// (writes and loads). The coordinator is the only writer of those partitions (clients
-    /// cannot produce to an internal topic), so the ids need only be unique among its own.
-    ack_next: u64,
     load_next: u64,
 }
 
 pub struct GroupCoordinator {
     state: Mutex<State>,
-    topic: OffsetsTopic,
+    topic: Placement,
     /// A creation of the replicated topic is under way (`create_begin`).
     creating: AtomicBool,
     /// The planted bug switched on (feature `planted-bugs` only; always `None` otherwise).
@@ -119,22 +107,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl GroupCoordinator {
     /// Creates `__consumer_offsets` if missing, replays it, and starts the timer task; for a
-    /// replicated topic (`OffsetsTopic::Replicated`) nothing is opened or replayed here: the
+    /// replicated topic (`Placement::Replicated`) nothing is opened or replayed here: the
     /// partitions come with their leadership (`leadership_apply`).
     pub fn open(
         topics: &mut Topics,
         config: GroupConfig,
-        topic: OffsetsTopic,
+        topic: Placement,
         clock: Clock,
         mut rng: ChaCha8Rng,
         planted: Option<Bug>,
     ) -> Result<Arc<GroupCoordinator>, TopicError> {
         let mut held = BTreeMap::new();
         let mut core = match topic {
-            OffsetsTopic::Replicated => {
+            Placement::Replicated => {
                 Coordinator::replicated(config.clone(), config.offsets_topic_partitions, rng)
             }
-            OffsetsTopic::Local => {
+            Placement::Local => {
                 let partitions = internal_topic_open(
                     topics,
                     OFFSETS_TOPIC,
@@ -175,7 +163,6 @@ impl GroupCoordinator {
                 replies: BTreeMap::new(),
                 outputs: Vec::new(),
                 partitions: held,
-                ack_next: 1,
                 load_next: 1,
             }),
             topic,
@@ -191,7 +178,7 @@ impl GroupCoordinator {
     }
 
     /// Where `__consumer_offsets` lives.
-    pub fn topic(&self) -> OffsetsTopic {
+    pub fn topic(&self) -> Placement {
         self.topic
     }
 
@@ -355,9 +342,7 @@ impl GroupCoordinator {
         let leader_epoch = held.leader_epoch.unwrap_or(LEADER_EPOCH);
         let coordinator = Arc::downgrade(self);
         if held.replicated {
-            let request = state.ack_next;
-            state.ack_next += 1;
-            let receiver = replicated_append(&partition, leader_epoch, request, |log| {
+            let receiver = replicated_append(&partition, leader_epoch, |log| {
                 log.append(batch, leader_epoch, now_ms)
             })?;
             runtime::spawn(async move {
@@ -398,7 +383,7 @@ impl GroupCoordinator {
         node_id: i32,
         partition_of: impl Fn(i32) -> Option<Arc<Partition>>,
     ) {
-        if self.topic != OffsetsTopic::Replicated {
+        if self.topic != Placement::Replicated {
             return;
         }
         let topic = image.topic_by_name(OFFSETS_TOPIC);
@@ -409,19 +394,7 @@ impl GroupCoordinator {
             state.core.partition_count_set(count);
         }
         for index in 0..state.core.partition_count() {
-            let led = topic
-                .and_then(|topic| topic.partitions.get(index as usize))
-                .filter(|found| found.leader() == Some(node_id));
-            let wanted = led.and_then(|found| {
-                let replicated = found.replicas.len() > 1;
-                let partition = partition_of(index)?;
-                // A replicated partition is written through its leader core: wait for it.
-                (!replicated || partition.led_at(found.leader_epoch)).then_some((
-                    partition,
-                    found.leader_epoch,
-                    replicated,
-                ))
-            });
+            let wanted = led_here(image, OFFSETS_TOPIC, index, node_id, &partition_of);
             let held = state.partitions.get(&index).map(|held| held.leader_epoch);
             match (held, &wanted) {
                 (Some(held), Some((_, epoch, _))) if held == Some(*epoch) => continue,
@@ -488,13 +461,11 @@ impl GroupCoordinator {
         let coordinator = Arc::downgrade(self);
         let waited = match replicated {
             true => {
-                let request = state.ack_next;
-                state.ack_next += 1;
                 let mut replica = partition.replica();
                 let Some(led) = replica.as_mut().filter(|led| led.writable(leader_epoch)) else {
                     return; // Deposed meanwhile: the reconcile that follows unloads it.
                 };
-                Some(led.ack_wait(request, end).0)
+                Some(led.ack_wait(end).0)
             }
             false => None,
         };
@@ -522,6 +493,30 @@ impl GroupCoordinator {
     }
 }
 
+/// Partition `index` of internal topic `name` if this broker leads it by `image` and may write
+/// it now: the local partition (`partition_of`), the image's leader epoch, and whether it is
+/// replicated (then only once its leader core runs at that epoch: writes go through it).
+pub(crate) fn led_here(
+    image: &MetadataImage,
+    name: &str,
+    index: i32,
+    node_id: i32,
+    partition_of: impl Fn(i32) -> Option<Arc<Partition>>,
+) -> Option<(Arc<Partition>, i32, bool)> {
+    let topic = image.topic_by_name(name)?;
+    let found = topic
+        .partitions
+        .get(usize::try_from(index).ok()?)
+        .filter(|found| found.leader() == Some(node_id))?;
+    let replicated = found.replicas.len() > 1;
+    let partition = partition_of(index)?;
+    (!replicated || partition.led_at(found.leader_epoch)).then_some((
+        partition,
+        found.leader_epoch,
+        replicated,
+    ))
+}
+
 /// `Persisted` or `PersistFailed`, as the wait for a write ended.
 fn persisted_input(write: u64, durable: bool) -> Input {
     match durable {
@@ -532,7 +527,7 @@ fn persisted_input(write: u64, durable: bool) -> Input {
 
 /// Why a write to `__consumer_offsets` was not appended.
 #[derive(Debug, thiserror::Error)]
-enum PersistError {
+pub(crate) enum PersistError {
     #[error("the partition is not held here")]
     NotHeld,
     #[error("this broker no longer leads the partition at the held epoch")]
@@ -544,10 +539,9 @@ enum PersistError {
 /// Appends through a replicated partition's leader core (which must lead at `leader_epoch`):
 /// the append under the log's lock, the core told the new log end, followers woken, and a wait
 /// parked on the core until the HW covers the append.
-fn replicated_append(
+pub(crate) fn replicated_append(
     partition: &Partition,
     leader_epoch: i32,
-    request: u64,
     append: impl FnOnce(&mut PartitionLog) -> Result<storage::AppendInfo, storage::LogError>,
 ) -> Result<AckReceiver, PersistError> {
     let receiver = {
@@ -561,7 +555,7 @@ fn replicated_append(
         let mut outputs = Vec::new();
         led.log_end_feed(&mut outputs, log.log_end_offset());
         led.outputs_apply(outputs);
-        led.ack_wait(request, appended.last_offset + 1).0
+        led.ack_wait(appended.last_offset + 1).0
     };
     partition.flush_request();
     partition.readers_wake();

@@ -24,7 +24,15 @@ pub fn handle(broker: &Arc<Broker>, request: AddOffsetsToTxnRequest, version: i1
         Ok(checked) => checked,
         Err(error) => return Reply::Now(Box::new(response(error.code()))),
     };
-    let partition = broker.txn().read(|core| core.offsets_partition(&group_id));
+    // The image's partition count once a replicated `__consumer_offsets` exists: the group's
+    // coordinator writes the offsets to that partition, which must get the marker.
+    let partition = match broker.partition_count(crate::group::OFFSETS_TOPIC) {
+        0 => broker.txn().read(|core| core.offsets_partition(&group_id)),
+        count => crate::group::TopicPartition {
+            topic: crate::group::OFFSETS_TOPIC.to_string(),
+            partition: crate::group::coordinator::partition_for(&group_id, count),
+        },
+    };
     let (producer_id, epoch) = (request.producer_id.0, request.producer_epoch);
     let receiver = broker
         .txn()

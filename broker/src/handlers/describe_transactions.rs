@@ -19,19 +19,24 @@ pub fn handle(broker: &Arc<Broker>, request: DescribeTransactionsRequest) -> Res
         .transactional_ids
         .into_iter()
         .map(|transactional_id| {
-            let found = broker
-                .txn()
-                .read(|core| core.describe(transactional_id.as_str()));
+            let found = broker.txn().read(|core| {
+                let id = transactional_id.as_str();
+                core.serves(id).map(|()| core.describe(id))
+            });
             let state = TransactionState::default().with_transactional_id(transactional_id);
-            match found {
-                Some(description) => described(state, description),
-                None => state
-                    .with_error_code(ResponseError::TransactionalIdNotFound.code())
-                    .with_transaction_state(str_bytes(""))
-                    .with_producer_id(ProducerId(-1))
-                    .with_producer_epoch(-1)
-                    .with_transaction_start_time_ms(-1),
-            }
+            let error = match found {
+                Ok(Some(description)) => return described(state, description),
+                Ok(None) => ResponseError::TransactionalIdNotFound,
+                // Another broker coordinates it (a replicated `__transaction_state`), or it
+                // is loading here.
+                Err(error) => crate::handlers::errors::txn_error_code(error, true),
+            };
+            state
+                .with_error_code(error.code())
+                .with_transaction_state(str_bytes(""))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+                .with_transaction_start_time_ms(-1)
         })
         .collect();
     ResponseKind::DescribeTransactions(

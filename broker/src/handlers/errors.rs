@@ -93,5 +93,7 @@ pub fn txn_error_code(error: TxnError, fenced_known: bool) -> ResponseError {
         TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
         TxnError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
         TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
+        TxnError::NotCoordinator => ResponseError::NotCoordinator,
+        TxnError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
     }
 }

@@ -1,10 +1,11 @@
 //! FindCoordinator: a group's (key type 0) coordinator is the leader of its partition of
-//! `__consumer_offsets`: this broker while that topic is node-local, else whichever broker the
-//! image names; the first lookup creates a replicated topic (RF `internal_replication_factor`,
-//! once that many brokers are live), answering COORDINATOR_NOT_AVAILABLE until its leaders are
-//! known, as Kafka does. A transactional id's (key type 1) is this broker, and the first lookup
-//! creates `__transaction_state`. v0-3 ask for one key; v4+ batch them (`coordinator_keys`,
-//! KIP-699). Other key types are invalid, and so is an empty transactional id.
+//! `__consumer_offsets`, a transactional id's (key type 1) the leader of its partition of
+//! `__transaction_state`: this broker while the topic is node-local (the first transactional
+//! lookup creates it), else whichever broker the image names; the first lookup creates a
+//! replicated topic (RF `internal_replication_factor`, once that many brokers are live),
+//! answering COORDINATOR_NOT_AVAILABLE until its leaders are known, as Kafka does. v0-3 ask for
+//! one key; v4+ batch them (`coordinator_keys`, KIP-699). Other key types are invalid, and so
+//! is an empty transactional id.
 
 use crate::broker::Broker;
 use crate::cluster_mode::internal_replication_factor;
@@ -14,6 +15,7 @@ use crate::group::OFFSETS_TOPIC;
 use crate::handlers::errors::NONE;
 use crate::handlers::groups::str_bytes;
 use crate::handlers::txns::transactional_id_check;
+use crate::txn::TRANSACTION_STATE_TOPIC;
 use cluster::controller::TopicCreate;
 use cluster::image::MetadataImage;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -36,7 +38,11 @@ fn lookup(
 ) -> Result<(BrokerId, String, i32), ResponseError> {
     match key_type {
         KEY_TYPE_GROUP if broker.node_local(OFFSETS_TOPIC) => {}
-        KEY_TYPE_GROUP => return group_coordinator_replicated(broker, key),
+        KEY_TYPE_GROUP => return coordinator_replicated(broker, &OFFSETS, key),
+        KEY_TYPE_TRANSACTION if !broker.node_local(TRANSACTION_STATE_TOPIC) => {
+            transactional_id_check(key)?;
+            return coordinator_replicated(broker, &TRANSACTION_STATE, key);
+        }
         KEY_TYPE_TRANSACTION => {
             transactional_id_check(key)?;
             broker
@@ -53,18 +59,43 @@ fn lookup(
     Ok((BrokerId(broker.config.node_id), host, port))
 }
 
-/// The leader of `group_id`'s partition of a replicated `__consumer_offsets`, by the image.
-fn group_coordinator_replicated(
+/// A replicated internal topic whose partitions' leaders are coordinators.
+struct Internal {
+    name: &'static str,
+    /// Its partition count when this broker asks for it.
+    partitions: fn(&Broker) -> i32,
+    /// Claims, and releases, the one creation request under way.
+    create_begin: fn(&Broker) -> bool,
+    create_end: fn(&Broker),
+}
+
+const OFFSETS: Internal = Internal {
+    name: OFFSETS_TOPIC,
+    partitions: |broker| broker.config.groups.offsets_topic_partitions,
+    create_begin: |broker| broker.groups().create_begin(),
+    create_end: |broker| broker.groups().create_end(),
+};
+
+const TRANSACTION_STATE: Internal = Internal {
+    name: TRANSACTION_STATE_TOPIC,
+    partitions: |broker| broker.config.transactions.state_partitions,
+    create_begin: |broker| broker.txn().create_begin(),
+    create_end: |broker| broker.txn().create_end(),
+};
+
+/// The leader of `key`'s partition of a replicated internal topic, by the image.
+fn coordinator_replicated(
     broker: &Arc<Broker>,
-    group_id: &str,
+    internal: &'static Internal,
+    key: &str,
 ) -> Result<(BrokerId, String, i32), ResponseError> {
     let image = broker.cluster().image();
-    let Some(topic) = image.topic_by_name(OFFSETS_TOPIC) else {
-        offsets_topic_create(broker, &image);
+    let Some(topic) = image.topic_by_name(internal.name) else {
+        internal_topic_create(broker, &image, internal);
         return Err(ResponseError::CoordinatorNotAvailable);
     };
     let count = i32::try_from(topic.partitions.len()).expect("partition count fits i32");
-    let index = partition_for(group_id, count);
+    let index = partition_for(key, count);
     let leader = image
         .partition(topic.topic_id, index)
         .and_then(|partition| partition.leader())
@@ -78,21 +109,22 @@ fn group_coordinator_replicated(
     ))
 }
 
-/// Asks the controller, in the background, to create the replicated `__consumer_offsets`
-/// (one request at a time; another lookup retries it if it failed). Not before
+/// Asks the controller, in the background, to create a replicated internal topic (one
+/// request at a time; another lookup retries it if it failed). Not before
 /// `internal_replication_factor` brokers are live: Kafka waits for
-/// `offsets.topic.replication.factor` brokers too rather than create a weaker topic.
-fn offsets_topic_create(broker: &Arc<Broker>, image: &MetadataImage) {
+/// `offsets.topic.replication.factor` (`transaction.state.log.replication.factor`) brokers too
+/// rather than create a weaker topic.
+fn internal_topic_create(broker: &Arc<Broker>, image: &MetadataImage, internal: &'static Internal) {
     let replication_factor = internal_replication_factor(image);
     if image.brokers_live().count() < replication_factor as usize {
         return;
     }
-    if !broker.groups().create_begin() {
+    if !(internal.create_begin)(broker) {
         return;
     }
     let create = TopicCreate {
-        name: OFFSETS_TOPIC.to_string(),
-        partition_count: broker.config.groups.offsets_topic_partitions,
+        name: internal.name.to_string(),
+        partition_count: (internal.partitions)(broker),
         replication_factor,
         configs: internal_topic_configs(),
     };
@@ -109,9 +141,11 @@ fn offsets_topic_create(broker: &Arc<Broker>, image: &MetadataImage) {
                     }
                 }
             }
-            Err(error) => tracing::warn!(%error, "cannot create the offsets topic yet"),
+            Err(error) => {
+                tracing::warn!(topic = internal.name, %error, "cannot create the topic yet")
+            }
         }
-        broker.groups().create_end();
+        (internal.create_end)(&broker);
     });
 }
 

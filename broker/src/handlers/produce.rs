@@ -47,8 +47,8 @@ struct Appended {
     wait: Option<Wait>,
 }
 
-/// What a partition's answer waits for.
-enum Wait {
+/// What a partition's answer waits for (a produce's, or a transaction marker's).
+pub(crate) enum Wait {
     /// The last offset that must be durable here (one replica, or acks=1).
     Durable(Arc<Partition>, i64),
     /// The leader core's answer (replicated, acks=all), to request `RequestId`.
@@ -57,6 +57,38 @@ enum Wait {
         Arc<Partition>,
         crate::replica::RequestId,
     ),
+}
+
+impl Wait {
+    /// Waits up to `timeout`; the error to answer with, if any. A replicated wait that times
+    /// out is cancelled at the core (the write may still be committed later).
+    pub(crate) async fn outcome(self, timeout: Duration) -> Option<ResponseError> {
+        match self {
+            Wait::Durable(partition, last_offset) => {
+                let outcome =
+                    runtime::time::timeout(timeout, partition.durable_wait(last_offset)).await;
+                match outcome {
+                    Ok(true) => None,
+                    Ok(false) => Some(ResponseError::KafkaStorageError),
+                    Err(_) => Some(ResponseError::RequestTimedOut),
+                }
+            }
+            Wait::Replicated(receiver, partition, request) => {
+                match runtime::time::timeout(timeout, receiver).await {
+                    Ok(Ok(Ok(()))) => None,
+                    Ok(Ok(Err(error))) => Some(error.code()),
+                    // The core went without answering (the partition was deleted).
+                    Ok(Err(_)) => Some(ResponseError::NotLeaderOrFollower),
+                    Err(_) => {
+                        if let Some(led) = partition.replica().as_mut() {
+                            led.ack_cancel(request);
+                        }
+                        Some(ResponseError::RequestTimedOut)
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, _version: i16) -> Reply {
@@ -140,7 +172,7 @@ fn partition_append(
     };
     let now_ms = broker.clock.wall_ms();
     if replicated {
-        return replicated_append(broker, &partition, batches, (leader_epoch, acks), now_ms);
+        return replicated_append(&partition, batches, (leader_epoch, acks), now_ms);
     }
     let produced = partition.log().produce(batches, leader_epoch, now_ms);
     let produced = match produced {
@@ -193,7 +225,6 @@ fn produced_response(index: i32, produced: &storage::Produced) -> PartitionProdu
 /// anything is written and then parks on the core; a duplicate waits for the HW to cover its
 /// original. Followers parked at the log end are woken.
 fn replicated_append(
-    broker: &Broker,
     partition: &Arc<Partition>,
     batches: Vec<ValidatedBatch>,
     (leader_epoch, acks): (i32, i16),
@@ -232,10 +263,7 @@ fn replicated_append(
         let mut outputs = Vec::new();
         led.log_end_feed(&mut outputs, log.log_end_offset());
         led.outputs_apply(outputs);
-        let receiver = (acks == -1).then(|| {
-            let request = broker.replicas().request_id_next();
-            (led.ack_wait(request, produced.last_offset + 1).0, request)
-        });
+        let receiver = (acks == -1).then(|| led.ack_wait(produced.last_offset + 1));
         (produced, receiver)
     };
     produced_note(partition, &produced);
@@ -341,30 +369,7 @@ fn durable_response(
             for Appended { mut response, wait } in partitions {
                 let error = match wait {
                     None => None,
-                    Some(Wait::Durable(partition, last_offset)) => {
-                        let outcome =
-                            runtime::time::timeout(timeout, partition.durable_wait(last_offset))
-                                .await;
-                        match outcome {
-                            Ok(true) => None,
-                            Ok(false) => Some(ResponseError::KafkaStorageError),
-                            Err(_) => Some(ResponseError::RequestTimedOut),
-                        }
-                    }
-                    Some(Wait::Replicated(receiver, partition, request)) => {
-                        match runtime::time::timeout(timeout, receiver).await {
-                            Ok(Ok(Ok(()))) => None,
-                            Ok(Ok(Err(error))) => Some(error.code()),
-                            // The core went without answering (the partition was deleted).
-                            Ok(Err(_)) => Some(ResponseError::NotLeaderOrFollower),
-                            Err(_) => {
-                                if let Some(led) = partition.replica().as_mut() {
-                                    led.ack_cancel(request);
-                                }
-                                Some(ResponseError::RequestTimedOut)
-                            }
-                        }
-                    }
+                    Some(wait) => wait.outcome(timeout).await,
                 };
                 if let Some(error) = error {
                     response = response.with_error_code(error.code()).with_base_offset(-1);

@@ -26,10 +26,8 @@ pub fn partition_check(
     if is_internal(topic) {
         return Err(ResponseError::InvalidTopicException);
     }
-    let partition_count = broker
-        .topics()
-        .get(topic)
-        .map_or(0, |metadata| metadata.partition_count);
+    // The image's count: the coordinator may host none of the topic's partitions.
+    let partition_count = broker.partition_count(topic);
     if !(0..partition_count).contains(&partition) {
         return Err(ResponseError::UnknownTopicOrPartition);
     }

@@ -2,30 +2,41 @@
 //! decodes): the transaction coordinator's order to end a producer's transaction
 //! in some partitions. Per marker, per partition, a control batch (COMMIT or ABORT) is appended
 //! through the partition's log (`PartitionLog::append_marker`), which closes the producer's open
-//! transaction there, fences older producer epochs and deposed coordinators; the answer goes
-//! out once every marker written is fsynced (the group commit), so a COMMIT the coordinator
-//! hears of can no longer be taken back by a crash.
+//! transaction there, fences older producer epochs and deposed coordinators. Only the
+//! partition's leader writes it, stamped with its leader epoch, and the answer goes out once
+//! the marker is as durable as an acks=all produce: fsynced here on a single replica, covered
+//! by the HW on a replicated partition (fsynced on every ISR member, admitted only while the
+//! ISR has `min.insync.replicas`), so a COMMIT the coordinator hears of can no longer be taken
+//! back by a crash or a failover.
 //!
-//! Per-partition errors: UNKNOWN_TOPIC_OR_PARTITION, KAFKA_STORAGE_ERROR (offline partition, or
-//! the fsync failed), INVALID_PRODUCER_EPOCH (an epoch older than the producer's),
+//! Per-partition errors: UNKNOWN_TOPIC_OR_PARTITION (final: the topic is gone),
+//! NOT_LEADER_OR_FOLLOWER / NOT_ENOUGH_REPLICAS / REQUEST_TIMED_OUT (retried by the
+//! coordinator, which routes by the image), KAFKA_STORAGE_ERROR (offline partition, or the
+//! fsync failed), INVALID_PRODUCER_EPOCH (an epoch older than the producer's),
 //! TRANSACTION_COORDINATOR_FENCED (a coordinator epoch older than the last marker's).
 //!
 //! The appends happen when `append_all` runs, in request order like produce; only the wait
 //! for durability is asynchronous. The coordinator calls `write` directly for the partitions
-//! this broker hosts.
+//! this broker leads, and sends the request to the leader for the others.
 
 use crate::broker::Broker;
 use crate::group::OFFSETS_TOPIC;
 use crate::handlers::errors::{log_error_code, NONE};
+use crate::handlers::produce::Wait;
 use crate::handlers::Reply;
-use crate::partition::Partition;
+use crate::replica::AckError;
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use kafka_protocol::ResponseError;
 use std::sync::Arc;
+use std::time::Duration;
 use wire::ResponseKind;
+
+/// How long a marker waits to be durable (Kafka's `request.timeout.ms` for the marker channel):
+/// past it the coordinator hears REQUEST_TIMED_OUT and sends it again.
+const MARKER_WAIT_MAX: Duration = Duration::from_secs(30);
 
 pub fn handle(broker: &Arc<Broker>, request: WriteTxnMarkersRequest, _version: i16) -> Reply {
     let pending = append_all(broker, request);
@@ -46,8 +57,8 @@ pub async fn write(
 /// One partition's outcome before durability is known.
 struct Written {
     result: WritableTxnMarkerPartitionResult,
-    /// The partition and the marker's offset, which must be durable before answering.
-    wait: Option<(Arc<Partition>, i64)>,
+    /// What the marker must reach before it is answered as written.
+    wait: Option<Wait>,
 }
 
 /// One topic's partitions of a marker.
@@ -69,9 +80,13 @@ impl Pending {
             for (name, partitions) in topics {
                 let mut partition_results = Vec::with_capacity(partitions.len());
                 for Written { mut result, wait } in partitions {
-                    if let Some((partition, offset)) = wait {
-                        if !partition.durable_wait(offset).await {
-                            result.error_code = ResponseError::KafkaStorageError.code();
+                    if let Some(wait) = wait {
+                        // AFTER_APPEND: the HW covers the marker, the ISR shrank meanwhile.
+                        let error = wait.outcome(MARKER_WAIT_MAX).await.filter(|error| {
+                            *error != AckError::NotEnoughReplicasAfterAppend.code()
+                        });
+                        if let Some(error) = error {
+                            result.error_code = error.code();
                         } else if name.as_str() == OFFSETS_TOPIC {
                             // The transaction's offsets in this partition become committed
                             // (or are dropped) now that its marker is durable.
@@ -161,22 +176,59 @@ fn partition_mark(broker: &Arc<Broker>, target: &MarkerTarget<'_>, now_ms: i64) 
             .with_error_code(error.code()),
         wait: None,
     };
-    let Some(partition) = broker.topics().partition(target.topic, target.index) else {
-        return failed(ResponseError::UnknownTopicOrPartition);
+    let access = crate::cluster_mode::Access::Produce;
+    let served = match broker.partition_served(target.topic, target.index, access, None) {
+        Ok(served) => served,
+        Err(error) => return failed(error),
     };
+    let partition = served.partition;
     if partition.durable().failed {
         return failed(ResponseError::KafkaStorageError);
     }
-    let appended = partition.log().append_marker(
-        target.producer_id,
-        target.producer_epoch,
-        target.coordinator_epoch,
-        target.commit,
-        now_ms,
-    );
+    let appended = {
+        let mut log = partition.log();
+        let mut replica = partition.replica();
+        let led = match served.replicated {
+            false => None,
+            true => match replica
+                .as_mut()
+                .filter(|led| led.writable(served.leader_epoch))
+            {
+                None => return failed(ResponseError::NotLeaderOrFollower),
+                Some(led) => {
+                    if let Err(error) = led.core.append_admit() {
+                        return failed(error.code());
+                    }
+                    Some(led)
+                }
+            },
+        };
+        let appended = log.append_marker(
+            target.producer_id,
+            target.producer_epoch,
+            target.coordinator_epoch,
+            target.commit,
+            served.leader_epoch,
+            now_ms,
+        );
+        appended.map(|info| {
+            let wait = match led {
+                None => Wait::Durable(partition.clone(), info.base_offset),
+                Some(led) => {
+                    let mut outputs = Vec::new();
+                    led.log_end_feed(&mut outputs, log.log_end_offset());
+                    led.outputs_apply(outputs);
+                    let (receiver, request) = led.ack_wait(info.base_offset + 1);
+                    Wait::Replicated(receiver, partition.clone(), request)
+                }
+            };
+            (info, wait)
+        })
+    };
     match appended {
-        Ok(info) => {
+        Ok((info, wait)) => {
             partition.flush_request();
+            partition.readers_wake();
             tracing::debug!(
                 topic = target.topic,
                 partition = target.index,
@@ -189,7 +241,7 @@ fn partition_mark(broker: &Arc<Broker>, target: &MarkerTarget<'_>, now_ms: i64) 
                 result: WritableTxnMarkerPartitionResult::default()
                     .with_partition_index(target.index)
                     .with_error_code(NONE),
-                wait: Some((partition, info.base_offset)),
+                wait: Some(wait),
             }
         }
         Err(error) => {

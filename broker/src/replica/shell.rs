@@ -31,7 +31,6 @@ use cluster::records::TopicId;
 use runtime::sync::{oneshot, Notify};
 use runtime::Clock;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
@@ -45,6 +44,10 @@ pub struct Led {
     index: i32,
     /// The acks=all produces parked on the core, by request id.
     acks: BTreeMap<RequestId, oneshot::Sender<Result<(), AckError>>>,
+    /// The next request id: ids are the core's own, so that every writer of the partition
+    /// (produces, transaction markers, the coordinators of internal topics) parks under a
+    /// distinct one.
+    ack_next: RequestId,
     /// The AlterPartition the core asked for, not yet sent (the tick task sends it).
     proposal: Option<Proposal>,
     /// Wakes the tick task when a proposal is made (an ISR expansion at a fetch goes out at
@@ -129,13 +132,18 @@ impl Led {
         }
     }
 
-    /// Parks an acks=all produce until the HW reaches `end`.
-    pub fn ack_wait(&mut self, request: RequestId, end: i64) -> (AckReceiver, bool) {
+    /// Parks a write (an acks=all produce, a marker, a coordinator's record) until the HW
+    /// reaches `end`; the request id names it to `ack_cancel`.
+    pub fn ack_wait(&mut self, end: i64) -> (AckReceiver, RequestId) {
+        let request = self.ack_next;
+        self.ack_next += 1;
         let (sender, receiver) = oneshot::channel();
-        self.acks.insert(request, sender);
+        let previous = self.acks.insert(request, sender);
+        assert!(previous.is_none(), "request ids are unique per core");
         let mut outputs = Vec::new();
         self.core.wait(&mut outputs, request, end);
-        (receiver, self.outputs_apply(outputs))
+        self.outputs_apply(outputs);
+        (receiver, request)
     }
 
     /// The parked acks=all produces (the shell's count and the core's).
@@ -168,7 +176,6 @@ pub struct Replicas {
     /// The core's time origin: it takes time as a `Duration`.
     start: runtime::time::Instant,
     state: Mutex<State>,
-    next_request: AtomicU64,
     /// Shared with every core's `Led`: a proposal was made.
     proposal_made: Arc<Notify>,
     /// Set once the broker is built: the tick task reaches the cluster handle through it.
@@ -215,7 +222,6 @@ impl Replicas {
             clock,
             start: clock.now(),
             state: Mutex::new(State::default()),
-            next_request: AtomicU64::new(0),
             proposal_made: Arc::new(Notify::new()),
             broker: OnceLock::new(),
         }
@@ -229,11 +235,6 @@ impl Replicas {
     /// The core's clock.
     pub fn now(&self) -> Duration {
         self.clock.now().saturating_duration_since(self.start)
-    }
-
-    /// A fresh id for an acks=all produce.
-    pub fn request_id_next(&self) -> RequestId {
-        self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The number of partitions running a core here.
@@ -386,6 +387,7 @@ impl Replicas {
                     topic_id,
                     index: partition.index,
                     acks: BTreeMap::new(),
+                    ack_next: 0,
                     proposal: None,
                     proposal_made: self.proposal_made.clone(),
                     planted: self.planted,
@@ -605,7 +607,7 @@ mod tests {
             &image,
             1,
             0,
-            crate::group::shell::OffsetsTopic::Local,
+            crate::cluster_mode::Placement::Local,
         )
         .unwrap();
         let replicas = Replicas::new(1, settings(), None, Clock::system());
@@ -636,7 +638,7 @@ mod tests {
             let led = replica.as_mut().unwrap();
             let mut outputs = Vec::new();
             led.log_end_feed(&mut outputs, 0);
-            let (receiver, _) = led.ack_wait(7, 0);
+            let (receiver, _) = led.ack_wait(0);
             receiver
         };
         assert!(
@@ -655,7 +657,7 @@ mod tests {
             let led = replica.as_mut().unwrap();
             let mut outputs = Vec::new();
             led.log_end_feed(&mut outputs, end);
-            led.ack_wait(8, end).0
+            led.ack_wait(end).0
         };
         let moved = PartitionChange {
             topic_id: A,
@@ -696,7 +698,7 @@ mod tests {
             &image,
             1,
             0,
-            crate::group::shell::OffsetsTopic::Local,
+            crate::cluster_mode::Placement::Local,
         )
         .unwrap();
         let replicas = Replicas::new(1, settings(), None, Clock::system());

@@ -150,11 +150,23 @@ struct Entry {
     timeout_retry_at: Option<Duration>,
 }
 
+/// A partition of `__transaction_state` this coordinator holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartitionState {
+    /// Replayed from a log whose end the HW does not cover yet: its ids are answered
+    /// COORDINATOR_LOAD_IN_PROGRESS and nothing of theirs is acted on.
+    Loading,
+    Active,
+}
+
 #[derive(Debug)]
 pub struct Coordinator {
     config: TxnConfig,
     /// Partitions of `__transaction_state`: fixed once the topic exists.
     partition_count: i32,
+    /// The partitions held here: all of a node-local topic, the led ones of a replicated one.
+    /// An id of a partition not held is answered NOT_COORDINATOR, and has no entry.
+    partitions: BTreeMap<i32, PartitionState>,
     /// Partitions of `__consumer_offsets`, for AddOffsetsToTxn.
     offsets_partition_count: i32,
     entries: BTreeMap<String, Entry>,
@@ -170,11 +182,27 @@ fn epoch_exhausted(epoch: i16) -> bool {
 }
 
 impl Coordinator {
+    /// The coordinator of a node-local `__transaction_state`: every partition held and active.
     pub fn new(config: TxnConfig, partition_count: i32, offsets_partition_count: i32) -> Self {
+        let mut core = Coordinator::replicated(config, partition_count, offsets_partition_count);
+        core.partitions = (0..partition_count)
+            .map(|index| (index, PartitionState::Active))
+            .collect();
+        core
+    }
+
+    /// The coordinator of a replicated `__transaction_state`: partitions come and go with
+    /// their leadership (`partition_load_begin`, `partition_activate`, `partition_unload`).
+    pub fn replicated(
+        config: TxnConfig,
+        partition_count: i32,
+        offsets_partition_count: i32,
+    ) -> Self {
         assert!(partition_count > 0 && offsets_partition_count > 0);
         Coordinator {
             config,
             partition_count,
+            partitions: BTreeMap::new(),
             offsets_partition_count,
             entries: BTreeMap::new(),
             writes: BTreeMap::new(),
@@ -193,6 +221,84 @@ impl Coordinator {
         partition_for(transactional_id, self.partition_count)
     }
 
+    pub fn partition_count(&self) -> i32 {
+        self.partition_count
+    }
+
+    /// A replicated topic's partition count, as the image has it, before any partition is held.
+    pub fn partition_count_set(&mut self, partition_count: i32) {
+        assert!(partition_count > 0 && self.partitions.is_empty());
+        self.partition_count = partition_count;
+    }
+
+    /// Whether requests for `transactional_id` are served here now.
+    pub fn serves(&self, transactional_id: &str) -> Result<(), TxnError> {
+        match self.partitions.get(&self.partition_for(transactional_id)) {
+            None => Err(TxnError::NotCoordinator),
+            Some(PartitionState::Loading) => Err(TxnError::CoordinatorLoadInProgress),
+            Some(PartitionState::Active) => Ok(()),
+        }
+    }
+
+    /// Starts holding partition `index`, led here now: its records follow (`replay`), then
+    /// `partition_activate` once the HW covers them.
+    pub fn partition_load_begin(&mut self, index: i32) {
+        let previous = self.partitions.insert(index, PartitionState::Loading);
+        assert!(previous.is_none(), "partition {index} loaded twice");
+        assert!(
+            self.entries
+                .keys()
+                .all(|id| self.partition_for(id) != index),
+            "a partition not held has no ids"
+        );
+    }
+
+    /// The HW covers what partition `index` replayed: its ids are served, and every decision
+    /// found prepared gets its markers sent again (the last coordinator may have stopped
+    /// short). Nothing if the partition is not loading (unloaded meanwhile).
+    pub fn partition_activate(&mut self, outputs: &mut Vec<Output>, index: i32) {
+        let Some(state) = self.partitions.get_mut(&index) else {
+            return;
+        };
+        if *state == PartitionState::Active {
+            return;
+        }
+        *state = PartitionState::Active;
+        self.markers_resend(outputs, |id| {
+            partition_for(id, self.partition_count) == index
+        });
+        self.invariants_check();
+    }
+
+    /// This broker no longer leads partition `index`: its ids are forgotten, and the requests
+    /// waiting on their writes are answered NOT_COORDINATOR (the write may still be committed
+    /// by the new leader, which then owns the outcome).
+    pub fn partition_unload(&mut self, outputs: &mut Vec<Output>, index: i32) {
+        if self.partitions.remove(&index).is_none() {
+            return;
+        }
+        let writes: Vec<WriteId> = self
+            .writes
+            .iter()
+            .filter(|(_, pending)| pending.partition == index)
+            .map(|(write, _)| *write)
+            .collect();
+        for write in writes {
+            let pending = self.writes.remove(&write).expect("listed");
+            self.failed_reply(outputs, pending.reply, TxnError::NotCoordinator);
+        }
+        let count = self.partition_count;
+        self.entries
+            .retain(|id, _| partition_for(id, count) != index);
+        self.invariants_check();
+    }
+
+    /// Whether `transactional_id`'s partition is held and active: only then do its deadlines
+    /// act.
+    fn active(&self, transactional_id: &str) -> bool {
+        self.serves(transactional_id).is_ok()
+    }
+
     /// The `__consumer_offsets` partition AddOffsetsToTxn adds for `group_id`.
     pub fn offsets_partition(&self, group_id: &str) -> TopicPartition {
         TopicPartition {
@@ -204,6 +310,9 @@ impl Coordinator {
     /// Whether InitProducerId for `transactional_id` would need a never-issued producer id: the
     /// id is new, or its epoch is exhausted.
     pub fn needs_producer_id(&self, transactional_id: &str) -> bool {
+        if self.serves(transactional_id).is_err() {
+            return false;
+        }
         match self.entries.get(transactional_id) {
             None => true,
             Some(entry) if entry.pending.is_some() => false,
@@ -215,6 +324,7 @@ impl Coordinator {
     }
 
     pub fn describe(&self, transactional_id: &str) -> Option<TxnDescription> {
+        self.serves(transactional_id).ok()?;
         let metadata = self.entries.get(transactional_id)?.metadata.clone()?;
         Some(TxnDescription {
             transactional_id: transactional_id.to_string(),
@@ -222,13 +332,18 @@ impl Coordinator {
         })
     }
 
-    /// Every transactional id with durable state, in id order.
+    /// Every transactional id with durable state served here, in id order.
     pub fn list(&self) -> impl Iterator<Item = TxnDescription> + '_ {
         self.entries.iter().filter_map(|(id, entry)| {
-            entry.metadata.clone().map(|metadata| TxnDescription {
-                transactional_id: id.clone(),
-                metadata,
-            })
+            let served = self.active(id);
+            entry
+                .metadata
+                .clone()
+                .filter(|_| served)
+                .map(|metadata| TxnDescription {
+                    transactional_id: id.clone(),
+                    metadata,
+                })
         })
     }
 
@@ -241,6 +356,7 @@ impl Coordinator {
         epoch: i16,
         partition: &TopicPartition,
     ) -> Result<(), TxnError> {
+        self.serves(transactional_id)?;
         let metadata = self.current(transactional_id, producer_id, epoch)?;
         match metadata.state == TxnState::Ongoing && metadata.partitions.contains(partition) {
             true => Ok(()),
@@ -259,16 +375,18 @@ impl Coordinator {
                 expected,
                 fresh_producer_id,
             } => {
-                let result = self.init(
-                    outputs,
-                    request,
-                    now,
-                    wall_ms,
-                    transactional_id,
-                    timeout,
-                    expected,
-                    fresh_producer_id,
-                );
+                let result = self.serves(&transactional_id).and_then(|()| {
+                    self.init(
+                        outputs,
+                        request,
+                        now,
+                        wall_ms,
+                        transactional_id,
+                        timeout,
+                        expected,
+                        fresh_producer_id,
+                    )
+                });
                 if let Err(error) = result {
                     let result = Err(error);
                     outputs.push(Output::InitProducerId { request, result });
@@ -283,15 +401,17 @@ impl Coordinator {
                 epoch,
                 partitions,
             } => {
-                let result = self.add_partitions(
-                    outputs,
-                    request,
-                    now,
-                    wall_ms,
-                    transactional_id,
-                    (producer_id, epoch),
-                    partitions,
-                );
+                let result = self.serves(&transactional_id).and_then(|()| {
+                    self.add_partitions(
+                        outputs,
+                        request,
+                        now,
+                        wall_ms,
+                        transactional_id,
+                        (producer_id, epoch),
+                        partitions,
+                    )
+                });
                 if let Err(error) = result {
                     let result = Err(error);
                     outputs.push(Output::AddPartitions { request, result });
@@ -305,14 +425,16 @@ impl Coordinator {
                 epoch,
                 commit,
             } => {
-                let result = self.end_txn(
-                    outputs,
-                    request,
-                    wall_ms,
-                    transactional_id,
-                    (producer_id, epoch),
-                    commit,
-                );
+                let result = self.serves(&transactional_id).and_then(|()| {
+                    self.end_txn(
+                        outputs,
+                        request,
+                        wall_ms,
+                        transactional_id,
+                        (producer_id, epoch),
+                        commit,
+                    )
+                });
                 if let Err(error) = result {
                     let result = Err(error);
                     outputs.push(Output::EndTxn { request, result });
@@ -578,7 +700,7 @@ impl Coordinator {
         let timed_out: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, entry)| entry.timeout_at().is_some_and(|at| at <= now))
+            .filter(|(id, entry)| self.active(id) && entry.timeout_at().is_some_and(|at| at <= now))
             .map(|(id, _)| id.clone())
             .collect();
         for transactional_id in timed_out {
@@ -608,7 +730,9 @@ impl Coordinator {
         let retries: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, entry)| entry.complete_retry_due().is_some_and(|at| at <= now))
+            .filter(|(id, entry)| {
+                self.active(id) && entry.complete_retry_due().is_some_and(|at| at <= now)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for transactional_id in retries {
@@ -622,8 +746,9 @@ impl Coordinator {
     /// The next time `Input::Tick` has work, if any.
     pub fn deadline_next(&self) -> Option<Duration> {
         self.entries
-            .values()
-            .flat_map(|entry| [entry.timeout_at(), entry.complete_retry_due()])
+            .iter()
+            .filter(|(id, _)| self.active(id))
+            .flat_map(|(_, entry)| [entry.timeout_at(), entry.complete_retry_due()])
             .flatten()
             .min()
     }
@@ -639,7 +764,11 @@ impl Coordinator {
         let Some(entry) = self.entries.get(&transactional_id) else {
             return;
         };
-        let Some(current) = entry.metadata.clone() else {
+        let Some(current) = entry
+            .metadata
+            .clone()
+            .filter(|_| self.active(&transactional_id))
+        else {
             return;
         };
         let prepared = matches!(
@@ -808,7 +937,7 @@ impl Coordinator {
         let Some(current) = &entry.metadata else {
             // The id's first write: it never existed.
             self.entries.remove(&pending.transactional_id);
-            self.failed_reply(outputs, pending.reply);
+            self.failed_reply(outputs, pending.reply, TxnError::CoordinatorNotAvailable);
             return;
         };
         let completing = matches!(
@@ -825,11 +954,10 @@ impl Coordinator {
         if timeout_abort {
             entry.timeout_retry_at = Some(now + COMPLETE_RETRY_BACKOFF);
         }
-        self.failed_reply(outputs, pending.reply);
+        self.failed_reply(outputs, pending.reply, TxnError::CoordinatorNotAvailable);
     }
 
-    fn failed_reply(&mut self, outputs: &mut Vec<Output>, reply: ReplyTo) {
-        let error = TxnError::CoordinatorNotAvailable;
+    fn failed_reply(&mut self, outputs: &mut Vec<Output>, reply: ReplyTo, error: TxnError) {
         match reply {
             ReplyTo::Nobody => {}
             ReplyTo::Init(request) | ReplyTo::InitFencing(request) => {
@@ -872,23 +1000,34 @@ impl Coordinator {
         }
     }
 
-    /// After replay: every decision found prepared gets its markers sent again, because a crash
-    /// may have cut them short.
+    /// After replay of a node-local topic: every decision found prepared gets its markers sent
+    /// again, because a crash may have cut them short.
     pub fn replay_finish(&mut self, outputs: &mut Vec<Output>) {
+        self.markers_resend(outputs, |_| true);
+        self.invariants_check();
+    }
+
+    /// The markers of every prepared decision of the ids `which` picks, again.
+    fn markers_resend(&self, outputs: &mut Vec<Output>, which: impl Fn(&str) -> bool) {
         for (transactional_id, entry) in &self.entries {
             let metadata = entry.metadata.as_ref().expect("replayed: durable");
-            if matches!(
+            let prepared = matches!(
                 metadata.state,
                 TxnState::PrepareCommit | TxnState::PrepareAbort
-            ) {
+            );
+            if prepared && which(transactional_id) {
                 outputs.push(Output::Markers(markers_of(transactional_id, metadata)));
             }
         }
-        self.invariants_check();
     }
 
     pub fn invariants_check(&self) {
         for (transactional_id, entry) in &self.entries {
+            assert!(
+                self.partitions
+                    .contains_key(&self.partition_for(transactional_id)),
+                "{transactional_id}: an id lives only while its partition is held"
+            );
             if let Some(write) = entry.pending {
                 let pending = &self.writes[&write];
                 assert_eq!(&pending.transactional_id, transactional_id);

@@ -9,7 +9,10 @@
 //!   `step(outputs, input)`. Pure: no clock, no I/O; new producer ids arrive in inputs.
 //! - `shell`: the async shell: one mutex around the core, replies parked until their record is
 //!   durable, appends to `__transaction_state`, a timer task for transaction timeouts, markers
-//!   through a `MarkerSender` (retried until every partition has one), and replay at startup.
+//!   through a `MarkerSender` (retried until every partition has one), and replay at startup
+//!   (node-local topic) or on gaining a partition's leadership (replicated topic).
+//! - `sender`: `BrokerMarkerSender`, markers to each partition's leader: this broker's handler
+//!   or another broker over the network.
 //!
 //! **Invariant:** every state change is appended to `__transaction_state` and fsynced before it
 //! is acknowledged or acted on; the in-memory state only ever shows durable transitions.
@@ -20,6 +23,7 @@
 
 pub mod coordinator;
 pub mod records;
+pub mod sender;
 pub mod shell;
 
 #[cfg(test)]
@@ -49,8 +53,8 @@ pub const TRANSACTION_TIMEOUT_MAX_DEFAULT: Duration = Duration::from_millis(900_
 pub const TRANSACTIONAL_ID_BYTES_MAX: usize = 255;
 /// Partitions one transaction may hold; bounds a transaction's record (Kafka: unbounded).
 pub const TRANSACTION_PARTITIONS_MAX: usize = 10_000;
-/// The coordinator epoch written into markers: a single node never changes leadership of
-/// `__transaction_state`.
+/// The coordinator epoch written into markers by a node-local `__transaction_state`, whose
+/// leadership never changes; a replicated one writes its partition's leader epoch.
 pub const COORDINATOR_EPOCH: i32 = 0;
 
 /// The transaction coordinator's settings.
@@ -174,6 +178,12 @@ pub enum TxnError {
     CoordinatorNotAvailable,
     #[error("transactional id not found")]
     TransactionalIdNotFound,
+    /// The id's partition of a replicated `__transaction_state` is not led here (or no more).
+    #[error("this broker does not coordinate the transactional id; find its coordinator again")]
+    NotCoordinator,
+    /// The id's partition is led here and still replaying, or not yet committed by the HW.
+    #[error("the transaction coordinator is loading the transactional id's partition")]
+    CoordinatorLoadInProgress,
 }
 
 /// What DescribeTransactions and ListTransactions show.

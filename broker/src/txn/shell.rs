@@ -9,29 +9,45 @@
 //! queues the decision's markers for the marker task.
 //!
 //! The marker task is Kafka's `TransactionMarkerChannelManager` in miniature: every due
-//! decision's markers are grouped by destination broker (the partition's leader; on a single
-//! node, this one) into one WriteTxnMarkers request per broker, sent through a `MarkerSender`;
-//! a partition is done when its marker is written, or when the answer says it never will be
-//! (a newer epoch fenced the producer there, or the partition is gone); any other answer is
+//! decision's markers are grouped by destination broker (each partition's leader, by the
+//! image: `MarkerSender::leader`) into one WriteTxnMarkers request per broker, sent through a
+//! `MarkerSender` (this broker's handler, or the network); a partition is done when its marker
+//! is written, or when the answer says it never will be (a newer epoch fenced the producer
+//! there, or the partition is gone); any other answer, and a partition with no leader, is
 //! retried with backoff. When every partition of a decision is done the core hears
 //! `MarkersWritten` and completes the transaction.
 //!
-//! `__transaction_state` is created on first use (FindCoordinator for a transactional id, or
-//! InitProducerId with one), as Kafka does, and the timer and marker tasks start with it: a
-//! broker that never sees a transaction runs nothing here.
+//! `__transaction_state` lives one of two ways (`Placement`), as `__consumer_offsets` does
+//! (`group::shell`). On a lone node it is the node's own, created on first use (FindCoordinator
+//! for a transactional id, or InitProducerId with one) and replayed whole at startup. In a
+//! cluster of several voters it is a topic of the metadata image (FindCoordinator has the
+//! controller create it), and this shell holds a partition only while this broker leads it
+//! (`leadership_apply`, after each reconcile): it replays the partition, serves its ids once
+//! the HW covers the replay (then resends the markers of every decision it found prepared),
+//! appends at the image's leader epoch, counts a write durable once the HW covers it, and
+//! writes that epoch into its markers as the coordinator epoch, which fences a deposed
+//! coordinator's markers at every partition. A leadership lost forgets the partition's ids and
+//! their markers still to send, and fails their pending writes with NOT_COORDINATOR: the new
+//! coordinator finds the decision in the log and finishes it.
+//!
+//! The timer and marker tasks start with the first partition held: a broker that never sees a
+//! transaction runs nothing here.
 //!
 //! Lock order: the coordinator lock, then a partition's log lock, then the producer id lock.
 
 use super::coordinator::{Coordinator, Input, Output};
 use super::records::{record_decode, record_encode, RecordError, TxnRecord};
 use super::{RequestId, TxnConfig, COORDINATOR_EPOCH, TRANSACTION_STATE_TOPIC};
-use crate::group::shell::{internal_topic_open, replay_read};
+use crate::cluster_mode::Placement;
+use crate::group::shell::{internal_topic_open, led_here, replay_read, replicated_append};
 use crate::group::TopicPartition;
 use crate::partition::Partition;
 use crate::planted::Bug;
 use crate::producer_ids::ProducerIds;
+use crate::replica::AckError;
 use crate::topics::{TopicError, Topics};
 use bytes::Bytes;
+use cluster::image::MetadataImage;
 use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
@@ -59,11 +75,18 @@ const TIMER_IDLE_MAX: Duration = Duration::from_secs(1);
 /// attempt up to `MARKER_BACKOFF_MAX`.
 const MARKER_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const MARKER_BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// The leader epoch stamped on coordinator writes: a single node never changes leadership.
+/// A WriteTxnMarkers request unanswered this long is retried (the broker waits up to
+/// `write_txn_markers::MARKER_WAIT_MAX` for its markers to be committed, then answers).
+const MARKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// The leader epoch stamped on a node-local topic's writes: a lone node never changes
+/// leadership.
 const LEADER_EPOCH: i32 = 0;
 
-/// Where WriteTxnMarkers requests go: the local broker's handler, or, in unit tests, a fake.
+/// Where WriteTxnMarkers requests go: the partitions' leaders (`BrokerMarkerSender`), or, in
+/// unit tests, a fake.
 pub trait MarkerSender: Send + Sync + std::fmt::Debug {
+    /// The broker leading `partition` now, if any.
+    fn leader(&self, partition: &TopicPartition) -> Option<i32>;
     /// Sends `request` to broker `node_id`; `Err` when it could not be delivered or answered.
     fn send(&self, node_id: i32, request: WriteTxnMarkersRequest) -> MarkerFuture;
 }
@@ -77,10 +100,30 @@ struct MarkerEntry {
     producer_id: i64,
     epoch: i16,
     commit: bool,
+    /// The epoch this coordinator holds the id's partition at: the marker's coordinator epoch.
+    coordinator_epoch: i32,
     remaining: BTreeSet<TopicPartition>,
     attempts: u32,
     due: Duration,
-    in_flight: bool,
+    /// Requests out carrying some of its partitions (one per destination broker).
+    in_flight: u32,
+}
+
+/// A partition of `__transaction_state` this coordinator holds.
+struct Held {
+    partition: Arc<Partition>,
+    /// The image's leader epoch it is led at; `None` for the node-local topic.
+    leader_epoch: Option<i32>,
+    /// Whether a leader core decides its HW (more than one replica).
+    replicated: bool,
+    /// Identifies this load, so a late "the HW covers the replay" of an earlier one is ignored.
+    load: u64,
+}
+
+impl Held {
+    fn coordinator_epoch(&self) -> i32 {
+        self.leader_epoch.unwrap_or(COORDINATOR_EPOCH)
+    }
 }
 
 struct State {
@@ -88,21 +131,27 @@ struct State {
     replies: BTreeMap<RequestId, oneshot::Sender<Output>>,
     /// Reused across steps.
     outputs: Vec<Output>,
-    /// The partitions of `__transaction_state`, by index; empty until the topic exists.
-    partitions: Vec<Arc<Partition>>,
+    /// The partitions of `__transaction_state` held here, by index: every partition of the
+    /// node-local topic once it exists, the led ones of a replicated topic.
+    partitions: BTreeMap<i32, Held>,
     /// Markers to write, per transactional id (one decision per id at a time).
     markers: BTreeMap<String, MarkerEntry>,
     /// Draws the topic id when the topic is created.
     rng: ChaCha8Rng,
+    load_next: u64,
 }
 
 pub struct TxnCoordinator {
     state: Mutex<State>,
     config: TxnConfig,
+    placement: Placement,
+    /// A creation of the replicated topic is under way (`create_begin`).
+    creating: AtomicBool,
     producer_ids: Arc<Mutex<ProducerIds>>,
     sender: OnceLock<Arc<dyn MarkerSender>>,
-    /// This broker: the destination of every marker while there is one node.
     node_id: i32,
+    /// The planted bug switched on (feature `planted-bugs` only; always `None` otherwise).
+    planted: Option<Bug>,
     clock: Clock,
     started: runtime::time::Instant,
     timer_wake: Arc<Notify>,
@@ -128,11 +177,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl TxnCoordinator {
-    /// Replays `__transaction_state` if it exists. Nothing runs until `start`.
+    /// Replays a node-local `__transaction_state` if it exists; a replicated one's partitions
+    /// come with their leadership (`leadership_apply`). Nothing runs until `start`.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
         topics: &Topics,
         config: TxnConfig,
+        placement: Placement,
         offsets_partition_count: i32,
         node_id: i32,
         clock: Clock,
@@ -140,24 +191,39 @@ impl TxnCoordinator {
         producer_ids: Arc<Mutex<ProducerIds>>,
         planted: Option<Bug>,
     ) -> Result<Arc<TxnCoordinator>, TopicError> {
-        let partitions: Vec<Arc<Partition>> = match topics.get(TRANSACTION_STATE_TOPIC) {
-            None => Vec::new(),
+        let local = topics
+            .get(TRANSACTION_STATE_TOPIC)
+            .filter(|_| placement == Placement::Local);
+        let partitions: BTreeMap<i32, Held> = match local {
+            None => BTreeMap::new(),
             Some(metadata) => (0..metadata.partition_count)
                 .map(|index| {
-                    topics
+                    let partition = topics
                         .partition(TRANSACTION_STATE_TOPIC, index)
-                        .expect("listed")
+                        .expect("listed");
+                    (index, Held::local(partition))
                 })
                 .collect(),
         };
-        let partition_count = match partitions.len() {
-            0 => config.state_partitions,
-            count => count as i32,
+        let mut core = match (placement, partitions.len()) {
+            (Placement::Replicated, _) => Coordinator::replicated(
+                config.clone(),
+                config.state_partitions,
+                offsets_partition_count,
+            ),
+            (Placement::Local, 0) => Coordinator::new(
+                config.clone(),
+                config.state_partitions,
+                offsets_partition_count,
+            ),
+            (Placement::Local, count) => {
+                let count = i32::try_from(count).expect("partition count fits i32");
+                Coordinator::new(config.clone(), count, offsets_partition_count)
+            }
         };
-        let mut core = Coordinator::new(config.clone(), partition_count, offsets_partition_count);
         core.planted_set(planted.filter(|_| cfg!(feature = "planted-bugs")));
-        for partition in &partitions {
-            replay_partition(&mut core, partition)?;
+        for held in partitions.values() {
+            replay_partition(&mut core, &held.partition, Duration::ZERO)?;
         }
         let mut outputs = Vec::new();
         core.replay_finish(&mut outputs);
@@ -169,11 +235,15 @@ impl TxnCoordinator {
                 partitions,
                 markers: BTreeMap::new(),
                 rng,
+                load_next: 1,
             }),
             config,
+            placement,
+            creating: AtomicBool::new(false),
             producer_ids,
             sender: OnceLock::new(),
             node_id,
+            planted,
             started: clock.now(),
             clock,
             timer_wake: Arc::new(Notify::new()),
@@ -214,26 +284,50 @@ impl TxnCoordinator {
         runtime::spawn(markers_run(Arc::downgrade(self)));
     }
 
-    /// Creates `__transaction_state` on first use (FindCoordinator or InitProducerId for a
-    /// transactional id). Lock order: the topics lock (held by the caller), then ours.
+    /// Creates a node-local `__transaction_state` on first use (FindCoordinator or
+    /// InitProducerId for a transactional id); nothing for a replicated one, which
+    /// FindCoordinator asks the controller for. Lock order: the topics lock (held by the
+    /// caller), then ours.
     pub fn topic_ensure(self: &Arc<Self>, topics: &mut Topics) -> Result<(), TopicError> {
+        if self.placement == Placement::Replicated {
+            return Ok(());
+        }
         {
             let mut state = lock(&self.state);
             if !state.partitions.is_empty() {
                 return Ok(());
             }
             let State { rng, .. } = &mut *state;
-            state.partitions = internal_topic_open(
+            let partitions = internal_topic_open(
                 topics,
                 TRANSACTION_STATE_TOPIC,
                 self.config.state_partitions,
                 self.clock.wall_ms(),
                 rng,
             )?;
+            state.partitions = partitions
+                .into_iter()
+                .map(|partition| (partition.index, Held::local(partition)))
+                .collect();
             tracing::info!("created {TRANSACTION_STATE_TOPIC}");
         }
         self.activate();
         Ok(())
+    }
+
+    /// Where `__transaction_state` lives.
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+
+    /// Claims the one creation of a replicated `__transaction_state` under way; `false` if one
+    /// is.
+    pub fn create_begin(&self) -> bool {
+        !self.creating.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn create_end(&self) {
+        self.creating.store(false, Ordering::Release);
     }
 
     /// Monotonic time since this coordinator started: the core's clock.
@@ -342,14 +436,19 @@ impl TxnCoordinator {
                 return;
             }
             Output::Markers(markers) => {
+                let index = state.core.partition_for(&markers.transactional_id);
+                let Some(held) = state.partitions.get(&index) else {
+                    return; // Unloaded in the same step: the new coordinator sends them.
+                };
                 let entry = MarkerEntry {
                     producer_id: markers.producer_id,
                     epoch: markers.epoch,
                     commit: markers.commit,
+                    coordinator_epoch: held.coordinator_epoch(),
                     remaining: markers.partitions,
                     attempts: 0,
                     due: Duration::ZERO,
-                    in_flight: false,
+                    in_flight: 0,
                 };
                 state.markers.insert(markers.transactional_id, entry);
                 self.markers_wake.notify_one();
@@ -365,7 +464,8 @@ impl TxnCoordinator {
         }
     }
 
-    /// Appends one record as one batch and spawns the waiter that reports its durability.
+    /// Appends one record as one batch and spawns the waiter that reports its durability: the
+    /// fsync for the node-local topic, the HW for a replicated one.
     fn persist(
         self: &Arc<Self>,
         state: &State,
@@ -373,11 +473,13 @@ impl TxnCoordinator {
         write: u64,
         record: &TxnRecord,
     ) -> Result<(), String> {
-        let Some(partition) = state.partitions.get(partition_index as usize).cloned() else {
+        let Some(held) = state.partitions.get(&partition_index) else {
             return Err(format!(
-                "{TRANSACTION_STATE_TOPIC} has no partition {partition_index}"
+                "{TRANSACTION_STATE_TOPIC} partition {partition_index} is not held here"
             ));
         };
+        let partition = held.partition.clone();
+        let leader_epoch = held.leader_epoch.unwrap_or(LEADER_EPOCH);
         let now_ms = self.clock.wall_ms();
         let (key, value) = record_encode(record);
         let spec = RecordSpec {
@@ -387,80 +489,122 @@ impl TxnCoordinator {
             timestamp: now_ms,
         };
         let batch = batch_encode(&[spec], Compression::None);
-        let appended = partition
-            .log()
-            .append(batch, LEADER_EPOCH, now_ms)
-            .map_err(|error| error.to_string())?;
-        partition.flush_request();
         let decision = record
             .metadata
             .as_ref()
             .is_some_and(|metadata| metadata.state == super::TxnState::PrepareCommit);
-        if decision {
-            // Aimed power losses land here: the decision appended, its fsync under way.
-            let disk = partition.log().disk().clone();
-            runtime::buggify::hit(&*disk, runtime::buggify::Site::DecisionAppended);
-        }
         let coordinator = Arc::downgrade(self);
+        if held.replicated {
+            let receiver = replicated_append(&partition, leader_epoch, |log| {
+                log.append(batch, leader_epoch, now_ms)
+            })
+            .map_err(|error| error.to_string())?;
+            if decision {
+                decision_appended(&partition);
+            }
+            runtime::spawn(async move {
+                // Covered by the HW: fsynced on every ISR member. AFTER_APPEND says the same
+                // with an ISR below min.insync.replicas, which does not undo the write.
+                let durable = matches!(
+                    receiver.await,
+                    Ok(Ok(()) | Err(AckError::NotEnoughReplicasAfterAppend))
+                );
+                if let Some(coordinator) = coordinator.upgrade() {
+                    let input = coordinator.persisted_input(write, durable);
+                    coordinator.step(input);
+                }
+            });
+            return Ok(());
+        }
+        let appended = partition
+            .log()
+            .append(batch, leader_epoch, now_ms)
+            .map_err(|error| error.to_string())?;
+        partition.flush_request();
+        if decision {
+            decision_appended(&partition);
+        }
         runtime::spawn(async move {
             let durable = partition.durable_wait(appended.last_offset).await;
             let Some(coordinator) = coordinator.upgrade() else {
                 return;
             };
-            let input = if durable {
-                Input::Persisted { write }
-            } else {
-                Input::PersistFailed {
-                    write,
-                    now: coordinator.now(),
-                }
-            };
+            let input = coordinator.persisted_input(write, durable);
             coordinator.step(input);
         });
         Ok(())
     }
 
-    /// Takes the due marker entries (marking them in flight) and groups them into one
-    /// WriteTxnMarkers request per destination broker; also the next due time of the rest.
+    /// `Persisted` or `PersistFailed`, as the wait for a write ended.
+    fn persisted_input(&self, write: u64, durable: bool) -> Input {
+        match durable {
+            true => Input::Persisted { write },
+            false => Input::PersistFailed {
+                write,
+                now: self.now(),
+            },
+        }
+    }
+
+    /// Takes the due marker entries and groups their partitions by leader into one
+    /// WriteTxnMarkers request per destination broker (counting each entry in flight once per
+    /// request carrying it); also the next due time of the rest. An entry none of whose
+    /// partitions has a leader now waits its backoff.
     fn markers_due(
         &self,
         state: &mut State,
+        sender: &dyn MarkerSender,
     ) -> (Vec<(i32, WriteTxnMarkersRequest)>, Option<Duration>) {
         let now = self.now();
         let mut by_node: BTreeMap<i32, Vec<WritableTxnMarker>> = BTreeMap::new();
         let mut next_due = None;
         for entry in state.markers.values_mut() {
-            if entry.in_flight {
+            if entry.in_flight > 0 {
                 continue;
             }
             if entry.due > now {
                 next_due = Some(next_due.map_or(entry.due, |due: Duration| due.min(entry.due)));
                 continue;
             }
-            entry.in_flight = true;
-            // Every partition's leader is this broker while there is one node.
-            let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            let mut routes: BTreeMap<i32, BTreeMap<&str, Vec<i32>>> = BTreeMap::new();
             for partition in &entry.remaining {
-                topics
+                let leader = match Bug::active(self.planted, Bug::MarkersOnlyLocal) {
+                    true => Some(self.node_id),
+                    false => sender.leader(partition),
+                };
+                let Some(leader) = leader else {
+                    continue; // Retried after the backoff: a leader may be elected by then.
+                };
+                routes
+                    .entry(leader)
+                    .or_default()
                     .entry(&partition.topic)
                     .or_default()
                     .push(partition.partition);
             }
-            let topics = topics
-                .into_iter()
-                .map(|(topic, partitions)| {
-                    WritableTxnMarkerTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                        .with_partition_indexes(partitions)
-                })
-                .collect();
-            let marker = WritableTxnMarker::default()
-                .with_producer_id(ProducerId(entry.producer_id))
-                .with_producer_epoch(entry.epoch)
-                .with_transaction_result(entry.commit)
-                .with_topics(topics)
-                .with_coordinator_epoch(COORDINATOR_EPOCH);
-            by_node.entry(self.node_id).or_default().push(marker);
+            if routes.is_empty() {
+                entry.backoff(now);
+                next_due = Some(next_due.map_or(entry.due, |due: Duration| due.min(entry.due)));
+                continue;
+            }
+            entry.in_flight = u32::try_from(routes.len()).expect("brokers fit u32");
+            for (node, topics) in routes {
+                let topics = topics
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        WritableTxnMarkerTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                            .with_partition_indexes(partitions)
+                    })
+                    .collect();
+                let marker = WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(entry.producer_id))
+                    .with_producer_epoch(entry.epoch)
+                    .with_transaction_result(entry.commit)
+                    .with_topics(topics)
+                    .with_coordinator_epoch(entry.coordinator_epoch);
+                by_node.entry(node).or_default().push(marker);
+            }
         }
         let requests = by_node
             .into_iter()
@@ -474,7 +618,9 @@ impl TxnCoordinator {
         (requests, next_due)
     }
 
-    /// Applies one WriteTxnMarkers answer (or its failure) to the entries it carried.
+    /// Applies one WriteTxnMarkers answer (or its failure) to the entries it carried: the
+    /// partitions done leave them, and an entry with no request out any more completes (every
+    /// partition done) or waits its backoff.
     fn markers_answered(
         self: &Arc<Self>,
         request: &WriteTxnMarkersRequest,
@@ -524,20 +670,27 @@ impl TxnCoordinator {
             Err(error) => tracing::warn!(%error, "WriteTxnMarkers failed; retrying"),
         }
         let mut inputs = Vec::new();
-        let carried: BTreeSet<(i64, i16)> = request
+        let carried: BTreeSet<(i64, i16, i32)> = request
             .markers
             .iter()
-            .map(|marker| (marker.producer_id.0, marker.producer_epoch))
+            .map(|marker| {
+                let epochs = (marker.producer_epoch, marker.coordinator_epoch);
+                (marker.producer_id.0, epochs.0, epochs.1)
+            })
             .collect();
         let mut finished_ids = Vec::new();
         for (transactional_id, entry) in state.markers.iter_mut() {
-            if !entry.in_flight || !carried.contains(&(entry.producer_id, entry.epoch)) {
+            let key = (entry.producer_id, entry.epoch, entry.coordinator_epoch);
+            if entry.in_flight == 0 || !carried.contains(&key) {
                 continue;
             }
-            entry.in_flight = false;
+            entry.in_flight -= 1;
             entry
                 .remaining
                 .retain(|partition| !done.contains(&(entry.producer_id, partition.clone())));
+            if entry.in_flight > 0 {
+                continue;
+            }
             if entry.remaining.is_empty() {
                 finished_ids.push(transactional_id.clone());
                 inputs.push(Input::MarkersWritten {
@@ -547,11 +700,7 @@ impl TxnCoordinator {
                     epoch: entry.epoch,
                 });
             } else {
-                entry.attempts += 1;
-                let backoff = MARKER_BACKOFF_FIRST
-                    .saturating_mul(1 << entry.attempts.min(8))
-                    .min(MARKER_BACKOFF_MAX);
-                entry.due = now + backoff;
+                entry.backoff(now);
             }
         }
         for transactional_id in finished_ids {
@@ -560,7 +709,183 @@ impl TxnCoordinator {
         for input in inputs {
             self.run(&mut state, input);
         }
+        // An entry's next attempt may be due before the task's current wait ends.
+        self.markers_wake.notify_one();
     }
+
+    /// Brings the held partitions of a replicated `__transaction_state` in line with `image`
+    /// (after each reconcile), as `GroupCoordinator::leadership_apply` does for
+    /// `__consumer_offsets`: a partition this broker leads, whose leader core runs at the
+    /// image's epoch, is loaded (again, at a new epoch); one it no longer leads is unloaded.
+    pub fn leadership_apply(
+        self: &Arc<Self>,
+        image: &MetadataImage,
+        node_id: i32,
+        partition_of: impl Fn(i32) -> Option<Arc<Partition>>,
+    ) {
+        if self.placement != Placement::Replicated {
+            return;
+        }
+        let topic = image.topic_by_name(TRANSACTION_STATE_TOPIC);
+        let mut state = lock(&self.state);
+        let count = topic.map_or(0, |topic| topic.partitions.len());
+        let count = i32::try_from(count).expect("partition count fits i32");
+        if state.partitions.is_empty() && count > 0 && count != state.core.partition_count() {
+            state.core.partition_count_set(count);
+        }
+        for index in 0..state.core.partition_count() {
+            let wanted = led_here(
+                image,
+                TRANSACTION_STATE_TOPIC,
+                index,
+                node_id,
+                &partition_of,
+            );
+            let held = state.partitions.get(&index).map(|held| held.leader_epoch);
+            match (held, &wanted) {
+                (Some(held), Some((_, epoch, _))) if held == Some(*epoch) => continue,
+                (None, None) => continue,
+                _ => {}
+            }
+            if held.is_some() {
+                self.unload(&mut state, index);
+            }
+            if let Some((partition, leader_epoch, replicated)) = wanted {
+                self.load(&mut state, index, partition, leader_epoch, replicated);
+            }
+        }
+    }
+
+    /// Forgets partition `index`: its ids, their pending writes (answered NOT_COORDINATOR) and
+    /// their markers still to send.
+    fn unload(self: &Arc<Self>, state: &mut State, index: i32) {
+        state.partitions.remove(&index);
+        let core = &state.core;
+        state
+            .markers
+            .retain(|transactional_id, _| core.partition_for(transactional_id) != index);
+        let mut outputs = std::mem::take(&mut state.outputs);
+        state.core.partition_unload(&mut outputs, index);
+        for output in outputs.drain(..) {
+            self.output_run(state, output, &mut VecDeque::new());
+        }
+        state.outputs = outputs;
+        tracing::info!(partition = index, "transaction state partition unloaded");
+    }
+
+    /// Replays partition `index` (led here at `leader_epoch`) into the core and waits in the
+    /// background until the HW covers the replayed end, then serves its ids.
+    fn load(
+        self: &Arc<Self>,
+        state: &mut State,
+        index: i32,
+        partition: Arc<Partition>,
+        leader_epoch: i32,
+        replicated: bool,
+    ) {
+        state.core.partition_load_begin(index);
+        let now = self.now();
+        let replayed = match Bug::active(self.planted, Bug::TxnLoadSkipsReplay) {
+            // The planted bug `txn-load-skips-replay`: the partition is served from nothing.
+            true => Ok(()),
+            false => replay_partition(&mut state.core, &partition, now),
+        };
+        if let Err(error) = replayed {
+            tracing::error!(partition = index, %error, "transaction state partition load failed");
+            let mut outputs = Vec::new();
+            state.core.partition_unload(&mut outputs, index);
+            assert!(outputs.is_empty(), "a loading partition has no writes");
+            return;
+        }
+        let end = partition.log().log_end_offset();
+        let load = state.load_next;
+        state.load_next += 1;
+        let held = Held {
+            partition: partition.clone(),
+            leader_epoch: Some(leader_epoch),
+            replicated,
+            load,
+        };
+        state.partitions.insert(index, held);
+        tracing::info!(
+            partition = index,
+            leader_epoch,
+            end,
+            "transaction state partition loading"
+        );
+        self.activate();
+        let waited = match replicated {
+            true => {
+                let mut replica = partition.replica();
+                let Some(led) = replica.as_mut().filter(|led| led.writable(leader_epoch)) else {
+                    return; // Deposed meanwhile: the reconcile that follows unloads it.
+                };
+                Some(led.ack_wait(end).0)
+            }
+            false => None,
+        };
+        let coordinator = Arc::downgrade(self);
+        runtime::spawn(async move {
+            let covered = match waited {
+                Some(receiver) => matches!(
+                    receiver.await,
+                    Ok(Ok(()) | Err(AckError::NotEnoughReplicasAfterAppend))
+                ),
+                None => end == 0 || partition.durable_wait(end - 1).await,
+            };
+            let Some(coordinator) = coordinator.upgrade() else {
+                return;
+            };
+            let mut state = lock(&coordinator.state);
+            let current = state
+                .partitions
+                .get(&index)
+                .is_some_and(|held| held.load == load);
+            if covered && current {
+                let mut outputs = std::mem::take(&mut state.outputs);
+                state.core.partition_activate(&mut outputs, index);
+                let resent = outputs.len();
+                for output in outputs.drain(..) {
+                    coordinator.output_run(&mut state, output, &mut VecDeque::new());
+                }
+                state.outputs = outputs;
+                coordinator.timer_wake.notify_one();
+                tracing::info!(
+                    partition = index,
+                    leader_epoch,
+                    markers_resent = resent,
+                    "transaction state partition loaded"
+                );
+            }
+        });
+    }
+}
+
+impl Held {
+    fn local(partition: Arc<Partition>) -> Held {
+        Held {
+            partition,
+            leader_epoch: None,
+            replicated: false,
+            load: 0,
+        }
+    }
+}
+
+impl MarkerEntry {
+    fn backoff(&mut self, now: Duration) {
+        self.attempts += 1;
+        let backoff = MARKER_BACKOFF_FIRST
+            .saturating_mul(1 << self.attempts.min(8))
+            .min(MARKER_BACKOFF_MAX);
+        self.due = now + backoff;
+    }
+}
+
+/// Aimed power losses land here: the decision appended, its fsync (or replication) under way.
+fn decision_appended(partition: &Partition) {
+    let disk = partition.log().disk().clone();
+    runtime::buggify::hit(&*disk, runtime::buggify::Site::DecisionAppended);
 }
 
 /// Whether a marker error means the partition is done: a newer epoch fenced the producer there
@@ -588,14 +913,22 @@ async fn markers_run(coordinator: Weak<TxnCoordinator>) {
         let notified = wake.notified();
         runtime::pin!(notified);
         notified.as_mut().enable();
-        let (requests, next_due) = strong.markers_due(&mut lock(&strong.state));
-        if !requests.is_empty() {
-            let sender = strong.sender.get().expect("active implies started").clone();
-            for (node, request) in requests {
-                let response = sender.send(node, request.clone()).await;
-                strong.markers_answered(&request, response);
-            }
-            continue;
+        let sender = strong.sender.get().expect("active implies started").clone();
+        let (requests, next_due) = strong.markers_due(&mut lock(&strong.state), &*sender);
+        // Each broker's request on its own task: a broker that does not answer holds back
+        // only the markers it leads.
+        for (node, request) in requests {
+            let sent = sender.send(node, request.clone());
+            let coordinator = coordinator.clone();
+            runtime::spawn(async move {
+                let response = match runtime::time::timeout(MARKER_REQUEST_TIMEOUT, sent).await {
+                    Ok(response) => response,
+                    Err(_) => Err(format!("broker {node} did not answer in time")),
+                };
+                if let Some(coordinator) = coordinator.upgrade() {
+                    coordinator.markers_answered(&request, response);
+                }
+            });
         }
         let now = strong.now();
         let wait = next_due.map_or(TIMER_IDLE_MAX, |due| {
@@ -639,7 +972,11 @@ async fn timer_run(coordinator: Weak<TxnCoordinator>) {
 
 /// Feeds every record of one partition to the core, in log order, or fails: a coordinator
 /// serving from part of its log could forget a decision (issue 9's lesson for groups).
-fn replay_partition(core: &mut Coordinator, partition: &Partition) -> Result<(), TopicError> {
+fn replay_partition(
+    core: &mut Coordinator,
+    partition: &Partition,
+    now: Duration,
+) -> Result<(), TopicError> {
     let log = partition.log();
     let end = log.log_end_offset();
     let mut offset = log.log_start_offset();
@@ -660,7 +997,7 @@ fn replay_partition(core: &mut Coordinator, partition: &Partition) -> Result<(),
             "a read that returned batches moves on"
         );
         for record in records {
-            core.replay(Duration::ZERO, record);
+            core.replay(now, record);
         }
         offset = next_offset;
     }
@@ -689,28 +1026,4 @@ fn replay_decode(partition: i32, bytes: &Bytes) -> Result<Vec<TxnRecord>, String
         }
     }
     Ok(records)
-}
-
-/// The markers for partitions this broker hosts: `handlers::write_txn_markers::write`, which
-/// answers once every marker it wrote is fsynced. Holds the broker weakly (the broker holds the
-/// coordinator, which holds this).
-#[derive(Debug)]
-pub struct LocalMarkerSender {
-    pub broker: Weak<crate::broker::Broker>,
-}
-
-impl MarkerSender for LocalMarkerSender {
-    fn send(&self, node_id: i32, request: WriteTxnMarkersRequest) -> MarkerFuture {
-        let broker = self.broker.upgrade();
-        Box::pin(async move {
-            let broker = broker.ok_or_else(|| "the broker is shutting down".to_string())?;
-            if node_id != broker.config.node_id {
-                return Err(format!("no route to broker {node_id}"));
-            }
-            let response = crate::handlers::write_txn_markers::write(&broker, request).await;
-            // Aimed crashes land here: markers durable, the coordinator not yet told.
-            runtime::buggify::hit(&*broker.disk, runtime::buggify::Site::MarkersWritten);
-            Ok(response)
-        })
-    }
 }

@@ -74,6 +74,10 @@ fn answered(
 }
 
 impl MarkerSender for Scripted {
+    fn leader(&self, _partition: &TopicPartition) -> Option<i32> {
+        Some(1)
+    }
+
     fn send(&self, _node_id: i32, request: WriteTxnMarkersRequest) -> MarkerFuture {
         self.requests.lock().unwrap().push(request.clone());
         let step = self.script.lock().unwrap().pop_front();
@@ -96,6 +100,7 @@ fn open(topics: &mut Topics, sender: Arc<Scripted>) -> Arc<TxnCoordinator> {
             state_partitions: 2,
             ..TxnConfig::kafka_defaults()
         },
+        crate::cluster_mode::Placement::Local,
         4,
         1,
         runtime::Clock::system(),

@@ -646,6 +646,68 @@ fn replay_restores_every_id_and_resends_markers_of_prepared_decisions() {
 }
 
 #[test]
+fn a_moved_partition_answers_not_coordinator_and_serves_only_once_loaded_and_active() {
+    // The last coordinator's log: a commit decided, its markers not all written.
+    let mut old = Harness::new();
+    let producer = committed_once(&mut old);
+    old.add(producer, &[tp("t", 0), tp("u", 3)]);
+    old.durable();
+    old.end(producer, true);
+    old.durable();
+    let index = old.core.partition_for(ID);
+
+    let mut harness = Harness::new();
+    harness.core = Coordinator::replicated(config(), 4, 4);
+    // Not held: every request is answered NOT_COORDINATOR, and nothing is allocated.
+    assert!(!harness.core.needs_producer_id(ID));
+    harness.init(None);
+    harness.end(producer, true);
+    harness.core.partition_load_begin(index);
+    for record in &old.durable_log {
+        harness.core.replay(Duration::ZERO, record.clone());
+    }
+    // Loading: replayed, but neither served nor acted on (no markers, no deadline).
+    harness.end(producer, true);
+    assert_eq!(harness.core.deadline_next(), None);
+    assert!(harness.core.describe(ID).is_none());
+    let mut outputs = Vec::new();
+    harness.core.partition_activate(&mut outputs, index);
+    assert_eq!(
+        outputs,
+        [Output::Markers(Markers {
+            transactional_id: ID.to_string(),
+            producer_id: 100,
+            epoch: 0,
+            commit: true,
+            partitions: [tp("t", 0), tp("u", 3)].into(),
+        })],
+        "the new coordinator finishes the decision it found"
+    );
+    harness.markers_written(producer);
+    // Deposed with the completion in flight: it is failed NOT_COORDINATOR and forgotten.
+    harness.end(producer, true);
+    let mut outputs = Vec::new();
+    harness.core.partition_unload(&mut outputs, index);
+    harness.end(producer, true);
+    insta::assert_snapshot!(harness.take(), @r"
+    > init
+    init Err(NotCoordinator)
+    > end commit
+    end Err(NotCoordinator)
+    > end commit
+    end Err(CoordinatorLoadInProgress)
+    > markers written
+    persist CompleteCommit pid=100 epoch=0 partitions=0
+    > end commit
+    end Err(ConcurrentTransactions)
+    > end commit
+    end Err(NotCoordinator)
+    ");
+    assert!(outputs.is_empty(), "the completion had nobody to answer");
+    assert_eq!(harness.core.list().count(), 0);
+}
+
+#[test]
 fn records_round_trip_and_damaged_ones_are_refused() {
     let metadata = TxnMetadata {
         producer_id: 42,
