@@ -14,7 +14,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Cluster
@@ -361,3 +361,114 @@ def partitions_of_all(cluster, name):
     topic = client.list_topics(name, timeout=5).topics[name]
     assert topic.error is None, topic.error
     return {p.id: (p.leader, sorted(p.isrs)) for p in topic.partitions.values()}
+
+
+def java_hash(text):
+    """Java's String.hashCode, which Kafka's partitionFor uses for transactional ids."""
+    value = 0
+    for char in text:
+        value = (31 * value + ord(char)) & 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def txn_coordinator_of(cluster, transactional_id):
+    """The leader of the transactional id's partition of the replicated __transaction_state."""
+    view = partitions_of_all(cluster, "__transaction_state")
+    index = (java_hash(transactional_id) & 0x7FFFFFFF) % len(view)
+    leader, _ = view[index]
+    return leader if leader >= 1 else None
+
+
+def test_transactions_span_brokers_and_survive_coordinator_kills(cluster):
+    """A transaction writes to partitions led by every broker (three RF 3 partitions and three
+    single-replica ones, spread): its coordinator sends each marker to that partition's leader.
+    __transaction_state is replicated, so the coordinator moves with its partition's leadership
+    when it is SIGKILLed between transactions and mid-transaction: the transactional producer
+    goes on, and a read_committed consumer reads exactly the committed transactions, each
+    record once; read_uncommitted sees the aborted ones too."""
+    replicated = f"txn-rf3-{uuid.uuid4().hex[:8]}"
+    create(cluster, replicated, 3, 3, {"min.insync.replicas": "2"})
+    spread = f"txn-rf1-{uuid.uuid4().hex[:8]}"
+    create(cluster, spread, 3, 1)
+    leaders = {leader for leader, _ in partitions_of(cluster, spread).values()}
+    transactional_id = f"tx-{uuid.uuid4().hex[:8]}"
+    producer = Producer({"bootstrap.servers": cluster.bootstrap,
+                         "transactional.id": transactional_id, "transaction.timeout.ms": 60000,
+                         "linger.ms": 2, "message.timeout.ms": 60000, "retry.backoff.ms": 50})
+    producer.init_transactions(60)
+    view = partitions_of_all(cluster, "__transaction_state")
+    assert all(len(isr) == 3 for _, isr in view.values()), \
+        "__transaction_state is replicated on every broker of a three-broker cluster"
+    committed, aborted, failovers = [], [], []
+
+    def kill_coordinator():
+        coordinator = wait_for("the transaction coordinator",
+                               lambda: txn_coordinator_of(cluster, transactional_id))
+        victim = cluster.node(coordinator)
+        victim.stop(signal.SIGKILL)
+        return victim, time.monotonic()
+
+    for round_ in range(6):
+        commit = round_ % 3 != 1
+        values = [f"{round_}-{i}".encode() for i in range(12)]
+        killed = None
+        while True:
+            try:
+                producer.begin_transaction()
+                for i, value in enumerate(values):
+                    producer.produce(replicated if i % 2 else spread, value=value,
+                                     partition=i % 3)
+                producer.flush(60)
+                if round_ in (2, 4) and killed is None:
+                    # Mid-transaction: its partitions are added, its records written.
+                    killed = kill_coordinator()
+                if commit:
+                    producer.commit_transaction(60)
+                else:
+                    producer.abort_transaction(60)
+                break
+            except KafkaException as error:
+                # A retriable failure leaves the transaction to abort and redo; anything else
+                # (fenced, fatal) fails the test.
+                if not error.args[0].txn_requires_abort():
+                    raise
+                producer.abort_transaction(60)
+                aborted.extend(values)
+        (committed if commit else aborted).extend(values)
+        if killed is not None:
+            victim, killed_at = killed
+            failovers.append(time.monotonic() - killed_at)
+            victim.start()
+            wait_for("full ISRs of __transaction_state after the restart",
+                     lambda: all(len(isr) == 3 for _, isr in
+                                 partitions_of_all(cluster, "__transaction_state").values()))
+    seen, every = [], []
+    for topic in (replicated, spread):
+        seen += read_values(cluster, topic, 3, "read_committed")
+        every += read_values(cluster, topic, 3, "read_uncommitted")
+    assert sorted(seen) == sorted(committed), (
+        f"read_committed: {len(seen)} records, {len(set(seen) - set(committed))} not committed, "
+        f"{len(set(committed) - set(seen))} committed ones missing")
+    assert sorted(every) == sorted(committed + aborted), "read_uncommitted sees every record"
+    print(f"transactions across {len(leaders)} partition leaders: {len(committed)} committed, "
+          f"{len(aborted)} aborted records; commit after a coordinator SIGKILL took "
+          + ", ".join(f"{seconds * 1000:.0f} ms" for seconds in failovers))
+
+
+def read_values(cluster, name, partitions, isolation, idle_s=3.0, timeout_s=TIMEOUT_S):
+    """Every value of `name` a consumer with `isolation` reads from offset 0, until nothing more
+    arrives for `idle_s`."""
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": f"r-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "isolation.level": isolation})
+    consumer.assign([TopicPartition(name, p, 0) for p in range(partitions)])
+    found = []
+    deadline = time.monotonic() + timeout_s
+    idle_until = time.monotonic() + idle_s
+    while time.monotonic() < deadline and time.monotonic() < idle_until:
+        message = consumer.poll(0.2)
+        if message is None or message.error():
+            continue
+        found.append(message.value())
+        idle_until = time.monotonic() + idle_s
+    consumer.close()
+    return found

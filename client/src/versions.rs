@@ -71,6 +71,9 @@ pub fn versions_ours(api_key: ApiKey) -> Option<VersionRange> {
         ApiKey::TxnOffsetCommit => (0, 3),
         ApiKey::DescribeTransactions => (0, 0),
         ApiKey::ListTransactions => (0, 1),
+        // Broker to broker: the transaction coordinator's markers to partition leaders. v1 is
+        // the flexible encoding of v0's fields (the protocol crate decodes v1 only).
+        ApiKey::WriteTxnMarkers => (1, 1),
         _ => return None,
     };
     Some(VersionRange { min, max })
@@ -108,6 +111,7 @@ pub fn request_api_key(body: &RequestKind) -> Result<ApiKey, ClientError> {
         RequestKind::EndTxn(_) => ApiKey::EndTxn,
         RequestKind::TxnOffsetCommit(_) => ApiKey::TxnOffsetCommit,
         RequestKind::DescribeTransactions(_) => ApiKey::DescribeTransactions,
+        RequestKind::WriteTxnMarkers(_) => ApiKey::WriteTxnMarkers,
         RequestKind::ListTransactions(_) => ApiKey::ListTransactions,
         other => {
             // The variant's name, e.g. "JoinGroup", from its Debug form: only on this error path.
