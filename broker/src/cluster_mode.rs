@@ -15,10 +15,10 @@
 //!   the same image and converges again.
 //! - `partition_role`: what a Produce/Fetch/ListOffsets may do with a partition here.
 //!
-//! `__transaction_state` is each node's own, never in the image. `__consumer_offsets` is too on
-//! a lone voter; in a cluster of several voters it is a topic of the image, replicated
-//! (`offsets_topic`, `internal_replication_factor`), and the group coordinator follows its
-//! partitions' leadership (`group::shell`).
+//! The internal topics (`__consumer_offsets`, `__transaction_state`) are each node's own on a
+//! lone voter; in a cluster of several voters they are topics of the image, replicated
+//! (`placement`, `internal_replication_factor`), and the group and transaction coordinators
+//! follow their partitions' leadership (`group::shell`, `txn::shell`).
 
 use crate::broker::{Broker, NodeContext};
 use crate::config::BrokerConfig;
