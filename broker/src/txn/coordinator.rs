@@ -1010,12 +1010,15 @@ impl Coordinator {
     /// The markers of every prepared decision of the ids `which` picks, again.
     fn markers_resend(&self, outputs: &mut Vec<Output>, which: impl Fn(&str) -> bool) {
         for (transactional_id, entry) in &self.entries {
+            if !which(transactional_id) {
+                continue; // Another partition's id, maybe new with its first write in flight.
+            }
             let metadata = entry.metadata.as_ref().expect("replayed: durable");
             let prepared = matches!(
                 metadata.state,
                 TxnState::PrepareCommit | TxnState::PrepareAbort
             );
-            if prepared && which(transactional_id) {
+            if prepared {
                 outputs.push(Output::Markers(markers_of(transactional_id, metadata)));
             }
         }

@@ -49,10 +49,15 @@ impl MarkerSender for BrokerMarkerSender {
             return Some(broker.config.node_id);
         }
         let image = broker.cluster().image();
-        let topic = image.topic_by_name(&partition.topic)?;
-        image
-            .partition(topic.topic_id, partition.partition)?
-            .leader()
+        let found = image
+            .topic_by_name(&partition.topic)
+            .and_then(|topic| image.partition(topic.topic_id, partition.partition));
+        match found {
+            // Deleted: this broker answers UNKNOWN_TOPIC_OR_PARTITION, which ends the partition.
+            None => Some(broker.config.node_id),
+            // Offline: retried until a leader is elected.
+            Some(found) => found.leader(),
+        }
     }
 
     fn send(&self, node_id: i32, request: WriteTxnMarkersRequest) -> MarkerFuture {

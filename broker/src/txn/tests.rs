@@ -708,6 +708,32 @@ fn a_moved_partition_answers_not_coordinator_and_serves_only_once_loaded_and_act
 }
 
 #[test]
+fn a_partition_activates_while_another_holds_a_new_id_with_its_first_write_in_flight() {
+    // cluster-txn seed 0: the resend of prepared decisions looked at every id, and a new id of
+    // another partition has no durable state yet.
+    let mut harness = Harness::new();
+    harness.core = Coordinator::replicated(config(), 4, 4);
+    let index = harness.core.partition_for(ID);
+    harness.core.partition_load_begin(index);
+    harness.core.partition_activate(&mut Vec::new(), index);
+    harness.init(None);
+    let other = (0..4)
+        .find(|candidate| *candidate != index)
+        .expect("four partitions");
+    harness.core.partition_load_begin(other);
+    let mut outputs = Vec::new();
+    harness.core.partition_activate(&mut outputs, other);
+    assert!(outputs.is_empty());
+    harness.durable();
+    insta::assert_snapshot!(harness.take(), @r"
+    > init
+    persist Empty pid=100 epoch=0 partitions=0
+    > durable
+    init Ok((100, 0))
+    ");
+}
+
+#[test]
 fn records_round_trip_and_damaged_ones_are_refused() {
     let metadata = TxnMetadata {
         producer_id: 42,
