@@ -89,6 +89,10 @@ impl Broker {
         crate::cluster_mode::unfenced_wait(broker.cluster()).await?;
         crate::cluster_mode::legacy_import(&broker).await?;
         broker.reconcile()?;
+        // Markers are routed by the image: not before it is current and the logs match it (a
+        // partition the image does not have yet would count as deleted, its marker skipped).
+        let sender = crate::txn::sender::BrokerMarkerSender::new(Arc::downgrade(&broker));
+        broker.txn.start(Arc::new(sender));
         let block = broker.cluster().allocate_producer_ids().await?;
         broker.producer_id_block_add(block.first, block.size);
         Ok(broker)
@@ -146,8 +150,6 @@ impl Broker {
             groups,
             cluster,
         });
-        let sender = crate::txn::sender::BrokerMarkerSender::new(Arc::downgrade(&broker));
-        broker.txn.start(Arc::new(sender));
         broker.replicas.broker_set(Arc::downgrade(&broker));
         Ok(broker)
     }
