@@ -735,6 +735,39 @@ mod tests {
         assert_eq!(seen.len(), Site::ALL.len(), "{seen:?}");
     }
 
+    /// The transactions on the cluster keep the transactional, cluster and replication knobs,
+    /// with the transaction windows aimed as in `single-txn` (the scenario may crash); the single transactional
+    /// world stays on one broker.
+    #[test]
+    fn cluster_txn_draws_transactions_and_replication() {
+        for seed in 0..100 {
+            let draw = |workload| {
+                Options::swarm(
+                    seed,
+                    FaultMix::ALL,
+                    workload,
+                    &mut stream_rng(seed, Stream::Swarm, 0),
+                )
+            };
+            let cluster = draw(Workload::ClusterTxn);
+            assert!(cluster.txn.is_some(), "{seed}");
+            let nodes = cluster.cluster.as_ref().expect("drawn").node_count;
+            assert_eq!(cluster.broker_count, nodes);
+            assert!(cluster.replication.is_some(), "{seed}");
+            assert_eq!(cluster.malformed_send_rate, 0.0);
+            assert_eq!((cluster.tail_reader_count, cluster.seeker_count), (0, 0));
+            let aimed = |site| cluster.buggify.iter().any(|(aimed, _)| *aimed == site);
+            assert!(
+                aimed(Site::MarkersWritten) && aimed(Site::DecisionAppended),
+                "{seed}"
+            );
+            let single = draw(Workload::Transactions);
+            assert!(single.txn.is_some());
+            assert_eq!((single.cluster, single.replication), (None, None));
+            assert_eq!(single.broker_count, 1);
+        }
+    }
+
     /// Power losses at unsynced Raft batches are aimed only in cluster seeds that crash, and in
     /// most of those; no other scenario's world changes.
     #[test]
