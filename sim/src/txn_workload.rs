@@ -343,7 +343,9 @@ async fn input_run(
     }
 }
 
-/// Reads committed from every data and output partition, from the start, until stopped.
+/// Reads committed from every data and output partition, from the start, until stopped. The
+/// assignment is tried again until it succeeds: on the cluster a topic just created may have no
+/// leader in the brokers' images yet, or the nemesis may already have struck.
 async fn reader_run(
     process: u64,
     options: Options,
@@ -357,12 +359,20 @@ async fn reader_run(
         partitions: partitions.clone(),
         seek_to_beginning: true,
     };
-    recorder.event(process, EventKind::Invoke, assign.clone());
-    match consumer.assign(positions_earliest(&partitions)).await {
-        Ok(()) => recorder.event(process, EventKind::Ok, assign),
-        Err(_) => {
-            recorder.event(process, EventKind::Fail, assign);
+    loop {
+        if stop.load(Ordering::SeqCst) {
             return;
+        }
+        recorder.event(process, EventKind::Invoke, assign.clone());
+        match consumer.assign(positions_earliest(&partitions)).await {
+            Ok(()) => {
+                recorder.event(process, EventKind::Ok, assign);
+                break;
+            }
+            Err(_) => {
+                recorder.event(process, EventKind::Fail, assign.clone());
+                runtime::time::sleep(BACKOFF).await;
+            }
         }
     }
     while !stop.load(Ordering::SeqCst) {
