@@ -109,6 +109,16 @@ pub const SCENARIOS: &[Scenario] = &[
         faults: FaultMix { swarm: true, crash: true, pause: true, network_partition: true, disk: true, ..FaultMix::NONE },
         workload: Workload::ClusterGroups,
     },
+    Scenario {
+        name: "cluster-txn",
+        description: "transactions on 3 or 5 brokers: the transaction coordinator is the leader \
+                      of a replicated __transaction_state partition; brokers crash, pause and \
+                      are cut off, coordinator first, so it moves and rebuilds from the log; \
+                      markers to partition leaders on other brokers; read_committed, aborted \
+                      reads, and the data checks",
+        faults: FaultMix { swarm: true, crash: true, pause: true, network_partition: true, disk: true, ..FaultMix::NONE },
+        workload: Workload::ClusterTxn,
+    },
 ];
 
 pub fn scenario_find(name: &str) -> Option<&'static Scenario> {

@@ -81,6 +81,15 @@ fn sweep_cluster_groups() {
     sweep_clean("cluster-groups", 0..40);
 }
 
+/// Transactions whose coordinator moves with the leadership of its replicated
+/// `__transaction_state` partition, which the nemesis aims at, with markers to partition leaders
+/// on other brokers: every transaction decided after heal (last stable offset at the high
+/// watermark everywhere) and the transaction checks.
+#[test]
+fn sweep_cluster_txn() {
+    sweep_clean("cluster-txn", 0..40);
+}
+
 /// The data world's nemesis still meets what it is for: a whole-cluster power loss right after
 /// a produce reply (cluster-crash 4), and a leader cut from its followers, from the controller
 /// and from the clients, a flapping link and a one-way link (cluster-chaos 119 and 53; with
@@ -451,6 +460,13 @@ fn determinism_across_processes() {
 #[test]
 fn determinism_across_processes_cluster_data() {
     determinism_processes("cluster-chaos", 3);
+}
+
+/// And the transactions on it: producers, processors and readers on their own client nodes, and
+/// a nemesis that reads the transactional ids in use to aim at their coordinators.
+#[test]
+fn determinism_across_processes_cluster_txn() {
+    determinism_processes("cluster-txn", 5);
 }
 
 fn determinism(scenario: &str, seed: u64) {

@@ -1,7 +1,10 @@
 //! The replicated data world (`Workload::ClusterData`, scenarios `cluster-crash`,
 //! `cluster-partition`, `cluster-chaos`; with a consumer group, `Workload::ClusterGroups`,
 //! scenario `cluster-groups`, where the nemesis aims at the group's coordinator: the leader of
-//! its partition of the replicated `__consumer_offsets`): the cluster world's 3 or 5 nodes in cluster mode
+//! its partition of the replicated `__consumer_offsets`; with `txn_workload`'s transactions,
+//! `Workload::ClusterTxn`, scenario `cluster-txn`, where it aims at the transaction coordinators:
+//! the leaders of the transactional ids' partitions of `__transaction_state`, or the data
+//! partitions' leaders while that topic is not in the image): the cluster world's 3 or 5 nodes in cluster mode
 //! (`cluster_world::nodes_start`, every node a voter and a broker), one topic with
 //! `ReplicationPolicy::replication_factor` replicas and `min.insync.replicas` 2, and the data
 //! workload (`workload`: acks=all producers, consumers of every partition, the final polls)
@@ -24,10 +27,12 @@ use crate::disk::{CrashKind, SimDisk};
 use crate::nemesis::Action;
 use crate::options::{Options, ReplicationPolicy, Workload};
 use crate::recorder::Recorder;
+use crate::txn_workload::{TxnIds, TOPIC_INPUT, TOPIC_OUTPUT, TOPIC_SECOND};
 use crate::workload::{self, VALUES_PER_PROCESS};
 use crate::world::{BrokerNode, Planted, TOPIC};
 use broker::group::coordinator::partition_for;
 use broker::group::OFFSETS_TOPIC;
+use broker::txn::TRANSACTION_STATE_TOPIC;
 use broker::BrokerConfig;
 use bytes::Bytes;
 use checker::metadata_log::{MetadataHistory, ReplicaRead};
@@ -105,9 +110,20 @@ pub async fn simulate(
     ));
 
     let bootstrap: Vec<String> = nodes.iter().map(|node| node.address.clone()).collect();
-    workload::topic_create(options, &bootstrap, recorder).await?;
+    let transactions = options.workload == Workload::ClusterTxn;
     let stop = Arc::new(AtomicBool::new(false));
-    let (workers, clients) = workload::start_clients(options, &bootstrap, recorder, stop.clone());
+    let (workers, clients, txn_ids) = match transactions {
+        true => {
+            crate::txn_workload::topics_create(options, &bootstrap, recorder).await?;
+            crate::txn_workload::start_clients(options, &bootstrap, recorder, stop.clone())
+        }
+        false => {
+            workload::topic_create(options, &bootstrap, recorder).await?;
+            let (workers, clients) =
+                workload::start_clients(options, &bootstrap, recorder, stop.clone());
+            (workers, clients, TxnIds::default())
+        }
+    };
     let world = World {
         options: options.clone(),
         replication: replication.clone(),
@@ -115,6 +131,7 @@ pub async fn simulate(
         clients: clients.clone(),
         shared: shared.clone(),
         recorder: recorder.clone(),
+        txn_ids,
         hold: Default::default(),
         busy: Default::default(),
     };
@@ -162,7 +179,13 @@ pub async fn simulate(
     let settled = cluster_world::settle(options, &shared, recorder, &expect).await;
     let mut outcome = final_writes(options, &bootstrap, recorder).await;
     if outcome.is_ok() {
-        outcome = workload::final_polls(options, &bootstrap, recorder).await;
+        // Transactions: every one decided (each partition's last stable offset reaches its high
+        // watermark, which needs the markers on every partition's leader), then everything read
+        // committed.
+        outcome = match transactions {
+            true => crate::txn_workload::final_polls(options, &bootstrap, recorder).await,
+            false => workload::final_polls(options, &bootstrap, recorder).await,
+        };
     }
     let reads = replica_reads(options, &nodes, &shared, &expect, recorder).await;
     let served = cluster_world::serve_probe(options, &nodes, &expect.live, recorder).await;
@@ -222,6 +245,8 @@ struct World {
     clients: Vec<NodeId>,
     shared: Arc<Mutex<Nodes>>,
     recorder: Recorder,
+    /// The transactional ids in use (`Workload::ClusterTxn`; empty otherwise).
+    txn_ids: TxnIds,
     /// Set while a node is dying for good: the nemesis starts no fault.
     hold: Arc<AtomicBool>,
     /// Set while the nemesis carries out a fault.
@@ -241,9 +266,10 @@ impl World {
     }
 }
 
-/// One partition of the workload's topic as the newest running image shows it.
+/// One partition as the newest running image shows it.
 #[derive(Debug, Clone)]
 struct PartitionView {
+    topic: String,
     index: usize,
     leader: Option<i32>,
     replicas: Vec<i32>,
@@ -251,18 +277,51 @@ struct PartitionView {
 }
 
 /// The partitions the nemesis aims at in the newest image any running node holds: the
-/// workload topic's, or in `cluster-groups` the group's partition of `__consumer_offsets`
-/// (whose leader is the group's coordinator).
-fn partitions_aimed(shared: &Mutex<Nodes>, workload: Workload) -> Vec<PartitionView> {
-    let partitions = partitions_of(shared, OFFSETS_TOPIC);
-    if workload != Workload::ClusterGroups || partitions.is_empty() {
-        return partitions_now(shared);
+/// workload topic's; in `cluster-groups` the group's partition of `__consumer_offsets` (whose
+/// leader is the group's coordinator); in `cluster-txn` the partitions of `__transaction_state`
+/// that own the transactional ids in use (whose leaders are their coordinators), or while that
+/// topic is not in the image (a lone voter's is node-local) every transactional topic's.
+fn partitions_aimed(world: &World) -> Vec<PartitionView> {
+    let shared = &world.shared;
+    match world.options.workload {
+        Workload::ClusterGroups => {
+            let group = [crate::group_workload::GROUP.to_string()];
+            let owning = partitions_owning(shared, OFFSETS_TOPIC, &group);
+            match owning.is_empty() {
+                true => partitions_now(shared),
+                false => owning,
+            }
+        }
+        Workload::ClusterTxn => {
+            let ids: Vec<String> = lock(&world.txn_ids).values().cloned().collect();
+            let owning = partitions_owning(shared, TRANSACTION_STATE_TOPIC, &ids);
+            if !owning.is_empty() {
+                return owning;
+            }
+            [TOPIC, TOPIC_SECOND, TOPIC_INPUT, TOPIC_OUTPUT]
+                .into_iter()
+                .flat_map(|topic| partitions_of(shared, topic))
+                .collect()
+        }
+        _ => partitions_now(shared),
+    }
+}
+
+/// The partitions of the internal `topic` that own `keys` (Kafka's `partitionFor`: Java's
+/// hashCode of the key modulo the partition count); none while the topic is not in the image.
+fn partitions_owning(shared: &Mutex<Nodes>, topic: &str, keys: &[String]) -> Vec<PartitionView> {
+    let partitions = partitions_of(shared, topic);
+    if partitions.is_empty() {
+        return partitions;
     }
     let count = i32::try_from(partitions.len()).expect("partition count fits i32");
-    let index = partition_for(crate::group_workload::GROUP, count) as usize;
+    let owned: Vec<usize> = keys
+        .iter()
+        .map(|key| partition_for(key, count) as usize)
+        .collect();
     partitions
         .into_iter()
-        .filter(|partition| partition.index == index)
+        .filter(|partition| owned.contains(&partition.index))
         .collect()
 }
 
@@ -280,7 +339,7 @@ fn partitions_all(shared: &Mutex<Nodes>) -> Vec<PartitionView> {
     };
     image
         .topics()
-        .flat_map(|topic| partition_views(topic.partitions))
+        .flat_map(|topic| partition_views(topic.name, topic.partitions))
         .collect()
 }
 
@@ -291,15 +350,19 @@ fn partitions_of(shared: &Mutex<Nodes>, topic: &str) -> Vec<PartitionView> {
     };
     image
         .topic_by_name(topic)
-        .map(|topic| partition_views(&topic.partitions))
+        .map(|image| partition_views(topic, &image.partitions))
         .unwrap_or_default()
 }
 
-fn partition_views(partitions: &[cluster::image::PartitionImage]) -> Vec<PartitionView> {
+fn partition_views(
+    topic: &str,
+    partitions: &[cluster::image::PartitionImage],
+) -> Vec<PartitionView> {
     partitions
         .iter()
         .enumerate()
         .map(|(index, partition)| PartitionView {
+            topic: topic.to_string(),
             index,
             leader: partition.leader(),
             replicas: partition.replicas.clone(),
@@ -412,7 +475,7 @@ async fn nemesis_fault(world: &World, mut fault: Fault, rng: &mut ChaCha8Rng, ha
         let aim = rng.gen_bool(world.replication.leader_aim_rate);
         let alive = world.alive();
         let random = alive[rng.gen_range(0..alive.len())];
-        let partitions = partitions_aimed(&world.shared, world.options.workload);
+        let partitions = partitions_aimed(world);
         let led: Vec<&PartitionView> = partitions
             .iter()
             .filter(|partition| {
@@ -425,10 +488,7 @@ async fn nemesis_fault(world: &World, mut fault: Fault, rng: &mut ChaCha8Rng, ha
             (true, false) => {
                 let partition = led[rng.gen_range(0..led.len())];
                 let leader = partition.leader.expect("filtered on a leader") as usize - 1;
-                let topic = match world.options.workload {
-                    Workload::ClusterGroups => OFFSETS_TOPIC,
-                    _ => TOPIC,
-                };
+                let topic = &partition.topic;
                 (leader, format!(" (leader of {topic}-{})", partition.index))
             }
             _ => (random, String::new()),

@@ -744,8 +744,15 @@ async fn serve_read(options: &Options, address: &str) -> Result<Served, String> 
     let topics = metadata
         .topics
         .values()
-        // A replicated `__consumer_offsets` is in the image; node-local internal topics are not.
-        .filter(|topic| !topic.is_internal || topic.name == broker::group::OFFSETS_TOPIC)
+        // A replicated `__consumer_offsets` is in the image, and so is a replicated
+        // `__transaction_state` (more than one replica); node-local internal topics are not.
+        .filter(|topic| {
+            let replicated = topic.partitions.iter().any(|p| p.replicas.len() > 1);
+            let transaction_state = topic.name == broker::txn::TRANSACTION_STATE_TOPIC;
+            !topic.is_internal
+                || topic.name == broker::group::OFFSETS_TOPIC
+                || (transaction_state && replicated)
+        })
         .map(|topic| {
             let shape = TopicShape {
                 partitions: topic.partitions.len() as u32,

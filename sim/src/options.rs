@@ -72,6 +72,12 @@ pub enum Workload {
     /// `Group`'s members on the cluster, whose group coordinator is the leader of the group's
     /// partition of a replicated `__consumer_offsets` and moves with it.
     ClusterGroups,
+    /// Kafka transactions in the replicated data world (`cluster_data`, scenario `cluster-txn`):
+    /// `Transactions`' producers, processors and readers on the cluster, on topics replicated
+    /// like `ClusterData`'s, whose transaction coordinator is the leader of the transactional
+    /// id's partition of `__transaction_state` and whose markers go to partition leaders on other
+    /// brokers.
+    ClusterTxn,
 }
 
 /// The knobs of the `ClusterData` workload (`cluster_data`): the topic's replication and the
@@ -225,11 +231,11 @@ pub struct Options {
     /// span many disk sectors, so a torn write can cut through one, and reads cross more
     /// boundaries (fetch sizes, segment ends).
     pub record_padding_max: usize,
-    /// The transactional workload's knobs (`Workload::Transactions` only).
+    /// The transactional workload's knobs (`Workload::Transactions` and `Workload::ClusterTxn`).
     pub txn: Option<TxnPolicy>,
-    /// The cluster world's knobs (`Workload::ClusterMetadata` and `Workload::ClusterData`).
+    /// The cluster world's knobs (`Workload::ClusterMetadata` and the replicated data worlds).
     pub cluster: Option<ClusterPolicy>,
-    /// The replicated data world's knobs (`Workload::ClusterData` only).
+    /// The replicated data world's knobs (`Workload::ClusterData`, `ClusterGroups`, `ClusterTxn`).
     pub replication: Option<ReplicationPolicy>,
 }
 
@@ -252,7 +258,10 @@ fn cluster_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
     };
     if !matches!(
         options.workload,
-        Workload::ClusterMetadata | Workload::ClusterData | Workload::ClusterGroups
+        Workload::ClusterMetadata
+            | Workload::ClusterData
+            | Workload::ClusterGroups
+            | Workload::ClusterTxn
     ) {
         return;
     }
@@ -282,7 +291,7 @@ fn padding_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
 }
 
 /// Draws the transactional workload's knobs: in every seed, after every other draw (append-only),
-/// kept only by `Workload::Transactions`.
+/// kept only by `Workload::Transactions` and `Workload::ClusterTxn`.
 fn txn_draw(rng: &mut ChaCha8Rng, workload: Workload) -> Option<TxnPolicy> {
     let policy = TxnPolicy {
         producer_count: rng.gen_range(1..=3),
@@ -298,7 +307,7 @@ fn txn_draw(rng: &mut ChaCha8Rng, workload: Workload) -> Option<TxnPolicy> {
         },
         timeout: Duration::from_millis(rng.gen_range(2_000..10_000)),
     };
-    (workload == Workload::Transactions).then_some(policy)
+    matches!(workload, Workload::Transactions | Workload::ClusterTxn).then_some(policy)
 }
 
 /// Draws the seek workload's knobs (appended after every earlier draw; all drawn in every seed,
@@ -491,7 +500,8 @@ impl Options {
             | Workload::Compaction
             | Workload::Transactions
             | Workload::ClusterMetadata
-            | Workload::ClusterData => rng.gen_range(1..=2),
+            | Workload::ClusterData
+            | Workload::ClusterTxn => rng.gen_range(1..=2),
             Workload::Group | Workload::ClusterGroups => rng.gen_range(2..=4),
         };
         // Struct fields are evaluated in order: draws in the literal below stay where they were,
@@ -552,11 +562,12 @@ impl Options {
         padding_draw(rng, &mut options);
         // The transactional workload's knobs: drawn in every seed, after every other draw.
         options.txn = txn_draw(rng, workload);
-        if workload == Workload::Transactions && mix.crash {
+        let transactions = matches!(workload, Workload::Transactions | Workload::ClusterTxn);
+        if transactions && mix.crash {
             markers_window_aim(&mut options.buggify, rng);
         }
         // Drawn after every older draw (append-only): only transaction seeds move.
-        if workload == Workload::Transactions && mix.crash {
+        if transactions && mix.crash {
             decision_window_aim(&mut options.buggify, rng);
         }
         if options.txn.is_some() {
@@ -583,7 +594,8 @@ impl Options {
 }
 
 /// Draws the replicated data world's knobs: in every seed, after every other draw
-/// (append-only), kept only by `Workload::ClusterData`.
+/// (append-only), kept only by the replicated data worlds (`ClusterData`, `ClusterGroups`,
+/// `ClusterTxn`).
 fn replication_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
     let five = rng.gen_bool(0.3);
     let lag_time_max = Duration::from_millis(rng.gen_range(300..=3_000));
@@ -592,7 +604,7 @@ fn replication_draw(rng: &mut ChaCha8Rng, options: &mut Options) {
     let whole_cluster_power_loss_rate = rng.gen_range(0.05..0.3);
     let dead = rng.gen_bool(0.3);
     let dead_at = rng.gen_range(0.2..0.8);
-    let (Workload::ClusterData | Workload::ClusterGroups, Some(cluster)) =
+    let (Workload::ClusterData | Workload::ClusterGroups | Workload::ClusterTxn, Some(cluster)) =
         (options.workload, &options.cluster)
     else {
         return;
@@ -630,7 +642,8 @@ fn log_policy_draw(
         | Workload::Transactions
         | Workload::ClusterMetadata
         | Workload::ClusterData
-        | Workload::ClusterGroups => None,
+        | Workload::ClusterGroups
+        | Workload::ClusterTxn => None,
         Workload::Retention => {
             let check_interval = Duration::from_millis(rng.gen_range(300..3_000));
             // By time, by size, or both.
@@ -720,6 +733,39 @@ mod tests {
             seen.extend(all.buggify.iter().map(|(site, _)| *site));
         }
         assert_eq!(seen.len(), Site::ALL.len(), "{seen:?}");
+    }
+
+    /// The transactions on the cluster keep the transactional, cluster and replication knobs,
+    /// with the transaction windows aimed as in `single-txn` (the scenario may crash); the single transactional
+    /// world stays on one broker.
+    #[test]
+    fn cluster_txn_draws_transactions_and_replication() {
+        for seed in 0..100 {
+            let draw = |workload| {
+                Options::swarm(
+                    seed,
+                    FaultMix::ALL,
+                    workload,
+                    &mut stream_rng(seed, Stream::Swarm, 0),
+                )
+            };
+            let cluster = draw(Workload::ClusterTxn);
+            assert!(cluster.txn.is_some(), "{seed}");
+            let nodes = cluster.cluster.as_ref().expect("drawn").node_count;
+            assert_eq!(cluster.broker_count, nodes);
+            assert!(cluster.replication.is_some(), "{seed}");
+            assert_eq!(cluster.malformed_send_rate, 0.0);
+            assert_eq!((cluster.tail_reader_count, cluster.seeker_count), (0, 0));
+            let aimed = |site| cluster.buggify.iter().any(|(aimed, _)| *aimed == site);
+            assert!(
+                aimed(Site::MarkersWritten) && aimed(Site::DecisionAppended),
+                "{seed}"
+            );
+            let single = draw(Workload::Transactions);
+            assert!(single.txn.is_some());
+            assert_eq!((single.cluster, single.replication), (None, None));
+            assert_eq!(single.broker_count, 1);
+        }
     }
 
     /// Power losses at unsynced Raft batches are aimed only in cluster seeds that crash, and in

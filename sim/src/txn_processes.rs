@@ -24,8 +24,8 @@
 use crate::options::{Options, TxnPolicy};
 use crate::recorder::Recorder;
 use crate::txn_workload::{
-    committed_list, consumer_config, partitions_of, poll_recorded, topic_partition,
-    PROCESSOR_GROUP, TOPIC_INPUT, TOPIC_OUTPUT, TOPIC_SECOND,
+    committed_list, consumer_config, partitions_of, poll_recorded, topic_partition, txn_id_set,
+    TxnIds, PROCESSOR_GROUP, TOPIC_INPUT, TOPIC_OUTPUT, TOPIC_SECOND,
 };
 use crate::workload::{process_index, VALUES_PER_PROCESS};
 use crate::world::TOPIC;
@@ -166,13 +166,15 @@ async fn transaction_run(
     }
 }
 
-/// A transactional producer: transactions across `t` and `u` until stopped.
+/// A transactional producer: transactions across `t` and `u` until stopped. Each incarnation's
+/// transactional id goes to `ids`.
 pub async fn producer_run(
     process: u64,
     options: Options,
     config: ClientConfig,
     recorder: Recorder,
     stop: Arc<AtomicBool>,
+    ids: TxnIds,
 ) {
     let policy = options.txn.clone().expect("transactional workload");
     let mut rng = stream_rng(options.seed, Stream::Workload, process_index(process));
@@ -183,11 +185,9 @@ pub async fn producer_run(
     let mut counter = 0;
     let mut incarnation = 0;
     while !stop.load(Ordering::SeqCst) {
-        let producer = producer_new(
-            &options,
-            &config,
-            format!("producer-{process}-{incarnation}"),
-        );
+        let transactional_id = format!("producer-{process}-{incarnation}");
+        txn_id_set(&ids, process, &transactional_id);
+        let producer = producer_new(&options, &config, transactional_id);
         incarnation += 1;
         if !init(&producer, &options).await {
             runtime::time::sleep(BACKOFF).await;
@@ -216,13 +216,15 @@ pub async fn producer_run(
     }
 }
 
-/// A consume-transform-produce processor over its share of the input partitions.
+/// A consume-transform-produce processor over its share of the input partitions; its
+/// transactional id goes to `ids`.
 pub async fn processor_run(
     index: usize,
     options: Options,
     config: ClientConfig,
     recorder: Recorder,
     stop: Arc<AtomicBool>,
+    ids: TxnIds,
 ) {
     let policy = options.txn.clone().expect("transactional workload");
     let process = PROCESSOR_PROCESS_BASE + index as u64;
@@ -235,6 +237,7 @@ pub async fn processor_run(
         return;
     }
     let transactional_id = format!("processor-{index}");
+    txn_id_set(&ids, process, &transactional_id);
     let zombie = ZOMBIE_PROCESS_BASE + index as u64;
     let mut counter = 0;
     let mut successor: Option<Producer> = None;

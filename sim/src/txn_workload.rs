@@ -1,4 +1,6 @@
-//! The transactional workload (`Workload::Transactions`, scenario `single-txn`).
+//! The transactional workload (`Workload::Transactions`, scenario `single-txn`; on the replicated
+//! data world's cluster, `Workload::ClusterTxn`, scenario `cluster-txn`, where every topic has
+//! the world's replication factor and `min.insync.replicas`).
 //!
 //! Topics: `t` and `u` (data, written by transactional producers), `in` (input, written by plain
 //! or idempotent producers) and `out` (output of the processors). Everyone who reads, reads
@@ -28,8 +30,40 @@ use rand::Rng;
 use runtime::rng::{stream_rng, Stream};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The transactional id each transactional producer and processor uses now, by process: the
+/// cluster nemesis aims at their coordinators (the leaders of the ids' partitions of
+/// `__transaction_state`).
+pub type TxnIds = Arc<Mutex<BTreeMap<u64, String>>>;
+
+/// Records that `process` uses `transactional_id` from now on.
+pub(crate) fn txn_id_set(ids: &TxnIds, process: u64, transactional_id: &str) {
+    let mut ids = ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    ids.insert(process, transactional_id.to_string());
+}
+
+/// The client nodes' addresses: the single world's, or, on the cluster world, apart from its
+/// nodes (10.0.1.N), its final writer and replica reader (10.0.7.2-3) and its probe.
+struct Addresses {
+    admin: &'static str,
+    /// The transactional producers' subnet (10.0.S.N).
+    producer_subnet: u8,
+}
+
+fn addresses(options: &Options) -> Addresses {
+    match options.cluster {
+        Some(_) => Addresses {
+            admin: "10.0.7.1",
+            producer_subnet: 12,
+        },
+        None => Addresses {
+            admin: "10.0.1.1",
+            producer_subnet: 7,
+        },
+    }
+}
 
 /// The second data topic: transactions span `t` and `u`.
 pub const TOPIC_SECOND: &str = "u";
@@ -91,7 +125,9 @@ pub(crate) fn consumer_config() -> client::ConsumerConfig {
     }
 }
 
-/// Creates the four topics, retrying through faults until the safety phase would have started.
+/// Creates the four topics, retrying through faults until the safety phase would have started:
+/// with one replica, or on the cluster world with its replication factor and
+/// `min.insync.replicas`.
 pub async fn topics_create(
     options: &Options,
     bootstrap: &[String],
@@ -99,15 +135,23 @@ pub async fn topics_create(
 ) -> Result<(), String> {
     recorder.processing_group(PROCESSOR_GROUP);
     let config = client_config(options, bootstrap);
-    let configs = BTreeMap::from([(
+    let mut configs = BTreeMap::from([(
         "segment.bytes".to_string(),
         options.segment_bytes.to_string(),
     )]);
+    let replication = options.replication.as_ref();
+    let replication_factor = replication.map_or(1, |policy| policy.replication_factor as i16);
+    if let Some(policy) = replication {
+        configs.insert(
+            "min.insync.replicas".to_string(),
+            policy.min_insync.to_string(),
+        );
+    }
     let topics = topics(options);
     let node = madsim::runtime::Handle::current()
         .create_node()
         .name("admin")
-        .ip("10.0.1.1".parse().expect("valid ip"))
+        .ip(addresses(options).admin.parse().expect("valid ip"))
         .build();
     let created = node
         .spawn(async move {
@@ -116,7 +160,7 @@ pub async fn topics_create(
                 let mut created = false;
                 for _ in 0..60 {
                     match admin
-                        .create_topic(topic, partitions, 1, configs.clone())
+                        .create_topic(topic, partitions, replication_factor, configs.clone())
                         .await
                     {
                         Ok(()) => created = true,
@@ -147,16 +191,33 @@ pub async fn topics_create(
     created
 }
 
-/// Starts input producers and readers, each on its own client node; they stop when `stop` is
-/// set.
+/// Starts input producers, readers, transactional producers and processors, each on its own
+/// client node; they stop when `stop` is set.
 pub fn start(
     options: &Options,
     bootstrap: &[String],
     recorder: &Recorder,
     stop: Arc<AtomicBool>,
 ) -> Vec<runtime::JoinHandle<()>> {
+    start_clients(options, bootstrap, recorder, stop).0
+}
+
+/// As `start`, also answering the client nodes (the cluster nemesis cuts a broker off from them)
+/// and the transactional ids in use (it aims at their coordinators).
+pub(crate) fn start_clients(
+    options: &Options,
+    bootstrap: &[String],
+    recorder: &Recorder,
+    stop: Arc<AtomicBool>,
+) -> (
+    Vec<runtime::JoinHandle<()>>,
+    Vec<madsim::task::NodeId>,
+    TxnIds,
+) {
     let handle = madsim::runtime::Handle::current();
     let mut workers = Vec::new();
+    let mut clients = Vec::new();
+    let ids = TxnIds::default();
     for index in 0..options.producer_count {
         let process = index as u64 + 1;
         let node = handle
@@ -164,6 +225,7 @@ pub fn start(
             .name(format!("input-{process}"))
             .ip(format!("10.0.2.{process}").parse().expect("ip"))
             .build();
+        clients.push(node.id());
         workers.push(node.spawn(input_run(
             process,
             options.clone(),
@@ -179,6 +241,7 @@ pub fn start(
             .name(format!("reader-{process}"))
             .ip(format!("10.0.3.{}", index + 1).parse().expect("ip"))
             .build();
+        clients.push(node.id());
         workers.push(node.spawn(reader_run(
             process,
             options.clone(),
@@ -188,19 +251,22 @@ pub fn start(
         )));
     }
     let policy = policy(options);
+    let subnet = addresses(options).producer_subnet;
     for index in 0..policy.producer_count {
         let process = PRODUCER_PROCESS_BASE + index as u64;
         let node = handle
             .create_node()
             .name(format!("txn-producer-{process}"))
-            .ip(format!("10.0.7.{}", index + 1).parse().expect("ip"))
+            .ip(format!("10.0.{subnet}.{}", index + 1).parse().expect("ip"))
             .build();
+        clients.push(node.id());
         workers.push(node.spawn(crate::txn_processes::producer_run(
             process,
             options.clone(),
             client_config(options, bootstrap),
             recorder.clone(),
             stop.clone(),
+            ids.clone(),
         )));
     }
     for index in 0..policy.processor_count {
@@ -209,15 +275,17 @@ pub fn start(
             .name(format!("processor-{index}"))
             .ip(format!("10.0.8.{}", index + 1).parse().expect("ip"))
             .build();
+        clients.push(node.id());
         workers.push(node.spawn(crate::txn_processes::processor_run(
             index,
             options.clone(),
             client_config(options, bootstrap),
             recorder.clone(),
             stop.clone(),
+            ids.clone(),
         )));
     }
-    workers
+    (workers, clients, ids)
 }
 
 /// Sends unique values to random input partitions, as `workload`'s producers do (idempotent
@@ -275,7 +343,9 @@ async fn input_run(
     }
 }
 
-/// Reads committed from every data and output partition, from the start, until stopped.
+/// Reads committed from every data and output partition, from the start, until stopped. The
+/// assignment is tried again until it succeeds: on the cluster a topic just created may have no
+/// leader in the brokers' images yet, or the nemesis may already have struck.
 async fn reader_run(
     process: u64,
     options: Options,
@@ -289,12 +359,20 @@ async fn reader_run(
         partitions: partitions.clone(),
         seek_to_beginning: true,
     };
-    recorder.event(process, EventKind::Invoke, assign.clone());
-    match consumer.assign(positions_earliest(&partitions)).await {
-        Ok(()) => recorder.event(process, EventKind::Ok, assign),
-        Err(_) => {
-            recorder.event(process, EventKind::Fail, assign);
+    loop {
+        if stop.load(Ordering::SeqCst) {
             return;
+        }
+        recorder.event(process, EventKind::Invoke, assign.clone());
+        match consumer.assign(positions_earliest(&partitions)).await {
+            Ok(()) => {
+                recorder.event(process, EventKind::Ok, assign);
+                break;
+            }
+            Err(_) => {
+                recorder.event(process, EventKind::Fail, assign.clone());
+                runtime::time::sleep(BACKOFF).await;
+            }
         }
     }
     while !stop.load(Ordering::SeqCst) {

@@ -157,7 +157,9 @@ pub(crate) fn start_clients(
                 recorder.clone(),
                 stop.clone(),
             )),
-            Workload::Transactions => unreachable!("txn_workload starts its own workers"),
+            Workload::Transactions | Workload::ClusterTxn => {
+                unreachable!("txn_workload starts its own workers")
+            }
             Workload::ClusterMetadata => unreachable!("cluster_world runs its own admin clients"),
             Workload::Group | Workload::ClusterGroups => {
                 node.spawn(crate::group_workload::member_run(

@@ -277,7 +277,10 @@ fn run_here(
                     )
                     .await
                 }
-                (Workload::ClusterData | Workload::ClusterGroups, planted) => {
+                (
+                    Workload::ClusterData | Workload::ClusterGroups | Workload::ClusterTxn,
+                    planted,
+                ) => {
                     crate::cluster_data::simulate(
                         &simulation_options,
                         &recorder,
