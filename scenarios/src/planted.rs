@@ -43,6 +43,9 @@ pub fn planted_scenario(planted: Planted) -> &'static str {
         Bug::IsrShrinkLocal => "cluster-partition",
         // A group moved to a new coordinator: only a cluster's replicated offsets topic moves.
         Bug::OffsetsLoadSkipsReplay | Bug::CoordinatorKeepsMovedGroups => "cluster-groups",
+        // A transaction coordinator that moved, or markers for partitions led elsewhere: only
+        // a cluster's replicated `__transaction_state` and spread leaders show them.
+        Bug::TxnLoadSkipsReplay | Bug::MarkersOnlyLocal => "cluster-txn",
         Bug::CommitStaleGeneration | Bug::CommitAckBeforeFsync | Bug::OffsetsReplayKeepsFirst => {
             "single-groups"
         }
