@@ -9,6 +9,7 @@ pub mod broker;
 pub mod cluster_mode;
 pub mod config;
 pub mod connection;
+mod coordinated;
 pub mod group;
 pub mod handlers;
 pub mod leader_epoch;

@@ -22,10 +22,11 @@ use super::coordinator::{Coordinator, Input, Output};
 use super::records::{record_decode, record_encode, OffsetsRecord, RecordError};
 use super::{GroupConfig, RequestId, OFFSETS_TOPIC};
 use crate::cluster_mode::Placement;
+use crate::coordinated::{
+    ack_durable, leadership_changes, replay_covered, replicated_append, PersistError,
+};
 use crate::partition::Partition;
 use crate::planted::Bug;
-use crate::replica::shell::AckReceiver;
-use crate::replica::AckError;
 use crate::topics::{TopicError, Topics};
 use bytes::Bytes;
 use cluster::image::MetadataImage;
@@ -346,12 +347,7 @@ impl GroupCoordinator {
                 log.append(batch, leader_epoch, now_ms)
             })?;
             runtime::spawn(async move {
-                // Covered by the HW: fsynced on every ISR member. AFTER_APPEND says the same
-                // with an ISR below min.insync.replicas, which does not undo the write.
-                let durable = matches!(
-                    receiver.await,
-                    Ok(Ok(()) | Err(AckError::NotEnoughReplicasAfterAppend))
-                );
+                let durable = ack_durable(receiver).await;
                 if let Some(coordinator) = coordinator.upgrade() {
                     coordinator.step(persisted_input(write, durable));
                 }
@@ -393,25 +389,27 @@ impl GroupCoordinator {
         if state.partitions.is_empty() && count > 0 && count != state.core.partition_count() {
             state.core.partition_count_set(count);
         }
-        for index in 0..state.core.partition_count() {
-            let wanted = led_here(image, OFFSETS_TOPIC, index, node_id, &partition_of);
-            let held = state.partitions.get(&index).map(|held| held.leader_epoch);
-            match (held, &wanted) {
-                (Some(held), Some((_, epoch, _))) if held == Some(*epoch) => continue,
-                (None, None) => continue,
-                _ => {}
-            }
+        let held = |index| {
+            let held: &Held = state.partitions.get(&index)?;
+            Some(held.leader_epoch.expect("replicated: held at an epoch"))
+        };
+        let count = state.core.partition_count();
+        let changes = leadership_changes(image, OFFSETS_TOPIC, count, node_id, held, partition_of);
+        for change in changes {
             // The planted bug `coordinator-keeps-moved-groups`: a lost partition is kept.
-            if wanted.is_none() && Bug::active(self.planted, Bug::CoordinatorKeepsMovedGroups) {
+            let kept = change.load.is_none()
+                && Bug::active(self.planted, Bug::CoordinatorKeepsMovedGroups);
+            if kept {
                 continue;
             }
-            if held.is_some() {
+            let index = change.index;
+            if change.unload {
                 state.partitions.remove(&index);
                 self.run_with(&mut state, |core, outputs| {
                     core.partition_unload(outputs, index)
                 });
             }
-            if let Some((partition, leader_epoch, replicated)) = wanted {
+            if let Some((partition, leader_epoch, replicated)) = change.load {
                 self.load(&mut state, index, partition, leader_epoch, replicated);
             }
         }
@@ -459,24 +457,11 @@ impl GroupCoordinator {
             "offsets partition loading"
         );
         let coordinator = Arc::downgrade(self);
-        let waited = match replicated {
-            true => {
-                let mut replica = partition.replica();
-                let Some(led) = replica.as_mut().filter(|led| led.writable(leader_epoch)) else {
-                    return; // Deposed meanwhile: the reconcile that follows unloads it.
-                };
-                Some(led.ack_wait(end).0)
-            }
-            false => None,
+        let Some(covered) = replay_covered(&partition, leader_epoch, replicated, end) else {
+            return; // Deposed meanwhile: the reconcile that follows unloads it.
         };
         runtime::spawn(async move {
-            let covered = match waited {
-                Some(receiver) => matches!(
-                    receiver.await,
-                    Ok(Ok(()) | Err(AckError::NotEnoughReplicasAfterAppend))
-                ),
-                None => partition.durable_wait(end - 1).await,
-            };
+            let covered = covered.await;
             let Some(coordinator) = coordinator.upgrade() else {
                 return;
             };
@@ -493,73 +478,12 @@ impl GroupCoordinator {
     }
 }
 
-/// Partition `index` of internal topic `name` if this broker leads it by `image` and may write
-/// it now: the local partition (`partition_of`), the image's leader epoch, and whether it is
-/// replicated (then only once its leader core runs at that epoch: writes go through it).
-pub(crate) fn led_here(
-    image: &MetadataImage,
-    name: &str,
-    index: i32,
-    node_id: i32,
-    partition_of: impl Fn(i32) -> Option<Arc<Partition>>,
-) -> Option<(Arc<Partition>, i32, bool)> {
-    let topic = image.topic_by_name(name)?;
-    let found = topic
-        .partitions
-        .get(usize::try_from(index).ok()?)
-        .filter(|found| found.leader() == Some(node_id))?;
-    let replicated = found.replicas.len() > 1;
-    let partition = partition_of(index)?;
-    (!replicated || partition.led_at(found.leader_epoch)).then_some((
-        partition,
-        found.leader_epoch,
-        replicated,
-    ))
-}
-
 /// `Persisted` or `PersistFailed`, as the wait for a write ended.
 fn persisted_input(write: u64, durable: bool) -> Input {
     match durable {
         true => Input::Persisted { write },
         false => Input::PersistFailed { write },
     }
-}
-
-/// Why a write to `__consumer_offsets` was not appended.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum PersistError {
-    #[error("the partition is not held here")]
-    NotHeld,
-    #[error("this broker no longer leads the partition at the held epoch")]
-    NotLeader,
-    #[error(transparent)]
-    Log(#[from] storage::LogError),
-}
-
-/// Appends through a replicated partition's leader core (which must lead at `leader_epoch`):
-/// the append under the log's lock, the core told the new log end, followers woken, and a wait
-/// parked on the core until the HW covers the append.
-pub(crate) fn replicated_append(
-    partition: &Partition,
-    leader_epoch: i32,
-    append: impl FnOnce(&mut PartitionLog) -> Result<storage::AppendInfo, storage::LogError>,
-) -> Result<AckReceiver, PersistError> {
-    let receiver = {
-        let mut log = partition.log();
-        let mut replica = partition.replica();
-        let led = replica
-            .as_mut()
-            .filter(|led| led.writable(leader_epoch))
-            .ok_or(PersistError::NotLeader)?;
-        let appended = append(&mut log)?;
-        let mut outputs = Vec::new();
-        led.log_end_feed(&mut outputs, log.log_end_offset());
-        led.outputs_apply(outputs);
-        led.ack_wait(appended.last_offset + 1).0
-    };
-    partition.flush_request();
-    partition.readers_wake();
-    Ok(receiver)
 }
 
 /// Wakes the core at its next deadline (session expiry, rebalance timeout, initial delay).

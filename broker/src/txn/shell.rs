@@ -39,12 +39,12 @@ use super::coordinator::{Coordinator, Input, Output};
 use super::records::{record_decode, record_encode, RecordError, TxnRecord};
 use super::{RequestId, TxnConfig, COORDINATOR_EPOCH, TRANSACTION_STATE_TOPIC};
 use crate::cluster_mode::Placement;
-use crate::group::shell::{internal_topic_open, led_here, replay_read, replicated_append};
+use crate::coordinated::{ack_durable, leadership_changes, replay_covered, replicated_append};
+use crate::group::shell::{internal_topic_open, replay_read};
 use crate::group::TopicPartition;
 use crate::partition::Partition;
 use crate::planted::Bug;
 use crate::producer_ids::ProducerIds;
-use crate::replica::AckError;
 use crate::topics::{TopicError, Topics};
 use bytes::Bytes;
 use cluster::image::MetadataImage;
@@ -503,12 +503,7 @@ impl TxnCoordinator {
                 decision_appended(&partition);
             }
             runtime::spawn(async move {
-                // Covered by the HW: fsynced on every ISR member. AFTER_APPEND says the same
-                // with an ISR below min.insync.replicas, which does not undo the write.
-                let durable = matches!(
-                    receiver.await,
-                    Ok(Ok(()) | Err(AckError::NotEnoughReplicasAfterAppend))
-                );
+                let durable = ack_durable(receiver).await;
                 if let Some(coordinator) = coordinator.upgrade() {
                     let input = coordinator.persisted_input(write, durable);
                     coordinator.step(input);
@@ -733,25 +728,31 @@ impl TxnCoordinator {
         if state.partitions.is_empty() && count > 0 && count != state.core.partition_count() {
             state.core.partition_count_set(count);
         }
-        for index in 0..state.core.partition_count() {
-            let wanted = led_here(
-                image,
-                TRANSACTION_STATE_TOPIC,
-                index,
-                node_id,
-                &partition_of,
-            );
-            let held = state.partitions.get(&index).map(|held| held.leader_epoch);
-            match (held, &wanted) {
-                (Some(held), Some((_, epoch, _))) if held == Some(*epoch) => continue,
-                (None, None) => continue,
-                _ => {}
+        let held = |index| {
+            let held = state.partitions.get(&index)?;
+            Some(held.leader_epoch.expect("replicated: held at an epoch"))
+        };
+        let count = state.core.partition_count();
+        let changes = leadership_changes(
+            image,
+            TRANSACTION_STATE_TOPIC,
+            count,
+            node_id,
+            held,
+            partition_of,
+        );
+        for change in changes {
+            if change.unload {
+                self.unload(&mut state, change.index);
             }
-            if held.is_some() {
-                self.unload(&mut state, index);
-            }
-            if let Some((partition, leader_epoch, replicated)) = wanted {
-                self.load(&mut state, index, partition, leader_epoch, replicated);
+            if let Some((partition, leader_epoch, replicated)) = change.load {
+                self.load(
+                    &mut state,
+                    change.index,
+                    partition,
+                    leader_epoch,
+                    replicated,
+                );
             }
         }
     }
@@ -814,25 +815,12 @@ impl TxnCoordinator {
             "transaction state partition loading"
         );
         self.activate();
-        let waited = match replicated {
-            true => {
-                let mut replica = partition.replica();
-                let Some(led) = replica.as_mut().filter(|led| led.writable(leader_epoch)) else {
-                    return; // Deposed meanwhile: the reconcile that follows unloads it.
-                };
-                Some(led.ack_wait(end).0)
-            }
-            false => None,
+        let Some(covered) = replay_covered(&partition, leader_epoch, replicated, end) else {
+            return; // Deposed meanwhile: the reconcile that follows unloads it.
         };
         let coordinator = Arc::downgrade(self);
         runtime::spawn(async move {
-            let covered = match waited {
-                Some(receiver) => matches!(
-                    receiver.await,
-                    Ok(Ok(()) | Err(AckError::NotEnoughReplicasAfterAppend))
-                ),
-                None => end == 0 || partition.durable_wait(end - 1).await,
-            };
+            let covered = covered.await;
             let Some(coordinator) = coordinator.upgrade() else {
                 return;
             };
