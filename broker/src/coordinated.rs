@@ -92,8 +92,14 @@ pub(crate) fn replay_covered(
 ) -> Option<impl Future<Output = bool> + Send + 'static> {
     let waited = match replicated {
         true => {
+            // The core hears the log's end first: it may lag a follower append that landed
+            // just before it took over, and a wait past its end is refused.
+            let log = partition.log();
             let mut replica = partition.replica();
             let led = replica.as_mut().filter(|led| led.writable(leader_epoch))?;
+            let mut outputs = Vec::new();
+            led.log_end_feed(&mut outputs, log.log_end_offset());
+            led.outputs_apply(outputs);
             Some(led.ack_wait(end).0)
         }
         false => None,

@@ -76,6 +76,8 @@ struct State {
     /// The partitions of `__consumer_offsets` held here, by index.
     partitions: BTreeMap<i32, Held>,
     load_next: u64,
+    /// The offset of the newest image applied (`leadership_apply`).
+    image_offset: u64,
 }
 
 pub struct GroupCoordinator {
@@ -165,6 +167,7 @@ impl GroupCoordinator {
                 outputs: Vec::new(),
                 partitions: held,
                 load_next: 1,
+                image_offset: 0,
             }),
             topic,
             creating: AtomicBool::new(false),
@@ -384,6 +387,12 @@ impl GroupCoordinator {
         }
         let topic = image.topic_by_name(OFFSETS_TOPIC);
         let mut state = lock(&self.state);
+        // Two reconciles race (the loop and an admin call): an older image after a newer one
+        // would unload a partition led here.
+        if image.offset() < state.image_offset {
+            return;
+        }
+        state.image_offset = image.offset();
         let count = topic.map_or(0, |topic| topic.partitions.len());
         let count = i32::try_from(count).expect("partition count fits i32");
         if state.partitions.is_empty() && count > 0 && count != state.core.partition_count() {

@@ -51,11 +51,13 @@ struct Appended {
 pub(crate) enum Wait {
     /// The last offset that must be durable here (one replica, or acks=1).
     Durable(Arc<Partition>, i64),
-    /// The leader core's answer (replicated, acks=all), to request `RequestId`.
+    /// The leader core's answer (replicated, acks=all), to request `RequestId` of the core at
+    /// leader epoch `i32`.
     Replicated(
         crate::replica::shell::AckReceiver,
         Arc<Partition>,
         crate::replica::RequestId,
+        i32,
     ),
 }
 
@@ -73,14 +75,19 @@ impl Wait {
                     Err(_) => Some(ResponseError::RequestTimedOut),
                 }
             }
-            Wait::Replicated(receiver, partition, request) => {
+            Wait::Replicated(receiver, partition, request, leader_epoch) => {
                 match runtime::time::timeout(timeout, receiver).await {
                     Ok(Ok(Ok(()))) => None,
                     Ok(Ok(Err(error))) => Some(error.code()),
                     // The core went without answering (the partition was deleted).
                     Ok(Err(_)) => Some(ResponseError::NotLeaderOrFollower),
                     Err(_) => {
-                        if let Some(led) = partition.replica().as_mut() {
+                        // Only on the core it parked on: ids are per core.
+                        let mut replica = partition.replica();
+                        let led = replica
+                            .as_mut()
+                            .filter(|led| led.core.leader_epoch() == leader_epoch);
+                        if let Some(led) = led {
                             led.ack_cancel(request);
                         }
                         Some(ResponseError::RequestTimedOut)
@@ -270,7 +277,9 @@ fn replicated_append(
     // Followers parked at the log end read the new batches (and consumers, if the HW moved).
     partition.readers_wake();
     let wait = match receiver {
-        Some((receiver, request)) => Wait::Replicated(receiver, partition.clone(), request),
+        Some((receiver, request)) => {
+            Wait::Replicated(receiver, partition.clone(), request, leader_epoch)
+        }
         None => Wait::Durable(partition.clone(), produced.last_offset),
     };
     Appended {

@@ -34,9 +34,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use wire::ResponseKind;
 
-/// How long a marker waits to be durable (Kafka's `request.timeout.ms` for the marker channel):
-/// past it the coordinator hears REQUEST_TIMED_OUT and sends it again.
-const MARKER_WAIT_MAX: Duration = Duration::from_secs(30);
+/// How long a request's markers wait, together, to be durable: past it the coordinator hears
+/// REQUEST_TIMED_OUT for those not yet durable and sends them again. Shorter than the
+/// coordinator's request timeouts (`txn::sender::REQUEST_TIMEOUT`), so the answers that did
+/// arrive in time are used.
+pub(crate) const MARKER_WAIT_MAX: Duration = Duration::from_secs(10);
 
 pub fn handle(broker: &Arc<Broker>, request: WriteTxnMarkersRequest, _version: i16) -> Reply {
     let pending = append_all(broker, request);
@@ -74,6 +76,9 @@ pub struct Pending {
 impl Pending {
     /// The response, once every appended marker is durable (or its partition failed).
     pub async fn durable(self) -> WriteTxnMarkersResponse {
+        // One deadline for every partition: the waits run in turn.
+        let clock = self.broker.clock;
+        let deadline = clock.now() + MARKER_WAIT_MAX;
         let mut results = Vec::with_capacity(self.markers.len());
         for (producer_id, epoch, commit, topics) in self.markers {
             let mut topic_results = Vec::with_capacity(topics.len());
@@ -82,7 +87,8 @@ impl Pending {
                 for Written { mut result, wait } in partitions {
                     if let Some(wait) = wait {
                         // AFTER_APPEND: the HW covers the marker, the ISR shrank meanwhile.
-                        let error = wait.outcome(MARKER_WAIT_MAX).await.filter(|error| {
+                        let left = deadline.saturating_duration_since(clock.now());
+                        let error = wait.outcome(left).await.filter(|error| {
                             *error != AckError::NotEnoughReplicasAfterAppend.code()
                         });
                         if let Some(error) = error {
@@ -219,7 +225,8 @@ fn partition_mark(broker: &Arc<Broker>, target: &MarkerTarget<'_>, now_ms: i64) 
                     led.log_end_feed(&mut outputs, log.log_end_offset());
                     led.outputs_apply(outputs);
                     let (receiver, request) = led.ack_wait(info.base_offset + 1);
-                    Wait::Replicated(receiver, partition.clone(), request)
+                    let epoch = served.leader_epoch;
+                    Wait::Replicated(receiver, partition.clone(), request, epoch)
                 }
             };
             (info, wait)

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use wire::{RequestKind, ResponseKind};
 
-/// A marker request waits up to `write_txn_markers::MARKER_WAIT_MAX` at its broker; the
-/// connection gives it this much more before calling it lost.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
+/// A marker request waits up to `write_txn_markers::MARKER_WAIT_MAX` (10 s) at its broker; the
+/// connection gives it 2 s more before calling it lost.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// Holds the broker weakly (the broker holds the coordinator, which holds this).
 #[derive(Debug)]

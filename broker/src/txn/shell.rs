@@ -75,8 +75,9 @@ const TIMER_IDLE_MAX: Duration = Duration::from_secs(1);
 /// attempt up to `MARKER_BACKOFF_MAX`.
 const MARKER_BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const MARKER_BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// A WriteTxnMarkers request unanswered this long is retried (the broker waits up to
-/// `write_txn_markers::MARKER_WAIT_MAX` for its markers to be committed, then answers).
+/// A WriteTxnMarkers request unanswered this long is retried: longer than the broker waits for
+/// its markers to be committed (`write_txn_markers::MARKER_WAIT_MAX`) and the connection's
+/// request timeout (`sender::REQUEST_TIMEOUT`), so an answer in time is never thrown away.
 const MARKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// The leader epoch stamped on a node-local topic's writes: a lone node never changes
 /// leadership.
@@ -107,6 +108,17 @@ struct MarkerEntry {
     due: Duration,
     /// Requests out carrying some of its partitions (one per destination broker).
     in_flight: u32,
+    /// Unique per entry: answers are applied by it, never by producer id and epoch, which the
+    /// next transaction of the same producer (or a reload of the partition) shares.
+    seq: u64,
+}
+
+/// One WriteTxnMarkers request out: its destination and the entries (transactional id, seq)
+/// whose markers it carries.
+struct MarkerRequest {
+    node: i32,
+    request: WriteTxnMarkersRequest,
+    entries: Vec<(String, u64)>,
 }
 
 /// A partition of `__transaction_state` this coordinator holds.
@@ -139,6 +151,10 @@ struct State {
     /// Draws the topic id when the topic is created.
     rng: ChaCha8Rng,
     load_next: u64,
+    /// The offset of the newest image applied (`leadership_apply`).
+    image_offset: u64,
+    /// Identifies marker entries: an answer is applied only to the entries that were sent.
+    marker_next: u64,
 }
 
 pub struct TxnCoordinator {
@@ -236,6 +252,8 @@ impl TxnCoordinator {
                 markers: BTreeMap::new(),
                 rng,
                 load_next: 1,
+                image_offset: 0,
+                marker_next: 1,
             }),
             config,
             placement,
@@ -440,7 +458,10 @@ impl TxnCoordinator {
                 let Some(held) = state.partitions.get(&index) else {
                     return; // Unloaded in the same step: the new coordinator sends them.
                 };
+                let seq = state.marker_next;
+                state.marker_next += 1;
                 let entry = MarkerEntry {
+                    seq,
                     producer_id: markers.producer_id,
                     epoch: markers.epoch,
                     commit: markers.commit,
@@ -549,11 +570,11 @@ impl TxnCoordinator {
         &self,
         state: &mut State,
         sender: &dyn MarkerSender,
-    ) -> (Vec<(i32, WriteTxnMarkersRequest)>, Option<Duration>) {
+    ) -> (Vec<MarkerRequest>, Option<Duration>) {
         let now = self.now();
-        let mut by_node: BTreeMap<i32, Vec<WritableTxnMarker>> = BTreeMap::new();
+        let mut by_node: BTreeMap<i32, MarkerRequest> = BTreeMap::new();
         let mut next_due = None;
-        for entry in state.markers.values_mut() {
+        for (transactional_id, entry) in state.markers.iter_mut() {
             if entry.in_flight > 0 {
                 continue;
             }
@@ -598,19 +619,16 @@ impl TxnCoordinator {
                     .with_transaction_result(entry.commit)
                     .with_topics(topics)
                     .with_coordinator_epoch(entry.coordinator_epoch);
-                by_node.entry(node).or_default().push(marker);
+                let request = by_node.entry(node).or_insert_with(|| MarkerRequest {
+                    node,
+                    request: WriteTxnMarkersRequest::default(),
+                    entries: Vec::new(),
+                });
+                request.request.markers.push(marker);
+                request.entries.push((transactional_id.clone(), entry.seq));
             }
         }
-        let requests = by_node
-            .into_iter()
-            .map(|(node, markers)| {
-                (
-                    node,
-                    WriteTxnMarkersRequest::default().with_markers(markers),
-                )
-            })
-            .collect();
-        (requests, next_due)
+        (by_node.into_values().collect(), next_due)
     }
 
     /// Applies one WriteTxnMarkers answer (or its failure) to the entries it carried: the
@@ -618,7 +636,7 @@ impl TxnCoordinator {
     /// partition done) or waits its backoff.
     fn markers_answered(
         self: &Arc<Self>,
-        request: &WriteTxnMarkersRequest,
+        sent: &MarkerRequest,
         response: Result<WriteTxnMarkersResponse, String>,
     ) {
         let mut state = lock(&self.state);
@@ -665,20 +683,18 @@ impl TxnCoordinator {
             Err(error) => tracing::warn!(%error, "WriteTxnMarkers failed; retrying"),
         }
         let mut inputs = Vec::new();
-        let carried: BTreeSet<(i64, i16, i32)> = request
-            .markers
-            .iter()
-            .map(|marker| {
-                let epochs = (marker.producer_epoch, marker.coordinator_epoch);
-                (marker.producer_id.0, epochs.0, epochs.1)
-            })
-            .collect();
         let mut finished_ids = Vec::new();
-        for (transactional_id, entry) in state.markers.iter_mut() {
-            let key = (entry.producer_id, entry.epoch, entry.coordinator_epoch);
-            if entry.in_flight == 0 || !carried.contains(&key) {
+        for (transactional_id, seq) in &sent.entries {
+            // Gone (completed, or its partition unloaded) or replaced by a later decision:
+            // this answer is not about it.
+            let Some(entry) = state
+                .markers
+                .get_mut(transactional_id)
+                .filter(|entry| entry.seq == *seq)
+            else {
                 continue;
-            }
+            };
+            assert!(entry.in_flight > 0, "an entry sent is in flight");
             entry.in_flight -= 1;
             entry
                 .remaining
@@ -723,6 +739,12 @@ impl TxnCoordinator {
         }
         let topic = image.topic_by_name(TRANSACTION_STATE_TOPIC);
         let mut state = lock(&self.state);
+        // Two reconciles race (the loop and an admin call): an older image after a newer one
+        // would unload a partition led here.
+        if image.offset() < state.image_offset {
+            return;
+        }
+        state.image_offset = image.offset();
         let count = topic.map_or(0, |topic| topic.partitions.len());
         let count = i32::try_from(count).expect("partition count fits i32");
         if state.partitions.is_empty() && count > 0 && count != state.core.partition_count() {
@@ -905,16 +927,17 @@ async fn markers_run(coordinator: Weak<TxnCoordinator>) {
         let (requests, next_due) = strong.markers_due(&mut lock(&strong.state), &*sender);
         // Each broker's request on its own task: a broker that does not answer holds back
         // only the markers it leads.
-        for (node, request) in requests {
-            let sent = sender.send(node, request.clone());
+        for sent in requests {
+            let node = sent.node;
+            let answer = sender.send(node, sent.request.clone());
             let coordinator = coordinator.clone();
             runtime::spawn(async move {
-                let response = match runtime::time::timeout(MARKER_REQUEST_TIMEOUT, sent).await {
+                let response = match runtime::time::timeout(MARKER_REQUEST_TIMEOUT, answer).await {
                     Ok(response) => response,
                     Err(_) => Err(format!("broker {node} did not answer in time")),
                 };
                 if let Some(coordinator) = coordinator.upgrade() {
-                    coordinator.markers_answered(&request, response);
+                    coordinator.markers_answered(&sent, response);
                 }
             });
         }
