@@ -220,10 +220,11 @@ fn sweep_single_txn() {
 /// (`storage/tests/recovery.rs`: `a_leader_epoch_flipped_in_a_read_is_read_again`). Seeds 358,
 /// 359 and 944 failed the same way. (Seed 65 before the aimed `decision-appended` power losses;
 /// 738 before single-node ran on Raft; 10 before the merge of controller request ids and the
-/// aimed `raft-written` site; 48 meets the flip in today's worlds.)
+/// aimed `raft-written` site; 48 before the marker task started after the broker's first
+/// reconcile; 82 meets the flip in today's worlds.)
 #[test]
-fn regression_flipped_leader_epoch_hung_a_transaction_48() {
-    regression("single-txn", 48, "scan-epoch-reread-differs");
+fn regression_flipped_leader_epoch_hung_a_transaction_82() {
+    regression("single-txn", 82, "scan-epoch-reread-differs");
 }
 
 /// Runs one regression seed in its own process and checks both that it passes and that it still
