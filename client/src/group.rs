@@ -232,6 +232,40 @@ pub async fn offsets_fetch(
     group_id: &str,
     partitions: Option<&[TopicPartition]>,
 ) -> Result<BTreeMap<TopicPartition, Option<i64>>, ClientError> {
+    offsets_fetch_once(cluster, coordinator, group_id, partitions, false).await
+}
+
+/// `offsets_fetch` as a read_committed consumer does it (KIP-447, `require_stable`): a partition
+/// whose offsets an open transaction holds answers UNSTABLE_OFFSET_COMMIT, and the fetch is
+/// asked again until the transaction is decided, so a consumer taking over never starts from
+/// an offset a committed transaction has already moved past. The caller bounds the wait.
+pub async fn offsets_fetch_stable(
+    cluster: &mut Cluster,
+    coordinator: &mut Option<i32>,
+    group_id: &str,
+    partitions: Option<&[TopicPartition]>,
+) -> Result<BTreeMap<TopicPartition, Option<i64>>, ClientError> {
+    loop {
+        match offsets_fetch_once(cluster, coordinator, group_id, partitions, true).await {
+            Err(ClientError::Kafka {
+                error: ResponseError::UnstableOffsetCommit,
+                ..
+            }) => runtime::time::sleep(UNSTABLE_BACKOFF).await,
+            result => return result,
+        }
+    }
+}
+
+/// How long a stable fetch waits before asking again while a transaction is undecided.
+const UNSTABLE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
+async fn offsets_fetch_once(
+    cluster: &mut Cluster,
+    coordinator: &mut Option<i32>,
+    group_id: &str,
+    partitions: Option<&[TopicPartition]>,
+    require_stable: bool,
+) -> Result<BTreeMap<TopicPartition, Option<i64>>, ClientError> {
     let topics = partitions.map(|partitions| {
         let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for partition in partitions {
@@ -251,7 +285,8 @@ pub async fn offsets_fetch(
     });
     let request = OffsetFetchRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(group_id.to_string())))
-        .with_topics(topics);
+        .with_topics(topics)
+        .with_require_stable(require_stable);
     let check = |response: &ResponseKind| match response {
         ResponseKind::OffsetFetch(r) => r.error_code,
         _ => 0,

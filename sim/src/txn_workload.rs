@@ -540,7 +540,10 @@ pub(crate) async fn committed_list(
     );
     let topic_partitions: Vec<TopicPartition> = partitions.iter().map(topic_partition).collect();
     let mut coordinator = None;
-    let fetch = client::group::offsets_fetch(
+    // As a read_committed consumer asks (KIP-447): offsets a transaction still holds are
+    // waited for, not read from before it (the offsets partition's marker may come after the
+    // transaction's EndTxn answer, and after its data partitions' markers).
+    let fetch = client::group::offsets_fetch_stable(
         cluster,
         &mut coordinator,
         PROCESSOR_GROUP,
