@@ -211,7 +211,6 @@ impl PartitionLog {
     /// older than the last marker's (TRANSACTION_COORDINATOR_FENCED). A marker for a producer
     /// with nothing open is still written: an abort so fences the producer's older epochs.
     /// The batch is stamped with `leader_epoch`, the epoch this replica leads at, as a produce.
-    #[allow(clippy::too_many_arguments)]
     pub fn append_marker(
         &mut self,
         producer_id: i64,

@@ -333,11 +333,6 @@ impl TxnCoordinator {
         Ok(())
     }
 
-    /// Where `__transaction_state` lives.
-    pub fn placement(&self) -> Placement {
-        self.placement
-    }
-
     /// Claims the one creation of a replicated `__transaction_state` under way; `false` if one
     /// is.
     pub fn create_begin(&self) -> bool {
